@@ -1,0 +1,105 @@
+"""``model_converter``: pack a trained model's binary weights (command-line front end).
+
+    model_converter PREFIX-EPOCH.params [--output-dir DIR] [--no-verify] [--data-shape N,C,H,W]
+    model_converter --summary PREFIX-symbol.json|PREFIX-EPOCH.params --data-shape N,C,H,W
+
+Exit status 0 on success; on failure 1 (2 for bad usage) with a one-line reason on stderr and
+nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main", "summary_main"]
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected N,C,H,W integers, got {text!r}") from exc
+    if not shape or any(v <= 0 for v in shape):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return shape
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="model_converter",
+        description="Pack the 1-bit weights of a binmx model into uint64 words.",
+    )
+    p.add_argument("params", help="checkpoint PREFIX-EPOCH.params (PREFIX-symbol.json beside it)")
+    p.add_argument("--output-dir", default=None, help="where to write (default: beside input)")
+    p.add_argument("--no-verify", action="store_true", help="skip the before/after comparison")
+    p.add_argument("--data-shape", type=_shape, default=None,
+                   help="input shape for verification/summary, e.g. 1,1,28,28")
+    p.add_argument("--summary", action="store_true",
+                   help="print a per-layer model summary instead of converting")
+    return p
+
+
+def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
+    import mxnet as mx
+
+    import binmx
+    from binmx.converter import ConversionError, _random_inputs, load_checkpoint
+
+    if path.endswith(".params"):
+        sym, args, _ = load_checkpoint(path)
+        if data_shape is None:
+            data_shape = next(v for k, v in _random_inputs(sym, args, None).items()
+                              if not k.endswith("label"))
+    else:
+        try:
+            sym = mx.sym.load(path)
+        except mx.base.MXNetError as exc:
+            raise ConversionError(f"invalid symbol file {path}") from exc
+        if data_shape is None:
+            raise ConversionError("--data-shape is needed with a symbol file")
+    print(binmx.summary(sym, tuple(data_shape)).table())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from binmx.converter import ConversionError, ConversionReport, convert_checkpoint
+
+    try:
+        if args.summary:
+            return _print_summary(args.params, args.data_shape)
+        report = ConversionReport()
+        json_path, params_path = convert_checkpoint(
+            args.params,
+            output_dir=args.output_dir,
+            verify_outputs=not args.no_verify,
+            data_shape=args.data_shape,
+            report=report,
+        )
+    except ConversionError as exc:
+        print(f"model_converter: error: {exc}", file=sys.stderr)
+        return 1
+    before = os.path.getsize(args.params)
+    after = os.path.getsize(params_path)
+    print(f"converted {len(report.converted)} layer(s): {', '.join(report.converted)}")
+    print(f"parameters: {report.bytes_before:,} -> {report.bytes_after:,} bytes "
+          f"({report.ratio:.1f}x); file {before:,} -> {after:,} bytes ({before / after:.1f}x)")
+    if report.max_abs_diff is not None:
+        print(f"verified: outputs equal (max abs difference {report.max_abs_diff:.3g})")
+    else:
+        print("not verified (--no-verify)")
+    print(f"wrote {json_path}")
+    print(f"wrote {params_path}")
+    return 0
+
+
+def summary_main(argv: list[str] | None = None) -> int:
+    """``binmx-summary FILE --data-shape ...``: same as ``model_converter --summary``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main(["--summary", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

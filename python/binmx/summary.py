@@ -1,0 +1,184 @@
+"""Per-layer model summary: precision, shapes, 1-bit and 32-bit parameters, memory and MACs.
+
+For each operator node of a symbol: the input precision (1 for a QConvolution /
+QFullyConnected / QActivation with act_bit 1, k for k-bit, 32 for float), the output shape,
+the number of 1-bit and 32-bit parameters (a Q layer with weight_bit 1 stores its weight at
+one bit per element; biases, scales, BatchNorm parameters and statistics and every float
+layer are 32-bit), the memory they take, and the multiply-accumulates: 1-bit MACs for Q layers
+with act_bit = weight_bit = 1, 32-bit MACs for float and k-bit layers. Counts are per batch
+of the given ``data_shape``. Totals give the model size, its float-32 equivalent, the
+compression ratio and the share of binary MACs (as Larq's model summary does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import mxnet as mx
+
+__all__ = ["LayerSummary", "ModelSummary", "summary"]
+
+_CONV_OPS = ("Convolution", "QConvolution")
+_FC_OPS = ("FullyConnected", "QFullyConnected")
+_Q_OPS = ("QConvolution", "QFullyConnected", "QActivation")
+
+
+@dataclass
+class LayerSummary:
+    name: str
+    op: str
+    precision: str
+    output_shape: tuple[int, ...]
+    params_1bit: int = 0
+    params_32bit: int = 0
+    macs_1bit: int = 0
+    macs_32bit: int = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        return math.ceil(self.params_1bit / 8) + 4 * self.params_32bit
+
+
+@dataclass
+class ModelSummary:
+    layers: list[LayerSummary] = field(default_factory=list)
+
+    @property
+    def params_1bit(self) -> int:
+        return sum(layer.params_1bit for layer in self.layers)
+
+    @property
+    def params_32bit(self) -> int:
+        return sum(layer.params_32bit for layer in self.layers)
+
+    @property
+    def model_bytes(self) -> int:
+        return sum(layer.memory_bytes for layer in self.layers)
+
+    @property
+    def float32_bytes(self) -> int:
+        return 4 * (self.params_1bit + self.params_32bit)
+
+    @property
+    def compression(self) -> float:
+        return self.float32_bytes / self.model_bytes if self.model_bytes else 1.0
+
+    @property
+    def binary_mac_share(self) -> float:
+        total = sum(layer.macs_1bit + layer.macs_32bit for layer in self.layers)
+        return sum(layer.macs_1bit for layer in self.layers) / total if total else 0.0
+
+    def table(self) -> str:
+        head = ("layer", "op", "in bits", "output shape", "1-bit par", "32-bit par", "memory",
+                "1-bit MACs", "32-bit MACs")
+        rows = [head]
+        for layer in self.layers:
+            rows.append((layer.name, layer.op, layer.precision, str(layer.output_shape),
+                         f"{layer.params_1bit:,}", f"{layer.params_32bit:,}",
+                         _human(layer.memory_bytes), f"{layer.macs_1bit:,}",
+                         f"{layer.macs_32bit:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines += [
+            "-" * len(lines[0]),
+            f"total params: {self.params_1bit:,} 1-bit, {self.params_32bit:,} 32-bit",
+            f"model size: {_human(self.model_bytes)} "
+            f"(float-32 equivalent {_human(self.float32_bytes)}, "
+            f"compression {self.compression:.2f}x)",
+            f"binary MACs: {100.0 * self.binary_mac_share:.2f}% of all MACs",
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _ints(text: str | None) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"-?\d+", text or ""))
+
+
+def _bits(attrs: dict[str, str]) -> tuple[int, int]:
+    act = int(attrs.get("act_bit", "1"))
+    return act, int(attrs.get("weight_bit", str(act)))
+
+
+def summary(sym: mx.sym.Symbol, data_shape: tuple[int, ...], *, data_name: str = "data"
+            ) -> ModelSummary:
+    """Summarise ``sym`` for an input of ``data_shape`` (see the module docstring)."""
+    if not isinstance(data_shape, (tuple, list)) or not all(
+        isinstance(d, int) and d > 0 for d in data_shape
+    ):
+        raise ValueError(f"Expected `data_shape` to be a tuple of positive ints, got {data_shape!r}")
+    if data_name not in sym.list_arguments():
+        raise ValueError(f"`data_name`={data_name!r} is not an input of the symbol")
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape_partial(**{data_name: tuple(data_shape)})
+    shapes = dict(zip(internals.list_outputs(), out_shapes or [], strict=False))
+    graph = json.loads(sym.tojson())
+    nodes: list[dict[str, Any]] = graph["nodes"]
+
+    def entry_shape(entry: list[int]) -> tuple[int, ...]:
+        node = nodes[entry[0]]
+        if node["op"] == "null":
+            key = node["name"]
+        else:
+            key = f"{node['name']}_output"
+            if key not in shapes:
+                key = f"{node['name']}_output{entry[1]}"
+        return tuple(shapes.get(key, ()))
+
+    result = ModelSummary()
+    for node_id, node in enumerate(nodes):
+        op = node["op"]
+        if op == "null":
+            continue
+        attrs = node.get("attrs", {})
+        out = entry_shape([node_id, 0, 0])
+        in_shape = entry_shape(node["inputs"][0]) if node["inputs"] else ()
+        act, wbit = _bits(attrs) if op in _Q_OPS else (32, 32)
+        binary = op in _Q_OPS and act == 1 and wbit == 1
+        layer = LayerSummary(node["name"], op, str(act), out)
+        param_inputs = [nodes[e[0]] for e in node["inputs"][1:] if nodes[e[0]]["op"] == "null"]
+        macs = 0
+        weight = 0
+        if op in _CONV_OPS and len(in_shape) == 4 and len(out) == 4:
+            kernel = _ints(attrs.get("kernel"))
+            groups = int(attrs.get("num_group", "1"))
+            weight = out[1] * (in_shape[1] // groups) * math.prod(kernel)
+            macs = out[0] * out[2] * out[3] * weight
+        elif op in _FC_OPS and in_shape and out:
+            flatten = attrs.get("flatten", "True").lower() in ("true", "1")
+            depth = math.prod(in_shape[1:]) if flatten else in_shape[-1]
+            weight = out[-1] * depth
+            macs = math.prod(out[:-1]) * weight
+        if weight:
+            if op in _Q_OPS and wbit == 1:
+                layer.params_1bit = weight
+            else:
+                layer.params_32bit = weight
+            for p in param_inputs[1:]:  # bias, alpha
+                layer.params_32bit += math.prod(shapes.get(p["name"], ()) or (0,))
+        else:
+            for p in param_inputs:  # BatchNorm gamma/beta/mean/var and other float params
+                layer.params_32bit += math.prod(shapes.get(p["name"], ()) or (0,))
+        if binary:
+            layer.macs_1bit = macs
+        else:
+            layer.macs_32bit = macs
+        result.layers.append(layer)
+    return result
