@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Train BMXNet's binary LeNet on MNIST, convert it to 1-bit weights, evaluate and time it.
+
+The network (float first conv and last FC, binary in between, as in BMXNet's binary LeNet):
+
+    data 1x28x28
+    Convolution 5x5, 64 (float) -> BatchNorm -> relu -> max-pool 2x2
+    BatchNorm -> QActivation -> QConvolution 5x5, 64 (1-bit) -> max-pool 2x2
+    BatchNorm -> QActivation -> QFullyConnected 1000, no bias (1-bit)
+    BatchNorm -> tanh -> FullyConnected 10 (float) -> SoftmaxOutput
+
+Steps: train with Module.fit (or a Gluon loop with --gluon) on the 60,000 training images,
+checkpoint each epoch (OUTPUT_DIR/lenet-symbol.json, lenet-EPOCH.params), convert the last
+checkpoint with binmx.convert_checkpoint (binarized_lenet-*), evaluate both on the 10,000 test
+images, time the converted model against a float LeNet of the same shape, and write
+OUTPUT_DIR/results.json and OUTPUT_DIR/training_curves.png.
+
+    python examples/train_mnist.py                    # defaults: the README's demo
+    python examples/train_mnist.py --gluon            # the same network as Gluon blocks
+    python examples/train_mnist.py --tiny             # seconds: 1 epoch on 512 images
+    python tools/launch_local.py -n 2 -- python examples/train_mnist.py --kv-store dist_sync
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+import binmx  # noqa: E402  (registers mx.sym.QConvolution & co.)
+from binmx import data as bdata  # noqa: E402
+
+import common  # noqa: E402
+
+log = logging.getLogger("binmx.examples")
+
+
+def lenet_symbol(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1) -> mx.sym.Symbol:
+    """BMXNet's binary LeNet; ``binary=False`` gives the float LeNet of the same shape."""
+    data = mx.sym.Variable("data")
+    x = mx.sym.Convolution(data, kernel=(5, 5), num_filter=64, name="conv1")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn1")
+    x = mx.sym.Activation(x, act_type="relu", name="relu1")
+    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool1")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn2")
+    if binary:
+        x = mx.sym.QActivation(x, act_bit=act_bit, backward_only=True, name="qact2")
+        x = mx.sym.QConvolution(
+            x, kernel=(5, 5), num_filter=64, act_bit=act_bit, weight_bit=weight_bit, name="conv2"
+        )
+    else:
+        x = mx.sym.Activation(x, act_type="tanh", name="tanh2")
+        x = mx.sym.Convolution(x, kernel=(5, 5), num_filter=64, name="conv2")
+    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool2")
+    x = mx.sym.Flatten(x, name="flatten")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn3")
+    if binary:
+        x = mx.sym.QActivation(x, act_bit=act_bit, backward_only=True, name="qact3")
+        x = mx.sym.QFullyConnected(
+            x, num_hidden=1000, no_bias=True, act_bit=act_bit, weight_bit=weight_bit, name="fc1"
+        )
+    else:
+        x = mx.sym.Activation(x, act_type="tanh", name="tanh3")
+        x = mx.sym.FullyConnected(x, num_hidden=1000, no_bias=True, name="fc1")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn4")
+    x = mx.sym.Activation(x, act_type="tanh", name="tanh4")
+    x = mx.sym.FullyConnected(x, num_hidden=10, name="fc2")
+    return mx.sym.SoftmaxOutput(x, name="softmax")
+
+
+def lenet_gluon(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1):
+    """The same network as Gluon blocks (binmx.gluon.QConv2D / QDense / QActivation)."""
+    from mxnet.gluon import nn
+
+    net = nn.HybridSequential(prefix="lenet_")
+    with net.name_scope():
+        net.add(
+            nn.Conv2D(64, kernel_size=5),
+            nn.BatchNorm(),
+            nn.Activation("relu"),
+            nn.MaxPool2D(pool_size=2, strides=2),
+            nn.BatchNorm(),
+        )
+        if binary:
+            from binmx import gluon as bgluon
+
+            net.add(
+                bgluon.QActivation(act_bit=act_bit, backward_only=True),
+                bgluon.QConv2D(64, kernel_size=5, act_bit=act_bit, weight_bit=weight_bit),
+            )
+        else:
+            net.add(nn.Activation("tanh"), nn.Conv2D(64, kernel_size=5))
+        net.add(nn.MaxPool2D(pool_size=2, strides=2), nn.Flatten(), nn.BatchNorm())
+        if binary:
+            net.add(
+                bgluon.QActivation(act_bit=act_bit, backward_only=True),
+                bgluon.QDense(1000, use_bias=False, act_bit=act_bit, weight_bit=weight_bit),
+            )
+        else:
+            net.add(nn.Activation("tanh"), nn.Dense(1000, use_bias=False))
+        net.add(nn.BatchNorm(), nn.Activation("tanh"), nn.Dense(10))
+    return net
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default="runs/mnist", help="where checkpoints and results go")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--lr", type=float, default=2e-3, help="base learning rate")
+    p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "step", "none"])
+    p.add_argument("--wd", type=float, default=0.0, help="weight decay")
+    p.add_argument("--act-bit", type=int, default=1)
+    p.add_argument("--weight-bit", type=int, default=1)
+    p.add_argument("--float", dest="float_model", action="store_true",
+                   help="train the float LeNet of the same shape instead (the speed baseline)")
+    p.add_argument("--gluon", action="store_true", help="train with Gluon blocks instead of Module")
+    p.add_argument("--kv-store", default="local", help="local, device, dist_sync, dist_async")
+    p.add_argument("--bench-batch", type=int, default=64, help="batch size of the speed test")
+    p.add_argument("--bench-repeats", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="1 epoch on 512 images, for tests")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--no-convert", action="store_true", help="skip conversion and speed test")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.epochs = 1
+        args.bench_repeats = min(args.bench_repeats, 3)
+        args.bench_batch = min(args.bench_batch, 16)
+    if args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    kv = common.make_kvstore(args.kv_store)
+    out_dir = Path(args.output_dir)
+    if kv.num_workers > 1:
+        out_dir = out_dir / f"worker{kv.rank}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mx.random.seed(args.seed + kv.rank)
+    np.random.seed(args.seed + kv.rank)
+
+    x_train, y_train = bdata.load_mnist("trainval")
+    x_test, y_test = bdata.load_mnist("test")
+    if args.tiny:
+        x_train, y_train = x_train[:512], y_train[:512]
+        x_test, y_test = x_test[:256], y_test[:256]
+    # Each distributed worker trains on its own shard of the training set.
+    x_train, y_train = x_train[kv.rank :: kv.num_workers], y_train[kv.rank :: kv.num_workers]
+    binary = not args.float_model
+    model = "binary LeNet" if binary else "float LeNet"
+    bits = dict(act_bit=args.act_bit, weight_bit=args.weight_bit)
+    prefix = str(out_dir / "lenet")
+    batches = x_train.shape[0] // args.batch_size
+    if batches == 0:
+        raise ValueError(f"Expected at least --batch-size ({args.batch_size}) training images")
+
+    if args.gluon:
+        net = lenet_gluon(binary=binary, **bits)
+        history, train_seconds = common.fit_gluon(
+            net, (x_train, y_train), (x_test, y_test), kv=kv, num_epochs=args.epochs,
+            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+            lr_sched=args.lr_schedule, wd=args.wd, prefix=prefix, progress=not args.no_progress,
+            desc="train", seed=args.seed,
+        )  # fmt: skip
+    else:
+        train_iter = bdata.make_iter(
+            x_train, y_train, batch_size=args.batch_size, shuffle=True,
+            last_batch_handle="discard",
+        )  # fmt: skip
+        test_iter = bdata.make_iter(x_test, y_test, batch_size=256)
+        _, history, train_seconds = common.fit_module(
+            lenet_symbol(binary=binary, **bits), train_iter, test_iter, kv=kv,
+            num_epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+            lr_sched=args.lr_schedule, wd=args.wd, prefix=prefix, batches_per_epoch=batches,
+            progress=not args.no_progress, desc="train",
+        )  # fmt: skip
+
+    symbol_json = f"{prefix}-symbol.json"
+    params_file = f"{prefix}-{args.epochs:04d}.params"
+    float_acc = common.evaluate_checkpoint(symbol_json, params_file, x_test, y_test, batch_size=256)
+    results: dict = {
+        "model": model + (" (Gluon)" if args.gluon else ""),
+        "dataset": "mnist",
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "learning_rate": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "kv_store": args.kv_store,
+        "rank": kv.rank,
+        "num_workers": kv.num_workers,
+        "tiny": args.tiny,
+        "train_samples": int(x_train.shape[0]),
+        "test_samples": int(x_test.shape[0]),
+        "train_seconds": train_seconds,
+        "float_test_accuracy": float_acc,
+        "float_params_bytes": os.path.getsize(params_file),
+        "float_checkpoint": params_file,
+        "binarized_test_accuracy": None,
+        "binarized_params_bytes": None,
+        "binarized_checkpoint": None,
+        "compression": None,
+        "speedup": None,
+        "speed": None,
+        "history": history.__dict__,
+        "threads": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
+    }
+    if binary and not args.no_convert:
+        t0 = time.perf_counter()
+        converted = common.convert(params_file)
+        if converted is not None:
+            bin_json, bin_params = converted
+            results["convert_seconds"] = time.perf_counter() - t0
+            results["binarized_checkpoint"] = bin_params
+            results["binarized_params_bytes"] = os.path.getsize(bin_params)
+            results["compression"] = results["float_params_bytes"] / results["binarized_params_bytes"]
+            results["binarized_test_accuracy"] = common.evaluate_checkpoint(
+                bin_json, bin_params, x_test, y_test, batch_size=256
+            )
+            speed = common.compare_speed(
+                (bin_json, bin_params), lenet_symbol(binary=False),
+                (args.bench_batch, 1, 28, 28), repeats=args.bench_repeats, seed=args.seed,
+            )  # fmt: skip
+            results["speed"] = speed
+            results["speedup"] = speed["speedup"]
+    common.plot_history(history, out_dir / "training_curves.png", title=f"{model} on MNIST")
+    common.write_results(out_dir / "results.json", results)
+    common.print_summary(results, out_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main()
