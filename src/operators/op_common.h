@@ -1,0 +1,302 @@
+/*
+ * binmx operators: helpers shared by QActivation, QConvolution and QFullyConnected.
+ *
+ * - Attribute parsing. MXNet hands attributes over as Python text ("(3, 3)", "True", "1",
+ *   "0.5"); parsers are pure and cheap because parseAttrs runs many times per call. Every
+ *   failure yields a message naming the attribute and the expected vs given value.
+ * - Quantisers (DESIGN.md §3):
+ *     act_bit / weight_bit = 1:  sgn(v) = +1 if v >= 0 (also -0.0) else -1
+ *     act_bit k in 2..31:        q(clip(x, 0, 1), k),  q(a, k) = rint((2^k - 1) a) / (2^k - 1)
+ *     weight_bit k in 2..31:     2 q(tanh(W) / (2 max|tanh W|) + 1/2, k) - 1   (max over the
+ *                                whole tensor; an all-zero tensor uses tanh(W)/(2 max) = 0)
+ *     32:                        identity (full precision)
+ *   rint rounds half to even (as numpy.rint); the k-bit maths runs in double.
+ */
+#ifndef BINMX_OPERATORS_OP_COMMON_H_
+#define BINMX_OPERATORS_OP_COMMON_H_
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace binmx {
+namespace ops {
+
+using Attrs = std::unordered_map<std::string, std::string>;
+
+inline std::string Trim(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\'' || s[b] == '"')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\'' || s[e - 1] == '"')) {
+    --e;
+  }
+  return s.substr(b, e - b);
+}
+
+inline bool ParseInt(const std::string& text, int64_t* out) {
+  const std::string s = Trim(text);
+  if (s.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+inline bool ParseFloat(const std::string& text, double* out) {
+  const std::string s = Trim(text);
+  if (s.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end == s.c_str() || *end != '\0' || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+inline bool ParseBool(const std::string& text, bool* out) {
+  const std::string s = Trim(text);
+  if (s == "True" || s == "true" || s == "1") {
+    *out = true;
+    return true;
+  }
+  if (s == "False" || s == "false" || s == "0") {
+    *out = false;
+    return true;
+  }
+  return false;
+}
+
+// "(3, 3)", "[3,3]", "3", "(3,)", "()" -> ints. "None" or "" -> empty (unset).
+inline bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
+  out->clear();
+  std::string s = Trim(text);
+  if (s.empty() || s == "None") return true;
+  if ((s.front() == '(' && s.back() == ')') || (s.front() == '[' && s.back() == ']')) {
+    s = s.substr(1, s.size() - 2);
+  }
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) comma = s.size();
+    const std::string item = Trim(s.substr(pos, comma - pos));
+    if (item.empty()) {
+      if (comma != s.size()) return false;  // ", ," or leading comma
+    } else {
+      int64_t v;
+      std::string num = item;
+      if (!num.empty() && (num.back() == 'L')) num.pop_back();
+      if (!ParseInt(num, &v)) return false;
+      out->push_back(v);
+    }
+    pos = comma + 1;
+  }
+  return true;
+}
+
+inline std::string TupleText(const std::vector<int64_t>& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+inline bool IsHidden(const std::string& key) {
+  return key.size() >= 2 && key[0] == '_' && key[1] == '_';
+}
+
+// Reads attributes into typed fields; the first error is kept in `error`.
+class AttrReader {
+ public:
+  AttrReader(const char* op, const Attrs& attrs) : op_(op), attrs_(attrs) {}
+
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  void Fail(const std::string& msg) {
+    if (error_.empty()) error_ = std::string(op_) + ": " + msg;
+  }
+
+  // Rejects attribute names outside `known` (names starting with "__" are MXNet's own).
+  void CheckKnown(const std::vector<const char*>& known) {
+    for (const auto& kv : attrs_) {
+      if (IsHidden(kv.first)) continue;
+      bool found = false;
+      for (const char* k : known) found = found || kv.first == k;
+      if (!found) {
+        std::string names;
+        for (const char* k : known) names += std::string(names.empty() ? "" : ", ") + k;
+        Fail("unknown attribute `" + kv.first + "`='" + kv.second + "' (known: " + names + ")");
+      }
+    }
+  }
+
+  const std::string* Find(const char* name) const {
+    auto it = attrs_.find(name);
+    return it == attrs_.end() ? nullptr : &it->second;
+  }
+
+  int64_t Int(const char* name, int64_t def, int64_t lo, int64_t hi, bool required = false) {
+    const std::string* v = Find(name);
+    if (v == nullptr || Trim(*v) == "None") {
+      if (required) Fail("missing required attribute `" + std::string(name) + "`");
+      return def;
+    }
+    int64_t out;
+    if (!ParseInt(*v, &out) || out < lo || out > hi) {
+      Fail("expected `" + std::string(name) + "` to be an integer in [" + std::to_string(lo) +
+           ", " + std::to_string(hi) + "], got '" + *v + "'");
+      return def;
+    }
+    return out;
+  }
+
+  double Float(const char* name, double def, double lo) {
+    const std::string* v = Find(name);
+    if (v == nullptr || Trim(*v) == "None") return def;
+    double out;
+    if (!ParseFloat(*v, &out) || out < lo) {
+      Fail("expected `" + std::string(name) + "` to be a finite number >= " +
+           std::to_string(lo) + ", got '" + *v + "'");
+      return def;
+    }
+    return out;
+  }
+
+  bool Bool(const char* name, bool def) {
+    const std::string* v = Find(name);
+    if (v == nullptr || Trim(*v) == "None") return def;
+    bool out;
+    if (!ParseBool(*v, &out)) {
+      Fail("expected `" + std::string(name) + "` to be True or False, got '" + *v + "'");
+      return def;
+    }
+    return out;
+  }
+
+  // A tuple of `rank` positive (or, with allow_zero, non-negative) ints; unset -> `def`.
+  std::vector<int64_t> Tuple(const char* name, size_t rank, int64_t def, bool allow_zero,
+                             bool required = false) {
+    const std::string* v = Find(name);
+    std::vector<int64_t> out;
+    if (v != nullptr && !ParseTuple(*v, &out)) {
+      Fail("expected `" + std::string(name) + "` to be a tuple of ints, got '" + *v + "'");
+      return std::vector<int64_t>(rank, def);
+    }
+    if (out.empty()) {
+      if (required) {
+        Fail("missing required attribute `" + std::string(name) + "` (expected " +
+             std::to_string(rank) + " ints, e.g. (3, 3))");
+      }
+      return std::vector<int64_t>(rank, def);
+    }
+    if (out.size() != rank) {
+      Fail("expected `" + std::string(name) + "` to have " + std::to_string(rank) +
+           " elements (2-D convolution), got " + std::to_string(out.size()) + " in '" + *v +
+           "'");
+      return std::vector<int64_t>(rank, def);
+    }
+    for (int64_t x : out) {
+      if (x < 0 || (x == 0 && !allow_zero)) {
+        Fail("expected `" + std::string(name) + "` to hold " +
+             (allow_zero ? "non-negative" : "positive") + " ints, got '" + *v + "'");
+        return std::vector<int64_t>(rank, def);
+      }
+    }
+    return out;
+  }
+
+ private:
+  const char* op_;
+  const Attrs& attrs_;
+  std::string error_;
+};
+
+// ---- quantisers ----------------------------------------------------------------------
+
+inline float Sgn(float v) { return v >= 0.0f ? 1.0f : -1.0f; }
+
+inline double QuantizeUnit(double a, int bits) {
+  const double levels = static_cast<double>((int64_t{1} << bits) - 1);
+  return std::nearbyint(levels * a) / levels;
+}
+
+// Activation quantiser (see the file comment) of n values into out.
+inline void QuantizeAct(const float* x, int64_t n, int bits, float* out) {
+  if (bits == 1) {
+    for (int64_t i = 0; i < n; ++i) out[i] = Sgn(x[i]);
+  } else if (bits >= 32) {
+    std::copy(x, x + n, out);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const double a = std::min(1.0, std::max(0.0, static_cast<double>(x[i])));
+      out[i] = static_cast<float>(QuantizeUnit(a, bits));
+    }
+  }
+}
+
+// Weight quantiser (see the file comment) of n values into out.
+inline void QuantizeWeight(const float* w, int64_t n, int bits, float* out) {
+  if (bits == 1) {
+    for (int64_t i = 0; i < n; ++i) out[i] = Sgn(w[i]);
+  } else if (bits >= 32) {
+    std::copy(w, w + n, out);
+  } else {
+    double max_t = 0.0;
+    for (int64_t i = 0; i < n; ++i) max_t = std::max(max_t, std::fabs(std::tanh(double{w[i]})));
+    for (int64_t i = 0; i < n; ++i) {
+      const double t = max_t > 0.0 ? std::tanh(double{w[i]}) / (2.0 * max_t) : 0.0;
+      out[i] = static_cast<float>(2.0 * QuantizeUnit(t + 0.5, bits) - 1.0);
+    }
+  }
+}
+
+// alpha[f] = mean |w[f][:]| over `size` weights per filter.
+inline void MeanAbsRows(const float* w, int64_t rows, int64_t size, float* alpha) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double s = 0.0;
+    for (int64_t i = 0; i < size; ++i) s += std::fabs(double{w[r * size + i]});
+    alpha[r] = static_cast<float>(s / static_cast<double>(size));
+  }
+}
+
+// dx[i] = dxq[i] * 1[|x[i]| <= grad_cancel]   (in place on dx).
+inline void ApplyGradCancel(const float* x, int64_t n, float grad_cancel, float* dx) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(std::fabs(x[i]) <= grad_cancel)) dx[i] = 0.0f;
+  }
+}
+
+// Latent weight gradient from G = d loss / d Wq (unscaled by alpha), rows x size:
+//   no scaling:  dW = G                                  (identity STE through the quantiser)
+//   scaling:     dalpha[f] = sum_i G[f][i] * wq[f][i]
+//                dW[f][j]  = alpha[f] * G[f][j] + sgn(W[f][j]) / size * dalpha[f]
+// (the exact chain rule of out = alpha * conv(x, Wq), alpha = mean|W| with d|w|/dw = sgn(w);
+// written to dw, dalpha may be null).
+inline void FinishWeightGrad(const float* g, const float* w, const float* wq, const float* alpha,
+                             int64_t rows, int64_t size, float* dw, float* dalpha) {
+  for (int64_t f = 0; f < rows; ++f) {
+    const float* gf = g + f * size;
+    if (alpha == nullptr) {
+      if (dw) std::copy(gf, gf + size, dw + f * size);
+      continue;
+    }
+    double da = 0.0;
+    for (int64_t i = 0; i < size; ++i) da += double{gf[i]} * double{wq[f * size + i]};
+    if (dalpha) dalpha[f] = static_cast<float>(da);
+    if (dw) {
+      const float a = alpha[f];
+      const float c = static_cast<float>(da / static_cast<double>(size));
+      for (int64_t i = 0; i < size; ++i) dw[f * size + i] = a * gf[i] + Sgn(w[f * size + i]) * c;
+    }
+  }
+}
+
+}  // namespace ops
+}  // namespace binmx
+
+#endif  // BINMX_OPERATORS_OP_COMMON_H_

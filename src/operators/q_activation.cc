@@ -1,0 +1,149 @@
+/*
+ * binmx operator QActivation (CPU) and the library entry point `initialize`.
+ *
+ * Forward:  act_bit = 1: sgn(x) (+1 for x >= 0, also -0.0; -1 otherwise);
+ *           act_bit 2..31: q(clip(x, 0, 1), act_bit) (DoReFa); act_bit = 32: x.
+ *           backward_only=True: the forward is the identity (BMXNet semantics: the following
+ *           QConvolution / QFullyConnected quantises its input itself).
+ * Backward: dx = dy * 1[|x| <= grad_cancel] (inclusive) whenever the op quantises
+ *           (act_bit < 32) or backward_only=True; dx = dy for a plain act_bit = 32 layer.
+ */
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "mxnet/lib_api.h"
+#include "op_common.h"
+
+using mxnet::ext::MX_FAIL;
+using mxnet::ext::MX_SUCCESS;
+using mxnet::ext::MXReturnValue;
+using mxnet::ext::MXTensor;
+using mxnet::ext::OpResource;
+
+namespace binmx {
+namespace ops {
+namespace {
+
+constexpr const char* kOp = "QActivation";
+
+struct QActAttrs {
+  int act_bit = 1;
+  bool backward_only = false;
+  float grad_cancel = 1.0f;
+  bool masks() const { return act_bit < 32 || backward_only; }
+};
+
+bool Parse(const Attrs& attrs, QActAttrs* a) {
+  AttrReader r(kOp, attrs);
+  r.CheckKnown({"act_bit", "backward_only", "grad_cancel"});
+  a->act_bit = static_cast<int>(r.Int("act_bit", 1, 1, 32));
+  a->backward_only = r.Bool("backward_only", false);
+  a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
+  if (!r.ok()) MX_ERROR_MSG << r.error();
+  return r.ok();
+}
+
+MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  try {
+    QActAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    *num_in = 1;
+    *num_out = 1;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
+                          std::vector<int>* out_types) {
+  QActAttrs a;
+  if (!Parse(attrs, &a)) return MX_FAIL;
+  int& t = (*in_types)[0];
+  if (t == -1) t = mxnet::ext::kFloat32;
+  if (t != mxnet::ext::kFloat32) {
+    MX_ERROR_MSG << kOp << ": expected input `data` to have dtype float32, got dtype code " << t
+                 << (t == 1 ? " (float64)" : t == 2 ? " (float16)" : "");
+    return MX_FAIL;
+  }
+  (*out_types)[0] = mxnet::ext::kFloat32;
+  return MX_SUCCESS;
+}
+
+MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                           std::vector<std::vector<unsigned int>>* out_shapes) {
+  QActAttrs a;
+  if (!Parse(attrs, &a)) return MX_FAIL;
+  if ((*in_shapes)[0].empty()) {
+    MX_ERROR_MSG << kOp << ": the shape of `data` is unknown";
+    return MX_FAIL;
+  }
+  (*out_shapes)[0] = (*in_shapes)[0];
+  return MX_SUCCESS;
+}
+
+MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                        std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QActAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    if ((*inputs)[0].ctx.dev_type != "cpu") {
+      MX_ERROR_MSG << kOp << ": input is on " << (*inputs)[0].ctx.dev_type
+                   << ", this build runs on cpu only";
+      return MX_FAIL;
+    }
+    const float* x = static_cast<const float*>((*inputs)[0].data_ptr);
+    float* y = static_cast<float*>((*outputs)[0].data_ptr);
+    const int64_t n = (*inputs)[0].size();
+    if (a.backward_only) {
+      std::copy(x, x + n, y);
+    } else {
+      QuantizeAct(x, n, a.act_bit, y);
+    }
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " forward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+// inputs: dy, x, y;  outputs: dx.
+MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QActAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    const float* dy = static_cast<const float*>((*inputs)[0].data_ptr);
+    const float* x = static_cast<const float*>((*inputs)[1].data_ptr);
+    float* dx = static_cast<float*>((*outputs)[0].data_ptr);
+    const int64_t n = (*inputs)[1].size();
+    std::copy(dy, dy + n, dx);
+    if (a.masks()) ApplyGradCancel(x, n, a.grad_cancel, dx);
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " backward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace binmx
+
+REGISTER_OP(QActivation)
+    .setParseAttrs(binmx::ops::ParseAttrsFn)
+    .setInferType(binmx::ops::InferTypeFn)
+    .setInferShape(binmx::ops::InferShapeFn)
+    .setForward(binmx::ops::ForwardFn, "cpu")
+    .setBackward(binmx::ops::BackwardFn, "cpu");
+
+mxnet::ext::MXReturnValue initialize(int version) {
+  if (version < 10900) {
+    MX_ERROR_MSG << "binmx operators need MXNet >= 1.9.0, got version " << version;
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}

@@ -1,0 +1,418 @@
+/*
+ * binmx operator QConvolution (CPU): a drop-in replacement for Convolution (2-D, NCHW).
+ *
+ * Inputs, in order: data (N, C, H, W) float32; weight: OIHW float32 (F, C/g, kh, kw), or with
+ * binarized_weights_only=True int64 words (F, kh, kw, ceil(C/g/64)); bias (F,) unless no_bias;
+ * alpha (F,) float32 when binarized_weights_only and scaling_factor. Output (N, F, OH, OW).
+ *
+ * Forward: out = alpha_f * conv(Qa(x), Qw(W)) + bias_f, padding per pad_value (0 = zeros,
+ *   +1 / -1 constants), Qa / Qw the act_bit / weight_bit quantisers (op_common.h), alpha_f =
+ *   mean |W_f| with scaling_factor (else 1). act_bit = weight_bit = 1 runs the xnor kernels
+ *   (exact integers); other bit widths run a float convolution.
+ * Backward (straight-through estimator):
+ *   dx = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (mask only if act_bit < 32)
+ *   G  = d loss / d Qw without alpha = sum dy * Qa(x)pad;  dW = G, or with scaling_factor
+ *        dW = alpha * G + sgn(W) / n * dalpha, dalpha_f = sum_i G_fi Qw(W)_fi  (op_common.h)
+ *   dbias = sum dy. Packed weights get a zero gradient; the alpha input gets dalpha.
+ */
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "conv.h"
+#include "mxnet/lib_api.h"
+#include "op_common.h"
+#include "xnor_gemm.h"
+
+using mxnet::ext::MX_FAIL;
+using mxnet::ext::MX_SUCCESS;
+using mxnet::ext::MXReturnValue;
+using mxnet::ext::MXTensor;
+using mxnet::ext::OpResource;
+
+namespace binmx {
+namespace ops {
+namespace {
+
+constexpr const char* kOp = "QConvolution";
+
+struct QConvAttrs {
+  std::vector<int64_t> kernel, stride, dilate, pad;
+  int64_t num_filter = 0, num_group = 1;
+  bool no_bias = false, packed = false, scaling = false;
+  int act_bit = 1, weight_bit = 1, pad_value = 0;
+  float grad_cancel = 1.0f;
+
+  bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  int num_inputs() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int bias_index() const { return no_bias ? -1 : 2; }
+  int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
+};
+
+bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
+  AttrReader r(kOp, attrs);
+  r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
+                "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
+                "pad_value", "grad_cancel", "workspace", "cudnn_tune", "cudnn_off"});
+  a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
+  a->stride = r.Tuple("stride", 2, 1, false);
+  a->dilate = r.Tuple("dilate", 2, 1, false);
+  a->pad = r.Tuple("pad", 2, 0, true);
+  a->num_filter = r.Int("num_filter", 0, 1, 1 << 24, /*required=*/true);
+  a->num_group = r.Int("num_group", 1, 1, 1 << 24);
+  a->no_bias = r.Bool("no_bias", false);
+  a->act_bit = static_cast<int>(r.Int("act_bit", 1, 1, 32));
+  a->weight_bit = static_cast<int>(r.Int("weight_bit", a->act_bit, 1, 32));
+  a->packed = r.Bool("binarized_weights_only", false);
+  a->scaling = r.Bool("scaling_factor", false);
+  a->pad_value = static_cast<int>(r.Int("pad_value", 0, -1, 1));
+  a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
+  if (const std::string* layout = r.Find("layout")) {
+    const std::string l = Trim(*layout);
+    if (l != "NCHW" && l != "None" && !l.empty()) {
+      r.Fail("expected `layout` to be NCHW (the only layout supported), got '" + *layout + "'");
+    }
+  }
+  if (r.ok() && a->num_filter % a->num_group != 0) {
+    r.Fail("expected `num_filter` (" + std::to_string(a->num_filter) +
+           ") to be divisible by `num_group` (" + std::to_string(a->num_group) + ")");
+  }
+  if (r.ok() && a->packed && !a->binary()) {
+    r.Fail("binarized_weights_only=True needs act_bit=1 and weight_bit=1, got act_bit=" +
+           std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
+  }
+  if (!r.ok()) *error = r.error();
+  return r.ok();
+}
+
+// Reports a parse failure; true when the attributes are fine.
+bool Parse(const Attrs& attrs, QConvAttrs* a) {
+  std::string error;
+  if (ParseQConv(attrs, a, &error)) return true;
+  MX_ERROR_MSG << error;
+  return false;
+}
+
+Conv2dParams MakeParams(const QConvAttrs& a, const std::vector<int64_t>& data_shape) {
+  Conv2dParams p;
+  p.batch = data_shape[0];
+  p.channels = data_shape[1];
+  p.in_h = data_shape[2];
+  p.in_w = data_shape[3];
+  p.num_filter = a.num_filter;
+  p.kernel_h = a.kernel[0];
+  p.kernel_w = a.kernel[1];
+  p.stride_h = a.stride[0];
+  p.stride_w = a.stride[1];
+  p.pad_h = a.pad[0];
+  p.pad_w = a.pad[1];
+  p.dilate_h = a.dilate[0];
+  p.dilate_w = a.dilate[1];
+  p.groups = a.num_group;
+  p.pad_value = a.pad_value;
+  return p;
+}
+
+std::string ShapeText(const std::vector<unsigned int>& s) {
+  std::vector<int64_t> v(s.begin(), s.end());
+  return TupleText(v);
+}
+
+MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  try {
+    QConvAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    *num_in = a.num_inputs();
+    *num_out = 1;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+const char* InputName(const QConvAttrs& a, int i) {
+  if (i == 0) return "data";
+  if (i == 1) return "weight";
+  if (i == a.bias_index()) return "bias";
+  return "alpha";
+}
+
+const char* DtypeName(int t) {
+  switch (t) {
+    case 0:
+      return "float32";
+    case 1:
+      return "float64";
+    case 2:
+      return "float16";
+    case 3:
+      return "uint8";
+    case 4:
+      return "int32";
+    case 5:
+      return "int8";
+    case 6:
+      return "int64";
+    default:
+      return "unknown";
+  }
+}
+
+MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
+                          std::vector<int>* out_types) {
+  try {
+    QConvAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    for (int i = 0; i < static_cast<int>(in_types->size()); ++i) {
+      const int want = (i == 1 && a.packed) ? mxnet::ext::kInt64 : mxnet::ext::kFloat32;
+      int& t = (*in_types)[i];
+      if (t == -1) {
+        t = want;
+      } else if (t != want) {
+        MX_ERROR_MSG << kOp << ": expected input `" << InputName(a, i) << "` to have dtype "
+                     << DtypeName(want)
+                     << (i == 1 && a.packed ? " (packed words, binarized_weights_only=True)" : "")
+                     << ", got " << DtypeName(t);
+        return MX_FAIL;
+      }
+    }
+    (*out_types)[0] = mxnet::ext::kFloat32;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+// Fills an unknown input shape or checks a known one.
+bool MatchShape(const char* name, const std::vector<unsigned int>& want,
+                std::vector<unsigned int>* have, const char* hint) {
+  if (have->empty()) {
+    *have = want;
+    return true;
+  }
+  if (*have != want) {
+    MX_ERROR_MSG << kOp << ": expected `" << name << "` of shape " << ShapeText(want) << hint
+                 << ", got " << ShapeText(*have);
+    return false;
+  }
+  return true;
+}
+
+MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                           std::vector<std::vector<unsigned int>>* out_shapes) {
+  try {
+    QConvAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    const auto& ds = (*in_shapes)[0];
+    if (ds.size() != 4) {
+      MX_ERROR_MSG << kOp << ": expected `data` of rank 4 (N, C, H, W), got shape "
+                   << (ds.empty() ? std::string("unknown") : ShapeText(ds));
+      return MX_FAIL;
+    }
+    std::vector<int64_t> dshape(ds.begin(), ds.end());
+    Conv2dParams p = MakeParams(a, dshape);
+    if (p.channels % p.groups != 0) {
+      MX_ERROR_MSG << kOp << ": expected the input channels (" << p.channels
+                   << ") to be divisible by `num_group` (" << p.groups << ")";
+      return MX_FAIL;
+    }
+    try {
+      ValidateConv2dParams(p);
+    } catch (const std::exception& e) {
+      MX_ERROR_MSG << kOp << ": data shape " << ShapeText(ds) << " with kernel "
+                   << TupleText(a.kernel) << ", pad " << TupleText(a.pad) << ", dilate "
+                   << TupleText(a.dilate) << ": " << e.what();
+      return MX_FAIL;
+    }
+    const unsigned f = static_cast<unsigned>(a.num_filter);
+    const unsigned kh = static_cast<unsigned>(a.kernel[0]), kw = static_cast<unsigned>(a.kernel[1]);
+    std::vector<unsigned int> wshape;
+    const char* hint = "";
+    if (a.packed) {
+      wshape = {f, kh, kw, static_cast<unsigned>(p.TapWords())};
+      hint = " (num_filter, kh, kw, ceil(C/num_group/64)) of packed words";
+    } else {
+      wshape = {f, static_cast<unsigned>(p.GroupChannels()), kh, kw};
+      hint = " (num_filter, C/num_group, kh, kw)";
+    }
+    if (!MatchShape("weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
+    if (a.bias_index() >= 0 && !MatchShape("bias", {f}, &(*in_shapes)[a.bias_index()], "")) {
+      return MX_FAIL;
+    }
+    if (a.alpha_index() >= 0 && !MatchShape("alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
+      return MX_FAIL;
+    }
+    (*out_shapes)[0] = {ds[0], f, static_cast<unsigned>(p.OutH()),
+                        static_cast<unsigned>(p.OutW())};
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+bool CheckRuntime(const QConvAttrs& a, const std::vector<MXTensor>& in, Conv2dParams* p) {
+  if (static_cast<int>(in.size()) < a.num_inputs() || in[0].shape.size() != 4) {
+    MX_ERROR_MSG << kOp << ": expected " << a.num_inputs() << " inputs with 4-D data";
+    return false;
+  }
+  for (int i = 0; i < a.num_inputs(); ++i) {
+    if (in[i].ctx.dev_type != "cpu") {
+      MX_ERROR_MSG << kOp << ": input `" << InputName(a, i) << "` is on " << in[i].ctx.dev_type
+                   << ", this build runs on cpu only";
+      return false;
+    }
+  }
+  *p = MakeParams(a, in[0].shape);
+  ValidateConv2dParams(*p);
+  return true;
+}
+
+MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                        std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QConvAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    Conv2dParams p;
+    if (!CheckRuntime(a, *inputs, &p)) return MX_FAIL;
+    const MXTensor& xt = (*inputs)[0];
+    const MXTensor& wt = (*inputs)[1];
+    const float* x = static_cast<const float*>(xt.data_ptr);
+    const float* bias =
+        a.bias_index() >= 0 ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
+                            : nullptr;
+    float* out = static_cast<float*>((*outputs)[0].data_ptr);
+    std::vector<float> alpha_buf;
+    const float* alpha = nullptr;
+    if (a.scaling) {
+      if (a.packed) {
+        alpha = static_cast<const float*>((*inputs)[a.alpha_index()].data_ptr);
+      } else {
+        alpha_buf.resize(p.num_filter);
+        MeanAbsRows(static_cast<const float*>(wt.data_ptr), p.num_filter, p.FilterSize(),
+                    alpha_buf.data());
+        alpha = alpha_buf.data();
+      }
+    }
+    if (a.binary()) {
+      std::vector<uint64_t> packed_buf;
+      const uint64_t* wp;
+      if (a.packed) {
+        wp = static_cast<const uint64_t*>(wt.data_ptr);
+      } else {
+        packed_buf.resize(PackedConvWeightWords(p));
+        PackConvWeights(static_cast<const float*>(wt.data_ptr), p, packed_buf.data());
+        wp = packed_buf.data();
+      }
+      BinaryConv2dForward(x, wp, alpha, bias, out, p, DefaultGemmConfig());
+    } else {
+      const int64_t xn = xt.size(), wn = wt.size();
+      std::vector<float> xq(xn), wq(wn);
+      QuantizeAct(x, xn, a.act_bit, xq.data());
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
+      FloatConv2dForward(xq.data(), wq.data(), alpha, bias, out, p);
+    }
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " forward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+// inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
+MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QConvAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    const int n_in = a.num_inputs();
+    std::vector<MXTensor> fwd_in(inputs->begin() + 1, inputs->begin() + 1 + n_in);
+    Conv2dParams p;
+    if (!CheckRuntime(a, fwd_in, &p)) return MX_FAIL;
+    const float* dy = static_cast<const float*>((*inputs)[0].data_ptr);
+    const float* x = static_cast<const float*>(fwd_in[0].data_ptr);
+    const int64_t xn = fwd_in[0].size(), fsize = p.FilterSize(), f_all = p.num_filter;
+    const int64_t ohw = p.OutH() * p.OutW();
+
+    std::vector<float> xq(xn);
+    QuantizeAct(x, xn, a.act_bit, xq.data());
+    std::vector<float> wq(f_all * fsize);
+    const float* w_float = nullptr;
+    if (a.packed) {
+      UnpackConvWeights(static_cast<const uint64_t*>(fwd_in[1].data_ptr), p, wq.data());
+    } else {
+      w_float = static_cast<const float*>(fwd_in[1].data_ptr);
+      QuantizeWeight(w_float, f_all * fsize, a.weight_bit, wq.data());
+    }
+    std::vector<float> alpha_buf;
+    const float* alpha = nullptr;
+    if (a.scaling) {
+      if (a.packed) {
+        alpha = static_cast<const float*>(fwd_in[a.alpha_index()].data_ptr);
+      } else {
+        alpha_buf.resize(f_all);
+        MeanAbsRows(w_float, f_all, fsize, alpha_buf.data());
+        alpha = alpha_buf.data();
+      }
+    }
+
+    float* dx = static_cast<float*>((*outputs)[0].data_ptr);
+    std::vector<float> g(f_all * fsize);
+    if (alpha == nullptr) {
+      FloatConv2dBackward(xq.data(), wq.data(), dy, dx, g.data(), p);
+    } else {
+      std::vector<float> dy_s(p.batch * f_all * ohw);
+      for (int64_t n = 0; n < p.batch; ++n) {
+        for (int64_t f = 0; f < f_all; ++f) {
+          const float* src = dy + (n * f_all + f) * ohw;
+          float* dst = dy_s.data() + (n * f_all + f) * ohw;
+          for (int64_t q = 0; q < ohw; ++q) dst[q] = src[q] * alpha[f];
+        }
+      }
+      FloatConv2dBackward(xq.data(), wq.data(), dy_s.data(), dx, nullptr, p);
+      FloatConv2dBackward(xq.data(), wq.data(), dy, nullptr, g.data(), p);
+    }
+    if (a.act_bit < 32) ApplyGradCancel(x, xn, a.grad_cancel, dx);
+
+    MXTensor& dwt = (*outputs)[1];
+    if (a.packed) {
+      std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
+      if (a.scaling) {
+        float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
+        FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, f_all, fsize, nullptr, dalpha);
+      }
+    } else {
+      FinishWeightGrad(g.data(), w_float, wq.data(), alpha, f_all, fsize,
+                       static_cast<float*>(dwt.data_ptr), nullptr);
+    }
+    if (a.bias_index() >= 0) {
+      float* db = static_cast<float*>((*outputs)[a.bias_index()].data_ptr);
+      for (int64_t f = 0; f < f_all; ++f) {
+        double s = 0.0;
+        for (int64_t n = 0; n < p.batch; ++n) {
+          const float* src = dy + (n * f_all + f) * ohw;
+          for (int64_t q = 0; q < ohw; ++q) s += src[q];
+        }
+        db[f] = static_cast<float>(s);
+      }
+    }
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " backward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace binmx
+
+REGISTER_OP(QConvolution)
+    .setParseAttrs(binmx::ops::ParseAttrsFn)
+    .setInferType(binmx::ops::InferTypeFn)
+    .setInferShape(binmx::ops::InferShapeFn)
+    .setForward(binmx::ops::ForwardFn, "cpu")
+    .setBackward(binmx::ops::BackwardFn, "cpu");

@@ -1,0 +1,361 @@
+/*
+ * binmx operator QFullyConnected (CPU): a drop-in replacement for FullyConnected.
+ *
+ * Inputs, in order: data (flatten=True: (N, ...) seen as rows N x depth D = prod(rest);
+ * flatten=False: (..., D) seen as rows prod(...) x D); weight: float32 (H, D), or with
+ * binarized_weights_only=True int64 words (H, ceil(D/64)); bias (H,) unless no_bias; alpha (H,)
+ * float32 when binarized_weights_only and scaling_factor. Output (N, H) or (..., H).
+ *
+ * Forward: out[m][h] = alpha_h * sum_d Qa(x)[m][d] * Qw(W)[h][d] + bias_h (quantisers and
+ *   alpha_h = mean |W_h| as in QConvolution); act_bit = weight_bit = 1 uses the xnor GEMM.
+ * Backward (STE): dx = (alpha * dy) Qw(W) * 1[|x| <= grad_cancel] (mask only if act_bit < 32);
+ *   G = dy^T Qa(x); dW = G, or with scaling_factor alpha * G + sgn(W) / D * dalpha,
+ *   dalpha_h = sum_d G_hd Qw(W)_hd; dbias = sum dy. Packed weights get a zero gradient.
+ */
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "conv.h"
+#include "mxnet/lib_api.h"
+#include "op_common.h"
+#include "xnor_gemm.h"
+
+using mxnet::ext::MX_FAIL;
+using mxnet::ext::MX_SUCCESS;
+using mxnet::ext::MXReturnValue;
+using mxnet::ext::MXTensor;
+using mxnet::ext::OpResource;
+
+namespace binmx {
+namespace ops {
+namespace {
+
+constexpr const char* kOp = "QFullyConnected";
+
+struct QFcAttrs {
+  int64_t num_hidden = 0;
+  bool no_bias = false, flatten = true, packed = false, scaling = false;
+  int act_bit = 1, weight_bit = 1;
+  float grad_cancel = 1.0f;
+
+  bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  int num_inputs() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int bias_index() const { return no_bias ? -1 : 2; }
+  int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
+};
+
+bool Parse(const Attrs& attrs, QFcAttrs* a) {
+  AttrReader r(kOp, attrs);
+  r.CheckKnown({"num_hidden", "no_bias", "flatten", "act_bit", "weight_bit",
+                "binarized_weights_only", "scaling_factor", "grad_cancel"});
+  a->num_hidden = r.Int("num_hidden", 0, 1, 1 << 30, /*required=*/true);
+  a->no_bias = r.Bool("no_bias", false);
+  a->flatten = r.Bool("flatten", true);
+  a->act_bit = static_cast<int>(r.Int("act_bit", 1, 1, 32));
+  a->weight_bit = static_cast<int>(r.Int("weight_bit", a->act_bit, 1, 32));
+  a->packed = r.Bool("binarized_weights_only", false);
+  a->scaling = r.Bool("scaling_factor", false);
+  a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
+  if (r.ok() && a->packed && !a->binary()) {
+    r.Fail("binarized_weights_only=True needs act_bit=1 and weight_bit=1, got act_bit=" +
+           std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
+  }
+  if (!r.ok()) MX_ERROR_MSG << r.error();
+  return r.ok();
+}
+
+const char* InputName(const QFcAttrs& a, int i) {
+  if (i == 0) return "data";
+  if (i == 1) return "weight";
+  if (i == a.bias_index()) return "bias";
+  return "alpha";
+}
+
+template <typename T>
+std::string ShapeText(const std::vector<T>& s) {
+  return TupleText(std::vector<int64_t>(s.begin(), s.end()));
+}
+
+// rows x depth view of the data shape.
+template <typename T>
+void RowsDepth(const QFcAttrs& a, const std::vector<T>& shape, int64_t* rows, int64_t* depth) {
+  int64_t r = 1, d = 1;
+  if (a.flatten) {
+    r = static_cast<int64_t>(shape[0]);
+    for (size_t i = 1; i < shape.size(); ++i) d *= static_cast<int64_t>(shape[i]);
+  } else {
+    for (size_t i = 0; i + 1 < shape.size(); ++i) r *= static_cast<int64_t>(shape[i]);
+    d = static_cast<int64_t>(shape.back());
+  }
+  *rows = r;
+  *depth = d;
+}
+
+MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  try {
+    QFcAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    *num_in = a.num_inputs();
+    *num_out = 1;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+const char* DtypeName(int t) {
+  static const char* names[] = {"float32", "float64", "float16", "uint8", "int32", "int8", "int64"};
+  return (t >= 0 && t <= 6) ? names[t] : "unknown";
+}
+
+MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
+                          std::vector<int>* out_types) {
+  try {
+    QFcAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    for (int i = 0; i < static_cast<int>(in_types->size()); ++i) {
+      const int want = (i == 1 && a.packed) ? mxnet::ext::kInt64 : mxnet::ext::kFloat32;
+      int& t = (*in_types)[i];
+      if (t == -1) {
+        t = want;
+      } else if (t != want) {
+        MX_ERROR_MSG << kOp << ": expected input `" << InputName(a, i) << "` to have dtype "
+                     << DtypeName(want)
+                     << (i == 1 && a.packed ? " (packed words, binarized_weights_only=True)" : "")
+                     << ", got " << DtypeName(t);
+        return MX_FAIL;
+      }
+    }
+    (*out_types)[0] = mxnet::ext::kFloat32;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+bool MatchShape(const char* name, const std::vector<unsigned int>& want,
+                std::vector<unsigned int>* have, const char* hint) {
+  if (have->empty()) {
+    *have = want;
+    return true;
+  }
+  if (*have != want) {
+    MX_ERROR_MSG << kOp << ": expected `" << name << "` of shape " << ShapeText(want) << hint
+                 << ", got " << ShapeText(*have);
+    return false;
+  }
+  return true;
+}
+
+MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                           std::vector<std::vector<unsigned int>>* out_shapes) {
+  try {
+    QFcAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    const auto& ds = (*in_shapes)[0];
+    if (ds.size() < (a.flatten ? 2u : 1u)) {
+      MX_ERROR_MSG << kOp << ": expected `data` of rank >= " << (a.flatten ? 2 : 1)
+                   << ", got shape " << (ds.empty() ? std::string("unknown") : ShapeText(ds));
+      return MX_FAIL;
+    }
+    int64_t rows, depth;
+    RowsDepth(a, ds, &rows, &depth);
+    if (depth <= 0) {
+      MX_ERROR_MSG << kOp << ": `data` of shape " << ShapeText(ds) << " has no features";
+      return MX_FAIL;
+    }
+    const unsigned h = static_cast<unsigned>(a.num_hidden);
+    std::vector<unsigned int> wshape;
+    const char* hint;
+    if (a.packed) {
+      wshape = {h, static_cast<unsigned>(WordsFor(depth))};
+      hint = " (num_hidden, ceil(D/64)) of packed words";
+    } else {
+      wshape = {h, static_cast<unsigned>(depth)};
+      hint = " (num_hidden, D)";
+    }
+    if (!MatchShape("weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
+    if (a.bias_index() >= 0 && !MatchShape("bias", {h}, &(*in_shapes)[a.bias_index()], "")) {
+      return MX_FAIL;
+    }
+    if (a.alpha_index() >= 0 && !MatchShape("alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
+      return MX_FAIL;
+    }
+    std::vector<unsigned int> os;
+    if (a.flatten) {
+      os = {ds[0], h};
+    } else {
+      os.assign(ds.begin(), ds.end() - 1);
+      os.push_back(h);
+    }
+    (*out_shapes)[0] = os;
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << ": " << e.what();
+    return MX_FAIL;
+  }
+}
+
+bool CheckCpu(const QFcAttrs& a, const std::vector<MXTensor>& in) {
+  for (int i = 0; i < a.num_inputs(); ++i) {
+    if (in[i].ctx.dev_type != "cpu") {
+      MX_ERROR_MSG << kOp << ": input `" << InputName(a, i) << "` is on " << in[i].ctx.dev_type
+                   << ", this build runs on cpu only";
+      return false;
+    }
+  }
+  return true;
+}
+
+MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                        std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QFcAttrs a;
+    if (!Parse(attrs, &a) || !CheckCpu(a, *inputs)) return MX_FAIL;
+    int64_t rows, depth;
+    RowsDepth(a, (*inputs)[0].shape, &rows, &depth);
+    const int64_t hid = a.num_hidden;
+    const float* x = static_cast<const float*>((*inputs)[0].data_ptr);
+    const MXTensor& wt = (*inputs)[1];
+    const float* bias =
+        a.bias_index() >= 0 ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
+                            : nullptr;
+    float* out = static_cast<float*>((*outputs)[0].data_ptr);
+    std::vector<float> alpha_buf;
+    const float* alpha = nullptr;
+    if (a.scaling) {
+      if (a.packed) {
+        alpha = static_cast<const float*>((*inputs)[a.alpha_index()].data_ptr);
+      } else {
+        alpha_buf.resize(hid);
+        MeanAbsRows(static_cast<const float*>(wt.data_ptr), hid, depth, alpha_buf.data());
+        alpha = alpha_buf.data();
+      }
+    }
+    if (a.binary()) {
+      std::vector<uint64_t> packed_buf;
+      const uint64_t* wp;
+      if (a.packed) {
+        wp = static_cast<const uint64_t*>(wt.data_ptr);
+      } else {
+        packed_buf.resize(hid * WordsFor(depth));
+        PackRows(static_cast<const float*>(wt.data_ptr), hid, depth, depth, packed_buf.data());
+        wp = packed_buf.data();
+      }
+      BinaryDenseForward(x, wp, alpha, bias, out, rows, depth, hid, DefaultGemmConfig());
+    } else {
+      std::vector<float> xq(rows * depth), wq(hid * depth), wq_t(depth * hid);
+      QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit,
+                     wq.data());
+      for (int64_t h = 0; h < hid; ++h) {
+        for (int64_t d = 0; d < depth; ++d) wq_t[d * hid + h] = wq[h * depth + d];
+      }
+      Sgemm(rows, hid, depth, xq.data(), depth, 1, wq_t.data(), hid, 0.0f, out, hid);
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int64_t h = 0; h < hid; ++h) {
+          float& o = out[m * hid + h];
+          o = (alpha ? o * alpha[h] : o) + (bias ? bias[h] : 0.0f);
+        }
+      }
+    }
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " forward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+// inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
+MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
+  try {
+    QFcAttrs a;
+    if (!Parse(attrs, &a)) return MX_FAIL;
+    std::vector<MXTensor> fwd_in(inputs->begin() + 1, inputs->begin() + 1 + a.num_inputs());
+    if (!CheckCpu(a, fwd_in)) return MX_FAIL;
+    int64_t rows, depth;
+    RowsDepth(a, fwd_in[0].shape, &rows, &depth);
+    const int64_t hid = a.num_hidden;
+    const float* dy = static_cast<const float*>((*inputs)[0].data_ptr);
+    const float* x = static_cast<const float*>(fwd_in[0].data_ptr);
+
+    std::vector<float> xq(rows * depth), wq(hid * depth);
+    QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+    const float* w_float = nullptr;
+    if (a.packed) {
+      Conv2dParams p;  // a dense layer is a 1x1 convolution over a 1x1 image
+      p.channels = depth;
+      p.num_filter = hid;
+      UnpackConvWeights(static_cast<const uint64_t*>(fwd_in[1].data_ptr), p, wq.data());
+    } else {
+      w_float = static_cast<const float*>(fwd_in[1].data_ptr);
+      QuantizeWeight(w_float, hid * depth, a.weight_bit, wq.data());
+    }
+    std::vector<float> alpha_buf;
+    const float* alpha = nullptr;
+    if (a.scaling) {
+      if (a.packed) {
+        alpha = static_cast<const float*>(fwd_in[a.alpha_index()].data_ptr);
+      } else {
+        alpha_buf.resize(hid);
+        MeanAbsRows(w_float, hid, depth, alpha_buf.data());
+        alpha = alpha_buf.data();
+      }
+    }
+    // dx = (alpha * dy) Wq
+    float* dx = static_cast<float*>((*outputs)[0].data_ptr);
+    const float* dy_used = dy;
+    std::vector<float> dy_s;
+    if (alpha) {
+      dy_s.resize(rows * hid);
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int64_t h = 0; h < hid; ++h) dy_s[m * hid + h] = dy[m * hid + h] * alpha[h];
+      }
+      dy_used = dy_s.data();
+    }
+    Sgemm(rows, depth, hid, dy_used, hid, 1, wq.data(), depth, 0.0f, dx, depth);
+    if (a.act_bit < 32) ApplyGradCancel(x, rows * depth, a.grad_cancel, dx);
+    // G = dy^T Xq
+    std::vector<float> g(hid * depth);
+    Sgemm(hid, depth, rows, dy, 1, hid, xq.data(), depth, 0.0f, g.data(), depth);
+    MXTensor& dwt = (*outputs)[1];
+    if (a.packed) {
+      std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
+      if (a.scaling) {
+        float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
+        FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, hid, depth, nullptr, dalpha);
+      }
+    } else {
+      FinishWeightGrad(g.data(), w_float, wq.data(), alpha, hid, depth,
+                       static_cast<float*>(dwt.data_ptr), nullptr);
+    }
+    if (a.bias_index() >= 0) {
+      float* db = static_cast<float*>((*outputs)[a.bias_index()].data_ptr);
+      for (int64_t h = 0; h < hid; ++h) {
+        double s = 0.0;
+        for (int64_t m = 0; m < rows; ++m) s += dy[m * hid + h];
+        db[h] = static_cast<float>(s);
+      }
+    }
+    return MX_SUCCESS;
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " backward: " << e.what();
+    return MX_FAIL;
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace binmx
+
+REGISTER_OP(QFullyConnected)
+    .setParseAttrs(binmx::ops::ParseAttrsFn)
+    .setInferType(binmx::ops::InferTypeFn)
+    .setInferShape(binmx::ops::InferShapeFn)
+    .setForward(binmx::ops::ForwardFn, "cpu")
+    .setBackward(binmx::ops::BackwardFn, "cpu");

@@ -1,0 +1,407 @@
+/*
+ * binmx core: binary convolution / dense forward (input packing, bit im2col, XnorGemm, border
+ * correction, epilogue) and the float helpers (blocked sgemm, im2col/col2im convolution and
+ * its gradients). See conv.h for layouts and formulas.
+ *
+ * The float helpers are plain, cache-blocked, single-threaded loops; the hot loops carry
+ * target_clones so the AVX2 variant is picked at run time on CPUs that have it.
+ */
+#include "conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace binmx {
+
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(BINMX_NO_TARGET_CLONES)
+#define BINMX_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BINMX_CLONES
+#endif
+
+void Require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+std::string Field(const char* name, int64_t v) {
+  return std::string("Conv2dParams.") + name + "=" + std::to_string(v);
+}
+
+// bits[pix] |= (xc[pix] < 0) << bit, for pix < hw.
+BINMX_CLONES void OrSignBits(const float* __restrict xc, int64_t hw, int bit,
+                             uint64_t* __restrict bits) {
+  const uint64_t one = uint64_t{1} << bit;
+  for (int64_t i = 0; i < hw; ++i) bits[i] |= (xc[i] < 0.0f) ? one : uint64_t{0};
+}
+
+// xb[((n * hw + pix) * groups + g) * words + wd]: channels of group g at pixel pix, packed.
+void PackInputChannelsLast(const float* x, const Conv2dParams& p, uint64_t* xb) {
+  const int64_t hw = p.in_h * p.in_w;
+  const int64_t cg = p.GroupChannels();
+  const int64_t words = p.TapWords();
+  const int64_t g_count = p.groups;
+  std::vector<uint64_t> bits(hw);
+  for (int64_t n = 0; n < p.batch; ++n) {
+    for (int64_t g = 0; g < g_count; ++g) {
+      for (int64_t wd = 0; wd < words; ++wd) {
+        const int64_t c0 = g * cg + wd * 64;
+        const int64_t len = std::min<int64_t>(64, cg - wd * 64);
+        std::fill(bits.begin(), bits.end(), uint64_t{0});
+        for (int64_t c = 0; c < len; ++c) {
+          OrSignBits(x + (n * p.channels + c0 + c) * hw, hw, static_cast<int>(c), bits.data());
+        }
+        uint64_t* dst = xb + (n * hw * g_count + g) * words + wd;
+        const int64_t step = g_count * words;
+        for (int64_t pix = 0; pix < hw; ++pix) dst[pix * step] = bits[pix];
+      }
+    }
+  }
+}
+
+// C[i][j0 .. j0+jn) += sum_{kk in [k0, k0+kn)} A(i, kk) * B[kk][j0 ..], four k at a time.
+BINMX_CLONES void SgemmBlock(int64_t m, int64_t jn, int64_t k0, int64_t kn, const float* a,
+                             int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                             float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* __restrict crow = c + i * ldc;
+    const float* ai = a + i * a_row;
+    int64_t kk = k0;
+    for (; kk + 4 <= k0 + kn; kk += 4) {
+      const float a0 = ai[kk * a_col], a1 = ai[(kk + 1) * a_col];
+      const float a2 = ai[(kk + 2) * a_col], a3 = ai[(kk + 3) * a_col];
+      const float* __restrict b0 = b + kk * ldb;
+      const float* __restrict b1 = b0 + ldb;
+      const float* __restrict b2 = b1 + ldb;
+      const float* __restrict b3 = b2 + ldb;
+      for (int64_t j = 0; j < jn; ++j) {
+        crow[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+      }
+    }
+    for (; kk < k0 + kn; ++kk) {
+      const float av = ai[kk * a_col];
+      const float* __restrict bk = b + kk * ldb;
+      for (int64_t j = 0; j < jn; ++j) crow[j] += av * bk[j];
+    }
+  }
+}
+
+// col[((c * kh + i) * kw + j) * ohw + oy * ow + ox] = xpad[g * cg + c][..], one image.
+void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, float pad, float* col) {
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, cg = p.GroupChannels();
+  for (int64_t c = 0; c < cg; ++c) {
+    const float* xc = x_img + (g * cg + c) * p.in_h * p.in_w;
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      for (int64_t j = 0; j < p.kernel_w; ++j) {
+        float* dst = col + ((c * p.kernel_h + i) * p.kernel_w + j) * ohw;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+          const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+          float* drow = dst + oy * ow;
+          if (iy < 0 || iy >= p.in_h) {
+            std::fill(drow, drow + ow, pad);
+            continue;
+          }
+          const float* xrow = xc + iy * p.in_w;
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+            drow[ox] = (ix < 0 || ix >= p.in_w) ? pad : xrow[ix];
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx_img[g * cg + c][iy][ix] += col[...] for the positions inside the image.
+void Col2ImAdd(const float* col, const Conv2dParams& p, int64_t g, float* dx_img) {
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, cg = p.GroupChannels();
+  for (int64_t c = 0; c < cg; ++c) {
+    float* dxc = dx_img + (g * cg + c) * p.in_h * p.in_w;
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      for (int64_t j = 0; j < p.kernel_w; ++j) {
+        const float* src = col + ((c * p.kernel_h + i) * p.kernel_w + j) * ohw;
+        for (int64_t oy = 0; oy < oh; ++oy) {
+          const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+          if (iy < 0 || iy >= p.in_h) continue;
+          float* drow = dxc + iy * p.in_w;
+          const float* srow = src + oy * ow;
+          for (int64_t ox = 0; ox < ow; ++ox) {
+            const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+            if (ix >= 0 && ix < p.in_w) drow[ix] += srow[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void ValidateConv2dParams(const Conv2dParams& p) {
+  Require(p.batch >= 0, Field("batch", p.batch) + " must be >= 0");
+  Require(p.channels > 0, Field("channels", p.channels) + " must be > 0");
+  Require(p.in_h > 0 && p.in_w > 0, "Conv2dParams: input height and width must be > 0, got " +
+                                        std::to_string(p.in_h) + "x" + std::to_string(p.in_w));
+  Require(p.num_filter > 0, Field("num_filter", p.num_filter) + " must be > 0");
+  Require(p.kernel_h > 0 && p.kernel_w > 0, "Conv2dParams: kernel must be positive");
+  Require(p.stride_h > 0 && p.stride_w > 0, "Conv2dParams: stride must be positive");
+  Require(p.dilate_h > 0 && p.dilate_w > 0, "Conv2dParams: dilate must be positive");
+  Require(p.pad_h >= 0 && p.pad_w >= 0, "Conv2dParams: pad must be >= 0");
+  Require(p.groups > 0, Field("groups", p.groups) + " must be > 0");
+  Require(p.channels % p.groups == 0,
+          Field("channels", p.channels) + " must be divisible by groups=" +
+              std::to_string(p.groups));
+  Require(p.num_filter % p.groups == 0,
+          Field("num_filter", p.num_filter) + " must be divisible by groups=" +
+              std::to_string(p.groups));
+  Require(p.pad_value == 0 || p.pad_value == 1 || p.pad_value == -1,
+          Field("pad_value", p.pad_value) + " must be 0, 1 or -1");
+  Require(p.in_h + 2 * p.pad_h >= p.dilate_h * (p.kernel_h - 1) + 1 &&
+              p.in_w + 2 * p.pad_w >= p.dilate_w * (p.kernel_w - 1) + 1,
+          "Conv2dParams: the dilated kernel is larger than the padded input");
+}
+
+int64_t PackedConvWeightWords(const Conv2dParams& p) {
+  return p.num_filter * p.kernel_h * p.kernel_w * p.TapWords();
+}
+
+void PackConvWeights(const float* w, const Conv2dParams& p, uint64_t* out) {
+  ValidateConv2dParams(p);
+  const int64_t cg = p.GroupChannels(), taps = p.kernel_h * p.kernel_w, words = p.TapWords();
+  std::memset(out, 0, sizeof(uint64_t) * PackedConvWeightWords(p));
+  for (int64_t f = 0; f < p.num_filter; ++f) {
+    const float* wf = w + f * cg * taps;
+    uint64_t* of = out + f * taps * words;
+    for (int64_t c = 0; c < cg; ++c) {
+      for (int64_t t = 0; t < taps; ++t) {
+        if (wf[c * taps + t] < 0.0f) of[t * words + c / 64] |= uint64_t{1} << (c % 64);
+      }
+    }
+  }
+}
+
+void UnpackConvWeights(const uint64_t* words_in, const Conv2dParams& p, float* w) {
+  ValidateConv2dParams(p);
+  const int64_t cg = p.GroupChannels(), taps = p.kernel_h * p.kernel_w, words = p.TapWords();
+  for (int64_t f = 0; f < p.num_filter; ++f) {
+    const uint64_t* wf = words_in + f * taps * words;
+    float* of = w + f * cg * taps;
+    for (int64_t c = 0; c < cg; ++c) {
+      for (int64_t t = 0; t < taps; ++t) {
+        const bool neg = (wf[t * words + c / 64] >> (c % 64)) & 1u;
+        of[c * taps + t] = neg ? -1.0f : 1.0f;
+      }
+    }
+  }
+}
+
+void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* alpha,
+                         const float* bias, float* out, const Conv2dParams& p,
+                         const GemmConfig& config) {
+  ValidateConv2dParams(p);
+  if (p.batch == 0) return;
+  Require(x != nullptr && w_packed != nullptr && out != nullptr,
+          "BinaryConv2dForward: null pointer");
+  const int64_t n_img = p.batch, f_all = p.num_filter, g_count = p.groups;
+  const int64_t cg = p.GroupChannels(), fg = p.GroupFilters(), words = p.TapWords();
+  const int64_t kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw, row_words = taps * words;
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = p.in_h * p.in_w;
+  const int64_t depth = taps * cg;
+  const int64_t cols = n_img * ohw;
+
+  // 1. channels-last sign words of the input.
+  std::vector<uint64_t> xb(static_cast<size_t>(n_img * hw * g_count * words));
+  PackInputChannelsLast(x, p, xb.data());
+
+  // Words of a padded tap: +1 (bit 0) for pad_value 0 / +1, -1 on the true channels for -1.
+  std::vector<uint64_t> pad_words(words, 0);
+  if (p.pad_value == -1) {
+    for (int64_t wd = 0; wd < words; ++wd) {
+      const int64_t bits = std::min<int64_t>(64, cg - wd * 64);
+      pad_words[wd] = bits == 64 ? ~uint64_t{0} : ((uint64_t{1} << bits) - 1);
+    }
+  }
+
+  // Border pixels (at least one padded tap) and their padded taps, CSR.
+  std::vector<int64_t> border_pix, border_start{0}, border_taps;
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      const size_t before = border_taps.size();
+      for (int64_t i = 0; i < kh; ++i) {
+        const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+          if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) border_taps.push_back(i * kw + j);
+        }
+      }
+      if (border_taps.size() != before) {
+        border_pix.push_back(oy * ow + ox);
+        border_start.push_back(static_cast<int64_t>(border_taps.size()));
+      }
+    }
+  }
+
+  std::vector<uint64_t> patches(static_cast<size_t>(cols * row_words));
+  std::vector<int32_t> acc(static_cast<size_t>(fg * cols));
+  std::vector<int32_t> tap_sum(static_cast<size_t>(fg * taps));
+  for (int64_t g = 0; g < g_count; ++g) {
+    // 2. bit im2col: one row of taps * words per output pixel, tap-major.
+    for (int64_t n = 0; n < n_img; ++n) {
+      const uint64_t* xn = xb.data() + n * hw * g_count * words;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          uint64_t* row = patches.data() + ((n * ohw) + oy * ow + ox) * row_words;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+            for (int64_t j = 0; j < kw; ++j) {
+              const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+              uint64_t* dst = row + (i * kw + j) * words;
+              const uint64_t* src = (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w)
+                                        ? pad_words.data()
+                                        : xn + ((iy * p.in_w + ix) * g_count + g) * words;
+              for (int64_t wd = 0; wd < words; ++wd) dst[wd] = src[wd];
+            }
+          }
+        }
+      }
+    }
+    // 3. xnor GEMM: acc[fi][n * ohw + pix].
+    const uint64_t* wg = w_packed + g * fg * row_words;
+    XnorGemm(wg, patches.data(), fg, cols, row_words, depth, acc.data(), cols, config);
+
+    // 4. zero-padding border correction.
+    if (p.pad_value == 0 && !border_pix.empty()) {
+      for (int64_t fi = 0; fi < fg; ++fi) {
+        for (int64_t t = 0; t < taps; ++t) {
+          int64_t neg = 0;
+          for (int64_t wd = 0; wd < words; ++wd) {
+            neg += __builtin_popcountll(wg[fi * row_words + t * words + wd]);
+          }
+          tap_sum[fi * taps + t] = static_cast<int32_t>(cg - 2 * neg);
+        }
+      }
+      for (int64_t fi = 0; fi < fg; ++fi) {
+        int32_t* acc_f = acc.data() + fi * cols;
+        for (size_t b = 0; b < border_pix.size(); ++b) {
+          int32_t corr = 0;
+          for (int64_t q = border_start[b]; q < border_start[b + 1]; ++q) {
+            corr += tap_sum[fi * taps + border_taps[q]];
+          }
+          for (int64_t n = 0; n < n_img; ++n) acc_f[n * ohw + border_pix[b]] -= corr;
+        }
+      }
+    }
+
+    // 5. epilogue into NCHW.
+    for (int64_t fi = 0; fi < fg; ++fi) {
+      const int64_t f = g * fg + fi;
+      const float a = alpha ? alpha[f] : 1.0f;
+      const float b = bias ? bias[f] : 0.0f;
+      for (int64_t n = 0; n < n_img; ++n) {
+        const int32_t* src = acc.data() + fi * cols + n * ohw;
+        float* dst = out + (n * f_all + f) * ohw;
+        if (alpha) {
+          for (int64_t q = 0; q < ohw; ++q) dst[q] = static_cast<float>(src[q]) * a + b;
+        } else {
+          for (int64_t q = 0; q < ohw; ++q) dst[q] = static_cast<float>(src[q]) + b;
+        }
+      }
+    }
+  }
+}
+
+void BinaryDenseForward(const float* x, const uint64_t* w_packed, const float* alpha,
+                        const float* bias, float* out, int64_t rows, int64_t depth,
+                        int64_t hidden, const GemmConfig& config) {
+  Require(rows >= 0 && depth > 0 && hidden > 0, "BinaryDenseForward: bad sizes");
+  if (rows == 0) return;
+  Require(x != nullptr && w_packed != nullptr && out != nullptr,
+          "BinaryDenseForward: null pointer");
+  const int64_t words = WordsFor(depth);
+  std::vector<uint64_t> xb(static_cast<size_t>(rows * words));
+  PackRows(x, rows, depth, depth, xb.data());
+  std::vector<int32_t> acc(static_cast<size_t>(rows * hidden));
+  XnorGemm(xb.data(), w_packed, rows, hidden, words, depth, acc.data(), hidden, config);
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* src = acc.data() + m * hidden;
+    float* dst = out + m * hidden;
+    for (int64_t h = 0; h < hidden; ++h) {
+      const float v = static_cast<float>(src[h]);
+      dst[h] = (alpha ? v * alpha[h] : v) + (bias ? bias[h] : 0.0f);
+    }
+  }
+}
+
+void Sgemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  Require(m >= 0 && n >= 0 && k >= 0 && ldb >= n && ldc >= n, "Sgemm: bad sizes");
+  Require(beta == 0.0f || beta == 1.0f, "Sgemm: beta must be 0 or 1");
+  if (beta == 0.0f) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+  }
+  constexpr int64_t kBlockN = 512, kBlockK = 128;
+  for (int64_t j0 = 0; j0 < n; j0 += kBlockN) {
+    const int64_t jn = std::min(kBlockN, n - j0);
+    for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
+      const int64_t kn = std::min(kBlockK, k - k0);
+      SgemmBlock(m, jn, k0, kn, a, a_row, a_col, b + j0, ldb, c + j0, ldc);
+    }
+  }
+}
+
+void FloatConv2dForward(const float* x, const float* w, const float* alpha, const float* bias,
+                        float* out, const Conv2dParams& p) {
+  ValidateConv2dParams(p);
+  const int64_t ohw = p.OutH() * p.OutW(), kdim = p.FilterSize(), fg = p.GroupFilters();
+  const int64_t chw = p.channels * p.in_h * p.in_w;
+  const float pad = static_cast<float>(p.pad_value);
+  std::vector<float> col(static_cast<size_t>(kdim * ohw));
+  for (int64_t n = 0; n < p.batch; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      Im2Col(x + n * chw, p, g, pad, col.data());
+      float* og = out + (n * p.num_filter + g * fg) * ohw;
+      Sgemm(fg, ohw, kdim, w + g * fg * kdim, kdim, 1, col.data(), ohw, 0.0f, og, ohw);
+      for (int64_t fi = 0; fi < fg; ++fi) {
+        const int64_t f = g * fg + fi;
+        const float a = alpha ? alpha[f] : 1.0f, b = bias ? bias[f] : 0.0f;
+        float* o = og + fi * ohw;
+        for (int64_t q = 0; q < ohw; ++q) o[q] = o[q] * a + b;
+      }
+    }
+  }
+}
+
+void FloatConv2dBackward(const float* xq, const float* w, const float* dy, float* dx, float* dw,
+                         const Conv2dParams& p) {
+  ValidateConv2dParams(p);
+  const int64_t ohw = p.OutH() * p.OutW(), kdim = p.FilterSize(), fg = p.GroupFilters();
+  const int64_t chw = p.channels * p.in_h * p.in_w;
+  const float pad = static_cast<float>(p.pad_value);
+  if (dx) std::fill(dx, dx + p.batch * chw, 0.0f);
+  if (dw) std::fill(dw, dw + p.num_filter * kdim, 0.0f);
+  std::vector<float> col(static_cast<size_t>(kdim * ohw));
+  std::vector<float> col_t(dw ? static_cast<size_t>(kdim * ohw) : 0);
+  for (int64_t n = 0; n < p.batch; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const float* dyg = dy + (n * p.num_filter + g * fg) * ohw;
+      if (dw) {
+        Im2Col(xq + n * chw, p, g, pad, col.data());
+        for (int64_t r = 0; r < kdim; ++r) {
+          for (int64_t q = 0; q < ohw; ++q) col_t[q * kdim + r] = col[r * ohw + q];
+        }
+        Sgemm(fg, kdim, ohw, dyg, ohw, 1, col_t.data(), kdim, 1.0f, dw + g * fg * kdim, kdim);
+      }
+      if (dx) {
+        Sgemm(kdim, ohw, fg, w + g * fg * kdim, 1, kdim, dyg, ohw, 0.0f, col.data(), ohw);
+        Col2ImAdd(col.data(), p, g, dx + n * chw);
+      }
+    }
+  }
+}
+
+}  // namespace binmx

@@ -1,0 +1,115 @@
+/*
+ * binmx core: binary (xnor) 2-D convolution and dense layers, plus the float helpers the
+ * k-bit forward and every backward pass use. Framework-free (no MXNet, no Python).
+ *
+ * Layouts
+ *   activations  NCHW float32, x[n][c][h][w]
+ *   float weight OIHW float32, W[f][c'][i][j] with c' < C/groups (filter f belongs to group
+ *                f / (F/groups) and reads channels g*C/groups .. (g+1)*C/groups - 1)
+ *   packed conv  uint64 W[f][i][j][word], words = ceil((C/groups)/64); channel c' of tap (i, j)
+ *   weight       is bit c' % 64 of word c' / 64; bit 1 = -1 (sgn(w) < 0); tail bits 0.
+ *   packed dense uint64 W[h][word], words = ceil(D/64), same bit convention.
+ *
+ * Binary convolution (act_bit = weight_bit = 1):
+ *   out[n][f][y][x] = alpha[f] * sum_{c', i, j} sgn(xpad[n][g*Cg+c'][y*sh-ph+i*dh][x*sw-pw+j*dw])
+ *                                                 * sgn(W[f][c'][i][j]) + bias[f]
+ * where xpad is the input extended by pad_value: 0 = zero padding (exactly Convolution's),
+ * +1 or -1 = a constant +-1 border. Every term is an integer, so the result equals
+ * Convolution(sgn x, sgn W) exactly (with alpha = 1); it is computed as
+ *   1. input packing: per pixel and group, the Cg channel signs into `words` words (channels
+ *      last), one vectorisable pass over the input;
+ *   2. bit im2col: per output pixel a row of kh*kw*words words (tap-major, like the packed
+ *      weight rows); a padded tap is all-zero words (+1) for pad_value 0/+1 and all-ones on the
+ *      true channel bits for -1;
+ *   3. XnorGemm over the true depth K = kh*kw*Cg (the zero bits inside a row contribute 0);
+ *   4. for pad_value 0 a border correction: a padded tap counted +1 * sgn(w) per channel must
+ *      count 0, so  dot -= S[f][tap] = sum_c' sgn(W[f][c'][tap])  for every padded tap of a
+ *      border pixel (precomputed per filter and tap, applied to border pixels only);
+ *   5. epilogue (dot - corr) * alpha[f] + bias[f] into NCHW. The whole batch is one GEMM per
+ *      group.
+ * Functions check their arguments and throw std::invalid_argument.
+ */
+#ifndef BINMX_CONV_H_
+#define BINMX_CONV_H_
+
+#include <cstdint>
+
+#include "xnor_gemm.h"
+
+namespace binmx {
+
+struct Conv2dParams {
+  int64_t batch = 1;
+  int64_t channels = 1;
+  int64_t in_h = 1;
+  int64_t in_w = 1;
+  int64_t num_filter = 1;
+  int64_t kernel_h = 1;
+  int64_t kernel_w = 1;
+  int64_t stride_h = 1;
+  int64_t stride_w = 1;
+  int64_t pad_h = 0;
+  int64_t pad_w = 0;
+  int64_t dilate_h = 1;
+  int64_t dilate_w = 1;
+  int64_t groups = 1;
+  int pad_value = 0;  // 0 (zero padding), +1 or -1
+
+  int64_t OutH() const { return (in_h + 2 * pad_h - dilate_h * (kernel_h - 1) - 1) / stride_h + 1; }
+  int64_t OutW() const { return (in_w + 2 * pad_w - dilate_w * (kernel_w - 1) - 1) / stride_w + 1; }
+  int64_t GroupChannels() const { return channels / groups; }
+  int64_t GroupFilters() const { return num_filter / groups; }
+  // uint64 words per tap of a packed weight row: ceil((C/groups)/64).
+  int64_t TapWords() const { return WordsFor(channels / groups); }
+  // Float weights per filter: C/groups * kh * kw.
+  int64_t FilterSize() const { return (channels / groups) * kernel_h * kernel_w; }
+};
+
+// Throws std::invalid_argument naming the first bad field (non-positive sizes, negative pad,
+// channels or num_filter not divisible by groups, empty output, pad_value not in {0,1,-1}).
+void ValidateConv2dParams(const Conv2dParams& p);
+
+// Number of uint64 words of the packed weight: num_filter * kh * kw * TapWords().
+int64_t PackedConvWeightWords(const Conv2dParams& p);
+
+// OIHW float weights -> packed (F, kh, kw, TapWords()) words (bit = w < 0).
+void PackConvWeights(const float* w, const Conv2dParams& p, uint64_t* out);
+
+// Packed weights -> OIHW +-1 floats (the inverse of PackConvWeights on the signs).
+void UnpackConvWeights(const uint64_t* words, const Conv2dParams& p, float* w);
+
+// The binary convolution described above. alpha and bias may be null (1 and 0).
+void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* alpha,
+                         const float* bias, float* out, const Conv2dParams& p,
+                         const GemmConfig& config);
+
+// Binary dense layer: out[m][h] = alpha[h] * sum_d sgn(x[m][d]) * sgn(W[h][d]) + bias[h],
+// x is rows x depth floats, w_packed is (hidden, WordsFor(depth)) words.
+void BinaryDenseForward(const float* x, const uint64_t* w_packed, const float* alpha,
+                        const float* bias, float* out, int64_t rows, int64_t depth,
+                        int64_t hidden, const GemmConfig& config);
+
+// ---- float helpers (k-bit forward and all backward passes) ----------------------------
+
+// C[i][j] = beta * C[i][j] + sum_k A(i, k) * B[k][j] for i < m, j < n, where
+// A(i, k) = a[i * a_row + k * a_col] (any strides, so A or A^T) and B is row-major with leading
+// dimension ldb, C row-major with leading dimension ldc. beta is 0 or 1. Cache-blocked,
+// single-threaded, vectorisable inner loop.
+void Sgemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// Float convolution of (already quantised) x with OIHW weights w, padding with pad_value
+// (as a float: 0, +1 or -1): out = conv(x, w) * alpha[f] + bias[f] (alpha, bias may be null).
+void FloatConv2dForward(const float* x, const float* w, const float* alpha, const float* bias,
+                        float* out, const Conv2dParams& p);
+
+// Gradients of out = conv(xq, w) (pad_value padding, no alpha) given dy (N, F, OH, OW):
+//   dx_col: if dx != null, dx = conv_transpose(dy, w) (padded positions dropped), NCHW;
+//   dw:     if dw != null, dw[f][c'][i][j] = sum_{n, y, x} dy * xpad (the padded value counts).
+// Both outputs are overwritten.
+void FloatConv2dBackward(const float* xq, const float* w, const float* dy, float* dx, float* dw,
+                         const Conv2dParams& p);
+
+}  // namespace binmx
+
+#endif  // BINMX_CONV_H_
