@@ -15,7 +15,14 @@ import numpy as np
 
 from binmx import _xnor
 
-__all__ = ["available_isas", "current_isa", "pack_bits", "xnor_gemm", "xnor_gemm_f32"]
+__all__ = [
+    "available_isas",
+    "current_isa",
+    "default_threads",
+    "pack_bits",
+    "xnor_gemm",
+    "xnor_gemm_f32",
+]
 
 
 def _check_array(name: str, arr: object, dtype: type, ndim: int) -> np.ndarray:
@@ -70,14 +77,28 @@ def available_isas() -> list[str]:
 
 
 def current_isa() -> str:
-    """The path used when none is asked for: the best available, capped by ``BINMX_ISA``."""
+    """The path used when none is asked for: the best available, capped by ``BINMX_ISA``.
+
+    ``BINMX_ISA=scalar|avx2|avx512`` caps the path for the process; naming an unknown or
+    unavailable path raises ``ValueError`` here and in every call that uses the default.
+    """
     return _xnor.current_isa()
 
 
-def pack_bits(x: np.ndarray) -> np.ndarray:
-    """Pack float32 ``x[M, K]`` into sign words ``int64[M, ceil(K / 64)]`` (bit 1 = negative)."""
+def default_threads() -> int:
+    """Threads used when ``threads=None``: ``OMP_NUM_THREADS`` if a positive int, else all."""
+    return int(_xnor.default_threads())
+
+
+def pack_bits(x: np.ndarray, *, isa: str | None = None) -> np.ndarray:
+    """Pack float32 ``x[M, K]`` into sign words ``int64[M, ceil(K / 64)]`` (bit 1 = negative).
+
+    Bit ``j % 64`` of word ``j // 64`` is ``x[:, j] < 0``, so +0.0, -0.0 (and NaN) give 0
+    (+1); tail bits are 0. Every ``isa`` gives the same bits.
+    """
     _check_array("x", x, np.float32, 2)
-    return _xnor.pack_bits(x)
+    isa_s, _ = _check_options(isa, None)
+    return _xnor.pack_bits(x, isa_s)
 
 
 def xnor_gemm(
@@ -91,8 +112,10 @@ def xnor_gemm(
     """``C[m, n] = k - 2 * popcount(a_words[m] XOR b_words[n])`` as int32[M, N].
 
     Both operands are packed along K (``pack_bits``); ``k`` is the true depth, at most
-    ``64 * words``. ``isa`` picks a kernel path (default: ``current_isa()``); ``threads``
-    defaults to ``OMP_NUM_THREADS`` or the number of hardware threads.
+    ``64 * words``; tail bits beyond ``k`` must be 0 (as ``pack_bits`` makes them). ``isa``
+    picks a kernel path (default: ``current_isa()``); ``threads`` defaults to
+    ``OMP_NUM_THREADS`` or the number of hardware threads. The result is the same for every
+    ``isa`` and every thread count.
     """
     _check_gemm(a_words, b_words, k)
     isa_s, threads_i = _check_options(isa, threads)
@@ -109,7 +132,12 @@ def xnor_gemm_f32(
     isa: str | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Float output with the fused epilogue ``dot * scale[m] + bias[m]`` (float32[M, N])."""
+    """Float output with the fused epilogue ``dot * scale[m] + bias[m]`` (float32[M, N]).
+
+    Computed as ``float32(dot) * scale[m]`` rounded, then ``+ bias[m]`` rounded (no fused
+    multiply-add), so every ``isa`` and thread count gives the same bits. ``scale``/``bias``
+    are float32[M] or None (1 and 0).
+    """
     _check_gemm(a_words, b_words, k)
     m = a_words.shape[0]
     for name, v in (("scale", scale), ("bias", bias)):

@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -22,27 +23,44 @@ namespace {
 using F32Array = py::array_t<float, py::array::c_style>;
 using I64Array = py::array_t<int64_t, py::array::c_style>;
 
-binmx::GemmConfig MakeConfig(const std::string& isa, int threads) {
-  binmx::GemmConfig config{binmx::Isa::kScalar, threads};
-  if (isa.empty()) {
-    config.isa = binmx::DefaultIsa();
-  } else {
-    if (!binmx::ParseIsa(isa, &config.isa)) {
-      throw py::value_error("isa must be one of scalar, avx2, avx512, got '" + isa + "'");
-    }
-    binmx::RequireIsa(config.isa);
+// DefaultIsa() throws std::runtime_error for a bad BINMX_ISA; Python sees a ValueError.
+binmx::Isa DefaultIsaOrValueError() {
+  try {
+    return binmx::DefaultIsa();
+  } catch (const std::runtime_error& e) {
+    throw py::value_error(e.what());
   }
-  if (config.threads <= 0) config.threads = binmx::DefaultThreads();
+}
+
+binmx::Isa ResolveIsa(const std::string& isa) {
+  if (isa.empty()) return DefaultIsaOrValueError();
+  binmx::Isa out;
+  if (!binmx::ParseIsa(isa, &out)) {
+    throw py::value_error("isa must be one of scalar, avx2, avx512, got '" + isa + "'");
+  }
+  try {
+    binmx::RequireIsa(out);
+  } catch (const std::runtime_error& e) {
+    throw py::value_error(std::string("isa: ") + e.what());
+  }
+  return out;
+}
+
+binmx::GemmConfig MakeConfig(const std::string& isa, int threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 0 (0 = default)");
+  binmx::GemmConfig config{ResolveIsa(isa), threads};
+  if (config.threads == 0) config.threads = binmx::DefaultThreads();
   return config;
 }
 
-I64Array PackBits(const F32Array& x) {
+I64Array PackBits(const F32Array& x, const std::string& isa) {
   if (x.ndim() != 2) throw py::value_error("x must have rank 2");
+  const binmx::Isa which = ResolveIsa(isa);
   const int64_t rows = x.shape(0), k = x.shape(1);
   I64Array out({rows, binmx::WordsFor(k)});
   {
     py::gil_scoped_release release;
-    binmx::PackRows(x.data(), rows, k, k, reinterpret_cast<uint64_t*>(out.mutable_data()));
+    binmx::PackRows(x.data(), rows, k, k, reinterpret_cast<uint64_t*>(out.mutable_data()), which);
   }
   return out;
 }
@@ -101,13 +119,13 @@ std::vector<std::string> AvailableIsas() {
 PYBIND11_MODULE(_xnor, m) {
   m.doc() = "binmx core bindings (use binmx.xnor)";
   py::register_exception<std::invalid_argument>(m, "CoreValueError", PyExc_ValueError);
-  m.def("pack_bits", &PackBits, py::arg("x").noconvert());
+  m.def("pack_bits", &PackBits, py::arg("x").noconvert(), py::arg("isa") = "");
   m.def("xnor_gemm", &XnorGemm, py::arg("a_words").noconvert(), py::arg("b_words").noconvert(),
         py::arg("k"), py::arg("isa") = "", py::arg("threads") = 0);
   m.def("xnor_gemm_f32", &XnorGemmF32, py::arg("a_words").noconvert(),
         py::arg("b_words").noconvert(), py::arg("k"), py::arg("scale").noconvert() = py::none(),
         py::arg("bias").noconvert() = py::none(), py::arg("isa") = "", py::arg("threads") = 0);
   m.def("available_isas", &AvailableIsas);
-  m.def("current_isa", [] { return std::string(binmx::IsaName(binmx::DefaultIsa())); });
+  m.def("current_isa", [] { return std::string(binmx::IsaName(DefaultIsaOrValueError())); });
   m.def("default_threads", &binmx::DefaultThreads);
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "kernels.h"
 #include "xnor_gemm.h"
 
 namespace binmx {
@@ -128,5 +129,30 @@ int DefaultThreads() {
 }
 
 GemmConfig DefaultGemmConfig() { return GemmConfig{DefaultIsa(), DefaultThreads()}; }
+
+namespace internal {
+
+// The kernel of a built path (callers check availability with RequireIsa first).
+KernelSpec KernelFor(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      break;
+    case Isa::kAvx2:
+#ifdef BINMX_BUILT_AVX2
+      return Avx2Kernel();
+#else
+      break;
+#endif
+    case Isa::kAvx512:
+#ifdef BINMX_BUILT_AVX512
+      return Avx512Kernel();
+#else
+      break;
+#endif
+  }
+  return ScalarKernel();
+}
+
+}  // namespace internal
 
 }  // namespace binmx

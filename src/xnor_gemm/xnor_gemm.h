@@ -49,9 +49,14 @@ inline int64_t WordsFor(int64_t k) { return (k + 63) / 64; }
 
 // Packs `rows` rows of `k` floats (row r starts at x + r * ld) into rows * WordsFor(k) words,
 // row-major. Tail bits are 0. Requires ld >= k.
+// Uses DefaultIsa()'s packer; the overload below picks one (throws if it is unavailable).
+// Every packer gives the same bits.
 void PackRows(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out);
+void PackRows(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out, Isa isa);
 
-// Options shared by the GEMM entry points. threads <= 0 means DefaultThreads().
+// Options shared by the GEMM entry points. threads <= 0 means DefaultThreads(). Results are
+// identical for every isa and every thread count (float output included: the epilogue is a
+// multiply then an add, never fused).
 struct GemmConfig {
   Isa isa;
   int threads;

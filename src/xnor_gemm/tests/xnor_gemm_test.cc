@@ -1,0 +1,220 @@
+/*
+ * binmx core test (self-contained, no framework): every available ISA path against a tiny
+ * reference written here, over odd sizes, both output kinds and several thread counts; the
+ * packers; argument errors; ParallelFor coverage, nesting, concurrent callers and exceptions.
+ * Run under AddressSanitizer + UBSan by tests/test_core_sanitizers.py. Exit code 0 = pass.
+ */
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "parallel.h"
+#include "xnor_gemm.h"
+
+namespace {
+
+int g_failures = 0;
+
+#define CHECK(cond, ...)                                           \
+  do {                                                             \
+    if (!(cond)) {                                                 \
+      ++g_failures;                                                \
+      std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                           \
+      std::fprintf(stderr, "\n");                                  \
+      if (g_failures > 20) std::exit(1);                           \
+    }                                                              \
+  } while (0)
+
+// Reference packing: bit j of word j / 64 is (x < 0).
+std::vector<uint64_t> RefPack(const std::vector<float>& x, int64_t rows, int64_t k) {
+  const int64_t words = (k + 63) / 64;
+  std::vector<uint64_t> out(rows * words, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < k; ++j) {
+      if (x[r * k + j] < 0.0f) out[r * words + j / 64] |= uint64_t{1} << (j % 64);
+    }
+  }
+  return out;
+}
+
+// Reference dot over +-1 values.
+int32_t RefDot(const std::vector<float>& x, int64_t i, const std::vector<float>& y, int64_t j,
+               int64_t k) {
+  int32_t s = 0;
+  for (int64_t t = 0; t < k; ++t) s += ((x[i * k + t] < 0) == (y[j * k + t] < 0)) ? 1 : -1;
+  return s;
+}
+
+std::vector<float> RandomFloats(std::mt19937_64& gen, int64_t count) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(count);
+  for (auto& f : v) f = dist(gen);
+  // Exact zeros of both signs must pack as +1.
+  if (count > 0) v[0] = -0.0f;
+  if (count > 2) v[count / 2] = 0.0f;
+  return v;
+}
+
+void TestCase(std::mt19937_64& gen, int64_t m, int64_t n, int64_t k) {
+  const int64_t words = binmx::WordsFor(k);
+  const std::vector<float> x = RandomFloats(gen, m * k), y = RandomFloats(gen, n * k);
+  const std::vector<uint64_t> ra = RefPack(x, m, k), rb = RefPack(y, n, k);
+  std::vector<int32_t> expect(m * n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) expect[i * n + j] = RefDot(x, i, y, j, k);
+  }
+  std::vector<float> scale(m), bias(m);
+  for (int64_t i = 0; i < m; ++i) {
+    scale[i] = 0.25f + static_cast<float>(i % 7) * 0.37f;
+    bias[i] = -1.5f + static_cast<float>(i % 5) * 0.61f;
+  }
+  for (binmx::Isa isa : binmx::AvailableIsas()) {
+    std::vector<uint64_t> pa(m * words + 1, 0xdeadbeef), pb(n * words);
+    binmx::PackRows(x.data(), m, k, k, pa.data(), isa);
+    binmx::PackRows(y.data(), n, k, k, pb.data(), isa);
+    CHECK(std::memcmp(pa.data(), ra.data(), sizeof(uint64_t) * m * words) == 0 &&
+              std::memcmp(pb.data(), rb.data(), sizeof(uint64_t) * n * words) == 0,
+          "pack isa=%s m=%lld n=%lld k=%lld", binmx::IsaName(isa), (long long)m, (long long)n,
+          (long long)k);
+    CHECK(pa[m * words] == 0xdeadbeef, "pack wrote past the end");
+    for (int threads : {1, 2, 3, 7}) {
+      const binmx::GemmConfig config{isa, threads};
+      // ldc > n with a guard column checks strides and out-of-range writes.
+      const int64_t ldc = n + 1;
+      std::vector<int32_t> c(m * ldc, 12345);
+      binmx::XnorGemm(ra.data(), rb.data(), m, n, words, k, c.data(), ldc, config);
+      std::vector<float> cf(m * ldc, 7.0f);
+      binmx::XnorGemmF32(ra.data(), rb.data(), m, n, words, k, scale.data(), bias.data(),
+                         cf.data(), ldc, config);
+      for (int64_t i = 0; i < m; ++i) {
+        CHECK(c[i * ldc + n] == 12345 && cf[i * ldc + n] == 7.0f, "guard overwritten");
+        for (int64_t j = 0; j < n; ++j) {
+          const int32_t e = expect[i * n + j];
+          CHECK(c[i * ldc + j] == e, "isa=%s threads=%d m=%lld n=%lld k=%lld C[%lld,%lld]=%d want %d",
+                binmx::IsaName(isa), threads, (long long)m, (long long)n, (long long)k,
+                (long long)i, (long long)j, c[i * ldc + j], e);
+          volatile float prod = static_cast<float>(e) * scale[i];
+          const float ef = prod + bias[i];
+          CHECK(cf[i * ldc + j] == ef, "f32 isa=%s threads=%d C[%lld,%lld]=%.9g want %.9g",
+                binmx::IsaName(isa), threads, (long long)i, (long long)j, cf[i * ldc + j], ef);
+        }
+      }
+    }
+  }
+}
+
+template <typename F>
+bool Throws(F f) {
+  try {
+    f();
+  } catch (const std::invalid_argument&) {
+    return true;
+  } catch (const std::runtime_error&) {
+    return true;
+  }
+  return false;
+}
+
+void TestErrors() {
+  uint64_t a[2] = {0, 0}, b[2] = {0, 0};
+  int32_t c[4];
+  const binmx::GemmConfig config{binmx::Isa::kScalar, 1};
+  CHECK(Throws([&] { binmx::XnorGemm(a, b, 1, 1, 1, 65, c, 1, config); }), "k > 64*words");
+  CHECK(Throws([&] { binmx::XnorGemm(a, b, 1, 1, 1, -1, c, 1, config); }), "k < 0");
+  CHECK(Throws([&] { binmx::XnorGemm(a, b, -1, 1, 1, 1, c, 1, config); }), "m < 0");
+  CHECK(Throws([&] { binmx::XnorGemm(a, b, 1, 2, 1, 1, c, 1, config); }), "ldc < n");
+  CHECK(Throws([&] { binmx::XnorGemm(nullptr, b, 1, 1, 1, 1, c, 1, config); }), "null a");
+  float x[4] = {0, 0, 0, 0};
+  CHECK(Throws([&] { binmx::PackRows(x, 1, 4, 3, a); }), "ld < k");
+  for (binmx::Isa isa : {binmx::Isa::kAvx2, binmx::Isa::kAvx512}) {
+    const bool available = binmx::IsaBuilt(isa) && binmx::IsaSupportedByCpu(isa);
+    CHECK(Throws([&] { binmx::RequireIsa(isa); }) == !available, "RequireIsa(%s)",
+          binmx::IsaName(isa));
+  }
+  // Empty products are fine.
+  binmx::XnorGemm(a, b, 0, 0, 0, 0, c, 0, config);
+  int32_t zero_k[2] = {5, 5};
+  binmx::XnorGemm(a, b, 1, 2, 0, 0, zero_k, 2, config);
+  CHECK(zero_k[0] == 0 && zero_k[1] == 0, "k=0 gives %d %d", zero_k[0], zero_k[1]);
+}
+
+void TestParallelFor() {
+  for (int threads : {1, 2, 3, 8}) {
+    for (int64_t n : {1, 2, 5, 100}) {
+      std::vector<std::atomic<int>> hits(n);
+      binmx::ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) hits[i]++;
+      });
+      for (int64_t i = 0; i < n; ++i) CHECK(hits[i] == 1, "threads=%d n=%lld i=%lld", threads,
+                                            (long long)n, (long long)i);
+    }
+  }
+  // Nested calls run inline and still cover everything.
+  std::atomic<int64_t> total{0};
+  binmx::ParallelFor(4, 2, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      binmx::ParallelFor(10, 2, [&](int64_t b2, int64_t e2) { total += e2 - b2; });
+    }
+  });
+  CHECK(total == 40, "nested total=%lld", (long long)total.load());
+  // Concurrent callers take turns and never deadlock.
+  std::atomic<int64_t> sum{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 50; ++rep) {
+        binmx::ParallelFor(16, 3, [&](int64_t begin, int64_t end) { sum += end - begin; });
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  CHECK(sum == 4 * 50 * 16, "concurrent sum=%lld", (long long)sum.load());
+  // An exception in a task reaches the caller; the pool stays usable.
+  bool caught = false;
+  try {
+    binmx::ParallelFor(8, 2, [&](int64_t begin, int64_t) {
+      if (begin > 0) throw std::runtime_error("task failed");
+    });
+  } catch (const std::runtime_error&) {
+    caught = true;
+  }
+  CHECK(caught, "exception not propagated");
+  std::atomic<int> after{0};
+  binmx::ParallelFor(2, 2, [&](int64_t begin, int64_t end) { after += end - begin; });
+  CHECK(after == 2, "pool broken after exception");
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937_64 gen(12345);
+  std::printf("available:");
+  for (binmx::Isa isa : binmx::AvailableIsas()) std::printf(" %s", binmx::IsaName(isa));
+  std::printf("\n");
+  const int64_t ks[] = {0, 1, 2, 5, 31, 63, 64, 65, 127, 128, 129, 200, 511, 512, 513, 576, 2000};
+  const int64_t sizes[] = {1, 2, 3, 5, 7, 8, 9, 13, 17, 33};
+  int cases = 0;
+  for (int64_t k : ks) {
+    for (int64_t m : sizes) {
+      for (int64_t n : sizes) {
+        if ((m * 7 + n * 3 + k) % 3 != 0 && m > 3 && n > 3) continue;  // thin the grid
+        TestCase(gen, m, n, k);
+        ++cases;
+      }
+    }
+  }
+  TestCase(gen, 70, 75, 1152);  // several panels and row blocks on every path
+  TestCase(gen, 40, 49, 4608);
+  cases += 2;
+  TestErrors();
+  TestParallelFor();
+  std::printf("%d gemm cases, %d failures\n", cases, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
