@@ -1,0 +1,139 @@
+/*
+ * binmx CUDA: plain C API of the GPU bit packing, xnor GEMM and binary convolution
+ * (libbinmx_cuda.so). Usable from C, C++ (the MXNet "gpu" operators) and ctypes.
+ *
+ * Conventions are those of the CPU core (xnor_gemm.h, DESIGN.md §3):
+ *   bit = (x < 0.0f): bit 1 means -1, bit 0 means +1 (so +0.0, -0.0 -> +1);
+ *   element j of a row -> word j / 64, bit j % 64 (LSB first); tail bits of the last word are 0;
+ *   dot(a, b) = K - 2 * popcount(a XOR b) over the true depth K.
+ * Results are bit-identical to the CPU paths (integer arithmetic; float epilogue done as an
+ * unfused multiply then add, v = float(dot) * scale + bias, each rounded to nearest).
+ *
+ * Every pointer argument that names data is a DEVICE pointer (cudaMalloc / CuPy / MXNet GPU
+ * NDArray). `stream` is a cudaStream_t passed as void* (NULL = the legacy default stream); all
+ * work is enqueued on it asynchronously, nothing synchronizes except the memory helpers.
+ * Functions return BINMX_CUDA_OK (0) or an error code; binmx_cuda_last_error() then gives a
+ * message (thread-local, valid until the next call from that thread). Nothing is printed.
+ *
+ * algo: BINMX_CUDA_ALGO_AUTO (0), _SIMT (1, __popcll register-tiled kernel, any GPU) or
+ * _TENSOR (2, b1 tensor-core mma.m16n8k256 in the AND form, sm_80+:
+ * dot = K - 2 * (popc a + popc b - 2 * popc(a AND b))). AUTO takes BINMX_CUDA_ALGO=simt|tensor
+ * from the environment when set, else the library's default for the device.
+ */
+#ifndef BINMX_CUDA_H_
+#define BINMX_CUDA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with hidden visibility; these entry points are its only exports. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+#define BINMX_CUDA_API_VERSION 1
+
+enum {
+  BINMX_CUDA_OK = 0,
+  BINMX_CUDA_ERR_ARGUMENT = 1,     /* bad sizes / null pointers; message names the argument */
+  BINMX_CUDA_ERR_CUDA = 2,         /* a CUDA runtime error (launch, memory, driver) */
+  BINMX_CUDA_ERR_NO_DEVICE = 3,    /* no usable CUDA device or driver */
+  BINMX_CUDA_ERR_UNSUPPORTED = 4,  /* e.g. tensor algo on a device below sm_80 */
+};
+
+enum { BINMX_CUDA_ALGO_AUTO = 0, BINMX_CUDA_ALGO_SIMT = 1, BINMX_CUDA_ALGO_TENSOR = 2 };
+
+/* BINMX_CUDA_API_VERSION of the built library. */
+int binmx_cuda_api_version(void);
+/* Number of usable CUDA devices; 0 (and a last-error message saying why) when there is no
+ * driver or no device. Never fails otherwise. */
+int binmx_cuda_device_count(void);
+/* Message of the last failed call on this thread ("" if none). */
+const char* binmx_cuda_last_error(void);
+/* Compute capability (major * 10 + minor) of the current device, or -1 (last error set). */
+int binmx_cuda_device_capability(void);
+/* The algo AUTO resolves to on the current device for a problem of `words` words per row. */
+int binmx_cuda_resolve_algo(int algo, int64_t words);
+
+/* Memory helpers for hosts without another CUDA binding (ctypes + numpy). Synchronous. */
+int binmx_cuda_malloc(void** ptr, size_t bytes);
+int binmx_cuda_free(void* ptr);
+int binmx_cuda_memcpy_htod(void* dst, const void* src, size_t bytes);
+int binmx_cuda_memcpy_dtoh(void* dst, const void* src, size_t bytes);
+int binmx_cuda_stream_synchronize(void* stream);
+
+/* Packs `rows` rows of `k` floats (row r starts at x + r * ld) into rows * ceil(k/64) words. */
+int binmx_cuda_pack_rows(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out,
+                         void* stream);
+
+/* Per-pixel channel packing of an NCHW float tensor, per group:
+ * out[((n * h + y) * w + x) * groups * cw + g * cw + c / 64] bit c % 64 = (x[n, g*cg + c, y, x] < 0)
+ * with cg = channels / groups and cw = ceil(cg / 64); tail bits 0. With n = num_filter,
+ * channels = C / num_group, h = kh, w = kw, groups = 1 this packs a float conv weight
+ * (F, C/g, kh, kw) into the packed weight format (F, kh, kw, ceil(C/g/64)). */
+int binmx_cuda_pack_nchw(const float* x, int64_t n, int64_t channels, int64_t h, int64_t w,
+                         int64_t groups, uint64_t* out, void* stream);
+
+/* C[i * ldc + j] = k - 2 * popcount(A[i] XOR B[j]); A: m x words, B: n x words (row-major
+ * packed rows), 0 <= k <= 64 * words, tail bits beyond k zero in both operands. */
+int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
+                         int64_t words, int64_t k, int32_t* c, int64_t ldc, int algo,
+                         void* stream);
+/* C[i * ldc + j] = float(dot) * (scale ? scale[i] : 1) + (bias ? bias[i] : 0). */
+int binmx_cuda_xnor_gemm_f32(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
+                             int64_t words, int64_t k, const float* scale, const float* bias,
+                             float* c, int64_t ldc, int algo, void* stream);
+
+/* Fully connected: out[b, h] = float(dot(sgn x[b, :], W[h, :])) * alpha[h] + bias[h] over the
+ * true depth d; x float (batch, d) row-major, w_packed (num_hidden, ceil(d/64)); alpha, bias
+ * optional (NULL). Workspace: binmx_cuda_fully_connected_workspace bytes (the packed x), or
+ * NULL to allocate stream-ordered (cudaMallocAsync) inside the call. */
+size_t binmx_cuda_fully_connected_workspace(int64_t batch, int64_t d);
+int binmx_cuda_fully_connected(const float* x, int64_t batch, int64_t d, const uint64_t* w_packed,
+                               int64_t num_hidden, const float* alpha, const float* bias,
+                               float* out, void* workspace, size_t workspace_bytes, int algo,
+                               void* stream);
+
+/* 2-D binary convolution geometry (all fields int64 for a padding-free ctypes mirror). */
+typedef struct binmx_cuda_conv2d_params {
+  int64_t batch, channels, height, width; /* input NCHW */
+  int64_t num_filter, kernel_h, kernel_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilate_h, dilate_w;
+  int64_t num_group;
+  int64_t pad_value; /* 0: zero padding (exactly as Convolution), +1 or -1 */
+} binmx_cuda_conv2d_params;
+
+/* Output height/width for p (stored to *out_h, *out_w); checks p. */
+int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,
+                                int64_t* out_w);
+/* Bytes of scratch for binmx_cuda_binary_conv2d (the packed input), 0 if p is invalid. */
+size_t binmx_cuda_binary_conv2d_workspace(const binmx_cuda_conv2d_params* p);
+/* out (batch, num_filter, out_h, out_w) float =
+ *     Convolution(sgn x, sgn W; stride, pad, dilate, num_group; padding value pad_value)
+ *     * alpha[f] + bias[f]
+ * x: float NCHW; w_packed: (num_filter, kernel_h, kernel_w, ceil(C/num_group/64)) words with
+ * channel c of tap (i, j) in word c / 64, bit c % 64; alpha, bias: (num_filter,) or NULL.
+ * Zero padding is exact: taps in the padding are computed as +1 and a per-filter border
+ * correction removes them (pad_value 0) or doubles them negative (pad_value -1). */
+int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* p, const float* x,
+                             const uint64_t* w_packed, const float* alpha, const float* bias,
+                             float* out, void* workspace, size_t workspace_bytes, int algo,
+                             void* stream);
+/* Same, from an input already packed by binmx_cuda_pack_nchw (no workspace needed). */
+int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* p, const uint64_t* x_packed,
+                                    const uint64_t* w_packed, const float* alpha,
+                                    const float* bias, float* out, int algo, void* stream);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif /* BINMX_CUDA_H_ */
