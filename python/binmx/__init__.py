@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from binmx import xnor
+from binmx import _library
 
-__all__ = ["xnor"]
+_library.load()  # registers QActivation / QConvolution / QFullyConnected in mx.nd and mx.sym
+
+from binmx import gluon, ops  # noqa: E402  (needs the operators loaded)
+from binmx.ops import pack_weight  # noqa: E402
+
+__all__ = ["gluon", "ops", "pack_weight", "xnor"]
 __version__ = "0.1.0"

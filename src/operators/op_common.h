@@ -24,6 +24,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mxnet/lib_api.h"
+
 namespace binmx {
 namespace ops {
 
@@ -215,6 +217,35 @@ class AttrReader {
   const Attrs& attrs_;
   std::string error_;
 };
+
+// Fills an unknown input shape (empty, or with unknown dims: 0 or -1 as unsigned) from `want`,
+// or checks a known one; on mismatch writes the message and returns false.
+inline bool MatchShape(const char* op, const char* name, const std::vector<unsigned int>& want,
+                       std::vector<unsigned int>* have, const char* hint) {
+  auto text = [](const std::vector<unsigned int>& v) {
+    std::string s = "(";
+    for (size_t i = 0; i < v.size(); ++i) {
+      s += (i ? ", " : "") + (v[i] == 0xFFFFFFFFu ? std::string("?") : std::to_string(v[i]));
+    }
+    return s + (v.size() == 1 ? ",)" : ")");
+  };
+  if (have->empty()) {
+    *have = want;
+    return true;
+  }
+  bool ok = have->size() == want.size();
+  for (size_t i = 0; ok && i < want.size(); ++i) {
+    const unsigned h = (*have)[i];
+    ok = h == want[i] || h == 0u || h == 0xFFFFFFFFu;
+  }
+  if (!ok) {
+    MX_ERROR_MSG << op << ": expected `" << name << "` of shape " << text(want) << hint << ", got "
+                     << text(*have);
+    return false;
+  }
+  *have = want;
+  return true;
+}
 
 // ---- quantisers ----------------------------------------------------------------------
 

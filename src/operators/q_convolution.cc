@@ -187,19 +187,6 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
 }
 
 // Fills an unknown input shape or checks a known one.
-bool MatchShape(const char* name, const std::vector<unsigned int>& want,
-                std::vector<unsigned int>* have, const char* hint) {
-  if (have->empty()) {
-    *have = want;
-    return true;
-  }
-  if (*have != want) {
-    MX_ERROR_MSG << kOp << ": expected `" << name << "` of shape " << ShapeText(want) << hint
-                 << ", got " << ShapeText(*have);
-    return false;
-  }
-  return true;
-}
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
@@ -238,11 +225,11 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
       wshape = {f, static_cast<unsigned>(p.GroupChannels()), kh, kw};
       hint = " (num_filter, C/num_group, kh, kw)";
     }
-    if (!MatchShape("weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
-    if (a.bias_index() >= 0 && !MatchShape("bias", {f}, &(*in_shapes)[a.bias_index()], "")) {
+    if (!MatchShape(kOp, "weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
+    if (a.bias_index() >= 0 && !MatchShape(kOp, "bias", {f}, &(*in_shapes)[a.bias_index()], "")) {
       return MX_FAIL;
     }
-    if (a.alpha_index() >= 0 && !MatchShape("alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
+    if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
     (*out_shapes)[0] = {ds[0], f, static_cast<unsigned>(p.OutH()),

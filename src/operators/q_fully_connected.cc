@@ -137,19 +137,6 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
   }
 }
 
-bool MatchShape(const char* name, const std::vector<unsigned int>& want,
-                std::vector<unsigned int>* have, const char* hint) {
-  if (have->empty()) {
-    *have = want;
-    return true;
-  }
-  if (*have != want) {
-    MX_ERROR_MSG << kOp << ": expected `" << name << "` of shape " << ShapeText(want) << hint
-                 << ", got " << ShapeText(*have);
-    return false;
-  }
-  return true;
-}
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
@@ -178,11 +165,11 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
       wshape = {h, static_cast<unsigned>(depth)};
       hint = " (num_hidden, D)";
     }
-    if (!MatchShape("weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
-    if (a.bias_index() >= 0 && !MatchShape("bias", {h}, &(*in_shapes)[a.bias_index()], "")) {
+    if (!MatchShape(kOp, "weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
+    if (a.bias_index() >= 0 && !MatchShape(kOp, "bias", {h}, &(*in_shapes)[a.bias_index()], "")) {
       return MX_FAIL;
     }
-    if (a.alpha_index() >= 0 && !MatchShape("alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
+    if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
     std::vector<unsigned int> os;

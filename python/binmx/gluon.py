@@ -1,0 +1,259 @@
+"""Gluon blocks for binmx's operators: ``QConv2D``, ``QDense``, ``QActivation``.
+
+They mirror ``gluon.nn.Conv2D`` / ``gluon.nn.Dense`` (same positional arguments and defaults)
+plus the binary attributes as keyword-only arguments, and call ``F.QConvolution`` /
+``F.QFullyConnected`` / ``F.QActivation`` so they hybridize and export: ``export`` writes a
+symbol JSON with ``QConvolution`` nodes that ``SymbolBlock.imports`` / ``mx.sym.load`` read
+back once ``binmx`` is imported.
+
+Semantics (DESIGN.md §3, :mod:`binmx.reference`): with ``act_bit = weight_bit = 1`` the layer
+computes ``Convolution(sgn x, sgn W)`` (``sgn(0) = +1``) exactly with xnor kernels, times
+``alpha_f = mean|W_f|`` when ``scaling_factor``, plus bias; gradients use the straight-through
+estimator masked by ``1[|x| <= grad_cancel]``. ``binarized_weights_only=True`` makes the weight
+a packed int64 parameter ``(channels, kh, kw, ceil(in_channels/groups/64))`` (inference only,
+``grad_req='null'``) and, with ``scaling_factor``, adds an ``alpha`` parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mxnet.gluon import HybridBlock
+from mxnet.gluon.nn import Activation
+
+__all__ = ["QActivation", "QConv2D", "QDense"]
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"Expected `{name}` to be an int or a pair of ints, got {value!r}")
+
+
+def _check_bits(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise ValueError(f"Expected `{name}` to be an int in [1, 32], got {value!r}")
+    return value
+
+
+class QConv2D(HybridBlock):
+    """Binary / k-bit 2-D convolution (NCHW), the Gluon form of ``QConvolution``."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int],
+        strides: int | tuple[int, int] = (1, 1),
+        padding: int | tuple[int, int] = (0, 0),
+        dilation: int | tuple[int, int] = (1, 1),
+        groups: int = 1,
+        layout: str = "NCHW",
+        activation: str | None = None,
+        use_bias: bool = True,
+        weight_initializer: Any = None,
+        bias_initializer: Any = "zeros",
+        in_channels: int = 0,
+        *,
+        act_bit: int = 1,
+        weight_bit: int | None = None,
+        binarized_weights_only: bool = False,
+        scaling_factor: bool = False,
+        pad_value: int = 0,
+        grad_cancel: float = 1.0,
+        prefix: str | None = None,
+        params: Any = None,
+    ) -> None:
+        super().__init__(prefix=prefix, params=params)
+        if layout != "NCHW":
+            raise ValueError(f"Expected `layout` to be 'NCHW', got {layout!r}")
+        if pad_value not in (0, 1, -1):
+            raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
+        act_bit = _check_bits("act_bit", act_bit)
+        weight_bit = _check_bits("weight_bit", act_bit if weight_bit is None else weight_bit)
+        if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
+            raise ValueError(
+                "binarized_weights_only=True needs act_bit=1 and weight_bit=1, got "
+                f"act_bit={act_bit}, weight_bit={weight_bit}"
+            )
+        kernel = _pair("kernel_size", kernel_size)
+        if groups < 1 or channels % groups != 0 or in_channels % groups != 0:
+            raise ValueError(
+                f"Expected `channels` ({channels}) and `in_channels` ({in_channels}) to be "
+                f"divisible by `groups` ({groups})"
+            )
+        self._channels = channels
+        self._in_channels = in_channels
+        self._kwargs: dict[str, Any] = {
+            "kernel": kernel,
+            "stride": _pair("strides", strides),
+            "dilate": _pair("dilation", dilation),
+            "pad": _pair("padding", padding),
+            "num_filter": channels,
+            "num_group": groups,
+            "no_bias": not use_bias,
+            "layout": layout,
+            "act_bit": act_bit,
+            "weight_bit": weight_bit,
+            "binarized_weights_only": bool(binarized_weights_only),
+            "scaling_factor": bool(scaling_factor),
+            "pad_value": pad_value,
+            "grad_cancel": float(grad_cancel),
+        }
+        with self.name_scope():
+            cg = in_channels // groups
+            if binarized_weights_only:
+                words = (cg + 63) // 64 if in_channels else 0
+                self.weight = self.params.get(
+                    "weight", shape=(channels, kernel[0], kernel[1], words), dtype="int64",
+                    init="zeros", grad_req="null", allow_deferred_init=True,
+                )
+            else:
+                self.weight = self.params.get(
+                    "weight", shape=(channels, cg, kernel[0], kernel[1]),
+                    init=weight_initializer, allow_deferred_init=True,
+                )
+            self.bias = (
+                self.params.get("bias", shape=(channels,), init=bias_initializer,
+                                allow_deferred_init=True)
+                if use_bias else None
+            )
+            self.alpha = (
+                self.params.get("alpha", shape=(channels,), init="ones", grad_req="null",
+                                allow_deferred_init=True)
+                if binarized_weights_only and scaling_factor else None
+            )
+            self.act = Activation(activation, prefix=activation + "_") if activation else None
+
+    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):  # noqa: N803 (Gluon API)
+        inputs = [x, weight] + ([bias] if bias is not None else [])
+        inputs += [alpha] if alpha is not None else []
+        out = F.QConvolution(*inputs, name="fwd", **self._kwargs)
+        return self.act(out) if self.act is not None else out
+
+    def __repr__(self) -> str:
+        k = self._kwargs
+        return (
+            f"{self.__class__.__name__}({self._in_channels or None} -> {self._channels}, "
+            f"kernel_size={k['kernel']}, stride={k['stride']}, padding={k['pad']}, "
+            f"act_bit={k['act_bit']}, weight_bit={k['weight_bit']}, "
+            f"binarized_weights_only={k['binarized_weights_only']})"
+        )
+
+
+class QDense(HybridBlock):
+    """Binary / k-bit fully connected layer, the Gluon form of ``QFullyConnected``."""
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        use_bias: bool = True,
+        flatten: bool = True,
+        dtype: str = "float32",
+        weight_initializer: Any = None,
+        bias_initializer: Any = "zeros",
+        in_units: int = 0,
+        *,
+        act_bit: int = 1,
+        weight_bit: int | None = None,
+        binarized_weights_only: bool = False,
+        scaling_factor: bool = False,
+        grad_cancel: float = 1.0,
+        prefix: str | None = None,
+        params: Any = None,
+    ) -> None:
+        super().__init__(prefix=prefix, params=params)
+        if dtype != "float32":
+            raise ValueError(f"Expected `dtype` to be 'float32', got {dtype!r}")
+        act_bit = _check_bits("act_bit", act_bit)
+        weight_bit = _check_bits("weight_bit", act_bit if weight_bit is None else weight_bit)
+        if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
+            raise ValueError(
+                "binarized_weights_only=True needs act_bit=1 and weight_bit=1, got "
+                f"act_bit={act_bit}, weight_bit={weight_bit}"
+            )
+        self._units = units
+        self._in_units = in_units
+        self._kwargs: dict[str, Any] = {
+            "num_hidden": units,
+            "no_bias": not use_bias,
+            "flatten": bool(flatten),
+            "act_bit": act_bit,
+            "weight_bit": weight_bit,
+            "binarized_weights_only": bool(binarized_weights_only),
+            "scaling_factor": bool(scaling_factor),
+            "grad_cancel": float(grad_cancel),
+        }
+        with self.name_scope():
+            if binarized_weights_only:
+                words = (in_units + 63) // 64 if in_units else 0
+                self.weight = self.params.get(
+                    "weight", shape=(units, words), dtype="int64", init="zeros",
+                    grad_req="null", allow_deferred_init=True,
+                )
+            else:
+                self.weight = self.params.get(
+                    "weight", shape=(units, in_units), init=weight_initializer,
+                    allow_deferred_init=True,
+                )
+            self.bias = (
+                self.params.get("bias", shape=(units,), init=bias_initializer,
+                                allow_deferred_init=True)
+                if use_bias else None
+            )
+            self.alpha = (
+                self.params.get("alpha", shape=(units,), init="ones", grad_req="null",
+                                allow_deferred_init=True)
+                if binarized_weights_only and scaling_factor else None
+            )
+            self.act = Activation(activation, prefix=activation + "_") if activation else None
+
+    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):  # noqa: N803
+        inputs = [x, weight] + ([bias] if bias is not None else [])
+        inputs += [alpha] if alpha is not None else []
+        out = F.QFullyConnected(*inputs, name="fwd", **self._kwargs)
+        return self.act(out) if self.act is not None else out
+
+    def __repr__(self) -> str:
+        k = self._kwargs
+        return (
+            f"{self.__class__.__name__}({self._in_units or None} -> {self._units}, "
+            f"act_bit={k['act_bit']}, weight_bit={k['weight_bit']}, "
+            f"binarized_weights_only={k['binarized_weights_only']})"
+        )
+
+
+class QActivation(HybridBlock):
+    """Quantised activation: ``sgn(x)`` (act_bit 1), DoReFa k-bit, or identity.
+
+    Forward ``sgn(x)`` for act_bit = 1, ``q(clip(x, 0, 1), k)`` for 2..31, ``x`` for 32 and for
+    ``backward_only=True`` (the next Q layer binarizes); gradient ``dy * 1[|x| <= grad_cancel]``.
+    """
+
+    def __init__(
+        self,
+        act_bit: int = 1,
+        backward_only: bool = False,
+        grad_cancel: float = 1.0,
+        *,
+        prefix: str | None = None,
+        params: Any = None,
+    ) -> None:
+        super().__init__(prefix=prefix, params=params)
+        self._kwargs = {
+            "act_bit": _check_bits("act_bit", act_bit),
+            "backward_only": bool(backward_only),
+            "grad_cancel": float(grad_cancel),
+        }
+
+    def hybrid_forward(self, F, x):  # noqa: N803
+        return F.QActivation(x, name="fwd", **self._kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self._kwargs})"

@@ -1,0 +1,262 @@
+"""``mx.sym`` / ``mx.nd`` call forms of binmx's operators, and the weight packer.
+
+Operators registered through MXNet's extension API take their inputs positionally only and
+create no weight or bias variables. :func:`install` therefore replaces ``mx.sym.QConvolution``,
+``mx.nd.QConvolution`` (and ``QFullyConnected``, ``QActivation``) with wrappers that accept
+the call forms of ``Convolution`` / ``FullyConnected`` / ``Activation``:
+
+* inputs positional or as keywords (``data=``, ``weight=``, ``bias=``, ``alpha=``);
+* ``name=`` and ``attr=``; in ``mx.sym`` a missing input becomes the variable
+  ``<name>_weight`` / ``<name>_bias`` / ``<name>_alpha``, and the name comes from the current
+  :class:`mx.name.NameManager` (hint ``qconvolution``, ...), as for MXNet's own ops;
+* attribute values given as Python objects (``kernel=(3, 3)``, ``no_bias=True``).
+
+Inputs, in order: ``data, weight, [bias] (unless no_bias), [alpha] (binarized_weights_only and
+scaling_factor)``. The operators' semantics (forward, straight-through gradients, packed
+format) are documented in :mod:`binmx.reference` and DESIGN.md §3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+
+__all__ = [
+    "QActivation",
+    "QConvolution",
+    "QFullyConnected",
+    "install",
+    "op_inputs",
+    "pack_weight",
+    "sym",
+    "nd",
+]
+
+_OPS = ("QConvolution", "QFullyConnected", "QActivation")
+_INPUT_KEYS = ("data", "weight", "bias", "alpha")
+_RAW: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() in ("True", "true", "1")
+    return bool(value)
+
+
+def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
+    """Input names of ``op`` for the given attributes, in positional order."""
+    if op == "QActivation":
+        return ["data"]
+    names = ["data", "weight"]
+    if not _truthy(attrs.get("no_bias", False)):
+        names.append("bias")
+    if _truthy(attrs.get("binarized_weights_only", False)) and _truthy(
+        attrs.get("scaling_factor", False)
+    ):
+        names.append("alpha")
+    return names
+
+
+def _attr_text(key: str, value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "True" if value else "False"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"Expected `{key}` to be a tuple of ints, got {value!r}")
+            items.append(str(int(v)))
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    raise TypeError(f"Expected `{key}` to be a bool, int, float, str or tuple, got {value!r}")
+
+
+def _split(
+    op: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: type
+) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+    """Separate inputs (positional + keyword) from attributes; attributes become strings."""
+    given = {k: kwargs.pop(k) for k in _INPUT_KEYS if k in kwargs and kwargs[k] is not None}
+    for k in _INPUT_KEYS:
+        kwargs.pop(k, None)  # explicit None means "not given"
+    attrs = {k: _attr_text(k, v) for k, v in kwargs.items() if v is not None}
+    names = op_inputs(op, attrs)
+    extra = [k for k in given if k not in names]
+    if extra:
+        raise ValueError(
+            f"{op}: input(s) {extra} are not used with these attributes (inputs: {names})"
+        )
+    if len(args) > len(names):
+        raise ValueError(
+            f"{op}: expected at most {len(names)} positional inputs {names}, got {len(args)}"
+        )
+    inputs: dict[str, Any] = {}
+    for n, a in zip(names, args):
+        if n in given:
+            raise ValueError(f"{op}: input `{n}` given both positionally and as a keyword")
+        inputs[n] = a
+    inputs.update(given)
+    for n, v in inputs.items():
+        if v is not None and not isinstance(v, kind):
+            raise TypeError(
+                f"{op}: expected input `{n}` to be a {kind.__module__}.{kind.__name__}, "
+                f"got {type(v).__name__}"
+            )
+    return names, inputs, attrs
+
+
+def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
+    def wrapper(*args: Any, name: str | None = None, attr: dict[str, str] | None = None,
+                **kwargs: Any) -> mx.sym.Symbol:
+        kwargs.pop("out", None)
+        names, inputs, attrs = _split(op, args, kwargs, mx.sym.Symbol)
+        if "data" not in inputs:
+            inputs["data"] = mx.sym.Variable("data") if op == "QActivation" else None
+        full_name = mx.name.NameManager.current.get(name, op.lower())
+        syms = []
+        for n in names:
+            s = inputs.get(n)
+            if s is None:
+                s = mx.sym.Variable(f"{full_name}_{n}")
+            syms.append(s)
+        raw = _RAW[op][1]
+        # The name is final: a plain NameManager stops a Prefix manager from prefixing twice.
+        with mx.name.NameManager():
+            return raw(*syms, name=full_name, attr=attr, **attrs)
+
+    wrapper.__name__ = op
+    wrapper.__qualname__ = op
+    wrapper.__doc__ = f"``mx.sym.{op}`` with Convolution-style call forms (see binmx.ops)."
+    return wrapper
+
+
+def _make_nd(op: str) -> Callable[..., mx.nd.NDArray]:
+    def wrapper(*args: Any, out: mx.nd.NDArray | None = None, name: str | None = None,
+                **kwargs: Any) -> mx.nd.NDArray:
+        del name  # imperative calls have no node name
+        names, inputs, attrs = _split(op, args, kwargs, mx.nd.NDArray)
+        missing = [n for n in names if inputs.get(n) is None]
+        if missing:
+            raise ValueError(
+                f"{op}: missing input(s) {missing}; expected inputs {names} for these attributes"
+            )
+        raw = _RAW[op][0]
+        if out is not None:
+            return raw(*[inputs[n] for n in names], out=out, **attrs)
+        return raw(*[inputs[n] for n in names], **attrs)
+
+    wrapper.__name__ = op
+    wrapper.__qualname__ = op
+    wrapper.__doc__ = f"``mx.nd.{op}`` with Convolution-style call forms (see binmx.ops)."
+    return wrapper
+
+
+class _Namespace:
+    """Attribute access to the wrappers of one frontend (``ops.sym.QConvolution``)."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+
+    def __getattr__(self, op: str) -> Callable[..., Any]:
+        if op not in _OPS:
+            raise AttributeError(op)
+        install()
+        return _WRAPPERS[self._kind][op]
+
+
+_WRAPPERS: dict[str, dict[str, Callable[..., Any]]] = {
+    "sym": {op: _make_sym(op) for op in _OPS},
+    "nd": {op: _make_nd(op) for op in _OPS},
+}
+sym = _Namespace("sym")
+nd = _Namespace("nd")
+
+
+def install() -> None:
+    """Put the wrappers on ``mx.sym`` / ``mx.nd`` (and their ``.op`` modules).
+
+    Called by :func:`binmx._library.load` after every library load, since loading regenerates
+    those modules. Idempotent.
+    """
+    import sys
+
+    for op in _OPS:
+        nd_mod, sym_mod = sys.modules["mxnet.ndarray"], sys.modules["mxnet.symbol"]
+        cur_nd, cur_sym = getattr(nd_mod, op, None), getattr(sym_mod, op, None)
+        if cur_nd is None or cur_sym is None:
+            raise ImportError(f"operator {op} is not registered in MXNet (library not loaded?)")
+        if cur_nd is not _WRAPPERS["nd"][op]:
+            _RAW[op] = (cur_nd, _RAW.get(op, (None, cur_sym))[1])
+        if cur_sym is not _WRAPPERS["sym"][op]:
+            _RAW[op] = (_RAW[op][0], cur_sym)
+        for mod_name, kind in (
+            ("mxnet.ndarray", "nd"),
+            ("mxnet.ndarray.op", "nd"),
+            ("mxnet.symbol", "sym"),
+            ("mxnet.symbol.op", "sym"),
+        ):
+            mod = sys.modules.get(mod_name)
+            if mod is not None:
+                setattr(mod, op, _WRAPPERS[kind][op])
+
+
+def QConvolution(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (MXNet's op name)
+    """Dispatches to ``mx.sym.QConvolution`` or ``mx.nd.QConvolution`` by input type."""
+    return _dispatch("QConvolution", args, kwargs)
+
+
+def QFullyConnected(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+    """Dispatches to ``mx.sym.QFullyConnected`` or ``mx.nd.QFullyConnected`` by input type."""
+    return _dispatch("QFullyConnected", args, kwargs)
+
+
+def QActivation(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+    """Dispatches to ``mx.sym.QActivation`` or ``mx.nd.QActivation`` by input type."""
+    return _dispatch("QActivation", args, kwargs)
+
+
+def _dispatch(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    first = args[0] if args else kwargs.get("data")
+    kind = "nd" if isinstance(first, mx.nd.NDArray) else "sym"
+    install()
+    return _WRAPPERS[kind][op](*args, **kwargs)
+
+
+def pack_weight(weight: Any) -> Any:
+    """Pack a float weight into the uint64 words ``binarized_weights_only=True`` reads.
+
+    * rank 4 (QConvolution, ``(F, C/g, kh, kw)``) -> int64 ``(F, kh, kw, ceil(C/g / 64))``:
+      channel ``c`` of tap ``(i, j)`` is bit ``c % 64`` of word ``c // 64``;
+    * rank 2 (QFullyConnected, ``(H, D)``) -> int64 ``(H, ceil(D / 64))``.
+
+    Bit 1 means ``w < 0`` (sgn(w) = -1), ``w >= 0`` (also -0.0) gives bit 0; tail bits are 0.
+    Words are uint64 bit patterns stored as int64 (MXNet has no uint64). Returns an NDArray for
+    an NDArray input, else a NumPy array. The input is not modified.
+    """
+    from binmx import xnor
+
+    is_nd = isinstance(weight, mx.nd.NDArray)
+    w = weight.asnumpy() if is_nd else np.asarray(weight)
+    if w.dtype.kind != "f":
+        raise TypeError(f"Expected `weight` to be a float array, got dtype {w.dtype}")
+    if w.ndim == 4:
+        f, c, kh, kw = w.shape
+        rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(f * kh * kw, c), np.float32)
+        packed = xnor.pack_bits(rows).reshape(f, kh, kw, -1)
+    elif w.ndim == 2:
+        packed = xnor.pack_bits(np.ascontiguousarray(w, dtype=np.float32))
+    else:
+        raise ValueError(
+            f"Expected `weight` of rank 4 (QConvolution) or 2 (QFullyConnected), got shape "
+            f"{w.shape}"
+        )
+    if is_nd:
+        return mx.nd.array(packed, dtype=np.int64, ctx=weight.context)
+    return packed
