@@ -343,15 +343,36 @@ class Predictor:
         return self.mod.get_outputs()[0][:n]
 
 
-def evaluate_checkpoint(
-    symbol_json: str, params_file: str, x: np.ndarray, y: np.ndarray, *, batch_size: int
-) -> float:
-    sym = mx.sym.load(symbol_json)
+def load_params(params_file: str) -> tuple[dict, dict]:
     saved = mx.nd.load(params_file)
     arg = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
-    pred = Predictor(sym, arg, aux, (batch_size, *x.shape[1:]))
-    return predict_accuracy(pred, x, y, batch_size=batch_size)
+    return arg, aux
+
+
+TestData = tuple[np.ndarray, np.ndarray] | Callable[[], mx.io.DataIter]
+
+
+def evaluate_checkpoint(
+    symbol_json: str, params_file: str, test: TestData, *, batch_size: int
+) -> float:
+    """Top-1 accuracy of a saved model on (x, y) arrays or on a fresh DataIter from a factory."""
+    sym = mx.sym.load(symbol_json)
+    arg, aux = load_params(params_file)
+    if isinstance(test, tuple):
+        x, y = test
+        pred = Predictor(sym, arg, aux, (batch_size, *x.shape[1:]))
+        return predict_accuracy(pred, x, y, batch_size=batch_size)
+    it = test()
+    pred = Predictor(sym, arg, aux, it.provide_data[0].shape)
+    correct = total = 0
+    for batch in it:
+        n = batch.data[0].shape[0] - (batch.pad or 0)
+        out = pred(batch.data[0])[:n]
+        label = batch.label[0].asnumpy()[:n].astype(np.int64)
+        correct += int((out.argmax(axis=1).asnumpy().astype(np.int64) == label).sum())
+        total += n
+    return correct / max(total, 1)
 
 
 def convert(params_file: str) -> tuple[str, str] | None:
@@ -393,9 +414,7 @@ def compare_speed(
     does not depend on them). Runs are interleaved so a busy machine hurts both alike.
     """
     sym_b = mx.sym.load(binary[0])
-    saved = mx.nd.load(binary[1])
-    arg = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
-    aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
+    arg, aux = load_params(binary[1])
     pred_b = Predictor(sym_b, arg, aux, data_shape)
     mx.random.seed(seed)
     pred_f = Predictor(float_sym, None, None, data_shape)
@@ -416,6 +435,63 @@ def compare_speed(
 # ----------------------------------------------------------------------------------------------
 # Reports
 # ----------------------------------------------------------------------------------------------
+
+
+def finish_run(
+    *,
+    results: dict[str, Any],
+    history: History,
+    prefix: str,
+    epoch: int,
+    test: TestData,
+    eval_batch: int,
+    binary: bool,
+    convert_model: bool,
+    float_sym: mx.sym.Symbol,
+    bench_shape: tuple[int, ...],
+    bench_repeats: int,
+    seed: int,
+    out_dir: Path,
+    title: str,
+) -> dict[str, Any]:
+    """Evaluate the last checkpoint, convert it, evaluate and time the binarized model, then
+    write training_curves.png and results.json and print the summary."""
+    symbol_json = f"{prefix}-symbol.json"
+    params_file = f"{prefix}-{epoch:04d}.params"
+    results.update(
+        float_test_accuracy=evaluate_checkpoint(symbol_json, params_file, test, batch_size=eval_batch),
+        float_params_bytes=os.path.getsize(params_file),
+        float_checkpoint=params_file,
+        binarized_test_accuracy=None,
+        binarized_params_bytes=None,
+        binarized_checkpoint=None,
+        compression=None,
+        speedup=None,
+        speed=None,
+        history=history.__dict__,
+        threads=os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
+    )
+    if binary and convert_model:
+        t0 = time.perf_counter()
+        converted = convert(params_file)
+        if converted is not None:
+            bin_json, bin_params = converted
+            results["convert_seconds"] = time.perf_counter() - t0
+            results["binarized_checkpoint"] = bin_params
+            results["binarized_params_bytes"] = os.path.getsize(bin_params)
+            results["compression"] = results["float_params_bytes"] / results["binarized_params_bytes"]
+            results["binarized_test_accuracy"] = evaluate_checkpoint(
+                bin_json, bin_params, test, batch_size=eval_batch
+            )
+            speed = compare_speed(
+                (bin_json, bin_params), float_sym, bench_shape, repeats=bench_repeats, seed=seed
+            )
+            results["speed"] = speed
+            results["speedup"] = speed["speedup"]
+    plot_history(history, out_dir / "training_curves.png", title=title)
+    write_results(out_dir / "results.json", results)
+    print_summary(results, out_dir)
+    return results
 
 
 def plot_history(history: History, path: Path, *, title: str) -> None:

@@ -27,7 +27,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -188,9 +187,6 @@ def main(argv: list[str] | None = None) -> dict:
             progress=not args.no_progress, desc="train",
         )  # fmt: skip
 
-    symbol_json = f"{prefix}-symbol.json"
-    params_file = f"{prefix}-{args.epochs:04d}.params"
-    float_acc = common.evaluate_checkpoint(symbol_json, params_file, x_test, y_test, batch_size=256)
     results: dict = {
         "model": model + (" (Gluon)" if args.gluon else ""),
         "dataset": "mnist",
@@ -206,40 +202,14 @@ def main(argv: list[str] | None = None) -> dict:
         "train_samples": int(x_train.shape[0]),
         "test_samples": int(x_test.shape[0]),
         "train_seconds": train_seconds,
-        "float_test_accuracy": float_acc,
-        "float_params_bytes": os.path.getsize(params_file),
-        "float_checkpoint": params_file,
-        "binarized_test_accuracy": None,
-        "binarized_params_bytes": None,
-        "binarized_checkpoint": None,
-        "compression": None,
-        "speedup": None,
-        "speed": None,
-        "history": history.__dict__,
-        "threads": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
     }
-    if binary and not args.no_convert:
-        t0 = time.perf_counter()
-        converted = common.convert(params_file)
-        if converted is not None:
-            bin_json, bin_params = converted
-            results["convert_seconds"] = time.perf_counter() - t0
-            results["binarized_checkpoint"] = bin_params
-            results["binarized_params_bytes"] = os.path.getsize(bin_params)
-            results["compression"] = results["float_params_bytes"] / results["binarized_params_bytes"]
-            results["binarized_test_accuracy"] = common.evaluate_checkpoint(
-                bin_json, bin_params, x_test, y_test, batch_size=256
-            )
-            speed = common.compare_speed(
-                (bin_json, bin_params), lenet_symbol(binary=False),
-                (args.bench_batch, 1, 28, 28), repeats=args.bench_repeats, seed=args.seed,
-            )  # fmt: skip
-            results["speed"] = speed
-            results["speedup"] = speed["speedup"]
-    common.plot_history(history, out_dir / "training_curves.png", title=f"{model} on MNIST")
-    common.write_results(out_dir / "results.json", results)
-    common.print_summary(results, out_dir)
-    return results
+    return common.finish_run(
+        results=results, history=history, prefix=prefix, epoch=args.epochs,
+        test=(x_test, y_test), eval_batch=256, binary=binary, convert_model=not args.no_convert,
+        float_sym=lenet_symbol(binary=False), bench_shape=(args.bench_batch, 1, 28, 28),
+        bench_repeats=args.bench_repeats, seed=args.seed, out_dir=out_dir,
+        title=f"{model} on MNIST",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,13 +78,18 @@ class DataNotFoundError(FileNotFoundError):
 # Restricted unpickling
 # ----------------------------------------------------------------------------------------------
 
-# The only globals a pickle of plain numpy arrays needs (numpy 1.x and 2.x module names).
+# The only globals a pickle of plain numpy arrays needs (numpy 1.x and 2.x module names):
+# array reconstruction (protocols 2-4), _frombuffer (protocol 5), and _codecs.encode, which
+# Python 3 uses to write bytes at protocol 2 (a pure str -> bytes function).
 _ALLOWED_GLOBALS = frozenset(
     {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 )
 
@@ -93,7 +98,7 @@ class NumpyUnpickler(pickle.Unpickler):
     """An unpickler that can build numpy arrays and plain containers, and nothing else.
 
     ``find_class`` answers only numpy's array-reconstruction helpers (``_reconstruct``,
-    ``ndarray``, ``dtype``); any other global (``os.system``, ``builtins.eval``, ...) raises
+    ``_frombuffer``, ``ndarray``, ``dtype``) and ``_codecs.encode``; any other global (``os.system``, ``builtins.eval``, ...) raises
     ``pickle.UnpicklingError`` before it is called. Tuples, lists, dicts, numbers and strings need
     no globals, so the pickles of MNIST and CIFAR-10 load unchanged.
     """
