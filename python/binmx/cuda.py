@@ -1,0 +1,600 @@
+"""Bit packing, xnor GEMM and binary convolution on NVIDIA GPUs (ctypes over libbinmx_cuda.so).
+
+Standalone: this module imports only the standard library and NumPy (CuPy lazily, when a CuPy
+array is passed), never MXNet, so it also works as a single file on a GPU machine without the
+rest of binmx (load it with ``importlib``; point ``BINMX_CUDA_LIB`` at the library).
+
+Bit convention (DESIGN.md §3), identical to ``binmx.xnor``: ``x < 0`` gives bit 1 (-1), every
+other value (+0.0, -0.0, NaN) bit 0 (+1); element ``j`` of a row goes to word ``j // 64``, bit
+``j % 64``; tail bits are 0; words are uint64 patterns in int64 arrays. The xnor GEMM computes
+``C[m, n] = k - 2 * popcount(A[m] XOR B[n])``, the +-1 dot product over the true depth ``k``;
+float outputs are ``float32(dot) * scale`` rounded, then ``+ bias`` rounded (no fused
+multiply-add), so results are bit-identical to the CPU paths.
+
+Arrays: pass NumPy arrays (copied to the device and back, synchronously) or CuPy arrays (device
+pointers, work enqueued on CuPy's current stream, result returned as a CuPy array without
+synchronizing). All array arguments of one call must be of the same kind.
+
+``algo``: ``"auto"`` (``BINMX_CUDA_ALGO`` if set, else the library default for the device),
+``"simt"`` (``__popcll`` tiles, any GPU) or ``"tensor"`` (1-bit tensor cores, AND form, sm_80+).
+
+Library lookup: ``$BINMX_CUDA_LIB``, else ``libbinmx_cuda.so`` next to this file (installed by
+``pip install . -Ccmake.define.BINMX_WITH_CUDA=ON``). When the library or a device is missing,
+``device_count()`` is 0, ``unavailable_reason()`` says why, and every kernel call raises
+``CudaUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CudaError",
+    "CudaUnavailableError",
+    "available",
+    "binary_conv2d",
+    "conv2d_out_shape",
+    "device_capability",
+    "device_count",
+    "fully_connected",
+    "library_path",
+    "pack_bits",
+    "pack_nchw",
+    "pack_weight",
+    "unavailable_reason",
+    "xnor_gemm",
+    "xnor_gemm_f32",
+]
+
+API_VERSION = 1
+_ALGOS = {"auto": 0, "simt": 1, "tensor": 2}
+_ERR_NO_DEVICE = 3
+
+
+class CudaUnavailableError(RuntimeError):
+    """No CUDA library, driver or device: the GPU path cannot run here."""
+
+
+class CudaError(RuntimeError):
+    """A call into libbinmx_cuda failed (message from ``binmx_cuda_last_error``)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Conv2dParams(ctypes.Structure):
+    """Mirror of ``binmx_cuda_conv2d_params`` (all int64)."""
+
+    _fields_ = [
+        (name, ctypes.c_int64)
+        for name in (
+            "batch", "channels", "height", "width", "num_filter", "kernel_h", "kernel_w",
+            "stride_h", "stride_w", "pad_h", "pad_w", "dilate_h", "dilate_w", "num_group",
+            "pad_value",
+        )
+    ]  # fmt: skip
+
+
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+
+
+def library_path() -> str:
+    """Where the library is looked for: ``$BINMX_CUDA_LIB`` or next to this module."""
+    env = os.environ.get("BINMX_CUDA_LIB")
+    if env:
+        return os.path.abspath(env)
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libbinmx_cuda.so")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, i32, p, sz = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t
+    sigs: dict[str, tuple[Any, list[Any]]] = {
+        "binmx_cuda_api_version": (i32, []),
+        "binmx_cuda_device_count": (i32, []),
+        "binmx_cuda_last_error": (ctypes.c_char_p, []),
+        "binmx_cuda_device_capability": (i32, []),
+        "binmx_cuda_resolve_algo": (i32, [i32, i64]),
+        "binmx_cuda_malloc": (i32, [ctypes.POINTER(p), sz]),
+        "binmx_cuda_free": (i32, [p]),
+        "binmx_cuda_memcpy_htod": (i32, [p, p, sz]),
+        "binmx_cuda_memcpy_dtoh": (i32, [p, p, sz]),
+        "binmx_cuda_stream_synchronize": (i32, [p]),
+        "binmx_cuda_pack_rows": (i32, [p, i64, i64, i64, p, p]),
+        "binmx_cuda_pack_nchw": (i32, [p, i64, i64, i64, i64, i64, p, p]),
+        "binmx_cuda_xnor_gemm": (i32, [p, p, i64, i64, i64, i64, p, i64, i32, p]),
+        "binmx_cuda_xnor_gemm_f32": (i32, [p, p, i64, i64, i64, i64, p, p, p, i64, i32, p]),
+        "binmx_cuda_fully_connected_workspace": (sz, [i64, i64]),
+        "binmx_cuda_fully_connected": (i32, [p, i64, i64, p, i64, p, p, p, p, sz, i32, p]),
+        "binmx_cuda_conv2d_out_shape": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), ctypes.POINTER(i64), ctypes.POINTER(i64)],
+        ),
+        "binmx_cuda_binary_conv2d_workspace": (sz, [ctypes.POINTER(Conv2dParams)]),
+        "binmx_cuda_binary_conv2d": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), p, p, p, p, p, p, sz, i32, p],
+        ),
+        "binmx_cuda_binary_conv2d_packed": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), p, p, p, p, p, i32, p],
+        ),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def _load() -> ctypes.CDLL | None:
+    """Loads the library once; on failure remembers why and returns None."""
+    global _lib, _lib_error
+    if _lib is not None or _lib_error is not None:
+        return _lib
+    path = library_path()
+    if not os.path.exists(path):
+        _lib_error = (
+            f"{path} not found: build it with `pip install . -Ccmake.define.BINMX_WITH_CUDA=ON`"
+            " (or tools/gpu_check.sh) or set BINMX_CUDA_LIB"
+        )
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        _declare(lib)
+    except (OSError, AttributeError) as exc:
+        _lib_error = f"cannot load {path}: {exc}"
+        return None
+    version = lib.binmx_cuda_api_version()
+    if version != API_VERSION:
+        _lib_error = f"{path} has C API version {version}, this module needs {API_VERSION}"
+        return None
+    _lib = lib
+    return _lib
+
+
+def unavailable_reason() -> str | None:
+    """Why the GPU path cannot run here (no library, driver or device), or None if it can."""
+    lib = _load()
+    if lib is None:
+        return _lib_error
+    if lib.binmx_cuda_device_count() > 0:
+        return None
+    return f"no CUDA device: {lib.binmx_cuda_last_error().decode(errors='replace')}"
+
+
+def device_count() -> int:
+    """Number of usable CUDA devices; 0 when the library, the driver or a device is missing."""
+    lib = _load()
+    return 0 if lib is None else int(lib.binmx_cuda_device_count())
+
+
+def available() -> bool:
+    """True when the library loads and at least one CUDA device is usable."""
+    return device_count() > 0
+
+
+def _require() -> ctypes.CDLL:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise CudaUnavailableError(f"binmx.cuda cannot run: {reason}")
+    assert _lib is not None
+    return _lib
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        assert _lib is not None
+        msg = _lib.binmx_cuda_last_error().decode(errors="replace")
+        if rc == _ERR_NO_DEVICE:
+            raise CudaUnavailableError(f"binmx.cuda: {msg}")
+        raise CudaError(f"binmx.cuda: {msg}", rc)
+
+
+def device_capability() -> int:
+    """Compute capability of the current device as ``10 * major + minor`` (e.g. 90)."""
+    lib = _require()
+    cap = int(lib.binmx_cuda_device_capability())
+    if cap < 0:
+        _check(2)
+    return cap
+
+
+def resolve_algo(algo: str = "auto", words: int = 0) -> str:
+    """The kernel family ``algo`` runs on the current device ("simt" or "tensor")."""
+    lib = _require()
+    code = int(lib.binmx_cuda_resolve_algo(_algo_code(algo), int(words)))
+    if code < 0:
+        _check(2)
+    return {1: "simt", 2: "tensor"}[code]
+
+
+# ---- argument handling ---------------------------------------------------------------------
+
+
+def _is_cupy(arr: object) -> bool:
+    return type(arr).__module__.split(".")[0] == "cupy"
+
+
+def _algo_code(algo: str) -> int:
+    if not isinstance(algo, str) or algo not in _ALGOS:
+        raise ValueError(f"Expected `algo` to be one of auto, simt, tensor, got {algo!r}")
+    return _ALGOS[algo]
+
+
+def _check_array(
+    name: str, arr: object, dtypes: Sequence[type], ndim: int | None
+) -> None:
+    if not isinstance(arr, np.ndarray) and not _is_cupy(arr):
+        raise TypeError(
+            f"Expected `{name}` to be a numpy.ndarray or cupy.ndarray, got {type(arr).__name__}"
+        )
+    a: Any = arr
+    if a.dtype not in [np.dtype(d) for d in dtypes]:
+        want = " or ".join(str(np.dtype(d)) for d in dtypes)
+        raise TypeError(f"Expected `{name}` to have dtype {want}, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"Expected `{name}` to have rank {ndim}, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"Expected `{name}` to be C-contiguous")
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"Expected `{name}` to be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"Expected `{name}` >= {minimum}, got {value}")
+    return int(value)
+
+
+def _pair(name: str, value: object, minimum: int) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"Expected `{name}` to be an int or a pair of ints, got {value!r}")
+    a = _check_int(name, value[0], minimum)
+    b = _check_int(name, value[1], minimum)
+    return a, b
+
+
+def _check_vector(name: str, v: object, length: int) -> None:
+    if v is None:
+        return
+    _check_array(name, v, (np.float32,), 1)
+    shape = v.shape  # type: ignore[attr-defined]
+    if shape[0] != length:
+        raise ValueError(f"Expected `{name}` to have shape ({length},), got {shape}")
+
+
+class _Call:
+    """Runs one library call on numpy (copy in/out) or CuPy (device pointers) arrays."""
+
+    def __init__(self, inputs: Sequence[object]) -> None:
+        present = [a for a in inputs if a is not None]
+        kinds = {_is_cupy(a) for a in present}
+        if len(kinds) > 1:
+            raise TypeError("Expected all array arguments to be numpy arrays or all CuPy arrays")
+        self.cupy = bool(kinds) and kinds.pop()
+        self.lib = _require()
+        self._owned: list[int] = []
+        self._copy_back: list[tuple[np.ndarray, int]] = []
+        if self.cupy:
+            import cupy
+
+            self._cp = cupy
+            self.stream = ctypes.c_void_p(cupy.cuda.get_current_stream().ptr)
+        else:
+            self.stream = ctypes.c_void_p(None)
+
+    def __enter__(self) -> _Call:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ptr in self._owned:
+            self.lib.binmx_cuda_free(ctypes.c_void_p(ptr))
+        self._owned.clear()
+
+    def _alloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_void_p()
+        _check(self.lib.binmx_cuda_malloc(ctypes.byref(ptr), max(int(nbytes), 0)))
+        if ptr.value:
+            self._owned.append(ptr.value)
+        return ptr.value or 0
+
+    def ptr(self, arr: object) -> ctypes.c_void_p:
+        """Device pointer of an input (None -> NULL)."""
+        if arr is None:
+            return ctypes.c_void_p(None)
+        if self.cupy:
+            return ctypes.c_void_p(arr.data.ptr)  # type: ignore[attr-defined]
+        host = np.ascontiguousarray(arr)
+        dev = self._alloc(host.nbytes)
+        if host.nbytes:
+            _check(
+                self.lib.binmx_cuda_memcpy_htod(
+                    ctypes.c_void_p(dev), host.ctypes.data, host.nbytes
+                )
+            )
+        return ctypes.c_void_p(dev)
+
+    def output(self, shape: tuple[int, ...], dtype: type) -> tuple[object, ctypes.c_void_p]:
+        if self.cupy:
+            out = self._cp.empty(shape, dtype=dtype)
+            return out, ctypes.c_void_p(out.data.ptr)
+        out = np.empty(shape, dtype=dtype)
+        dev = self._alloc(out.nbytes)
+        self._copy_back.append((out, dev))
+        return out, ctypes.c_void_p(dev)
+
+    def scratch(self, nbytes: int) -> ctypes.c_void_p:
+        if self.cupy:
+            buf = self._cp.empty((max(int(nbytes), 1),), dtype=self._cp.uint8)
+            self._keep = buf  # alive until the call object goes
+            return ctypes.c_void_p(buf.data.ptr)
+        return ctypes.c_void_p(self._alloc(nbytes))
+
+    def finish(self) -> None:
+        """NumPy: wait for the work and copy the outputs back."""
+        if self.cupy:
+            return
+        _check(self.lib.binmx_cuda_stream_synchronize(self.stream))
+        for out, dev in self._copy_back:
+            if out.nbytes:
+                _check(
+                    self.lib.binmx_cuda_memcpy_dtoh(
+                        out.ctypes.data, ctypes.c_void_p(dev), out.nbytes
+                    )
+                )
+
+
+# ---- public API ----------------------------------------------------------------------------
+
+
+def pack_bits(x: Any) -> Any:
+    """Pack float32 ``x[M, K]`` into sign words ``int64[M, ceil(K / 64)]`` (bit 1 = ``x < 0``).
+
+    Same bits as ``binmx.xnor.pack_bits`` and ``binmx.reference.pack_bits``.
+    """
+    _check_array("x", x, (np.float32,), 2)
+    rows, k = x.shape
+    words = (k + 63) // 64
+    with _Call([x]) as call:
+        xp = call.ptr(x)
+        out, op = call.output((rows, words), np.int64)
+        _check(call.lib.binmx_cuda_pack_rows(xp, rows, k, k, op, call.stream))
+        call.finish()
+    return out
+
+
+def pack_nchw(x: Any, *, num_group: int = 1) -> Any:
+    """Per-pixel channel words of float32 NCHW ``x``: int64 ``(N, H, W, num_group, cw)``.
+
+    ``cw = ceil(C / num_group / 64)``; word ``c // 64`` of group ``g`` at pixel ``(y, x)`` has
+    bit ``c % 64`` set when ``x[n, g * C/num_group + c, y, x] < 0``; tail bits 0.
+    """
+    _check_array("x", x, (np.float32,), 4)
+    groups = _check_int("num_group", num_group, 1)
+    n, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"Expected channels ({c}) divisible by `num_group` ({groups})")
+    cw = (c // groups + 63) // 64
+    with _Call([x]) as call:
+        xp = call.ptr(x)
+        out, op = call.output((n, h, w, groups, cw), np.int64)
+        _check(call.lib.binmx_cuda_pack_nchw(xp, n, c, h, w, groups, op, call.stream))
+        call.finish()
+    return out
+
+
+def pack_weight(w: Any) -> Any:
+    """Pack a float32 conv weight ``(F, C/g, kh, kw)`` into ``int64 (F, kh, kw, ceil(C/g/64))``.
+
+    Channel ``c`` of tap ``(i, j)`` goes to word ``c // 64``, bit ``c % 64`` (the converter's
+    packed-weight format, DESIGN.md §3).
+    """
+    _check_array("w", w, (np.float32,), 4)
+    packed = pack_nchw(w, num_group=1)
+    f, kh, kw, _, cw = packed.shape
+    return packed.reshape(f, kh, kw, cw)
+
+
+def _check_gemm(a_words: Any, b_words: Any, k: int) -> int:
+    _check_array("a_words", a_words, (np.int64, np.uint64), 2)
+    _check_array("b_words", b_words, (np.int64, np.uint64), 2)
+    if a_words.shape[1] != b_words.shape[1]:
+        raise ValueError(
+            "`a_words` and `b_words` must have the same number of words per row, got "
+            f"{a_words.shape[1]} and {b_words.shape[1]}"
+        )
+    k = _check_int("k", k, 0)
+    if k > 64 * a_words.shape[1]:
+        raise ValueError(f"Expected `k` in [0, 64 * words = {64 * a_words.shape[1]}], got {k}")
+    return k
+
+
+def xnor_gemm(a_words: Any, b_words: Any, k: int, *, algo: str = "auto") -> Any:
+    """``C[m, n] = k - 2 * popcount(a_words[m] XOR b_words[n])`` as int32 ``[M, N]``.
+
+    Operands are packed rows (``pack_bits``) with zero tail bits beyond the true depth ``k``.
+    """
+    k = _check_gemm(a_words, b_words, k)
+    code = _algo_code(algo)
+    m, words = a_words.shape
+    n = b_words.shape[0]
+    with _Call([a_words, b_words]) as call:
+        ap, bp = call.ptr(a_words), call.ptr(b_words)
+        out, op = call.output((m, n), np.int32)
+        _check(call.lib.binmx_cuda_xnor_gemm(ap, bp, m, n, words, k, op, n, code, call.stream))
+        call.finish()
+    return out
+
+
+def xnor_gemm_f32(
+    a_words: Any,
+    b_words: Any,
+    k: int,
+    *,
+    scale: Any = None,
+    bias: Any = None,
+    algo: str = "auto",
+) -> Any:
+    """``C[m, n] = float32(dot) * scale[m] + bias[m]`` (each step rounded, no FMA), float32."""
+    k = _check_gemm(a_words, b_words, k)
+    code = _algo_code(algo)
+    m, words = a_words.shape
+    n = b_words.shape[0]
+    _check_vector("scale", scale, m)
+    _check_vector("bias", bias, m)
+    with _Call([a_words, b_words, scale, bias]) as call:
+        ap, bp = call.ptr(a_words), call.ptr(b_words)
+        sp, cp = call.ptr(scale), call.ptr(bias)
+        out, op = call.output((m, n), np.float32)
+        _check(
+            call.lib.binmx_cuda_xnor_gemm_f32(
+                ap, bp, m, n, words, k, sp, cp, op, n, code, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def fully_connected(
+    x: Any, w_packed: Any, *, alpha: Any = None, bias: Any = None, algo: str = "auto"
+) -> Any:
+    """Binary fully connected layer: ``out[b, h] = (sgn x[b] . sgn W[h]) * alpha[h] + bias[h]``.
+
+    ``x``: float32 ``(batch, D)``; ``w_packed``: int64 ``(num_hidden, ceil(D / 64))``;
+    ``alpha``, ``bias``: float32 ``(num_hidden,)`` or None. Output float32 ``(batch, num_hidden)``.
+    """
+    _check_array("x", x, (np.float32,), 2)
+    _check_array("w_packed", w_packed, (np.int64, np.uint64), 2)
+    batch, d = x.shape
+    hidden, words = w_packed.shape
+    if words != (d + 63) // 64:
+        raise ValueError(
+            f"Expected `w_packed` to have ceil(D/64) = {(d + 63) // 64} words per row for "
+            f"D = {d}, got {words}"
+        )
+    _check_vector("alpha", alpha, hidden)
+    _check_vector("bias", bias, hidden)
+    code = _algo_code(algo)
+    with _Call([x, w_packed, alpha, bias]) as call:
+        xp, wp = call.ptr(x), call.ptr(w_packed)
+        ap, bp = call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((batch, hidden), np.float32)
+        need = call.lib.binmx_cuda_fully_connected_workspace(batch, d)
+        ws = call.scratch(need)
+        _check(
+            call.lib.binmx_cuda_fully_connected(
+                xp, batch, d, wp, hidden, ap, bp, op, ws, need, code, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def _conv_params(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: object,
+    pad: object,
+    dilate: object,
+    num_group: object,
+    pad_value: object,
+) -> Conv2dParams:
+    n, c, h, w = x_shape
+    f, kh, kw, cw = w_shape
+    groups = _check_int("num_group", num_group, 1)
+    if c % groups or f % groups:
+        raise ValueError(
+            f"Expected channels ({c}) and num_filter ({f}) divisible by `num_group` ({groups})"
+        )
+    if cw != (c // groups + 63) // 64:
+        raise ValueError(
+            f"Expected `w_packed` shape (num_filter, kh, kw, ceil(C/num_group/64) = "
+            f"{(c // groups + 63) // 64}), got {tuple(w_shape)}"
+        )
+    if isinstance(pad_value, bool) or pad_value not in (0, 1, -1):
+        raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
+    sh, sw = _pair("stride", stride, 1)
+    ph, pw = _pair("pad", pad, 0)
+    dh, dw = _pair("dilate", dilate, 1)
+    return Conv2dParams(n, c, h, w, f, kh, kw, sh, sw, ph, pw, dh, dw, groups, int(pad_value))
+
+
+def conv2d_out_shape(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    stride: object = 1,
+    pad: object = 0,
+    dilate: object = 1,
+    num_group: int = 1,
+    pad_value: int = 0,
+) -> tuple[int, int, int, int]:
+    """Output shape (N, F, OH, OW) of ``binary_conv2d`` (checks the geometry; no device needed
+    beyond a loadable library)."""
+    params = _conv_params(
+        tuple(x_shape), tuple(w_shape), stride, pad, dilate, num_group, pad_value
+    )
+    lib = _load()
+    if lib is None:
+        raise CudaUnavailableError(f"binmx.cuda cannot run: {_lib_error}")
+    oh, ow = ctypes.c_int64(), ctypes.c_int64()
+    _check(
+        lib.binmx_cuda_conv2d_out_shape(ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow))
+    )
+    return int(params.batch), int(params.num_filter), oh.value, ow.value
+
+
+def binary_conv2d(
+    x: Any,
+    w_packed: Any,
+    *,
+    stride: object = 1,
+    pad: object = 0,
+    dilate: object = 1,
+    num_group: int = 1,
+    pad_value: int = 0,
+    alpha: Any = None,
+    bias: Any = None,
+    algo: str = "auto",
+) -> Any:
+    """``Convolution(sgn x, sgn W) * alpha[f] + bias[f]`` on float32 NCHW ``x``.
+
+    ``w_packed``: int64 ``(num_filter, kh, kw, ceil(C/num_group/64))`` (``pack_weight``).
+    ``pad_value`` 0 is ordinary zero padding (exact, through a border correction); +1 / -1 pad
+    with that value. ``alpha``, ``bias``: float32 ``(num_filter,)`` or None. Output float32
+    ``(N, num_filter, OH, OW)``; bit-identical to the CPU operator's forward.
+    """
+    _check_array("x", x, (np.float32,), 4)
+    _check_array("w_packed", w_packed, (np.int64, np.uint64), 4)
+    params = _conv_params(x.shape, w_packed.shape, stride, pad, dilate, num_group, pad_value)
+    f = w_packed.shape[0]
+    _check_vector("alpha", alpha, f)
+    _check_vector("bias", bias, f)
+    code = _algo_code(algo)
+    with _Call([x, w_packed, alpha, bias]) as call:
+        oh, ow = ctypes.c_int64(), ctypes.c_int64()
+        _check(
+            call.lib.binmx_cuda_conv2d_out_shape(
+                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
+            )
+        )
+        xp, wp = call.ptr(x), call.ptr(w_packed)
+        ap, bp = call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((x.shape[0], f, oh.value, ow.value), np.float32)
+        need = call.lib.binmx_cuda_binary_conv2d_workspace(ctypes.byref(params))
+        ws = call.scratch(need)
+        _check(
+            call.lib.binmx_cuda_binary_conv2d(
+                ctypes.byref(params), xp, wp, ap, bp, op, ws, need, code, call.stream
+            )
+        )
+        call.finish()
+    return out
