@@ -71,6 +71,20 @@ def _check_gemm(a_words: np.ndarray, b_words: np.ndarray, k: int) -> None:
         )
 
 
+def _check_out(
+    out: np.ndarray | None, dtype: type, m: int, n: int, inputs: tuple[object, ...]
+) -> None:
+    if out is None:
+        return
+    _check_array("out", out, dtype, 2)
+    if out.shape != (m, n):
+        raise ValueError(f"Expected `out` to have shape {(m, n)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("Expected `out` to be writeable")
+    if any(v is not None and np.may_share_memory(out, v) for v in inputs):
+        raise ValueError("Expected `out` not to overlap the inputs")
+
+
 def available_isas() -> list[str]:
     """Kernel paths built into the library AND supported by this CPU, slowest first."""
     return list(_xnor.available_isas())
@@ -108,6 +122,7 @@ def xnor_gemm(
     *,
     isa: str | None = None,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``C[m, n] = k - 2 * popcount(a_words[m] XOR b_words[n])`` as int32[M, N].
 
@@ -115,11 +130,13 @@ def xnor_gemm(
     ``64 * words``; tail bits beyond ``k`` must be 0 (as ``pack_bits`` makes them). ``isa``
     picks a kernel path (default: ``current_isa()``); ``threads`` defaults to
     ``OMP_NUM_THREADS`` or the number of hardware threads. The result is the same for every
-    ``isa`` and every thread count.
+    ``isa`` and every thread count. ``out``: optional C-contiguous int32[M, N] to write into
+    (returned).
     """
     _check_gemm(a_words, b_words, k)
+    _check_out(out, np.int32, a_words.shape[0], b_words.shape[0], (a_words, b_words))
     isa_s, threads_i = _check_options(isa, threads)
-    return _xnor.xnor_gemm(a_words, b_words, int(k), isa_s, threads_i)
+    return _xnor.xnor_gemm(a_words, b_words, int(k), isa_s, threads_i, out)
 
 
 def xnor_gemm_f32(
@@ -131,12 +148,13 @@ def xnor_gemm_f32(
     bias: np.ndarray | None = None,
     isa: str | None = None,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float output with the fused epilogue ``dot * scale[m] + bias[m]`` (float32[M, N]).
 
     Computed as ``float32(dot) * scale[m]`` rounded, then ``+ bias[m]`` rounded (no fused
     multiply-add), so every ``isa`` and thread count gives the same bits. ``scale``/``bias``
-    are float32[M] or None (1 and 0).
+    are float32[M] or None (1 and 0). ``out``: optional float32[M, N] to write into.
     """
     _check_gemm(a_words, b_words, k)
     m = a_words.shape[0]
@@ -145,5 +163,6 @@ def xnor_gemm_f32(
             _check_array(name, v, np.float32, 1)
             if v.shape[0] != m:
                 raise ValueError(f"Expected `{name}` to have shape ({m},), got {v.shape}")
+    _check_out(out, np.float32, m, b_words.shape[0], (a_words, b_words, scale, bias))
     isa_s, threads_i = _check_options(isa, threads)
-    return _xnor.xnor_gemm_f32(a_words, b_words, int(k), scale, bias, isa_s, threads_i)
+    return _xnor.xnor_gemm_f32(a_words, b_words, int(k), scale, bias, isa_s, threads_i, out)

@@ -65,14 +65,26 @@ I64Array PackBits(const F32Array& x, const std::string& isa) {
   return out;
 }
 
+// `out`, when given, must be C-contiguous, writeable and of shape (m, n).
+template <typename T>
+py::array_t<T, py::array::c_style> OutputArray(
+    std::optional<py::array_t<T, py::array::c_style>>& out, int64_t m, int64_t n) {
+  if (!out) return py::array_t<T, py::array::c_style>({m, n});
+  if (out->ndim() != 2 || out->shape(0) != m || out->shape(1) != n || !out->writeable()) {
+    throw py::value_error("out must be a writeable array of shape (M, N)");
+  }
+  return *out;
+}
+
 py::array_t<int32_t> XnorGemm(const I64Array& a, const I64Array& b, int64_t k,
-                              const std::string& isa, int threads) {
+                              const std::string& isa, int threads,
+                              std::optional<py::array_t<int32_t, py::array::c_style>> out) {
   if (a.ndim() != 2) throw py::value_error("a_words must have rank 2");
   if (b.ndim() != 2) throw py::value_error("b_words must have rank 2");
   if (a.shape(1) != b.shape(1)) throw py::value_error("a_words and b_words word counts differ");
   const binmx::GemmConfig config = MakeConfig(isa, threads);
   const int64_t m = a.shape(0), n = b.shape(0), words = a.shape(1);
-  py::array_t<int32_t> c({m, n});
+  py::array_t<int32_t, py::array::c_style> c = OutputArray(out, m, n);
   {
     py::gil_scoped_release release;
     binmx::XnorGemm(reinterpret_cast<const uint64_t*>(a.data()),
@@ -85,7 +97,8 @@ py::array_t<int32_t> XnorGemm(const I64Array& a, const I64Array& b, int64_t k,
 py::array_t<float> XnorGemmF32(const I64Array& a, const I64Array& b, int64_t k,
                                std::optional<py::array_t<float, py::array::c_style>> scale,
                                std::optional<py::array_t<float, py::array::c_style>> bias,
-                               const std::string& isa, int threads) {
+                               const std::string& isa, int threads,
+                               std::optional<py::array_t<float, py::array::c_style>> out) {
   if (a.ndim() != 2) throw py::value_error("a_words must have rank 2");
   if (b.ndim() != 2) throw py::value_error("b_words must have rank 2");
   if (a.shape(1) != b.shape(1)) throw py::value_error("a_words and b_words word counts differ");
@@ -97,7 +110,7 @@ py::array_t<float> XnorGemmF32(const I64Array& a, const I64Array& b, int64_t k,
     throw py::value_error("bias must have shape (M,)");
   }
   const binmx::GemmConfig config = MakeConfig(isa, threads);
-  py::array_t<float> c({m, n});
+  py::array_t<float, py::array::c_style> c = OutputArray(out, m, n);
   {
     py::gil_scoped_release release;
     binmx::XnorGemmF32(reinterpret_cast<const uint64_t*>(a.data()),
@@ -121,10 +134,12 @@ PYBIND11_MODULE(_xnor, m) {
   py::register_exception<std::invalid_argument>(m, "CoreValueError", PyExc_ValueError);
   m.def("pack_bits", &PackBits, py::arg("x").noconvert(), py::arg("isa") = "");
   m.def("xnor_gemm", &XnorGemm, py::arg("a_words").noconvert(), py::arg("b_words").noconvert(),
-        py::arg("k"), py::arg("isa") = "", py::arg("threads") = 0);
+        py::arg("k"), py::arg("isa") = "", py::arg("threads") = 0,
+        py::arg("out").noconvert() = py::none());
   m.def("xnor_gemm_f32", &XnorGemmF32, py::arg("a_words").noconvert(),
         py::arg("b_words").noconvert(), py::arg("k"), py::arg("scale").noconvert() = py::none(),
-        py::arg("bias").noconvert() = py::none(), py::arg("isa") = "", py::arg("threads") = 0);
+        py::arg("bias").noconvert() = py::none(), py::arg("isa") = "", py::arg("threads") = 0,
+        py::arg("out").noconvert() = py::none());
   m.def("available_isas", &AvailableIsas);
   m.def("current_isa", [] { return std::string(binmx::IsaName(DefaultIsaOrValueError())); });
   m.def("default_threads", &binmx::DefaultThreads);

@@ -4,6 +4,7 @@
  * packers; argument errors; ParallelFor coverage, nesting, concurrent callers and exceptions.
  * Run under AddressSanitizer + UBSan by tests/test_core_sanitizers.py. Exit code 0 = pass.
  */
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -79,8 +80,8 @@ void TestCase(std::mt19937_64& gen, int64_t m, int64_t n, int64_t k) {
     std::vector<uint64_t> pa(m * words + 1, 0xdeadbeef), pb(n * words);
     binmx::PackRows(x.data(), m, k, k, pa.data(), isa);
     binmx::PackRows(y.data(), n, k, k, pb.data(), isa);
-    CHECK(std::memcmp(pa.data(), ra.data(), sizeof(uint64_t) * m * words) == 0 &&
-              std::memcmp(pb.data(), rb.data(), sizeof(uint64_t) * n * words) == 0,
+    CHECK(std::equal(ra.begin(), ra.end(), pa.begin()) &&
+              std::equal(rb.begin(), rb.end(), pb.begin()),
           "pack isa=%s m=%lld n=%lld k=%lld", binmx::IsaName(isa), (long long)m, (long long)n,
           (long long)k);
     CHECK(pa[m * words] == 0xdeadbeef, "pack wrote past the end");
