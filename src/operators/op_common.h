@@ -31,6 +31,12 @@ namespace ops {
 
 using Attrs = std::unordered_map<std::string, std::string>;
 
+// lib_api keeps every MX_ERROR_MSG ever written and MXNet prints them all with each new
+// failure; entry points that run on the caller's thread (parseAttrs, inferType, inferShape)
+// drop the old ones first, so an error shows only its own messages. Defined in
+// q_activation.cc.
+void ResetErrorMessages();
+
 inline std::string Trim(const std::string& s) {
   size_t b = 0, e = s.size();
   while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\'' || s[b] == '"')) ++b;

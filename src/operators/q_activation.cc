@@ -9,6 +9,7 @@
  *           (act_bit < 32) or backward_only=True; dx = dy for a plain act_bit = 32 layer.
  */
 #include <algorithm>
+#include <sstream>
 #include <exception>
 #include <string>
 #include <vector>
@@ -24,6 +25,27 @@ using mxnet::ext::OpResource;
 
 namespace binmx {
 namespace ops {
+
+namespace {
+// Access to MXerrorMsgs' private message list through the explicit-instantiation rule
+// (access checks do not apply to the template arguments of an explicit instantiation).
+struct MessagesTag {
+  using type = std::vector<std::stringstream*> mxnet::ext::MXerrorMsgs::*;
+  friend type MessagesMember(MessagesTag);
+};
+template <typename Tag, typename Tag::type kMember>
+struct MemberAccess {
+  friend typename Tag::type MessagesMember(Tag) { return kMember; }
+};
+template struct MemberAccess<MessagesTag, &mxnet::ext::MXerrorMsgs::messages>;
+}  // namespace
+
+void ResetErrorMessages() {
+  auto& messages = mxnet::ext::MXerrorMsgs::get()->*MessagesMember(MessagesTag());
+  for (std::stringstream* m : messages) delete m;
+  messages.clear();
+}
+
 namespace {
 
 constexpr const char* kOp = "QActivation";
@@ -46,6 +68,7 @@ bool Parse(const Attrs& attrs, QActAttrs* a) {
 }
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  ResetErrorMessages();
   try {
     QActAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
@@ -60,6 +83,7 @@ MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
 
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
+  ResetErrorMessages();
   QActAttrs a;
   if (!Parse(attrs, &a)) return MX_FAIL;
   int& t = (*in_types)[0];
@@ -75,6 +99,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
+  ResetErrorMessages();
   QActAttrs a;
   if (!Parse(attrs, &a)) return MX_FAIL;
   if ((*in_shapes)[0].empty()) {

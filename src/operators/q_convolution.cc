@@ -120,6 +120,7 @@ std::string ShapeText(const std::vector<unsigned int>& s) {
 }
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  ResetErrorMessages();
   try {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
@@ -162,6 +163,7 @@ const char* DtypeName(int t) {
 
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
+  ResetErrorMessages();
   try {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
@@ -190,6 +192,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
+  ResetErrorMessages();
   try {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;

@@ -94,6 +94,7 @@ void RowsDepth(const QFcAttrs& a, const std::vector<T>& shape, int64_t* rows, in
 }
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
+  ResetErrorMessages();
   try {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
@@ -113,6 +114,7 @@ const char* DtypeName(int t) {
 
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
+  ResetErrorMessages();
   try {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
@@ -140,6 +142,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
+  ResetErrorMessages();
   try {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
