@@ -2,7 +2,8 @@
  * binmx core: persistent thread pool behind ParallelFor (see parallel.h).
  *
  * One job at a time runs on the pool (call_mu_ serializes concurrent callers). A job is
- * (fn, n_tasks, n_chunks); chunk c covers [c * n / n_chunks, (c + 1) * n / n_chunks).
+ * (fn, n_tasks, n_chunks) with n_chunks = min(n_tasks, 4 * threads); chunk c covers
+ * [c * n / n_chunks, (c + 1) * n / n_chunks).
  * Workers and the caller claim chunks through an atomic counter; the caller waits until all
  * claimed chunks are finished and every worker has left the job. Workers spin briefly after a job (back-to-back kernel calls
  * are common) and then sleep on a condition variable.
@@ -26,6 +27,9 @@ namespace binmx {
 namespace {
 
 constexpr int kMaxThreads = 256;
+// Chunks per thread: with a few chunks each, a thread that runs late (a busy core, a slow
+// wake-up) hands its share to the others instead of holding up the whole call.
+constexpr int kChunksPerThread = 4;
 
 // True on a thread while it runs chunks of a job: nested ParallelFor calls then run inline.
 thread_local bool t_in_parallel = false;
@@ -41,14 +45,17 @@ class ThreadPool {
     for (std::thread& t : workers_) t.join();
   }
 
-  void Run(int64_t n_tasks, int n_chunks, const std::function<void(int64_t, int64_t)>& fn) {
+  void Run(int64_t n_tasks, int n_chunks, int helpers,
+           const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> call_lock(call_mu_);
-    EnsureWorkers(n_chunks - 1);
+    EnsureWorkers(helpers);
     {
       std::lock_guard<std::mutex> lock(mu_);
       fn_ = &fn;
       n_tasks_ = n_tasks;
       n_chunks_ = n_chunks;
+      helpers_ = helpers;
+      joined_ = 0;
       next_chunk_.store(0, std::memory_order_relaxed);
       pending_ = n_chunks;
       error_ = nullptr;
@@ -115,7 +122,9 @@ class ThreadPool {
       wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
       if (stop_) return;
       seen = generation_.load();
-      if (fn_ == nullptr) continue;  // The job finished before this worker woke up.
+      // The job may be over already, or have all the helpers it asked for.
+      if (fn_ == nullptr || joined_ >= helpers_) continue;
+      ++joined_;
       ++active_;
       lock.unlock();
       WorkOnChunks();
@@ -135,6 +144,8 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   int pending_ = 0;  // Chunks not yet finished.
   int active_ = 0;   // Workers inside WorkOnChunks for the current job.
+  int helpers_ = 0;  // Workers the current job may use (threads - 1).
+  int joined_ = 0;   // Workers that joined the current job.
   std::exception_ptr error_;
   bool stop_ = false;
 };
@@ -170,17 +181,18 @@ void ParallelFor(int64_t n_tasks, int threads,
   if (n_tasks <= 0) return;
   if (threads <= 0) threads = DefaultThreads();
   if (threads > kMaxThreads) threads = kMaxThreads;
-  const int n_chunks = static_cast<int>(n_tasks < threads ? n_tasks : threads);
-  if (n_chunks == 1) {
+  if (threads == 1 || n_tasks == 1) {
     fn(0, n_tasks);
     return;
   }
+  const int64_t max_chunks = static_cast<int64_t>(threads) * kChunksPerThread;
+  const int n_chunks = static_cast<int>(n_tasks < max_chunks ? n_tasks : max_chunks);
   if (t_in_parallel) {
     // Nested call from inside a task: same chunks, run here in order.
     for (int c = 0; c < n_chunks; ++c) fn(n_tasks * c / n_chunks, n_tasks * (c + 1) / n_chunks);
     return;
   }
-  Pool().Run(n_tasks, n_chunks, fn);
+  Pool().Run(n_tasks, n_chunks, threads - 1, fn);
 }
 
 int ThreadPoolWorkers() {

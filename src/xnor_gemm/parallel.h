@@ -1,8 +1,10 @@
 /*
  * binmx core (internal): a persistent thread pool and ParallelFor over a range of tasks.
  *
- * ParallelFor(n_tasks, threads, fn) splits [0, n_tasks) into at most `threads` contiguous
- * chunks [begin, end) and calls fn(begin, end) once per chunk, the calling thread taking part.
+ * ParallelFor(n_tasks, threads, fn) splits [0, n_tasks) into contiguous chunks [begin, end)
+ * (a few per thread; the split depends only on n_tasks and threads) and calls fn(begin, end)
+ * once per chunk on up to `threads` threads, the calling thread taking part. A thread may run
+ * several chunks, so per-call scratch belongs inside fn (or in thread_local storage).
  * It returns when every chunk is done; the first exception thrown by fn is rethrown.
  * Workers are created once (lazily, grown on demand) and then reused, so a call costs a wake-up,
  * not a thread spawn.
