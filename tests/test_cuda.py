@@ -1,0 +1,476 @@
+"""binmx.cuda: GPU bit packing, xnor GEMM, binary conv and FC against NumPy references.
+
+The GPU tests (marked ``gpu``) skip with the reason when the library or a device is missing.
+Everything here imports only NumPy (and CuPy when present): ``binmx/cuda.py`` and
+``binmx/reference.py`` are loaded from the source tree by path, so this file also runs on a GPU
+machine without MXNet (tools/gpu_check.sh). The references: ``reference.pack_bits`` /
+``reference.xnor_gemm`` (the same references the CPU kernels are tested against, so equality
+here means GPU == CPU bit for bit) and ``conv_reference`` below, a direct NumPy
+``Convolution(sgn x, sgn W)`` with the padding value written into the padded border.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_PY = str(ROOT / "python/binmx/cuda.py")
+
+
+def _load(name: str, rel: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _find_library() -> None:
+    """Without BINMX_CUDA_LIB, use an installed binmx's library or CI's build, if present."""
+    if os.environ.get("BINMX_CUDA_LIB"):
+        return
+    candidates = [ROOT / "python/binmx/libbinmx_cuda.so"]
+    spec = importlib.util.find_spec("binmx")  # locates, does not import
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / "libbinmx_cuda.so" for p in spec.submodule_search_locations]
+    candidates.append(ROOT / "build/cuda-ci/src/xnor_gemm/cuda/libbinmx_cuda.so")
+    for path in candidates:
+        if path.is_file():
+            os.environ["BINMX_CUDA_LIB"] = str(path)
+            return
+
+
+_find_library()
+cuda = _load("_binmx_cuda_under_test", "python/binmx/cuda.py")
+ref = _load("_binmx_reference_under_test", "python/binmx/reference.py")
+
+REASON = cuda.unavailable_reason()
+gpu = pytest.mark.gpu
+needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"no GPU path: {REASON}")
+
+
+def _algos() -> list[str]:
+    if REASON is not None:
+        return ["simt", "tensor"]  # skipped anyway
+    return ["simt", "tensor"] if cuda.device_capability() >= 80 else ["simt"]
+
+
+ALGOS = _algos()
+
+
+def signed_data(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random floats with exact +0.0, -0.0 and NaN sprinkled in (all give bit 0, i.e. +1)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    if flat.size:
+        idx = rng.choice(flat.size, size=max(1, flat.size // 16), replace=True)
+        flat[idx[0::3]] = 0.0
+        flat[idx[1::3]] = -0.0
+        flat[idx[2::3]] = np.nan
+    return x
+
+
+def assert_equal(name: str, got: np.ndarray, want: np.ndarray) -> None:
+    """Exact equality; for floats bit identity (so +0.0 vs -0.0 would count as a mismatch)."""
+    got = np.asarray(got)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+    assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
+    if got.dtype.kind == "f":
+        diff = got.view(np.int32) != want.view(np.int32)
+    else:
+        diff = got != want
+    if diff.any():
+        where = np.argwhere(diff)[:5]
+        details = ", ".join(f"{tuple(i)}: {got[tuple(i)]} != {want[tuple(i)]}" for i in where)
+        pytest.fail(f"{name}: {int(diff.sum())} mismatches, first: {details}")
+
+
+# ---- runs everywhere ---------------------------------------------------------------------------
+
+
+def test_standalone_import_does_not_need_mxnet() -> None:
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('c', {CUDA_PY!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "n = m.device_count()\n"
+        "assert isinstance(n, int) and n >= 0, n\n"
+        "assert 'mxnet' not in sys.modules\n"
+        "print('ok', n)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok")
+
+
+def test_missing_library_reports_cleanly(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "libbinmx_cuda.so"
+    code = (
+        "import importlib.util, numpy as np\n"
+        f"spec = importlib.util.spec_from_file_location('c', {CUDA_PY!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "assert m.device_count() == 0 and not m.available()\n"
+        "print(m.unavailable_reason())\n"
+        "try:\n"
+        "    m.pack_bits(np.zeros((2, 3), np.float32))\n"
+        "except m.CudaUnavailableError as e:\n"
+        "    print('raised', e)\n"
+    )
+    env = dict(os.environ, BINMX_CUDA_LIB=str(missing))
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "not found" in res.stdout and "raised binmx.cuda cannot run" in res.stdout
+
+
+def test_no_device_is_a_clean_error() -> None:
+    if REASON is None:
+        pytest.skip("a CUDA device is present; the no-device path is not reachable here")
+    assert cuda.device_count() == 0
+    assert isinstance(REASON, str) and REASON
+    with pytest.raises(cuda.CudaUnavailableError, match="cannot run"):
+        cuda.pack_bits(np.ones((2, 70), np.float32))
+    with pytest.raises(cuda.CudaUnavailableError, match="cannot run"):
+        cuda.xnor_gemm(np.zeros((2, 1), np.int64), np.zeros((3, 1), np.int64), 10)
+
+
+def test_argument_errors_come_before_the_device() -> None:
+    x = np.zeros((1, 64, 5, 5), np.float32)
+    with pytest.raises(TypeError, match="`x` to have dtype float32"):
+        cuda.pack_bits(np.zeros((2, 3), np.float64))
+    with pytest.raises(ValueError, match="`x` to have rank 2"):
+        cuda.pack_bits(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="same number of words"):
+        cuda.xnor_gemm(np.zeros((2, 1), np.int64), np.zeros((2, 2), np.int64), 10)
+    with pytest.raises(ValueError, match="`k` in"):
+        cuda.xnor_gemm(np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int64), 65)
+    with pytest.raises(ValueError, match="`algo`"):
+        cuda.xnor_gemm(np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int64), 1, algo="fast")
+    with pytest.raises(ValueError, match=r"ceil\(C/num_group/64\) = 1\), got \(8, 3, 3, 2\)"):
+        cuda.binary_conv2d(x, np.zeros((8, 3, 3, 2), np.int64), pad=1)
+    with pytest.raises(ValueError, match="divisible by `num_group`"):
+        cuda.binary_conv2d(x, np.zeros((8, 3, 3, 1), np.int64), num_group=3)
+    with pytest.raises(ValueError, match="`pad_value`"):
+        cuda.binary_conv2d(x, np.zeros((8, 3, 3, 1), np.int64), pad_value=2)
+    with pytest.raises(ValueError, match="`stride` >= 1"):
+        cuda.binary_conv2d(x, np.zeros((8, 3, 3, 1), np.int64), stride=0)
+    with pytest.raises(ValueError, match=r"`alpha` to have shape \(8,\)"):
+        cuda.binary_conv2d(x, np.zeros((8, 3, 3, 1), np.int64), alpha=np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="words per row"):
+        cuda.fully_connected(np.zeros((2, 65), np.float32), np.zeros((4, 1), np.int64))
+
+
+@pytest.mark.slow
+def test_library_compiles_with_nvcc_and_exports_the_api(tmp_path: Path) -> None:
+    """A one-architecture nvcc build of src/xnor_gemm/cuda (the full two-arch build is CI's)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not on PATH; CI's BINMX_WITH_CUDA build is the compile check")
+    src = ROOT / "src/xnor_gemm/cuda"
+    lib = tmp_path / "libbinmx_cuda.so"
+    cmd = [
+        nvcc, "-std=c++17", "-O1", "-shared", "-Xcompiler=-fPIC,-fvisibility=hidden",
+        "-gencode=arch=compute_80,code=sm_80", "-o", str(lib),
+        *(str(src / f) for f in ("api.cu", "gemm_simt.cu", "gemm_tensor.cu")),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    code = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('c', {CUDA_PY!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "lib = m._load()\n"
+        "assert lib is not None, m._lib_error\n"  # every declared symbol resolved
+        "print(m.device_count(), m.unavailable_reason())\n"
+        "print(m.conv2d_out_shape((2, 64, 56, 56), (64, 3, 3, 1), pad=1, stride=2))\n"
+    )
+    env = dict(os.environ, BINMX_CUDA_LIB=str(lib))
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert "(2, 64, 28, 28)" in res.stdout
+
+
+# ---- references --------------------------------------------------------------------------------
+
+
+def conv_reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    dilate: tuple[int, int],
+    groups: int,
+    pad_value: int,
+    alpha: np.ndarray | None,
+    bias: np.ndarray | None,
+) -> np.ndarray:
+    """``Convolution(sgn x, sgn w) * alpha + bias`` with ``pad_value`` in the padded border."""
+    xs = ref.sgn(x).astype(np.int64)
+    ws = ref.sgn(w).astype(np.int64)
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, pad, dilate
+    xp = np.full((n, c, h + 2 * ph, wd + 2 * pw), pad_value, np.int64)
+    xp[:, :, ph : ph + h, pw : pw + wd] = xs
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    fg = f // groups
+    dot = np.zeros((n, f, oh, ow), np.int64)
+    for g in range(groups):
+        xg = xp[:, g * cg : (g + 1) * cg]
+        wg = ws[g * fg : (g + 1) * fg]
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+                cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
+                patch = xg[:, :, rows, cols]
+                dot[:, g * fg : (g + 1) * fg] += np.einsum("ncyx,fc->nfyx", patch, wg[:, :, i, j])
+    out = dot.astype(np.float32)
+    if alpha is not None:
+        out = out * alpha[None, :, None, None]  # float32 * float32, rounded once
+    if bias is not None:
+        out = out + bias[None, :, None, None]
+    return out.astype(np.float32)
+
+
+def pack_weight_reference(w: np.ndarray) -> np.ndarray:
+    f, cg, kh, kw = w.shape
+    rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(f * kh * kw, cg)
+    return ref.pack_bits(rows).reshape(f, kh, kw, -1)
+
+
+def test_conv_reference_matches_mxnet_convolution(rng: np.random.Generator) -> None:
+    """The NumPy conv reference the GPU is checked against equals MXNet's Convolution on sign()ed
+    data (integer sums of +-1 are exact in float32); +-1 padding = explicit padding, pad 0."""
+    mx = pytest.importorskip("mxnet")
+    for case in _conv_cases(12):
+        batch, c, h, w, f, kh, kw, stride, pad, dilate, groups, pad_value, _ = case
+        x = signed_data(rng, (batch, c, h, w))
+        wt = signed_data(rng, (f, c // groups, kh, kw))
+        xs = ref.sgn(x)
+        if pad_value != 0:
+            xs = np.pad(xs, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value)
+        mx_pad = 0 if pad_value != 0 else pad
+        got = mx.nd.Convolution(
+            mx.nd.array(xs), mx.nd.array(ref.sgn(wt)), kernel=(kh, kw), stride=(stride, stride),
+            dilate=(dilate, dilate), pad=(mx_pad, mx_pad), num_filter=f, num_group=groups,
+            no_bias=True,
+        ).asnumpy()  # fmt: skip
+        want = conv_reference(
+            x, wt, stride=(stride, stride), pad=(pad, pad), dilate=(dilate, dilate),
+            groups=groups, pad_value=pad_value, alpha=None, bias=None,
+        )  # fmt: skip
+        assert_equal(f"reference vs mx {case}", got.astype(np.float32), want)
+
+
+# ---- GPU vs reference --------------------------------------------------------------------------
+
+PACK_SHAPES = [(1, 1), (3, 63), (2, 64), (5, 65), (4, 127), (4, 128), (3, 129), (2, 511), (7, 513)]
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize(("rows", "k"), PACK_SHAPES)
+def test_pack_bits_matches_reference(rng: np.random.Generator, rows: int, k: int) -> None:
+    x = signed_data(rng, (rows, k))
+    assert_equal("pack_bits", cuda.pack_bits(x), ref.pack_bits(x))
+
+
+GEMM_SHAPES = [
+    (1, 1, 1), (1, 1, 64), (3, 5, 63), (15, 17, 65), (31, 33, 127), (32, 64, 128),
+    (33, 65, 129), (63, 127, 255), (64, 128, 256), (65, 129, 257), (7, 300, 511),
+    (129, 31, 512), (70, 200, 513), (64, 3136, 576), (512, 49, 4608),
+]  # fmt: skip
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(("m", "n", "k"), GEMM_SHAPES)
+def test_xnor_gemm_matches_reference(
+    rng: np.random.Generator, algo: str, m: int, n: int, k: int
+) -> None:
+    a = ref.pack_bits(signed_data(rng, (m, k)))
+    b = ref.pack_bits(signed_data(rng, (n, k)))
+    got = cuda.xnor_gemm(a, b, k, algo=algo)
+    assert_equal(f"xnor_gemm[{algo}]", got, ref.xnor_gemm(a, b, k))
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(("m", "n", "k"), [(33, 65, 129), (64, 200, 576), (5, 7, 1)])
+def test_xnor_gemm_f32_epilogue(
+    rng: np.random.Generator, algo: str, m: int, n: int, k: int
+) -> None:
+    a = ref.pack_bits(signed_data(rng, (m, k)))
+    b = ref.pack_bits(signed_data(rng, (n, k)))
+    scale = rng.uniform(0.01, 2.0, m).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    dot = ref.xnor_gemm(a, b, k).astype(np.float32)
+    want = dot * scale[:, None] + bias[:, None]  # float32 ops: multiply rounded, then add
+    got = cuda.xnor_gemm_f32(a, b, k, scale=scale, bias=bias, algo=algo)
+    assert_equal(f"xnor_gemm_f32[{algo}]", got, want)
+    assert_equal("no scale/bias", cuda.xnor_gemm_f32(a, b, k, algo=algo), dot)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(("batch", "d", "hidden"), [(1, 1, 1), (3, 65, 10), (16, 513, 130)])
+def test_fully_connected(
+    rng: np.random.Generator, algo: str, batch: int, d: int, hidden: int
+) -> None:
+    x = signed_data(rng, (batch, d))
+    w = signed_data(rng, (hidden, d))
+    alpha = rng.uniform(0.1, 1.0, hidden).astype(np.float32)
+    bias = rng.standard_normal(hidden).astype(np.float32)
+    wp = ref.pack_bits(w)
+    dot = (ref.sgn(x).astype(np.int64) @ ref.sgn(w).astype(np.int64).T).astype(np.float32)
+    want = dot * alpha[None, :] + bias[None, :]
+    got = cuda.fully_connected(x, wp, alpha=alpha, bias=bias, algo=algo)
+    assert_equal(f"fully_connected[{algo}]", got, want)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize(("f", "cg", "kh", "kw"), [(1, 1, 1, 1), (8, 65, 3, 3), (4, 130, 2, 5)])
+def test_pack_weight_matches_reference(
+    rng: np.random.Generator, f: int, cg: int, kh: int, kw: int
+) -> None:
+    w = signed_data(rng, (f, cg, kh, kw))
+    assert_equal("pack_weight", cuda.pack_weight(w), pack_weight_reference(w))
+
+
+def _conv_cases(count: int) -> list[tuple[int, ...]]:
+    """A fixed pseudo-random grid (its own generator so the parametrization is stable)."""
+    g = np.random.default_rng(20240607)
+    cases = []
+    for _ in range(count):
+        groups = int(g.choice([1, 1, 2, 4]))
+        cg = int(g.choice([1, 3, 17, 63, 64, 65, 100, 130]))
+        fg = int(g.choice([1, 5, 16, 33]))
+        k = int(g.choice([1, 2, 3, 3, 5]))
+        kh, kw = (k, k) if g.random() < 0.8 else (k, int(g.choice([1, 3])))
+        stride = int(g.choice([1, 1, 2, 3]))
+        dilate = int(g.choice([1, 1, 2]))
+        pad = int(g.integers(0, 4))
+        h = int(g.integers(max(1, dilate * (kh - 1) + 1 - 2 * pad), 14))
+        w = int(g.integers(max(1, dilate * (kw - 1) + 1 - 2 * pad), 14))
+        batch = int(g.integers(1, 4))
+        pad_value = int(g.choice([0, 0, 1, -1]))
+        scaled = int(g.random() < 0.5)
+        cases.append(
+            (batch, groups * cg, h, w, groups * fg, kh, kw, stride, pad, dilate, groups,
+             pad_value, scaled)
+        )  # fmt: skip
+    return cases
+
+
+def _run_conv(rng: np.random.Generator, case: tuple[int, ...], algo: str) -> None:
+    batch, c, h, w, f, kh, kw, stride, pad, dilate, groups, pad_value, scaled = case
+    x = signed_data(rng, (batch, c, h, w))
+    wt = signed_data(rng, (f, c // groups, kh, kw))
+    alpha = rng.uniform(0.01, 1.0, f).astype(np.float32) if scaled else None
+    bias = rng.standard_normal(f).astype(np.float32) if scaled else None
+    opts = dict(stride=(stride, stride), pad=(pad, pad), dilate=(dilate, dilate))
+    want = conv_reference(
+        x, wt, groups=groups, pad_value=pad_value, alpha=alpha, bias=bias, **opts
+    )
+    got = cuda.binary_conv2d(
+        x, pack_weight_reference(wt), num_group=groups, pad_value=pad_value, alpha=alpha,
+        bias=bias, algo=algo, **opts,
+    )  # fmt: skip
+    assert_equal(f"binary_conv2d[{algo}] {case}", got, want)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", _conv_cases(40))
+def test_binary_conv2d_grid(rng: np.random.Generator, algo: str, case: tuple[int, ...]) -> None:
+    _run_conv(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        # ResNet-18 3x3 layers, pad 1, batch 1 (and one stride-2 transition), every pad_value.
+        (1, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 0, 1),
+        (1, 128, 28, 28, 128, 3, 3, 1, 1, 1, 1, 1, 0),
+        (1, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, -1, 1),
+        (2, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 0, 0),
+        (1, 128, 28, 28, 256, 3, 3, 2, 1, 1, 1, 0, 1),
+    ],
+)
+def test_binary_conv2d_resnet18_layers(
+    rng: np.random.Generator, algo: str, case: tuple[int, ...]
+) -> None:
+    _run_conv(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+def test_algos_agree_and_default_is_exact(rng: np.random.Generator) -> None:
+    a = ref.pack_bits(signed_data(rng, (96, 1000)))
+    b = ref.pack_bits(signed_data(rng, (300, 1000)))
+    want = ref.xnor_gemm(a, b, 1000)
+    assert_equal("auto", cuda.xnor_gemm(a, b, 1000), want)
+    assert cuda.resolve_algo("auto") in ("simt", "tensor")
+
+
+# ---- CuPy arrays (device pointers, CuPy's current stream) --------------------------------------
+
+
+def _cupy() -> ModuleType | None:
+    if REASON is not None:
+        return None
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+@gpu
+@needs_gpu
+def test_cupy_arrays_and_streams(rng: np.random.Generator) -> None:
+    cp = _cupy()
+    if cp is None:
+        pytest.skip("CuPy not installed")
+    x = signed_data(rng, (2, 70, 9, 11))
+    wt = signed_data(rng, (24, 35, 3, 3))
+    want = conv_reference(
+        x, wt, stride=(1, 1), pad=(1, 1), dilate=(1, 1), groups=2, pad_value=0, alpha=None,
+        bias=None,
+    )  # fmt: skip
+    with cp.cuda.Stream(non_blocking=True) as stream:
+        wp = cuda.pack_weight(cp.asarray(wt))
+        assert isinstance(wp, cp.ndarray)
+        got = cuda.binary_conv2d(cp.asarray(x), wp, pad=1, num_group=2)
+        stream.synchronize()
+    assert_equal("cupy conv", cp.asnumpy(got), want)
+    assert_equal("cupy pack_weight", cp.asnumpy(wp), pack_weight_reference(wt))
+    a = ref.pack_bits(signed_data(rng, (40, 200)))
+    b = ref.pack_bits(signed_data(rng, (50, 200)))
+    got_g = cuda.xnor_gemm(cp.asarray(a), cp.asarray(b), 200)
+    assert_equal("cupy gemm", cp.asnumpy(got_g), ref.xnor_gemm(a, b, 200))
+    with pytest.raises(TypeError, match="all CuPy arrays"):
+        cuda.xnor_gemm(cp.asarray(a), b, 200)
