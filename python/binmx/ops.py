@@ -126,6 +126,7 @@ def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
             if s is None:
                 s = mx.sym.Variable(f"{full_name}_{n}")
             syms.append(s)
+        _annotate_param_shapes(op, names, syms, attrs)
         raw = _RAW[op][1]
         # The name is final: a plain NameManager stops a Prefix manager from prefixing twice.
         with mx.name.NameManager():
@@ -135,6 +136,51 @@ def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
     wrapper.__qualname__ = op
     wrapper.__doc__ = f"``mx.sym.{op}`` with Convolution-style call forms (see binmx.ops)."
     return wrapper
+
+
+def _tuple_of_ints(text: str | None) -> tuple[int, ...] | None:
+    try:
+        vals = tuple(int(v) for v in (text or "").strip("()[] ").split(",") if v.strip())
+    except ValueError:
+        return None
+    return vals or None
+
+
+def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Partial shapes (0 = unknown) of the parameter inputs of ``op``, as far as attrs tell."""
+    if op == "QConvolution":
+        kernel = _tuple_of_ints(str(attrs.get("kernel")))
+        out = _tuple_of_ints(str(attrs.get("num_filter")))
+        if kernel is None or len(kernel) != 2 or out is None:
+            return {}
+        if _truthy(attrs.get("binarized_weights_only", False)):
+            wshape = (out[0], kernel[0], kernel[1], 0)
+        else:
+            wshape = (out[0], 0, kernel[0], kernel[1])
+    elif op == "QFullyConnected":
+        out = _tuple_of_ints(str(attrs.get("num_hidden")))
+        if out is None:
+            return {}
+        wshape = (out[0], 0)
+    else:
+        return {}
+    return {"weight": wshape, "bias": (out[0],), "alpha": (out[0],)}
+
+
+def _annotate_param_shapes(
+    op: str, names: list[str], syms: list[mx.sym.Symbol], attrs: dict[str, str]
+) -> None:
+    """Give weight/bias/alpha variables without a shape their partial shape (0 = unknown).
+
+    MXNet 1.9's shape inference for extension operators sizes a buffer by the sum of the
+    inputs' ranks, counting an input of unknown rank as -1, and so overruns it whenever an
+    input's rank is unknown. A partial shape such as ``(num_filter, 0, kh, kw)`` (what
+    Convolution itself would infer first) makes every rank known.
+    """
+    shapes = _param_shapes(op, attrs)
+    for n, s in zip(names, syms):
+        if n in shapes and s.get_children() is None and "__shape__" not in s.list_attr():
+            s._set_attr(__shape__=str(shapes[n]))
 
 
 def _make_nd(op: str) -> Callable[..., mx.nd.NDArray]:
@@ -179,6 +225,55 @@ sym = _Namespace("sym")
 nd = _Namespace("nd")
 
 
+def annotate_json(text: str) -> str:
+    """Symbol JSON with partial shapes on the shapeless weight/bias/alpha variables of Q ops.
+
+    Symbols written by MXNet's Module or the original BMXNet carry no shapes on those
+    variables; see :func:`_annotate_param_shapes` for why binmx adds them when loading.
+    """
+    import json
+
+    graph = json.loads(text)
+    nodes = graph.get("nodes", [])
+    changed = False
+    for node in nodes:
+        op = node.get("op")
+        if op not in ("QConvolution", "QFullyConnected"):
+            continue
+        attrs = node.get("attrs", node.get("param", {})) or {}
+        names = op_inputs(op, attrs)
+        for n, entry in zip(names, node.get("inputs", [])):
+            src = nodes[entry[0]]
+            if n == "data" or src.get("op") != "null":
+                continue
+            src_attrs = src.setdefault("attrs", {})
+            if "__shape__" in src_attrs:
+                continue
+            shape = _param_shapes(op, attrs).get(n)
+            if shape is not None:
+                src_attrs["__shape__"] = str(shape)
+                changed = True
+    return json.dumps(graph) if changed else text
+
+
+_ORIG_LOAD: dict[str, Callable[..., Any]] = {}
+
+
+def _load_json(json_str: str) -> mx.sym.Symbol:
+    """``mx.sym.load_json`` that annotates Q-op parameter shapes first (see annotate_json)."""
+    return _ORIG_LOAD["load_json"](annotate_json(json_str))
+
+
+def _load(fname: str) -> mx.sym.Symbol:
+    """``mx.sym.load`` that annotates Q-op parameter shapes first (local files)."""
+    import os
+
+    if isinstance(fname, str) and os.path.isfile(fname):
+        with open(fname, encoding="utf-8") as fh:
+            return _load_json(fh.read())
+    return _ORIG_LOAD["load"](fname)
+
+
 def install() -> None:
     """Put the wrappers on ``mx.sym`` / ``mx.nd`` (and their ``.op`` modules).
 
@@ -205,6 +300,13 @@ def install() -> None:
             mod = sys.modules.get(mod_name)
             if mod is not None:
                 setattr(mod, op, _WRAPPERS[kind][op])
+    for mod_name in ("mxnet.symbol", "mxnet.symbol.symbol"):
+        mod = sys.modules[mod_name]
+        for fn_name, fn in (("load", _load), ("load_json", _load_json)):
+            cur = getattr(mod, fn_name)
+            if cur is not fn:
+                _ORIG_LOAD.setdefault(fn_name, cur)
+                setattr(mod, fn_name, fn)
 
 
 def QConvolution(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (MXNet's op name)
