@@ -205,8 +205,8 @@ def test_shapeless_json_variables_bind(tmp_path):
     data = mx.sym.var("data")
     raw_fc = binmx.ops._RAW["QFullyConnected"][1]
     raw_conv = binmx.ops._RAW["QConvolution"][1]
-    c = raw_conv(data, mx.sym.var("cw"), mx.sym.var("cb"), kernel="(3, 3)", num_filter="4")
-    f = raw_fc(mx.sym.Flatten(c), mx.sym.var("fw"), mx.sym.var("fb"), num_hidden="3")
+    c = raw_conv(data, mx.sym.var("c_weight"), mx.sym.var("c_bias"), kernel="(3, 3)", num_filter="4")
+    f = raw_fc(mx.sym.Flatten(c), mx.sym.var("f_weight"), mx.sym.var("f_bias"), num_hidden="3")
     path = str(tmp_path / "net-symbol.json")
     f.save(path)
     assert "__shape__" not in open(path).read()
