@@ -9,6 +9,17 @@ _library.load()  # registers QActivation / QConvolution / QFullyConnected in mx.
 
 from binmx import gluon, ops  # noqa: E402  (needs the operators loaded)
 from binmx.ops import pack_weight  # noqa: E402
+from binmx.converter import ConversionError, convert, convert_checkpoint  # noqa: E402
+from binmx.summary import summary  # noqa: E402
 
-__all__ = ["gluon", "ops", "pack_weight", "xnor"]
+__all__ = [
+    "ConversionError",
+    "convert",
+    "convert_checkpoint",
+    "gluon",
+    "ops",
+    "pack_weight",
+    "summary",
+    "xnor",
+]
 __version__ = "0.1.0"

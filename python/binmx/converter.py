@@ -301,6 +301,12 @@ def _convert_node(
     report.converted.append(name)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_all_atomic(writers: dict[str, Any]) -> None:
     """Write every ``path -> write(tmp_path)`` to a temporary file first, then rename them all.
 
@@ -314,6 +320,7 @@ def _write_all_atomic(writers: dict[str, Any]) -> None:
             )
             os.close(fd)
             temps[path] = tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
             write(tmp)
         for path, tmp in temps.items():
             os.replace(tmp, path)
@@ -379,7 +386,9 @@ def _candidate_shapes(
             if node["op"] in ("Convolution", "QConvolution") and len(w) == 4:
                 groups = _int_attr(node.get("attrs", {}), "num_group", 1)
                 c = w[1] * groups
-                return [(1, c, s, s) for s in (28, 32, 224, 227, 299, 64, 96, 112, 128, 256)]
+                common = [28, 32, 224, 227, 299, 64, 96, 112, 128, 256]
+                sizes = common + [s for s in range(1, 300) if s not in common]
+                return [(1, c, s, s) for s in sizes]
             if node["op"] in ("FullyConnected", "QFullyConnected") and len(w) == 2:
                 return [(1, w[1])]
     return []

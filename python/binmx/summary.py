@@ -153,7 +153,13 @@ def summary(sym: mx.sym.Symbol, data_shape: tuple[int, ...], *, data_name: str =
         act, wbit = _bits(attrs) if op in _Q_OPS else (32, 32)
         binary = op in _Q_OPS and act == 1 and wbit == 1
         layer = LayerSummary(node["name"], op, str(act), out)
-        param_inputs = [nodes[e[0]] for e in node["inputs"][1:] if nodes[e[0]]["op"] == "null"]
+        param_inputs = [
+            nodes[e[0]]
+            for e in node["inputs"][1:]
+            if nodes[e[0]]["op"] == "null"
+            and nodes[e[0]]["name"] != data_name
+            and not nodes[e[0]]["name"].endswith("label")
+        ]
         macs = 0
         weight = 0
         if op in _CONV_OPS and len(in_shape) == 4 and len(out) == 4:
