@@ -241,6 +241,10 @@ int CheckConv(const binmx_cuda_conv2d_params* p, ConvGeom* geom) {
                     ") larger than the padded input (" + Str(p->height + 2 * p->pad_h) + ", " +
                     Str(p->width + 2 * p->pad_w) + ")");
   }
+  if (p->num_group > 65535) {  // one grid z slice per group
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected `num_group` <= 65535, got " + Str(p->num_group));
+  }
   const int64_t cg = p->channels / p->num_group;
   const int64_t cw = WordsFor(cg);
   if (p->kernel_h * p->kernel_w * cw > (int64_t{1} << 30)) {
