@@ -71,8 +71,10 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 #pragma unroll
       for (int l = 0; l < kLb; ++l) next_b[l] = b_rows[l].Load(p, k0 + kTileK + kq);
     }
+    const int steps = p.words - k0 < kTileK ? p.words - k0 : kTileK;  // last step may be short
 #pragma unroll
     for (int q = 0; q < kTileK; ++q) {
+      if (q >= steps) break;
       uint64_t a[TM], b[TN];
 #pragma unroll
       for (int i = 0; i < TM; ++i) a[i] = as[q][ty + i * kTy];

@@ -118,6 +118,7 @@ __global__ void __launch_bounds__(WGM * WGN * 32) XnorTensorKernel(const Problem
     }
 #pragma unroll
     for (int ks = 0; ks < kTileK / 4; ++ks) {
+      if (k0 + 4 * ks >= p.words) break;  // an all-zero 256-bit slice adds nothing
       uint32_t af[kMi][4], bf[kNi][2];
 #pragma unroll
       for (int i = 0; i < kMi; ++i) {
