@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,6 +26,34 @@ namespace {
 #else
 #define BINMX_CLONES
 #endif
+
+// Grow-only per-thread scratch (no zero fill): repeated calls neither allocate nor fault in
+// fresh pages. Each buffer keeps the size of the largest call made on its thread.
+template <typename T>
+class Scratch {
+ public:
+  T* Get(size_t n) {
+    if (n > cap_) {
+      buf_.reset(new T[n]);
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  std::unique_ptr<T[]> buf_;
+  size_t cap_ = 0;
+};
+
+struct ConvScratch {
+  Scratch<uint64_t> input_words, patches, bits;
+  Scratch<int32_t> acc;
+};
+
+ConvScratch& ThreadScratch() {
+  thread_local ConvScratch scratch;
+  return scratch;
+}
 
 void Require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
@@ -46,21 +76,34 @@ void PackInputChannelsLast(const float* x, const Conv2dParams& p, uint64_t* xb) 
   const int64_t cg = p.GroupChannels();
   const int64_t words = p.TapWords();
   const int64_t g_count = p.groups;
-  std::vector<uint64_t> bits(hw);
+  uint64_t* bits = ThreadScratch().bits.Get(static_cast<size_t>(hw));
   for (int64_t n = 0; n < p.batch; ++n) {
     for (int64_t g = 0; g < g_count; ++g) {
       for (int64_t wd = 0; wd < words; ++wd) {
         const int64_t c0 = g * cg + wd * 64;
         const int64_t len = std::min<int64_t>(64, cg - wd * 64);
-        std::fill(bits.begin(), bits.end(), uint64_t{0});
+        std::fill(bits, bits + hw, uint64_t{0});
         for (int64_t c = 0; c < len; ++c) {
-          OrSignBits(x + (n * p.channels + c0 + c) * hw, hw, static_cast<int>(c), bits.data());
+          OrSignBits(x + (n * p.channels + c0 + c) * hw, hw, static_cast<int>(c), bits);
         }
         uint64_t* dst = xb + (n * hw * g_count + g) * words + wd;
         const int64_t step = g_count * words;
         for (int64_t pix = 0; pix < hw; ++pix) dst[pix * step] = bits[pix];
       }
     }
+  }
+}
+
+// sums[r] = cg - 2 * popcount(words of tap r) = sum of the tap's +-1 weights, for rows taps.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(BINMX_NO_TARGET_CLONES)
+__attribute__((target_clones("popcnt", "default")))
+#endif
+void TapSums(const uint64_t* w, int64_t rows, int64_t words, int64_t cg, int32_t* sums) {
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t neg = 0;
+    for (int64_t wd = 0; wd < words; ++wd) neg += __builtin_popcountll(w[r * words + wd]);
+    sums[r] = static_cast<int32_t>(cg - 2 * neg);
   }
 }
 
@@ -212,11 +255,13 @@ void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* 
   const int64_t kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw, row_words = taps * words;
   const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = p.in_h * p.in_w;
   const int64_t depth = taps * cg;
+  Require(depth < (int64_t{1} << 24), "BinaryConv2dForward: depth kh*kw*C/groups must be < 2^24 (exact in float)");
   const int64_t cols = n_img * ohw;
 
   // 1. channels-last sign words of the input.
-  std::vector<uint64_t> xb(static_cast<size_t>(n_img * hw * g_count * words));
-  PackInputChannelsLast(x, p, xb.data());
+  ConvScratch& scratch = ThreadScratch();
+  uint64_t* xb = scratch.input_words.Get(static_cast<size_t>(n_img * hw * g_count * words));
+  PackInputChannelsLast(x, p, xb);
 
   // Words of a padded tap: +1 (bit 0) for pad_value 0 / +1, -1 on the true channels for -1.
   std::vector<uint64_t> pad_words(words, 0);
@@ -227,44 +272,93 @@ void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* 
     }
   }
 
-  // Border pixels (at least one padded tap) and their padded taps, CSR.
-  std::vector<int64_t> border_pix, border_start{0}, border_taps;
+  // Output rows / columns whose taps all fall inside the image: [y_lo, y_hi) x [x_lo, x_hi).
+  auto interior = [](int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil,
+                     int64_t k, int64_t* lo, int64_t* hi) {
+    *lo = 0;
+    while (*lo < out && *lo * stride - pad < 0) ++*lo;
+    *hi = out;
+    while (*hi > *lo && (*hi - 1) * stride - pad + (k - 1) * dil >= in) --*hi;
+  };
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  interior(oh, p.in_h, p.stride_h, p.pad_h, p.dilate_h, kh, &y_lo, &y_hi);
+  interior(ow, p.in_w, p.stride_w, p.pad_w, p.dilate_w, kw, &x_lo, &x_hi);
+
+  // Border pixels (at least one padded tap), each with the id of its set of padded taps
+  // ("pattern"; a 3x3 kernel with pad 1 has 8: 4 edges, 4 corners).
+  std::vector<int64_t> border_pix, border_pattern, pattern_start{0}, pattern_taps;
+  std::map<std::vector<int64_t>, int64_t> pattern_ids;
+  std::vector<int64_t> taps_here;
   for (int64_t oy = 0; oy < oh; ++oy) {
+    const bool row_inside = oy >= y_lo && oy < y_hi;
     for (int64_t ox = 0; ox < ow; ++ox) {
-      const size_t before = border_taps.size();
+      if (row_inside && ox >= x_lo && ox < x_hi) {
+        ox = x_hi - 1;  // skip the interior of this row
+        continue;
+      }
+      taps_here.clear();
       for (int64_t i = 0; i < kh; ++i) {
         const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
         for (int64_t j = 0; j < kw; ++j) {
           const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-          if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) border_taps.push_back(i * kw + j);
+          if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) taps_here.push_back(i * kw + j);
         }
       }
-      if (border_taps.size() != before) {
-        border_pix.push_back(oy * ow + ox);
-        border_start.push_back(static_cast<int64_t>(border_taps.size()));
+      if (taps_here.empty()) continue;
+      auto it = pattern_ids.find(taps_here);
+      if (it == pattern_ids.end()) {
+        it = pattern_ids.emplace(taps_here, static_cast<int64_t>(pattern_ids.size())).first;
+        pattern_taps.insert(pattern_taps.end(), taps_here.begin(), taps_here.end());
+        pattern_start.push_back(static_cast<int64_t>(pattern_taps.size()));
       }
+      border_pix.push_back(oy * ow + ox);
+      border_pattern.push_back(it->second);
     }
   }
+  const int64_t n_patterns = static_cast<int64_t>(pattern_ids.size());
 
-  std::vector<uint64_t> patches(static_cast<size_t>(cols * row_words));
-  std::vector<int32_t> acc(static_cast<size_t>(fg * cols));
+  uint64_t* patches = scratch.patches.Get(static_cast<size_t>(cols * row_words));
+  // Batch 1: the GEMM writes float dots straight into the NCHW output (rows = filters).
+  // Larger batches: one GEMM over all images into int32 scratch, then scattered to NCHW.
+  const bool direct = n_img == 1;
+  int32_t* acc = direct ? nullptr : scratch.acc.Get(static_cast<size_t>(fg * cols));
   std::vector<int32_t> tap_sum(static_cast<size_t>(fg * taps));
+  std::vector<int32_t> pattern_corr(static_cast<size_t>(n_patterns * fg));
   for (int64_t g = 0; g < g_count; ++g) {
-    // 2. bit im2col: one row of taps * words per output pixel, tap-major.
+    // 2. bit im2col: one row of taps * words per output pixel, tap-major. Tap-outer, so the
+    //    inner loop over output columns is a strided copy with no bounds checks inside
+    //    [x_lo_t, x_hi_t), the columns whose tap (i, j) lies inside the image.
+    const int64_t pix_step = g_count * words;
     for (int64_t n = 0; n < n_img; ++n) {
-      const uint64_t* xn = xb.data() + n * hw * g_count * words;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          uint64_t* row = patches.data() + ((n * ohw) + oy * ow + ox) * row_words;
-          for (int64_t i = 0; i < kh; ++i) {
+      const uint64_t* xn = xb + n * hw * pix_step + g * words;
+      uint64_t* pn = patches + n * ohw * row_words;
+      for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t j = 0; j < kw; ++j) {
+          const int64_t t_off = (i * kw + j) * words;
+          const int64_t x_off = j * p.dilate_w - p.pad_w;
+          int64_t xl = 0, xh = ow;
+          while (xl < ow && xl * p.stride_w + x_off < 0) ++xl;
+          while (xh > xl && (xh - 1) * p.stride_w + x_off >= p.in_w) --xh;
+          for (int64_t oy = 0; oy < oh; ++oy) {
             const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-            for (int64_t j = 0; j < kw; ++j) {
-              const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-              uint64_t* dst = row + (i * kw + j) * words;
-              const uint64_t* src = (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w)
-                                        ? pad_words.data()
-                                        : xn + ((iy * p.in_w + ix) * g_count + g) * words;
-              for (int64_t wd = 0; wd < words; ++wd) dst[wd] = src[wd];
+            uint64_t* dst = pn + oy * ow * row_words + t_off;
+            const bool row_pad = iy < 0 || iy >= p.in_h;
+            const int64_t a = row_pad ? ow : xl, b = row_pad ? ow : xh;
+            for (int64_t ox = 0; ox < a; ++ox) {
+              for (int64_t wd = 0; wd < words; ++wd) dst[ox * row_words + wd] = pad_words[wd];
+            }
+            if (words == 1) {
+              const uint64_t* src = xn + (iy * p.in_w + x_off) * pix_step;
+              const int64_t sstep = p.stride_w * pix_step;
+              for (int64_t ox = a; ox < b; ++ox) dst[ox * row_words] = src[ox * sstep];
+            } else {
+              for (int64_t ox = a; ox < b; ++ox) {
+                const uint64_t* src = xn + (iy * p.in_w + ox * p.stride_w + x_off) * pix_step;
+                std::memcpy(dst + ox * row_words, src, sizeof(uint64_t) * words);
+              }
+            }
+            for (int64_t ox = b; ox < ow; ++ox) {
+              for (int64_t wd = 0; wd < words; ++wd) dst[ox * row_words + wd] = pad_words[wd];
             }
           }
         }
@@ -272,27 +366,35 @@ void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* 
     }
     // 3. xnor GEMM: acc[fi][n * ohw + pix].
     const uint64_t* wg = w_packed + g * fg * row_words;
-    XnorGemm(wg, patches.data(), fg, cols, row_words, depth, acc.data(), cols, config);
+    float* out_g = out + g * fg * ohw;  // image 0, filter g * fg
+    if (direct) {
+      XnorGemmF32(wg, patches, fg, cols, row_words, depth, nullptr, nullptr, out_g, ohw, config);
+    } else {
+      XnorGemm(wg, patches, fg, cols, row_words, depth, acc, cols, config);
+    }
 
     // 4. zero-padding border correction.
     if (p.pad_value == 0 && !border_pix.empty()) {
-      for (int64_t fi = 0; fi < fg; ++fi) {
-        for (int64_t t = 0; t < taps; ++t) {
-          int64_t neg = 0;
-          for (int64_t wd = 0; wd < words; ++wd) {
-            neg += __builtin_popcountll(wg[fi * row_words + t * words + wd]);
+      TapSums(wg, fg * taps, words, cg, tap_sum.data());
+      // corr[pattern][fi] = sum of the filter's tap sums over the pattern's padded taps.
+      for (int64_t q = 0; q < n_patterns; ++q) {
+        for (int64_t fi = 0; fi < fg; ++fi) {
+          int32_t c = 0;
+          for (int64_t t = pattern_start[q]; t < pattern_start[q + 1]; ++t) {
+            c += tap_sum[fi * taps + pattern_taps[t]];
           }
-          tap_sum[fi * taps + t] = static_cast<int32_t>(cg - 2 * neg);
+          pattern_corr[q * fg + fi] = c;
         }
       }
       for (int64_t fi = 0; fi < fg; ++fi) {
-        int32_t* acc_f = acc.data() + fi * cols;
         for (size_t b = 0; b < border_pix.size(); ++b) {
-          int32_t corr = 0;
-          for (int64_t q = border_start[b]; q < border_start[b + 1]; ++q) {
-            corr += tap_sum[fi * taps + border_taps[q]];
+          const int32_t corr = pattern_corr[border_pattern[b] * fg + fi];
+          if (direct) {  // exact: both are integers below 2^24
+            out_g[fi * ohw + border_pix[b]] -= static_cast<float>(corr);
+          } else {
+            int32_t* acc_f = acc + fi * cols;
+            for (int64_t n = 0; n < n_img; ++n) acc_f[n * ohw + border_pix[b]] -= corr;
           }
-          for (int64_t n = 0; n < n_img; ++n) acc_f[n * ohw + border_pix[b]] -= corr;
         }
       }
     }
@@ -302,8 +404,14 @@ void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* 
       const int64_t f = g * fg + fi;
       const float a = alpha ? alpha[f] : 1.0f;
       const float b = bias ? bias[f] : 0.0f;
+      if (direct) {
+        if (alpha == nullptr && bias == nullptr) continue;
+        float* dst = out_g + fi * ohw;
+        for (int64_t q = 0; q < ohw; ++q) dst[q] = dst[q] * a + b;
+        continue;
+      }
       for (int64_t n = 0; n < n_img; ++n) {
-        const int32_t* src = acc.data() + fi * cols + n * ohw;
+        const int32_t* src = acc + fi * cols + n * ohw;
         float* dst = out + (n * f_all + f) * ohw;
         if (alpha) {
           for (int64_t q = 0; q < ohw; ++q) dst[q] = static_cast<float>(src[q]) * a + b;
