@@ -245,8 +245,8 @@ def conv_reference(
     out = dot.astype(np.int64).astype(np.float32)
     if alpha is not None:
         out = out * alpha[None, :, None, None]  # float32 * float32, rounded once
-    if bias is not None:
-        out = out + bias[None, :, None, None]
+    # "+ bias" always, with 0 for no bias, as the CPU operator does (-0.0 becomes +0.0).
+    out = out + (bias[None, :, None, None] if bias is not None else np.float32(0))
     return out.astype(np.float32)
 
 
@@ -329,6 +329,11 @@ def test_xnor_gemm_f32_epilogue(
     got = cuda.xnor_gemm_f32(a, b, k, scale=scale, bias=bias, algo=algo)
     assert_equal(f"xnor_gemm_f32[{algo}]", got, want)
     assert_equal("no scale/bias", cuda.xnor_gemm_f32(a, b, k, algo=algo), dot)
+    # A negative scale times dot 0 is -0.0; the CPU's "+ 0" (no bias) makes it +0.0.
+    neg = -scale
+    want_neg = dot * neg[:, None] + np.float32(0)
+    got_neg = cuda.xnor_gemm_f32(a, b, k, scale=neg, algo=algo)
+    assert_equal("negative scale, no bias", got_neg, want_neg)
 
 
 @gpu

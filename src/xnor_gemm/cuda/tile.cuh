@@ -11,7 +11,8 @@
  * The epilogue turns the xor count into dot = K - 2 * xor, removes (pad_value 0) or negates
  * (pad_value -1) the padded taps' +1 contributions with the per-filter border correction
  *     dot -= (1 - pad_value) * sum_{taps (i,j) in the padding} (cg - 2 * popc(W[f, i, j, :])),
- * converts to float and applies scale then bias, unfused (bit-identical to the CPU).
+ * converts to float and applies scale then bias, unfused: v = float(dot) * scale + (bias or 0),
+ * each step rounded, exactly the CPU's expression (adding 0.0f turns -0.0 into +0.0 there too).
  */
 #ifndef BINMX_CUDA_TILE_CUH_
 #define BINMX_CUDA_TILE_CUH_
@@ -145,7 +146,7 @@ __device__ inline void StoreResult(const Problem& p, int64_t row, int64_t col, i
     }
     float v = static_cast<float>(dot);
     if (p.scale != nullptr) v = __fmul_rn(v, __ldg(p.scale + f));
-    if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + f));
+    v = __fadd_rn(v, p.bias != nullptr ? __ldg(p.bias + f) : 0.0f);  // as the CPU: -0 -> +0
     p.c_f32[(img * g.num_filter + f) * ohw + pix] = v;
   } else {
     const int64_t idx = row * p.c_sm + col * p.c_sn;
@@ -154,7 +155,7 @@ __device__ inline void StoreResult(const Problem& p, int64_t row, int64_t col, i
     } else {
       float v = static_cast<float>(dot);
       if (p.scale != nullptr) v = __fmul_rn(v, __ldg(p.scale + row));
-      if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + row));
+      v = __fadd_rn(v, p.bias != nullptr ? __ldg(p.bias + row) : 0.0f);
       p.c_f32[idx] = v;
     }
   }
