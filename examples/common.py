@@ -375,8 +375,11 @@ def evaluate_checkpoint(
     return correct / max(total, 1)
 
 
-def convert(params_file: str) -> tuple[str, str] | None:
-    """binmx.convert_checkpoint when the converter is there; None (and a warning) otherwise."""
+def convert(params_file: str, data_shape: tuple[int, ...] | None = None) -> tuple[str, str] | None:
+    """binmx.convert_checkpoint when the converter is there; None (and a warning) otherwise.
+
+    ``data_shape`` is the input shape the converter verifies with (it cannot always infer it,
+    e.g. behind a global pooling)."""
     fn = getattr(binmx, "convert_checkpoint", None)
     if fn is None:
         try:
@@ -384,7 +387,12 @@ def convert(params_file: str) -> tuple[str, str] | None:
         except ImportError:
             log.warning("binmx.convert_checkpoint is not available: skipping conversion")
             return None
-    json_path, params_path = fn(params_file)
+    import inspect
+
+    kwargs = {}
+    if data_shape is not None and "data_shape" in inspect.signature(fn).parameters:
+        kwargs["data_shape"] = tuple(data_shape)
+    json_path, params_path = fn(params_file, **kwargs)
     return str(json_path), str(params_path)
 
 
@@ -473,7 +481,7 @@ def finish_run(
     )
     if binary and convert_model:
         t0 = time.perf_counter()
-        converted = convert(params_file)
+        converted = convert(params_file, (1, *bench_shape[1:]))
         if converted is not None:
             bin_json, bin_params = converted
             results["convert_seconds"] = time.perf_counter() - t0
