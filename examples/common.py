@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import binmx
 import mxnet as mx
 import numpy as np
 from tqdm import tqdm
-
-import binmx
 
 log = logging.getLogger("binmx.examples")
 
@@ -42,7 +41,9 @@ class KV:
 
     @property
     def distributed(self) -> bool:
-        return self.num_workers > 1 or (isinstance(self.store, mx.kv.KVStore) and "dist" in self.store.type)
+        return self.num_workers > 1 or (
+            isinstance(self.store, mx.kv.KVStore) and "dist" in self.store.type
+        )
 
 
 def make_kvstore(name: str) -> KV:
@@ -227,7 +228,9 @@ def fit_gluon(
     seed: int,
     augment: Callable[[mx.nd.NDArray], mx.nd.NDArray] | None = None,
 ) -> tuple[History, float]:
-    """Plain Gluon loop with a Trainer on ``kv``; exports PREFIX-symbol.json + PREFIX-EPOCH.params."""
+    """A plain Gluon loop with a Trainer on ``kv``.
+
+    Exports PREFIX-symbol.json and PREFIX-EPOCH.params after each epoch."""
     x_train, y_train = train
     n = x_train.shape[0]
     batches = n // batch_size
@@ -467,7 +470,9 @@ def finish_run(
     symbol_json = f"{prefix}-symbol.json"
     params_file = f"{prefix}-{epoch:04d}.params"
     results.update(
-        float_test_accuracy=evaluate_checkpoint(symbol_json, params_file, test, batch_size=eval_batch),
+        float_test_accuracy=evaluate_checkpoint(
+            symbol_json, params_file, test, batch_size=eval_batch
+        ),
         float_params_bytes=os.path.getsize(params_file),
         float_checkpoint=params_file,
         binarized_test_accuracy=None,
@@ -487,7 +492,9 @@ def finish_run(
             results["convert_seconds"] = time.perf_counter() - t0
             results["binarized_checkpoint"] = bin_params
             results["binarized_params_bytes"] = os.path.getsize(bin_params)
-            results["compression"] = results["float_params_bytes"] / results["binarized_params_bytes"]
+            results["compression"] = (
+                results["float_params_bytes"] / results["binarized_params_bytes"]
+            )
             results["binarized_test_accuracy"] = evaluate_checkpoint(
                 bin_json, bin_params, test, batch_size=eval_batch
             )
@@ -516,8 +523,9 @@ def plot_history(history: History, path: Path, *, title: str) -> None:
     ax1.grid(alpha=0.3)
     ax2.plot(history.epoch, history.train_accuracy, "o-", label="train (running)")
     if history.test_accuracy:
-        ax2.plot(history.epoch[: len(history.test_accuracy)], history.test_accuracy, "s-",
-                 label="test")  # fmt: skip
+        ax2.plot(
+            history.epoch[: len(history.test_accuracy)], history.test_accuracy, "s-", label="test"
+        )
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy")
     ax2.legend()
@@ -550,11 +558,7 @@ def print_summary(results: dict[str, Any], out_dir: Path) -> None:
         f"test accuracy, binarized model:   {pct(results['binarized_test_accuracy'])}",
         f"model size: float {size(results['float_params_bytes'])}, binarized "
         f"{size(results['binarized_params_bytes'])}"
-        + (
-            f" ({results['compression']:.1f}x smaller)"
-            if results.get("compression")
-            else ""
-        ),
+        + (f" ({results['compression']:.1f}x smaller)" if results.get("compression") else ""),
     ]
     speed = results.get("speed")
     if speed:

@@ -31,13 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import binmx  # noqa: E402, F401  (registers mx.sym.QConvolution & co.)
+import common  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-
-import binmx  # noqa: E402  (registers mx.sym.QConvolution & co.)
 from binmx import data as bdata  # noqa: E402
-
-import common  # noqa: E402
 
 log = logging.getLogger("binmx.examples")
 
@@ -110,7 +108,9 @@ def lenet_gluon(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--output-dir", default="runs/mnist", help="where checkpoints and results go")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
@@ -120,8 +120,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wd", type=float, default=0.0, help="weight decay")
     p.add_argument("--act-bit", type=int, default=1)
     p.add_argument("--weight-bit", type=int, default=1)
-    p.add_argument("--float", dest="float_model", action="store_true",
-                   help="train the float LeNet of the same shape instead (the speed baseline)")
+    p.add_argument(
+        "--float",
+        dest="float_model",
+        action="store_true",
+        help="train the float LeNet of the same shape instead (the speed baseline)",
+    )
     p.add_argument("--gluon", action="store_true", help="train with Gluon blocks instead of Module")
     p.add_argument("--kv-store", default="local", help="local, device, dist_sync, dist_async")
     p.add_argument("--bench-batch", type=int, default=64, help="batch size of the speed test")
@@ -169,23 +173,45 @@ def main(argv: list[str] | None = None) -> dict:
     if args.gluon:
         net = lenet_gluon(binary=binary, **bits)
         history, train_seconds = common.fit_gluon(
-            net, (x_train, y_train), (x_test, y_test), kv=kv, num_epochs=args.epochs,
-            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-            lr_sched=args.lr_schedule, wd=args.wd, prefix=prefix, progress=not args.no_progress,
-            desc="train", seed=args.seed,
-        )  # fmt: skip
+            net,
+            (x_train, y_train),
+            (x_test, y_test),
+            kv=kv,
+            num_epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            lr_sched=args.lr_schedule,
+            wd=args.wd,
+            prefix=prefix,
+            progress=not args.no_progress,
+            desc="train",
+            seed=args.seed,
+        )
     else:
         train_iter = bdata.make_iter(
-            x_train, y_train, batch_size=args.batch_size, shuffle=True,
+            x_train,
+            y_train,
+            batch_size=args.batch_size,
+            shuffle=True,
             last_batch_handle="discard",
-        )  # fmt: skip
+        )
         test_iter = bdata.make_iter(x_test, y_test, batch_size=256)
         _, history, train_seconds = common.fit_module(
-            lenet_symbol(binary=binary, **bits), train_iter, test_iter, kv=kv,
-            num_epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-            lr_sched=args.lr_schedule, wd=args.wd, prefix=prefix, batches_per_epoch=batches,
-            progress=not args.no_progress, desc="train",
-        )  # fmt: skip
+            lenet_symbol(binary=binary, **bits),
+            train_iter,
+            test_iter,
+            kv=kv,
+            num_epochs=args.epochs,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            lr_sched=args.lr_schedule,
+            wd=args.wd,
+            prefix=prefix,
+            batches_per_epoch=batches,
+            progress=not args.no_progress,
+            desc="train",
+        )
 
     results: dict = {
         "model": model + (" (Gluon)" if args.gluon else ""),
@@ -204,12 +230,21 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": train_seconds,
     }
     return common.finish_run(
-        results=results, history=history, prefix=prefix, epoch=args.epochs,
-        test=(x_test, y_test), eval_batch=256, binary=binary, convert_model=not args.no_convert,
-        float_sym=lenet_symbol(binary=False), bench_shape=(args.bench_batch, 1, 28, 28),
-        bench_repeats=args.bench_repeats, seed=args.seed, out_dir=out_dir,
+        results=results,
+        history=history,
+        prefix=prefix,
+        epoch=args.epochs,
+        test=(x_test, y_test),
+        eval_batch=256,
+        binary=binary,
+        convert_model=not args.no_convert,
+        float_sym=lenet_symbol(binary=False),
+        bench_shape=(args.bench_batch, 1, 28, 28),
+        bench_repeats=args.bench_repeats,
+        seed=args.seed,
+        out_dir=out_dir,
         title=f"{model} on MNIST",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

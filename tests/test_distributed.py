@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from binmx import distributed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +96,10 @@ def test_dist_sync_two_workers_end_with_identical_params(tmp_path: Path) -> None
 def test_failing_worker_stops_everything(tmp_path: Path) -> None:
     t0 = time.monotonic()
     result = distributed.launch(
-        [sys.executable, "-c", "import sys; sys.exit(3)"], num_workers=2, timeout=60, shutdown_grace=1
+        [sys.executable, "-c", "import sys; sys.exit(3)"],
+        num_workers=2,
+        timeout=60,
+        shutdown_grace=1,
     )
     assert not result.ok
     assert 3 in result.worker_returncodes
@@ -109,7 +110,11 @@ def test_failing_worker_stops_everything(tmp_path: Path) -> None:
 
 def test_timeout_kills_every_process(tmp_path: Path) -> None:
     # The worker also starts a grandchild in its process group; that must die too.
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+        "time.sleep(300)"
+    )
     t0 = time.monotonic()
     result = distributed.launch([sys.executable, "-c", code], num_workers=2, timeout=3)
     elapsed = time.monotonic() - t0
@@ -127,7 +132,9 @@ def test_environment_is_loopback_only(tmp_path: Path) -> None:
         "json.dumps({k: os.environ.get(k) for k in keys}))"
     )
     # Workers exit without connecting, so scheduler/server are killed after the short grace.
-    result = distributed.launch([sys.executable, "-c", code], num_workers=2, timeout=60, shutdown_grace=1)
+    result = distributed.launch(
+        [sys.executable, "-c", code], num_workers=2, timeout=60, shutdown_grace=1
+    )
     assert result.worker_returncodes == [0, 0]
     import json
 
@@ -154,17 +161,32 @@ def test_launch_argument_errors() -> None:
 def test_cli_without_command_fails() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "launch_local.py"), "-n", "2"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "worker command" in proc.stderr
 
 
 def test_cli_reports_worker_failure() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "binmx.distributed", "-n", "1", "--timeout", "60", "--",
-         sys.executable, "-c", "import sys; sys.exit(5)"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "binmx.distributed",
+            "-n",
+            "1",
+            "--timeout",
+            "60",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; sys.exit(5)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 5, proc.stderr
     assert "worker exit codes [5]" in proc.stderr

@@ -11,7 +11,6 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 import pytest
-
 from binmx import data, distributed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +21,9 @@ try:
     data.mnist_path()
 except data.DataNotFoundError:
     HAVE_MNIST = False
-needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST not installed ({data.MNIST_INSTALL})")
+needs_mnist = pytest.mark.skipif(
+    not HAVE_MNIST, reason=f"MNIST not installed ({data.MNIST_INSTALL})"
+)
 needs_fashion = pytest.mark.skipif(
     not (data.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
     reason=f"Fashion-MNIST not installed ({data.FASHION_MNIST_INSTALL})",
@@ -40,8 +41,11 @@ RESULT_KEYS = {
 def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--no-progress", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     return proc
 
 
@@ -51,8 +55,12 @@ def check_run(proc: subprocess.CompletedProcess, out: Path, prefix: str, epoch: 
     assert RESULT_KEYS <= set(results), sorted(RESULT_KEYS - set(results))
     float_params = out / f"{prefix}-{epoch:04d}.params"
     bin_params = out / f"binarized_{prefix}-{epoch:04d}.params"
-    for path in [out / f"{prefix}-symbol.json", float_params, bin_params,
-                 out / f"binarized_{prefix}-symbol.json"]:  # fmt: skip
+    for path in [
+        out / f"{prefix}-symbol.json",
+        float_params,
+        bin_params,
+        out / f"binarized_{prefix}-symbol.json",
+    ]:
         assert path.is_file(), path
     assert results["float_params_bytes"] == float_params.stat().st_size
     assert results["binarized_params_bytes"] == bin_params.stat().st_size
@@ -104,7 +112,9 @@ def test_train_mnist_float_baseline(tmp_path: Path) -> None:
 def test_train_mnist_bad_arguments(tmp_path: Path) -> None:
     proc = run_example("train_mnist.py", "--epochs", "0", "--output-dir", str(tmp_path))
     assert proc.returncode == 2 and "--epochs" in proc.stderr
-    proc = run_example("train_mnist.py", "--tiny", "--kv-store", "dist_sync", "--output-dir", str(tmp_path))
+    proc = run_example(
+        "train_mnist.py", "--tiny", "--kv-store", "dist_sync", "--output-dir", str(tmp_path)
+    )
     assert proc.returncode != 0 and "launch_local.py" in proc.stderr
 
 
@@ -132,15 +142,31 @@ def write_cifar10(directory: Path, rng: np.random.Generator, per_batch: int) -> 
 def test_train_resnet_tiny_cifar10(tmp_path: Path, rng: np.random.Generator) -> None:
     write_cifar10(tmp_path / "cifar", rng, per_batch=160)
     out = tmp_path / "out"
-    proc = run_example("train_resnet.py", "--tiny", "--dataset", "cifar10", "--data-dir",
-                       str(tmp_path / "cifar"), "--output-dir", str(out))  # fmt: skip
+    proc = run_example(
+        "train_resnet.py",
+        "--tiny",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "cifar"),
+        "--output-dir",
+        str(out),
+    )
     results = check_run(proc, out, "resnet10")
     assert results["augment"] is True and results["test_samples"] == 128
 
 
 def test_train_resnet_missing_data(tmp_path: Path) -> None:
-    proc = run_example("train_resnet.py", "--tiny", "--dataset", "cifar10", "--data-dir",
-                       str(tmp_path), "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    proc = run_example(
+        "train_resnet.py",
+        "--tiny",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode != 0
     assert "data_batch_1" in proc.stderr and "DataNotFoundError" in proc.stderr
 
@@ -154,8 +180,9 @@ def _resnet_module():
     return train_resnet
 
 
-@pytest.mark.parametrize("dataset,shape,classes", [("cifar10", (2, 3, 32, 32), 10),
-                                                   ("imagenet", (1, 3, 224, 224), 1000)])  # fmt: skip
+@pytest.mark.parametrize(
+    "dataset,shape,classes", [("cifar10", (2, 3, 32, 32), 10), ("imagenet", (1, 3, 224, 224), 1000)]
+)
 def test_resnet18_layout(dataset: str, shape: tuple[int, ...], classes: int) -> None:
     """ResNet-18: float conv0 and fc, 16 binary 3x3 convs + 3 binary 1x1 shortcuts."""
     tr = _resnet_module()
@@ -180,8 +207,17 @@ def test_resnet18_layout(dataset: str, shape: tuple[int, ...], classes: int) -> 
 @pytest.mark.slow
 def test_train_mnist_dist_sync_two_workers(tmp_path: Path) -> None:
     """--kv-store dist_sync with 2 workers: both end with identical weights."""
-    cmd = [sys.executable, str(EXAMPLES / "train_mnist.py"), "--tiny", "--no-progress",
-           "--no-convert", "--kv-store", "dist_sync", "--output-dir", str(tmp_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(EXAMPLES / "train_mnist.py"),
+        "--tiny",
+        "--no-progress",
+        "--no-convert",
+        "--kv-store",
+        "dist_sync",
+        "--output-dir",
+        str(tmp_path),
+    ]
     result = distributed.launch(cmd, num_workers=2, num_servers=1, timeout=240)
     assert result.ok, result
     r0 = json.loads((tmp_path / "worker0" / "results.json").read_text())

