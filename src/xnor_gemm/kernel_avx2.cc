@@ -8,8 +8,9 @@
  * overflows) vpsadbw folds them into the 64-bit column sums. dot = k - 2 * pop; the float
  * output is (float(dot) * scale) + bias with separate roundings (scalar epilogue, same bits as
  * the other paths).
- * Scalar popcnt was measured slower here (1 popcnt per cycle on one port vs the lookup's
- * ~1.5 words per cycle), so this path uses the lookup for every shape.
+ * A scalar-popcnt variant was not benchmarked: on Intel cores scalar popcnt issues on one
+ * port (1 word per cycle) against the lookup's estimated ~1.5 words per cycle, so this path
+ * uses the lookup for every shape (an estimate, not a measurement).
  * Pack: 8 floats per vcmpltps + vmovmskps (x < 0: +-0.0 and NaN give 0), 8 masks per word.
  */
 #include <immintrin.h>
