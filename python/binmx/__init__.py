@@ -11,11 +11,13 @@ from binmx import gluon, ops  # noqa: E402  (needs the operators loaded)
 from binmx.ops import pack_weight  # noqa: E402
 from binmx.converter import ConversionError, convert, convert_checkpoint  # noqa: E402
 from binmx.summary import summary  # noqa: E402
+from binmx.fold import fold  # noqa: E402
 
 __all__ = [
     "ConversionError",
     "convert",
     "convert_checkpoint",
+    "fold",
     "gluon",
     "ops",
     "pack_weight",

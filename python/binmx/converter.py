@@ -190,14 +190,22 @@ def convert(
     sym: mx.sym.Symbol,
     arg_params: dict[str, mx.nd.NDArray],
     aux_params: dict[str, mx.nd.NDArray],
+    *,
+    fold: bool = False,
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Return ``(sym, arg_params, aux_params)`` with every 1-bit Q layer's weight packed.
 
-    The inputs are not modified. Raises :class:`ConversionError` for a model that is already
-    converted, a Q layer without its weight, NaN/Inf in a weight to pack, or params that do not
-    match the symbol.
+    With ``fold=True`` the BatchNorm layers around the binary layers are then folded into
+    them for fast inference (:func:`binmx.fold.fold`); by default every other layer is carried
+    over unchanged. The inputs are not modified. Raises :class:`ConversionError` for a model
+    that is already converted, a Q layer without its weight, NaN/Inf in a weight to pack, or
+    params that do not match the symbol.
     """
     new_sym, new_args, new_aux, _ = _convert(sym, arg_params, aux_params)
+    if fold:
+        from binmx.fold import fold as fold_bn
+
+        new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux)
     return new_sym, new_args, new_aux
 
 
@@ -418,6 +426,7 @@ def verify(
     *,
     data_shape: tuple[int, ...] | None = None,
     seed: int = 0,
+    rtol: float = 1e-5,
 ) -> float:
     """Run both models on one random batch; ConversionError if the outputs differ.
 
@@ -445,7 +454,7 @@ def verify(
         diff = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
         worst = max(worst, diff)
         # alpha may differ from the operator's own mean |W_f| in the last float bit.
-        tol = 1e-5 * (1.0 + float(np.max(np.abs(a)))) if a.size else 0.0
+        tol = rtol * (1.0 + float(np.max(np.abs(a)))) if a.size else 0.0
         if not np.isfinite(diff) or diff > tol:
             raise ConversionError(
                 f"verification failed: output {i} differs by up to {diff:.3g} after conversion"
@@ -460,11 +469,14 @@ def convert_checkpoint(
     verify_outputs: bool = True,
     data_shape: tuple[int, ...] | None = None,
     report: ConversionReport | None = None,
+    fold: bool = False,
 ) -> tuple[str, str]:
     """Convert ``PREFIX-EPOCH.params`` (+ ``PREFIX-symbol.json``); return the written paths.
 
     Writes ``binarized_PREFIX-symbol.json`` and ``binarized_PREFIX-EPOCH.params`` beside the
     input (or into ``output_dir``), atomically. Nothing is written when anything fails.
+    ``fold=True`` also folds BatchNorm into the binary layers (:func:`binmx.fold.fold`); the
+    verification then allows float-rounding differences (BatchNorm computed as one affine).
     """
     prefix, _ = split_checkpoint_path(path)
     epoch = os.path.basename(path)[len(os.path.basename(prefix)) + 1 : -len(".params")]
@@ -472,9 +484,21 @@ def convert_checkpoint(
     new_sym, new_args, new_aux, rep = _convert(sym, arg_params, aux_params)
     if not rep.converted:
         raise ConversionError("no QConvolution/QFullyConnected layer with act_bit=weight_bit=1")
+    if fold:
+        from binmx.fold import fold as fold_bn
+
+        try:
+            new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux,
+                                                 data_shape=data_shape)
+        except mx.base.MXNetError as exc:
+            raise ConversionError(f"folding failed: {_first_line(exc)}") from exc
+        rep.bytes_after = _nbytes(new_args) + _nbytes(new_aux)
     if verify_outputs:
+        # Folded BatchNorm is one affine map instead of MXNet's normalise-then-scale: float
+        # rounding differs (1e-4 relative covers it through a few layers).
         rep.max_abs_diff = verify(
-            sym, arg_params, aux_params, new_sym, new_args, new_aux, data_shape=data_shape
+            sym, arg_params, aux_params, new_sym, new_args, new_aux, data_shape=data_shape,
+            rtol=1e-4 if fold else 1e-5,
         )
     out_dir = output_dir if output_dir is not None else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(out_dir):

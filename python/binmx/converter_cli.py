@@ -1,6 +1,7 @@
 """``model_converter``: pack a trained model's binary weights (command-line front end).
 
-    model_converter PREFIX-EPOCH.params [--output-dir DIR] [--no-verify] [--data-shape N,C,H,W]
+    model_converter PREFIX-EPOCH.params [--output-dir DIR] [--no-verify] [--fold]
+                    [--data-shape N,C,H,W]
     model_converter --summary PREFIX-symbol.json|PREFIX-EPOCH.params --data-shape N,C,H,W
 
 Exit status 0 on success; on failure 1 (2 for bad usage) with a one-line reason on stderr and
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the before/after comparison")
     p.add_argument("--data-shape", type=_shape, default=None,
                    help="input shape for verification/summary, e.g. 1,1,28,28")
+    p.add_argument("--fold", action="store_true",
+                   help="also fold BatchNorm into the binary layers (fast inference)")
     p.add_argument("--summary", action="store_true",
                    help="print a per-layer model summary instead of converting")
     return p
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             verify_outputs=not args.no_verify,
             data_shape=args.data_shape,
             report=report,
+            fold=args.fold,
         )
     except ConversionError as exc:
         print(f"model_converter: error: {exc}", file=sys.stderr)

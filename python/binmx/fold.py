@@ -1,0 +1,297 @@
+"""Inference-time folding of BatchNorm into binmx's binary layers.
+
+Two rewrites, both exact up to float rounding (DESIGN.md §5, the fast-inference issue):
+
+1. BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign of its
+   input. When that input is a BatchNorm (in inference mode, through any number of
+   ``QActivation`` layers with ``act_bit=1`` or ``backward_only=True``, and ``Flatten`` for
+   a fully connected layer), the BatchNorm is a per-channel affine map:
+
+       bn(x)_c = scale_c * x_c + shift_c,   scale_c = gamma_c / sqrt(var_c + eps),
+                                            shift_c = beta_c - mean_c * scale_c
+
+   (``gamma_c = 1`` when ``fix_gamma``), so ``sgn(bn(x)) = sgn(x * scale + shift)``. The layer
+   gets ``input_affine=True`` and the inputs ``in_scale`` / ``in_shift``; its packing pass
+   computes the bits directly from the un-normalised input, and the BatchNorm and QActivation
+   nodes disappear when nothing else reads them. A sign can differ from the unfolded model
+   only where the BatchNorm output is within float rounding of 0.
+
+2. binary layer -> BatchNorm. A converted (``binarized_weights_only``) 1-bit layer computes
+   ``y = alpha_f * dot + bias_f``; a BatchNorm that is its only reader gives
+   ``scale_f * y + shift_f = (scale_f * alpha_f) * dot + (scale_f * bias_f + shift_f)``, so the
+   layer takes the folded ``alpha`` and ``bias`` (``scaling_factor=True``, ``no_bias=False``)
+   in its fused epilogue and the BatchNorm disappears.
+
+:func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import mxnet as mx
+import numpy as np
+
+__all__ = ["fold"]
+
+_BINARY = ("QConvolution", "QFullyConnected")
+_TRUE = ("true", "1")
+
+
+def _true(attrs: dict[str, str], key: str, default: bool = False) -> bool:
+    value = attrs.get(key)
+    return default if value is None else str(value).strip().lower() in _TRUE
+
+
+def _int(attrs: dict[str, str], key: str, default: int) -> int:
+    value = attrs.get(key)
+    return default if value is None else int(str(value).strip())
+
+
+def _float(attrs: dict[str, str], key: str, default: float) -> float:
+    value = attrs.get(key)
+    return default if value is None else float(str(value).strip())
+
+
+def _is_binary(node: dict[str, Any]) -> bool:
+    if node["op"] not in _BINARY:
+        return False
+    attrs = node.get("attrs", {})
+    act = _int(attrs, "act_bit", 1)
+    return act == 1 and _int(attrs, "weight_bit", act) == 1
+
+
+class _Graph:
+    """A symbol's nodes keyed by id, inputs as ``[id, output_index, version]``."""
+
+    def __init__(self, sym: mx.sym.Symbol) -> None:
+        data = json.loads(sym.tojson())
+        self.attrs = data.get("attrs", {})
+        self.nodes: dict[int, dict[str, Any]] = dict(enumerate(data["nodes"]))
+        self.heads: list[list[int]] = [list(h) for h in data["heads"]]
+        self._ids = itertools.count(len(self.nodes))
+
+    def consumers(self) -> dict[int, list[int]]:
+        """Node id -> ids of the nodes (reachable from the heads) that read it."""
+        out: dict[int, list[int]] = {i: [] for i in self.nodes}
+        for i in self.reachable():
+            for entry in self.nodes[i]["inputs"]:
+                out[entry[0]].append(i)
+        return out
+
+    def head_ids(self) -> set[int]:
+        return {h[0] for h in self.heads}
+
+    def reachable(self) -> list[int]:
+        """Ids in a topological order (inputs first), from the heads."""
+        order: list[int] = []
+        seen: set[int] = set()
+        stack: list[tuple[int, bool]] = [(h[0], False) for h in reversed(self.heads)]
+        while stack:
+            nid, done = stack.pop()
+            if done:
+                order.append(nid)
+                continue
+            if nid in seen:
+                continue
+            seen.add(nid)
+            stack.append((nid, True))
+            for entry in reversed(self.nodes[nid]["inputs"]):
+                if entry[0] not in seen:
+                    stack.append((entry[0], False))
+        return order
+
+    def add_variable(self, name: str, shape: tuple[int, ...]) -> int:
+        nid = next(self._ids)
+        self.nodes[nid] = {"op": "null", "name": name,
+                           "attrs": {"__dtype__": "0", "__shape__": str(tuple(shape))},
+                           "inputs": []}
+        return nid
+
+    def to_symbol(self) -> mx.sym.Symbol:
+        order = self.reachable()
+        index = {nid: i for i, nid in enumerate(order)}
+        nodes = []
+        for nid in order:
+            node = dict(self.nodes[nid])
+            node["inputs"] = [[index[e[0]], e[1], e[2]] for e in node["inputs"]]
+            nodes.append(node)
+        graph = {
+            "nodes": nodes,
+            "arg_nodes": [i for i, n in enumerate(nodes) if n["op"] == "null"],
+            "heads": [[index[h[0]], h[1], h[2]] for h in self.heads],
+            "attrs": self.attrs,
+        }
+        return mx.sym.load_json(json.dumps(graph))
+
+
+def _bn_affine(
+    node: dict[str, Any], graph: _Graph, args: dict[str, Any], aux: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of an inference-mode BatchNorm over axis 1, or None if not foldable."""
+    attrs = node.get("attrs", {})
+    if _int(attrs, "axis", 1) != 1 or _true(attrs, "output_mean_var"):
+        return None
+    names = [graph.nodes[e[0]]["name"] for e in node["inputs"]]
+    if len(names) != 5:
+        return None
+    _, gamma_n, beta_n, mean_n, var_n = names
+    if gamma_n not in args or beta_n not in args or mean_n not in aux or var_n not in aux:
+        return None
+    mean = aux[mean_n].asnumpy().astype(np.float64)
+    var = aux[var_n].asnumpy().astype(np.float64)
+    beta = args[beta_n].asnumpy().astype(np.float64)
+    gamma = (np.ones_like(mean) if _true(attrs, "fix_gamma", True)
+             else args[gamma_n].asnumpy().astype(np.float64))
+    eps = _float(attrs, "eps", 1e-3)
+    scale = gamma / np.sqrt(var + eps)
+    shift = beta - mean * scale
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def fold(
+    sym: mx.sym.Symbol,
+    arg_params: dict[str, mx.nd.NDArray],
+    aux_params: dict[str, mx.nd.NDArray],
+    *,
+    data_shape: tuple[int, ...] | None = None,
+) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
+    """Fold BatchNorm layers into the neighbouring binary layers (see the module docstring).
+
+    Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
+    graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
+    4-d tensor into a fully connected layer through a Flatten (inferred when not given).
+    """
+    graph = _Graph(sym)
+    args = dict(arg_params)
+    aux = dict(aux_params)
+    taken = {n["name"] for n in graph.nodes.values()} | set(args) | set(aux)
+    shapes = _output_shapes(sym, arg_params, data_shape)
+
+    # 1. BatchNorm -> [QActivation | Flatten]* -> binary layer: input affine.
+    consumers = graph.consumers()
+    for nid in graph.reachable():
+        node = graph.nodes[nid]
+        attrs = node.get("attrs", {})
+        if not _is_binary(node) or _true(attrs, "input_affine"):
+            continue
+        src = node["inputs"][0][0]
+        flattened = node["op"] == "QFullyConnected" and _true(attrs, "flatten", True)
+        while True:
+            s = graph.nodes[src]
+            sattrs = s.get("attrs", {})
+            if s["op"] == "QActivation" and (
+                _int(sattrs, "act_bit", 1) == 1 or _true(sattrs, "backward_only")
+            ):
+                src = s["inputs"][0][0]
+            elif s["op"] == "Flatten" and node["op"] == "QFullyConnected":
+                flattened = True
+                src = s["inputs"][0][0]
+            else:
+                break
+        bn = graph.nodes[src]
+        if bn["op"] != "BatchNorm":
+            continue
+        affine = _bn_affine(bn, graph, args, aux)
+        if affine is None:
+            continue
+        scale, shift = affine
+        bn_out = shapes.get(bn["name"])
+        if node["op"] == "QFullyConnected" and bn_out is not None and len(bn_out) > 2:
+            if not flattened:
+                continue
+            per = int(np.prod(bn_out[2:]))
+            scale, shift = np.repeat(scale, per), np.repeat(shift, per)
+        elif node["op"] == "QFullyConnected" and bn_out is None:
+            continue
+        node["inputs"][0] = list(bn["inputs"][0])
+        node.setdefault("attrs", {})["input_affine"] = "True"
+        if flattened and node["op"] == "QFullyConnected":
+            attrs["flatten"] = "True"
+        for suffix, value in (("in_scale", scale), ("in_shift", shift)):
+            vname = _unique(f"{node['name']}_{suffix}", taken)
+            node["inputs"].append([graph.add_variable(vname, value.shape), 0, 0])
+            args[vname] = mx.nd.array(value, dtype=np.float32)
+    del consumers
+
+    # 2. converted binary layer -> BatchNorm (its only reader): fold into alpha and bias.
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable():
+        bn = graph.nodes[nid]
+        if bn["op"] != "BatchNorm":
+            continue
+        src = bn["inputs"][0][0]
+        layer = graph.nodes[src]
+        lattrs = layer.get("attrs", {})
+        if (not _is_binary(layer) or not _true(lattrs, "binarized_weights_only")
+                or consumers[src] != [nid] or src in heads):
+            continue
+        affine = _bn_affine(bn, graph, args, aux)
+        if affine is None:
+            continue
+        scale, shift = affine
+        names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
+        no_bias = _true(lattrs, "no_bias")
+        scaling = _true(lattrs, "scaling_factor")
+        n_out = scale.shape[0]
+        bias = np.zeros(n_out, np.float32) if no_bias else args[names[2]].asnumpy()
+        alpha = (args[names[2 if no_bias else 3]].asnumpy() if scaling
+                 else np.ones(n_out, np.float32))
+        new_alpha = (scale.astype(np.float64) * alpha).astype(np.float32)
+        new_bias = (scale.astype(np.float64) * bias + shift).astype(np.float32)
+        rest = layer["inputs"][2:]
+        if not no_bias:
+            rest = rest[1:]
+        if scaling:
+            rest = rest[1:]
+        inputs = layer["inputs"][:2]
+        for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
+            vname = _unique(f"{layer['name']}_{suffix}_folded", taken)
+            inputs.append([graph.add_variable(vname, value.shape), 0, 0])
+            args[vname] = mx.nd.array(value, dtype=np.float32)
+        layer["inputs"] = inputs + rest  # data, weight, bias, alpha, [in_scale, in_shift]
+        lattrs["no_bias"] = "False"
+        lattrs["scaling_factor"] = "True"
+        # Readers of the BatchNorm now read the layer.
+        for other in graph.nodes.values():
+            other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
+        graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+        consumers = graph.consumers()
+        heads = graph.head_ids()
+
+    new_sym = graph.to_symbol()
+    keep_args = set(new_sym.list_arguments())
+    keep_aux = set(new_sym.list_auxiliary_states())
+    return (new_sym, {k: v for k, v in args.items() if k in keep_args},
+            {k: v for k, v in aux.items() if k in keep_aux})
+
+
+def _output_shapes(
+    sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data_shape: tuple[int, ...] | None
+) -> dict[str, tuple[int, ...]]:
+    """Node name -> output shape, where the data shape is known or can be inferred."""
+    from binmx.converter import ConversionError, _random_inputs
+
+    try:
+        inputs = _random_inputs(sym, params, data_shape)
+    except ConversionError:
+        if data_shape is not None:
+            raise
+        return {}
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape_partial(**inputs)
+    result = {}
+    for name, shape in zip(internals.list_outputs(), out_shapes or [], strict=False):
+        if name.endswith("_output"):
+            result[name[: -len("_output")]] = tuple(shape)
+    return result
