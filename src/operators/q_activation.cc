@@ -14,8 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "float_conv.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
+#include "xnor_gemm.h"
 
 using mxnet::ext::MX_FAIL;
 using mxnet::ext::MX_SUCCESS;
@@ -145,8 +147,11 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const float* x = static_cast<const float*>((*inputs)[1].data_ptr);
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
     const int64_t n = (*inputs)[1].size();
-    std::copy(dy, dy + n, dx);
-    if (a.masks()) ApplyGradCancel(x, n, a.grad_cancel, dx);
+    if (a.masks()) {
+      SteMask(x, dy, n, a.grad_cancel, dx, DefaultThreads());
+    } else {
+      std::copy(dy, dy + n, dx);
+    }
     return MX_SUCCESS;
   } catch (const std::exception& e) {
     MX_ERROR_MSG << kOp << " backward: " << e.what();

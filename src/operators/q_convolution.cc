@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "conv.h"
+#include "float_conv.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "xnor_gemm.h"
@@ -299,11 +300,18 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       }
       BinaryConv2dForward(x, wp, alpha, bias, out, p, DefaultGemmConfig());
     } else {
+      // k-bit / float: im2col + OpenBLAS GEMM; a 1-bit input is read through sgn directly.
       const int64_t xn = xt.size(), wn = wt.size();
-      std::vector<float> xq(xn), wq(wn);
-      QuantizeAct(x, xn, a.act_bit, xq.data());
+      std::vector<float> xq, wq(wn);
+      const float* xin = x;
+      if (a.act_bit != 1 && a.act_bit < 32) {
+        xq.resize(xn);
+        QuantizeAct(x, xn, a.act_bit, xq.data());
+        xin = xq.data();
+      }
       QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
-      FloatConv2dForward(xq.data(), wq.data(), alpha, bias, out, p);
+      FloatConv2dForward(xin, a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone, wq.data(),
+                         alpha, bias, out, p, DefaultThreads());
     }
     return MX_SUCCESS;
   } catch (const std::exception& e) {
@@ -327,8 +335,16 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const int64_t xn = fwd_in[0].size(), fsize = p.FilterSize(), f_all = p.num_filter;
     const int64_t ohw = p.OutH() * p.OutW();
 
-    std::vector<float> xq(xn);
-    QuantizeAct(x, xn, a.act_bit, xq.data());
+    const int threads = DefaultThreads();
+    // Qa(x): sgn is applied on the fly (im2col); only k-bit (2..31) inputs get a copy.
+    std::vector<float> xq;
+    const float* xin = x;
+    const InputQuant quant = a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone;
+    if (a.act_bit != 1 && a.act_bit < 32) {
+      xq.resize(xn);
+      QuantizeAct(x, xn, a.act_bit, xq.data());
+      xin = xq.data();
+    }
     std::vector<float> wq(f_all * fsize);
     const float* w_float = nullptr;
     if (a.packed) {
@@ -349,45 +365,42 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       }
     }
 
+    // dx = conv_transpose(dy, alpha * Wq) * mask;  G = sum dy * Qa(x)pad (one pass, BLAS).
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
-    std::vector<float> g(f_all * fsize);
-    if (alpha == nullptr) {
-      FloatConv2dBackward(xq.data(), wq.data(), dy, dx, g.data(), p);
-    } else {
-      std::vector<float> dy_s(p.batch * f_all * ohw);
-      for (int64_t n = 0; n < p.batch; ++n) {
-        for (int64_t f = 0; f < f_all; ++f) {
-          const float* src = dy + (n * f_all + f) * ohw;
-          float* dst = dy_s.data() + (n * f_all + f) * ohw;
-          for (int64_t q = 0; q < ohw; ++q) dst[q] = src[q] * alpha[f];
-        }
-      }
-      FloatConv2dBackward(xq.data(), wq.data(), dy_s.data(), dx, nullptr, p);
-      FloatConv2dBackward(xq.data(), wq.data(), dy, nullptr, g.data(), p);
-    }
-    if (a.act_bit < 32) ApplyGradCancel(x, xn, a.grad_cancel, dx);
-
+    std::vector<float> g;
+    float* g_out = nullptr;  // G straight into dW when dW = G
     MXTensor& dwt = (*outputs)[1];
+    if (alpha == nullptr && !a.packed) {
+      g_out = static_cast<float*>(dwt.data_ptr);
+    } else if (alpha != nullptr) {
+      g.resize(f_all * fsize);
+      g_out = g.data();
+    }
+    std::vector<float> w_dx;
+    const float* w_for_dx = wq.data();
+    if (alpha != nullptr) {
+      w_dx.resize(f_all * fsize);
+      for (int64_t f = 0; f < f_all; ++f) {
+        for (int64_t i = 0; i < fsize; ++i) w_dx[f * fsize + i] = wq[f * fsize + i] * alpha[f];
+      }
+      w_for_dx = w_dx.data();
+    }
+    FloatConv2dBackward(xin, quant, w_for_dx, dy, a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx,
+                        g_out, p, threads);
+
     if (a.packed) {
       std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
       if (a.scaling) {
         float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
         FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, f_all, fsize, nullptr, dalpha);
       }
-    } else {
+    } else if (alpha != nullptr) {
       FinishWeightGrad(g.data(), w_float, wq.data(), alpha, f_all, fsize,
                        static_cast<float*>(dwt.data_ptr), nullptr);
     }
     if (a.bias_index() >= 0) {
-      float* db = static_cast<float*>((*outputs)[a.bias_index()].data_ptr);
-      for (int64_t f = 0; f < f_all; ++f) {
-        double s = 0.0;
-        for (int64_t n = 0; n < p.batch; ++n) {
-          const float* src = dy + (n * f_all + f) * ohw;
-          for (int64_t q = 0; q < ohw; ++q) s += src[q];
-        }
-        db[f] = static_cast<float>(s);
-      }
+      BiasGrad(dy, p.batch, f_all, ohw, static_cast<float*>((*outputs)[a.bias_index()].data_ptr),
+               threads);
     }
     return MX_SUCCESS;
   } catch (const std::exception& e) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "conv.h"
+#include "float_conv.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "xnor_gemm.h"
@@ -238,20 +239,18 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       }
       BinaryDenseForward(x, wp, alpha, bias, out, rows, depth, hid, DefaultGemmConfig());
     } else {
-      std::vector<float> xq(rows * depth), wq(hid * depth), wq_t(depth * hid);
-      QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+      // k-bit / float: OpenBLAS GEMM; a 1-bit input is read through sgn.
+      std::vector<float> xq, wq(hid * depth);
+      const float* xin = x;
+      if (a.act_bit != 1 && a.act_bit < 32) {
+        xq.resize(rows * depth);
+        QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+        xin = xq.data();
+      }
       QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit,
                      wq.data());
-      for (int64_t h = 0; h < hid; ++h) {
-        for (int64_t d = 0; d < depth; ++d) wq_t[d * hid + h] = wq[h * depth + d];
-      }
-      Sgemm(rows, hid, depth, xq.data(), depth, 1, wq_t.data(), hid, 0.0f, out, hid);
-      for (int64_t m = 0; m < rows; ++m) {
-        for (int64_t h = 0; h < hid; ++h) {
-          float& o = out[m * hid + h];
-          o = (alpha ? o * alpha[h] : o) + (bias ? bias[h] : 0.0f);
-        }
-      }
+      FloatDenseForward(xin, a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone, wq.data(),
+                        alpha, bias, out, rows, depth, hid, DefaultThreads());
     }
     return MX_SUCCESS;
   } catch (const std::exception& e) {
@@ -274,8 +273,16 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const float* dy = static_cast<const float*>((*inputs)[0].data_ptr);
     const float* x = static_cast<const float*>(fwd_in[0].data_ptr);
 
-    std::vector<float> xq(rows * depth), wq(hid * depth);
-    QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+    const int threads = DefaultThreads();
+    // Qa(x): sgn on the fly; only k-bit (2..31) inputs get a quantised copy.
+    std::vector<float> xq, wq(hid * depth);
+    const float* xin = x;
+    const InputQuant quant = a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone;
+    if (a.act_bit != 1 && a.act_bit < 32) {
+      xq.resize(rows * depth);
+      QuantizeAct(x, rows * depth, a.act_bit, xq.data());
+      xin = xq.data();
+    }
     const float* w_float = nullptr;
     if (a.packed) {
       Conv2dParams p;  // a dense layer is a 1x1 convolution over a 1x1 image
@@ -297,40 +304,41 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         alpha = alpha_buf.data();
       }
     }
-    // dx = (alpha * dy) Wq
+    // dx = dy (alpha * Wq) * mask;  G = dy^T Qa(x)  (OpenBLAS).
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
-    const float* dy_used = dy;
-    std::vector<float> dy_s;
-    if (alpha) {
-      dy_s.resize(rows * hid);
-      for (int64_t m = 0; m < rows; ++m) {
-        for (int64_t h = 0; h < hid; ++h) dy_s[m * hid + h] = dy[m * hid + h] * alpha[h];
-      }
-      dy_used = dy_s.data();
-    }
-    Sgemm(rows, depth, hid, dy_used, hid, 1, wq.data(), depth, 0.0f, dx, depth);
-    if (a.act_bit < 32) ApplyGradCancel(x, rows * depth, a.grad_cancel, dx);
-    // G = dy^T Xq
-    std::vector<float> g(hid * depth);
-    Sgemm(hid, depth, rows, dy, 1, hid, xq.data(), depth, 0.0f, g.data(), depth);
     MXTensor& dwt = (*outputs)[1];
+    std::vector<float> g;
+    float* g_out = nullptr;  // G straight into dW when dW = G
+    if (alpha == nullptr && !a.packed) {
+      g_out = static_cast<float*>(dwt.data_ptr);
+    } else if (alpha != nullptr) {
+      g.resize(hid * depth);
+      g_out = g.data();
+    }
+    std::vector<float> w_dx;
+    const float* w_for_dx = wq.data();
+    if (alpha != nullptr) {
+      w_dx.resize(hid * depth);
+      for (int64_t h = 0; h < hid; ++h) {
+        for (int64_t d = 0; d < depth; ++d) w_dx[h * depth + d] = wq[h * depth + d] * alpha[h];
+      }
+      w_for_dx = w_dx.data();
+    }
+    FloatDenseBackward(xin, quant, w_for_dx, dy, a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx,
+                       g_out, rows, depth, hid, threads);
     if (a.packed) {
       std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
       if (a.scaling) {
         float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
         FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, hid, depth, nullptr, dalpha);
       }
-    } else {
+    } else if (alpha != nullptr) {
       FinishWeightGrad(g.data(), w_float, wq.data(), alpha, hid, depth,
                        static_cast<float*>(dwt.data_ptr), nullptr);
     }
     if (a.bias_index() >= 0) {
-      float* db = static_cast<float*>((*outputs)[a.bias_index()].data_ptr);
-      for (int64_t h = 0; h < hid; ++h) {
-        double s = 0.0;
-        for (int64_t m = 0; m < rows; ++m) s += dy[m * hid + h];
-        db[h] = static_cast<float>(s);
-      }
+      BiasGrad(dy, rows, hid, 1, static_cast<float*>((*outputs)[a.bias_index()].data_ptr),
+               threads);
     }
     return MX_SUCCESS;
   } catch (const std::exception& e) {

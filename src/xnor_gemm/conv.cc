@@ -1,10 +1,7 @@
 /*
  * binmx core: binary convolution / dense forward (input packing, bit im2col, XnorGemm, border
- * correction, epilogue) and the float helpers (blocked sgemm, im2col/col2im convolution and
- * its gradients). See conv.h for layouts and formulas.
- *
- * The float helpers are plain, cache-blocked, single-threaded loops; the hot loops carry
- * target_clones so the AVX2 variant is picked at run time on CPUs that have it.
+ * correction, epilogue). See conv.h for layouts and formulas; the float helpers are in
+ * float_conv.cc.
  */
 #include "conv.h"
 
@@ -104,82 +101,6 @@ void TapSums(const uint64_t* w, int64_t rows, int64_t words, int64_t cg, int32_t
     int64_t neg = 0;
     for (int64_t wd = 0; wd < words; ++wd) neg += __builtin_popcountll(w[r * words + wd]);
     sums[r] = static_cast<int32_t>(cg - 2 * neg);
-  }
-}
-
-// C[i][j0 .. j0+jn) += sum_{kk in [k0, k0+kn)} A(i, kk) * B[kk][j0 ..], four k at a time.
-BINMX_CLONES void SgemmBlock(int64_t m, int64_t jn, int64_t k0, int64_t kn, const float* a,
-                             int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
-                             float* c, int64_t ldc) {
-  for (int64_t i = 0; i < m; ++i) {
-    float* __restrict crow = c + i * ldc;
-    const float* ai = a + i * a_row;
-    int64_t kk = k0;
-    for (; kk + 4 <= k0 + kn; kk += 4) {
-      const float a0 = ai[kk * a_col], a1 = ai[(kk + 1) * a_col];
-      const float a2 = ai[(kk + 2) * a_col], a3 = ai[(kk + 3) * a_col];
-      const float* __restrict b0 = b + kk * ldb;
-      const float* __restrict b1 = b0 + ldb;
-      const float* __restrict b2 = b1 + ldb;
-      const float* __restrict b3 = b2 + ldb;
-      for (int64_t j = 0; j < jn; ++j) {
-        crow[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
-      }
-    }
-    for (; kk < k0 + kn; ++kk) {
-      const float av = ai[kk * a_col];
-      const float* __restrict bk = b + kk * ldb;
-      for (int64_t j = 0; j < jn; ++j) crow[j] += av * bk[j];
-    }
-  }
-}
-
-// col[((c * kh + i) * kw + j) * ohw + oy * ow + ox] = xpad[g * cg + c][..], one image.
-void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, float pad, float* col) {
-  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, cg = p.GroupChannels();
-  for (int64_t c = 0; c < cg; ++c) {
-    const float* xc = x_img + (g * cg + c) * p.in_h * p.in_w;
-    for (int64_t i = 0; i < p.kernel_h; ++i) {
-      for (int64_t j = 0; j < p.kernel_w; ++j) {
-        float* dst = col + ((c * p.kernel_h + i) * p.kernel_w + j) * ohw;
-        for (int64_t oy = 0; oy < oh; ++oy) {
-          const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-          float* drow = dst + oy * ow;
-          if (iy < 0 || iy >= p.in_h) {
-            std::fill(drow, drow + ow, pad);
-            continue;
-          }
-          const float* xrow = xc + iy * p.in_w;
-          for (int64_t ox = 0; ox < ow; ++ox) {
-            const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-            drow[ox] = (ix < 0 || ix >= p.in_w) ? pad : xrow[ix];
-          }
-        }
-      }
-    }
-  }
-}
-
-// dx_img[g * cg + c][iy][ix] += col[...] for the positions inside the image.
-void Col2ImAdd(const float* col, const Conv2dParams& p, int64_t g, float* dx_img) {
-  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, cg = p.GroupChannels();
-  for (int64_t c = 0; c < cg; ++c) {
-    float* dxc = dx_img + (g * cg + c) * p.in_h * p.in_w;
-    for (int64_t i = 0; i < p.kernel_h; ++i) {
-      for (int64_t j = 0; j < p.kernel_w; ++j) {
-        const float* src = col + ((c * p.kernel_h + i) * p.kernel_w + j) * ohw;
-        for (int64_t oy = 0; oy < oh; ++oy) {
-          const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-          if (iy < 0 || iy >= p.in_h) continue;
-          float* drow = dxc + iy * p.in_w;
-          const float* srow = src + oy * ow;
-          for (int64_t ox = 0; ox < ow; ++ox) {
-            const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-            if (ix >= 0 && ix < p.in_w) drow[ix] += srow[ox];
-          }
-        }
-      }
-    }
   }
 }
 
@@ -441,73 +362,6 @@ void BinaryDenseForward(const float* x, const uint64_t* w_packed, const float* a
     for (int64_t h = 0; h < hidden; ++h) {
       const float v = static_cast<float>(src[h]);
       dst[h] = (alpha ? v * alpha[h] : v) + (bias ? bias[h] : 0.0f);
-    }
-  }
-}
-
-void Sgemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  Require(m >= 0 && n >= 0 && k >= 0 && ldb >= n && ldc >= n, "Sgemm: bad sizes");
-  Require(beta == 0.0f || beta == 1.0f, "Sgemm: beta must be 0 or 1");
-  if (beta == 0.0f) {
-    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
-  }
-  constexpr int64_t kBlockN = 512, kBlockK = 128;
-  for (int64_t j0 = 0; j0 < n; j0 += kBlockN) {
-    const int64_t jn = std::min(kBlockN, n - j0);
-    for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
-      const int64_t kn = std::min(kBlockK, k - k0);
-      SgemmBlock(m, jn, k0, kn, a, a_row, a_col, b + j0, ldb, c + j0, ldc);
-    }
-  }
-}
-
-void FloatConv2dForward(const float* x, const float* w, const float* alpha, const float* bias,
-                        float* out, const Conv2dParams& p) {
-  ValidateConv2dParams(p);
-  const int64_t ohw = p.OutH() * p.OutW(), kdim = p.FilterSize(), fg = p.GroupFilters();
-  const int64_t chw = p.channels * p.in_h * p.in_w;
-  const float pad = static_cast<float>(p.pad_value);
-  std::vector<float> col(static_cast<size_t>(kdim * ohw));
-  for (int64_t n = 0; n < p.batch; ++n) {
-    for (int64_t g = 0; g < p.groups; ++g) {
-      Im2Col(x + n * chw, p, g, pad, col.data());
-      float* og = out + (n * p.num_filter + g * fg) * ohw;
-      Sgemm(fg, ohw, kdim, w + g * fg * kdim, kdim, 1, col.data(), ohw, 0.0f, og, ohw);
-      for (int64_t fi = 0; fi < fg; ++fi) {
-        const int64_t f = g * fg + fi;
-        const float a = alpha ? alpha[f] : 1.0f, b = bias ? bias[f] : 0.0f;
-        float* o = og + fi * ohw;
-        for (int64_t q = 0; q < ohw; ++q) o[q] = o[q] * a + b;
-      }
-    }
-  }
-}
-
-void FloatConv2dBackward(const float* xq, const float* w, const float* dy, float* dx, float* dw,
-                         const Conv2dParams& p) {
-  ValidateConv2dParams(p);
-  const int64_t ohw = p.OutH() * p.OutW(), kdim = p.FilterSize(), fg = p.GroupFilters();
-  const int64_t chw = p.channels * p.in_h * p.in_w;
-  const float pad = static_cast<float>(p.pad_value);
-  if (dx) std::fill(dx, dx + p.batch * chw, 0.0f);
-  if (dw) std::fill(dw, dw + p.num_filter * kdim, 0.0f);
-  std::vector<float> col(static_cast<size_t>(kdim * ohw));
-  std::vector<float> col_t(dw ? static_cast<size_t>(kdim * ohw) : 0);
-  for (int64_t n = 0; n < p.batch; ++n) {
-    for (int64_t g = 0; g < p.groups; ++g) {
-      const float* dyg = dy + (n * p.num_filter + g * fg) * ohw;
-      if (dw) {
-        Im2Col(xq + n * chw, p, g, pad, col.data());
-        for (int64_t r = 0; r < kdim; ++r) {
-          for (int64_t q = 0; q < ohw; ++q) col_t[q * kdim + r] = col[r * ohw + q];
-        }
-        Sgemm(fg, kdim, ohw, dyg, ohw, 1, col_t.data(), kdim, 1.0f, dw + g * fg * kdim, kdim);
-      }
-      if (dx) {
-        Sgemm(kdim, ohw, fg, w + g * fg * kdim, 1, kdim, dyg, ohw, 0.0f, col.data(), ohw);
-        Col2ImAdd(col.data(), p, g, dx + n * chw);
-      }
     }
   }
 }

@@ -1,6 +1,6 @@
 /*
- * binmx core: binary (xnor) 2-D convolution and dense layers, plus the float helpers the
- * k-bit forward and every backward pass use. Framework-free (no MXNet, no Python).
+ * binmx core: binary (xnor) 2-D convolution and dense layers (the float math of the k-bit
+ * forward and of every backward pass is in float_conv.h). Framework-free (no MXNet, no Python).
  *
  * Layouts
  *   activations  NCHW float32, x[n][c][h][w]
@@ -89,26 +89,7 @@ void BinaryDenseForward(const float* x, const uint64_t* w_packed, const float* a
                         const float* bias, float* out, int64_t rows, int64_t depth,
                         int64_t hidden, const GemmConfig& config);
 
-// ---- float helpers (k-bit forward and all backward passes) ----------------------------
-
-// C[i][j] = beta * C[i][j] + sum_k A(i, k) * B[k][j] for i < m, j < n, where
-// A(i, k) = a[i * a_row + k * a_col] (any strides, so A or A^T) and B is row-major with leading
-// dimension ldb, C row-major with leading dimension ldc. beta is 0 or 1. Cache-blocked,
-// single-threaded, vectorisable inner loop.
-void Sgemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-
-// Float convolution of (already quantised) x with OIHW weights w, padding with pad_value
-// (as a float: 0, +1 or -1): out = conv(x, w) * alpha[f] + bias[f] (alpha, bias may be null).
-void FloatConv2dForward(const float* x, const float* w, const float* alpha, const float* bias,
-                        float* out, const Conv2dParams& p);
-
-// Gradients of out = conv(xq, w) (pad_value padding, no alpha) given dy (N, F, OH, OW):
-//   dx_col: if dx != null, dx = conv_transpose(dy, w) (padded positions dropped), NCHW;
-//   dw:     if dw != null, dw[f][c'][i][j] = sum_{n, y, x} dy * xpad (the padded value counts).
-// Both outputs are overwritten.
-void FloatConv2dBackward(const float* xq, const float* w, const float* dy, float* dx, float* dw,
-                         const Conv2dParams& p);
+// The float helpers (k-bit forward, STE gradients) live in float_conv.h.
 
 }  // namespace binmx
 

@@ -1,0 +1,90 @@
+/*
+ * binmx core: float math of the k-bit forward and of every straight-through-estimator (STE)
+ * backward, on OpenBLAS's single-precision GEMM (PyPI package scipy-openblas32, prefixed CBLAS
+ * symbols scipy_cblas_*). Framework-free (no MXNet, no Python).
+ *
+ * Layouts are those of conv.h: activations NCHW float32, weights OIHW float32 (F, C/groups,
+ * kh, kw); the padded input xpad extends x by pad_value (0, +1 or -1).
+ *
+ * Threads: every function takes `threads` (<= 0 means DefaultThreads()) and splits its work on
+ * the binmx pool (parallel.h) into blocks that depend only on the sizes and `threads`; each
+ * block calls OpenBLAS single-threaded (OpenBLAS's own thread count is set to 1 once, so its
+ * pool never competes with ours). Results are therefore identical run to run for a fixed
+ * thread count (a different thread count may change float summation order, never more).
+ *
+ * Convolutions run as im2col + GEMM over chunks of nb images at once:
+ *   col[(c * kh + i) * kw + j][s * OH * OW + pix] = Q(xpad)[n0 + s][g * Cg + c][tap (i, j) of pix]
+ *   forward  out_g = W_g (Fg x K) . col (K x nb*OHW)
+ *   dx       col   = W_g^T . dy_g, scattered back (col2im, padded positions dropped)
+ *   dw       dW_g += dy_g (Fg x nb*OHW) . col^T  (one accumulator per parallel block, reduced
+ *            in block order)
+ * with K = Cg * kh * kw. Q is the identity or sgn (sgn(v) = +1 for v >= 0, else -1), so a
+ * binary layer never materialises a quantised copy of its input.
+ * Functions check their arguments and throw std::invalid_argument.
+ */
+#ifndef BINMX_FLOAT_CONV_H_
+#define BINMX_FLOAT_CONV_H_
+
+#include <cstdint>
+#include <string>
+
+#include "conv.h"
+
+namespace binmx {
+
+// How a convolution reads its input: as given, or through sgn (act_bit = 1).
+enum class InputQuant : int { kNone = 0, kSign = 1 };
+
+// Row-major C = alpha * op(A) op(B) + beta * C, C m x n, depth k; op(X) = X^T when trans_x.
+// lda / ldb / ldc are the row strides of A, B, C as stored. OpenBLAS sgemm, split over row or
+// column blocks of C on `threads` threads (small products run on the caller alone).
+void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+           int64_t ldc, int threads);
+
+// OpenBLAS's description of itself ("OpenBLAS 0.3.x DYNAMIC_ARCH ... SkylakeX ...") and the name
+// of the CPU core whose kernels it picked at load time (e.g. "SkylakeX", "Haswell"). OpenBLAS
+// reads OPENBLAS_CORETYPE when it is loaded, should its CPU detection ever pick a slow core.
+std::string BlasConfig();
+std::string BlasCoreName();
+
+// out = conv(Q(x), w) * alpha[f] + bias[f]   (alpha, bias may be null: 1 and 0).
+void FloatConv2dForward(const float* x, InputQuant quant, const float* w, const float* alpha,
+                        const float* bias, float* out, const Conv2dParams& p, int threads);
+
+// Gradients of out = conv(Q(x), w) given dy (N, F, OH, OW):
+//   dx (if not null) = conv_transpose(dy, w), times 1[|x_mask| <= grad_cancel] elementwise
+//                      when x_mask is not null (the STE of the input quantiser);
+//   dw (if not null) = sum_{n, y, x} dy * Q(xpad)   (a padded +-1 counts, a zero pad does not).
+// Both are overwritten. To get the gradient of alpha[f] * conv(...), pass w scaled by alpha.
+void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const float* dy,
+                         const float* x_mask, float grad_cancel, float* dx, float* dw,
+                         const Conv2dParams& p, int threads);
+
+// Dense layer: out (rows x hidden) = Q(x) (rows x depth) . w^T (w: hidden x depth), then
+// out[m][h] = out[m][h] * alpha[h] + bias[h] (alpha, bias may be null).
+void FloatDenseForward(const float* x, InputQuant quant, const float* w, const float* alpha,
+                       const float* bias, float* out, int64_t rows, int64_t depth,
+                       int64_t hidden, int threads);
+
+// Dense gradients: dx (rows x depth) = dy . w, masked by 1[|x_mask| <= grad_cancel] when x_mask
+// is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both overwritten.
+void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
+                        const float* x_mask, float grad_cancel, float* dx, float* dw,
+                        int64_t rows, int64_t depth, int64_t hidden, int threads);
+
+// db[f] = sum over n < batch and q < inner of dy[(n * channels + f) * inner + q], summed in
+// double (NCHW bias gradient; a dense layer is inner = 1).
+void BiasGrad(const float* dy, int64_t batch, int64_t channels, int64_t inner, float* db,
+              int threads);
+
+// dx[i] = dy[i] * 1[|x[i]| <= grad_cancel] for i < n (dx may be dy).
+void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, float* dx,
+             int threads);
+
+// out[i] = sgn(x[i]) for i < n.
+void SignInto(const float* x, int64_t n, float* out, int threads);
+
+}  // namespace binmx
+
+#endif  // BINMX_FLOAT_CONV_H_
