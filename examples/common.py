@@ -530,6 +530,10 @@ def plot_history(history: History, path: Path, *, title: str) -> None:
     ax2.set_ylabel("accuracy")
     ax2.legend()
     ax2.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
