@@ -208,6 +208,14 @@ class AugmentIter(mx.io.DataIter):
         )
 
 
+def record_count(idx_file: Path, *, default: int) -> int:
+    """Records in a RecordIO data set, from its .idx file (one line each) when there is one."""
+    if idx_file.is_file():
+        with open(idx_file) as f:
+            return sum(1 for line in f if line.strip())
+    return default
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,6 +259,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the float network of the same shape instead",
     )
     p.add_argument("--kv-store", default="local", help="local, device, dist_sync, dist_async")
+    p.add_argument(
+        "--image-size", type=int, default=224, help="ImageNet crop size (the .rec images' size)"
+    )
     p.add_argument("--bench-batch", type=int, default=32)
     p.add_argument("--bench-repeats", type=int, default=10)
     p.add_argument(
@@ -286,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     binary = not args.float_model
     augment = args.augment == "on" or (args.augment == "auto" and args.dataset != "fashion-mnist")
     shape = IMAGE_SHAPE[args.dataset]
+    if args.dataset == "imagenet":
+        shape = (3, args.image_size, args.image_size)
 
     if args.dataset == "imagenet":
 
@@ -304,8 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
             seed=args.seed,
         )
         test_iter, test = test_factory(), test_factory
-        train_samples = test_samples = -1  # unknown without reading the .rec index
-        batches = max(1, args.train_limit // args.batch_size) if args.train_limit else 0
+        train_samples = record_count(Path(args.data_dir) / "train.idx", default=1_281_167)
+        test_samples = record_count(Path(args.data_dir) / "val.idx", default=50_000)
+        batches = max(1, train_samples // kv.num_workers // args.batch_size)
     else:
         x_train, y_train = bdata.load_dataset(args.dataset, "trainval", data_dir=args.data_dir)
         x_test, y_test = bdata.load_dataset(args.dataset, "test", data_dir=args.data_dir)
@@ -355,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
         lr_sched=args.lr_schedule,
         wd=args.wd,
         prefix=prefix,
-        batches_per_epoch=batches or 1000,
+        batches_per_epoch=batches,
         progress=not args.no_progress,
         desc="train",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import subprocess
@@ -154,6 +155,46 @@ def test_train_resnet_tiny_cifar10(tmp_path: Path, rng: np.random.Generator) -> 
     )
     results = check_run(proc, out, "resnet10")
     assert results["augment"] is True and results["test_samples"] == 128
+
+
+def write_imagenet_rec(directory: Path, rng: np.random.Generator, counts: dict[str, int]) -> None:
+    """train.rec/.idx and val.rec/.idx with small random JPEGs (40x40), labels 0..4."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in counts.items():
+        rec = mx.recordio.MXIndexedRecordIO(
+            str(directory / f"{split}.idx"), str(directory / f"{split}.rec"), "w"
+        )
+        for i in range(n):
+            buf = io.BytesIO()
+            pixels = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(buf, format="JPEG")
+            rec.write_idx(
+                i, mx.recordio.pack(mx.recordio.IRHeader(0, float(i % 5), i, 0), buf.getvalue())
+            )
+        rec.close()
+
+
+@pytest.mark.slow
+def test_train_resnet_tiny_imagenet_rec(tmp_path: Path, rng: np.random.Generator) -> None:
+    pytest.importorskip("PIL.Image", reason="Pillow writes the test JPEGs")
+    write_imagenet_rec(tmp_path / "rec", rng, {"train": 64, "val": 32})
+    out = tmp_path / "out"
+    proc = run_example(
+        "train_resnet.py",
+        "--tiny",
+        "--dataset",
+        "imagenet",
+        "--data-dir",
+        str(tmp_path / "rec"),
+        "--image-size",
+        "32",
+        "--output-dir",
+        str(out),
+    )
+    results = check_run(proc, out, "resnet10")
+    assert results["train_samples"] == 64 and results["test_samples"] == 32
 
 
 def test_train_resnet_missing_data(tmp_path: Path) -> None:
