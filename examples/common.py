@@ -271,7 +271,8 @@ def fit_gluon(
                 out = net(data)
                 loss = loss_fn(out, label)
             loss.backward()
-            trainer.step(batch_size)
+            # dist_sync sums the workers' gradients: normalise by the global batch (as Module).
+            trainer.step(batch_size * kv.num_workers)
             acc.update([label], [out])
             total_loss += float(loss.sum().asscalar())
             seen += batch_size

@@ -246,7 +246,8 @@ def test_resnet18_layout(dataset: str, shape: tuple[int, ...], classes: int) -> 
 
 @needs_mnist
 @pytest.mark.slow
-def test_train_mnist_dist_sync_two_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["module", "gluon"])
+def test_train_mnist_dist_sync_two_workers(tmp_path: Path, api: str) -> None:
     """--kv-store dist_sync with 2 workers: both end with identical weights."""
     cmd = [
         sys.executable,
@@ -258,7 +259,7 @@ def test_train_mnist_dist_sync_two_workers(tmp_path: Path) -> None:
         "dist_sync",
         "--output-dir",
         str(tmp_path),
-    ]
+    ] + (["--gluon"] if api == "gluon" else [])
     result = distributed.launch(cmd, num_workers=2, num_servers=1, timeout=240)
     assert result.ok, result
     r0 = json.loads((tmp_path / "worker0" / "results.json").read_text())
@@ -267,7 +268,13 @@ def test_train_mnist_dist_sync_two_workers(tmp_path: Path) -> None:
     assert r0["train_samples"] == r1["train_samples"] == 256  # disjoint halves of 512
     p0 = mx.nd.load(str(tmp_path / "worker0" / "lenet-0001.params"))
     p1 = mx.nd.load(str(tmp_path / "worker1" / "lenet-0001.params"))
+    assert sorted(p0) == sorted(p1)
     args = sorted(k for k in p0 if k.startswith("arg:"))
-    assert "arg:conv2_weight" in args and "arg:fc1_weight" in args
+    weights = [k for k in args if k.endswith("weight")]
+    assert len(weights) == 4  # conv1, binary conv2, binary fc1, fc2
     for key in args:  # BatchNorm moving statistics (aux:) are per worker, as in MXNet
         assert np.array_equal(p0[key].asnumpy(), p1[key].asnumpy()), key
+    # The workers saw different data, so identical weights come from the parameter server.
+    assert any(
+        not np.array_equal(p0[k].asnumpy(), p1[k].asnumpy()) for k in p0 if k.startswith("aux:")
+    )
