@@ -12,7 +12,15 @@ the call forms of ``Convolution`` / ``FullyConnected`` / ``Activation``:
 * attribute values given as Python objects (``kernel=(3, 3)``, ``no_bias=True``).
 
 Inputs, in order: ``data, weight, [bias] (unless no_bias), [alpha] (binarized_weights_only and
-scaling_factor)``. The operators' semantics (forward, straight-through gradients, packed
+scaling_factor), [in_scale, in_shift] (input_affine)``.
+
+``input_affine=True`` (``act_bit=1`` only; inference, e.g. a folded BatchNorm): the layer's
+activation is ``sgn(x * in_scale + in_shift)`` instead of ``sgn(x)``, float32 product then sum,
+per input channel ``c`` for QConvolution (``in_scale``/``in_shift`` of shape ``(C,)``) and per
+feature ``d`` of the ``rows x D`` view for QFullyConnected (shape ``(D,)``; with ``flatten`` the
+flattened index, so a per-channel affine of an ``(N, C, H, W)`` input is repeated ``H*W`` times
+per channel). ``mx.sym`` creates ``<name>_in_scale`` / ``<name>_in_shift`` when they are not
+given. The backward pass of such a layer raises ``MXNetError`` (no gradient is defined). The operators' semantics (forward, straight-through gradients, packed
 format) are documented in :mod:`binmx.reference` and DESIGN.md §3.
 """
 
@@ -36,7 +44,7 @@ __all__ = [
 ]
 
 _OPS = ("QConvolution", "QFullyConnected", "QActivation")
-_INPUT_KEYS = ("data", "weight", "bias", "alpha")
+_INPUT_KEYS = ("data", "weight", "bias", "alpha", "in_scale", "in_shift")
 _RAW: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
@@ -57,6 +65,8 @@ def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
         attrs.get("scaling_factor", False)
     ):
         names.append("alpha")
+    if _truthy(attrs.get("input_affine", False)):
+        names += ["in_scale", "in_shift"]
     return names
 
 
@@ -164,7 +174,9 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         wshape = (out[0], 0)
     else:
         return {}
-    return {"weight": wshape, "bias": (out[0],), "alpha": (out[0],)}
+    # in_scale / in_shift: (C,) or (D,), known only from the data shape.
+    return {"weight": wshape, "bias": (out[0],), "alpha": (out[0],), "in_scale": (0,),
+            "in_shift": (0,)}
 
 
 def _annotate_param_shapes(

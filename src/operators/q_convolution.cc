@@ -3,12 +3,17 @@
  *
  * Inputs, in order: data (N, C, H, W) float32; weight: OIHW float32 (F, C/g, kh, kw), or with
  * binarized_weights_only=True int64 words (F, kh, kw, ceil(C/g/64)); bias (F,) unless no_bias;
- * alpha (F,) float32 when binarized_weights_only and scaling_factor. Output (N, F, OH, OW).
+ * alpha (F,) float32 when binarized_weights_only and scaling_factor; with input_affine=True
+ * (act_bit = 1 only) in_scale (C,) and in_shift (C,) float32 last. Output (N, F, OH, OW).
+ *
+ * input_affine (inference; a folded BatchNorm): the activation is sgn(x * in_scale_c +
+ *   in_shift_c) instead of sgn(x) (product and sum rounded separately in float32), computed in
+ *   the packing pass. It has no backward (MXNetError).
  *
  * Forward: out = alpha_f * conv(Qa(x), Qw(W)) + bias_f, padding per pad_value (0 = zeros,
  *   +1 / -1 constants), Qa / Qw the act_bit / weight_bit quantisers (op_common.h), alpha_f =
- *   mean |W_f| with scaling_factor (else 1). act_bit = weight_bit = 1 runs the xnor kernels
- *   (exact integers); other bit widths run a float convolution.
+ *   mean |W_f| with scaling_factor (else 1). act_bit = weight_bit = 1 runs the direct xnor
+ *   convolution of bconv.h (exact integers); other bit widths run a float convolution.
  * Backward (straight-through estimator):
  *   dx = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (mask only if act_bit < 32)
  *   G  = d loss / d Qw without alpha = sum dy * Qa(x)pad;  dW = G, or with scaling_factor
@@ -20,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bconv.h"
 #include "conv.h"
 #include "float_conv.h"
 #include "mxnet/lib_api.h"
@@ -41,21 +47,26 @@ constexpr const char* kOp = "QConvolution";
 struct QConvAttrs {
   std::vector<int64_t> kernel, stride, dilate, pad;
   int64_t num_filter = 0, num_group = 1;
-  bool no_bias = false, packed = false, scaling = false;
+  bool no_bias = false, packed = false, scaling = false, input_affine = false;
   int act_bit = 1, weight_bit = 1, pad_value = 0;
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
-  int num_inputs() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int num_inputs() const { return num_params() + (input_affine ? 2 : 0); }
   int bias_index() const { return no_bias ? -1 : 2; }
   int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
+  // input_affine: in_scale, in_shift (C,) after the other inputs.
+  int in_scale_index() const { return input_affine ? num_params() : -1; }
+  int in_shift_index() const { return input_affine ? num_params() + 1 : -1; }
 };
 
 bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   AttrReader r(kOp, attrs);
   r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
                 "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
-                "pad_value", "grad_cancel", "workspace", "cudnn_tune", "cudnn_off"});
+                "pad_value", "grad_cancel", "input_affine", "workspace", "cudnn_tune",
+                "cudnn_off"});
   a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
   a->stride = r.Tuple("stride", 2, 1, false);
   a->dilate = r.Tuple("dilate", 2, 1, false);
@@ -69,6 +80,11 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   a->scaling = r.Bool("scaling_factor", false);
   a->pad_value = static_cast<int>(r.Int("pad_value", 0, -1, 1));
   a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
+  a->input_affine = r.Bool("input_affine", false);
+  if (r.ok() && a->input_affine && a->act_bit != 1) {
+    r.Fail("input_affine=True needs act_bit=1 (an affine map before the sign), got act_bit=" +
+           std::to_string(a->act_bit));
+  }
   if (const std::string* layout = r.Find("layout")) {
     const std::string l = Trim(*layout);
     if (l != "NCHW" && l != "None" && !l.empty()) {
@@ -138,6 +154,8 @@ const char* InputName(const QConvAttrs& a, int i) {
   if (i == 0) return "data";
   if (i == 1) return "weight";
   if (i == a.bias_index()) return "bias";
+  if (i == a.in_scale_index()) return "in_scale";
+  if (i == a.in_shift_index()) return "in_shift";
   return "alpha";
 }
 
@@ -236,6 +254,15 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
+    if (a.input_affine) {
+      const std::vector<unsigned int> cshape = {ds[1]};
+      if (!MatchShape(kOp, "in_scale", cshape, &(*in_shapes)[a.in_scale_index()],
+                      " (C,) (input_affine)") ||
+          !MatchShape(kOp, "in_shift", cshape, &(*in_shapes)[a.in_shift_index()],
+                      " (C,) (input_affine)")) {
+        return MX_FAIL;
+      }
+    }
     (*out_shapes)[0] = {ds[0], f, static_cast<unsigned>(p.OutH()),
                         static_cast<unsigned>(p.OutW())};
     return MX_SUCCESS;
@@ -288,17 +315,45 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         alpha = alpha_buf.data();
       }
     }
+    const float* in_scale = nullptr;
+    const float* in_shift = nullptr;
+    if (a.input_affine) {
+      in_scale = static_cast<const float*>((*inputs)[a.in_scale_index()].data_ptr);
+      in_shift = static_cast<const float*>((*inputs)[a.in_shift_index()].data_ptr);
+    }
     if (a.binary()) {
-      std::vector<uint64_t> packed_buf;
+      // Direct binary convolution (bconv.h): float weights are re-packed on every call, so a
+      // weight changed in place between calls is always seen.
+      thread_local std::vector<uint64_t> packed_buf;
       const uint64_t* wp;
       if (a.packed) {
         wp = static_cast<const uint64_t*>(wt.data_ptr);
       } else {
         packed_buf.resize(PackedConvWeightWords(p));
-        PackConvWeights(static_cast<const float*>(wt.data_ptr), p, packed_buf.data());
+        PackConvWeightsFast(static_cast<const float*>(wt.data_ptr), p, packed_buf.data());
         wp = packed_buf.data();
       }
-      BinaryConv2dForward(x, wp, alpha, bias, out, p, DefaultGemmConfig());
+      BinaryConvArgs args;
+      args.x = x;
+      args.w_packed = wp;
+      args.alpha = alpha;
+      args.bias = bias;
+      args.in_scale = in_scale;
+      args.in_shift = in_shift;
+      args.out = out;
+      BinaryConv2d(args, p, DefaultGemmConfig());
+    } else if (a.input_affine) {
+      // act_bit = 1 with a k-bit / float weight: sgn(x * s + t) materialised, then float conv.
+      const int64_t xn = xt.size(), wn = wt.size(), hw = p.in_h * p.in_w;
+      std::vector<float> xa(xn), wq(wn);
+      for (int64_t i = 0; i < xn; ++i) {
+        const int64_t c = (i / hw) % p.channels;
+        const float prod = x[i] * in_scale[c];
+        xa[i] = prod + in_shift[c] < 0.0f ? -1.0f : 1.0f;
+      }
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
+      FloatConv2dForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, p,
+                         DefaultThreads());
     } else {
       // k-bit / float: im2col + OpenBLAS GEMM; a 1-bit input is read through sgn directly.
       const int64_t xn = xt.size(), wn = wt.size();
@@ -326,6 +381,11 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
   try {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
+    if (a.input_affine) {
+      MX_ERROR_MSG << kOp << ": input_affine=True is an inference feature (folded BatchNorm); "
+                   << "it has no backward. Train with BatchNorm + QConvolution, then fold.";
+      return MX_FAIL;
+    }
     const int n_in = a.num_inputs();
     std::vector<MXTensor> fwd_in(inputs->begin() + 1, inputs->begin() + 1 + n_in);
     Conv2dParams p;

@@ -4,7 +4,13 @@
  * Inputs, in order: data (flatten=True: (N, ...) seen as rows N x depth D = prod(rest);
  * flatten=False: (..., D) seen as rows prod(...) x D); weight: float32 (H, D), or with
  * binarized_weights_only=True int64 words (H, ceil(D/64)); bias (H,) unless no_bias; alpha (H,)
- * float32 when binarized_weights_only and scaling_factor. Output (N, H) or (..., H).
+ * float32 when binarized_weights_only and scaling_factor; with input_affine=True (act_bit = 1
+ * only) in_scale (D,) and in_shift (D,) float32 last. Output (N, H) or (..., H).
+ *
+ * input_affine (inference; a folded BatchNorm): the activation is sgn(x[m][d] * in_scale_d +
+ *   in_shift_d), d the feature index of the rows x D view (with flatten, the flattened index:
+ *   a per-channel affine of an (N, C, H, W) input is repeated H*W times per channel); product
+ *   and sum rounded separately in float32; computed in the packing pass; no backward.
  *
  * Forward: out[m][h] = alpha_h * sum_d Qa(x)[m][d] * Qw(W)[h][d] + bias_h (quantisers and
  *   alpha_h = mean |W_h| as in QConvolution); act_bit = weight_bit = 1 uses the xnor GEMM.
@@ -17,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bconv.h"
 #include "conv.h"
 #include "float_conv.h"
 #include "mxnet/lib_api.h"
@@ -37,20 +44,24 @@ constexpr const char* kOp = "QFullyConnected";
 
 struct QFcAttrs {
   int64_t num_hidden = 0;
-  bool no_bias = false, flatten = true, packed = false, scaling = false;
+  bool no_bias = false, flatten = true, packed = false, scaling = false, input_affine = false;
   int act_bit = 1, weight_bit = 1;
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
-  int num_inputs() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
+  int num_inputs() const { return num_params() + (input_affine ? 2 : 0); }
   int bias_index() const { return no_bias ? -1 : 2; }
   int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
+  // input_affine: in_scale, in_shift (D,) (per feature of the rows x D view) last.
+  int in_scale_index() const { return input_affine ? num_params() : -1; }
+  int in_shift_index() const { return input_affine ? num_params() + 1 : -1; }
 };
 
 bool Parse(const Attrs& attrs, QFcAttrs* a) {
   AttrReader r(kOp, attrs);
   r.CheckKnown({"num_hidden", "no_bias", "flatten", "act_bit", "weight_bit",
-                "binarized_weights_only", "scaling_factor", "grad_cancel"});
+                "binarized_weights_only", "scaling_factor", "grad_cancel", "input_affine"});
   a->num_hidden = r.Int("num_hidden", 0, 1, 1 << 30, /*required=*/true);
   a->no_bias = r.Bool("no_bias", false);
   a->flatten = r.Bool("flatten", true);
@@ -59,6 +70,11 @@ bool Parse(const Attrs& attrs, QFcAttrs* a) {
   a->packed = r.Bool("binarized_weights_only", false);
   a->scaling = r.Bool("scaling_factor", false);
   a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
+  a->input_affine = r.Bool("input_affine", false);
+  if (r.ok() && a->input_affine && a->act_bit != 1) {
+    r.Fail("input_affine=True needs act_bit=1 (an affine map before the sign), got act_bit=" +
+           std::to_string(a->act_bit));
+  }
   if (r.ok() && a->packed && !a->binary()) {
     r.Fail("binarized_weights_only=True needs act_bit=1 and weight_bit=1, got act_bit=" +
            std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
@@ -71,6 +87,8 @@ const char* InputName(const QFcAttrs& a, int i) {
   if (i == 0) return "data";
   if (i == 1) return "weight";
   if (i == a.bias_index()) return "bias";
+  if (i == a.in_scale_index()) return "in_scale";
+  if (i == a.in_shift_index()) return "in_shift";
   return "alpha";
 }
 
@@ -176,6 +194,15 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
+    if (a.input_affine) {
+      const std::vector<unsigned int> dshape = {static_cast<unsigned>(depth)};
+      if (!MatchShape(kOp, "in_scale", dshape, &(*in_shapes)[a.in_scale_index()],
+                      " (D,) (input_affine, one per feature of the flattened input)") ||
+          !MatchShape(kOp, "in_shift", dshape, &(*in_shapes)[a.in_shift_index()],
+                      " (D,) (input_affine, one per feature of the flattened input)")) {
+        return MX_FAIL;
+      }
+    }
     std::vector<unsigned int> os;
     if (a.flatten) {
       os = {ds[0], h};
@@ -227,17 +254,47 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         alpha = alpha_buf.data();
       }
     }
+    const float* in_scale = nullptr;
+    const float* in_shift = nullptr;
+    if (a.input_affine) {
+      in_scale = static_cast<const float*>((*inputs)[a.in_scale_index()].data_ptr);
+      in_shift = static_cast<const float*>((*inputs)[a.in_shift_index()].data_ptr);
+    }
     if (a.binary()) {
-      std::vector<uint64_t> packed_buf;
+      // Float weights are re-packed on every call (a weight changed in place is always seen).
+      thread_local std::vector<uint64_t> packed_buf;
+      const GemmConfig config = DefaultGemmConfig();
       const uint64_t* wp;
       if (a.packed) {
         wp = static_cast<const uint64_t*>(wt.data_ptr);
       } else {
         packed_buf.resize(hid * WordsFor(depth));
-        PackRows(static_cast<const float*>(wt.data_ptr), hid, depth, depth, packed_buf.data());
+        PackRows(static_cast<const float*>(wt.data_ptr), hid, depth, depth, packed_buf.data(),
+                 config.isa);
         wp = packed_buf.data();
       }
-      BinaryDenseForward(x, wp, alpha, bias, out, rows, depth, hid, DefaultGemmConfig());
+      BinaryDenseArgs args;
+      args.x = x;
+      args.w_packed = wp;
+      args.alpha = alpha;
+      args.bias = bias;
+      args.in_scale = in_scale;
+      args.in_shift = in_shift;
+      args.out = out;
+      BinaryDense(args, rows, depth, hid, config);
+    } else if (a.input_affine) {
+      // act_bit = 1 with a k-bit / float weight: sgn(x * s + t) materialised, then float GEMM.
+      std::vector<float> xa(rows * depth), wq(hid * depth);
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int64_t d = 0; d < depth; ++d) {
+          const float prod = x[m * depth + d] * in_scale[d];
+          xa[m * depth + d] = prod + in_shift[d] < 0.0f ? -1.0f : 1.0f;
+        }
+      }
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit,
+                     wq.data());
+      FloatDenseForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, rows, depth,
+                        hid, DefaultThreads());
     } else {
       // k-bit / float: OpenBLAS GEMM; a 1-bit input is read through sgn.
       std::vector<float> xq, wq(hid * depth);
@@ -265,6 +322,11 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
   try {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
+    if (a.input_affine) {
+      MX_ERROR_MSG << kOp << ": input_affine=True is an inference feature (folded BatchNorm); "
+                   << "it has no backward. Train with BatchNorm + QFullyConnected, then fold.";
+      return MX_FAIL;
+    }
     std::vector<MXTensor> fwd_in(inputs->begin() + 1, inputs->begin() + 1 + a.num_inputs());
     if (!CheckCpu(a, fwd_in)) return MX_FAIL;
     int64_t rows, depth;

@@ -1,0 +1,347 @@
+/*
+ * binmx core: driver of the direct binary convolution and of the binary dense layer
+ * (formulas in bconv.h, kernel contract in bconv_kernels.h). ISA-neutral, base flags.
+ *
+ * Planes. For image n and group g, padded row r (0 <= r < H + 2 ph) and padded column c, the
+ * pixel word P[r][c][wd] holds the signs of channels g*Cg + 64 wd .. (pad word outside the
+ * image: 0 for pad_value 0 / +1, ones on the true channel bits for -1). For every tap column
+ * j < kw and row phase s < stride_h it is stored as
+ *     plane(j, s, wd)[rr * OW + ox] = P[rr * stride_h + s][ox * stride_w + j * dilate_w][wd]
+ * so tap (i, j) of output pixel q = oy * OW + ox is plane(j, (i*dh) % sh, wd)[q + (i*dh)/sh * OW]:
+ * consecutive output pixels (across output rows too) read consecutive words, which is what
+ * lets the kernel keep whole vectors of output pixels in its registers.
+ *
+ * Border correction (pad_value 0). The valid taps of output row oy are a range
+ * [ilo, ihi) of i (same for columns), so a pixel's padded-tap set is given by its (row class,
+ * column class); pid[q] = row_class * n_col_classes + col_class, with class 0 = interior, and
+ *     ct[f][pid] = sum_{padded taps t} S[f][t],   S[f][t] = Cg - 2 popcount(W[f][t])
+ * (a padded tap is counted as +1 * sgn(w) by the kernel and must count 0).
+ */
+#include "bconv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bconv_kernels.h"
+#include "parallel.h"
+
+namespace binmx {
+
+namespace internal {
+
+BconvSpec BconvFor(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      break;
+    case Isa::kAvx2:
+#ifdef BINMX_BUILT_AVX2
+      return Avx2Bconv();
+#else
+      break;
+#endif
+    case Isa::kAvx512:
+#ifdef BINMX_BUILT_AVX512
+      return Avx512Bconv();
+#else
+      break;
+#endif
+  }
+  return ScalarBconv();
+}
+
+}  // namespace internal
+
+namespace {
+
+using internal::BconvSpec;
+using internal::BconvTile;
+using internal::kVecSlack;
+
+// Grow-only scratch, 64-byte aligned, no zero fill.
+template <typename T>
+class Scratch {
+ public:
+  T* Get(size_t n) {
+    if (n > cap_) {
+      buf_.reset(new T[n + 64 / sizeof(T)]);
+      cap_ = n;
+    }
+    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
+    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
+  }
+
+ private:
+  std::unique_ptr<T[]> buf_;
+  size_t cap_ = 0;
+};
+
+struct CallScratch {
+  Scratch<uint64_t> planes, dense_x;
+  Scratch<float> dense_t, wt;
+  std::vector<int32_t> pid, ct, pop, st;
+  std::vector<int64_t> koff, y_class, x_class;
+};
+
+CallScratch& ThreadScratch() {
+  thread_local CallScratch s;
+  return s;
+}
+
+void Require(bool ok, const char* what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// Valid-tap range [lo, hi) of every output position along one axis, as class ids (0 = all
+// taps valid); ranges[id] = (lo, hi).
+void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil, int64_t k,
+                 std::vector<int64_t>* cls, std::vector<std::pair<int64_t, int64_t>>* ranges) {
+  cls->assign(static_cast<size_t>(out), 0);
+  ranges->assign(1, {0, k});
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t lo = 0, hi = k;
+    while (lo < k && o * stride - pad + lo * dil < 0) ++lo;
+    while (hi > lo && o * stride - pad + (hi - 1) * dil >= in) --hi;
+    int64_t id = -1;
+    for (size_t r = 0; r < ranges->size(); ++r) {
+      if ((*ranges)[r].first == lo && (*ranges)[r].second == hi) id = static_cast<int64_t>(r);
+    }
+    if (id < 0) {
+      id = static_cast<int64_t>(ranges->size());
+      ranges->push_back({lo, hi});
+    }
+    (*cls)[o] = id;
+  }
+}
+
+}  // namespace
+
+void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmConfig& config) {
+  ValidateConv2dParams(p);
+  if (p.batch == 0) return;
+  Require(args.x != nullptr && args.w_packed != nullptr && args.out != nullptr,
+          "BinaryConv2d: null pointer (x, w_packed and out are required)");
+  Require((args.in_scale == nullptr) == (args.in_shift == nullptr),
+          "BinaryConv2d: in_scale and in_shift must be given together");
+  RequireIsa(config.isa);
+  const BconvSpec spec = internal::BconvFor(config.isa);
+  const int threads = config.threads > 0 ? config.threads : DefaultThreads();
+
+  const int64_t n_img = p.batch, c_all = p.channels, h = p.in_h, w = p.in_w;
+  const int64_t f_all = p.num_filter, g_count = p.groups;
+  const int64_t cg = p.GroupChannels(), fg = p.GroupFilters(), words = p.TapWords();
+  const int64_t kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw, kwords = taps * words;
+  const int64_t sh = p.stride_h, sw = p.stride_w, ph = p.pad_h, pw = p.pad_w;
+  const int64_t dh = p.dilate_h, dw = p.dilate_w;
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = h * w;
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, rows_p = (hp + sh - 1) / sh;
+  const int64_t plane = rows_p * ow + kVecSlack;
+  const int64_t ig_words = kw * sh * words * plane;  // per (image, group)
+  const int64_t depth = taps * cg;
+  Require(depth < (int64_t{1} << 24),
+          "BinaryConv2d: depth kh*kw*C/groups must be < 2^24 (exact in float)");
+
+  CallScratch& s = ThreadScratch();
+  uint64_t* planes = s.planes.Get(static_cast<size_t>(n_img * g_count * ig_words));
+
+  // Pad words: +1 (bit 0) for pad_value 0 / +1; -1 on the true channel bits for -1.
+  uint64_t pad_words[64];
+  std::vector<uint64_t> pad_big;
+  uint64_t* pad_word = pad_words;
+  if (words > 64) {
+    pad_big.resize(static_cast<size_t>(words));
+    pad_word = pad_big.data();
+  }
+  for (int64_t wd = 0; wd < words; ++wd) {
+    const int64_t bits = std::min<int64_t>(64, cg - wd * 64);
+    pad_word[wd] = p.pad_value != -1 ? 0
+                   : bits == 64      ? ~uint64_t{0}
+                                     : ((uint64_t{1} << bits) - 1);
+  }
+
+  // 1. Packing pass, one task per (image, group, padded row).
+  const float* x = args.x;
+  const float* in_scale = args.in_scale;
+  const float* in_shift = args.in_shift;
+  ParallelFor(n_img * g_count * hp, threads, [&](int64_t begin, int64_t end) {
+    thread_local Scratch<uint64_t> row_scratch;
+    uint64_t* rb = row_scratch.Get(static_cast<size_t>(words * wp));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task % hp, ng = task / hp, g = ng % g_count, n = ng / g_count;
+      const bool pad_row = r < ph || r >= ph + h;
+      for (int64_t wd = 0; wd < words; ++wd) {
+        uint64_t* row = rb + wd * wp;
+        if (pad_row) {
+          std::fill(row, row + wp, pad_word[wd]);
+          continue;
+        }
+        std::fill(row, row + pw, pad_word[wd]);
+        std::fill(row + pw + w, row + wp, pad_word[wd]);
+        const int64_t c0 = g * cg + wd * 64;
+        const int n_ch = static_cast<int>(std::min<int64_t>(64, cg - wd * 64));
+        spec.pack(x + (n * c_all + c0) * hw + (r - ph) * w, hw, n_ch, w,
+                  in_scale ? in_scale + c0 : nullptr, in_shift ? in_shift + c0 : nullptr,
+                  row + pw);
+      }
+      const int64_t rr = r / sh, phase = r % sh;
+      uint64_t* base = planes + ng * ig_words + rr * ow;
+      for (int64_t j = 0; j < kw; ++j) {
+        for (int64_t wd = 0; wd < words; ++wd) {
+          uint64_t* dst = base + ((j * sh + phase) * words + wd) * plane;
+          const uint64_t* src = rb + wd * wp + j * dw;
+          if (sw == 1) {
+            std::memcpy(dst, src, sizeof(uint64_t) * ow);
+          } else {
+            for (int64_t ox = 0; ox < ow; ++ox) dst[ox] = src[ox * sw];
+          }
+        }
+      }
+    }
+  });
+
+  // 2. Tap-word offsets into the planes of one (image, group).
+  s.koff.resize(static_cast<size_t>(kwords));
+  for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t j = 0; j < kw; ++j) {
+      for (int64_t wd = 0; wd < words; ++wd) {
+        const int64_t k = (i * kw + j) * words + wd;
+        s.koff[k] = ((j * sh + (i * dh) % sh) * words + wd) * plane + ((i * dh) / sh) * ow;
+      }
+    }
+  }
+
+  // 3. Zero-padding correction table.
+  const int32_t* pid = nullptr;
+  if (p.pad_value == 0 && (ph > 0 || pw > 0)) {
+    std::vector<std::pair<int64_t, int64_t>> y_ranges, x_ranges;
+    AxisClasses(oh, h, sh, ph, dh, kh, &s.y_class, &y_ranges);
+    AxisClasses(ow, w, sw, pw, dw, kw, &s.x_class, &x_ranges);
+    const int64_t n_yc = static_cast<int64_t>(y_ranges.size());
+    const int64_t n_xc = static_cast<int64_t>(x_ranges.size());
+    if (n_yc > 1 || n_xc > 1) {
+      const int64_t n_pat = n_yc * n_xc;
+      s.pid.assign(static_cast<size_t>(ohw + kVecSlack), 0);
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          s.pid[oy * ow + ox] =
+              static_cast<int32_t>((s.y_class[oy] * n_xc + s.x_class[ox]) * f_all);
+        }
+      }
+      // st[t][f] = S[f][t]; ct[pattern][f] = sum of st[t][f] over the pattern's padded taps.
+      s.pop.resize(static_cast<size_t>(f_all * taps));
+      spec.pop_rows(args.w_packed, f_all * taps, words, s.pop.data());
+      s.st.resize(static_cast<size_t>(taps * f_all));
+      for (int64_t f = 0; f < f_all; ++f) {
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          s.st[tap * f_all + f] = static_cast<int32_t>(cg) - 2 * s.pop[f * taps + tap];
+        }
+      }
+      s.ct.assign(static_cast<size_t>(f_all * n_pat), 0);
+      for (int64_t yc = 0; yc < n_yc; ++yc) {
+        for (int64_t xc = 0; xc < n_xc; ++xc) {
+          int32_t* row = s.ct.data() + (yc * n_xc + xc) * f_all;
+          for (int64_t i = 0; i < kh; ++i) {
+            const bool row_in = i >= y_ranges[yc].first && i < y_ranges[yc].second;
+            for (int64_t j = 0; j < kw; ++j) {
+              if (row_in && j >= x_ranges[xc].first && j < x_ranges[xc].second) continue;
+              const int32_t* st = s.st.data() + (i * kw + j) * f_all;
+              for (int64_t f = 0; f < f_all; ++f) row[f] += st[f];
+            }
+          }
+        }
+      }
+      pid = s.pid.data();
+    }
+  }
+
+  // 4. Kernel tasks: (image, group, pixel chunk, filter chunk).
+  constexpr int64_t kPixChunk = 240, kFilterChunk = 64;
+  const int64_t q_chunks = (ohw + kPixChunk - 1) / kPixChunk;
+  const int64_t f_chunks = (fg + kFilterChunk - 1) / kFilterChunk;
+  const int64_t* koff = s.koff.data();
+  const int32_t* ct = s.ct.data();
+  ParallelFor(n_img * g_count * q_chunks * f_chunks, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t fc = task % f_chunks;
+      const int64_t qc = (task / f_chunks) % q_chunks;
+      const int64_t ng = task / (f_chunks * q_chunks), g = ng % g_count, n = ng / g_count;
+      BconvTile t;
+      t.planes = planes + ng * ig_words;
+      t.koff = koff;
+      t.kwords = kwords;
+      t.w = args.w_packed + g * fg * kwords;
+      t.f0 = fc * kFilterChunk;
+      t.f1 = std::min(fg, t.f0 + kFilterChunk);
+      t.q0 = qc * kPixChunk;
+      t.q1 = std::min(ohw, t.q0 + kPixChunk);
+      t.k_depth = static_cast<int32_t>(depth);
+      t.pid = pid;
+      t.ct = pid ? ct + g * fg : nullptr;
+      t.alpha = args.alpha ? args.alpha + g * fg : nullptr;
+      t.bias = args.bias ? args.bias + g * fg : nullptr;
+      const int64_t out_off = (n * f_all + g * fg) * ohw;
+      t.residual = args.residual ? args.residual + out_off : nullptr;
+      t.out = args.out + out_off;
+      t.out_fstride = ohw;
+      spec.tile(t);
+    }
+  });
+}
+
+void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64_t hidden,
+                 const GemmConfig& config) {
+  Require(rows >= 0 && depth > 0 && hidden > 0, "BinaryDense: bad sizes");
+  if (rows == 0) return;
+  Require(args.x != nullptr && args.w_packed != nullptr && args.out != nullptr,
+          "BinaryDense: null pointer (x, w_packed and out are required)");
+  Require((args.in_scale == nullptr) == (args.in_shift == nullptr),
+          "BinaryDense: in_scale and in_shift must be given together");
+  RequireIsa(config.isa);
+  const int64_t words = WordsFor(depth);
+  CallScratch& s = ThreadScratch();
+  uint64_t* xb = s.dense_x.Get(static_cast<size_t>(rows * words));
+  if (args.in_scale != nullptr) {
+    internal::BconvFor(config.isa)
+        .pack_affine(args.x, rows, depth, depth, args.in_scale, args.in_shift, xb);
+  } else {
+    PackRows(args.x, rows, depth, depth, xb, config.isa);
+  }
+  if (rows == 1) {
+    // C[h][0] = out[h]: the per-row epilogue of the GEMM is the per-hidden-unit one.
+    XnorGemmF32(args.w_packed, xb, hidden, 1, words, depth, args.alpha, args.bias, args.out, 1,
+                config);
+    return;
+  }
+  float* tmp = s.dense_t.Get(static_cast<size_t>(hidden * rows));
+  XnorGemmF32(args.w_packed, xb, hidden, rows, words, depth, args.alpha, args.bias, tmp, rows,
+              config);
+  constexpr int64_t kBlock = 32;  // cache-blocked transpose into (rows, hidden)
+  for (int64_t h0 = 0; h0 < hidden; h0 += kBlock) {
+    for (int64_t m0 = 0; m0 < rows; m0 += kBlock) {
+      const int64_t h1 = std::min(hidden, h0 + kBlock), m1 = std::min(rows, m0 + kBlock);
+      for (int64_t m = m0; m < m1; ++m) {
+        for (int64_t hh = h0; hh < h1; ++hh) args.out[m * hidden + hh] = tmp[hh * rows + m];
+      }
+    }
+  }
+}
+
+void PackConvWeightsFast(const float* wf, const Conv2dParams& p, uint64_t* out) {
+  ValidateConv2dParams(p);
+  const int64_t cg = p.GroupChannels(), taps = p.kernel_h * p.kernel_w, f_all = p.num_filter;
+  float* t = ThreadScratch().wt.Get(static_cast<size_t>(f_all * taps * cg));
+  for (int64_t f = 0; f < f_all; ++f) {
+    const float* src = wf + f * cg * taps;
+    float* dst = t + f * taps * cg;
+    for (int64_t c = 0; c < cg; ++c) {
+      for (int64_t k = 0; k < taps; ++k) dst[k * cg + c] = src[c * taps + k];
+    }
+  }
+  PackRows(t, f_all * taps, cg, cg, out);
+}
+
+}  // namespace binmx
