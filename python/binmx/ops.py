@@ -89,6 +89,26 @@ def _attr_text(key: str, value: Any) -> str:
     raise TypeError(f"Expected `{key}` to be a bool, int, float, str or tuple, got {value!r}")
 
 
+_ATTR_CACHE: dict[tuple[Any, ...], tuple[list[str], dict[str, str]]] = {}
+
+
+def _attrs_and_names(op: str, kwargs: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Attribute texts and input names, memoised per (op, attribute values): an imperative call
+    in a loop repeats the same attributes, and converting them costs more than a small binary
+    layer's kernel. Returns copies, so callers may modify them."""
+    try:
+        key = (op, *((k, type(v), v) for k, v in kwargs.items()))
+        hit = _ATTR_CACHE.get(key)
+    except TypeError:  # an unhashable value (a list): no memo
+        key, hit = None, None
+    if hit is None:
+        attrs = {k: _attr_text(k, v) for k, v in kwargs.items() if v is not None}
+        hit = (op_inputs(op, attrs), attrs)
+        if key is not None and len(_ATTR_CACHE) < 4096:
+            _ATTR_CACHE[key] = hit
+    return list(hit[0]), dict(hit[1])
+
+
 def _split(
     op: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: type
 ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
@@ -96,8 +116,7 @@ def _split(
     given = {k: kwargs.pop(k) for k in _INPUT_KEYS if k in kwargs and kwargs[k] is not None}
     for k in _INPUT_KEYS:
         kwargs.pop(k, None)  # explicit None means "not given"
-    attrs = {k: _attr_text(k, v) for k, v in kwargs.items() if v is not None}
-    names = op_inputs(op, attrs)
+    names, attrs = _attrs_and_names(op, kwargs)
     extra = [k for k in given if k not in names]
     if extra:
         raise ValueError(

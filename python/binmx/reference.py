@@ -91,6 +91,19 @@ def quantize_weight(w: np.ndarray, bits: int) -> np.ndarray:
     return (2.0 * (np.rint(levels * (u + 0.5)) / levels) - 1.0).astype(np.float32)
 
 
+def input_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, axis: int) -> np.ndarray:
+    """``x * scale + shift`` in float32 (product and sum rounded separately), ``scale``/``shift``
+    broadcast along ``axis`` (the channel axis 1 of a conv input, the last axis of a dense
+    one). ``sgn`` of it is the activation of a layer with ``input_affine=True``."""
+    x = np.asarray(x, np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    s = np.asarray(scale, np.float32).reshape(shape)
+    t = np.asarray(shift, np.float32).reshape(shape)
+    prod = (x * s).astype(np.float32)
+    return (prod + t).astype(np.float32)
+
+
 def scaling_alpha(w: np.ndarray) -> np.ndarray:
     """``alpha_f = mean |W_f|`` over all axes but the first, float32."""
     w = np.asarray(w, dtype=np.float64)
@@ -213,9 +226,15 @@ def q_conv2d(
     weight_bit: int | None = None,
     scaling_factor: bool = False,
     pad_value: int = 0,
+    in_scale: np.ndarray | None = None,
+    in_shift: np.ndarray | None = None,
 ) -> np.ndarray:
-    """QConvolution forward with a float weight (float64 result)."""
+    """QConvolution forward with a float weight (float64 result). ``in_scale``/``in_shift``
+    (``input_affine=True``, act_bit 1): the input is ``x * in_scale[c] + in_shift[c]``
+    (:func:`input_affine`) before the sign."""
     weight_bit = act_bit if weight_bit is None else weight_bit
+    if in_scale is not None:
+        x = input_affine(x, in_scale, in_shift, axis=1)
     out = conv2d(
         quantize_act(x, act_bit), quantize_weight(w, weight_bit), stride=stride, pad=pad,
         dilate=dilate, groups=groups, pad_value=float(pad_value),
@@ -269,12 +288,19 @@ def q_dense(
     weight_bit: int | None = None,
     scaling_factor: bool = False,
     flatten: bool = True,
+    in_scale: np.ndarray | None = None,
+    in_shift: np.ndarray | None = None,
 ) -> np.ndarray:
-    """QFullyConnected forward with a float weight (float64 result)."""
+    """QFullyConnected forward with a float weight (float64 result). ``in_scale``/``in_shift``
+    (``input_affine=True``, act_bit 1) have one entry per feature ``d`` of the ``rows x D``
+    view (the flattened index with ``flatten``); the input is ``x * in_scale[d] +
+    in_shift[d]`` before the sign."""
     weight_bit = act_bit if weight_bit is None else weight_bit
     x = np.asarray(x, np.float32)
     lead = (x.shape[0],) if flatten else x.shape[:-1]
     x2 = x.reshape(int(np.prod(lead)), -1)
+    if in_scale is not None:
+        x2 = input_affine(x2, in_scale, in_shift, axis=1)
     out = quantize_act(x2, act_bit).astype(np.float64) @ quantize_weight(w, weight_bit).T.astype(
         np.float64
     )

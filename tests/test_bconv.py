@@ -1,0 +1,245 @@
+"""Direct binary convolution / dense fast path (src/xnor_gemm/bconv.*) through the operators,
+on every ISA path and thread count, against binmx.reference with ==; and input_affine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import binmx
+from binmx import reference as ref
+from binmx import xnor
+
+MXNetError = mx.base.MXNetError
+CHANNELS = (1, 3, 63, 64, 65, 127, 128, 129, 256, 512)
+
+
+def _data(rng: np.random.Generator, shape: tuple[int, ...], zeros: float = 0.1) -> np.ndarray:
+    """Normal data with a fraction of exact +0.0 and -0.0 (sgn must give +1 for both)."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    mask = rng.random(shape) < zeros
+    x[mask] = np.where(rng.random(int(mask.sum())) < 0.5, 0.0, -0.0).astype(np.float32)
+    return x
+
+
+def _assert_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, (
+        f"{what}: {len(bad)} mismatches, first at {tuple(bad[0])}: got "
+        f"{got[tuple(bad[0])]}, want {want[tuple(bad[0])]}"
+    )
+
+
+@contextlib.contextmanager
+def _env(**env: str):
+    """BINMX_ISA / OMP_NUM_THREADS for the ops run inside (read on every call)."""
+    mx.nd.waitall()
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        mx.nd.waitall()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _epilogue(dots: np.ndarray, alpha, bias, axis: int) -> np.ndarray:
+    """The kernels' float epilogue: float32(dot) * alpha, then + bias (two roundings)."""
+    out = dots.astype(np.float32)
+    shape = [1] * out.ndim
+    shape[axis] = -1
+    if alpha is not None:
+        out = (out * alpha.reshape(shape)).astype(np.float32)
+    if bias is not None:
+        out = (out + bias.reshape(shape)).astype(np.float32)
+    return out
+
+
+def _conv_case(rng: np.random.Generator, channels: int, pad_value: int) -> dict:
+    k = int(rng.choice([1, 3, 5, 7]))
+    dil = int(rng.choice([1, 2]))
+    pad = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+    hw = []
+    for d in range(2):
+        lo = max(1, dil * (k - 1) + 1 - 2 * pad[d])
+        hw.append(int(rng.integers(lo, lo + 8)) | 1)  # odd spatial sizes
+    return dict(channels=channels, h=hw[0], w=hw[1], kernel=(k, k), stride=(
+        int(rng.choice([1, 2])), int(rng.choice([1, 2]))), dilate=(dil, dil), pad=pad,
+        groups=1, pad_value=pad_value, batch=int(rng.integers(1, 4)),
+        num_filter=int(rng.choice([1, 5, 8, 17, 33])))
+
+
+def _run_conv_case(rng, c, *, affine: bool = False, configs=None) -> None:
+    x = _data(rng, (c["batch"], c["channels"], c["h"], c["w"]))
+    w = _data(rng, (c["num_filter"], c["channels"] // c["groups"], *c["kernel"]))
+    alpha = rng.standard_normal(c["num_filter"]).astype(np.float32)
+    bias = rng.standard_normal(c["num_filter"]).astype(np.float32)
+    geo = dict(stride=c["stride"], pad=c["pad"], dilate=c["dilate"], groups=c["groups"],
+               pad_value=c["pad_value"])
+    extra, in_aff = [], {}
+    if affine:
+        s = rng.standard_normal(c["channels"]).astype(np.float32)
+        t = rng.standard_normal(c["channels"]).astype(np.float32)
+        extra = [mx.nd.array(s), mx.nd.array(t)]
+        in_aff = dict(in_scale=s, in_shift=t)
+    dots = ref.q_conv2d(x, w, **geo, **in_aff)  # exact integers in float64
+    want = _epilogue(dots, alpha, bias, axis=1)
+    attrs = dict(kernel=c["kernel"], stride=c["stride"], dilate=c["dilate"], pad=c["pad"],
+                 num_filter=c["num_filter"], num_group=c["groups"], pad_value=c["pad_value"],
+                 binarized_weights_only=True, scaling_factor=True, input_affine=affine)
+    inputs = [mx.nd.array(x), mx.nd.array(ref.pack_weight(w), dtype=np.int64),
+              mx.nd.array(bias), mx.nd.array(alpha), *extra]
+    for isa, threads in configs or [(i, t) for i in xnor.available_isas() for t in ("1", "2", "3")]:
+        with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
+            got = mx.nd.QConvolution(*inputs, **attrs).asnumpy()
+        _assert_equal(got, want, f"isa={isa} threads={threads} affine={affine} {c}")
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_direct_conv_word_boundaries_every_isa_and_thread_count(rng, channels):
+    for pad_value in (0, 1, -1):
+        _run_conv_case(rng, _conv_case(rng, channels, pad_value))
+
+
+def test_direct_conv_groups_and_resnet_shapes(rng):
+    for cg, groups in ((1, 3), (65, 2), (64, 4), (3, 2)):
+        c = _conv_case(rng, cg * groups, int(rng.choice([0, 1, -1])))
+        c.update(groups=groups, num_filter=groups * int(rng.integers(1, 9)))
+        _run_conv_case(rng, c)
+    # ResNet-18 3x3 layers (pad 1, zero padding), batch 2, default ISA, 1 and 2 threads.
+    for size, ch in ((56, 64), (28, 128), (14, 256), (7, 512)):
+        c = dict(channels=ch, h=size, w=size, kernel=(3, 3), stride=(1, 1), dilate=(1, 1),
+                 pad=(1, 1), groups=1, pad_value=0, batch=2, num_filter=ch // 8)
+        _run_conv_case(rng, c, configs=[(xnor.current_isa(), "1"), (xnor.current_isa(), "2")])
+
+
+def test_input_affine_conv_matches_reference_and_convolution(rng):
+    for trial in range(6):
+        c = _conv_case(rng, int(rng.choice([3, 64, 65, 130])), int(rng.choice([0, 1, -1])))
+        _run_conv_case(rng, c, affine=True)
+    # Float weights (training form), exact zeros of x * s + t, vs Convolution(sgn(x s + t), sgn W).
+    x = _data(rng, (2, 70, 9, 8))
+    s = rng.standard_normal(70).astype(np.float32)
+    t = rng.standard_normal(70).astype(np.float32)
+    s[:5] = 1.0
+    x[:, :5, :3, :] = -t[None, :5, None, None]  # x * 1 + t == +0.0 exactly: sgn = +1
+    w = _data(rng, (16, 70, 3, 3))
+    b = rng.standard_normal(16).astype(np.float32)
+    got = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), mx.nd.array(s),
+                             mx.nd.array(t), kernel=(3, 3), pad=(1, 1), num_filter=16,
+                             input_affine=True).asnumpy()
+    a = ref.sgn(ref.input_affine(x, s, t, axis=1))
+    assert (ref.input_affine(x, s, t, axis=1)[:, :5, :3] == 0).all()
+    want = mx.nd.Convolution(mx.nd.array(a), mx.nd.array(ref.sgn(w)), mx.nd.array(b),
+                             kernel=(3, 3), pad=(1, 1), num_filter=16).asnumpy()
+    _assert_equal(got, want, "input_affine vs Convolution(sgn(x*s+t), sgn W)")
+    # act_bit = 1 with a 2-bit weight goes through the float path, same affine semantics.
+    got2 = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(s), mx.nd.array(t),
+                              kernel=(3, 3), pad=(1, 1), num_filter=16, no_bias=True,
+                              weight_bit=2, input_affine=True).asnumpy()
+    want2 = ref.q_conv2d(x, w, pad=(1, 1), weight_bit=2, in_scale=s, in_shift=t)
+    # float path: float32 GEMM of +-1 inputs and 2-bit weights (multiples of 1/3) vs float64
+    np.testing.assert_allclose(got2, want2, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [1, 63, 64, 65, 129, 512])
+def test_dense_fast_path_every_isa(rng, depth):
+    for rows in (1, 3):
+        x = _data(rng, (rows, depth))
+        w = _data(rng, (37, depth))
+        alpha = rng.standard_normal(37).astype(np.float32)
+        bias = rng.standard_normal(37).astype(np.float32)
+        s = rng.standard_normal(depth).astype(np.float32)
+        t = rng.standard_normal(depth).astype(np.float32)
+        for affine in (False, True):
+            aff = dict(in_scale=s, in_shift=t) if affine else {}
+            want = _epilogue(ref.q_dense(x, w, **aff), alpha, bias, axis=1)
+            extra = [mx.nd.array(s), mx.nd.array(t)] if affine else []
+            for isa in xnor.available_isas():
+                for threads in ("1", "2"):
+                    with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
+                        got = mx.nd.QFullyConnected(
+                            mx.nd.array(x), mx.nd.array(ref.pack_weight(w), dtype=np.int64),
+                            mx.nd.array(bias), mx.nd.array(alpha), *extra, num_hidden=37,
+                            binarized_weights_only=True, scaling_factor=True,
+                            input_affine=affine).asnumpy()
+                    _assert_equal(got, want, f"isa={isa} threads={threads} rows={rows}")
+
+
+def test_input_affine_dense_flatten_is_per_feature(rng):
+    x = _data(rng, (3, 4, 5, 6))
+    w = _data(rng, (10, 120))
+    s_c = rng.standard_normal(4).astype(np.float32)
+    t_c = rng.standard_normal(4).astype(np.float32)
+    s, t = np.repeat(s_c, 30), np.repeat(t_c, 30)  # per channel of (N, C, H, W) -> per feature
+    got = mx.nd.QFullyConnected(mx.nd.array(x), mx.nd.array(w), mx.nd.array(s), mx.nd.array(t),
+                                num_hidden=10, no_bias=True, input_affine=True).asnumpy()
+    a = ref.sgn(ref.input_affine(x, s_c, t_c, axis=1)).reshape(3, 120)
+    want = mx.nd.FullyConnected(mx.nd.array(a), mx.nd.array(ref.sgn(w)), num_hidden=10,
+                                no_bias=True).asnumpy()
+    _assert_equal(got, want, "flatten input_affine")
+    # flatten=False: features are the last axis.
+    x3 = _data(rng, (2, 3, 7))
+    w3 = _data(rng, (5, 7))
+    s3, t3 = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    got3 = mx.nd.QFullyConnected(mx.nd.array(x3), mx.nd.array(w3), mx.nd.array(s3),
+                                 mx.nd.array(t3), num_hidden=5, no_bias=True, flatten=False,
+                                 input_affine=True).asnumpy()
+    want3 = ref.q_dense(x3, w3, flatten=False, in_scale=s3, in_shift=t3).astype(np.float32)
+    _assert_equal(got3, want3, "flatten=False input_affine")
+
+
+def test_input_affine_symbol_inputs_and_errors(rng):
+    data = mx.sym.var("data")
+    conv = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, input_affine=True, name="c1")
+    assert conv.list_arguments() == ["data", "c1_weight", "c1_bias", "c1_in_scale",
+                                     "c1_in_shift"]
+    fc = mx.sym.QFullyConnected(data, num_hidden=3, no_bias=True, binarized_weights_only=True,
+                                scaling_factor=True, input_affine=True, name="f1")
+    assert fc.list_arguments() == ["data", "f1_weight", "f1_alpha", "f1_in_scale", "f1_in_shift"]
+    arg_shapes, out_shapes, _ = conv.infer_shape(data=(2, 5, 8, 8))
+    assert arg_shapes[3] == (5,) and arg_shapes[4] == (5,) and out_shapes[0] == (2, 4, 6, 6)
+    assert binmx.ops.op_inputs("QConvolution", {"input_affine": "True", "no_bias": "True"}) == [
+        "data", "weight", "in_scale", "in_shift"]
+
+    x = mx.nd.array(_data(rng, (1, 5, 6, 6)))
+    w = mx.nd.array(_data(rng, (4, 5, 3, 3)))
+    with pytest.raises(MXNetError, match="input_affine"):
+        mx.nd.QConvolution(x, w, mx.nd.ones(5), mx.nd.zeros(5), kernel=(3, 3), num_filter=4,
+                           no_bias=True, act_bit=2, input_affine=True).wait_to_read()
+    with pytest.raises(MXNetError, match="in_scale"):
+        mx.nd.QConvolution(x, w, mx.nd.ones(4), mx.nd.zeros(5), kernel=(3, 3), num_filter=4,
+                           no_bias=True, input_affine=True).wait_to_read()
+    with pytest.raises(ValueError, match="in_scale"):
+        mx.nd.QConvolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True,
+                           input_affine=True)
+    # No backward: a clear error instead of a wrong gradient.
+    x.attach_grad()
+    with mx.autograd.record():
+        y = mx.nd.QConvolution(x, w, mx.nd.ones(5), mx.nd.zeros(5), kernel=(3, 3),
+                               num_filter=4, no_bias=True, input_affine=True)
+    with pytest.raises(MXNetError, match="inference"):
+        y.backward()
+        x.grad.wait_to_read()
+
+
+def test_float_weight_changed_in_place_is_seen(rng):
+    x = mx.nd.array(_data(rng, (1, 65, 7, 7)))
+    w = mx.nd.array(_data(rng, (8, 65, 3, 3)))
+    first = mx.nd.QConvolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=8,
+                               no_bias=True).asnumpy()
+    w[:] = -w - 1.0  # every sign flips (w = 0 -> -1, w = -0.0 -> -1)
+    second = mx.nd.QConvolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=8,
+                                no_bias=True).asnumpy()
+    want = ref.q_conv2d(x.asnumpy(), w.asnumpy(), pad=(1, 1)).astype(np.float32)
+    _assert_equal(second, want, "after the in-place weight update")
+    assert (second != first).any()
