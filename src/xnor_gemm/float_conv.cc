@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -96,8 +97,11 @@ void Gemm1(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const
                     static_cast<int>(ldc));
 }
 
+// Row helpers are inlined into their (cloned) callers: rows can be as short as a few floats.
+#define BINMX_INLINE inline __attribute__((always_inline))
+
 // dst[k] = Q(src[k * stride]) for k < n.
-BINMX_FLOAT_CLONES void CopyRow(const float* __restrict src, int64_t stride, int64_t n, bool sign,
+BINMX_INLINE void CopyRow(const float* __restrict src, int64_t stride, int64_t n, bool sign,
                                 float* __restrict dst) {
   if (stride == 1) {
     if (sign) {
@@ -115,7 +119,7 @@ BINMX_FLOAT_CLONES void CopyRow(const float* __restrict src, int64_t stride, int
 }
 
 // dst[k * stride] += src[k] for k < n.
-BINMX_FLOAT_CLONES void AddRow(const float* __restrict src, int64_t n, int64_t stride,
+BINMX_INLINE void AddRow(const float* __restrict src, int64_t n, int64_t stride,
                                float* __restrict dst) {
   if (stride == 1) {
     for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
@@ -143,7 +147,7 @@ void ValidRange(int64_t out, int64_t in, int64_t stride, int64_t off, int64_t* l
 }
 
 // col[((c * kh + i) * kw + j) * ld + oy * ow + ox] = Q(xpad)[g * cg + c][..], one image.
-void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, InputQuant quant, float* col,
+BINMX_FLOAT_CLONES void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, InputQuant quant, float* col,
             int64_t ld) {
   const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
   const float pad = static_cast<float>(p.pad_value);
@@ -176,7 +180,7 @@ void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, InputQuant qua
 }
 
 // dx_img[g * cg + c][iy][ix] += col[...] for the positions inside the image, one image.
-void Col2ImAdd(const float* col, int64_t ld, const Conv2dParams& p, int64_t g, float* dx_img) {
+BINMX_FLOAT_CLONES void Col2ImAdd(const float* col, int64_t ld, const Conv2dParams& p, int64_t g, float* dx_img) {
   const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
   for (int64_t c = 0; c < cg; ++c) {
     float* dxc = dx_img + (g * cg + c) * p.in_h * p.in_w;
@@ -217,6 +221,200 @@ Plan MakePlan(const Conv2dParams& p, int threads) {
   plan.chunks = (p.batch + nb - 1) / nb;
   plan.parts = static_cast<int>(std::min<int64_t>(threads, plan.chunks));
   return plan;
+}
+
+// ---- shifted-GEMM backward (stride 1): no im2col, no col2im ----------------------------
+//
+// A chunk of nb images of one group is laid out with shared padding: each image plane has
+// Hs = H + ph rows of Wq = W + pw floats (ph pad rows on top, pw pad columns on the left of
+// every row; a row's right padding is the next row's left padding, an image's bottom padding
+// the next image's top rows), planes of S = Hs * Wq floats back to back, then ph more pad rows
+// and a tail. With dy stored in the same (n, row, col) grid (zeros outside OH x OW), the input
+// value seen by output q = n * S + oy * Wq + ox through tap (i, j) sits at q + off(i, j),
+// off = i * dh * Wq + j * dw, for every valid (oy, ox), so per tap
+//   dW[:, :, tap] += dy (Fg x L) . X[:, off : off + L]^T          (L = nb * S)
+//   dXs[:, off : off + L] += W[:, :, tap]^T (Cg x Fg) . dy          (beta = 1, in place)
+// and dx is the interior of dXs. Positions outside the image or OH x OW meet dy = 0.
+// It costs S / (OH * OW) times the GEMM work of im2col but skips writing and reading the
+// kh*kw times larger col matrix; the choice between the two is ShiftPays().
+
+struct ShiftGeo {
+  int64_t wq, hs, plane, len, off_max, ld;  // ld: row length of the X / dXs buffers
+};
+
+ShiftGeo MakeShiftGeo(const Conv2dParams& p, int64_t nb) {
+  ShiftGeo s;
+  s.wq = p.in_w + p.pad_w;
+  s.hs = p.in_h + p.pad_h;
+  s.plane = s.hs * s.wq;
+  s.len = nb * s.plane;
+  s.off_max = (p.kernel_h - 1) * p.dilate_h * s.wq + (p.kernel_w - 1) * p.dilate_w;
+  s.ld = s.len + std::max(s.off_max, p.pad_h * s.wq) + 1;
+  return s;
+}
+
+// Environment override of the backward method (tests, benchmarks): BINMX_FLOAT_CONV=im2col or
+// shift; anything else (or unset) chooses by cost.
+int ForcedMethod() {
+  const char* v = std::getenv("BINMX_FLOAT_CONV");
+  if (v == nullptr) return 0;
+  if (std::strcmp(v, "im2col") == 0) return 1;
+  if (std::strcmp(v, "shift") == 0) return 2;
+  return 0;
+}
+
+bool ShiftPays(const Conv2dParams& p) {
+  if (p.stride_h != 1 || p.stride_w != 1) return false;
+  const int forced = ForcedMethod();
+  if (forced != 0) return forced == 2;
+  // Extra GEMM work of the shared-padding grid vs the im2col traffic, which costs about
+  // kIm2colWork GEMM multiply-adds per col element (so relatively less for many filters).
+  constexpr double kIm2colWork = 16.0;
+  const double waste = static_cast<double>((p.in_h + p.pad_h) * (p.in_w + p.pad_w)) /
+                       static_cast<double>(p.OutH() * p.OutW());
+  return waste <= 1.0 + kIm2colWork / static_cast<double>(p.GroupFilters());
+}
+
+// X[c][..] for images n0 .. n0+cnt of group g, channels-planar with shared padding.
+BINMX_FLOAT_CLONES void FillShiftInput(const float* x, const Conv2dParams& p, const ShiftGeo& s, int64_t n0,
+                    int64_t cnt, int64_t g, InputQuant quant, float* xs) {
+  const int64_t cg = p.GroupChannels(), hw = p.in_h * p.in_w;
+  const float pad = static_cast<float>(p.pad_value);
+  const bool sign = quant == InputQuant::kSign;
+  for (int64_t c = 0; c < cg; ++c) {
+    float* row_base = xs + c * s.ld;
+    for (int64_t n = 0; n < cnt; ++n) {
+      const float* src = x + ((n0 + n) * p.channels + g * cg + c) * hw;
+      float* dst = row_base + n * s.plane;
+      std::fill(dst, dst + p.pad_h * s.wq, pad);
+      for (int64_t y = 0; y < p.in_h; ++y) {
+        float* row = dst + (y + p.pad_h) * s.wq;
+        std::fill(row, row + p.pad_w, pad);
+        CopyRow(src + y * p.in_w, 1, p.in_w, sign, row + p.pad_w);
+      }
+    }
+    std::fill(row_base + cnt * s.plane, row_base + s.ld, pad);
+  }
+}
+
+// D[f][n * S + oy * Wq + ox] = dy[n0 + n][g * fg + f][oy][ox], zeros elsewhere.
+BINMX_FLOAT_CLONES void FillShiftDy(const float* dy, const Conv2dParams& p, const ShiftGeo& s, int64_t n0,
+                 int64_t cnt, int64_t g, float* d) {
+  const int64_t fg = p.GroupFilters(), oh = p.OutH(), ow = p.OutW(), ohw = oh * ow;
+  for (int64_t f = 0; f < fg; ++f) {
+    for (int64_t n = 0; n < cnt; ++n) {
+      const float* src = dy + ((n0 + n) * p.num_filter + g * fg + f) * ohw;
+      float* dst = d + f * s.len + n * s.plane;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        std::memcpy(dst + oy * s.wq, src + oy * ow, sizeof(float) * static_cast<size_t>(ow));
+        std::fill(dst + oy * s.wq + ow, dst + (oy + 1) * s.wq, 0.0f);
+      }
+      std::fill(dst + oh * s.wq, dst + s.plane, 0.0f);
+    }
+  }
+}
+
+// dx[n0 + n][g * cg + c] = interior of dXs, times the STE mask when x_mask is not null.
+BINMX_FLOAT_CLONES void ExtractShiftDx(const float* dxs, const Conv2dParams& p, const ShiftGeo& s,
+                                       int64_t n0, int64_t cnt, int64_t g, const float* x_mask,
+                                       float grad_cancel, float* dx) {
+  const int64_t cg = p.GroupChannels(), hw = p.in_h * p.in_w, w = p.in_w;
+  for (int64_t c = 0; c < cg; ++c) {
+    for (int64_t n = 0; n < cnt; ++n) {
+      const int64_t img = ((n0 + n) * p.channels + g * cg + c) * hw;
+      const float* src = dxs + c * s.ld + n * s.plane + p.pad_h * s.wq + p.pad_w;
+      float* dst = dx + img;
+      for (int64_t y = 0; y < p.in_h; ++y) {
+        const float* __restrict sr = src + y * s.wq;
+        float* __restrict dr = dst + y * w;
+        if (x_mask) {
+          const float* __restrict xr = x_mask + img + y * w;
+          for (int64_t k = 0; k < w; ++k) dr[k] = std::fabs(xr[k]) <= grad_cancel ? sr[k] : 0.0f;
+        } else {
+          for (int64_t k = 0; k < w; ++k) dr[k] = sr[k];
+        }
+      }
+    }
+  }
+}
+
+// The backward pass with shifted GEMMs (see above); dw was zeroed by the caller.
+void ShiftBackward(const float* x, InputQuant quant, const float* w, const float* dy,
+                   const float* x_mask, float grad_cancel, float* dx, float* dw,
+                   const Conv2dParams& p, int threads) {
+  constexpr int64_t kTargetLen = 4096;
+  const int64_t taps = p.kernel_h * p.kernel_w, cg = p.GroupChannels(), fg = p.GroupFilters();
+  const int64_t kdim = cg * taps, w_size = p.num_filter * kdim, groups = p.groups;
+  const int64_t plane = (p.in_h + p.pad_h) * (p.in_w + p.pad_w);
+  const int64_t per_thread = (p.batch + threads - 1) / threads;
+  int64_t nb = (kTargetLen + plane - 1) / plane;
+  nb = std::min(nb, std::max<int64_t>(1, kMaxColFloats / ((2 * cg + fg) * plane)));
+  nb = std::max<int64_t>(1, std::min(nb, per_thread));
+  const int64_t chunks = (p.batch + nb - 1) / nb;
+  const int parts = static_cast<int>(std::min<int64_t>(threads, chunks));
+  const ShiftGeo full = MakeShiftGeo(p, nb);
+
+  // Weights per group and tap as Fg x Cg matrices: wt[g][tap][fi][c].
+  std::vector<float> wt(dx ? static_cast<size_t>(w_size) : 0);
+  if (dx) {
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t fi = 0; fi < fg; ++fi) {
+        const float* wf = w + (g * fg + fi) * kdim;
+        for (int64_t c = 0; c < cg; ++c) {
+          for (int64_t t = 0; t < taps; ++t) wt[((g * taps + t) * fg + fi) * cg + c] = wf[c * taps + t];
+        }
+      }
+    }
+  }
+  // dW accumulators per block, laid out like wt.
+  std::vector<float> acc(dw ? static_cast<size_t>(parts * w_size) : 0, 0.0f);
+  ParallelFor(parts, threads, [&](int64_t begin, int64_t end) {
+    ThreadBuffers& buf = Buffers();
+    float* xs = dw ? buf.col.Get(cg * full.ld) : nullptr;
+    float* dxs = dx ? buf.tmp.Get(cg * full.ld) : nullptr;
+    float* d = buf.dy.Get(fg * full.len);
+    for (int64_t part = begin; part < end; ++part) {
+      float* acc_p = dw ? acc.data() + part * w_size : nullptr;
+      for (int64_t ch = chunks * part / parts; ch < chunks * (part + 1) / parts; ++ch) {
+        const int64_t n0 = ch * nb, cnt = std::min(nb, p.batch - n0);
+        const ShiftGeo geo = MakeShiftGeo(p, cnt);
+        for (int64_t g = 0; g < groups; ++g) {
+          FillShiftDy(dy, p, geo, n0, cnt, g, d);
+          if (dw) {
+            FillShiftInput(x, p, geo, n0, cnt, g, quant, xs);
+            for (int64_t t = 0; t < taps; ++t) {
+              const int64_t off = (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
+              Gemm1(false, true, fg, cg, geo.len, 1.0f, d, geo.len, xs + off, geo.ld, 1.0f,
+                    acc_p + (g * taps + t) * fg * cg, cg);
+            }
+          }
+          if (dx) {
+            std::fill(dxs, dxs + cg * geo.ld, 0.0f);
+            for (int64_t t = 0; t < taps; ++t) {
+              const int64_t off = (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
+              Gemm1(true, false, cg, geo.len, fg, 1.0f, wt.data() + (g * taps + t) * fg * cg, cg, d,
+                    geo.len, 1.0f, dxs + off, geo.ld);
+            }
+            ExtractShiftDx(dxs, p, geo, n0, cnt, g, x_mask, grad_cancel, dx);
+          }
+        }
+      }
+    }
+  });
+  if (dw) {
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t t = 0; t < taps; ++t) {
+        for (int64_t fi = 0; fi < fg; ++fi) {
+          for (int64_t c = 0; c < cg; ++c) {
+            const int64_t k = ((g * taps + t) * fg + fi) * cg + c;
+            float v = acc[k];
+            for (int part = 1; part < parts; ++part) v += acc[part * w_size + k];
+            dw[(g * fg + fi) * kdim + c * taps + t] = v;
+          }
+        }
+      }
+    }
+  }
 }
 
 void CheckConv(const float* x, const float* w, const Conv2dParams& p) {
@@ -330,17 +528,20 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
   Require(dy != nullptr, "FloatConv2dBackward: null dy");
   InitBlas();
   threads = Threads(threads);
+  if (ShiftPays(p)) {
+    ShiftBackward(x, quant, w, dy, x_mask, grad_cancel, dx, dw, p, threads);
+    return;
+  }
   const Plan plan = MakePlan(p, threads);
-  // dW accumulators: block 0 writes dw itself, the others their own slices, summed in order.
-  std::vector<float> dw_extra(dw ? static_cast<size_t>((plan.parts - 1) * w_size) : 0, 0.0f);
+  // dW^T accumulators (per group K x Fg: col . dy^T runs faster in OpenBLAS than dy . col^T),
+  // one per block, summed in block order and transposed at the end.
+  std::vector<float> acc(dw ? static_cast<size_t>(plan.parts * w_size) : 0, 0.0f);
   ParallelFor(plan.parts, threads, [&](int64_t begin, int64_t end) {
     ThreadBuffers& buf = Buffers();
     float* col = buf.col.Get(kdim * plan.nb * ohw);
     float* dyc = plan.nb > 1 ? buf.dy.Get(fg * plan.nb * ohw) : nullptr;
     for (int64_t part = begin; part < end; ++part) {
-      float* acc = dw == nullptr ? nullptr
-                   : part == 0   ? dw
-                                 : dw_extra.data() + (part - 1) * w_size;
+      float* acc_p = dw == nullptr ? nullptr : acc.data() + part * w_size;
       for (int64_t ch = plan.ChunkBegin(static_cast<int>(part));
            ch < plan.ChunkBegin(static_cast<int>(part + 1)); ++ch) {
         const int64_t n0 = ch * plan.nb, cnt = std::min(plan.nb, p.batch - n0);
@@ -360,12 +561,12 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
             dyg = dyc;
             lddy = cols;
           }
-          if (acc) {
+          if (acc_p) {
             for (int64_t s = 0; s < cnt; ++s) {
               Im2Col(x + (n0 + s) * chw, p, g, quant, col + s * ohw, cols);
             }
-            Gemm1(false, true, fg, kdim, cols, 1.0f, dyg, lddy, col, cols, 1.0f, acc + g * fg * kdim,
-                  kdim);
+            Gemm1(false, true, kdim, fg, cols, 1.0f, col, cols, dyg, lddy, 1.0f,
+                  acc_p + g * fg * kdim, fg);
           }
           if (dx) {
             Gemm1(true, false, kdim, cols, fg, 1.0f, w + g * fg * kdim, kdim, dyg, lddy, 0.0f, col,
@@ -383,9 +584,15 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
     }
   });
   if (dw) {
-    for (int part = 1; part < plan.parts; ++part) {
-      const float* src = dw_extra.data() + (part - 1) * w_size;
-      for (int64_t i = 0; i < w_size; ++i) dw[i] += src[i];
+    for (int64_t g = 0; g < p.groups; ++g) {
+      for (int64_t k = 0; k < kdim; ++k) {
+        for (int64_t fi = 0; fi < fg; ++fi) {
+          const int64_t i = g * fg * kdim + k * fg + fi;
+          float v = acc[i];
+          for (int part = 1; part < plan.parts; ++part) v += acc[part * w_size + i];
+          dw[(g * fg + fi) * kdim + k] = v;
+        }
+      }
     }
   }
 }
