@@ -1,11 +1,12 @@
-"""QConvolution (packed weights, xnor kernels) vs MXNet's float Convolution (oneDNN).
+"""QConvolution (packed weights, direct xnor convolution) vs MXNet's float Convolution (oneDNN).
 
 ResNet-18's 3x3 layers (stride 1, pad 1): 56x56x64, 28x28x128, 14x14x256, 7x7x512, at batch 1
-and 32, with 1 and 2 threads, under MXNet's NaiveEngine and its default threaded engine. Each
-(engine, threads) pair runs in its own subprocess, because MXNet reads MXNET_ENGINE_TYPE and
-OMP_NUM_THREADS at start-up (binmx reads OMP_NUM_THREADS too). Both ops run in the same
-process on the same inputs; we report the median of N timed calls after a warm-up, and the
-ratio float / binary.
+and 16, with 1 and 2 threads, under MXNet's NaiveEngine and its default threaded engine, one row
+per binmx ISA path (BINMX_ISA). Each (engine, threads, isa) runs in its own subprocess, because
+MXNet reads MXNET_ENGINE_TYPE and OMP_NUM_THREADS at start-up (binmx reads OMP_NUM_THREADS and
+BINMX_ISA per call). Both ops run in the same process on the same inputs, interleaved (float,
+binary, float, binary, ...) so that load from other processes hits both alike; we report the
+median of N timed calls after a warm-up, and the ratio float / binary.
 
     python benchmarks/bench_qconv.py            # full table
     python benchmarks/bench_qconv.py --quick    # batch 1 only, fewer repeats
@@ -14,6 +15,7 @@ ratio float / binary.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -46,16 +48,17 @@ def _worker(batches: list[int], repeats: int) -> None:
             def run_binary():
                 return mx.nd.QConvolution(x, wp, binarized_weights_only=True, **conv)
 
-            times = {}
-            for name, fn in (("float", run_float), ("binary", run_binary)):
+            fns = {"float": run_float, "binary": run_binary}
+            samples: dict[str, list[float]] = {name: [] for name in fns}
+            for fn in fns.values():
                 for _ in range(3):
                     fn().wait_to_read()
-                samples = []
-                for _ in range(repeats):
+            for _ in range(repeats):
+                for name, fn in fns.items():
                     t0 = time.perf_counter()
                     fn().wait_to_read()
-                    samples.append(time.perf_counter() - t0)
-                times[name] = float(np.median(samples)) * 1e3
+                    samples[name].append(time.perf_counter() - t0)
+            times = {name: float(np.median(v)) * 1e3 for name, v in samples.items()}
             rows.append(dict(batch=batch, size=size, channels=ch, float_ms=times["float"],
                              binary_ms=times["binary"]))
     print("ROWS " + json.dumps(dict(rows=rows, isa=binmx.xnor.current_isa())))
@@ -81,35 +84,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per op (median)")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--engines", default="NaiveEngine,ThreadedEnginePerDevice")
-    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,16)")
+    p.add_argument("--isas", default=None,
+                   help="comma-separated binmx ISA paths (default: every available one)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    batches = [int(b) for b in (args.batches or ("1" if args.quick else "1,32")).split(",")]
+    batches = [int(b) for b in (args.batches or ("1" if args.quick else "1,16")).split(",")]
     repeats = args.repeats or (5 if args.quick else 20)
     if args.worker:
         _worker(batches, repeats)
         return 0
 
-    print(f"CPU: {_cpu_flags()}; repeats={repeats} (median), warm-up 3")
+    if args.isas:
+        isas = args.isas.split(",")
+    else:
+        from binmx import xnor
+
+        isas = list(reversed(xnor.available_isas()))
+    try:
+        load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        load = "?"
+    print(f"CPU: {_cpu_flags()}; {os.cpu_count()} CPUs; load average {load}; "
+          f"repeats={repeats} (median), warm-up 3")
     print(f"{'engine':24s} {'thr':>3s} {'batch':>5s} {'layer':>12s} {'float ms':>10s} "
           f"{'binary ms':>10s} {'ratio':>7s}")
-    for engine in args.engines.split(","):
-        for threads in args.threads.split(","):
-            env = dict(os.environ, MXNET_ENGINE_TYPE=engine, OMP_NUM_THREADS=threads,
-                       MXNET_SUBGRAPH_VERBOSE="0")
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-                   "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-            line = next((ln for ln in res.stdout.splitlines() if ln.startswith("ROWS ")), None)
-            if res.returncode != 0 or line is None:
-                print(f"{engine} threads={threads}: worker failed\n{res.stderr[-2000:]}")
-                return 1
-            data = json.loads(line[5:])
-            for r in data["rows"]:
-                layer = f"{r['size']}x{r['size']}x{r['channels']}"
-                print(f"{engine:24s} {threads:>3s} {r['batch']:5d} {layer:>12s} "
-                      f"{r['float_ms']:10.3f} {r['binary_ms']:10.3f} "
-                      f"{r['float_ms'] / r['binary_ms']:6.1f}x  [{data['isa']}]", flush=True)
+    for engine, threads, isa in itertools.product(
+        args.engines.split(","), args.threads.split(","), isas
+    ):
+        # one subprocess per (engine, threads, isa)
+        env = dict(os.environ, MXNET_ENGINE_TYPE=engine, OMP_NUM_THREADS=threads,
+                   MXNET_SUBGRAPH_VERBOSE="0", BINMX_ISA=isa)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+               "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("ROWS ")), None)
+        if res.returncode != 0 or line is None:
+            print(f"{engine} threads={threads} isa={isa}: worker failed\n{res.stderr[-2000:]}")
+            return 1
+        data = json.loads(line[5:])
+        for r in data["rows"]:
+            layer = f"{r['size']}x{r['size']}x{r['channels']}"
+            print(f"{engine:24s} {threads:>3s} {r['batch']:5d} {layer:>12s} "
+                  f"{r['float_ms']:10.3f} {r['binary_ms']:10.3f} "
+                  f"{r['float_ms'] / r['binary_ms']:6.1f}x  [{data['isa']}]", flush=True)
     return 0
 
 
