@@ -22,6 +22,9 @@ Two rewrites, both exact up to float rounding (DESIGN.md §5, the fast-inference
    layer takes the folded ``alpha`` and ``bias`` (``scaling_factor=True``, ``no_bias=False``)
    in its fused epilogue and the BatchNorm disappears.
 
+3. A ``QActivation`` (``act_bit=1`` or ``backward_only``) read only by 1-bit layers is dropped:
+   those layers take the sign of their input themselves.
+
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
 
@@ -268,6 +271,25 @@ def fold(
         graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
         consumers = graph.consumers()
         heads = graph.head_ids()
+
+    # 3. A QActivation read only by 1-bit layers is a no-op in inference: the layer takes the
+    #    sign itself (sgn(sgn x) = sgn x; backward_only is the identity forward).
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable():
+        act = graph.nodes[nid]
+        aattrs = act.get("attrs", {})
+        if act["op"] != "QActivation" or nid in heads or not consumers[nid]:
+            continue
+        if not (_int(aattrs, "act_bit", 1) == 1 or _true(aattrs, "backward_only")):
+            continue
+        readers = [graph.nodes[c] for c in consumers[nid]]
+        if not all(_is_binary(r) and r["inputs"][0][0] == nid
+                   and all(e[0] != nid for e in r["inputs"][1:]) for r in readers):
+            continue
+        for r in readers:
+            r["inputs"][0] = list(act["inputs"][0])
+        consumers = graph.consumers()
 
     new_sym = graph.to_symbol()
     keep_args = set(new_sym.list_arguments())

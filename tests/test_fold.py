@@ -1,0 +1,181 @@
+"""BatchNorm folding (binmx.fold): graphs lose their BatchNorms, outputs stay the same."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import binmx
+from binmx.converter import run_model
+from binmx.converter_cli import main as converter_main
+from test_converter import bmxnet_lenet
+
+
+def random_params(sym: mx.sym.Symbol, data_shape: tuple[int, ...],
+                  rng: np.random.Generator) -> tuple[dict, dict]:
+    """Xavier weights and BatchNorm parameters/statistics far from the identity."""
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", data_shape)],
+             label_shapes=[("softmax_label", (data_shape[0],))], for_training=False)
+    mx.random.seed(int(rng.integers(0, 2**31)))
+    mod.init_params(mx.init.Xavier())
+    args, aux = mod.get_params()
+    for k, v in args.items():
+        if k.endswith(("_gamma", "_beta")):
+            args[k] = mx.nd.array(rng.standard_normal(v.shape).astype(np.float32))
+    for k, v in aux.items():
+        if k.endswith("_moving_mean"):
+            aux[k] = mx.nd.array(rng.standard_normal(v.shape).astype(np.float32) * 0.3)
+        elif k.endswith("_moving_var"):
+            aux[k] = mx.nd.array(rng.uniform(0.2, 3.0, v.shape).astype(np.float32))
+    return args, aux
+
+
+def ops_of(sym: mx.sym.Symbol) -> list[str]:
+    return [n["op"] for n in json.loads(sym.tojson())["nodes"] if n["op"] != "null"]
+
+
+def outputs(sym, args, aux, x):
+    return run_model(sym, args, aux, {"data": x, "softmax_label": np.zeros(len(x), np.float32)})
+
+
+def preact_block_net() -> mx.sym.Symbol:
+    """Float stem, then a pre-activation downsampling unit whose first BatchNorm feeds both the
+    3x3 binary conv and the 1x1 binary shortcut (BMXNet's ResNet layout), then a dim-matching
+    unit, then global pooling and a float classifier."""
+    x = mx.sym.Convolution(mx.sym.var("data"), kernel=(3, 3), pad=(1, 1), num_filter=32,
+                           name="conv0")
+
+    def unit(x, f, stride, match, name):
+        bn1 = mx.sym.BatchNorm(x, fix_gamma=False, eps=2e-5, name=f"{name}_bn1")
+        a1 = mx.sym.QActivation(bn1, backward_only=True, name=f"{name}_qa1")
+        c1 = mx.sym.QConvolution(a1, kernel=(3, 3), stride=(stride, stride), pad=(1, 1),
+                                 num_filter=f, no_bias=True, name=f"{name}_conv1")
+        bn2 = mx.sym.BatchNorm(c1, fix_gamma=False, eps=2e-5, name=f"{name}_bn2")
+        a2 = mx.sym.QActivation(bn2, backward_only=True, name=f"{name}_qa2")
+        c2 = mx.sym.QConvolution(a2, kernel=(3, 3), pad=(1, 1), num_filter=f, no_bias=True,
+                                 name=f"{name}_conv2")
+        sc = x if match else mx.sym.QConvolution(a1, kernel=(1, 1), stride=(stride, stride),
+                                                 num_filter=f, no_bias=True, name=f"{name}_sc")
+        return c2 + sc
+
+    x = unit(x, 64, 2, False, "u1")
+    x = unit(x, 64, 1, True, "u2")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn_final")
+    x = mx.sym.Activation(x, act_type="relu")
+    x = mx.sym.Pooling(x, global_pool=True, kernel=(1, 1), pool_type="avg")
+    x = mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=10, name="fc")
+    return mx.sym.SoftmaxOutput(x, name="softmax")
+
+
+def test_fold_lenet(rng: np.random.Generator) -> None:
+    sym = bmxnet_lenet()
+    args, aux = random_params(sym, (4, 1, 28, 28), rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    assert ops_of(fsym) == ["Convolution", "Activation", "Pooling", "QConvolution", "Pooling",
+                            "Flatten", "QFullyConnected", "Activation", "FullyConnected",
+                            "SoftmaxOutput"]
+    assert faux == {}
+    assert fargs["qconv2_in_scale"].shape == (64,)
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    before = outputs(sym, args, aux, x)[0]
+    after = outputs(fsym, fargs, faux, x)[0]
+    # BatchNorm as one affine map rounds differently from normalise-then-scale; a sign can
+    # only flip where the BatchNorm output is within rounding of 0 (checked separately).
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(after.argmax(1), before.argmax(1))
+
+
+def test_fold_preact_resnet_units(rng: np.random.Generator) -> None:
+    sym = preact_block_net()
+    args, aux = random_params(sym, (2, 3, 16, 16), rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    ops = ops_of(fsym)
+    # bn1/bn2 of both units fold into the binary convs (the downsampling unit's bn1 feeds the
+    # 3x3 conv and the 1x1 shortcut: both take it as input affine); bn_final does not (float).
+    assert ops.count("BatchNorm") == 1
+    assert ops.count("QActivation") == 0
+    assert ops.count("QConvolution") == 5
+    assert "u1_sc_in_scale" in fargs and "u1_conv1_in_scale" in fargs
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    before = outputs(sym, args, aux, x)[0]
+    after = outputs(fsym, fargs, faux, x)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(after.argmax(1), before.argmax(1))
+
+
+def test_sign_flips_only_at_rounding_of_zero(rng: np.random.Generator) -> None:
+    """The folded threshold x * scale + shift < 0 against MXNet's own BatchNorm output."""
+    sym = preact_block_net()
+    args, aux = random_params(sym, (2, 3, 16, 16), rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    _, fargs, _ = binmx.fold(csym, cargs, caux)
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    nd = {k: v for k, v in {**args, **aux}.items()}
+    conv0_nd = mx.nd.Convolution(mx.nd.array(x), nd["conv0_weight"], nd["conv0_bias"],
+                                 kernel=(3, 3), pad=(1, 1), num_filter=32)
+    bn = mx.nd.BatchNorm(conv0_nd, nd["u1_bn1_gamma"], nd["u1_bn1_beta"],
+                         nd["u1_bn1_moving_mean"], nd["u1_bn1_moving_var"], fix_gamma=False,
+                         eps=2e-5, use_global_stats=True).asnumpy()  # MXNet's own BatchNorm
+    conv0 = conv0_nd.asnumpy()
+    scale = fargs["u1_conv1_in_scale"].asnumpy()[None, :, None, None]
+    shift = fargs["u1_conv1_in_shift"].asnumpy()[None, :, None, None]
+    folded_bits = conv0 * scale + shift < 0
+    assert 0.2 < folded_bits.mean() < 0.8  # a real mix of +1 and -1, not a degenerate case
+    flips = folded_bits != (bn < 0)
+    assert np.all(np.abs(bn[flips]) <= 1e-5 * (1 + np.abs(conv0[flips] * scale)[0])), (
+        np.argwhere(flips)[:5], bn[flips][:5])
+
+
+def test_fold_keeps_batchnorm_with_other_readers(rng: np.random.Generator) -> None:
+    data = mx.sym.var("data")
+    bn = mx.sym.BatchNorm(data, fix_gamma=False, name="bn")
+    q = mx.sym.QConvolution(mx.sym.QActivation(bn, backward_only=True), kernel=(3, 3),
+                            pad=(1, 1), num_filter=4, no_bias=True, name="q")
+    out = mx.sym.Group([q, mx.sym.relu(bn)])
+    mod = mx.mod.Module(out, label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (1, 8, 6, 6))], for_training=False)
+    mod.init_params(mx.init.Xavier())
+    args, aux = mod.get_params()
+    csym, cargs, caux = binmx.convert(out, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    assert ops_of(fsym).count("BatchNorm") == 1  # relu still reads it
+    assert "q_in_scale" in fargs
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    for a, b in zip(run_model(out, args, aux, {"data": x}),
+                    run_model(fsym, fargs, faux, {"data": x}), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)  # folded rounding, see above
+
+
+def test_fold_does_not_mutate(rng: np.random.Generator) -> None:
+    sym = bmxnet_lenet()
+    args, aux = random_params(sym, (4, 1, 28, 28), rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    text = csym.tojson()
+    copies = {k: v.asnumpy().copy() for k, v in {**cargs, **caux}.items()}
+    keys = (set(cargs), set(caux))
+    binmx.fold(csym, cargs, caux)
+    assert csym.tojson() == text
+    assert (set(cargs), set(caux)) == keys
+    for k, v in {**cargs, **caux}.items():
+        assert np.array_equal(v.asnumpy(), copies[k])
+
+
+def test_converter_fold_flag_and_size(tmp_path: Path, rng: np.random.Generator,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    sym = bmxnet_lenet()
+    args, aux = random_params(sym, (4, 1, 28, 28), rng)
+    mx.model.save_checkpoint(str(tmp_path / "lenet"), 1, sym, args, aux)
+    assert converter_main([str(tmp_path / "lenet-0001.params"), "--fold"]) == 0
+    assert "verified" in capsys.readouterr().out
+    size = os.path.getsize(tmp_path / "binarized_lenet-0001.params")
+    assert size <= 206_511, size  # BMXNet's converted LeNet
+    saved = mx.nd.load(str(tmp_path / "binarized_lenet-0001.params"))
+    assert not any(k.startswith("aux:") for k in saved)
