@@ -12,6 +12,7 @@ from binmx.ops import pack_weight  # noqa: E402
 from binmx.converter import ConversionError, convert, convert_checkpoint  # noqa: E402
 from binmx.summary import summary  # noqa: E402
 from binmx.fold import fold  # noqa: E402
+from binmx import models  # noqa: E402  (needs the operators loaded)
 
 __all__ = [
     "ConversionError",
@@ -19,6 +20,7 @@ __all__ = [
     "convert_checkpoint",
     "fold",
     "gluon",
+    "models",
     "ops",
     "pack_weight",
     "summary",
