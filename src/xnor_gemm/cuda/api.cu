@@ -15,13 +15,16 @@
 #include <string>
 
 #include "binmx_cuda.h"
+#include "error.h"
 #include "tile.cuh"
 
 namespace binmx {
 namespace cuda {
-namespace {
 
+// Error state shared with train.cu (declared in error.h).
+namespace {
 thread_local std::string g_last_error;
+}  // namespace
 
 int Fail(int code, const std::string& message) {
   g_last_error = message;
@@ -35,6 +38,8 @@ int FailCuda(cudaError_t err, const char* what) {
   return Fail(code, std::string(what) + ": " + cudaGetErrorName(err) + ": " +
                         cudaGetErrorString(err));
 }
+
+namespace {
 
 std::string Str(int64_t v) { return std::to_string(v); }
 
@@ -483,6 +488,27 @@ int binmx_cuda_fully_connected(const float* x, int64_t batch, int64_t d, const u
     if (rc == BINMX_CUDA_OK && err != cudaSuccess) return FailCuda(err, "cudaFreeAsync");
   }
   return rc;
+}
+
+int binmx_cuda_fully_connected_packed(const uint64_t* x_packed, int64_t batch, int64_t d,
+                                      const uint64_t* w_packed, int64_t num_hidden,
+                                      const float* alpha, const float* bias, float* out, int algo,
+                                      void* stream) {
+  if (batch < 0 || d < 0 || num_hidden < 0) {
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected batch, d, num_hidden >= 0, got " + Str(batch) +
+                                             ", " + Str(d) + ", " + Str(num_hidden));
+  }
+  if (batch == 0 || num_hidden == 0) return BINMX_CUDA_OK;
+  if (x_packed == nullptr || w_packed == nullptr || out == nullptr) {
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x_packed`, `w_packed` and `out` must be non-null");
+  }
+  Problem p = GemmProblem(w_packed, x_packed, num_hidden, batch, WordsFor(d), d);
+  p.c_f32 = out;
+  p.c_sm = 1;
+  p.c_sn = num_hidden;
+  p.scale = alpha;
+  p.bias = bias;
+  return Run(p, /*conv=*/false, 1, algo, stream);
 }
 
 int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,

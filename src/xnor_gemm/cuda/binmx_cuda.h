@@ -35,7 +35,7 @@ extern "C" {
 #pragma GCC visibility push(default)
 #endif
 
-#define BINMX_CUDA_API_VERSION 1
+#define BINMX_CUDA_API_VERSION 2
 
 enum {
   BINMX_CUDA_OK = 0,
@@ -127,6 +127,94 @@ int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* p, const float* x,
 int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* p, const uint64_t* x_packed,
                                     const uint64_t* w_packed, const float* alpha,
                                     const float* bias, float* out, int algo, void* stream);
+
+/* ---- API version 2: what the MXNet "gpu" operators need beyond the binary kernels ---------
+ * (train.cu). Quantisers as DESIGN.md §3 / src/operators/op_common.h:
+ *   Qa: bits 1 sgn(x); 2..31 q(clip(x, 0, 1), k), q(a, k) = rint((2^k - 1) a) / (2^k - 1);
+ *       32 identity.   Qw: bits 1 sgn(w); 2..31 2 q(tanh(w) / (2 max|tanh w|) + 1/2, k) - 1;
+ *       32 identity. k-bit maths in double, rint = round half to even.
+ * Exactness against the CPU operator: sgn, the STE mask, the affine sign and packing, Qa and
+ * alpha (mean_abs_rows) are bit-identical (IEEE double adds / multiplies / divisions in the
+ * CPU's order, no contraction). Qw (k-bit) differs only where CUDA's and glibc's double tanh
+ * differ by an ulp AND that moves a rint decision. The float convolution / dense products, the
+ * bias gradient and dalpha sum in another order than OpenBLAS: equal to float rounding, not
+ * bit-identical. Float GEMMs run on the library's own deterministic tiled kernel (fixed
+ * summation order: results identical run to run), not cuBLAS. */
+
+/* alpha[r] = float(sum_i |w[r * size + i]| (in double, i ascending) / size), as the CPU. */
+int binmx_cuda_mean_abs_rows(const float* w, int64_t rows, int64_t size, float* alpha,
+                             void* stream);
+/* out = Qa(x) over n floats (bits 1..32; out may be x). */
+int binmx_cuda_quantize_act(const float* x, int64_t n, int bits, float* out, void* stream);
+/* Bytes of scratch for binmx_cuda_quantize_weight (the max |tanh|), or NULL to allocate
+ * stream-ordered inside the call. */
+size_t binmx_cuda_quantize_weight_workspace(void);
+/* out = Qw(w) over n floats, the max taken over all n (bits 1..32; out may not be w). */
+int binmx_cuda_quantize_weight(const float* w, int64_t n, int bits, float* out, void* workspace,
+                               size_t workspace_bytes, void* stream);
+/* out[i] = sgn(x[i] * scale[c] + shift[c]) as +-1.0f, c = (i / inner) % channels; product
+ * and sum each rounded to float (the input_affine of a folded BatchNorm). */
+int binmx_cuda_affine_sign(const float* x, int64_t n, int64_t channels, int64_t inner,
+                           const float* scale, const float* shift, float* out, void* stream);
+/* dx[i] = dy[i] * 1[|x[i]| <= grad_cancel] (the STE; dx may be dy). */
+int binmx_cuda_ste_mask(const float* x, const float* dy, int64_t n, float grad_cancel, float* dx,
+                        void* stream);
+/* binmx_cuda_pack_rows / _pack_nchw of the affine input x * scale + shift (< 0 -> bit 1):
+ * rows: scale, shift per column j (k of them); nchw: per channel (channels of them). */
+int binmx_cuda_pack_rows_affine(const float* x, int64_t rows, int64_t k, int64_t ld,
+                                const float* scale, const float* shift, uint64_t* out,
+                                void* stream);
+int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int64_t h,
+                                int64_t w, int64_t groups, const float* scale,
+                                const float* shift, uint64_t* out, void* stream);
+/* Packed conv weight (F, kh, kw, ceil(cg/64)) -> float +-1 (F, cg, kh, kw); a packed dense
+ * weight (H, ceil(D/64)) is kh = kw = 1, cg = D. */
+int binmx_cuda_unpack_conv_weight(const uint64_t* w_packed, int64_t num_filter, int64_t cg,
+                                  int64_t kh, int64_t kw, float* out, void* stream);
+/* binmx_cuda_fully_connected from an input already packed (pack_rows / pack_rows_affine). */
+int binmx_cuda_fully_connected_packed(const uint64_t* x_packed, int64_t batch, int64_t d,
+                                      const uint64_t* w_packed, int64_t num_hidden,
+                                      const float* alpha, const float* bias, float* out, int algo,
+                                      void* stream);
+/* out[r * size + i] = w[r * size + i] * alpha[r]. */
+int binmx_cuda_scale_rows(const float* w, const float* alpha, int64_t rows, int64_t size,
+                          float* out, void* stream);
+/* db[f] = sum over n < batch, q < inner of dy[(n * channels + f) * inner + q] (in double). */
+int binmx_cuda_bias_grad(const float* dy, int64_t batch, int64_t channels, int64_t inner,
+                         float* db, void* stream);
+/* Latent weight gradient from G = d loss / d Qw(W) (without alpha), rows x size:
+ *   alpha NULL: dw = G;  else dalpha[r] = sum_i G[r,i] wq[r,i] (double) and
+ *   dw[r,i] = alpha[r] * G[r,i] + sgn(w[r,i]) * float(dalpha_r / size) (each op rounded).
+ * dw or dalpha may be NULL (w is then unused). */
+int binmx_cuda_finish_weight_grad(const float* g, const float* w, const float* wq,
+                                  const float* alpha, int64_t rows, int64_t size, float* dw,
+                                  float* dalpha, void* stream);
+
+enum { BINMX_CUDA_QUANT_NONE = 0, BINMX_CUDA_QUANT_SIGN = 1 };
+/* Float convolution (k-bit forward and every STE backward), im2col + tiled GEMM over chunks of
+ * images. x NCHW, w OIHW (F, C/g, kh, kw) float; quant SIGN reads x through sgn; padding with
+ * p->pad_value (0, +1, -1).  out = conv(Q x, w) * alpha[f] + bias[f] (alpha, bias optional).
+ * Workspace: binmx_cuda_float_conv2d_workspace(p) bytes, or NULL (stream-ordered alloc). */
+size_t binmx_cuda_float_conv2d_workspace(const binmx_cuda_conv2d_params* p);
+int binmx_cuda_float_conv2d_forward(const binmx_cuda_conv2d_params* p, const float* x, int quant,
+                                    const float* w, const float* alpha, const float* bias,
+                                    float* out, void* workspace, size_t workspace_bytes,
+                                    void* stream);
+/* Gradients of out = conv(Q x, w) for dy (N, F, OH, OW), both overwritten, either may be NULL:
+ *   dx = conv_transpose(dy, w), times 1[|x_mask| <= grad_cancel] when x_mask is not NULL;
+ *   dw = sum over n, pixels of dy * Q(xpad) (a +-1 pad counts, a zero pad does not). */
+int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const float* x,
+                                     int quant, const float* w, const float* dy,
+                                     const float* x_mask, float grad_cancel, float* dx, float* dw,
+                                     void* workspace, size_t workspace_bytes, void* stream);
+/* Dense: out (rows x hidden) = Q(x) (rows x depth) . w^T, then * alpha[h] + bias[h]. */
+int binmx_cuda_float_dense_forward(const float* x, int quant, const float* w, const float* alpha,
+                                   const float* bias, float* out, int64_t rows, int64_t depth,
+                                   int64_t hidden, void* stream);
+/* dx = dy . w (masked by 1[|x_mask| <= grad_cancel] when x_mask), dw = dy^T . Q(x). */
+int binmx_cuda_float_dense_backward(const float* x, int quant, const float* w, const float* dy,
+                                    const float* x_mask, float grad_cancel, float* dx, float* dw,
+                                    int64_t rows, int64_t depth, int64_t hidden, void* stream);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
