@@ -36,22 +36,38 @@ import numpy as np
 __all__ = [
     "CudaError",
     "CudaUnavailableError",
+    "affine_sign",
     "available",
+    "bias_grad",
     "binary_conv2d",
     "conv2d_out_shape",
     "device_capability",
     "device_count",
+    "finish_weight_grad",
+    "float_conv2d",
+    "float_conv2d_backward",
+    "float_dense",
+    "float_dense_backward",
     "fully_connected",
+    "fully_connected_packed",
     "library_path",
+    "mean_abs_rows",
     "pack_bits",
+    "pack_bits_affine",
     "pack_nchw",
+    "pack_nchw_affine",
     "pack_weight",
+    "quantize_act",
+    "quantize_weight",
+    "scale_rows",
+    "ste_mask",
     "unavailable_reason",
+    "unpack_weight",
     "xnor_gemm",
     "xnor_gemm_f32",
 ]
 
-API_VERSION = 1
+API_VERSION = 2
 _ALGOS = {"auto": 0, "simt": 1, "tensor": 2}
 _ERR_NO_DEVICE = 3
 
@@ -124,6 +140,34 @@ def _declare(lib: ctypes.CDLL) -> None:
         "binmx_cuda_binary_conv2d_packed": (
             i32,
             [ctypes.POINTER(Conv2dParams), p, p, p, p, p, i32, p],
+        ),
+        # API version 2: what the MXNet "gpu" operators use (train.cu).
+        "binmx_cuda_mean_abs_rows": (i32, [p, i64, i64, p, p]),
+        "binmx_cuda_quantize_act": (i32, [p, i64, i32, p, p]),
+        "binmx_cuda_quantize_weight_workspace": (sz, []),
+        "binmx_cuda_quantize_weight": (i32, [p, i64, i32, p, p, sz, p]),
+        "binmx_cuda_affine_sign": (i32, [p, i64, i64, i64, p, p, p, p]),
+        "binmx_cuda_ste_mask": (i32, [p, p, i64, ctypes.c_float, p, p]),
+        "binmx_cuda_pack_rows_affine": (i32, [p, i64, i64, i64, p, p, p, p]),
+        "binmx_cuda_pack_nchw_affine": (i32, [p, i64, i64, i64, i64, i64, p, p, p, p]),
+        "binmx_cuda_unpack_conv_weight": (i32, [p, i64, i64, i64, i64, p, p]),
+        "binmx_cuda_fully_connected_packed": (i32, [p, i64, i64, p, i64, p, p, p, i32, p]),
+        "binmx_cuda_scale_rows": (i32, [p, p, i64, i64, p, p]),
+        "binmx_cuda_bias_grad": (i32, [p, i64, i64, i64, p, p]),
+        "binmx_cuda_finish_weight_grad": (i32, [p, p, p, p, i64, i64, p, p, p]),
+        "binmx_cuda_float_conv2d_workspace": (sz, [ctypes.POINTER(Conv2dParams)]),
+        "binmx_cuda_float_conv2d_forward": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), p, i32, p, p, p, p, p, sz, p],
+        ),
+        "binmx_cuda_float_conv2d_backward": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), p, i32, p, p, p, ctypes.c_float, p, p, p, sz, p],
+        ),
+        "binmx_cuda_float_dense_forward": (i32, [p, i32, p, p, p, p, i64, i64, i64, p]),
+        "binmx_cuda_float_dense_backward": (
+            i32,
+            [p, i32, p, p, p, ctypes.c_float, p, p, i64, i64, i64, p],
         ),
     }
     for name, (restype, argtypes) in sigs.items():
@@ -598,3 +642,393 @@ def binary_conv2d(
         )
         call.finish()
     return out
+
+
+# ---- API version 2: the pieces of the MXNet "gpu" operators (train.cu) -----------------------
+# Quantisers, STE and gradient formulas are those of binmx.reference (DESIGN.md §3). Exact:
+# quantize_act, quantize_weight(bits 1 / 32), mean_abs_rows, affine_sign, ste_mask, the affine
+# packers, unpack_weight, scale_rows. quantize_weight (k-bit) may differ where CUDA's double tanh
+# differs from the host's by an ulp. Float products (float_conv2d*, float_dense*) and the
+# reductions (bias_grad, finish_weight_grad) sum in another order than the CPU.
+
+_QUANT = {"none": 0, "sign": 1}
+
+
+def _quant_code(quant: str) -> int:
+    if quant not in _QUANT:
+        raise ValueError(f"Expected `quant` to be 'none' or 'sign', got {quant!r}")
+    return _QUANT[quant]
+
+
+def _check_bits(bits: object) -> int:
+    b = _check_int("bits", bits, 1)
+    if b > 32:
+        raise ValueError(f"Expected `bits` in [1, 32], got {b}")
+    return b
+
+
+def _check_same_shape(name: str, arr: Any, shape: tuple[int, ...]) -> None:
+    _check_array(name, arr, (np.float32,), None)
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"Expected `{name}` of shape {tuple(shape)}, got {tuple(arr.shape)}")
+
+
+def mean_abs_rows(w: Any) -> Any:
+    """``alpha[f] = mean |w[f]|`` over all axes but the first (float32; sums in float64 in the
+    CPU operator's order, so bit-identical to it and to ``reference.scaling_alpha`` up to the
+    summation order NumPy uses)."""
+    _check_array("w", w, (np.float32,), None)
+    if w.ndim < 2 or w.shape[0] == 0 or w.size == 0:
+        raise ValueError(f"Expected `w` of rank >= 2 with rows of size >= 1, got {w.shape}")
+    rows = w.shape[0]
+    size = w.size // rows
+    with _Call([w]) as call:
+        wp = call.ptr(w)
+        out, op = call.output((rows,), np.float32)
+        _check(call.lib.binmx_cuda_mean_abs_rows(wp, rows, size, op, call.stream))
+        call.finish()
+    return out
+
+
+def quantize_act(x: Any, bits: int) -> Any:
+    """``Qa(x)``: bits 1 sgn, 2..31 DoReFa ``q(clip(x, 0, 1))``, 32 identity (float32)."""
+    _check_array("x", x, (np.float32,), None)
+    bits = _check_bits(bits)
+    with _Call([x]) as call:
+        xp = call.ptr(x)
+        out, op = call.output(tuple(x.shape), np.float32)
+        _check(call.lib.binmx_cuda_quantize_act(xp, x.size, bits, op, call.stream))
+        call.finish()
+    return out
+
+
+def quantize_weight(w: Any, bits: int) -> Any:
+    """``Qw(w)``: bits 1 sgn, 2..31 DoReFa ``2 q(tanh w / (2 max|tanh w|) + 1/2) - 1``, 32 identity."""
+    _check_array("w", w, (np.float32,), None)
+    bits = _check_bits(bits)
+    with _Call([w]) as call:
+        wp = call.ptr(w)
+        out, op = call.output(tuple(w.shape), np.float32)
+        need = call.lib.binmx_cuda_quantize_weight_workspace()
+        ws = call.scratch(need)
+        _check(call.lib.binmx_cuda_quantize_weight(wp, w.size, bits, op, ws, need, call.stream))
+        call.finish()
+    return out
+
+
+def _affine_dims(x: Any, scale: Any, shift: Any, axis: int) -> tuple[int, int]:
+    _check_array("x", x, (np.float32,), None)
+    if not isinstance(axis, int) or not 0 <= axis < x.ndim:
+        raise ValueError(f"Expected `axis` in [0, {x.ndim}), got {axis!r}")
+    channels = x.shape[axis]
+    _check_vector("scale", scale, channels)
+    _check_vector("shift", shift, channels)
+    if scale is None or shift is None:
+        raise ValueError("Expected `scale` and `shift` arrays, got None")
+    return channels, int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
+
+
+def affine_sign(x: Any, scale: Any, shift: Any, *, axis: int = 1) -> Any:
+    """``sgn(x * scale + shift)`` as +-1 float32 (product and sum rounded separately), ``scale``
+    and ``shift`` indexed along ``axis`` (``reference.input_affine`` then ``reference.sgn``)."""
+    channels, inner = _affine_dims(x, scale, shift, axis)
+    with _Call([x, scale, shift]) as call:
+        xp, sp, tp = call.ptr(x), call.ptr(scale), call.ptr(shift)
+        out, op = call.output(tuple(x.shape), np.float32)
+        _check(
+            call.lib.binmx_cuda_affine_sign(
+                xp, x.size, channels, max(inner, 1), sp, tp, op, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def ste_mask(x: Any, dy: Any, grad_cancel: float = 1.0) -> Any:
+    """``dy * 1[|x| <= grad_cancel]`` (the straight-through estimator of the quantisers)."""
+    _check_array("x", x, (np.float32,), None)
+    _check_same_shape("dy", dy, tuple(x.shape))
+    with _Call([x, dy]) as call:
+        xp, dp = call.ptr(x), call.ptr(dy)
+        out, op = call.output(tuple(x.shape), np.float32)
+        _check(
+            call.lib.binmx_cuda_ste_mask(xp, dp, x.size, float(grad_cancel), op, call.stream)
+        )
+        call.finish()
+    return out
+
+
+def pack_bits_affine(x: Any, scale: Any, shift: Any) -> Any:
+    """``pack_bits(x * scale + shift)`` for float32 ``x[M, K]``, ``scale``/``shift`` ``(K,)``."""
+    _check_array("x", x, (np.float32,), 2)
+    rows, k = x.shape
+    _affine_dims(x, scale, shift, 1)
+    with _Call([x, scale, shift]) as call:
+        xp, sp, tp = call.ptr(x), call.ptr(scale), call.ptr(shift)
+        out, op = call.output((rows, (k + 63) // 64), np.int64)
+        _check(call.lib.binmx_cuda_pack_rows_affine(xp, rows, k, k, sp, tp, op, call.stream))
+        call.finish()
+    return out
+
+
+def pack_nchw_affine(x: Any, scale: Any, shift: Any, *, num_group: int = 1) -> Any:
+    """``pack_nchw(x * scale[c] + shift[c])`` (per channel ``c``), int64 ``(N, H, W, G, cw)``."""
+    _check_array("x", x, (np.float32,), 4)
+    groups = _check_int("num_group", num_group, 1)
+    n, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"Expected channels ({c}) divisible by `num_group` ({groups})")
+    _affine_dims(x, scale, shift, 1)
+    cw = (c // groups + 63) // 64
+    with _Call([x, scale, shift]) as call:
+        xp, sp, tp = call.ptr(x), call.ptr(scale), call.ptr(shift)
+        out, op = call.output((n, h, w, groups, cw), np.int64)
+        _check(
+            call.lib.binmx_cuda_pack_nchw_affine(xp, n, c, h, w, groups, sp, tp, op, call.stream)
+        )
+        call.finish()
+    return out
+
+
+def unpack_weight(w_packed: Any, depth: int) -> Any:
+    """Packed weight -> +-1 float32: ``(F, kh, kw, cw)`` -> ``(F, depth, kh, kw)`` (``depth`` =
+    C/num_group), or a dense ``(H, words)`` -> ``(H, depth)``."""
+    _check_array("w_packed", w_packed, (np.int64, np.uint64), None)
+    depth = _check_int("depth", depth, 1)
+    if w_packed.ndim == 2:
+        f, words = w_packed.shape
+        kh = kw = 1
+        shape: tuple[int, ...] = (f, depth)
+    elif w_packed.ndim == 4:
+        f, kh, kw, words = w_packed.shape
+        shape = (f, depth, kh, kw)
+    else:
+        raise ValueError(f"Expected `w_packed` of rank 2 or 4, got shape {w_packed.shape}")
+    if words != (depth + 63) // 64:
+        raise ValueError(f"Expected ceil(depth/64) = {(depth + 63) // 64} words, got {words}")
+    with _Call([w_packed]) as call:
+        wp = call.ptr(w_packed)
+        out, op = call.output(shape, np.float32)
+        _check(call.lib.binmx_cuda_unpack_conv_weight(wp, f, depth, kh, kw, op, call.stream))
+        call.finish()
+    return out
+
+
+def fully_connected_packed(
+    x_words: Any, d: int, w_packed: Any, *, alpha: Any = None, bias: Any = None,
+    algo: str = "auto",
+) -> Any:  # fmt: skip
+    """``fully_connected`` from an input already packed (``pack_bits`` / ``pack_bits_affine``)."""
+    _check_array("x_words", x_words, (np.int64, np.uint64), 2)
+    _check_array("w_packed", w_packed, (np.int64, np.uint64), 2)
+    d = _check_int("d", d, 0)
+    if x_words.shape[1] != (d + 63) // 64 or w_packed.shape[1] != x_words.shape[1]:
+        raise ValueError(
+            f"Expected ceil(d/64) = {(d + 63) // 64} words per row, got {x_words.shape[1]} "
+            f"and {w_packed.shape[1]}"
+        )
+    batch, hidden = x_words.shape[0], w_packed.shape[0]
+    _check_vector("alpha", alpha, hidden)
+    _check_vector("bias", bias, hidden)
+    code = _algo_code(algo)
+    with _Call([x_words, w_packed, alpha, bias]) as call:
+        xp, wp = call.ptr(x_words), call.ptr(w_packed)
+        ap, bp = call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((batch, hidden), np.float32)
+        _check(
+            call.lib.binmx_cuda_fully_connected_packed(
+                xp, batch, d, wp, hidden, ap, bp, op, code, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def scale_rows(w: Any, alpha: Any) -> Any:
+    """``w[f] * alpha[f]`` (float32, one rounding)."""
+    _check_array("w", w, (np.float32,), None)
+    if w.ndim < 1:
+        raise ValueError("Expected `w` of rank >= 1")
+    _check_vector("alpha", alpha, w.shape[0])
+    rows = w.shape[0]
+    size = w.size // rows if rows else 0
+    with _Call([w, alpha]) as call:
+        wp, ap = call.ptr(w), call.ptr(alpha)
+        out, op = call.output(tuple(w.shape), np.float32)
+        _check(call.lib.binmx_cuda_scale_rows(wp, ap, rows, size, op, call.stream))
+        call.finish()
+    return out
+
+
+def bias_grad(dy: Any) -> Any:
+    """``dy`` summed over every axis but axis 1 (NCHW or rows x hidden), float32 ``(C,)``."""
+    _check_array("dy", dy, (np.float32,), None)
+    if dy.ndim < 2:
+        raise ValueError(f"Expected `dy` of rank >= 2, got shape {dy.shape}")
+    batch, channels = dy.shape[0], dy.shape[1]
+    inner = int(np.prod(dy.shape[2:], dtype=np.int64))
+    with _Call([dy]) as call:
+        dp = call.ptr(dy)
+        out, op = call.output((channels,), np.float32)
+        _check(call.lib.binmx_cuda_bias_grad(dp, batch, channels, inner, op, call.stream))
+        call.finish()
+    return out
+
+
+def finish_weight_grad(g: Any, w: Any, wq: Any, alpha: Any) -> tuple[Any, Any]:
+    """``(dW, dalpha)`` from ``G = dloss/dQw(W)``: ``dalpha_f = sum_i G_fi wq_fi``,
+    ``dW = alpha_f G + sgn(W) dalpha_f / n`` (the scaling-factor chain rule of the operators)."""
+    _check_array("g", g, (np.float32,), None)
+    for name, arr in (("w", w), ("wq", wq)):
+        _check_same_shape(name, arr, tuple(g.shape))
+    rows = g.shape[0]
+    size = g.size // rows
+    _check_vector("alpha", alpha, rows)
+    with _Call([g, w, wq, alpha]) as call:
+        gp, wp, qp, ap = call.ptr(g), call.ptr(w), call.ptr(wq), call.ptr(alpha)
+        dw, dwp = call.output(tuple(g.shape), np.float32)
+        da, dap = call.output((rows,), np.float32)
+        _check(
+            call.lib.binmx_cuda_finish_weight_grad(
+                gp, wp, qp, ap, rows, size, dwp, dap, call.stream
+            )
+        )
+        call.finish()
+    return dw, da
+
+
+def _float_conv_params(x: Any, w: Any, stride, pad, dilate, num_group, pad_value) -> Conv2dParams:
+    _check_array("x", x, (np.float32,), 4)
+    _check_array("w", w, (np.float32,), 4)
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    groups = _check_int("num_group", num_group, 1)
+    if c % groups or f % groups or c // groups != cg:
+        raise ValueError(
+            f"Expected `w` of shape (F, C/num_group, kh, kw) with F divisible by num_group; "
+            f"got x {x.shape}, w {w.shape}, num_group {groups}"
+        )
+    if isinstance(pad_value, bool) or pad_value not in (0, 1, -1):
+        raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
+    sh, sw = _pair("stride", stride, 1)
+    ph, pw = _pair("pad", pad, 0)
+    dh, dw = _pair("dilate", dilate, 1)
+    return Conv2dParams(n, c, h, wd, f, kh, kw, sh, sw, ph, pw, dh, dw, groups, int(pad_value))
+
+
+def float_conv2d(
+    x: Any, w: Any, *, quant: str = "none", stride: object = 1, pad: object = 0,
+    dilate: object = 1, num_group: int = 1, pad_value: int = 0, alpha: Any = None,
+    bias: Any = None,
+) -> Any:  # fmt: skip
+    """``Convolution(Q(x), w) * alpha[f] + bias[f]`` in float32 (Q = identity or sgn), padding
+    with ``pad_value``; im2col + the library's tiled GEMM."""
+    params = _float_conv_params(x, w, stride, pad, dilate, num_group, pad_value)
+    f = w.shape[0]
+    _check_vector("alpha", alpha, f)
+    _check_vector("bias", bias, f)
+    q = _quant_code(quant)
+    with _Call([x, w, alpha, bias]) as call:
+        oh, ow = ctypes.c_int64(), ctypes.c_int64()
+        _check(
+            call.lib.binmx_cuda_conv2d_out_shape(
+                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
+            )
+        )
+        xp, wp, ap, bp = call.ptr(x), call.ptr(w), call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((x.shape[0], f, oh.value, ow.value), np.float32)
+        need = call.lib.binmx_cuda_float_conv2d_workspace(ctypes.byref(params))
+        ws = call.scratch(need)
+        _check(
+            call.lib.binmx_cuda_float_conv2d_forward(
+                ctypes.byref(params), xp, q, wp, ap, bp, op, ws, need, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def float_conv2d_backward(
+    x: Any, w: Any, dy: Any, *, quant: str = "none", x_mask: Any = None,
+    grad_cancel: float = 1.0, stride: object = 1, pad: object = 0, dilate: object = 1,
+    num_group: int = 1, pad_value: int = 0,
+) -> tuple[Any, Any]:  # fmt: skip
+    """``(dx, dw)`` of ``float_conv2d`` (no alpha/bias) for ``dy``; ``dx`` masked by
+    ``1[|x_mask| <= grad_cancel]`` when ``x_mask`` is given."""
+    params = _float_conv_params(x, w, stride, pad, dilate, num_group, pad_value)
+    q = _quant_code(quant)
+    if x_mask is not None:
+        _check_same_shape("x_mask", x_mask, tuple(x.shape))
+    with _Call([x, w, dy, x_mask]) as call:
+        oh, ow = ctypes.c_int64(), ctypes.c_int64()
+        _check(
+            call.lib.binmx_cuda_conv2d_out_shape(
+                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
+            )
+        )
+        _check_same_shape("dy", dy, (x.shape[0], w.shape[0], oh.value, ow.value))
+        xp, wp, dp, mp = call.ptr(x), call.ptr(w), call.ptr(dy), call.ptr(x_mask)
+        dx, dxp = call.output(tuple(x.shape), np.float32)
+        dw, dwp = call.output(tuple(w.shape), np.float32)
+        need = call.lib.binmx_cuda_float_conv2d_workspace(ctypes.byref(params))
+        ws = call.scratch(need)
+        _check(
+            call.lib.binmx_cuda_float_conv2d_backward(
+                ctypes.byref(params), xp, q, wp, dp, mp, float(grad_cancel), dxp, dwp, ws,
+                need, call.stream,
+            )
+        )
+        call.finish()
+    return dx, dw
+
+
+def float_dense(
+    x: Any, w: Any, *, quant: str = "none", alpha: Any = None, bias: Any = None
+) -> Any:
+    """``Q(x) . w^T * alpha[h] + bias[h]`` for ``x (rows, D)``, ``w (H, D)`` (float32)."""
+    _check_array("x", x, (np.float32,), 2)
+    _check_array("w", w, (np.float32,), 2)
+    rows, depth = x.shape
+    hidden = w.shape[0]
+    if w.shape[1] != depth:
+        raise ValueError(f"Expected `w` of shape (H, {depth}), got {w.shape}")
+    _check_vector("alpha", alpha, hidden)
+    _check_vector("bias", bias, hidden)
+    q = _quant_code(quant)
+    with _Call([x, w, alpha, bias]) as call:
+        xp, wp, ap, bp = call.ptr(x), call.ptr(w), call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((rows, hidden), np.float32)
+        _check(
+            call.lib.binmx_cuda_float_dense_forward(
+                xp, q, wp, ap, bp, op, rows, depth, hidden, call.stream
+            )
+        )
+        call.finish()
+    return out
+
+
+def float_dense_backward(
+    x: Any, w: Any, dy: Any, *, quant: str = "none", x_mask: Any = None,
+    grad_cancel: float = 1.0,
+) -> tuple[Any, Any]:  # fmt: skip
+    """``(dx, dw) = (dy . w * 1[|x_mask| <= grad_cancel], dy^T . Q(x))``."""
+    _check_array("x", x, (np.float32,), 2)
+    _check_array("w", w, (np.float32,), 2)
+    rows, depth = x.shape
+    hidden = w.shape[0]
+    _check_same_shape("dy", dy, (rows, hidden))
+    if x_mask is not None:
+        _check_same_shape("x_mask", x_mask, (rows, depth))
+    q = _quant_code(quant)
+    with _Call([x, w, dy, x_mask]) as call:
+        xp, wp, dp, mp = call.ptr(x), call.ptr(w), call.ptr(dy), call.ptr(x_mask)
+        dx, dxp = call.output((rows, depth), np.float32)
+        dw, dwp = call.output((hidden, depth), np.float32)
+        _check(
+            call.lib.binmx_cuda_float_dense_backward(
+                xp, q, wp, dp, mp, float(grad_cancel), dxp, dwp, rows, depth, hidden,
+                call.stream,
+            )
+        )
+        call.finish()
+    return dx, dw
