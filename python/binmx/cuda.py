@@ -142,6 +142,7 @@ def _declare(lib: ctypes.CDLL) -> None:
             [ctypes.POINTER(Conv2dParams), p, p, p, p, p, i32, p],
         ),
         # API version 2: what the MXNet "gpu" operators use (train.cu).
+        "binmx_cuda_fill_zero": (i32, [p, sz, p]),
         "binmx_cuda_mean_abs_rows": (i32, [p, i64, i64, p, p]),
         "binmx_cuda_quantize_act": (i32, [p, i64, i32, p, p]),
         "binmx_cuda_quantize_weight_workspace": (sz, []),

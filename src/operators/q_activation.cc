@@ -163,12 +163,64 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
 }  // namespace ops
 }  // namespace binmx
 
+#ifdef BINMX_OPS_GPU
+// "gpu" forward / backward (BINMX_WITH_CUDA=ON; compile-checked only): the attributes are
+// parsed and validated here exactly as for "cpu"; the work is in q_ops_gpu.cc.
+#include "q_ops_gpu.h"
+
+namespace binmx {
+namespace ops {
+namespace {
+
+bool ToGpuSpec(const Attrs& attrs, GpuActSpec* s) {
+  QActAttrs a;
+  if (!Parse(attrs, &a)) return false;
+  s->act_bit = a.act_bit;
+  s->backward_only = a.backward_only;
+  s->grad_cancel = a.grad_cancel;
+  return true;
+}
+
+MXReturnValue ForwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                           std::vector<MXTensor>* outputs, const OpResource& res) {
+  try {
+    GpuActSpec s;
+    if (!ToGpuSpec(attrs, &s)) return MX_FAIL;
+    return QActForwardGpu(s, inputs, outputs, res);
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " forward (gpu): " << e.what();
+    return MX_FAIL;
+  }
+}
+
+MXReturnValue BackwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                            std::vector<MXTensor>* outputs, const OpResource& res) {
+  try {
+    GpuActSpec s;
+    if (!ToGpuSpec(attrs, &s)) return MX_FAIL;
+    return QActBackwardGpu(s, inputs, outputs, res);
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " backward (gpu): " << e.what();
+    return MX_FAIL;
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace binmx
+#endif  // BINMX_OPS_GPU
+
 REGISTER_OP(QActivation)
     .setParseAttrs(binmx::ops::ParseAttrsFn)
     .setInferType(binmx::ops::InferTypeFn)
     .setInferShape(binmx::ops::InferShapeFn)
     .setForward(binmx::ops::ForwardFn, "cpu")
-    .setBackward(binmx::ops::BackwardFn, "cpu");
+    .setBackward(binmx::ops::BackwardFn, "cpu")
+#ifdef BINMX_OPS_GPU
+    .setForward(binmx::ops::ForwardGpuFn, "gpu")
+    .setBackward(binmx::ops::BackwardGpuFn, "gpu")
+#endif
+    ;
 
 mxnet::ext::MXReturnValue initialize(int version) {
   if (version < 10900) {

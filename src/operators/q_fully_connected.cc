@@ -413,9 +413,76 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
 }  // namespace ops
 }  // namespace binmx
 
+#ifdef BINMX_OPS_GPU
+// "gpu" forward / backward (BINMX_WITH_CUDA=ON; compile-checked only): the attributes are
+// parsed and validated here exactly as for "cpu"; the work is in q_ops_gpu.cc.
+#include "q_ops_gpu.h"
+
+namespace binmx {
+namespace ops {
+namespace {
+
+bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data, GpuFcSpec* s) {
+  QFcAttrs a;
+  if (!Parse(attrs, &a)) return false;
+  if (in.size() <= data || in[data].shape.size() < (a.flatten ? 2u : 1u)) {
+    MX_ERROR_MSG << kOp << " (gpu): expected `data` of rank >= " << (a.flatten ? 2 : 1);
+    return false;
+  }
+  RowsDepth(a, in[data].shape, &s->rows, &s->depth);
+  s->hidden = a.num_hidden;
+  s->act_bit = a.act_bit;
+  s->weight_bit = a.weight_bit;
+  s->no_bias = a.no_bias;
+  s->packed = a.packed;
+  s->scaling = a.scaling;
+  s->input_affine = a.input_affine;
+  s->grad_cancel = a.grad_cancel;
+  s->num_inputs = a.num_inputs();
+  s->bias_index = a.bias_index();
+  s->alpha_index = a.alpha_index();
+  s->in_scale_index = a.in_scale_index();
+  s->in_shift_index = a.in_shift_index();
+  return true;
+}
+
+MXReturnValue ForwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                           std::vector<MXTensor>* outputs, const OpResource& res) {
+  try {
+    GpuFcSpec s;
+    if (!ToGpuSpec(attrs, *inputs, 0, &s)) return MX_FAIL;
+    return QFcForwardGpu(s, inputs, outputs, res);
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " forward (gpu): " << e.what();
+    return MX_FAIL;
+  }
+}
+
+MXReturnValue BackwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
+                            std::vector<MXTensor>* outputs, const OpResource& res) {
+  try {
+    GpuFcSpec s;
+    if (!ToGpuSpec(attrs, *inputs, 1, &s)) return MX_FAIL;
+    return QFcBackwardGpu(s, inputs, outputs, res);
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << kOp << " backward (gpu): " << e.what();
+    return MX_FAIL;
+  }
+}
+
+}  // namespace
+}  // namespace ops
+}  // namespace binmx
+#endif  // BINMX_OPS_GPU
+
 REGISTER_OP(QFullyConnected)
     .setParseAttrs(binmx::ops::ParseAttrsFn)
     .setInferType(binmx::ops::InferTypeFn)
     .setInferShape(binmx::ops::InferShapeFn)
     .setForward(binmx::ops::ForwardFn, "cpu")
-    .setBackward(binmx::ops::BackwardFn, "cpu");
+    .setBackward(binmx::ops::BackwardFn, "cpu")
+#ifdef BINMX_OPS_GPU
+    .setForward(binmx::ops::ForwardGpuFn, "gpu")
+    .setBackward(binmx::ops::BackwardGpuFn, "gpu")
+#endif
+    ;

@@ -141,6 +141,8 @@ int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* p, const uin
  * bit-identical. Float GEMMs run on the library's own deterministic tiled kernel (fixed
  * summation order: results identical run to run), not cuBLAS. */
 
+/* Zeroes `bytes` bytes at device pointer ptr, stream-ordered (cudaMemsetAsync). */
+int binmx_cuda_fill_zero(void* ptr, size_t bytes, void* stream);
 /* alpha[r] = float(sum_i |w[r * size + i]| (in double, i ascending) / size), as the CPU. */
 int binmx_cuda_mean_abs_rows(const float* w, int64_t rows, int64_t size, float* alpha,
                              void* stream);

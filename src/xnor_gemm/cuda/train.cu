@@ -530,6 +530,13 @@ using namespace binmx::cuda;  // NOLINT: C API implementation file
 
 extern "C" {
 
+int binmx_cuda_fill_zero(void* ptr, size_t bytes, void* stream) {
+  if (bytes == 0) return BINMX_CUDA_OK;
+  if (ptr == nullptr) return Fail(BINMX_CUDA_ERR_ARGUMENT, "`ptr` must be a non-null device pointer");
+  const cudaError_t err = cudaMemsetAsync(ptr, 0, bytes, static_cast<cudaStream_t>(stream));
+  return err == cudaSuccess ? BINMX_CUDA_OK : FailCuda(err, "cudaMemsetAsync");
+}
+
 int binmx_cuda_mean_abs_rows(const float* w, int64_t rows, int64_t size, float* alpha,
                              void* stream) {
   BINMX_TRY(CheckN("rows", rows));
