@@ -15,6 +15,7 @@
  * [ilo, ihi) of i (same for columns), so a pixel's padded-tap set is given by its (row class,
  * column class); pid[q] = row_class * n_col_classes + col_class, with class 0 = interior, and
  *     ct[f][pid] = sum_{padded taps t} S[f][t],   S[f][t] = Cg - 2 popcount(W[f][t])
+ * (rows of ct_stride >= 16 entries, so a vector kernel can permute a row by pid).
  * (a padded tap is counted as +1 * sgn(w) by the kernel and must count 0).
  */
 #include "bconv.h"
@@ -83,7 +84,7 @@ class Scratch {
 struct CallScratch {
   Scratch<uint64_t> planes, dense_x;
   Scratch<float> dense_t, wt;
-  std::vector<int32_t> pid, ct, pop, st;
+  std::vector<int32_t> pid, ct, pop, prefix;
   std::vector<int64_t> koff, y_class, x_class;
 };
 
@@ -214,8 +215,10 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     }
   }
 
-  // 3. Zero-padding correction table.
+  // 3. Zero-padding correction table: ct[f][pattern] = sum of S[f][t] over the pattern's
+  // padded taps (pattern 0, all taps valid, is 0), ct_stride >= 16 entries per filter.
   const int32_t* pid = nullptr;
+  int64_t ct_stride = 16, n_pat = 1;
   if (p.pad_value == 0 && (ph > 0 || pw > 0)) {
     std::vector<std::pair<int64_t, int64_t>> y_ranges, x_ranges;
     AxisClasses(oh, h, sh, ph, dh, kh, &s.y_class, &y_ranges);
@@ -223,34 +226,41 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     const int64_t n_yc = static_cast<int64_t>(y_ranges.size());
     const int64_t n_xc = static_cast<int64_t>(x_ranges.size());
     if (n_yc > 1 || n_xc > 1) {
-      const int64_t n_pat = n_yc * n_xc;
+      n_pat = n_yc * n_xc;
+      ct_stride = (n_pat + 15) / 16 * 16;
       s.pid.assign(static_cast<size_t>(ohw + kVecSlack), 0);
       for (int64_t oy = 0; oy < oh; ++oy) {
         for (int64_t ox = 0; ox < ow; ++ox) {
-          s.pid[oy * ow + ox] =
-              static_cast<int32_t>((s.y_class[oy] * n_xc + s.x_class[ox]) * f_all);
+          s.pid[oy * ow + ox] = static_cast<int32_t>(s.y_class[oy] * n_xc + s.x_class[ox]);
         }
       }
-      // st[t][f] = S[f][t]; ct[pattern][f] = sum of st[t][f] over the pattern's padded taps.
+      // Per filter: 2-D prefix sums P of S[f][i][j] over the kh x kw taps; a pattern's
+      // padded sum is the total minus the sum over its valid rectangle (rows x cols).
       s.pop.resize(static_cast<size_t>(f_all * taps));
       spec.pop_rows(args.w_packed, f_all * taps, words, s.pop.data());
-      s.st.resize(static_cast<size_t>(taps * f_all));
+      s.ct.assign(static_cast<size_t>(f_all * ct_stride), 0);
+      const int32_t cg32 = static_cast<int32_t>(cg);
+      const int64_t pw1 = kw + 1;
+      s.prefix.assign(static_cast<size_t>((kh + 1) * pw1), 0);
+      int32_t* pre = s.prefix.data();
       for (int64_t f = 0; f < f_all; ++f) {
-        for (int64_t tap = 0; tap < taps; ++tap) {
-          s.st[tap * f_all + f] = static_cast<int32_t>(cg) - 2 * s.pop[f * taps + tap];
+        const int32_t* pop = s.pop.data() + f * taps;
+        for (int64_t i = 0; i < kh; ++i) {
+          int32_t row_sum = 0;
+          for (int64_t j = 0; j < kw; ++j) {
+            row_sum += cg32 - 2 * pop[i * kw + j];
+            pre[(i + 1) * pw1 + j + 1] = pre[i * pw1 + j + 1] + row_sum;
+          }
         }
-      }
-      s.ct.assign(static_cast<size_t>(f_all * n_pat), 0);
-      for (int64_t yc = 0; yc < n_yc; ++yc) {
-        for (int64_t xc = 0; xc < n_xc; ++xc) {
-          int32_t* row = s.ct.data() + (yc * n_xc + xc) * f_all;
-          for (int64_t i = 0; i < kh; ++i) {
-            const bool row_in = i >= y_ranges[yc].first && i < y_ranges[yc].second;
-            for (int64_t j = 0; j < kw; ++j) {
-              if (row_in && j >= x_ranges[xc].first && j < x_ranges[xc].second) continue;
-              const int32_t* st = s.st.data() + (i * kw + j) * f_all;
-              for (int64_t f = 0; f < f_all; ++f) row[f] += st[f];
-            }
+        const int32_t total = pre[kh * pw1 + kw];
+        int32_t* row = s.ct.data() + f * ct_stride;
+        for (int64_t yc = 0; yc < n_yc; ++yc) {
+          const int64_t i0 = y_ranges[yc].first, i1 = y_ranges[yc].second;
+          for (int64_t xc = 0; xc < n_xc; ++xc) {
+            const int64_t j0 = x_ranges[xc].first, j1 = x_ranges[xc].second;
+            const int32_t rect = pre[i1 * pw1 + j1] - pre[i0 * pw1 + j1] - pre[i1 * pw1 + j0] +
+                                 pre[i0 * pw1 + j0];
+            row[yc * n_xc + xc] = total - rect;
           }
         }
       }
@@ -280,7 +290,9 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       t.q1 = std::min(ohw, t.q0 + kPixChunk);
       t.k_depth = static_cast<int32_t>(depth);
       t.pid = pid;
-      t.ct = pid ? ct + g * fg : nullptr;
+      t.ct = pid ? ct + g * fg * ct_stride : nullptr;
+      t.ct_stride = ct_stride;
+      t.n_patterns = n_pat;
       t.alpha = args.alpha ? args.alpha + g * fg : nullptr;
       t.bias = args.bias ? args.bias + g * fg : nullptr;
       const int64_t out_off = (n * f_all + g * fg) * ohw;

@@ -96,7 +96,7 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
       __m128i dot = _mm_sub_epi32(kv, _mm_add_epi32(pop, pop));
       if (any_border) {
         const __m128i corr = _mm_mask_i32gather_epi32(
-            zero4, reinterpret_cast<const int*>(t.ct + fr), pidv, border, 4);
+            zero4, reinterpret_cast<const int*>(t.ct + fr * t.ct_stride), pidv, border, 4);
         dot = _mm_sub_epi32(dot, corr);
       }
       const __m128 a = _mm_set1_ps(t.alpha != nullptr ? t.alpha[fr] : 1.0f);

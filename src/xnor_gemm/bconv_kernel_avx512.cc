@@ -9,19 +9,106 @@
  * Epilogue per vector: vpmovqd, dot = K - 2 pop, border correction by a masked gather of
  * ct[f][pid[q]] on the lanes with pid != 0, float(dot) * alpha + bias (+ residual), masked
  * store straight into NCHW (8 consecutive pixels of one filter are 8 consecutive floats).
- * Pack: 16 pixels per vcmpltps (x * s + t < 0), the 16-bit mask ORs bit c into the 16 pixel
- * words with two masked vporq (pixel words live in 2 zmm).
+ * Pack: 16 pixels per vcmpltps (x * s + t < 0), the 16-bit mask ORs bit c into 16 dword
+ * lanes with one masked vpord (channels 0-31 and 32-63 in two zmm), interleaved at the end
+ * into the 16 pixel words.
  */
 #include <immintrin.h>
 
 #include "bconv_kernels.h"
 
+// GCC 12's headers implement several unmasked intrinsics (vpermd, vpmovqd, vcvtdq2ps,
+// vpunpck*, vshufi64x2) with a self-initialised "undefined" vector, which -Wall reports as
+// (maybe-)uninitialized once inlined (GCC bug 105593, fixed in later releases).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace binmx {
 namespace internal {
 namespace {
 
-constexpr int kFb = 8;
-constexpr int kPv = 3;
+#ifndef BINMX_BCONV_AVX512_FB
+#define BINMX_BCONV_AVX512_FB 8
+#endif
+#ifndef BINMX_BCONV_AVX512_PV
+#define BINMX_BCONV_AVX512_PV 3
+#endif
+constexpr int kFb = BINMX_BCONV_AVX512_FB;
+constexpr int kPv = BINMX_BCONV_AVX512_PV;
+
+// Epilogue of 16 output pixels [qv, qv + 16) (a pair of accumulator vectors; hi may be null)
+// for FB filters: pop -> int32 lanes by one vpermt2d, dot = K - 2 pop, border correction
+// (a vpermd of the filter's 16-entry ct row by pid, or a gather past 16 patterns), then
+// float(dot) * alpha + bias (+ residual), masked store into NCHW. The tile's fields are read
+// into locals first (the stores could otherwise alias them, forcing reloads per filter).
+template <int FB>
+inline void Epilogue16(const BconvTile& t, int64_t f, int64_t qv, const __m512i* lo,
+                       const __m512i* hi, int lo_stride) {
+  const int64_t left = t.q1 - qv;
+  const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff)
+                                    : static_cast<__mmask16>((1u << left) - 1u);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                         28, 30);
+  const __m512i kv = _mm512_set1_epi32(t.k_depth);
+  const float* alpha = t.alpha;
+  const float* bias = t.bias;
+  const float* residual = t.residual;
+  const int64_t fstride = t.out_fstride;
+  float* out = t.out + f * fstride + qv;
+  __m512i dots[FB];
+#pragma GCC unroll 8
+  for (int r = 0; r < FB; ++r) {
+    const __m512i pop = _mm512_permutex2var_epi32(lo[r * lo_stride], even,
+                                                  hi != nullptr ? hi[r * lo_stride]
+                                                                : _mm512_setzero_si512());
+    dots[r] = _mm512_sub_epi32(kv, _mm512_add_epi32(pop, pop));
+  }
+  if (t.pid != nullptr) {
+    const __m512i pidv = _mm512_maskz_loadu_epi32(mask, t.pid + qv);
+    const __mmask16 border = _mm512_test_epi32_mask(pidv, pidv);
+    if (border != 0) {
+      const int32_t* row = t.ct + f * t.ct_stride;
+      const int64_t cs = t.ct_stride;
+      if (t.n_patterns <= 16) {
+#pragma GCC unroll 8
+        for (int r = 0; r < FB; ++r) {
+          dots[r] = _mm512_sub_epi32(
+              dots[r], _mm512_permutexvar_epi32(pidv, _mm512_loadu_si512(row + r * cs)));
+        }
+      } else {
+#pragma GCC unroll 8
+        for (int r = 0; r < FB; ++r) {
+          dots[r] = _mm512_sub_epi32(dots[r], _mm512_mask_i32gather_epi32(
+                                                  _mm512_setzero_si512(), border, pidv,
+                                                  row + r * cs, 4));
+        }
+      }
+    }
+  }
+  __m512 a[FB], b[FB];
+#pragma GCC unroll 8
+  for (int r = 0; r < FB; ++r) {
+    a[r] = alpha != nullptr ? _mm512_set1_ps(alpha[f + r]) : _mm512_set1_ps(1.0f);
+    b[r] = bias != nullptr ? _mm512_set1_ps(bias[f + r]) : _mm512_setzero_ps();
+  }
+  if (residual == nullptr) {
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+      const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dots[r]), a[r]), b[r]);
+      _mm512_mask_storeu_ps(out + r * fstride, mask, y);
+    }
+  } else {
+    const float* res = residual + f * fstride + qv;
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dots[r]), a[r]), b[r]);
+      y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, res + r * fstride));
+      _mm512_mask_storeu_ps(out + r * fstride, mask, y);
+    }
+  }
+}
 
 template <int FB, int PV>
 void Micro(const BconvTile& t, int64_t f, int64_t q) {
@@ -48,38 +135,10 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
       }
     }
   }
-  const __m256i kv = _mm256_set1_epi32(t.k_depth);
-  const __m256i zero = _mm256_setzero_si256();
 #pragma GCC unroll 4
-  for (int v = 0; v < PV; ++v) {
-    const int64_t qv = q + 8 * v;
-    const int64_t left = t.q1 - qv;
-    if (left <= 0) break;
-    const __mmask8 mask = left >= 8 ? static_cast<__mmask8>(0xff)
-                                    : static_cast<__mmask8>((1u << left) - 1u);
-    __m256i pidv = zero;
-    __mmask8 border = 0;
-    if (t.pid != nullptr) {
-      pidv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.pid + qv));
-      border = _mm256_mask_cmpneq_epi32_mask(mask, pidv, zero);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < FB; ++r) {
-      const int64_t fr = f + r;
-      const __m256i pop = _mm512_maskz_cvtepi64_epi32(static_cast<__mmask8>(0xff), acc[r][v]);
-      __m256i dot = _mm256_sub_epi32(kv, _mm256_add_epi32(pop, pop));
-      if (border != 0) {
-        const __m256i corr =
-            _mm256_mmask_i32gather_epi32(zero, border, pidv, t.ct + fr, 4);
-        dot = _mm256_sub_epi32(dot, corr);
-      }
-      const __m256 a = _mm256_set1_ps(t.alpha != nullptr ? t.alpha[fr] : 1.0f);
-      const __m256 b = _mm256_set1_ps(t.bias != nullptr ? t.bias[fr] : 0.0f);
-      __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a), b);
-      const int64_t off = fr * t.out_fstride + qv;
-      if (t.residual != nullptr) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mask, t.residual + off));
-      _mm256_mask_storeu_ps(t.out + off, mask, y);
-    }
+  for (int v = 0; v < PV; v += 2) {
+    if (q + 8 * v >= t.q1) break;
+    Epilogue16<FB>(t, f, q + 8 * v, &acc[0][v], v + 1 < PV ? &acc[0][v + 1] : nullptr, PV);
   }
 }
 
@@ -87,12 +146,14 @@ template <int FB>
 void Rows(const BconvTile& t, int64_t f) {
   int64_t q = t.q0;
   for (; q + 8 * kPv <= t.q1; q += 8 * kPv) Micro<FB, kPv>(t, f, q);
-  const int64_t left = t.q1 - q;
-  if (left > 16) {
+  const int64_t vecs = (t.q1 - q + 7) / 8;
+  if (vecs >= 4) {
+    Micro<FB, 4>(t, f, q);  // only when kPv > 4
+  } else if (vecs == 3) {
     Micro<FB, 3>(t, f, q);
-  } else if (left > 8) {
+  } else if (vecs == 2) {
     Micro<FB, 2>(t, f, q);
-  } else if (left > 0) {
+  } else if (vecs == 1) {
     Micro<FB, 1>(t, f, q);
   }
 }
@@ -102,16 +163,16 @@ void Tile(const BconvTile& t) {
   for (; f + kFb <= t.f1; f += kFb) Rows<kFb>(t, f);
   switch (t.f1 - f) {
     case 7:
-      Rows<7>(t, f);
+      Rows<7 % kFb>(t, f);
       break;
     case 6:
-      Rows<6>(t, f);
+      Rows<6 % kFb>(t, f);
       break;
     case 5:
-      Rows<5>(t, f);
+      Rows<5 % kFb>(t, f);
       break;
     case 4:
-      Rows<4>(t, f);
+      Rows<4 % kFb>(t, f);
       break;
     case 3:
       Rows<3>(t, f);
@@ -127,35 +188,84 @@ void Tile(const BconvTile& t) {
   }
 }
 
-void Pack(const float* x, int64_t ch_stride, int n_ch, int64_t width, const float* scale,
-          const float* shift, uint64_t* out) {
+// Sign bits of up to 64 pixels (4 vectors of 16) x n_ch <= 64 channels, channel by channel
+// (4 independent loads per channel keep several cache misses in flight): channel c ORs its
+// compare mask into dword lanes (bit c of acc[0] for c < 32, bit c - 32 of acc[1]), one
+// masked vpord per 16 pixels; then the two dword halves are interleaved into pixel words.
+template <bool kAffine, int NV>
+void PackChunk(const float* xp, int64_t ch_stride, int n_ch, int64_t n, const float* scale,
+               const float* shift, uint64_t* out) {
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t p0 = 0; p0 < width; p0 += 16) {
-    const int64_t n = width - p0 < 16 ? width - p0 : 16;
-    const __mmask16 lm = static_cast<__mmask16>((1u << n) - 1u);
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-    __m512i bit = _mm512_set1_epi64(1);
-    const float* xp = x + p0;
-    if (scale != nullptr) {
-      for (int c = 0; c < n_ch; ++c) {
-        __m512 v = _mm512_maskz_loadu_ps(lm, xp + c * ch_stride);
-        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(scale[c])), _mm512_set1_ps(shift[c]));
-        const __mmask16 m = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
-        acc0 = _mm512_mask_or_epi64(acc0, static_cast<__mmask8>(m), acc0, bit);
-        acc1 = _mm512_mask_or_epi64(acc1, static_cast<__mmask8>(m >> 8), acc1, bit);
-        bit = _mm512_add_epi64(bit, bit);
-      }
-    } else {
-      for (int c = 0; c < n_ch; ++c) {
-        const __m512 v = _mm512_maskz_loadu_ps(lm, xp + c * ch_stride);
-        const __mmask16 m = _mm512_mask_cmp_ps_mask(lm, v, zero, _CMP_LT_OQ);
-        acc0 = _mm512_mask_or_epi64(acc0, static_cast<__mmask8>(m), acc0, bit);
-        acc1 = _mm512_mask_or_epi64(acc1, static_cast<__mmask8>(m >> 8), acc1, bit);
-        bit = _mm512_add_epi64(bit, bit);
+  __mmask16 lm[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int64_t left = n - 16 * v;
+    lm[v] = left >= 16 ? static_cast<__mmask16>(0xffff)
+                       : static_cast<__mmask16>((1u << left) - 1u);
+  }
+  __m512i acc[2][NV];
+  for (int half = 0; half < 2; ++half) {
+    __m512i a[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) a[v] = _mm512_setzero_si512();
+    const int c1 = n_ch < 32 * (half + 1) ? n_ch : 32 * (half + 1);
+    for (int c = 32 * half; c < c1; ++c) {
+      const __m512i bit = _mm512_set1_epi32(static_cast<int>(1u << (c & 31)));
+      const float* xc = xp + c * ch_stride;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        __m512 x = _mm512_maskz_loadu_ps(lm[v], xc + 16 * v);
+        if (kAffine) {
+          x = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(scale[c])), _mm512_set1_ps(shift[c]));
+        }
+        const __mmask16 m = _mm512_mask_cmp_ps_mask(lm[v], x, zero, _CMP_LT_OQ);
+        a[v] = _mm512_mask_or_epi32(a[v], m, a[v], bit);
       }
     }
-    _mm512_mask_storeu_epi64(out + p0, static_cast<__mmask8>(lm), acc0);
-    if (n > 8) _mm512_mask_storeu_epi64(out + p0 + 8, static_cast<__mmask8>(lm >> 8), acc1);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[half][v] = a[v];
+  }
+  const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i idx1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m512i ulo = _mm512_unpacklo_epi32(acc[0][v], acc[1][v]);
+    const __m512i uhi = _mm512_unpackhi_epi32(acc[0][v], acc[1][v]);
+    _mm512_mask_storeu_epi64(out + 16 * v, static_cast<__mmask8>(lm[v]),
+                             _mm512_permutex2var_epi64(ulo, idx0, uhi));
+    _mm512_mask_storeu_epi64(out + 16 * v + 8, static_cast<__mmask8>(lm[v] >> 8),
+                             _mm512_permutex2var_epi64(ulo, idx1, uhi));
+  }
+}
+
+template <bool kAffine>
+void PackImpl(const float* x, int64_t ch_stride, int n_ch, int64_t width, const float* scale,
+              const float* shift, uint64_t* out) {
+  for (int64_t p0 = 0; p0 < width; p0 += 64) {
+    const int64_t n = width - p0 < 64 ? width - p0 : 64;
+    switch ((n + 15) / 16) {
+      case 4:
+        PackChunk<kAffine, 4>(x + p0, ch_stride, n_ch, n, scale, shift, out + p0);
+        break;
+      case 3:
+        PackChunk<kAffine, 3>(x + p0, ch_stride, n_ch, n, scale, shift, out + p0);
+        break;
+      case 2:
+        PackChunk<kAffine, 2>(x + p0, ch_stride, n_ch, n, scale, shift, out + p0);
+        break;
+      default:
+        PackChunk<kAffine, 1>(x + p0, ch_stride, n_ch, n, scale, shift, out + p0);
+        break;
+    }
+  }
+}
+
+void Pack(const float* x, int64_t ch_stride, int n_ch, int64_t width, const float* scale,
+          const float* shift, uint64_t* out) {
+  if (scale != nullptr) {
+    PackImpl<true>(x, ch_stride, n_ch, width, scale, shift, out);
+  } else {
+    PackImpl<false>(x, ch_stride, n_ch, width, scale, shift, out);
   }
 }
 
@@ -183,25 +293,51 @@ void PackAffine(const float* x, int64_t rows, int64_t k, int64_t ld, const float
   }
 }
 
-void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
-  if (words >= 8) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const uint64_t* row = w + r * words;
-      __m512i acc = _mm512_setzero_si512();
-      for (int64_t i = 0; i < words; i += 8) {
-        const int64_t n = words - i < 8 ? words - i : 8;
-        const __mmask8 m = static_cast<__mmask8>((1u << n) - 1u);
-        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_loadu_epi64(m, row + i)));
-      }
-      alignas(64) uint64_t lanes[8];
-      _mm512_store_si512(lanes, acc);
-      uint64_t sum = 0;
-      for (int i = 0; i < 8; ++i) sum += lanes[i];
-      pop[r] = static_cast<int32_t>(sum);
-    }
-    return;
+// Sum of the 8 qword lanes of each of v[0..7], as lane r of the result.
+__m512i SumLanes8(const __m512i* v) {
+  // pairs: lane (2i, 2i+1) of v[r], v[r+1] -> one lane each, interleaved per 128 bits
+  __m512i a[4];
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
   }
-  for (int64_t r = 0; r < rows; ++r) {
+  // a[i] 128-bit lane L = (v[2i] pair L, v[2i+1] pair L); combine lanes (0,1) and (2,3)
+  __m512i b[2];
+  for (int i = 0; i < 2; ++i) {
+    b[i] = _mm512_add_epi64(_mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0x88),
+                            _mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0xdd));
+  }
+  // b[i] 128-bit lanes: (a[2i] L0+L1, a[2i] L2+L3, a[2i+1] L0+L1, a[2i+1] L2+L3)
+  const __m512i c = _mm512_add_epi64(_mm512_shuffle_i64x2(b[0], b[1], 0x88),
+                                     _mm512_shuffle_i64x2(b[0], b[1], 0xdd));
+  // c lanes: (v0, v1), (v2, v3), (v4, v5), (v6, v7) sums
+  return c;
+}
+
+void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
+  int64_t r = 0;
+  if (words >= 4) {
+    const int64_t full = words / 8 * 8;
+    const __mmask8 tail = static_cast<__mmask8>((1u << (words - full)) - 1u);
+    for (; r + 8 <= rows; r += 8) {
+      __m512i v[8];
+      for (int i = 0; i < 8; ++i) {
+        const uint64_t* row = w + (r + i) * words;
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t j = 0; j < full; j += 8) {
+          acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_loadu_si512(row + j)));
+        }
+        if (tail != 0) {
+          acc = _mm512_add_epi64(acc,
+                                 _mm512_popcnt_epi64(_mm512_maskz_loadu_epi64(tail, row + full)));
+        }
+        v[i] = acc;
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + r),
+                          _mm512_cvtepi64_epi32(SumLanes8(v)));
+    }
+  }
+  for (; r < rows; ++r) {
     int64_t s = 0;
     for (int64_t i = 0; i < words; ++i) s += _mm_popcnt_u64(w[r * words + i]);
     pop[r] = static_cast<int32_t>(s);

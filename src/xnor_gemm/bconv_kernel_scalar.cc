@@ -13,7 +13,7 @@ constexpr int kPb = 4;
 
 float Finish(const BconvTile& t, int64_t f, int64_t q, uint64_t pop) {
   int32_t dot = t.k_depth - 2 * static_cast<int32_t>(pop);
-  if (t.pid != nullptr) dot -= t.ct[t.pid[q] + f];
+  if (t.pid != nullptr) dot -= t.ct[f * t.ct_stride + t.pid[q]];
   const float a = t.alpha != nullptr ? t.alpha[f] : 1.0f;
   const float b = t.bias != nullptr ? t.bias[f] : 0.0f;
   const float prod = static_cast<float>(dot) * a;

@@ -6,11 +6,14 @@
  * k < kwords (k = (i * kw + j) * words + word), the input words of consecutive output pixels
  * q are consecutive: X_k[q] = planes[koff[k] + q] (bconv.cc builds the planes so). Then
  *     pop[f][q] = sum_k popcount(X_k[q] ^ w[f * kwords + k]),   dot = k_depth - 2 * pop
- *     dot -= ct[pid[q] + f]                       (zero-padding correction; pid null: none)
+ *     dot -= ct[f * ct_stride + pid[q]]           (zero-padding correction; pid null: none)
  *     out[f * out_fstride + q] = float(dot) * alpha[f] + bias[f]  (+ residual[same index])
- * (alpha 1, bias 0 when null; a multiply then an add, never fused). The planes hold at least
- * kVecSlack readable words past every position a valid pixel reads, and pid holds zeros past
- * q1, so a kernel may compute whole vectors and store only the valid lanes.
+ * (alpha 1, bias 0 when null; a multiply then an add, never fused). pid[q] is the pixel's
+ * border pattern, 0 <= pid[q] < ct_stride, pattern 0 = no padded tap (its ct entries are 0);
+ * ct_stride >= 16, so a kernel may load 16 consecutive entries of a filter's row (and permute
+ * them by pid) when n_patterns <= 16. The planes hold at least kVecSlack readable words past
+ * every position a valid pixel reads, and pid holds zeros past q1, so a kernel may compute
+ * whole vectors and store only the valid lanes.
  *
  * Pack: one word of n_ch <= 64 channels for `width` pixels (channel c at x + c * ch_stride):
  *     out[p] = OR_c ((scale ? x*scale[c] + shift[c] : x) < 0) << c
@@ -36,8 +39,10 @@ struct BconvTile {
   const uint64_t* w;  // rows of kwords words; f indexes rows from here
   int64_t f0, f1, q0, q1;
   int32_t k_depth;
-  const int32_t* pid;  // or null; pid[q] = pattern * (row stride of ct)
-  const int32_t* ct;   // indexed by pid[q] + f
+  const int32_t* pid;  // or null; pid[q] = border pattern of pixel q
+  const int32_t* ct;   // ct[f * ct_stride + pattern]
+  int64_t ct_stride;   // >= 16
+  int64_t n_patterns;  // patterns in use (<= ct_stride)
   const float* alpha;     // indexed by f, or null
   const float* bias;      // indexed by f, or null
   const float* residual;  // same layout as out, or null
