@@ -58,14 +58,14 @@ if [[ -z "$LIB" ]]; then
   for a in ${ARCH//;/ }; do GENCODE+=("-gencode=arch=compute_$a,code=sm_$a"); done
   SRC=src/xnor_gemm/cuda
   pids=()
-  for f in api gemm_simt gemm_tensor; do
+  for f in api gemm_simt gemm_tensor train; do
     "$NVCC" -std=c++17 -O3 -Xcompiler=-fPIC,-fvisibility=hidden "${GENCODE[@]}" \
       -c "$SRC/$f.cu" -o "$BUILD/$f.o" >>"$OUTDIR/gpu_build.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || { tail -40 "$OUTDIR/gpu_build.log"; die "nvcc compile failed"; }; done
   "$NVCC" -shared -cudart static "${GENCODE[@]}" -o "$BUILD/libbinmx_cuda.so" \
-    "$BUILD/api.o" "$BUILD/gemm_simt.o" "$BUILD/gemm_tensor.o" >>"$OUTDIR/gpu_build.log" 2>&1 \
+    "$BUILD/api.o" "$BUILD/gemm_simt.o" "$BUILD/gemm_tensor.o" "$BUILD/train.o" >>"$OUTDIR/gpu_build.log" 2>&1 \
     || { tail -40 "$OUTDIR/gpu_build.log"; die "nvcc link failed"; }
   LIB="$BUILD/libbinmx_cuda.so"
 fi
@@ -82,7 +82,7 @@ if r is not None:
 print(f"devices: {m.device_count()}, sm_{m.device_capability()}, auto algo: {m.resolve_algo('auto')}")
 EOF
 
-say "exactness tests (tests/test_cuda.py, GPU vs NumPy references)"
+say "exactness tests (tests/test_cuda.py, GPU vs NumPy references; includes the C API calls of the operators' \"gpu\" path)"
 TEST_RC=0
 # Only this file; the slow nvcc-compile test is deselected (the build above did that work).
 # If tests/conftest.py cannot be imported here, give the tests the seed/rng fixtures directly.
