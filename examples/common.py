@@ -133,6 +133,12 @@ class ModuleProgress:
 # ----------------------------------------------------------------------------------------------
 
 
+def divisor_batch(n: int, limit: int = 256) -> int:
+    """The largest batch size <= limit that divides n: Module's evaluation counts the padded
+    samples of a last, partial batch, so per-epoch test accuracy is exact only without one."""
+    return max(b for b in range(1, min(n, limit) + 1) if n % b == 0)
+
+
 def lr_schedule(kind: str, *, base_lr: float, total_updates: int, warmup: int = 0):
     """``cosine`` (to 1% of base_lr), ``step`` (x0.1 at 50% and 75%) or ``none``."""
     total_updates = max(total_updates, 1)

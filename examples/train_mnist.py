@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--output-dir", default="runs/mnist", help="where checkpoints and results go")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=float, default=2e-3, help="base learning rate")
@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
             shuffle=True,
             last_batch_handle="discard",
         )
-        test_iter = bdata.make_iter(x_test, y_test, batch_size=256)
+        test_iter = bdata.make_iter(
+            x_test, y_test, batch_size=common.divisor_batch(x_test.shape[0])
+        )
         _, history, train_seconds = common.fit_module(
             lenet_symbol(binary=binary, **bits),
             train_iter,

@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
                 shuffle=True,
                 last_batch_handle="discard",
             )
-        test_iter = bdata.make_iter(x_test, y_test, batch_size=256)
+        test_iter = bdata.make_iter(
+            x_test, y_test, batch_size=common.divisor_batch(x_test.shape[0])
+        )
         test = (x_test, y_test)
         train_samples, test_samples = int(x_train.shape[0]), int(x_test.shape[0])
         batches = train_samples // args.batch_size

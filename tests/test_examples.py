@@ -90,6 +90,8 @@ def test_train_mnist_tiny(tmp_path: Path) -> None:
     assert ops["fc1"]["attrs"]["binarized_weights_only"] == "True"
     hist = results["history"]
     assert len(hist["train_loss"]) == 1 and len(hist["test_accuracy"]) == 1
+    # The per-epoch evaluation (Module.fit) and the final one (saved checkpoint) agree exactly.
+    assert hist["test_accuracy"][-1] == results["float_test_accuracy"]
 
 
 @needs_mnist

@@ -4,11 +4,15 @@
  * Inputs, in order: data (N, C, H, W) float32; weight: OIHW float32 (F, C/g, kh, kw), or with
  * binarized_weights_only=True int64 words (F, kh, kw, ceil(C/g/64)); bias (F,) unless no_bias;
  * alpha (F,) float32 when binarized_weights_only and scaling_factor; with input_affine=True
- * (act_bit = 1 only) in_scale (C,) and in_shift (C,) float32 last. Output (N, F, OH, OW).
+ * (act_bit = 1 only) in_scale (C,) and in_shift (C,) float32; with residual=True
+ * (act_bit = weight_bit = 1 only) residual (N, F, OH, OW) float32 last. Output (N, F, OH, OW).
  *
  * input_affine (inference; a folded BatchNorm): the activation is sgn(x * in_scale_c +
  *   in_shift_c) instead of sgn(x) (product and sum rounded separately in float32), computed in
  *   the packing pass. It has no backward (MXNetError).
+ * residual (inference; a folded `QConvolution + x` residual add): out = (alpha_f * dot + bias_f)
+ *   + residual, the add done last in float32 in the kernel epilogue, so bit-identical to
+ *   elemwise_add(QConvolution(...), residual). No backward (MXNetError).
  *
  * Forward: out = alpha_f * conv(Qa(x), Qw(W)) + bias_f, padding per pad_value (0 = zeros,
  *   +1 / -1 constants), Qa / Qw the act_bit / weight_bit quantisers (op_common.h), alpha_f =
@@ -47,26 +51,28 @@ constexpr const char* kOp = "QConvolution";
 struct QConvAttrs {
   std::vector<int64_t> kernel, stride, dilate, pad;
   int64_t num_filter = 0, num_group = 1;
-  bool no_bias = false, packed = false, scaling = false, input_affine = false;
+  bool no_bias = false, packed = false, scaling = false, input_affine = false, residual = false;
   int act_bit = 1, weight_bit = 1, pad_value = 0;
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
   int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
-  int num_inputs() const { return num_params() + (input_affine ? 2 : 0); }
+  int num_inputs() const { return num_params() + (input_affine ? 2 : 0) + (residual ? 1 : 0); }
   int bias_index() const { return no_bias ? -1 : 2; }
   int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
   // input_affine: in_scale, in_shift (C,) after the other inputs.
   int in_scale_index() const { return input_affine ? num_params() : -1; }
   int in_shift_index() const { return input_affine ? num_params() + 1 : -1; }
+  // residual: (N, F, OH, OW), the last input.
+  int residual_index() const { return residual ? num_inputs() - 1 : -1; }
 };
 
 bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   AttrReader r(kOp, attrs);
   r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
                 "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
-                "pad_value", "grad_cancel", "input_affine", "workspace", "cudnn_tune",
-                "cudnn_off"});
+                "pad_value", "grad_cancel", "input_affine", "residual", "workspace",
+                "cudnn_tune", "cudnn_off"});
   a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
   a->stride = r.Tuple("stride", 2, 1, false);
   a->dilate = r.Tuple("dilate", 2, 1, false);
@@ -81,9 +87,15 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   a->pad_value = static_cast<int>(r.Int("pad_value", 0, -1, 1));
   a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
   a->input_affine = r.Bool("input_affine", false);
+  a->residual = r.Bool("residual", false);
   if (r.ok() && a->input_affine && a->act_bit != 1) {
     r.Fail("input_affine=True needs act_bit=1 (an affine map before the sign), got act_bit=" +
            std::to_string(a->act_bit));
+  }
+  if (r.ok() && a->residual && !a->binary()) {
+    r.Fail("residual=True needs act_bit=1 and weight_bit=1 (the fused xnor epilogue), got "
+           "act_bit=" + std::to_string(a->act_bit) + ", weight_bit=" +
+           std::to_string(a->weight_bit));
   }
   if (const std::string* layout = r.Find("layout")) {
     const std::string l = Trim(*layout);
@@ -156,6 +168,7 @@ const char* InputName(const QConvAttrs& a, int i) {
   if (i == a.bias_index()) return "bias";
   if (i == a.in_scale_index()) return "in_scale";
   if (i == a.in_shift_index()) return "in_shift";
+  if (i == a.residual_index()) return "residual";
   return "alpha";
 }
 
@@ -263,8 +276,13 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
         return MX_FAIL;
       }
     }
-    (*out_shapes)[0] = {ds[0], f, static_cast<unsigned>(p.OutH()),
-                        static_cast<unsigned>(p.OutW())};
+    const std::vector<unsigned int> oshape = {ds[0], f, static_cast<unsigned>(p.OutH()),
+                                              static_cast<unsigned>(p.OutW())};
+    if (a.residual && !MatchShape(kOp, "residual", oshape, &(*in_shapes)[a.residual_index()],
+                                  " (N, num_filter, OH, OW), the output shape (residual=True)")) {
+      return MX_FAIL;
+    }
+    (*out_shapes)[0] = oshape;
     return MX_SUCCESS;
   } catch (const std::exception& e) {
     MX_ERROR_MSG << kOp << ": " << e.what();
@@ -340,6 +358,9 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       args.bias = bias;
       args.in_scale = in_scale;
       args.in_shift = in_shift;
+      args.residual = a.residual
+                          ? static_cast<const float*>((*inputs)[a.residual_index()].data_ptr)
+                          : nullptr;
       args.out = out;
       BinaryConv2d(args, p, DefaultGemmConfig());
     } else if (a.input_affine) {
@@ -384,6 +405,11 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     if (a.input_affine) {
       MX_ERROR_MSG << kOp << ": input_affine=True is an inference feature (folded BatchNorm); "
                    << "it has no backward. Train with BatchNorm + QConvolution, then fold.";
+      return MX_FAIL;
+    }
+    if (a.residual) {
+      MX_ERROR_MSG << kOp << ": residual=True is an inference feature (a folded residual add); "
+                   << "it has no backward. Train with QConvolution + elemwise_add, then fold.";
       return MX_FAIL;
     }
     const int n_in = a.num_inputs();
