@@ -25,6 +25,12 @@ Two rewrites, both exact up to float rounding (DESIGN.md §5, the fast-inference
 3. A ``QActivation`` (``act_bit=1`` or ``backward_only``) read only by 1-bit layers is dropped:
    those layers take the sign of their input themselves.
 
+4. 1-bit ``QConvolution`` -> ``elemwise_add`` (its only reader, e.g. a residual unit's
+   ``conv2 + shortcut``): the add moves into the convolution's epilogue. The layer gets
+   ``residual=True`` and the add's other operand as its last input ``residual``, computing
+   ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
+   commutative), one operator and one pass over the output fewer.
+
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
 
@@ -40,6 +46,7 @@ import numpy as np
 __all__ = ["fold"]
 
 _BINARY = ("QConvolution", "QFullyConnected")
+_ADDS = ("elemwise_add", "add_n")  # add_n only with two inputs
 _TRUE = ("true", "1")
 
 
@@ -167,8 +174,11 @@ def fold(
     aux_params: dict[str, mx.nd.NDArray],
     *,
     data_shape: tuple[int, ...] | None = None,
+    fuse_residual: bool = True,
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
-    """Fold BatchNorm layers into the neighbouring binary layers (see the module docstring).
+    """Fold BatchNorm layers and residual adds into the neighbouring binary layers (see the
+    module docstring). ``fuse_residual=False`` skips rewrite 4 (the fused add runs on the CPU
+    path only).
 
     Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
     graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
@@ -220,10 +230,14 @@ def fold(
         node.setdefault("attrs", {})["input_affine"] = "True"
         if flattened and node["op"] == "QFullyConnected":
             attrs["flatten"] = "True"
+        residual = node["inputs"][-1:] if _true(attrs, "residual") else []
+        if residual:
+            node["inputs"] = node["inputs"][:-1]
         for suffix, value in (("in_scale", scale), ("in_shift", shift)):
             vname = _unique(f"{node['name']}_{suffix}", taken)
             node["inputs"].append([graph.add_variable(vname, value.shape), 0, 0])
             args[vname] = mx.nd.array(value, dtype=np.float32)
+        node["inputs"] += residual  # inputs: ..., in_scale, in_shift, [residual]
     del consumers
 
     # 2. converted binary layer -> BatchNorm (its only reader): fold into alpha and bias.
@@ -237,7 +251,7 @@ def fold(
         layer = graph.nodes[src]
         lattrs = layer.get("attrs", {})
         if (not _is_binary(layer) or not _true(lattrs, "binarized_weights_only")
-                or consumers[src] != [nid] or src in heads):
+                or _true(lattrs, "residual") or consumers[src] != [nid] or src in heads):
             continue
         affine = _bn_affine(bn, graph, args, aux)
         if affine is None:
@@ -290,6 +304,30 @@ def fold(
         for r in readers:
             r["inputs"][0] = list(act["inputs"][0])
         consumers = graph.consumers()
+
+    # 4. 1-bit QConvolution -> elemwise_add (its only reader): the add goes into the epilogue.
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable() if fuse_residual else []:
+        add = graph.nodes[nid]
+        if add["op"] not in _ADDS or len(add["inputs"]) != 2:
+            continue
+        for k in (0, 1):
+            src, out_index, _ = add["inputs"][k]
+            other = add["inputs"][1 - k]
+            conv = graph.nodes[src]
+            if (conv["op"] != "QConvolution" or not _is_binary(conv) or out_index != 0
+                    or _true(conv.get("attrs", {}), "residual") or consumers[src] != [nid]
+                    or src in heads or other[0] == src):
+                continue
+            conv["inputs"].append(list(other))
+            conv.setdefault("attrs", {})["residual"] = "True"
+            for n in graph.nodes.values():
+                n["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in n["inputs"]]
+            graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+            consumers = graph.consumers()
+            heads = graph.head_ids()
+            break
 
     new_sym = graph.to_symbol()
     keep_args = set(new_sym.list_arguments())

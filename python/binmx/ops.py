@@ -12,7 +12,14 @@ the call forms of ``Convolution`` / ``FullyConnected`` / ``Activation``:
 * attribute values given as Python objects (``kernel=(3, 3)``, ``no_bias=True``).
 
 Inputs, in order: ``data, weight, [bias] (unless no_bias), [alpha] (binarized_weights_only and
-scaling_factor), [in_scale, in_shift] (input_affine)``.
+scaling_factor), [in_scale, in_shift] (input_affine), [residual] (QConvolution, residual)``.
+
+``residual=True`` (QConvolution, ``act_bit = weight_bit = 1`` only; inference, e.g. a folded
+residual add): the input ``residual`` of the output's shape is added last, in float32, in the
+kernel's epilogue: ``out = (alpha * dot + bias) + residual``, bit-identical to
+``elemwise_add(QConvolution(...), residual)``. No backward (``MXNetError``). Give it as
+``residual=True`` plus the input (positionally last, or ``mx.sym`` creates ``<name>_residual``),
+or as ``residual=<array or symbol>``, which sets the attribute too.
 
 ``input_affine=True`` (``act_bit=1`` only; inference, e.g. a folded BatchNorm): the layer's
 activation is ``sgn(x * in_scale + in_shift)`` instead of ``sgn(x)``, float32 product then sum,
@@ -67,6 +74,8 @@ def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
         names.append("alpha")
     if _truthy(attrs.get("input_affine", False)):
         names += ["in_scale", "in_shift"]
+    if op == "QConvolution" and _truthy(attrs.get("residual", False)):
+        names.append("residual")
     return names
 
 
@@ -114,6 +123,12 @@ def _split(
 ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
     """Separate inputs (positional + keyword) from attributes; attributes become strings."""
     given = {k: kwargs.pop(k) for k in _INPUT_KEYS if k in kwargs and kwargs[k] is not None}
+    # `residual` is both an attribute (True/False) and, when True, an input: an array or
+    # symbol given as `residual=` is the input and sets the attribute.
+    if op == "QConvolution" and isinstance(kwargs.get("residual"),
+                                           (mx.nd.NDArray, mx.sym.Symbol)):
+        given["residual"] = kwargs.pop("residual")
+        kwargs["residual"] = True
     for k in _INPUT_KEYS:
         kwargs.pop(k, None)  # explicit None means "not given"
     names, attrs = _attrs_and_names(op, kwargs)
@@ -195,7 +210,7 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return {}
     # in_scale / in_shift: (C,) or (D,), known only from the data shape.
     return {"weight": wshape, "bias": (out[0],), "alpha": (out[0],), "in_scale": (0,),
-            "in_shift": (0,)}
+            "in_shift": (0,), "residual": (0, 0, 0, 0)}
 
 
 def _annotate_param_shapes(

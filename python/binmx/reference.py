@@ -228,10 +228,13 @@ def q_conv2d(
     pad_value: int = 0,
     in_scale: np.ndarray | None = None,
     in_shift: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """QConvolution forward with a float weight (float64 result). ``in_scale``/``in_shift``
     (``input_affine=True``, act_bit 1): the input is ``x * in_scale[c] + in_shift[c]``
-    (:func:`input_affine`) before the sign."""
+    (:func:`input_affine`) before the sign. ``residual`` (``residual=True``): added last,
+    ``out = (alpha * conv + bias) + residual`` (the operator rounds ``alpha * conv + bias``
+    to float32 before the add)."""
     weight_bit = act_bit if weight_bit is None else weight_bit
     if in_scale is not None:
         x = input_affine(x, in_scale, in_shift, axis=1)
@@ -243,6 +246,8 @@ def q_conv2d(
         out = out * scaling_alpha(w).astype(np.float64)[None, :, None, None]
     if bias is not None:
         out = out + np.asarray(bias, np.float64)[None, :, None, None]
+    if residual is not None:
+        out = out + np.asarray(residual, np.float64)
     return out
 
 

@@ -511,6 +511,11 @@ namespace {
 bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data, GpuConvSpec* s) {
   QConvAttrs a;
   if (!Parse(attrs, &a)) return false;
+  if (a.residual) {  // the fused residual add exists on the CPU path only
+    MX_ERROR_MSG << kOp << " (gpu): residual=True is not supported on gpu; fold with "
+                 << "binmx.fold(..., fuse_residual=False), or run on cpu";
+    return false;
+  }
   if (in.size() <= data || in[data].shape.size() != 4) {
     MX_ERROR_MSG << kOp << " (gpu): expected 4-D data";
     return false;
