@@ -190,3 +190,27 @@ def test_cli_reports_worker_failure() -> None:
     )
     assert proc.returncode == 5, proc.stderr
     assert "worker exit codes [5]" in proc.stderr
+
+
+def test_cli_interrupt_stops_every_process(tmp_path: Path) -> None:
+    import signal
+
+    pidfile = tmp_path / "worker.pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "binmx.distributed", "-n", "1", "--timeout", "120", "--"]
+        + [sys.executable, "-c", code],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "worker did not start"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.1)
+    worker = int(pidfile.read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert _all_gone([worker]) == []

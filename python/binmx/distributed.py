@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         p.error(str(exc))
+    except KeyboardInterrupt:  # launch() has already killed every process it started
+        print("launch: interrupted; all processes stopped", file=sys.stderr)
+        return 130
     if result.timed_out:
         print(
             f"launch: timed out after {args.timeout:g} s; killed {result.killed}", file=sys.stderr
