@@ -10,7 +10,7 @@
  *   bench_bconv_core [--reps N] [--batch B] [--threads T] [--isa scalar|avx2|avx512|all]
  *                    [--layer 56|28|14|7|all] [--check 0|1]
  * (--check 0 skips the scalar reference call, e.g. under callgrind).
- * Built by CMake with BINMX_TESTS=ON, or ad hoc:
+ * Built by CMake with -DBINMX_TESTS=ON (target bench_bconv_core), or ad hoc:
  *   g++ -O2 -std=c++17 -Isrc/xnor_gemm benchmarks/bench_bconv_core.cc <core objects> -lpthread
  */
 #include <algorithm>

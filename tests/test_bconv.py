@@ -122,6 +122,21 @@ def test_direct_conv_groups_and_resnet_shapes(rng):
         _run_conv_case(rng, c, configs=[(xnor.current_isa(), "1"), (xnor.current_isa(), "2")])
 
 
+def test_direct_conv_border_tables_and_packing_widths(rng):
+    # Zero padding with > 16 border patterns (7x7 kernel, pad 3: 7 x 7 classes; the vector
+    # kernels' gather path) and <= 16 (their permute path); weight tap popcounts over 5 and
+    # 9 words (vector rows with a masked tail); input widths 70 and 37 (packing chunks of
+    # 64 + 6 and 37 pixels); filter counts off the register blocks.
+    cases = [
+        dict(channels=300, h=9, w=70, kernel=(7, 7), pad=(3, 3), num_filter=13),
+        dict(channels=520, h=11, w=37, kernel=(3, 3), pad=(1, 1), num_filter=9),
+        dict(channels=64, h=10, w=10, kernel=(5, 5), pad=(2, 1), num_filter=17),
+    ]
+    for c in cases:
+        c.update(stride=(1, 1), dilate=(1, 1), groups=1, pad_value=0, batch=2)
+        _run_conv_case(rng, c, configs=[(i, "1") for i in xnor.available_isas()])
+
+
 def test_input_affine_conv_matches_reference_and_convolution(rng):
     for trial in range(6):
         c = _conv_case(rng, int(rng.choice([3, 64, 65, 130])), int(rng.choice([0, 1, -1])))
