@@ -179,3 +179,23 @@ def test_converter_fold_flag_and_size(tmp_path: Path, rng: np.random.Generator,
     assert size <= 206_511, size  # BMXNet's converted LeNet
     saved = mx.nd.load(str(tmp_path / "binarized_lenet-0001.params"))
     assert not any(k.startswith("aux:") for k in saved)
+
+
+def test_fold_float_conv_batchnorm_demo_lenet(tmp_path: Path, rng: np.random.Generator) -> None:
+    """The demo's LeNet (binmx.models.binary_lenet: float conv -> BatchNorm -> relu first):
+    every BatchNorm folds, the outputs match, and the converted file beats BMXNet's size."""
+    sym = binmx.models.binary_lenet()
+    args, aux = random_params(sym, (4, 1, 28, 28), rng)
+    mx.model.save_checkpoint(str(tmp_path / "lenet"), 5, sym, args, aux)
+    json_path, params_path = binmx.convert_checkpoint(str(tmp_path / "lenet-0005.params"),
+                                                      fold=True)
+    fsym = mx.sym.load(json_path)
+    assert "BatchNorm" not in ops_of(fsym)
+    saved = mx.nd.load(params_path)
+    fargs = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    before = outputs(sym, args, aux, x)[0]
+    after = outputs(fsym, fargs, {}, x)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)  # folded rounding
+    assert np.array_equal(after.argmax(1), before.argmax(1))
+    assert os.path.getsize(params_path) <= 206_511  # BMXNet's converted LeNet

@@ -22,6 +22,9 @@ Two rewrites, both exact up to float rounding (DESIGN.md §5, the fast-inference
    layer takes the folded ``alpha`` and ``bias`` (``scaling_factor=True``, ``no_bias=False``)
    in its fused epilogue and the BatchNorm disappears.
 
+A float ``Convolution`` / ``FullyConnected`` whose only reader is a BatchNorm takes it into its
+weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
+
 3. A ``QActivation`` (``act_bit=1`` or ``backward_only``) read only by 1-bit layers is dropped:
    those layers take the sign of their input themselves.
 
@@ -280,6 +283,51 @@ def fold(
         lattrs["no_bias"] = "False"
         lattrs["scaling_factor"] = "True"
         # Readers of the BatchNorm now read the layer.
+        for other in graph.nodes.values():
+            other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
+        graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+        consumers = graph.consumers()
+        heads = graph.head_ids()
+
+    # 2b. float Convolution / FullyConnected -> BatchNorm (its only reader): the BatchNorm's
+    #     per-channel scale goes into the weights, its shift into the bias (standard inference
+    #     folding; float rounding differs from normalise-then-scale).
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable():
+        bn = graph.nodes[nid]
+        if bn["op"] != "BatchNorm":
+            continue
+        src = bn["inputs"][0][0]
+        layer = graph.nodes[src]
+        if (layer["op"] not in ("Convolution", "FullyConnected") or consumers[src] != [nid]
+                or src in heads):
+            continue
+        lattrs = layer.setdefault("attrs", {})
+        names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
+        if (len(names) < 2 or names[1] not in args
+                or graph.nodes[layer["inputs"][1][0]]["op"] != "null"):
+            continue
+        affine = _bn_affine(bn, graph, args, aux)
+        if affine is None:
+            continue
+        scale, shift = affine
+        weight = args[names[1]].asnumpy()
+        if weight.dtype != np.float32 or weight.shape[0] != scale.shape[0]:
+            continue
+        no_bias = _true(lattrs, "no_bias")
+        bias = np.zeros(scale.shape[0], np.float32) if no_bias else args[names[2]].asnumpy()
+        scale64 = scale.astype(np.float64)
+        new_w = (weight * scale64.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(np.float32)
+        new_b = (bias * scale64 + shift).astype(np.float32)
+        wname = _unique(f"{names[1]}_folded", taken)
+        bname = _unique(f"{layer['name']}_bias_folded", taken)
+        args[wname] = mx.nd.array(new_w, dtype=np.float32)
+        args[bname] = mx.nd.array(new_b, dtype=np.float32)
+        layer["inputs"] = [layer["inputs"][0],
+                           [graph.add_variable(wname, new_w.shape), 0, 0],
+                           [graph.add_variable(bname, new_b.shape), 0, 0]]
+        lattrs["no_bias"] = "False"
         for other in graph.nodes.values():
             other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
         graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
