@@ -42,76 +42,19 @@ CASES = {
 
 
 def lenet(mx, binary: bool):
-    data = mx.sym.Variable("data")
-    x = mx.sym.Convolution(data, kernel=(5, 5), num_filter=64, name="conv1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn1")
-    x = mx.sym.Activation(x, act_type="relu", name="relu1")
-    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn2")
-    if binary:
-        x = mx.sym.QActivation(x, backward_only=True, name="qact2")
-        x = mx.sym.QConvolution(x, kernel=(5, 5), num_filter=64, name="conv2")
-    else:
-        x = mx.sym.Activation(x, act_type="tanh", name="tanh2")
-        x = mx.sym.Convolution(x, kernel=(5, 5), num_filter=64, name="conv2")
-    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool2")
-    x = mx.sym.Flatten(x, name="flatten")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn3")
-    if binary:
-        x = mx.sym.QActivation(x, backward_only=True, name="qact3")
-        x = mx.sym.QFullyConnected(x, num_hidden=1000, no_bias=True, name="fc1")
-    else:
-        x = mx.sym.Activation(x, act_type="tanh", name="tanh3")
-        x = mx.sym.FullyConnected(x, num_hidden=1000, no_bias=True, name="fc1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn4")
-    x = mx.sym.Activation(x, act_type="tanh", name="tanh4")
-    x = mx.sym.FullyConnected(x, num_hidden=10, name="fc2")
-    return mx.sym.SoftmaxOutput(x, name="softmax")
+    """BMXNet's LeNet (binmx.models.binary_lenet; binary=False: the float LeNet)."""
+    import binmx
+
+    return binmx.models.binary_lenet(binary=binary)
 
 
 def resnet18(mx, binary: bool, image: int, classes: int = 10):
-    def bn(x, name):
-        return mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name=name)
+    """Pre-activation ResNet-18 (binmx.models.resnet: 7x7/2 + max-pool stem for 224x224
+    inputs, 3x3/1 for 32x32; binary=False: the float network of the same shape)."""
+    import binmx
 
-    def act(x, name):
-        if binary:
-            return mx.sym.QActivation(x, backward_only=True, name=name)
-        return mx.sym.Activation(x, act_type="relu", name=name)
-
-    def conv(x, name, **kw):
-        op = mx.sym.QConvolution if binary else mx.sym.Convolution
-        return op(x, no_bias=True, name=name, **kw)
-
-    data = mx.sym.Variable("data")
-    x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
-    if image >= 64:
-        x = mx.sym.Convolution(x, kernel=(7, 7), stride=(2, 2), pad=(3, 3), num_filter=64,
-                               no_bias=True, name="conv0")
-        x = mx.sym.Activation(bn(x, "bn0"), act_type="relu", name="relu0")
-        x = mx.sym.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
-    else:
-        x = mx.sym.Convolution(x, kernel=(3, 3), pad=(1, 1), num_filter=64, no_bias=True,
-                               name="conv0")
-    for stage in range(4):
-        filters = 64 * 2**stage
-        for unit in range(2):
-            stride = 2 if (unit == 0 and stage > 0) else 1
-            name = f"s{stage + 1}u{unit + 1}"
-            a1 = act(bn(x, f"{name}_bn1"), f"{name}_act1")
-            c1 = conv(a1, f"{name}_conv1", kernel=(3, 3), stride=(stride, stride), pad=(1, 1),
-                      num_filter=filters)
-            a2 = act(bn(c1, f"{name}_bn2"), f"{name}_act2")
-            c2 = conv(a2, f"{name}_conv2", kernel=(3, 3), pad=(1, 1), num_filter=filters)
-            if stage > 0 and unit == 0:
-                sc = conv(a1, f"{name}_sc", kernel=(1, 1), stride=(stride, stride),
-                          num_filter=filters)
-            else:
-                sc = x
-            x = c2 + sc
-    x = mx.sym.Activation(bn(x, "bn1"), act_type="relu", name="relu1")
-    x = mx.sym.Pooling(x, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
-    x = mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=classes, name="fc")
-    return mx.sym.SoftmaxOutput(x, name="softmax")
+    return binmx.models.resnet(depth=18, num_classes=classes, image_shape=(3, image, image),
+                               binary=binary)
 
 
 def _module(mx, np, case: str, binary: bool):
