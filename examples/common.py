@@ -7,6 +7,7 @@ models in the same process and engine), the training-curve PNG and results.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import binmx
 import mxnet as mx
 import numpy as np
+from binmx.converter import without_subgraph_fusion
 from tqdm import tqdm
 
 log = logging.getLogger("binmx.examples")
@@ -334,10 +336,17 @@ class Predictor:
         arg_params: dict[str, mx.nd.NDArray] | None,
         aux_params: dict[str, mx.nd.NDArray] | None,
         data_shape: tuple[int, ...],
+        *,
+        exact: bool = False,
     ):
+        """``exact=True`` binds without MXNet's MKLDNN subgraph fusion, which changes the
+        outputs of graphs where a convolution feeds a BatchNorm and another layer (see
+        binmx.converter.without_subgraph_fusion); accuracy is measured that way, speed with
+        MXNet's defaults."""
         self.sym = logits_symbol(sym)
         self.mod = mx.mod.Module(self.sym, data_names=["data"], label_names=None, context=mx.cpu())
-        self.mod.bind(data_shapes=[("data", data_shape)], for_training=False)
+        with without_subgraph_fusion() if exact else contextlib.nullcontext():
+            self.mod.bind(data_shapes=[("data", data_shape)], for_training=False)
         if arg_params is None:
             self.mod.init_params(mx.init.Xavier())
         else:
@@ -371,10 +380,10 @@ def evaluate_checkpoint(
     arg, aux = load_params(params_file)
     if isinstance(test, tuple):
         x, y = test
-        pred = Predictor(sym, arg, aux, (batch_size, *x.shape[1:]))
+        pred = Predictor(sym, arg, aux, (batch_size, *x.shape[1:]), exact=True)
         return predict_accuracy(pred, x, y, batch_size=batch_size)
     it = test()
-    pred = Predictor(sym, arg, aux, it.provide_data[0].shape)
+    pred = Predictor(sym, arg, aux, it.provide_data[0].shape, exact=True)
     correct = total = 0
     for batch in it:
         n = batch.data[0].shape[0] - (batch.pad or 0)
@@ -385,24 +394,14 @@ def evaluate_checkpoint(
     return correct / max(total, 1)
 
 
-def convert(params_file: str, data_shape: tuple[int, ...] | None = None) -> tuple[str, str] | None:
-    """binmx.convert_checkpoint when the converter is there; None (and a warning) otherwise.
+def convert(params_file: str, data_shape: tuple[int, ...] | None = None) -> tuple[str, str]:
+    """Convert a checkpoint to 1-bit weights with BatchNorm folded (fast inference).
 
     ``data_shape`` is the input shape the converter verifies with (it cannot always infer it,
     e.g. behind a global pooling)."""
-    fn = getattr(binmx, "convert_checkpoint", None)
-    if fn is None:
-        try:
-            from binmx.converter import convert_checkpoint as fn  # type: ignore[no-redef]
-        except ImportError:
-            log.warning("binmx.convert_checkpoint is not available: skipping conversion")
-            return None
-    import inspect
-
-    kwargs = {}
-    if data_shape is not None and "data_shape" in inspect.signature(fn).parameters:
-        kwargs["data_shape"] = tuple(data_shape)
-    json_path, params_path = fn(params_file, **kwargs)
+    json_path, params_path = binmx.convert_checkpoint(
+        params_file, data_shape=None if data_shape is None else tuple(data_shape), fold=True
+    )
     return str(json_path), str(params_path)
 
 
@@ -493,23 +492,19 @@ def finish_run(
     )
     if binary and convert_model:
         t0 = time.perf_counter()
-        converted = convert(params_file, (1, *bench_shape[1:]))
-        if converted is not None:
-            bin_json, bin_params = converted
-            results["convert_seconds"] = time.perf_counter() - t0
-            results["binarized_checkpoint"] = bin_params
-            results["binarized_params_bytes"] = os.path.getsize(bin_params)
-            results["compression"] = (
-                results["float_params_bytes"] / results["binarized_params_bytes"]
-            )
-            results["binarized_test_accuracy"] = evaluate_checkpoint(
-                bin_json, bin_params, test, batch_size=eval_batch
-            )
-            speed = compare_speed(
-                (bin_json, bin_params), float_sym, bench_shape, repeats=bench_repeats, seed=seed
-            )
-            results["speed"] = speed
-            results["speedup"] = speed["speedup"]
+        bin_json, bin_params = convert(params_file, (1, *bench_shape[1:]))
+        results["convert_seconds"] = time.perf_counter() - t0
+        results["binarized_checkpoint"] = bin_params
+        results["binarized_params_bytes"] = os.path.getsize(bin_params)
+        results["compression"] = results["float_params_bytes"] / results["binarized_params_bytes"]
+        results["binarized_test_accuracy"] = evaluate_checkpoint(
+            bin_json, bin_params, test, batch_size=eval_batch
+        )
+        speed = compare_speed(
+            (bin_json, bin_params), float_sym, bench_shape, repeats=bench_repeats, seed=seed
+        )
+        results["speed"] = speed
+        results["speedup"] = speed["speedup"]
     plot_history(history, out_dir / "training_curves.png", title=title)
     write_results(out_dir / "results.json", results)
     print_summary(results, out_dir)

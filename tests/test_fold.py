@@ -199,3 +199,24 @@ def test_fold_float_conv_batchnorm_demo_lenet(tmp_path: Path, rng: np.random.Gen
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)  # folded rounding
     assert np.array_equal(after.argmax(1), before.argmax(1))
     assert os.path.getsize(params_path) <= 206_511  # BMXNet's converted LeNet
+
+
+def test_verification_immune_to_mkldnn_conv_bn_fusion(tmp_path: Path,
+                                                       rng: np.random.Generator) -> None:
+    """conv0 feeds a BatchNorm AND a residual add (pre-activation ResNet stem). MXNet 1.9.1's
+    MKLDNN subgraph pass fuses conv0 with the BatchNorm and hands the add the normalised values;
+    the converter's reference run must not use that pass, or it rejects a correct fold."""
+    d = mx.sym.var("data")
+    c0 = mx.sym.Convolution(d, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True,
+                            name="conv0")
+    bn = mx.sym.BatchNorm(c0, fix_gamma=False, name="bn1")
+    q = mx.sym.QConvolution(mx.sym.QActivation(bn, backward_only=True), kernel=(3, 3),
+                            pad=(1, 1), num_filter=8, no_bias=True, name="q")
+    x = mx.sym.Pooling(q + c0, global_pool=True, kernel=(1, 1), pool_type="avg")
+    sym = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(x, num_hidden=3, name="fc"),
+                               name="softmax")
+    args, aux = random_params(sym, (2, 8, 6, 6), rng)
+    mx.model.save_checkpoint(str(tmp_path / "m"), 1, sym, args, aux)
+    _, params_path = binmx.convert_checkpoint(str(tmp_path / "m-0001.params"), fold=True,
+                                              data_shape=(1, 8, 6, 6))
+    assert os.path.exists(params_path)

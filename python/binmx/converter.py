@@ -18,10 +18,12 @@ through :func:`convert_checkpoint`, atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "convert_checkpoint",
     "load_checkpoint",
     "split_checkpoint_path",
+    "without_subgraph_fusion",
 ]
 
 BINARY_OPS = ("QConvolution", "QFullyConnected")
@@ -402,6 +405,27 @@ def _candidate_shapes(
     return []
 
 
+@contextlib.contextmanager
+def without_subgraph_fusion() -> Iterator[None]:
+    """Bind executors inside this block without MXNet's MKLDNN subgraph pass.
+
+    MXNet 1.9.1's MKLDNN subgraph pass (on by default for inference binds) fuses a Convolution
+    with a following BatchNorm even when the convolution's output has other readers, which then
+    see the normalised values -- a pre-activation ResNet's conv0 feeds both a BatchNorm and the
+    first residual add, so its outputs change. Reference runs (verification, accuracy) bind
+    inside this block; the variable is read when an executor is bound.
+    """
+    saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
+    os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MXNET_SUBGRAPH_BACKEND"]
+        else:
+            os.environ["MXNET_SUBGRAPH_BACKEND"] = saved
+
+
 def run_model(
     sym: mx.sym.Symbol,
     arg_params: dict[str, mx.nd.NDArray],
@@ -411,7 +435,8 @@ def run_model(
     """Forward (inference mode) of a bound executor; returns the outputs as numpy."""
     args = dict(arg_params)
     args.update({k: mx.nd.array(v, dtype=v.dtype) for k, v in inputs.items()})
-    exe = sym.bind(mx.cpu(), args=args, aux_states=dict(aux_params), grad_req="null")
+    with without_subgraph_fusion():
+        exe = sym.bind(mx.cpu(), args=args, aux_states=dict(aux_params), grad_req="null")
     exe.forward(is_train=False)
     return [o.asnumpy() for o in exe.outputs]
 
