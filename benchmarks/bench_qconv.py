@@ -27,10 +27,9 @@ LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (spatial size, channels)
 
 
 def _worker(batches: list[int], repeats: int) -> None:
+    import binmx
     import mxnet as mx
     import numpy as np
-
-    import binmx
 
     rng = np.random.default_rng(0)
     rows = []

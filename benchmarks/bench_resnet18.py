@@ -98,10 +98,9 @@ def _forward(mx, mod, batch) -> tuple[float, float]:
 
 
 def _worker(cases: list[str], quick: bool) -> None:
+    import binmx
     import mxnet as mx
     import numpy as np
-
-    import binmx
 
     rows = []
     for case in cases:
@@ -197,10 +196,9 @@ def _empty_ms(mx, np, reps: int) -> float:
 
 
 def _layers_worker(case: str, quick: bool) -> None:
+    import binmx
     import mxnet as mx
     import numpy as np
-
-    import binmx
 
     image, batch = CASES[case]
     shape = (batch, 3, image, image)

@@ -83,10 +83,9 @@ def _step(mx, mod, batch) -> float:
 
 
 def _worker(cases: list[str], steps: int, warmup: int) -> None:
+    import binmx  # noqa: F401  (registers the Q ops)
     import mxnet as mx
     import numpy as np
-
-    import binmx  # noqa: F401  (registers the Q ops)
 
     rows = []
     for case in cases:
@@ -107,10 +106,9 @@ def _worker(cases: list[str], steps: int, warmup: int) -> None:
 
 
 def _profile(case: str, steps: int) -> None:
+    import binmx  # noqa: F401
     import mxnet as mx
     import numpy as np
-
-    import binmx  # noqa: F401
 
     for kind in ("binary", "float"):
         mod, batch = _module(mx, np, case, kind == "binary")
@@ -160,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import scipy_openblas32
-
     from binmx import xnor
 
     print(f"CPU: {_cpu_name()}; binmx ISA {xnor.available_isas()[-1]}; "

@@ -36,41 +36,13 @@ import common  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from binmx import data as bdata  # noqa: E402
+from binmx import models  # noqa: E402
 
 log = logging.getLogger("binmx.examples")
 
 
-def lenet_symbol(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1) -> mx.sym.Symbol:
-    """BMXNet's binary LeNet; ``binary=False`` gives the float LeNet of the same shape."""
-    data = mx.sym.Variable("data")
-    x = mx.sym.Convolution(data, kernel=(5, 5), num_filter=64, name="conv1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn1")
-    x = mx.sym.Activation(x, act_type="relu", name="relu1")
-    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn2")
-    if binary:
-        x = mx.sym.QActivation(x, act_bit=act_bit, backward_only=True, name="qact2")
-        x = mx.sym.QConvolution(
-            x, kernel=(5, 5), num_filter=64, act_bit=act_bit, weight_bit=weight_bit, name="conv2"
-        )
-    else:
-        x = mx.sym.Activation(x, act_type="tanh", name="tanh2")
-        x = mx.sym.Convolution(x, kernel=(5, 5), num_filter=64, name="conv2")
-    x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool2")
-    x = mx.sym.Flatten(x, name="flatten")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn3")
-    if binary:
-        x = mx.sym.QActivation(x, act_bit=act_bit, backward_only=True, name="qact3")
-        x = mx.sym.QFullyConnected(
-            x, num_hidden=1000, no_bias=True, act_bit=act_bit, weight_bit=weight_bit, name="fc1"
-        )
-    else:
-        x = mx.sym.Activation(x, act_type="tanh", name="tanh3")
-        x = mx.sym.FullyConnected(x, num_hidden=1000, no_bias=True, name="fc1")
-    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn4")
-    x = mx.sym.Activation(x, act_type="tanh", name="tanh4")
-    x = mx.sym.FullyConnected(x, num_hidden=10, name="fc2")
-    return mx.sym.SoftmaxOutput(x, name="softmax")
+# BMXNet's binary LeNet (binary=False: the float LeNet of the same shape).
+lenet_symbol = models.binary_lenet
 
 
 def lenet_gluon(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1):

@@ -40,67 +40,12 @@ import common  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from binmx import data as bdata  # noqa: E402
+from binmx import models  # noqa: E402
 
 log = logging.getLogger("binmx.examples")
 
-UNITS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "imagenet": 1000}
 IMAGE_SHAPE = {"fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "imagenet": (3, 224, 224)}
-
-
-def _conv(x, *, binary: bool, bits: dict, name: str, **kw):
-    if binary:
-        return mx.sym.QConvolution(x, no_bias=True, name=name, **bits, **kw)
-    return mx.sym.Convolution(x, no_bias=True, name=name, **kw)
-
-
-def _act(x, *, binary: bool, bits: dict, name: str):
-    if binary:
-        return mx.sym.QActivation(x, act_bit=bits["act_bit"], backward_only=True, name=name)
-    return mx.sym.Activation(x, act_type="relu", name=name)
-
-
-def residual_unit(
-    x, num_filter: int, stride: int, dim_match: bool, *, binary: bool, bits: dict, name: str
-):
-    """Pre-activation unit: BN -> QAct -> QConv3x3(s) -> BN -> QAct -> QConv3x3, + shortcut."""
-    bn1 = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name=f"{name}_bn1")
-    act1 = _act(bn1, binary=binary, bits=bits, name=f"{name}_qact1")
-    conv1 = _conv(
-        act1,
-        binary=binary,
-        bits=bits,
-        name=f"{name}_conv1",
-        kernel=(3, 3),
-        stride=(stride, stride),
-        pad=(1, 1),
-        num_filter=num_filter,
-    )
-    bn2 = mx.sym.BatchNorm(conv1, fix_gamma=False, momentum=0.9, eps=2e-5, name=f"{name}_bn2")
-    act2 = _act(bn2, binary=binary, bits=bits, name=f"{name}_qact2")
-    conv2 = _conv(
-        act2,
-        binary=binary,
-        bits=bits,
-        name=f"{name}_conv2",
-        kernel=(3, 3),
-        stride=(1, 1),
-        pad=(1, 1),
-        num_filter=num_filter,
-    )
-    if dim_match:
-        shortcut = x
-    else:
-        shortcut = _conv(
-            act1,
-            binary=binary,
-            bits=bits,
-            name=f"{name}_sc",
-            kernel=(1, 1),
-            stride=(stride, stride),
-            num_filter=num_filter,
-        )
-    return conv2 + shortcut
 
 
 def resnet_symbol(
@@ -113,56 +58,18 @@ def resnet_symbol(
     weight_bit: int = 1,
     stem_stride: int = 1,
 ) -> mx.sym.Symbol:
-    """Binary pre-activation ResNet (``binary=False``: the float network of the same shape)."""
-    if depth not in UNITS:
-        raise ValueError(f"Expected `depth` in {sorted(UNITS)}, got {depth!r}")
-    bits = {"act_bit": act_bit, "weight_bit": weight_bit}
-    data = mx.sym.Variable("data")
-    x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
-    if dataset == "imagenet":
-        x = mx.sym.Convolution(
-            x,
-            kernel=(7, 7),
-            stride=(2, 2),
-            pad=(3, 3),
-            num_filter=width,
-            no_bias=True,
-            name="conv0",
-        )
-        x = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name="bn0")
-        x = mx.sym.Activation(x, act_type="relu", name="relu0")
-        x = mx.sym.Pooling(
-            x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0"
-        )
-    else:
-        x = mx.sym.Convolution(
-            x,
-            kernel=(3, 3),
-            stride=(stem_stride, stem_stride),
-            pad=(1, 1),
-            num_filter=width,
-            no_bias=True,
-            name="conv0",
-        )
-    for stage, units in enumerate(UNITS[depth]):
-        filters = width * 2**stage
-        for unit in range(units):
-            stride = 2 if (unit == 0 and stage > 0) else 1
-            x = residual_unit(
-                x,
-                filters,
-                stride,
-                dim_match=(unit > 0 or stage == 0),
-                binary=binary,
-                bits=bits,
-                name=f"stage{stage + 1}_unit{unit + 1}",
-            )
-    x = mx.sym.BatchNorm(x, fix_gamma=False, momentum=0.9, eps=2e-5, name="bn1")
-    x = mx.sym.Activation(x, act_type="relu", name="relu1")
-    x = mx.sym.Pooling(x, global_pool=True, kernel=(7, 7), pool_type="avg", name="pool1")
-    x = mx.sym.Flatten(x, name="flatten")
-    x = mx.sym.FullyConnected(x, num_hidden=NUM_CLASSES[dataset], name="fc")
-    return mx.sym.SoftmaxOutput(x, name="softmax")
+    """Binary pre-activation ResNet for ``dataset`` (binmx.models.resnet; ``binary=False``: the
+    float network of the same shape)."""
+    return models.resnet(
+        depth=depth,
+        num_classes=NUM_CLASSES[dataset],
+        image_shape=IMAGE_SHAPE[dataset],
+        width=width,
+        binary=binary,
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+        stem_stride=stem_stride,
+    )
 
 
 class AugmentIter(mx.io.DataIter):
@@ -227,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="data directory (Fashion-MNIST: default /usr/share/datasets/fashion-mnist)",
     )
     p.add_argument("--output-dir", default=None, help="default runs/resnet-DATASET")
-    p.add_argument("--depth", type=int, default=10, choices=sorted(UNITS))
+    p.add_argument("--depth", type=int, default=10, choices=sorted(models.RESNET_UNITS))
     p.add_argument(
         "--width", type=int, default=32, help="channels of the first stage (64 = ResNet)"
     )

@@ -6,11 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx
 from binmx import reference as ref
 from binmx import xnor
 

@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx
 from binmx import reference
 from binmx.converter_cli import main as converter_main
 

@@ -6,11 +6,10 @@ import json
 import os
 from pathlib import Path
 
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx
 from binmx.converter import run_model
 from binmx.converter_cli import main as converter_main
 from test_converter import bmxnet_lenet

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx
 from binmx import reference as ref
 from binmx.gluon import QActivation, QConv2D, QDense
 

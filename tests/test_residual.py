@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx
-from binmx import models
+from binmx import models, xnor
 from binmx import reference as ref
-from binmx import xnor
 from binmx.converter import run_model
 from test_bconv import _assert_equal, _data, _env, _epilogue
 

@@ -8,11 +8,10 @@ dilation, +-1 padding, scaling factor, k-bit. Results must be identical run to r
 
 from __future__ import annotations
 
+import binmx  # noqa: F401  (registers the Q ops)
 import mxnet as mx
 import numpy as np
 import pytest
-
-import binmx  # noqa: F401  (registers the Q ops)
 from binmx import reference as ref
 
 # float32 GEMM sums (OpenBLAS, blocked) vs float64 NumPy over at most ~2000 terms of size ~1:

@@ -14,7 +14,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from binmx import reference, xnor
 
 ISAS = xnor.available_isas()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from binmx import xnor
-from binmx import _library
+from binmx import _library, xnor
 
 _library.load()  # registers QActivation / QConvolution / QFullyConnected in mx.nd and mx.sym
 
-from binmx import gluon, ops  # noqa: E402  (needs the operators loaded)
-from binmx.ops import pack_weight  # noqa: E402
+from binmx import (  # noqa: E402  (needs the operators loaded)
+    gluon,
+    models,  # noqa: E402  (needs the operators loaded)
+    ops,
+)
 from binmx.converter import ConversionError, convert, convert_checkpoint  # noqa: E402
-from binmx.summary import summary  # noqa: E402
 from binmx.fold import fold  # noqa: E402
-from binmx import models  # noqa: E402  (needs the operators loaded)
+from binmx.ops import pack_weight  # noqa: E402
+from binmx.summary import summary  # noqa: E402
 
 __all__ = [
     "ConversionError",
