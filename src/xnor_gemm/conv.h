@@ -1,6 +1,7 @@
 /*
- * binmx core: binary (xnor) 2-D convolution and dense layers (the float math of the k-bit
- * forward and of every backward pass is in float_conv.h). Framework-free (no MXNet, no Python).
+ * binmx core: convolution geometry (Conv2dParams) and the packed-weight format shared by the
+ * binary convolution (bconv.h: direct, channels-last, no im2col) and the float math of the k-bit
+ * forward and of every backward pass (float_conv.h). Framework-free (no MXNet, no Python).
  *
  * Layouts
  *   activations  NCHW float32, x[n][c][h][w]
@@ -10,23 +11,12 @@
  *   weight       is bit c' % 64 of word c' / 64; bit 1 = -1 (sgn(w) < 0); tail bits 0.
  *   packed dense uint64 W[h][word], words = ceil(D/64), same bit convention.
  *
- * Binary convolution (act_bit = weight_bit = 1):
+ * Binary convolution (act_bit = weight_bit = 1), computed in bconv.h:
  *   out[n][f][y][x] = alpha[f] * sum_{c', i, j} sgn(xpad[n][g*Cg+c'][y*sh-ph+i*dh][x*sw-pw+j*dw])
  *                                                 * sgn(W[f][c'][i][j]) + bias[f]
  * where xpad is the input extended by pad_value: 0 = zero padding (exactly Convolution's),
  * +1 or -1 = a constant +-1 border. Every term is an integer, so the result equals
- * Convolution(sgn x, sgn W) exactly (with alpha = 1); it is computed as
- *   1. input packing: per pixel and group, the Cg channel signs into `words` words (channels
- *      last), one vectorisable pass over the input;
- *   2. bit im2col: per output pixel a row of kh*kw*words words (tap-major, like the packed
- *      weight rows); a padded tap is all-zero words (+1) for pad_value 0/+1 and all-ones on the
- *      true channel bits for -1;
- *   3. XnorGemm over the true depth K = kh*kw*Cg (the zero bits inside a row contribute 0);
- *   4. for pad_value 0 a border correction: a padded tap counted +1 * sgn(w) per channel must
- *      count 0, so  dot -= S[f][tap] = sum_c' sgn(W[f][c'][tap])  for every padded tap of a
- *      border pixel (precomputed per filter and tap, applied to border pixels only);
- *   5. epilogue (dot - corr) * alpha[f] + bias[f] into NCHW. The whole batch is one GEMM per
- *      group.
+ * Convolution(sgn x, sgn W) exactly (with alpha = 1).
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_CONV_H_
@@ -78,17 +68,7 @@ void PackConvWeights(const float* w, const Conv2dParams& p, uint64_t* out);
 // Packed weights -> OIHW +-1 floats (the inverse of PackConvWeights on the signs).
 void UnpackConvWeights(const uint64_t* words, const Conv2dParams& p, float* w);
 
-// The binary convolution described above. alpha and bias may be null (1 and 0).
-void BinaryConv2dForward(const float* x, const uint64_t* w_packed, const float* alpha,
-                         const float* bias, float* out, const Conv2dParams& p,
-                         const GemmConfig& config);
-
-// Binary dense layer: out[m][h] = alpha[h] * sum_d sgn(x[m][d]) * sgn(W[h][d]) + bias[h],
-// x is rows x depth floats, w_packed is (hidden, WordsFor(depth)) words.
-void BinaryDenseForward(const float* x, const uint64_t* w_packed, const float* alpha,
-                        const float* bias, float* out, int64_t rows, int64_t depth,
-                        int64_t hidden, const GemmConfig& config);
-
+// The binary convolution itself (direct, channels-last, no im2col) is in bconv.h.
 // The float helpers (k-bit forward, STE gradients) live in float_conv.h.
 
 }  // namespace binmx
