@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -36,6 +37,20 @@ using Attrs = std::unordered_map<std::string, std::string>;
 // drop the old ones first, so an error shows only its own messages. Defined in
 // q_activation.cc.
 void ResetErrorMessages();
+
+// Runs `body` (returning MXReturnValue) at a lib_api entry point: no C++ exception crosses into
+// MXNet; it becomes MX_ERROR_MSG "<op><what>: <message>" and MX_FAIL.
+template <typename Body>
+mxnet::ext::MXReturnValue Guarded(const char* op, const char* what, Body&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    MX_ERROR_MSG << op << what << ": " << e.what();
+  } catch (...) {
+    MX_ERROR_MSG << op << what << ": unknown C++ exception";
+  }
+  return mxnet::ext::MX_FAIL;
+}
 
 inline std::string Trim(const std::string& s) {
   size_t b = 0, e = s.size();

@@ -183,26 +183,20 @@ bool ToGpuSpec(const Attrs& attrs, GpuActSpec* s) {
 
 MXReturnValue ForwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                            std::vector<MXTensor>* outputs, const OpResource& res) {
-  try {
+  return Guarded(kOp, " forward (gpu)", [&] {
     GpuActSpec s;
     if (!ToGpuSpec(attrs, &s)) return MX_FAIL;
     return QActForwardGpu(s, inputs, outputs, res);
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " forward (gpu): " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 MXReturnValue BackwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource& res) {
-  try {
+  return Guarded(kOp, " backward (gpu)", [&] {
     GpuActSpec s;
     if (!ToGpuSpec(attrs, &s)) return MX_FAIL;
     return QActBackwardGpu(s, inputs, outputs, res);
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " backward (gpu): " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 }  // namespace

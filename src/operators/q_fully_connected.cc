@@ -448,26 +448,20 @@ bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data,
 
 MXReturnValue ForwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                            std::vector<MXTensor>* outputs, const OpResource& res) {
-  try {
+  return Guarded(kOp, " forward (gpu)", [&] {
     GpuFcSpec s;
     if (!ToGpuSpec(attrs, *inputs, 0, &s)) return MX_FAIL;
     return QFcForwardGpu(s, inputs, outputs, res);
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " forward (gpu): " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 MXReturnValue BackwardGpuFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource& res) {
-  try {
+  return Guarded(kOp, " backward (gpu)", [&] {
     GpuFcSpec s;
     if (!ToGpuSpec(attrs, *inputs, 1, &s)) return MX_FAIL;
     return QFcBackwardGpu(s, inputs, outputs, res);
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " backward (gpu): " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 }  // namespace

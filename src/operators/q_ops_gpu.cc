@@ -502,20 +502,6 @@ MXReturnValue ActBackward(const GpuActSpec& s, std::vector<MXTensor>* inputs,
   return MX_SUCCESS;
 }
 
-template <typename Spec, typename Fn>
-MXReturnValue Guard(const char* op, const char* what, Fn fn, const Spec& s,
-                    std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                    const OpResource& res) {
-  try {
-    return fn(s, inputs, outputs, res);
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << op << " " << what << " (gpu): " << e.what();
-  } catch (...) {
-    MX_ERROR_MSG << op << " " << what << " (gpu): unknown C++ exception";
-  }
-  return MX_FAIL;
-}
-
 }  // namespace
 
 bool GpuLayoutMatches(const char* op, const GpuLayerSpec& s) {
@@ -532,27 +518,27 @@ bool GpuLayoutMatches(const char* op, const GpuLayerSpec& s) {
 
 MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                               std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kConv, "forward", ConvForward, s, inputs, outputs, res);
+  return ConvForward(s, inputs, outputs, res);
 }
 MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                                std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kConv, "backward", ConvBackward, s, inputs, outputs, res);
+  return ConvBackward(s, inputs, outputs, res);
 }
 MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kFc, "forward", FcForward, s, inputs, outputs, res);
+  return FcForward(s, inputs, outputs, res);
 }
 MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
                              std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kFc, "backward", FcBackward, s, inputs, outputs, res);
+  return FcBackward(s, inputs, outputs, res);
 }
 MXReturnValue QActForwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
                              std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kAct, "forward", ActForward, s, inputs, outputs, res);
+  return ActForward(s, inputs, outputs, res);
 }
 MXReturnValue QActBackwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
                               std::vector<MXTensor>* outputs, const OpResource& res) {
-  return Guard(kAct, "backward", ActBackward, s, inputs, outputs, res);
+  return ActBackward(s, inputs, outputs, res);
 }
 
 }  // namespace ops

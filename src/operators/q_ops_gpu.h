@@ -57,6 +57,8 @@ using mxnet::ext::MXReturnValue;
 using mxnet::ext::MXTensor;
 using mxnet::ext::OpResource;
 
+// The op files' "gpu" entry points call these inside Guarded (op_common.h), which turns a
+// C++ exception into MX_ERROR_MSG.
 MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                               std::vector<MXTensor>* outputs, const OpResource& res);
 MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
