@@ -279,6 +279,33 @@ def test_qactivation_zeros_boundary_and_backward_only():
     _assert_equal(dx, dy, "act_bit=32 backward")
 
 
+def test_nan_is_plus_one_in_every_path(rng):
+    """sgn(NaN) = +1 wherever it is taken (QActivation, the float-weight STE forward, the packed
+    bits), the same rule as the sign bits (bit = x < 0); k-bit maps NaN and -0.0 to +0.0."""
+    x = np.array([np.nan, -np.nan, -0.0, 0.0, -1.0, 2.0], dtype=np.float32)
+    y = mx.nd.QActivation(mx.nd.array(x)).asnumpy()
+    _assert_equal(y, np.array([1, 1, 1, 1, -1, 1], np.float32), "QActivation sgn")
+    _assert_equal(ref.sgn(x), y, "reference sgn")
+    q2 = mx.nd.QActivation(mx.nd.array(x), act_bit=2).asnumpy()
+    want2 = np.array([0, 0, 0, 0, 0, 1], np.float32)  # +0.0 bits, not -0.0
+    _assert_equal(q2.view(np.int32), want2.view(np.int32), "act_bit=2 bits")
+    _assert_equal(ref.quantize_act(x, 2).view(np.int32), want2.view(np.int32), "reference bits")
+    xs = rng.standard_normal((3, 130)).astype(np.float32)
+    xs.reshape(-1)[::7] = np.nan
+    w = rng.standard_normal((5, 130)).astype(np.float32)
+    w.reshape(-1)[::11] = np.nan
+    float_path = mx.nd.QFullyConnected(
+        mx.nd.array(xs), mx.nd.array(w), num_hidden=5, no_bias=True
+    ).asnumpy()
+    packed_path = mx.nd.QFullyConnected(
+        mx.nd.array(xs), mx.nd.array(binmx.pack_weight(w), dtype=np.int64), num_hidden=5,
+        no_bias=True, binarized_weights_only=True,
+    ).asnumpy()  # fmt: skip
+    want = ref.sgn(xs).astype(np.float64) @ ref.sgn(w).astype(np.float64).T
+    _assert_equal(float_path, want.astype(np.float32), "float-weight path")
+    _assert_equal(packed_path, want.astype(np.float32), "packed path")
+
+
 def test_kbit_formulas():
     x = np.array([-1.0, 0.0, 0.1, 0.2, 0.5, 0.9, 2.0], dtype=np.float32)
     # act_bit=2: levels 3, q(a) = rint(3a)/3 (half to even: rint(1.5) = 2)

@@ -11,8 +11,11 @@ import numpy as np
 
 
 def sgn(x: np.ndarray) -> np.ndarray:
-    """+1 where ``x >= 0`` (including -0.0), -1 elsewhere, as float32."""
-    return np.where(np.asarray(x) >= 0, np.float32(1), np.float32(-1)).astype(np.float32)
+    """-1 where ``x < 0``, +1 elsewhere (``x >= 0`` including -0.0, and NaN), as float32.
+
+    The same rule as the sign bits (bit = ``x < 0``), so a NaN is +1 in the float path and in the
+    packed one alike."""
+    return np.where(np.asarray(x) < 0, np.float32(-1), np.float32(1)).astype(np.float32)
 
 
 def pack_bits(x: np.ndarray) -> np.ndarray:
@@ -73,7 +76,8 @@ def quantize_act(x: np.ndarray, bits: int) -> np.ndarray:
     if bits >= 32:
         return x.copy()
     levels = float(2**bits - 1)
-    a = np.clip(x.astype(np.float64), 0.0, 1.0)
+    # clip to [0, 1]; -0.0 and NaN give +0.0 (as the operators' max(0, x) does)
+    a = np.where(x.astype(np.float64) > 0.0, np.minimum(x.astype(np.float64), 1.0), 0.0)
     return (np.rint(levels * a) / levels).astype(np.float32)
 
 
@@ -276,7 +280,7 @@ def q_conv2d_grads(
     dx, _ = conv2d_grads(xq, wq, dy_s, **kw)
     _, g = conv2d_grads(xq, wq, dy64, **kw)
     if act_bit < 32:
-        dx = dx * (np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel))
+        dx = np.where(np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dx, np.float32(0))
     dw, dalpha = _finish_weight_grad(g, w, wq, alpha)
     out = {"data": dx, "weight": dw, "bias": dy64.sum(axis=(0, 2, 3))}
     if dalpha is not None:
@@ -339,7 +343,7 @@ def q_dense_grads(
     dy_s = dy2 * alpha.astype(np.float64)[None, :] if alpha is not None else dy2
     dx = dy_s @ wq
     if act_bit < 32:
-        dx = dx * (np.abs(x2) <= np.float32(grad_cancel))
+        dx = np.where(np.abs(x2) <= np.float32(grad_cancel), dx, np.float32(0))
     g = dy2.T @ xq
     dw, dalpha = _finish_weight_grad(g, w, wq, alpha)
     out = {"data": dx.reshape(x.shape), "weight": dw, "bias": dy2.sum(axis=0)}
@@ -361,7 +365,7 @@ def q_activation_grad(
     """QActivation backward: ``dy * 1[|x| <= grad_cancel]`` (unless a plain act_bit=32 layer)."""
     dy = np.asarray(dy, np.float32)
     if act_bit < 32 or backward_only:
-        return dy * (np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel))
+        return np.where(np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dy, np.float32(0))
     return dy.copy()
 
 

@@ -270,7 +270,7 @@ inline bool MatchShape(const char* op, const char* name, const std::vector<unsig
 
 // ---- quantisers ----------------------------------------------------------------------
 
-inline float Sgn(float v) { return v >= 0.0f ? 1.0f : -1.0f; }
+inline float Sgn(float v) { return v < 0.0f ? -1.0f : 1.0f; }  // NaN -> +1, as the bits
 
 inline double QuantizeUnit(double a, int bits) {
   const double levels = static_cast<double>((int64_t{1} << bits) - 1);

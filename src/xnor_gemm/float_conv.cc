@@ -105,14 +105,14 @@ BINMX_INLINE void CopyRow(const float* __restrict src, int64_t stride, int64_t n
                                 float* __restrict dst) {
   if (stride == 1) {
     if (sign) {
-      for (int64_t k = 0; k < n; ++k) dst[k] = src[k] >= 0.0f ? 1.0f : -1.0f;
+      for (int64_t k = 0; k < n; ++k) dst[k] = src[k] < 0.0f ? -1.0f : 1.0f;
     } else {
       std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(n));
     }
     return;
   }
   if (sign) {
-    for (int64_t k = 0; k < n; ++k) dst[k] = src[k * stride] >= 0.0f ? 1.0f : -1.0f;
+    for (int64_t k = 0; k < n; ++k) dst[k] = src[k * stride] < 0.0f ? -1.0f : 1.0f;
   } else {
     for (int64_t k = 0; k < n; ++k) dst[k] = src[k * stride];
   }
@@ -134,7 +134,7 @@ BINMX_FLOAT_CLONES void MaskRange(const float* __restrict x, const float* dy, in
 }
 
 BINMX_FLOAT_CLONES void SignRange(const float* __restrict x, int64_t n, float* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] >= 0.0f ? 1.0f : -1.0f;
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] < 0.0f ? -1.0f : 1.0f;  // NaN -> +1, as the bits
 }
 
 // Output columns [lo, hi) whose tap offset `off` (= j * dilate - pad) lands inside [0, in).

@@ -76,7 +76,7 @@ int CheckBits(int bits) {
     if (rc_ != BINMX_CUDA_OK) return rc_;      \
   } while (0)
 
-__device__ __forceinline__ float Sgn(float v) { return v >= 0.0f ? 1.0f : -1.0f; }
+__device__ __forceinline__ float Sgn(float v) { return v < 0.0f ? -1.0f : 1.0f; }  // NaN -> +1
 
 __device__ __forceinline__ float QuantUnit(double a, double levels) {
   return static_cast<float>(__ddiv_rn(rint(__dmul_rn(levels, a)), levels));
@@ -95,7 +95,8 @@ __global__ void QuantActKernel(const float* __restrict__ x, int64_t n, int bits,
     out[i] = v;
   } else {
     const double levels = static_cast<double>((int64_t{1} << bits) - 1);
-    const double a = fmin(1.0, fmax(0.0, static_cast<double>(v)));
+    // clip to [0, 1]; -0.0 and NaN give +0.0, as the CPU's std::max(0.0, x)
+    const double a = v > 0.0f ? fmin(1.0, static_cast<double>(v)) : 0.0;
     out[i] = QuantUnit(a, levels);
   }
 }
