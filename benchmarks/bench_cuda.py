@@ -3,9 +3,11 @@
 For each ResNet-18 3x3 layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; pad 1) at batch 1 and 16:
   - GEMM: M = filters, N = batch * H * W, K = 9 * C. cuBLAS SGEMM (cupy.matmul, float32, TF32
     off) vs binmx's xnor GEMM with float output (simt and tensor kernels), the same M, N, K.
-  - conv: binmx.cuda binary_conv2d (sign-packing of the float NCHW input + implicit-GEMM xnor
-    conv + border correction + float NCHW output) vs the SGEMM of the same size (what a float
-    im2col convolution spends in its GEMM alone, im2col itself not counted).
+  - conv: binmx.cuda binary_conv2d (sign-packing of the float NCHW input + xnor conv + border
+    correction + float NCHW output) vs the SGEMM of the same size (what a float im2col
+    convolution spends in its GEMM alone, im2col itself not counted), once per conv kernel mode
+    (`--conv-modes`, BINMX_CUDA_CONV: im2col = bit im2col + dense xnor GEMM, table = implicit
+    GEMM with a tap table, legacy = the API version 2 implicit GEMM); all outputs must agree.
 Times: CUDA events around a CUDA graph of `--inner` calls (plain back-to-back calls if capture
 fails), median of `--repeat` samples after warm-up; ratio = SGEMM time / binmx time, measured in
 the same run. Each GEMM shape is also checked once: xnor GEMM == SGEMM on the +-1 matrices.
@@ -96,8 +98,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--inner", type=int, default=20)
     ap.add_argument("--out", type=str, default=None, help="also write the table (markdown)")
+    ap.add_argument(
+        "--conv-modes",
+        type=str,
+        default="im2col,table,legacy",
+        help="comma-separated BINMX_CUDA_CONV values to time the conv with (auto, im2col, table, "
+        "legacy); outputs are checked equal across modes and algos",
+    )
     args = ap.parse_args()
     repeat = args.repeat or (5 if args.quick else 15)
+    conv_modes = [m.strip() for m in args.conv_modes.split(",") if m.strip()]
+    saved_mode = os.environ.get("BINMX_CUDA_CONV")
 
     reason = bc.unavailable_reason()
     if reason is not None:
@@ -168,24 +179,43 @@ def main() -> int:
                 w_p = bc.pack_weight(cp.asarray(w_f))
                 out = cp.empty((batch, f, hw, hw), cp.float32)
                 params = bc.Conv2dParams(batch, c, hw, hw, f, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0)
-                need = lib.binmx_cuda_binary_conv2d_workspace(ctypes.byref(params))
-                ws = cp.empty((need,), cp.uint8)
-                ctimes = {}
-                for algo in algos:
+                first = None
+                for mode in conv_modes:
+                    os.environ["BINMX_CUDA_CONV"] = mode  # read by the library at every call
+                    need = lib.binmx_cuda_binary_conv2d_workspace(ctypes.byref(params))
+                    ws = cp.empty((max(need, 1),), cp.uint8)
+                    ctimes = {}
+                    for algo in algos:
 
-                    def conv(algo=algo, x=x, w_p=w_p, out=out, params=params, ws=ws, need=need):
-                        check(
-                            lib.binmx_cuda_binary_conv2d(
-                                ctypes.byref(params), ctypes.c_void_p(x.data.ptr),
-                                ctypes.c_void_p(w_p.data.ptr), None, None,
-                                ctypes.c_void_p(out.data.ptr), ctypes.c_void_p(ws.data.ptr),
-                                need, codes[algo], sp,
+                        def conv(algo=algo, x=x, w_p=w_p, out=out, params=params, ws=ws, need=need):
+                            check(
+                                lib.binmx_cuda_binary_conv2d(
+                                    ctypes.byref(params), ctypes.c_void_p(x.data.ptr),
+                                    ctypes.c_void_p(w_p.data.ptr), None, None,
+                                    ctypes.c_void_p(out.data.ptr), ctypes.c_void_p(ws.data.ptr),
+                                    need, codes[algo], sp,
+                                )
+                            )  # fmt: skip
+
+                        conv()  # every mode and algo must agree bit for bit
+                        stream.synchronize()
+                        if first is None:
+                            first = out.copy()
+                        elif not bool(cp.all(out.view(cp.int32) == first.view(cp.int32))):
+                            bad = int(cp.count_nonzero(out.view(cp.int32) != first.view(cp.int32)))
+                            raise SystemExit(
+                                f"MISMATCH conv {mode}/{algo} vs {conv_modes[0]}/{algos[0]} "
+                                f"{hw}x{hw}x{c} batch {batch}: {bad} elements"
                             )
-                        )  # fmt: skip
-
-                    ctimes[algo] = timer(conv)
-                rows.append(("conv", f"{hw}x{hw}x{c} -> {f}, 3x3 pad 1", batch, t_sgemm, ctimes))
-                print(_fmt(rows[-1], algos))
+                        ctimes[algo] = timer(conv)
+                    label = "conv" if len(conv_modes) == 1 else f"conv {mode}"
+                    shape = f"{hw}x{hw}x{c} -> {f}, 3x3 pad 1"
+                    rows.append((label, shape, batch, t_sgemm, ctimes))
+                    print(_fmt(rows[-1], algos))
+                if saved_mode is None:
+                    os.environ.pop("BINMX_CUDA_CONV", None)
+                else:
+                    os.environ["BINMX_CUDA_CONV"] = saved_mode
                 del x, w_p, out, ws
     print(f"total benchmark time {time.time() - t_start:.1f} s, timing mode: {timer.mode}")
 

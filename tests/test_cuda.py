@@ -444,6 +444,173 @@ def test_algos_agree_and_default_is_exact(rng: np.random.Generator) -> None:
     assert cuda.resolve_algo("auto") in ("simt", "tensor")
 
 
+# ---- conv kernel modes (BINMX_CUDA_CONV), border prefix table, im2col chunks, packed input -------
+# auto (the default, used by every test above) runs im2col for these sizes; table and legacy are
+# forced here. Every mode must give the reference bit for bit.
+
+CONV_MODES = ["im2col", "table", "legacy"]
+
+# (batch, C, H, W, F, kernel, stride, pad, dilate, groups, pad_value): shapes that stress the
+# border tables: kh * kw > 32 (lane loops of the table kernel), kh > 32, outputs whose taps all
+# fall into the padding (1x1 kernel with pad 2), asymmetric stride/pad/dilation, three words per
+# channel group, groups of 65 channels, more filters than one table block handles (8).
+EXTRA_CONV_CASES = [
+    (2, 70, 9, 11, 12, (7, 7), (1, 1), (3, 3), (1, 1), 1, 0),
+    (1, 65, 10, 8, 9, (5, 3), (2, 1), (4, 1), (2, 1), 1, -1),
+    (1, 3, 5, 4, 4, (33, 1), (1, 1), (16, 0), (1, 1), 1, 0),
+    (2, 5, 4, 3, 6, (1, 1), (1, 1), (2, 2), (1, 1), 1, 0),
+    (2, 5, 4, 3, 6, (1, 1), (1, 1), (2, 2), (1, 1), 1, -1),
+    (1, 9, 20, 13, 5, (11, 2), (3, 2), (6, 0), (3, 3), 1, 0),
+    (2, 195, 7, 9, 6, (3, 3), (1, 1), (1, 1), (2, 2), 3, 0),
+    (1, 130, 7, 7, 70, (3, 3), (1, 1), (1, 1), (1, 1), 1, -1),
+    (3, 64, 7, 7, 16, (3, 3), (2, 2), (0, 0), (1, 1), 1, 0),
+]  # fmt: skip
+
+
+def _run_conv_extra(
+    rng: np.random.Generator, case: tuple, algo: str, *, packed: str | None = None
+) -> None:
+    batch, c, h, w, f, kernel, stride, pad, dilate, groups, pad_value = case
+    x = signed_data(rng, (batch, c, h, w))
+    wt = signed_data(rng, (f, c // groups, *kernel))
+    alpha = rng.uniform(0.01, 1.0, f).astype(np.float32)
+    bias = rng.standard_normal(f).astype(np.float32)
+    want = conv_reference(
+        x, wt, stride=stride, pad=pad, dilate=dilate, groups=groups, pad_value=pad_value,
+        alpha=alpha, bias=bias,
+    )  # fmt: skip
+    opts = dict(stride=stride, pad=pad, dilate=dilate, num_group=groups, pad_value=pad_value,
+                alpha=alpha, bias=bias, algo=algo)  # fmt: skip
+    wp = pack_weight_reference(wt)
+    if packed is None:
+        got = cuda.binary_conv2d(x, wp, **opts)
+    else:
+        xp = cuda.pack_nchw(x, num_group=groups)
+        got = cuda.binary_conv2d_packed(xp, wp, channels=c, workspace=packed == "ws", **opts)
+    assert_equal(f"binary_conv2d[{algo}, packed={packed}] {case}", got, want)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", _conv_cases(40))
+def test_binary_conv2d_grid_table_mode(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, algo: str, case: tuple[int, ...]
+) -> None:
+    monkeypatch.setenv("BINMX_CUDA_CONV", "table")
+    _run_conv(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", _conv_cases(12))
+def test_binary_conv2d_grid_legacy_mode(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, algo: str, case: tuple[int, ...]
+) -> None:
+    monkeypatch.setenv("BINMX_CUDA_CONV", "legacy")
+    _run_conv(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("mode", CONV_MODES)
+@pytest.mark.parametrize("case", EXTRA_CONV_CASES)
+def test_binary_conv2d_modes_border_shapes(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, algo: str, mode: str, case: tuple
+) -> None:
+    monkeypatch.setenv("BINMX_CUDA_CONV", mode)
+    _run_conv_extra(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (1, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, -1, 1),
+        (2, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 0, 0),
+        (1, 128, 28, 28, 256, 3, 3, 2, 1, 1, 1, 0, 1),
+    ],
+)
+def test_binary_conv2d_resnet18_layers_table_mode(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, algo: str, case: tuple[int, ...]
+) -> None:
+    monkeypatch.setenv("BINMX_CUDA_CONV", "table")
+    _run_conv(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("cap", [8, 12196, 100000])
+def test_binary_conv2d_im2col_chunks(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, algo: str, cap: int
+) -> None:
+    """One image's im2col here is 2 groups * 42 pixels * 9 words * 8 = 6048 bytes: a cap of 8
+    bytes falls back to table, 12196 runs chunks of 2, 2, 1 images, 100000 one chunk of 5."""
+    monkeypatch.setenv("BINMX_CUDA_CONV", "im2col")
+    monkeypatch.setenv("BINMX_CUDA_IM2COL_MAX_BYTES", str(cap))
+    for pad_value in (0, -1):
+        case = (5, 70, 6, 7, 10, (3, 3), (1, 1), (1, 1), (1, 1), 2, pad_value)
+        _run_conv_extra(rng, case, algo)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("mode", CONV_MODES)
+@pytest.mark.parametrize("packed", ["ws", "alloc"])
+def test_binary_conv2d_packed_input(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, mode: str, packed: str
+) -> None:
+    """binmx_cuda_binary_conv2d_packed_ws (caller scratch) and _packed (allocated inside)."""
+    monkeypatch.setenv("BINMX_CUDA_CONV", mode)
+    for case in (EXTRA_CONV_CASES[0], EXTRA_CONV_CASES[6], EXTRA_CONV_CASES[8]):
+        _run_conv_extra(rng, case, "auto", packed=packed)
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize(("n", "c", "h", "w", "groups"), [(2, 13, 3, 5, 1), (1, 195, 4, 4, 3),
+                                                          (3, 136, 2, 7, 2)])  # fmt: skip
+def test_pack_nchw_matches_reference(
+    rng: np.random.Generator, n: int, c: int, h: int, w: int, groups: int
+) -> None:
+    """Channel tails that end inside a byte and inside a word, several groups and words."""
+    x = signed_data(rng, (n, c, h, w))
+    cg = c // groups
+    want = np.stack(
+        [
+            ref.pack_bits(
+                np.ascontiguousarray(x[:, g * cg : (g + 1) * cg].transpose(0, 2, 3, 1)).reshape(
+                    -1, cg
+                )
+            ).reshape(n, h, w, -1)
+            for g in range(groups)
+        ],
+        axis=3,
+    )
+    assert_equal("pack_nchw", cuda.pack_nchw(x, num_group=groups), want)
+
+
+@gpu
+@needs_gpu
+def test_bad_conv_mode_environment_is_an_argument_error(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = signed_data(rng, (1, 8, 5, 5))
+    wp = pack_weight_reference(signed_data(rng, (4, 8, 3, 3)))
+    monkeypatch.setenv("BINMX_CUDA_CONV", "fastest")
+    with pytest.raises(cuda.CudaError, match="BINMX_CUDA_CONV to be auto, im2col, table"):
+        cuda.binary_conv2d(x, wp, pad=1)
+    monkeypatch.setenv("BINMX_CUDA_CONV", "im2col")
+    monkeypatch.setenv("BINMX_CUDA_IM2COL_MAX_BYTES", "lots")
+    with pytest.raises(cuda.CudaError, match="BINMX_CUDA_IM2COL_MAX_BYTES"):
+        cuda.binary_conv2d(x, wp, pad=1)
+
+
 # ---- CuPy arrays (device pointers, CuPy's current stream) --------------------------------------
 
 

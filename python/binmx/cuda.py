@@ -40,6 +40,7 @@ __all__ = [
     "available",
     "bias_grad",
     "binary_conv2d",
+    "binary_conv2d_packed",
     "conv2d_out_shape",
     "device_capability",
     "device_count",
@@ -67,7 +68,7 @@ __all__ = [
     "xnor_gemm_f32",
 ]
 
-API_VERSION = 2
+API_VERSION = 3
 _ALGOS = {"auto": 0, "simt": 1, "tensor": 2}
 _ERR_NO_DEVICE = 3
 
@@ -140,6 +141,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         "binmx_cuda_binary_conv2d_packed": (
             i32,
             [ctypes.POINTER(Conv2dParams), p, p, p, p, p, i32, p],
+        ),
+        # API version 3: the packed-input convolution with caller-provided scratch.
+        "binmx_cuda_binary_conv2d_packed_workspace": (sz, [ctypes.POINTER(Conv2dParams)]),
+        "binmx_cuda_binary_conv2d_packed_ws": (
+            i32,
+            [ctypes.POINTER(Conv2dParams), p, p, p, p, p, p, sz, i32, p],
         ),
         # API version 2: what the MXNet "gpu" operators use (train.cu).
         "binmx_cuda_fill_zero": (i32, [p, sz, p]),
@@ -641,6 +648,67 @@ def binary_conv2d(
                 ctypes.byref(params), xp, wp, ap, bp, op, ws, need, code, call.stream
             )
         )
+        call.finish()
+    return out
+
+
+def binary_conv2d_packed(
+    x_packed: Any,
+    w_packed: Any,
+    *,
+    channels: int,
+    stride: object = 1,
+    pad: object = 0,
+    dilate: object = 1,
+    num_group: int = 1,
+    pad_value: int = 0,
+    alpha: Any = None,
+    bias: Any = None,
+    algo: str = "auto",
+    workspace: bool = True,
+) -> Any:
+    """``binary_conv2d`` of an input already packed by ``pack_nchw`` (int64
+    ``(N, H, W, num_group, ceil(channels/num_group/64))``); ``channels`` is the true channel
+    count C. ``workspace=False`` lets the library allocate its scratch stream-ordered
+    (``binmx_cuda_binary_conv2d_packed``) instead of taking it from the caller
+    (``binmx_cuda_binary_conv2d_packed_ws``). Same result, bit for bit, as ``binary_conv2d``.
+    """
+    _check_array("x_packed", x_packed, (np.int64, np.uint64), 5)
+    _check_array("w_packed", w_packed, (np.int64, np.uint64), 4)
+    c = _check_int("channels", channels, 1)
+    n, h, w, groups, cw = x_packed.shape
+    params = _conv_params((n, c, h, w), w_packed.shape, stride, pad, dilate, num_group, pad_value)
+    if groups != params.num_group or cw != (c // groups + 63) // 64:
+        raise ValueError(
+            f"Expected `x_packed` shape (N, H, W, num_group = {params.num_group}, "
+            f"ceil(C/num_group/64) = {(c // params.num_group + 63) // 64}), got "
+            f"{tuple(x_packed.shape)}"
+        )
+    f = w_packed.shape[0]
+    _check_vector("alpha", alpha, f)
+    _check_vector("bias", bias, f)
+    code = _algo_code(algo)
+    with _Call([x_packed, w_packed, alpha, bias]) as call:
+        oh, ow = ctypes.c_int64(), ctypes.c_int64()
+        _check(
+            call.lib.binmx_cuda_conv2d_out_shape(
+                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
+            )
+        )
+        xp, wp = call.ptr(x_packed), call.ptr(w_packed)
+        ap, bp = call.ptr(alpha), call.ptr(bias)
+        out, op = call.output((n, f, oh.value, ow.value), np.float32)
+        if workspace:
+            need = call.lib.binmx_cuda_binary_conv2d_packed_workspace(ctypes.byref(params))
+            ws = call.scratch(need)
+            rc = call.lib.binmx_cuda_binary_conv2d_packed_ws(
+                ctypes.byref(params), xp, wp, ap, bp, op, ws, need, code, call.stream
+            )
+        else:
+            rc = call.lib.binmx_cuda_binary_conv2d_packed(
+                ctypes.byref(params), xp, wp, ap, bp, op, code, call.stream
+            )
+        _check(rc)
         call.finish()
     return out
 

@@ -4,8 +4,14 @@
  *
  * PackRows: one warp per output word; lane l tests elements 64w + l and 64w + 32 + l and
  * __ballot_sync gathers the two 32-bit halves (bit j = element 64w + j < 0, tail bits 0).
- * PackNchw: one thread per (image, group, channel word, pixel), pixels fastest so the 64 channel
- * reads of a warp are coalesced; output layout (N, H, W, G, cw) with cw = ceil(C/G/64).
+ * PackNchw: output layout (N, H, W, G, cw) with cw = ceil(C/G/64). binmx_cuda_pack_nchw and the
+ * table/im2col convolutions use one thread per BYTE of a word (8 channel loads each, pixels
+ * fastest so a warp's loads are coalesced: PrepareKernel's pack section); the legacy
+ * convolution keeps the API version 2 kernel (one thread per word, 64 loads).
+ * Binary convolution: a plan (PlanConv: mode from BINMX_CUDA_CONV, scratch layout, im2col
+ * chunk) and RunConv: PrepareKernel (pack + border prefix table + tap table, one launch), then
+ * per chunk Im2colKernel + the xnor GEMM with the conv epilogue (im2col), or the implicit-GEMM
+ * xnor kernel (table, legacy). Modes are described in tile.cuh and binmx_cuda.h.
  */
 #include <cuda_runtime.h>
 
@@ -82,6 +88,162 @@ __global__ void PackNchwKernel(const float* __restrict__ x, int64_t n, int64_t c
   out[((img * hw + pix) * groups + group) * cw + word] = bits;
 }
 
+// ---- Convolution preparation (table and im2col modes) --------------------------------------
+// One launch, three independent sections of kPrepThreads-thread blocks (a block runs only its
+// own section; a section with 0 blocks is skipped):
+//   pack   [0, pack_blocks): per-pixel channel packing, one thread per byte of a word. Index
+//          (img, group, word, byte, pixel), pixel fastest, so a warp reads 32 consecutive
+//          pixels of one channel (coalesced). Byte `byte` of word `word` (little-endian: bits
+//          8 * byte .. 8 * byte + 7) holds channels c = 64 * word + 8 * byte + t (t < 8) of the
+//          group, bit t = (x[img, group * cg + c, pixel] < 0); channels >= cg give 0 bits.
+//   border [.., + border_blocks): the prefix table of tile.cuh, one warp per filter f:
+//          s[(i + 1) * (kw + 1) + (j + 1)] = v(f, i, j) = cg - 2 * popc(W[f, i, j, :]), row 0 and
+//          column 0 zero, then running sums along rows, then along columns, so that
+//          s[i][j] = sum_{i' < i, j' < j} v(f, i', j').
+//   taps   [.., + taps_blocks): the tap table of tile.cuh, one thread per word kk < words:
+//          tap = kk / cw, c = kk % cw, i = tap / kw, j = tap % kw,
+//          {dy = i * dh, dx = j * dw, off = (dy * W + dx) * G * cw + c (int64, low, high)}.
+constexpr int kPrepThreads = 256;
+
+struct PrepArgs {
+  // pack
+  const float* x;
+  uint64_t* xp;
+  int64_t n, channels, hw, groups, cg, cw, pack_total;
+  // border
+  const uint64_t* w;
+  int* border;
+  int num_filter, kh, kw, wcw, wcg;
+  // taps
+  int4* taps;
+  int words, dh, dw;
+  int64_t width, gcw;
+  unsigned pack_blocks, border_blocks, taps_blocks;
+};
+
+template <typename I>
+__device__ void PackSection(const PrepArgs& a, I idx) {
+  if (idx >= static_cast<I>(a.pack_total)) return;
+  const I hw = static_cast<I>(a.hw);
+  const I pix = idx % hw;
+  I rest = idx / hw;
+  const I byte = rest % 8;
+  rest /= 8;
+  const I word = rest % static_cast<I>(a.cw);
+  rest /= static_cast<I>(a.cw);
+  const I group = rest % static_cast<I>(a.groups);
+  const I img = rest / static_cast<I>(a.groups);
+  const int64_t c0 = static_cast<int64_t>(word) * 64 + static_cast<int64_t>(byte) * 8;
+  const int64_t left = a.cg - c0;  // channels of this group from c0 on
+  const int len = left <= 0 ? 0 : (left < 8 ? static_cast<int>(left) : 8);
+  const float* src =
+      a.x + ((static_cast<int64_t>(img) * a.channels + static_cast<int64_t>(group) * a.cg + c0) *
+                 a.hw +
+             static_cast<int64_t>(pix));
+  unsigned bits = 0;
+#pragma unroll
+  for (int t = 0; t < 8; ++t) {
+    if (t < len) bits |= static_cast<unsigned>(__ldg(src + t * a.hw) < 0.0f) << t;
+  }
+  const int64_t word_index =
+      ((static_cast<int64_t>(img) * a.hw + static_cast<int64_t>(pix)) * a.groups +
+       static_cast<int64_t>(group)) * a.cw + static_cast<int64_t>(word);
+  reinterpret_cast<uint8_t*>(a.xp)[word_index * 8 + static_cast<int64_t>(byte)] =
+      static_cast<uint8_t>(bits);
+}
+
+__device__ void BorderSection(const PrepArgs& a, unsigned block) {
+  const int f = static_cast<int>((block * kPrepThreads + threadIdx.x) / 32);
+  const int lane = threadIdx.x & 31;
+  if (f >= a.num_filter) return;  // whole warps leave together
+  const int kh = a.kh, kw = a.kw, stride = a.kw + 1;
+  int* s = a.border + static_cast<int64_t>(f) * (kh + 1) * stride;
+  const uint64_t* wf = a.w + static_cast<int64_t>(f) * kh * kw * a.wcw;
+  for (int t = lane; t < kh * kw; t += 32) {
+    const uint64_t* tap = wf + static_cast<int64_t>(t) * a.wcw;
+    int pc = 0;
+    for (int c = 0; c < a.wcw; ++c) pc += __popcll(__ldg(tap + c));
+    const int i = t / kw;
+    const int j = t - i * kw;
+    s[(i + 1) * stride + (j + 1)] = a.wcg - 2 * pc;
+  }
+  for (int j = lane; j <= kw; j += 32) s[j] = 0;                // row 0
+  for (int i = lane + 1; i <= kh; i += 32) s[i * stride] = 0;   // column 0
+  __syncwarp();  // (also orders the warp's global writes and reads)
+  for (int i = lane + 1; i <= kh; i += 32) {                    // running sums along row i
+    for (int j = 1; j <= kw; ++j) s[i * stride + j] += s[i * stride + j - 1];
+  }
+  __syncwarp();
+  for (int j = lane + 1; j <= kw; j += 32) {                    // then along column j
+    for (int i = 1; i <= kh; ++i) s[i * stride + j] += s[(i - 1) * stride + j];
+  }
+}
+
+__device__ void TapsSection(const PrepArgs& a, unsigned block) {
+  const int kk = static_cast<int>(block * kPrepThreads + threadIdx.x);
+  if (kk >= a.words) return;
+  const int tap = kk / a.wcw;
+  const int c = kk - tap * a.wcw;
+  const int i = tap / a.kw;
+  const int j = tap - i * a.kw;
+  const int dy = i * a.dh;
+  const int dx = j * a.dw;
+  const int64_t off = (static_cast<int64_t>(dy) * a.width + dx) * a.gcw + c;
+  const uint64_t u = static_cast<uint64_t>(off);
+  a.taps[kk] = make_int4(dy, dx, static_cast<int>(static_cast<uint32_t>(u)),
+                         static_cast<int>(static_cast<uint32_t>(u >> 32)));
+}
+
+template <typename I>
+__global__ void __launch_bounds__(kPrepThreads) PrepareKernel(const PrepArgs a) {
+  unsigned block = blockIdx.x;
+  if (block < a.pack_blocks) {
+    PackSection<I>(a, static_cast<I>(block) * kPrepThreads + threadIdx.x);
+    return;
+  }
+  block -= a.pack_blocks;
+  if (block < a.border_blocks) {
+    BorderSection(a, block);
+    return;
+  }
+  block -= a.border_blocks;
+  if (block < a.taps_blocks) TapsSection(a, block);
+}
+
+// Explicit bit im2col of images img0 .. img0 + cols / ohw - 1 (kModeConvIm2col's B): one thread
+// per word, idx = (z * cols + q) * words + kk for group z, output pixel q of the chunk
+// (q = img * ohw + oy * out_w + ox, image img0 + img) and word kk (tap = kk / cw, c = kk % cw,
+// i = tap / kw, j = tap % kw); b[idx] = xp word c of group z at input pixel
+// (oy * sh - ph + i * dh, ox * sw - pw + j * dw), or 0 when that pixel is in the padding.
+// total = groups * cols * words < 2^31 (the plan caps the chunk).
+__global__ void Im2colKernel(const uint64_t* __restrict__ xp, const ConvGeom g, int64_t img0,
+                             unsigned cols, unsigned words, unsigned total,
+                             uint64_t* __restrict__ b) {
+  const unsigned idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= total) return;
+  const unsigned kk = idx % words;
+  const unsigned r = idx / words;
+  const unsigned z = r / cols;
+  const unsigned q = r - z * cols;
+  const unsigned ohw = static_cast<unsigned>(g.out_h * g.out_w);
+  const unsigned img = q / ohw;
+  const unsigned pix = q - img * ohw;
+  const int oy = static_cast<int>(pix / static_cast<unsigned>(g.out_w));
+  const int ox = static_cast<int>(pix) - oy * static_cast<int>(g.out_w);
+  const int tap = static_cast<int>(kk) / g.cw;
+  const int c = static_cast<int>(kk) - tap * g.cw;
+  const int i = tap / g.kw;
+  const int j = tap - i * g.kw;
+  const int iy = oy * g.sh - g.ph + i * g.dh;
+  const int ix = ox * g.sw - g.pw + j * g.dw;
+  uint64_t v = 0;
+  if (iy >= 0 && iy < g.height && ix >= 0 && ix < g.width) {
+    const int64_t pixel = ((img0 + img) * g.height + iy) * g.width + ix;
+    v = __ldg(xp + (pixel * g.groups + z) * g.cw + c);
+  }
+  b[idx] = v;
+}
+
 struct DeviceInfo {
   int capability;
   int sms;
@@ -146,7 +308,7 @@ Tile ChooseTile(const DeviceInfo& dev, int64_t m, int64_t n, int64_t groups) {
              : Tile::kSmall;
 }
 
-int Run(const Problem& p, bool conv, int groups, int algo, void* stream) {
+int Run(const Problem& p, int mode, int groups, int algo, void* stream) {
   if (p.m == 0 || p.n == 0) return BINMX_CUDA_OK;
   DeviceInfo dev{0, 0};
   int rc = QueryDevice(&dev);
@@ -160,8 +322,8 @@ int Run(const Problem& p, bool conv, int groups, int algo, void* stream) {
   const Tile tile = ChooseTile(dev, p.m, p.n, groups);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const cudaError_t err = resolved == BINMX_CUDA_ALGO_TENSOR
-                              ? LaunchTensor(p, conv, tile, groups, s)
-                              : LaunchSimt(p, conv, tile, groups, s);
+                              ? LaunchTensor(p, mode, tile, groups, s)
+                              : LaunchSimt(p, mode, tile, groups, s);
   if (err != cudaSuccess) return FailCuda(err, "xnor kernel launch");
   return BINMX_CUDA_OK;
 }
@@ -277,10 +439,6 @@ int CheckConv(const binmx_cuda_conv2d_params* p, ConvGeom* geom) {
   return BINMX_CUDA_OK;
 }
 
-size_t ConvWorkspace(const ConvGeom& g) {
-  return static_cast<size_t>(g.batch * g.height * g.width * g.groups * g.cw) * sizeof(uint64_t);
-}
-
 int LaunchPackNchw(const float* x, int64_t n, int64_t channels, int64_t hw, int64_t groups,
                    uint64_t* out, cudaStream_t stream) {
   const int64_t cg = channels / groups;
@@ -294,25 +452,278 @@ int LaunchPackNchw(const float* x, int64_t n, int64_t channels, int64_t hw, int6
   return err == cudaSuccess ? BINMX_CUDA_OK : FailCuda(err, "pack_nchw launch");
 }
 
-int ConvPacked(const binmx_cuda_conv2d_params* params, const ConvGeom& g, const uint64_t* xp,
-               const uint64_t* w, const float* alpha, const float* bias, float* out, int algo,
-               void* stream) {
+int LaunchPrepare(PrepArgs a, cudaStream_t stream) {
+  a.pack_blocks = static_cast<unsigned>((a.pack_total + kPrepThreads - 1) / kPrepThreads);
+  a.border_blocks =
+      a.border != nullptr ? static_cast<unsigned>((a.num_filter + kPrepThreads / 32 - 1) /
+                                                  (kPrepThreads / 32))
+                          : 0;
+  a.taps_blocks =
+      a.taps != nullptr ? static_cast<unsigned>((a.words + kPrepThreads - 1) / kPrepThreads) : 0;
+  const unsigned blocks = a.pack_blocks + a.border_blocks + a.taps_blocks;
+  if (blocks == 0) return BINMX_CUDA_OK;
+  if (a.pack_total < (int64_t{1} << 32) - kPrepThreads) {
+    PrepareKernel<uint32_t><<<blocks, kPrepThreads, 0, stream>>>(a);
+  } else {
+    PrepareKernel<uint64_t><<<blocks, kPrepThreads, 0, stream>>>(a);
+  }
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? BINMX_CUDA_OK : FailCuda(err, "conv prepare launch");
+}
+
+// Per-pixel channel packing (binmx_cuda_pack_nchw and the table/im2col convolutions).
+int LaunchPackBytes(const float* x, int64_t n, int64_t channels, int64_t hw, int64_t groups,
+                    uint64_t* out, cudaStream_t stream) {
+  PrepArgs a;
+  std::memset(&a, 0, sizeof(a));
+  a.x = x;
+  a.xp = out;
+  a.n = n;
+  a.channels = channels;
+  a.hw = hw;
+  a.groups = groups;
+  a.cg = channels / groups;
+  a.cw = WordsFor(a.cg);
+  a.pack_total = n * groups * a.cw * 8 * hw;
+  return LaunchPrepare(a, stream);
+}
+
+// ---- Convolution plan: mode (BINMX_CUDA_CONV), scratch layout, im2col chunking -------------
+constexpr int64_t kIm2colDefaultBytes = int64_t{32} << 20;
+
+struct ConvPlan {
+  int mode;       // kModeConvLegacy, kModeConvTable or kModeConvIm2col
+  int64_t chunk;  // images per im2col chunk (kModeConvIm2col)
+  size_t pack_bytes, border_bytes, taps_bytes, im2col_bytes;  // 0: part not used
+  static size_t Round(size_t b) { return (b + 255) / 256 * 256; }
+  // Each part starts 256-aligned; 256 spare bytes align the start of any workspace pointer.
+  size_t Bytes() const {
+    const size_t sum =
+        Round(pack_bytes) + Round(border_bytes) + Round(taps_bytes) + Round(im2col_bytes);
+    return sum == 0 ? 0 : sum + 256;
+  }
+};
+
+struct ConvScratch {
+  uint64_t* xp;
+  int* border;
+  int4* taps;
+  uint64_t* im2col;
+};
+
+ConvScratch Carve(void* ws, const ConvPlan& plan) {
+  uintptr_t at = (reinterpret_cast<uintptr_t>(ws) + 255) / 256 * 256;
+  auto take = [&at](size_t bytes) -> void* {
+    if (bytes == 0) return nullptr;
+    void* ptr = reinterpret_cast<void*>(at);
+    at += ConvPlan::Round(bytes);
+    return ptr;
+  };
+  ConvScratch s;
+  s.xp = static_cast<uint64_t*>(take(plan.pack_bytes));
+  s.border = static_cast<int*>(take(plan.border_bytes));
+  s.taps = static_cast<int4*>(take(plan.taps_bytes));
+  s.im2col = static_cast<uint64_t*>(take(plan.im2col_bytes));
+  return s;
+}
+
+// BINMX_CUDA_CONV: auto (default: im2col when one image's im2col fits the cap, else table),
+// im2col (the same), table, legacy (alias implicit: the pre-table kernels). The cap on the
+// im2col buffer: BINMX_CUDA_IM2COL_MAX_BYTES (default 32 MiB, at most 8 GiB).
+int PlanConv(const ConvGeom& g, bool pack, ConvPlan* plan) {
+  const char* env = std::getenv("BINMX_CUDA_CONV");
+  int mode = kModeConvIm2col;
+  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0 &&
+      std::strcmp(env, "im2col") != 0) {
+    if (std::strcmp(env, "table") == 0) {
+      mode = kModeConvTable;
+    } else if (std::strcmp(env, "legacy") == 0 || std::strcmp(env, "implicit") == 0) {
+      mode = kModeConvLegacy;
+    } else {
+      return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                  std::string("Expected BINMX_CUDA_CONV to be auto, im2col, table, legacy or "
+                              "implicit, got '") + env + "'");
+    }
+  }
+  int64_t cap = kIm2colDefaultBytes;
+  const char* cap_env = std::getenv("BINMX_CUDA_IM2COL_MAX_BYTES");
+  if (cap_env != nullptr && *cap_env != '\0') {
+    char* end = nullptr;
+    const long long v = std::strtoll(cap_env, &end, 10);
+    if (end == cap_env || *end != '\0' || v < 1 || v > (int64_t{1} << 33)) {
+      return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                  std::string("Expected BINMX_CUDA_IM2COL_MAX_BYTES to be an integer in "
+                              "[1, 2^33], got '") + cap_env + "'");
+    }
+    cap = v;
+  }
+  const int64_t words = static_cast<int64_t>(g.kh) * g.kw * g.cw;
+  const int64_t image_words = static_cast<int64_t>(g.groups) * g.out_h * g.out_w * words;
+  int64_t chunk = 0;
+  if (mode == kModeConvIm2col) {
+    chunk = cap / 8 / image_words;
+    if (chunk > g.batch) chunk = g.batch;
+    if (chunk < 1) mode = kModeConvTable;  // one image's im2col is over the cap
+  }
+  std::memset(plan, 0, sizeof(*plan));
+  plan->mode = mode;
+  plan->chunk = mode == kModeConvIm2col ? chunk : 0;
+  if (pack) {
+    plan->pack_bytes =
+        static_cast<size_t>(g.batch * g.height * g.width * g.groups * g.cw) * sizeof(uint64_t);
+  }
+  const bool border = mode != kModeConvLegacy && g.pad_value != 1 && (g.ph > 0 || g.pw > 0);
+  if (border) {
+    plan->border_bytes = static_cast<size_t>(g.num_filter) * (g.kh + 1) * (g.kw + 1) * sizeof(int);
+  }
+  if (mode == kModeConvTable) plan->taps_bytes = static_cast<size_t>(words) * sizeof(int4);
+  if (mode == kModeConvIm2col) {
+    plan->im2col_bytes = static_cast<size_t>(chunk * image_words) * sizeof(uint64_t);
+  }
+  return BINMX_CUDA_OK;
+}
+
+// The convolution with scratch carved from `ws` (plan.Bytes() bytes). x: float NCHW to pack into
+// the scratch (plan.pack_bytes > 0), or nullptr with x_packed already packed.
+int RunConv(const ConvGeom& g, const ConvPlan& plan, void* ws, const float* x,
+            const uint64_t* x_packed, const uint64_t* w, const float* alpha, const float* bias,
+            float* out, int algo, void* stream) {
+  DeviceInfo dev{0, 0};
+  int rc = QueryDevice(&dev);
+  if (rc != BINMX_CUDA_OK) return rc;
+  int resolved = 0;  // before anything is enqueued
+  rc = ResolveAlgo(algo, dev, &resolved);
+  if (rc != BINMX_CUDA_OK) return rc;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const ConvScratch scratch = Carve(ws, plan);
+  const uint64_t* xp = x != nullptr ? scratch.xp : x_packed;
+  const int64_t channels = static_cast<int64_t>(g.groups) * g.cg;
+  const int64_t ohw = g.out_h * g.out_w;
+
   Problem p;
   std::memset(&p, 0, sizeof(p));
   p.a = w;
   p.lda = static_cast<int64_t>(g.kh) * g.kw * g.cw;
-  p.b = xp;
-  p.ldb = 0;
   p.m = g.fg;
-  p.n = g.batch * g.out_h * g.out_w;
   p.k = static_cast<int64_t>(g.cg) * g.kh * g.kw;
   p.words = static_cast<int>(p.lda);
-  p.c_f32 = out;
   p.scale = alpha;
   p.bias = bias;
   p.conv = g;
-  (void)params;
-  return Run(p, /*conv=*/true, g.groups, algo, stream);
+
+  if (plan.mode == kModeConvLegacy) {  // the pre-table path, kernel for kernel
+    if (x != nullptr) {
+      rc = LaunchPackNchw(x, g.batch, channels, g.height * g.width, g.groups, scratch.xp, s);
+      if (rc != BINMX_CUDA_OK) return rc;
+    }
+    p.b = xp;
+    p.n = g.batch * ohw;
+    p.c_f32 = out;
+    return Run(p, kModeConvLegacy, g.groups, resolved, stream);
+  }
+
+  PrepArgs a;
+  std::memset(&a, 0, sizeof(a));
+  if (x != nullptr) {
+    a.x = x;
+    a.xp = scratch.xp;
+    a.n = g.batch;
+    a.channels = channels;
+    a.hw = g.height * g.width;
+    a.groups = g.groups;
+    a.cg = g.cg;
+    a.cw = g.cw;
+    a.pack_total = g.batch * g.groups * g.cw * 8 * a.hw;
+  }
+  a.w = w;
+  a.border = scratch.border;
+  a.num_filter = g.num_filter;
+  a.kh = g.kh;
+  a.kw = g.kw;
+  a.wcw = g.cw;
+  a.wcg = g.cg;
+  a.taps = scratch.taps;
+  a.words = p.words;
+  a.dh = g.dh;
+  a.dw = g.dw;
+  a.width = g.width;
+  a.gcw = static_cast<int64_t>(g.groups) * g.cw;
+  rc = LaunchPrepare(a, s);
+  if (rc != BINMX_CUDA_OK) return rc;
+  p.border = scratch.border;  // nullptr: no padding or pad_value 1 (no correction)
+
+  if (plan.mode == kModeConvTable) {
+    p.b = xp;
+    p.n = g.batch * ohw;
+    p.c_f32 = out;
+    p.taps = scratch.taps;
+    return Run(p, kModeConvTable, g.groups, resolved, stream);
+  }
+
+  for (int64_t img0 = 0; img0 < g.batch; img0 += plan.chunk) {
+    const int64_t images = g.batch - img0 < plan.chunk ? g.batch - img0 : plan.chunk;
+    const int64_t cols = images * ohw;
+    const int64_t total = static_cast<int64_t>(g.groups) * cols * p.words;  // <= cap / 8
+    const int threads = 256;
+    Im2colKernel<<<static_cast<unsigned>((total + threads - 1) / threads), threads, 0, s>>>(
+        xp, g, img0, static_cast<unsigned>(cols), static_cast<unsigned>(p.words),
+        static_cast<unsigned>(total), scratch.im2col);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return FailCuda(err, "im2col launch");
+    p.b = scratch.im2col;
+    p.ldb = p.words;
+    p.b_group_stride = cols * p.words;
+    p.n = cols;
+    p.c_f32 = out + img0 * g.num_filter * ohw;
+    rc = Run(p, kModeConvIm2col, g.groups, resolved, stream);
+    if (rc != BINMX_CUDA_OK) return rc;
+  }
+  return BINMX_CUDA_OK;
+}
+
+// binmx_cuda_binary_conv2d (x != nullptr) and _packed_ws (x_packed): plan, workspace check or
+// stream-ordered allocation, RunConv, free.
+int ConvCall(const binmx_cuda_conv2d_params* params, const float* x, const uint64_t* x_packed,
+             const uint64_t* w, const float* alpha, const float* bias, float* out,
+             void* workspace, size_t workspace_bytes, int algo, void* stream) {
+  ConvGeom g;
+  int rc = CheckConv(params, &g);
+  if (rc != BINMX_CUDA_OK) return rc;
+  if (g.batch == 0) return BINMX_CUDA_OK;
+  const bool packed = x == nullptr;  // the caller passes exactly one of x, x_packed
+  if ((packed ? x_packed == nullptr : x == nullptr) || w == nullptr || out == nullptr) {
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, packed
+                                             ? "`x_packed`, `w_packed` and `out` must be non-null"
+                                             : "`x`, `w_packed` and `out` must be non-null");
+  }
+  ConvPlan plan;
+  rc = PlanConv(g, /*pack=*/!packed, &plan);
+  if (rc != BINMX_CUDA_OK) return rc;
+  const size_t need = plan.Bytes();
+  if (workspace != nullptr && workspace_bytes < need) {
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `workspace_bytes` >= " + Str(need) +
+                                             ", got " + Str(workspace_bytes));
+  }
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  void* ws = workspace;
+  if (ws == nullptr && need > 0) {
+    const cudaError_t err = cudaMallocAsync(&ws, need, s);
+    if (err != cudaSuccess) return FailCuda(err, "cudaMallocAsync (conv workspace)");
+  }
+  rc = RunConv(g, plan, ws, x, x_packed, w, alpha, bias, out, algo, stream);
+  if (workspace == nullptr && ws != nullptr) {
+    const cudaError_t err = cudaFreeAsync(ws, s);
+    if (rc == BINMX_CUDA_OK && err != cudaSuccess) return FailCuda(err, "cudaFreeAsync");
+  }
+  return rc;
+}
+
+size_t ConvWorkspaceBytes(const binmx_cuda_conv2d_params* p, bool pack) {
+  ConvGeom g;
+  if (CheckConv(p, &g) != BINMX_CUDA_OK) return 0;
+  ConvPlan plan;
+  if (PlanConv(g, pack, &plan) != BINMX_CUDA_OK) return 0;
+  return plan.Bytes();
 }
 
 }  // namespace
@@ -415,7 +826,7 @@ int binmx_cuda_pack_nchw(const float* x, int64_t n, int64_t channels, int64_t h,
   if (n > 0 && (x == nullptr || out == nullptr)) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x` and `out` must be non-null device pointers");
   }
-  return LaunchPackNchw(x, n, channels, h * w, groups, out, static_cast<cudaStream_t>(stream));
+  return LaunchPackBytes(x, n, channels, h * w, groups, out, static_cast<cudaStream_t>(stream));
 }
 
 int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
@@ -427,7 +838,7 @@ int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_
   p.c_i32 = c;
   p.c_sm = ldc;
   p.c_sn = 1;
-  return Run(p, /*conv=*/false, 1, algo, stream);
+  return Run(p, kModeGemm, 1, algo, stream);
 }
 
 int binmx_cuda_xnor_gemm_f32(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
@@ -441,7 +852,7 @@ int binmx_cuda_xnor_gemm_f32(const uint64_t* a, const uint64_t* b, int64_t m, in
   p.c_sn = 1;
   p.scale = scale;
   p.bias = bias;
-  return Run(p, /*conv=*/false, 1, algo, stream);
+  return Run(p, kModeGemm, 1, algo, stream);
 }
 
 size_t binmx_cuda_fully_connected_workspace(int64_t batch, int64_t d) {
@@ -481,7 +892,7 @@ int binmx_cuda_fully_connected(const float* x, int64_t batch, int64_t d, const u
     p.c_sn = num_hidden;  // col = sample b: out[b * num_hidden + h]
     p.scale = alpha;
     p.bias = bias;
-    rc = Run(p, /*conv=*/false, 1, algo, stream);
+    rc = Run(p, kModeGemm, 1, algo, stream);
   }
   if (workspace == nullptr && ws != nullptr) {
     const cudaError_t err = cudaFreeAsync(ws, s);
@@ -508,7 +919,7 @@ int binmx_cuda_fully_connected_packed(const uint64_t* x_packed, int64_t batch, i
   p.c_sn = num_hidden;
   p.scale = alpha;
   p.bias = bias;
-  return Run(p, /*conv=*/false, 1, algo, stream);
+  return Run(p, kModeGemm, 1, algo, stream);
 }
 
 int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,
@@ -522,55 +933,43 @@ int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_
 }
 
 size_t binmx_cuda_binary_conv2d_workspace(const binmx_cuda_conv2d_params* p) {
-  ConvGeom g;
-  if (CheckConv(p, &g) != BINMX_CUDA_OK) return 0;
-  return ConvWorkspace(g);
+  return ConvWorkspaceBytes(p, /*pack=*/true);
+}
+
+size_t binmx_cuda_binary_conv2d_packed_workspace(const binmx_cuda_conv2d_params* p) {
+  return ConvWorkspaceBytes(p, /*pack=*/false);
 }
 
 int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* params,
                                     const uint64_t* x_packed, const uint64_t* w_packed,
                                     const float* alpha, const float* bias, float* out, int algo,
                                     void* stream) {
-  ConvGeom g;
-  int rc = CheckConv(params, &g);
-  if (rc != BINMX_CUDA_OK) return rc;
-  if (g.batch == 0) return BINMX_CUDA_OK;
-  if (x_packed == nullptr || w_packed == nullptr || out == nullptr) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x_packed`, `w_packed` and `out` must be non-null");
-  }
-  return ConvPacked(params, g, x_packed, w_packed, alpha, bias, out, algo, stream);
+  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, nullptr, 0, algo,
+                  stream);
+}
+
+int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* params,
+                                       const uint64_t* x_packed, const uint64_t* w_packed,
+                                       const float* alpha, const float* bias, float* out,
+                                       void* workspace, size_t workspace_bytes, int algo,
+                                       void* stream) {
+  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, workspace,
+                  workspace_bytes, algo, stream);
 }
 
 int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* params, const float* x,
                              const uint64_t* w_packed, const float* alpha, const float* bias,
                              float* out, void* workspace, size_t workspace_bytes, int algo,
                              void* stream) {
-  ConvGeom g;
-  int rc = CheckConv(params, &g);
-  if (rc != BINMX_CUDA_OK) return rc;
-  if (g.batch == 0) return BINMX_CUDA_OK;
-  if (x == nullptr || w_packed == nullptr || out == nullptr) {
+  // x == nullptr would select the packed form: reject it here with this function's message.
+  if (x == nullptr) {
+    ConvGeom g;
+    const int rc = CheckConv(params, &g);
+    if (rc != BINMX_CUDA_OK || g.batch == 0) return rc;
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x`, `w_packed` and `out` must be non-null");
   }
-  const size_t need = ConvWorkspace(g);
-  if (workspace != nullptr && workspace_bytes < need) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `workspace_bytes` >= " + Str(need) +
-                                             ", got " + Str(workspace_bytes));
-  }
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  void* ws = workspace;
-  if (ws == nullptr) {
-    const cudaError_t err = cudaMallocAsync(&ws, need, s);
-    if (err != cudaSuccess) return FailCuda(err, "cudaMallocAsync (conv workspace)");
-  }
-  uint64_t* xp = static_cast<uint64_t*>(ws);
-  rc = LaunchPackNchw(x, g.batch, params->channels, g.height * g.width, g.groups, xp, s);
-  if (rc == BINMX_CUDA_OK) rc = ConvPacked(params, g, xp, w_packed, alpha, bias, out, algo, stream);
-  if (workspace == nullptr) {
-    const cudaError_t err = cudaFreeAsync(ws, s);
-    if (rc == BINMX_CUDA_OK && err != cudaSuccess) return FailCuda(err, "cudaFreeAsync");
-  }
-  return rc;
+  return ConvCall(params, x, nullptr, w_packed, alpha, bias, out, workspace, workspace_bytes,
+                  algo, stream);
 }
 
 }  // extern "C"

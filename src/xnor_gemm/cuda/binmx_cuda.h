@@ -35,7 +35,7 @@ extern "C" {
 #pragma GCC visibility push(default)
 #endif
 
-#define BINMX_CUDA_API_VERSION 2
+#define BINMX_CUDA_API_VERSION 3
 
 enum {
   BINMX_CUDA_OK = 0,
@@ -110,7 +110,10 @@ typedef struct binmx_cuda_conv2d_params {
 /* Output height/width for p (stored to *out_h, *out_w); checks p. */
 int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,
                                 int64_t* out_w);
-/* Bytes of scratch for binmx_cuda_binary_conv2d (the packed input), 0 if p is invalid. */
+/* Bytes of scratch for binmx_cuda_binary_conv2d (the packed input, the border-correction and
+ * tap tables, the bit im2col of a chunk of images: see below), 0 if p (or BINMX_CUDA_CONV /
+ * BINMX_CUDA_IM2COL_MAX_BYTES) is invalid. Depends on those two environment variables, which
+ * must not change between this query and the call. */
 size_t binmx_cuda_binary_conv2d_workspace(const binmx_cuda_conv2d_params* p);
 /* out (batch, num_filter, out_h, out_w) float =
  *     Convolution(sgn x, sgn W; stride, pad, dilate, num_group; padding value pad_value)
@@ -123,10 +126,29 @@ int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* p, const float* x,
                              const uint64_t* w_packed, const float* alpha, const float* bias,
                              float* out, void* workspace, size_t workspace_bytes, int algo,
                              void* stream);
-/* Same, from an input already packed by binmx_cuda_pack_nchw (no workspace needed). */
+/* Same, from an input already packed by binmx_cuda_pack_nchw (its scratch, the tables and the
+ * im2col, is allocated stream-ordered inside the call; _packed_ws takes it instead). */
 int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* p, const uint64_t* x_packed,
                                     const uint64_t* w_packed, const float* alpha,
                                     const float* bias, float* out, int algo, void* stream);
+/* API version 3: binmx_cuda_binary_conv2d_packed with caller-provided scratch of
+ * binmx_cuda_binary_conv2d_packed_workspace(p) bytes (NULL: allocated stream-ordered; the query
+ * may return 0, e.g. BINMX_CUDA_CONV=legacy). */
+size_t binmx_cuda_binary_conv2d_packed_workspace(const binmx_cuda_conv2d_params* p);
+int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* p,
+                                       const uint64_t* x_packed, const uint64_t* w_packed,
+                                       const float* alpha, const float* bias, float* out,
+                                       void* workspace, size_t workspace_bytes, int algo,
+                                       void* stream);
+/* Convolution kernels (environment, read at every call): BINMX_CUDA_CONV =
+ *   auto / im2col (default): pack, per-filter border prefix table, explicit bit im2col of
+ *     chunks of images into the scratch (at most BINMX_CUDA_IM2COL_MAX_BYTES bytes, default
+ *     32 MiB; a layer whose single-image im2col is larger runs as table), dense xnor GEMM with
+ *     the conv epilogue;
+ *   table: pack, border prefix table and a per-word tap offset table, implicit-GEMM gather;
+ *   legacy (alias implicit): the API version 2 kernels (implicit gather with integer
+ *     divisions per word, border correction summed per output).
+ * All give bit-identical results. */
 
 /* ---- API version 2: what the MXNet "gpu" operators need beyond the binary kernels ---------
  * (train.cu). Quantisers as DESIGN.md §3 / src/operators/op_common.h:

@@ -13,7 +13,7 @@ namespace binmx {
 namespace cuda {
 namespace {
 
-template <int BM, int BN, int TM, int TN, bool kConv>
+template <int BM, int BN, int TM, int TN, int kMode>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     XnorSimtKernel(const Problem p) {
   constexpr int kTx = BN / TN;
@@ -33,11 +33,11 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 
   // Loader slots: slot l of this thread stages word (idx % kTileK) of row (idx / kTileK).
   const uint64_t* a_rows[kLa];
-  BRow<kConv> b_rows[kLb];
+  BRow<kMode> b_rows[kLb];
 #pragma unroll
   for (int l = 0; l < kLa; ++l) {
     const int idx = tid + l * kThreads;
-    a_rows[l] = ARow<kConv>(p, m0 + idx / kTileK);
+    a_rows[l] = ARow<kMode>(p, m0 + idx / kTileK);
   }
 #pragma unroll
   for (int l = 0; l < kLb; ++l) {
@@ -93,16 +93,16 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   for (int i = 0; i < TM; ++i) {
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-      StoreResult<kConv>(p, m0 + ty + i * kTy, n0 + tx + j * kTx, acc[i][j]);
+      StoreResult<kMode>(p, m0 + ty + i * kTy, n0 + tx + j * kTx, acc[i][j]);
     }
   }
 }
 
-template <int BM, int BN, int TM, int TN, bool kConv>
+template <int BM, int BN, int TM, int TN, int kMode>
 cudaError_t Launch(const Problem& p, int groups, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.n + BN - 1) / BN),
                   static_cast<unsigned>((p.m + BM - 1) / BM), static_cast<unsigned>(groups));
-  XnorSimtKernel<BM, BN, TM, TN, kConv><<<grid, (BM / TM) * (BN / TN), 0, stream>>>(p);
+  XnorSimtKernel<BM, BN, TM, TN, kMode><<<grid, (BM / TM) * (BN / TN), 0, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -114,13 +114,27 @@ int64_t TileBlocks(Tile tile, int64_t m, int64_t n) {
   return ((m + bm - 1) / bm) * ((n + bn - 1) / bn);
 }
 
-cudaError_t LaunchSimt(const Problem& p, bool conv, Tile tile, int groups, cudaStream_t stream) {
-  if (tile == Tile::kLarge) {
-    return conv ? Launch<64, 128, 4, 8, true>(p, groups, stream)
-                : Launch<64, 128, 4, 8, false>(p, groups, stream);
+namespace {
+
+template <int BM, int BN, int TM, int TN>
+cudaError_t LaunchMode(const Problem& p, int mode, int groups, cudaStream_t stream) {
+  switch (mode) {
+    case kModeConvLegacy:
+      return Launch<BM, BN, TM, TN, kModeConvLegacy>(p, groups, stream);
+    case kModeConvTable:
+      return Launch<BM, BN, TM, TN, kModeConvTable>(p, groups, stream);
+    case kModeConvIm2col:
+      return Launch<BM, BN, TM, TN, kModeConvIm2col>(p, groups, stream);
+    default:
+      return Launch<BM, BN, TM, TN, kModeGemm>(p, groups, stream);
   }
-  return conv ? Launch<32, 64, 2, 4, true>(p, groups, stream)
-              : Launch<32, 64, 2, 4, false>(p, groups, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchSimt(const Problem& p, int mode, Tile tile, int groups, cudaStream_t stream) {
+  if (tile == Tile::kLarge) return LaunchMode<64, 128, 4, 8>(p, mode, groups, stream);
+  return LaunchMode<32, 64, 2, 4>(p, mode, groups, stream);
 }
 
 }  // namespace cuda

@@ -38,7 +38,7 @@ __device__ __forceinline__ void MmaAndPopc(int (&c)[4], uint32_t a0, uint32_t a1
 #endif
 }
 
-template <int BM, int BN, int WGM, int WGN, bool kConv>
+template <int BM, int BN, int WGM, int WGN, int kMode>
 __global__ void __launch_bounds__(WGM * WGN * 32) XnorTensorKernel(const Problem p) {
   constexpr int kThreads = WGM * WGN * 32;
   constexpr int kWarpM = BM / WGM;
@@ -66,9 +66,9 @@ __global__ void __launch_bounds__(WGM * WGN * 32) XnorTensorKernel(const Problem
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * BN;
 
   const uint64_t* a_rows[kLa];
-  BRow<kConv> b_rows[kLb];
+  BRow<kMode> b_rows[kLb];
 #pragma unroll
-  for (int l = 0; l < kLa; ++l) a_rows[l] = ARow<kConv>(p, m0 + (tid + l * kThreads) / kTileK);
+  for (int l = 0; l < kLa; ++l) a_rows[l] = ARow<kMode>(p, m0 + (tid + l * kThreads) / kTileK);
 #pragma unroll
   for (int l = 0; l < kLb; ++l) b_rows[l].Init(p, n0 + (tid + l * kThreads) / kTileK);
   const int kq = tid % kTileK;
@@ -174,30 +174,44 @@ __global__ void __launch_bounds__(WGM * WGN * 32) XnorTensorKernel(const Problem
         const int r = wm * kWarpM + i * 16 + g + (e >= 2 ? 8 : 0);
         const int c = wn * kWarpN + j * 8 + 2 * t + (e & 1);
         const int xor_count = pop_a[r] + pop_b[c] - 2 * acc[i][j][e];
-        StoreResult<kConv>(p, m0 + r, n0 + c, xor_count);
+        StoreResult<kMode>(p, m0 + r, n0 + c, xor_count);
       }
     }
   }
 }
 
-template <int BM, int BN, int WGM, int WGN, bool kConv>
+template <int BM, int BN, int WGM, int WGN, int kMode>
 cudaError_t Launch(const Problem& p, int groups, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.n + BN - 1) / BN),
                   static_cast<unsigned>((p.m + BM - 1) / BM), static_cast<unsigned>(groups));
-  XnorTensorKernel<BM, BN, WGM, WGN, kConv><<<grid, WGM * WGN * 32, 0, stream>>>(p);
+  XnorTensorKernel<BM, BN, WGM, WGN, kMode><<<grid, WGM * WGN * 32, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t LaunchTensor(const Problem& p, bool conv, Tile tile, int groups,
-                         cudaStream_t stream) {
-  if (tile == Tile::kLarge) {
-    return conv ? Launch<64, 128, 2, 4, true>(p, groups, stream)
-                : Launch<64, 128, 2, 4, false>(p, groups, stream);
+namespace {
+
+template <int BM, int BN, int WGM, int WGN>
+cudaError_t LaunchMode(const Problem& p, int mode, int groups, cudaStream_t stream) {
+  switch (mode) {
+    case kModeConvLegacy:
+      return Launch<BM, BN, WGM, WGN, kModeConvLegacy>(p, groups, stream);
+    case kModeConvTable:
+      return Launch<BM, BN, WGM, WGN, kModeConvTable>(p, groups, stream);
+    case kModeConvIm2col:
+      return Launch<BM, BN, WGM, WGN, kModeConvIm2col>(p, groups, stream);
+    default:
+      return Launch<BM, BN, WGM, WGN, kModeGemm>(p, groups, stream);
   }
-  return conv ? Launch<32, 64, 2, 2, true>(p, groups, stream)
-              : Launch<32, 64, 2, 2, false>(p, groups, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchTensor(const Problem& p, int mode, Tile tile, int groups,
+                         cudaStream_t stream) {
+  if (tile == Tile::kLarge) return LaunchMode<64, 128, 2, 4>(p, mode, groups, stream);
+  return LaunchMode<32, 64, 2, 2>(p, mode, groups, stream);
 }
 
 }  // namespace cuda
