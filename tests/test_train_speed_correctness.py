@@ -1,7 +1,8 @@
 """The fast float backward (float_conv.cc on OpenBLAS) against the NumPy reference.
 
 QConvolution's STE gradients run either as im2col + GEMM or, for stride 1, as shifted GEMMs on
-a shared-padding grid; BINMX_FLOAT_CONV=im2col|shift forces one (read on every call). Both are
+a shared-padding grid, or as a channels-last im2col ("rows", for small output maps);
+BINMX_FLOAT_CONV=im2col|shift|rows forces one (read on every call). All are
 checked against binmx.reference on geometries that hit their edges: ragged batch chunks, groups,
 dilation, +-1 padding, scaling factor, k-bit. Results must be identical run to run.
 """
@@ -42,7 +43,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift", "auto"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows", "auto"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"n{c[0]}c{c[1]}k{c[4]}s{c[6]}g{c[8]}")
 def test_qconv_backward_paths_match_reference(rng, monkeypatch, method, case):
     n, c, size, f, kernel, pad, stride, dilate, groups, pad_value, scaling, bits = case
@@ -72,7 +73,7 @@ def test_qconv_backward_paths_match_reference(rng, monkeypatch, method, case):
     assert np.all(dx[masked] == 0.0), np.argwhere(dx[masked] != 0.0)[:5]
 
 
-@pytest.mark.parametrize("method", ["im2col", "shift"])
+@pytest.mark.parametrize("method", ["im2col", "shift", "rows"])
 def test_qconv_backward_is_deterministic(rng, monkeypatch, method):
     monkeypatch.setenv("BINMX_FLOAT_CONV", method)
     x = rng.standard_normal((13, 16, 8, 8)).astype(np.float32)

@@ -38,6 +38,9 @@ namespace {
 #endif
 
 constexpr int64_t kTargetCols = 1024;          // GEMM columns per chunk worth aiming for
+constexpr int64_t kRowsTargetCols = 256;       // the same for the channels-last path (its col
+                                               // rows are taps * Cg floats; smaller chunks
+                                               // stay in L2: 256 measured best of 128-1024)
 constexpr int64_t kMaxColFloats = 1 << 22;     // 16 MiB col buffer per thread at most
 constexpr int64_t kMinSplitWork = int64_t{1} << 20;  // m*n*k below which a GEMM is not split
 
@@ -210,11 +213,11 @@ struct Plan {
   int64_t ChunkBegin(int part) const { return chunks * part / parts; }
 };
 
-Plan MakePlan(const Conv2dParams& p, int threads) {
+Plan MakePlan(const Conv2dParams& p, int threads, int64_t target_cols = kTargetCols) {
   Plan plan;
   const int64_t ohw = p.OutH() * p.OutW(), kdim = p.FilterSize();
   const int64_t per_thread = (p.batch + threads - 1) / threads;
-  int64_t nb = (kTargetCols + ohw - 1) / ohw;
+  int64_t nb = (target_cols + ohw - 1) / ohw;
   nb = std::min(nb, std::max<int64_t>(1, kMaxColFloats / std::max<int64_t>(1, kdim * ohw)));
   nb = std::max<int64_t>(1, std::min(nb, per_thread));
   plan.nb = nb;
@@ -253,20 +256,21 @@ ShiftGeo MakeShiftGeo(const Conv2dParams& p, int64_t nb) {
   return s;
 }
 
-// Environment override of the backward method (tests, benchmarks): BINMX_FLOAT_CONV=im2col or
-// shift; anything else (or unset) chooses by cost.
-int ForcedMethod() {
+// Environment override of the backward method (tests, benchmarks): BINMX_FLOAT_CONV=im2col,
+// shift or rows; anything else (or unset) chooses by cost.
+enum class Method { kAuto = 0, kIm2col = 1, kShift = 2, kRows = 3 };
+
+Method ForcedMethod() {
   const char* v = std::getenv("BINMX_FLOAT_CONV");
-  if (v == nullptr) return 0;
-  if (std::strcmp(v, "im2col") == 0) return 1;
-  if (std::strcmp(v, "shift") == 0) return 2;
-  return 0;
+  if (v == nullptr) return Method::kAuto;
+  if (std::strcmp(v, "im2col") == 0) return Method::kIm2col;
+  if (std::strcmp(v, "shift") == 0) return Method::kShift;
+  if (std::strcmp(v, "rows") == 0) return Method::kRows;
+  return Method::kAuto;
 }
 
 bool ShiftPays(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1) return false;
-  const int forced = ForcedMethod();
-  if (forced != 0) return forced == 2;
   // Extra GEMM work of the shared-padding grid vs the im2col traffic, which costs about
   // kIm2colWork GEMM multiply-adds per col element (so relatively less for many filters).
   constexpr double kIm2colWork = 16.0;
@@ -417,6 +421,171 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
   }
 }
 
+// ---- channels-last im2col backward: whole runs of Cg floats per (output pixel, tap) -------
+//
+// For small output maps the NCHW im2col above copies rows of a few floats (OW) per channel and
+// tap, which costs far more than its bytes. Here a chunk of nb images of one group is first
+// put channels last, so that each (output pixel, tap) of the col matrix is one run of Cg
+// consecutive floats:
+//   xt[(n, y, x)][c]     = Q(x)[n0 + n][g * Cg + c][y][x]                 (nb * H * W x Cg)
+//   dyt[q][f]            = dy[n0 + n][g * Fg + f][oy][ox], q = (n, oy, ox) (P x Fg)
+//   colt[q][t * Cg + c]  = xt[(n, iy, ix)][c], or pad_value outside the image (P x taps * Cg)
+//   dW^T[t * Cg + c][f] += colt^T . dyt                                     (GEMM, K = P)
+//   dcolt                = dyt . wt, wt[f][t * Cg + c] = w[g * Fg + f][c][t] (GEMM, K = Fg)
+//   dxt[(n, iy, ix)][c] += dcolt[q][t * Cg + c] for the taps inside the image
+// and dx is dxt transposed back (times the STE mask). Same chunks and blocks as the im2col path
+// (MakePlan); each block owns its images' dx and its own dW^T accumulator.
+
+bool RowsPay(const Conv2dParams& p) {
+  // Short output rows make the NCHW im2col copy slow; runs of >= 8 channels copy well.
+  return p.OutW() < 16 && p.GroupChannels() >= 8;
+}
+
+Method ChooseMethod(const Conv2dParams& p) {
+  const Method forced = ForcedMethod();
+  if (forced == Method::kRows) return Method::kRows;
+  if (forced == Method::kIm2col) return Method::kIm2col;
+  const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
+  if (forced == Method::kShift) return unit_stride ? Method::kShift : Method::kIm2col;
+  if (unit_stride && ShiftPays(p)) return Method::kShift;
+  return RowsPay(p) ? Method::kRows : Method::kIm2col;
+}
+
+void RowsBackward(const float* x, InputQuant quant, const float* w, const float* dy,
+                  const float* x_mask, float grad_cancel, float* dx, float* dw,
+                  const Conv2dParams& p, int threads) {
+  const int64_t taps = p.kernel_h * p.kernel_w, cg = p.GroupChannels(), fg = p.GroupFilters();
+  const int64_t kdim = cg * taps, w_size = p.num_filter * kdim, groups = p.groups;
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = p.in_h * p.in_w;
+  const Plan plan = MakePlan(p, threads, kRowsTargetCols);
+  const float pad = static_cast<float>(p.pad_value);
+  const bool sign = quant == InputQuant::kSign;
+
+  // wt[g][f][t * Cg + c] = w[g * Fg + f][c][t]
+  std::vector<float> wt(dx ? static_cast<size_t>(w_size) : 0);
+  if (dx) {
+    for (int64_t f = 0; f < p.num_filter; ++f) {
+      const float* wf = w + f * kdim;
+      float* dst = wt.data() + f * kdim;
+      for (int64_t c = 0; c < cg; ++c) {
+        for (int64_t t = 0; t < taps; ++t) dst[t * cg + c] = wf[c * taps + t];
+      }
+    }
+  }
+  std::vector<float> acc(dw ? static_cast<size_t>(plan.parts * w_size) : 0, 0.0f);
+  ParallelFor(plan.parts, threads, [&](int64_t begin, int64_t end) {
+    ThreadBuffers& buf = Buffers();
+    float* colt = buf.col.Get(plan.nb * ohw * kdim);
+    float* dyt = buf.dy.Get(plan.nb * ohw * fg);
+    float* xt = buf.tmp.Get(plan.nb * hw * cg);  // xt, then dxt
+    for (int64_t part = begin; part < end; ++part) {
+      float* acc_p = dw ? acc.data() + part * w_size : nullptr;
+      for (int64_t ch = plan.ChunkBegin(static_cast<int>(part));
+           ch < plan.ChunkBegin(static_cast<int>(part + 1)); ++ch) {
+        const int64_t n0 = ch * plan.nb, cnt = std::min(plan.nb, p.batch - n0);
+        const int64_t rows = cnt * ohw;
+        for (int64_t g = 0; g < groups; ++g) {
+          for (int64_t n = 0; n < cnt; ++n) {
+            for (int64_t f = 0; f < fg; ++f) {
+              const float* src = dy + ((n0 + n) * p.num_filter + g * fg + f) * ohw;
+              float* dst = dyt + n * ohw * fg + f;
+              for (int64_t q = 0; q < ohw; ++q) dst[q * fg] = src[q];
+            }
+          }
+          if (acc_p) {
+            for (int64_t n = 0; n < cnt; ++n) {
+              for (int64_t c = 0; c < cg; ++c) {
+                const float* src = x + ((n0 + n) * p.channels + g * cg + c) * hw;
+                float* dst = xt + n * hw * cg + c;
+                if (sign) {
+                  for (int64_t i = 0; i < hw; ++i) dst[i * cg] = src[i] < 0.0f ? -1.0f : 1.0f;
+                } else {
+                  for (int64_t i = 0; i < hw; ++i) dst[i * cg] = src[i];
+                }
+              }
+            }
+            for (int64_t n = 0; n < cnt; ++n) {
+              const float* xi = xt + n * hw * cg;
+              for (int64_t oy = 0; oy < oh; ++oy) {
+                for (int64_t ox = 0; ox < ow; ++ox) {
+                  float* row = colt + ((n * oh + oy) * ow + ox) * kdim;
+                  for (int64_t i = 0; i < p.kernel_h; ++i) {
+                    const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+                    for (int64_t j = 0; j < p.kernel_w; ++j) {
+                      const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+                      float* d = row + (i * p.kernel_w + j) * cg;
+                      if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) {
+                        std::fill(d, d + cg, pad);
+                      } else {
+                        std::memcpy(d, xi + (iy * p.in_w + ix) * cg,
+                                    sizeof(float) * static_cast<size_t>(cg));
+                      }
+                    }
+                  }
+                }
+              }
+            }
+            Gemm1(true, false, kdim, fg, rows, 1.0f, colt, kdim, dyt, fg, 1.0f,
+                  acc_p + g * fg * kdim, fg);
+          }
+          if (dx) {
+            Gemm1(false, false, rows, kdim, fg, 1.0f, dyt, fg, wt.data() + g * fg * kdim, kdim,
+                  0.0f, colt, kdim);
+            float* dxt = xt;
+            std::fill(dxt, dxt + cnt * hw * cg, 0.0f);
+            for (int64_t n = 0; n < cnt; ++n) {
+              float* di = dxt + n * hw * cg;
+              for (int64_t oy = 0; oy < oh; ++oy) {
+                for (int64_t ox = 0; ox < ow; ++ox) {
+                  const float* row = colt + ((n * oh + oy) * ow + ox) * kdim;
+                  for (int64_t i = 0; i < p.kernel_h; ++i) {
+                    const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+                    if (iy < 0 || iy >= p.in_h) continue;
+                    for (int64_t j = 0; j < p.kernel_w; ++j) {
+                      const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+                      if (ix < 0 || ix >= p.in_w) continue;
+                      AddRow(row + (i * p.kernel_w + j) * cg, cg, 1, di + (iy * p.in_w + ix) * cg);
+                    }
+                  }
+                }
+              }
+            }
+            for (int64_t n = 0; n < cnt; ++n) {
+              for (int64_t c = 0; c < cg; ++c) {
+                const int64_t img = ((n0 + n) * p.channels + g * cg + c) * hw;
+                const float* src = dxt + n * hw * cg + c;
+                float* dst = dx + img;
+                if (x_mask) {
+                  const float* xm = x_mask + img;
+                  for (int64_t i = 0; i < hw; ++i) {
+                    dst[i] = std::fabs(xm[i]) <= grad_cancel ? src[i * cg] : 0.0f;
+                  }
+                } else {
+                  for (int64_t i = 0; i < hw; ++i) dst[i] = src[i * cg];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  if (dw) {
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t f = 0; f < fg; ++f) {
+        for (int64_t c = 0; c < cg; ++c) {
+          for (int64_t t = 0; t < taps; ++t) {
+            const int64_t k = g * fg * kdim + (t * cg + c) * fg + f;
+            float v = acc[k];
+            for (int part = 1; part < plan.parts; ++part) v += acc[part * w_size + k];
+            dw[(g * fg + f) * kdim + c * taps + t] = v;
+          }
+        }
+      }
+    }
+  }
+}
+
 void CheckConv(const float* x, const float* w, const Conv2dParams& p) {
   ValidateConv2dParams(p);
   Require(p.FilterSize() * p.OutH() * p.OutW() < (int64_t{1} << 31),
@@ -528,8 +697,13 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
   Require(dy != nullptr, "FloatConv2dBackward: null dy");
   InitBlas();
   threads = Threads(threads);
-  if (ShiftPays(p)) {
+  const Method method = ChooseMethod(p);
+  if (method == Method::kShift) {
     ShiftBackward(x, quant, w, dy, x_mask, grad_cancel, dx, dw, p, threads);
+    return;
+  }
+  if (method == Method::kRows) {
+    RowsBackward(x, quant, w, dy, x_mask, grad_cancel, dx, dw, p, threads);
     return;
   }
   const Plan plan = MakePlan(p, threads);
