@@ -41,10 +41,10 @@ def _worker(batches: list[int], repeats: int) -> None:
             wp = mx.nd.array(binmx.pack_weight(w), dtype=np.int64)
             conv = dict(kernel=(3, 3), pad=(1, 1), num_filter=ch, no_bias=True)
 
-            def run_float():
+            def run_float(x=x, wf=wf, conv=conv):
                 return mx.nd.Convolution(x, wf, **conv)
 
-            def run_binary():
+            def run_binary(x=x, wp=wp, conv=conv):
                 return mx.nd.QConvolution(x, wp, binarized_weights_only=True, **conv)
 
             fns = {"float": run_float, "binary": run_binary}
@@ -58,8 +58,15 @@ def _worker(batches: list[int], repeats: int) -> None:
                     fn().wait_to_read()
                     samples[name].append(time.perf_counter() - t0)
             times = {name: float(np.median(v)) * 1e3 for name, v in samples.items()}
-            rows.append(dict(batch=batch, size=size, channels=ch, float_ms=times["float"],
-                             binary_ms=times["binary"]))
+            rows.append(
+                dict(
+                    batch=batch,
+                    size=size,
+                    channels=ch,
+                    float_ms=times["float"],
+                    binary_ms=times["binary"],
+                )
+            )
     print("ROWS " + json.dumps(dict(rows=rows, isa=binmx.xnor.current_isa())))
 
 
@@ -84,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--engines", default="NaiveEngine,ThreadedEnginePerDevice")
     p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,16)")
-    p.add_argument("--isas", default=None,
-                   help="comma-separated binmx ISA paths (default: every available one)")
+    p.add_argument(
+        "--isas",
+        default=None,
+        help="comma-separated binmx ISA paths (default: every available one)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     batches = [int(b) for b in (args.batches or ("1" if args.quick else "1,16")).split(",")]
@@ -104,18 +114,34 @@ def main(argv: list[str] | None = None) -> int:
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         load = "?"
-    print(f"CPU: {_cpu_flags()}; {os.cpu_count()} CPUs; load average {load}; "
-          f"repeats={repeats} (median), warm-up 3")
-    print(f"{'engine':24s} {'thr':>3s} {'batch':>5s} {'layer':>12s} {'float ms':>10s} "
-          f"{'binary ms':>10s} {'ratio':>7s}")
+    print(
+        f"CPU: {_cpu_flags()}; {os.cpu_count()} CPUs; load average {load}; "
+        f"repeats={repeats} (median), warm-up 3"
+    )
+    print(
+        f"{'engine':24s} {'thr':>3s} {'batch':>5s} {'layer':>12s} {'float ms':>10s} "
+        f"{'binary ms':>10s} {'ratio':>7s}"
+    )
     for engine, threads, isa in itertools.product(
         args.engines.split(","), args.threads.split(","), isas
     ):
         # one subprocess per (engine, threads, isa)
-        env = dict(os.environ, MXNET_ENGINE_TYPE=engine, OMP_NUM_THREADS=threads,
-                   MXNET_SUBGRAPH_VERBOSE="0", BINMX_ISA=isa)
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-               "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
+        env = dict(
+            os.environ,
+            MXNET_ENGINE_TYPE=engine,
+            OMP_NUM_THREADS=threads,
+            MXNET_SUBGRAPH_VERBOSE="0",
+            BINMX_ISA=isa,
+        )
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--batches",
+            ",".join(map(str, batches)),
+            "--repeats",
+            str(repeats),
+        ]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         line = next((ln for ln in res.stdout.splitlines() if ln.startswith("ROWS ")), None)
         if res.returncode != 0 or line is None:
@@ -124,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(line[5:])
         for r in data["rows"]:
             layer = f"{r['size']}x{r['size']}x{r['channels']}"
-            print(f"{engine:24s} {threads:>3s} {r['batch']:5d} {layer:>12s} "
-                  f"{r['float_ms']:10.3f} {r['binary_ms']:10.3f} "
-                  f"{r['float_ms'] / r['binary_ms']:6.1f}x  [{data['isa']}]", flush=True)
+            print(
+                f"{engine:24s} {threads:>3s} {r['batch']:5d} {layer:>12s} "
+                f"{r['float_ms']:10.3f} {r['binary_ms']:10.3f} "
+                f"{r['float_ms'] / r['binary_ms']:6.1f}x  [{data['isa']}]",
+                flush=True,
+            )
     return 0
 
 

@@ -61,12 +61,15 @@ def _reps(batch: int, image: int, quick: bool) -> tuple[int, int]:
 def build(mx, np, binmx, image: int, batch: int, binary: bool, seed: int = 0):
     """(sym, arg_params, aux_params) of the network to time (binary: converted + folded)."""
     classes = 1000 if image >= 64 else 10
-    sym = binmx.models.resnet(depth=18, num_classes=classes, image_shape=(3, image, image),
-                              binary=binary)
-    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"],
-                        context=mx.cpu())
-    mod.bind(data_shapes=[("data", (batch, 3, image, image))],
-             label_shapes=[("softmax_label", (batch,))], for_training=False)
+    sym = binmx.models.resnet(
+        depth=18, num_classes=classes, image_shape=(3, image, image), binary=binary
+    )
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"], context=mx.cpu())
+    mod.bind(
+        data_shapes=[("data", (batch, 3, image, image))],
+        label_shapes=[("softmax_label", (batch,))],
+        for_training=False,
+    )
     mx.random.seed(seed)
     mod.init_params(mx.init.Xavier(magnitude=2.0))
     args, aux = mod.get_params()
@@ -81,10 +84,12 @@ def build(mx, np, binmx, image: int, batch: int, binary: bool, seed: int = 0):
 
 
 def _bind(mx, sym, args, aux, shape):
-    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"],
-                        context=mx.cpu())
-    mod.bind(data_shapes=[("data", shape)], label_shapes=[("softmax_label", shape[:1])],
-             for_training=False)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"], context=mx.cpu())
+    mod.bind(
+        data_shapes=[("data", shape)],
+        label_shapes=[("softmax_label", shape[:1])],
+        for_training=False,
+    )
     mod.set_params(args, aux, allow_missing=False, allow_extra=False)
     return mod
 
@@ -122,9 +127,18 @@ def _worker(cases: list[str], quick: bool) -> None:
                 samples[kind].append(_forward(mx, mod, dbatch))
         med = {k: float(np.median([w for w, _ in v])) * 1e3 for k, v in samples.items()}
         cpu = {k: float(np.median([c for _, c in v])) * 1e3 for k, v in samples.items()}
-        rows.append(dict(case=case, reps=reps, binary_ms=med["binary"], float_ms=med["float"],
-                         speedup=med["float"] / med["binary"], binary_cpu_ms=cpu["binary"],
-                         float_cpu_ms=cpu["float"], cpu_speedup=cpu["float"] / cpu["binary"]))
+        rows.append(
+            dict(
+                case=case,
+                reps=reps,
+                binary_ms=med["binary"],
+                float_ms=med["float"],
+                speedup=med["float"] / med["binary"],
+                binary_cpu_ms=cpu["binary"],
+                float_cpu_ms=cpu["float"],
+                cpu_speedup=cpu["float"] / cpu["binary"],
+            )
+        )
     print(json.dumps(rows))
 
 
@@ -134,8 +148,12 @@ def _one_node_symbol(mx, node: dict, input_names: list[str]):
     op = dict(node)
     op["inputs"] = [[i, 0, 0] for i in range(len(input_names))]
     nodes.append(op)
-    graph = {"nodes": nodes, "arg_nodes": list(range(len(input_names))),
-             "heads": [[len(input_names), 0, 0]], "attrs": {"mxnet_version": ["int", 10901]}}
+    graph = {
+        "nodes": nodes,
+        "arg_nodes": list(range(len(input_names))),
+        "heads": [[len(input_names), 0, 0]],
+        "attrs": {"mxnet_version": ["int", 10901]},
+    }
     return mx.sym.load_json(json.dumps(graph))
 
 
@@ -144,13 +162,18 @@ def layer_times(mx, np, sym, args, aux, data, reps: int) -> list[tuple[str, str,
     label = mx.nd.zeros(data.shape[0])
     values = {**args, **aux, "data": data, "softmax_label": label}
     internals = sym.get_internals()
-    ex = internals.bind(mx.cpu(), {k: values[k] for k in internals.list_arguments()},
-                        aux_states={k: values[k] for k in internals.list_auxiliary_states()},
-                        grad_req="null")
+    ex = internals.bind(
+        mx.cpu(),
+        {k: values[k] for k in internals.list_arguments()},
+        aux_states={k: values[k] for k in internals.list_auxiliary_states()},
+        grad_req="null",
+    )
     # Plain NCHW copies: an array left in oneDNN's blocked layout would be re-ordered on every
     # read by a one-node executor (~0.4 ms at 56x56x64), a cost the whole graph does not pay.
-    outs = {k: mx.nd.array(v.asnumpy())
-            for k, v in zip(internals.list_outputs(), ex.forward(is_train=False))}
+    outs = {
+        k: mx.nd.array(v.asnumpy())
+        for k, v in zip(internals.list_outputs(), ex.forward(is_train=False), strict=True)
+    }
     nodes = json.loads(sym.tojson())["nodes"]
     rows = []
     for node in nodes:
@@ -162,17 +185,23 @@ def layer_times(mx, np, sym, args, aux, data, reps: int) -> list[tuple[str, str,
             if s["op"] == "null":
                 inputs.append((s["name"], values[s["name"]]))
             else:
-                key = f"{s['name']}_output" if f"{s['name']}_output" in outs \
+                key = (
+                    f"{s['name']}_output"
+                    if f"{s['name']}_output" in outs
                     else f"{s['name']}_output{idx}"
+                )
                 inputs.append((f"in{len(inputs)}", outs[key]))
         names = [n for n, _ in inputs]
         if len(set(names)) != len(names):  # the same tensor read twice: distinct variables
             names = [f"in{i}" for i in range(len(names))]
         one = _one_node_symbol(mx, node, names)
-        arrays = dict(zip(names, (v for _, v in inputs)))
-        oex = one.bind(mx.cpu(), {k: arrays[k] for k in one.list_arguments()},
-                       aux_states={k: arrays[k] for k in one.list_auxiliary_states()},
-                       grad_req="null")
+        arrays = dict(zip(names, (v for _, v in inputs), strict=True))
+        oex = one.bind(
+            mx.cpu(),
+            {k: arrays[k] for k in one.list_arguments()},
+            aux_states={k: arrays[k] for k in one.list_auxiliary_states()},
+            grad_req="null",
+        )
         t = []
         for i in range(reps + 2):
             t0 = time.thread_time()
@@ -215,10 +244,14 @@ def _print_layers(case: str, res: dict) -> None:
     binary = {r[0]: r for r in res["binary"]}
     floating = {r[0]: r for r in res["float"]}
     order = [r[0] for r in res["float"]] + [r[0] for r in res["binary"] if r[0] not in floating]
-    print(f"\nper-layer, {case}, 1 thread, NaiveEngine, one-node executors, median CPU time of "
-          f"the calling thread (each row includes the empty-op call, {res['empty_ms']:.3f} ms)")
-    print(f"{'layer':<22} {'float op':<16} {'binary op':<14} {'output':<18} {'float ms':>9} "
-          f"{'binary ms':>9} {'ratio':>6}")
+    print(
+        f"\nper-layer, {case}, 1 thread, NaiveEngine, one-node executors, median CPU time of "
+        f"the calling thread (each row includes the empty-op call, {res['empty_ms']:.3f} ms)"
+    )
+    print(
+        f"{'layer':<22} {'float op':<16} {'binary op':<14} {'output':<18} {'float ms':>9} "
+        f"{'binary ms':>9} {'ratio':>6}"
+    )
     tot_f = tot_b = 0.0
     for name in order:
         f, b = floating.get(name), binary.get(name)
@@ -228,17 +261,23 @@ def _print_layers(case: str, res: dict) -> None:
         tot_b += bms
         shape = (f or b)[2]
         ratio = f"{fms / bms:6.1f}" if f and b else "     -"
-        print(f"{name:<22} {(f[1] if f else '-'):<16} {(b[1] if b else '(folded)'):<14} "
-              f"{str(shape):<18} {fms:9.3f} {bms:9.3f} {ratio}")
-    print(f"{'sum':<22} {'':<16} {'':<14} {'':<18} {tot_f:9.3f} {tot_b:9.3f} "
-          f"{tot_f / tot_b:6.1f}")
+        print(
+            f"{name:<22} {(f[1] if f else '-'):<16} {(b[1] if b else '(folded)'):<14} "
+            f"{str(shape):<18} {fms:9.3f} {bms:9.3f} {ratio}"
+        )
+    print(f"{'sum':<22} {'':<16} {'':<14} {'':<18} {tot_f:9.3f} {tot_b:9.3f} {tot_f / tot_b:6.1f}")
     groups: dict[str, list[float]] = {}
     for kind, rows in (("float", res["float"]), ("binary", res["binary"])):
         for _, op, _, ms in rows:
             g = groups.setdefault(op, [0.0, 0.0])
             g[0 if kind == "float" else 1] += ms
-    print("by operator: " + ", ".join(f"{op} {v[0]:.2f}/{v[1]:.2f}" for op, v in
-                                       sorted(groups.items(), key=lambda kv: -max(kv[1]))))
+    print(
+        "by operator: "
+        + ", ".join(
+            f"{op} {v[0]:.2f}/{v[1]:.2f}"
+            for op, v in sorted(groups.items(), key=lambda kv: -max(kv[1]))
+        )
+    )
     print("  (float ms / binary ms)")
 
 
@@ -254,8 +293,9 @@ def _cpu_name() -> str:
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"worker {args} failed with exit code {proc.returncode}")
@@ -267,8 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 min)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    ap.add_argument("--layers", nargs="*", choices=list(CASES), default=None,
-                    help="cases for the per-layer table (default 224x1; full run also 32x1)")
+    ap.add_argument(
+        "--layers",
+        nargs="*",
+        choices=list(CASES),
+        default=None,
+        help="cases for the per-layer table (default 224x1; full run also 32x1)",
+    )
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_layers", default=None, help=argparse.SUPPRESS)
@@ -283,26 +328,42 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     env0 = dict(os.environ)
     info = _run_info(env0)
-    print(f"CPU: {_cpu_name()} ({os.cpu_count()} logical cores); binmx ISA {info['isa']}; "
-          f"mxnet {info['mxnet']}; load average {_load()}")
-    print("end to end: Module(for_training=False), default engine, forward + wait_to_read, "
-          "median; speedup = float ms / binary ms (target >= 5 at 224x1, 1 thread)")
+    print(
+        f"CPU: {_cpu_name()} ({os.cpu_count()} logical cores); binmx ISA {info['isa']}; "
+        f"mxnet {info['mxnet']}; load average {_load()}"
+    )
+    print(
+        "end to end: Module(for_training=False), default engine, forward + wait_to_read, "
+        "median; speedup = float ms / binary ms (target >= 5 at 224x1, 1 thread)"
+    )
     print("cpu = median process CPU time per forward (all threads; less sensitive to other load)")
-    print(f"{'threads':>7} {'case':<7} {'reps':>4} {'binary ms':>10} {'float ms':>10} "
-          f"{'speedup':>8} {'binary cpu':>10} {'float cpu':>10} {'cpu ratio':>9}")
+    print(
+        f"{'threads':>7} {'case':<7} {'reps':>4} {'binary ms':>10} {'float ms':>10} "
+        f"{'speedup':>8} {'binary cpu':>10} {'float cpu':>10} {'cpu ratio':>9}"
+    )
     quick = ["--quick"] if args.quick else []
     for threads in args.threads:
         env = dict(env0, OMP_NUM_THREADS=str(threads))
         rows = json.loads(_run(["--_worker", *quick, "--cases", *args.cases], env))
         for r in rows:
-            print(f"{threads:>7} {r['case']:<7} {r['reps']:>4} {r['binary_ms']:>10.2f} "
-                  f"{r['float_ms']:>10.2f} {r['speedup']:>8.2f} {r['binary_cpu_ms']:>10.2f} "
-                  f"{r['float_cpu_ms']:>10.2f} {r['cpu_speedup']:>9.2f}", flush=True)
+            print(
+                f"{threads:>7} {r['case']:<7} {r['reps']:>4} {r['binary_ms']:>10.2f} "
+                f"{r['float_ms']:>10.2f} {r['speedup']:>8.2f} {r['binary_cpu_ms']:>10.2f} "
+                f"{r['float_cpu_ms']:>10.2f} {r['cpu_speedup']:>9.2f}",
+                flush=True,
+            )
     if not args.no_layers:
-        layer_cases = args.layers if args.layers is not None else (
-            ["224x1"] if args.quick else ["224x1", "32x1"])
-        env = dict(env0, OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine",
-                   MXNET_SUBGRAPH_BACKEND="NONE")
+        layer_cases = (
+            args.layers
+            if args.layers is not None
+            else (["224x1"] if args.quick else ["224x1", "32x1"])
+        )
+        env = dict(
+            env0,
+            OMP_NUM_THREADS="1",
+            MXNET_ENGINE_TYPE="NaiveEngine",
+            MXNET_SUBGRAPH_BACKEND="NONE",
+        )
         for case in layer_cases:
             _print_layers(case, json.loads(_run(["--_layers", case, *quick], env)))
     print(f"\nload average {_load()}; total {time.perf_counter() - t_start:.0f} s")
@@ -317,10 +378,13 @@ def _load() -> str:
 
 
 def _run_info(env: dict[str, str]) -> dict[str, str]:
-    code = ("import json, mxnet, binmx; print(json.dumps({'isa': binmx.xnor.current_isa(), "
-            "'mxnet': mxnet.__version__}))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import json, mxnet, binmx; print(json.dumps({'isa': binmx.xnor.current_isa(), "
+        "'mxnet': mxnet.__version__}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

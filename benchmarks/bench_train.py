@@ -53,21 +53,21 @@ def resnet18(mx, binary: bool, image: int, classes: int = 10):
     inputs, 3x3/1 for 32x32; binary=False: the float network of the same shape)."""
     import binmx
 
-    return binmx.models.resnet(depth=18, num_classes=classes, image_shape=(3, image, image),
-                               binary=binary)
+    return binmx.models.resnet(
+        depth=18, num_classes=classes, image_shape=(3, image, image), binary=binary
+    )
 
 
 def _module(mx, np, case: str, binary: bool):
     net, shape, batch = CASES[case]
     sym = lenet(mx, binary) if net == "lenet" else resnet18(mx, binary, shape[1])
-    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"],
-                        context=mx.cpu())
-    mod.bind(data_shapes=[("data", (batch, *shape))],
-             label_shapes=[("softmax_label", (batch,))])
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"], context=mx.cpu())
+    mod.bind(data_shapes=[("data", (batch, *shape))], label_shapes=[("softmax_label", (batch,))])
     mx.random.seed(0)
     mod.init_params(mx.init.Xavier(magnitude=2.0))
-    mod.init_optimizer(optimizer="sgd",
-                       optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4})
+    mod.init_optimizer(
+        optimizer="sgd", optimizer_params={"learning_rate": 0.01, "momentum": 0.9, "wd": 1e-4}
+    )
     rng = np.random.default_rng(0)
     data = mx.nd.array(rng.standard_normal((batch, *shape)).astype(np.float32))
     label = mx.nd.array(rng.integers(0, 10, batch).astype(np.float32))
@@ -98,10 +98,17 @@ def _worker(cases: list[str], steps: int, warmup: int) -> None:
             for kind, (mod, batch) in mods.items():
                 samples[kind].append(_step(mx, mod, batch))
         med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
-        rows.append(dict(case=case, batch=CASES[case][2], binary_ms=med["binary"],
-                         float_ms=med["float"], ratio=med["binary"] / med["float"],
-                         binary_min_ms=min(samples["binary"]) * 1e3,
-                         float_min_ms=min(samples["float"]) * 1e3))
+        rows.append(
+            dict(
+                case=case,
+                batch=CASES[case][2],
+                binary_ms=med["binary"],
+                float_ms=med["float"],
+                ratio=med["binary"] / med["float"],
+                binary_min_ms=min(samples["binary"]) * 1e3,
+                float_min_ms=min(samples["float"]) * 1e3,
+            )
+        )
     print(json.dumps(rows))
 
 
@@ -114,8 +121,9 @@ def _profile(case: str, steps: int) -> None:
         mod, batch = _module(mx, np, case, kind == "binary")
         for _ in range(2):
             _step(mx, mod, batch)
-        mx.profiler.set_config(profile_all=True, aggregate_stats=True,
-                               filename=f"/tmp/bench_train_{kind}.json")
+        mx.profiler.set_config(
+            profile_all=True, aggregate_stats=True, filename=f"/tmp/bench_train_{kind}.json"
+        )
         mx.profiler.set_state("run")
         for _ in range(steps):
             _step(mx, mod, batch)
@@ -141,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps per network")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None)
-    ap.add_argument("--profile", choices=sorted(CASES), default=None,
-                    help="print MXNet's per-operator table for one case (first --threads value)")
+    ap.add_argument(
+        "--profile",
+        choices=sorted(CASES),
+        default=None,
+        help="print MXNet's per-operator table for one case (first --threads value)",
+    )
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     steps = args.steps or (5 if args.quick else 15)
@@ -152,29 +164,52 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         os.environ["OMP_NUM_THREADS"] = str(args.threads[0])
-        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-                        f"import bench_train as b; b._profile({args.profile!r}, {steps})"],
-                       check=True, env=dict(os.environ))
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                f"import bench_train as b; b._profile({args.profile!r}, {steps})",
+            ],
+            check=True,
+            env=dict(os.environ),
+        )
         return 0
 
     import scipy_openblas32
     from binmx import xnor
 
-    print(f"CPU: {_cpu_name()}; binmx ISA {xnor.available_isas()[-1]}; "
-          f"BLAS: {scipy_openblas32.get_openblas_config()}")
+    print(
+        f"CPU: {_cpu_name()}; binmx ISA {xnor.available_isas()[-1]}; "
+        f"BLAS: {scipy_openblas32.get_openblas_config()}"
+    )
     print(f"median of {steps} steps after 2 warm-up steps; ratio = binary / float (target <= 1.0)")
-    print(f"{'threads':>7} {'case':<14} {'batch':>5} {'binary ms':>10} {'float ms':>10} "
-          f"{'ratio':>6}")
+    print(
+        f"{'threads':>7} {'case':<14} {'batch':>5} {'binary ms':>10} {'float ms':>10} {'ratio':>6}"
+    )
     for threads in args.threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         out = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--_worker", "--steps", str(steps),
-             "--cases", *cases],
-            env=env, check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--_worker",
+                "--steps",
+                str(steps),
+                "--cases",
+                *cases,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         for r in json.loads(out.strip().splitlines()[-1]):
-            print(f"{threads:>7} {r['case']:<14} {r['batch']:>5} {r['binary_ms']:>10.2f} "
-                  f"{r['float_ms']:>10.2f} {r['ratio']:>6.2f}", flush=True)
+            print(
+                f"{threads:>7} {r['case']:<14} {r['batch']:>5} {r['binary_ms']:>10.2f} "
+                f"{r['float_ms']:>10.2f} {r['ratio']:>6.2f}",
+                flush=True,
+            )
     return 0
 
 

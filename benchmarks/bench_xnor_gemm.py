@@ -17,6 +17,7 @@ Usage: python benchmarks/bench_xnor_gemm.py [--quick] [--repeats N] [--threads 1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -112,7 +113,7 @@ def worker(threads: int, repeats: int, warmup: int, numpy_only: bool) -> None:
         pb = xnor.pack_bits(np.ascontiguousarray(b.T))
         ci = np.empty((m, n), np.int32)
         for isa in xnor.available_isas():
-            fn = lambda isa=isa: xnor.xnor_gemm(pa, pb, k, isa=isa, threads=threads, out=ci)  # noqa: E731
+            fn = functools.partial(xnor.xnor_gemm, pa, pb, k, isa=isa, threads=threads, out=ci)
             t = median_time(fn, repeats, warmup)
             print(json.dumps({"shape": [m, n, k], "isa": isa, "t": t}), flush=True)
 
@@ -121,8 +122,17 @@ def run_config(script: str, threads: int, args: argparse.Namespace, coretype: st
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    cmd = [sys.executable, script, "--worker", "--threads", str(threads),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        script,
+        "--worker",
+        "--threads",
+        str(threads),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+    ]
     if coretype:
         env["OPENBLAS_CORETYPE"] = coretype
         cmd.append("--numpy-only")
@@ -141,8 +151,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per point (median)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--openblas-coretype", default=None,
-                   help="also time numpy with OPENBLAS_CORETYPE=NAME (e.g. SkylakeX)")
+    p.add_argument(
+        "--openblas-coretype",
+        default=None,
+        help="also time numpy with OPENBLAS_CORETYPE=NAME (e.g. SkylakeX)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--numpy-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -163,13 +176,18 @@ def main() -> None:
         print(f"threads={t}: numpy BLAS: {blas}")
         if args.openblas_coretype:
             blas2, alt[t] = run_config(__file__, t, args, args.openblas_coretype)
-            print(f"threads={t}: numpy BLAS with OPENBLAS_CORETYPE={args.openblas_coretype}: "
-                  f"{blas2}")
-    print(f"median of {args.repeats} runs after {args.warmup} warm-up; "
-          "Gbop/s = 2*M*N*K bit-ops per second; ratio = numpy float32 time / xnor time")
+            print(
+                f"threads={t}: numpy BLAS with OPENBLAS_CORETYPE={args.openblas_coretype}: {blas2}"
+            )
+    print(
+        f"median of {args.repeats} runs after {args.warmup} warm-up; "
+        "Gbop/s = 2*M*N*K bit-ops per second; ratio = numpy float32 time / xnor time"
+    )
     alt_head = f" | x vs numpy({args.openblas_coretype})" if alt else ""
-    print(f"\n| ISA | threads | M | N | K | time (us) | Gbop/s | numpy f32 (us) | x vs numpy"
-          f"{alt_head} | speedup vs 1 thread |")
+    print(
+        f"\n| ISA | threads | M | N | K | time (us) | Gbop/s | numpy f32 (us) | x vs numpy"
+        f"{alt_head} | speedup vs 1 thread |"
+    )
     print("|---|---|---|---|---|---|---|---|---" + ("|---" if alt else "") + "|---|")
     isas = [isa for (_, isa) in results[thread_counts[0]] if isa != "numpy"]
     isas = list(dict.fromkeys(isas))
@@ -182,9 +200,11 @@ def main() -> None:
                 alt_col = f" | {alt[t][(shape, 'numpy')] / tx:.1f}" if alt else ""
                 base = results[thread_counts[0]][(shape, isa)]
                 speedup = f"{base / tx:.2f}" if t != thread_counts[0] else "-"
-                print(f"| {isa} | {t} | {m} | {n} | {k} | {tx * 1e6:.0f} | "
-                      f"{2 * m * n * k / tx / 1e9:.0f} | {tn * 1e6:.0f} | {tn / tx:.1f}{alt_col} | "
-                      f"{speedup} |")
+                print(
+                    f"| {isa} | {t} | {m} | {n} | {k} | {tx * 1e6:.0f} | "
+                    f"{2 * m * n * k / tx / 1e9:.0f} | {tn * 1e6:.0f} | {tn / tx:.1f}{alt_col} | "
+                    f"{speedup} |"
+                )
 
 
 if __name__ == "__main__":

@@ -71,10 +71,19 @@ def _conv_case(rng: np.random.Generator, channels: int, pad_value: int) -> dict:
     for d in range(2):
         lo = max(1, dil * (k - 1) + 1 - 2 * pad[d])
         hw.append(int(rng.integers(lo, lo + 8)) | 1)  # odd spatial sizes
-    return dict(channels=channels, h=hw[0], w=hw[1], kernel=(k, k), stride=(
-        int(rng.choice([1, 2])), int(rng.choice([1, 2]))), dilate=(dil, dil), pad=pad,
-        groups=1, pad_value=pad_value, batch=int(rng.integers(1, 4)),
-        num_filter=int(rng.choice([1, 5, 8, 17, 33])))
+    return dict(
+        channels=channels,
+        h=hw[0],
+        w=hw[1],
+        kernel=(k, k),
+        stride=(int(rng.choice([1, 2])), int(rng.choice([1, 2]))),
+        dilate=(dil, dil),
+        pad=pad,
+        groups=1,
+        pad_value=pad_value,
+        batch=int(rng.integers(1, 4)),
+        num_filter=int(rng.choice([1, 5, 8, 17, 33])),
+    )
 
 
 def _run_conv_case(rng, c, *, affine: bool = False, configs=None) -> None:
@@ -82,8 +91,13 @@ def _run_conv_case(rng, c, *, affine: bool = False, configs=None) -> None:
     w = _data(rng, (c["num_filter"], c["channels"] // c["groups"], *c["kernel"]))
     alpha = rng.standard_normal(c["num_filter"]).astype(np.float32)
     bias = rng.standard_normal(c["num_filter"]).astype(np.float32)
-    geo = dict(stride=c["stride"], pad=c["pad"], dilate=c["dilate"], groups=c["groups"],
-               pad_value=c["pad_value"])
+    geo = dict(
+        stride=c["stride"],
+        pad=c["pad"],
+        dilate=c["dilate"],
+        groups=c["groups"],
+        pad_value=c["pad_value"],
+    )
     extra, in_aff = [], {}
     if affine:
         s = rng.standard_normal(c["channels"]).astype(np.float32)
@@ -92,11 +106,25 @@ def _run_conv_case(rng, c, *, affine: bool = False, configs=None) -> None:
         in_aff = dict(in_scale=s, in_shift=t)
     dots = ref.q_conv2d(x, w, **geo, **in_aff)  # exact integers in float64
     want = _epilogue(dots, alpha, bias, axis=1)
-    attrs = dict(kernel=c["kernel"], stride=c["stride"], dilate=c["dilate"], pad=c["pad"],
-                 num_filter=c["num_filter"], num_group=c["groups"], pad_value=c["pad_value"],
-                 binarized_weights_only=True, scaling_factor=True, input_affine=affine)
-    inputs = [mx.nd.array(x), mx.nd.array(ref.pack_weight(w), dtype=np.int64),
-              mx.nd.array(bias), mx.nd.array(alpha), *extra]
+    attrs = dict(
+        kernel=c["kernel"],
+        stride=c["stride"],
+        dilate=c["dilate"],
+        pad=c["pad"],
+        num_filter=c["num_filter"],
+        num_group=c["groups"],
+        pad_value=c["pad_value"],
+        binarized_weights_only=True,
+        scaling_factor=True,
+        input_affine=affine,
+    )
+    inputs = [
+        mx.nd.array(x),
+        mx.nd.array(ref.pack_weight(w), dtype=np.int64),
+        mx.nd.array(bias),
+        mx.nd.array(alpha),
+        *extra,
+    ]
     for isa, threads in configs or [(i, t) for i in xnor.available_isas() for t in ("1", "2", "3")]:
         with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
             got = mx.nd.QConvolution(*inputs, **attrs).asnumpy()
@@ -116,8 +144,19 @@ def test_direct_conv_groups_and_resnet_shapes(rng):
         _run_conv_case(rng, c)
     # ResNet-18 3x3 layers (pad 1, zero padding), batch 2, default ISA, 1 and 2 threads.
     for size, ch in ((56, 64), (28, 128), (14, 256), (7, 512)):
-        c = dict(channels=ch, h=size, w=size, kernel=(3, 3), stride=(1, 1), dilate=(1, 1),
-                 pad=(1, 1), groups=1, pad_value=0, batch=2, num_filter=ch // 8)
+        c = dict(
+            channels=ch,
+            h=size,
+            w=size,
+            kernel=(3, 3),
+            stride=(1, 1),
+            dilate=(1, 1),
+            pad=(1, 1),
+            groups=1,
+            pad_value=0,
+            batch=2,
+            num_filter=ch // 8,
+        )
         _run_conv_case(rng, c, configs=[(xnor.current_isa(), "1"), (xnor.current_isa(), "2")])
 
 
@@ -137,7 +176,7 @@ def test_direct_conv_border_tables_and_packing_widths(rng):
 
 
 def test_input_affine_conv_matches_reference_and_convolution(rng):
-    for trial in range(6):
+    for _ in range(6):
         c = _conv_case(rng, int(rng.choice([3, 64, 65, 130])), int(rng.choice([0, 1, -1])))
         _run_conv_case(rng, c, affine=True)
     # Float weights (training form), exact zeros of x * s + t, vs Convolution(sgn(x s + t), sgn W).
@@ -148,18 +187,41 @@ def test_input_affine_conv_matches_reference_and_convolution(rng):
     x[:, :5, :3, :] = -t[None, :5, None, None]  # x * 1 + t == +0.0 exactly: sgn = +1
     w = _data(rng, (16, 70, 3, 3))
     b = rng.standard_normal(16).astype(np.float32)
-    got = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), mx.nd.array(s),
-                             mx.nd.array(t), kernel=(3, 3), pad=(1, 1), num_filter=16,
-                             input_affine=True).asnumpy()
+    got = mx.nd.QConvolution(
+        mx.nd.array(x),
+        mx.nd.array(w),
+        mx.nd.array(b),
+        mx.nd.array(s),
+        mx.nd.array(t),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=16,
+        input_affine=True,
+    ).asnumpy()
     a = ref.sgn(ref.input_affine(x, s, t, axis=1))
     assert (ref.input_affine(x, s, t, axis=1)[:, :5, :3] == 0).all()
-    want = mx.nd.Convolution(mx.nd.array(a), mx.nd.array(ref.sgn(w)), mx.nd.array(b),
-                             kernel=(3, 3), pad=(1, 1), num_filter=16).asnumpy()
+    want = mx.nd.Convolution(
+        mx.nd.array(a),
+        mx.nd.array(ref.sgn(w)),
+        mx.nd.array(b),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=16,
+    ).asnumpy()
     _assert_equal(got, want, "input_affine vs Convolution(sgn(x*s+t), sgn W)")
     # act_bit = 1 with a 2-bit weight goes through the float path, same affine semantics.
-    got2 = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(s), mx.nd.array(t),
-                              kernel=(3, 3), pad=(1, 1), num_filter=16, no_bias=True,
-                              weight_bit=2, input_affine=True).asnumpy()
+    got2 = mx.nd.QConvolution(
+        mx.nd.array(x),
+        mx.nd.array(w),
+        mx.nd.array(s),
+        mx.nd.array(t),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=16,
+        no_bias=True,
+        weight_bit=2,
+        input_affine=True,
+    ).asnumpy()
     want2 = ref.q_conv2d(x, w, pad=(1, 1), weight_bit=2, in_scale=s, in_shift=t)
     # float path: float32 GEMM of +-1 inputs and 2-bit weights (multiples of 1/3) vs float64
     np.testing.assert_allclose(got2, want2, rtol=1e-5, atol=1e-4)
@@ -182,10 +244,16 @@ def test_dense_fast_path_every_isa(rng, depth):
                 for threads in ("1", "2"):
                     with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
                         got = mx.nd.QFullyConnected(
-                            mx.nd.array(x), mx.nd.array(ref.pack_weight(w), dtype=np.int64),
-                            mx.nd.array(bias), mx.nd.array(alpha), *extra, num_hidden=37,
-                            binarized_weights_only=True, scaling_factor=True,
-                            input_affine=affine).asnumpy()
+                            mx.nd.array(x),
+                            mx.nd.array(ref.pack_weight(w), dtype=np.int64),
+                            mx.nd.array(bias),
+                            mx.nd.array(alpha),
+                            *extra,
+                            num_hidden=37,
+                            binarized_weights_only=True,
+                            scaling_factor=True,
+                            input_affine=affine,
+                        ).asnumpy()
                     _assert_equal(got, want, f"isa={isa} threads={threads} rows={rows}")
 
 
@@ -195,19 +263,34 @@ def test_input_affine_dense_flatten_is_per_feature(rng):
     s_c = rng.standard_normal(4).astype(np.float32)
     t_c = rng.standard_normal(4).astype(np.float32)
     s, t = np.repeat(s_c, 30), np.repeat(t_c, 30)  # per channel of (N, C, H, W) -> per feature
-    got = mx.nd.QFullyConnected(mx.nd.array(x), mx.nd.array(w), mx.nd.array(s), mx.nd.array(t),
-                                num_hidden=10, no_bias=True, input_affine=True).asnumpy()
+    got = mx.nd.QFullyConnected(
+        mx.nd.array(x),
+        mx.nd.array(w),
+        mx.nd.array(s),
+        mx.nd.array(t),
+        num_hidden=10,
+        no_bias=True,
+        input_affine=True,
+    ).asnumpy()
     a = ref.sgn(ref.input_affine(x, s_c, t_c, axis=1)).reshape(3, 120)
-    want = mx.nd.FullyConnected(mx.nd.array(a), mx.nd.array(ref.sgn(w)), num_hidden=10,
-                                no_bias=True).asnumpy()
+    want = mx.nd.FullyConnected(
+        mx.nd.array(a), mx.nd.array(ref.sgn(w)), num_hidden=10, no_bias=True
+    ).asnumpy()
     _assert_equal(got, want, "flatten input_affine")
     # flatten=False: features are the last axis.
     x3 = _data(rng, (2, 3, 7))
     w3 = _data(rng, (5, 7))
     s3, t3 = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
-    got3 = mx.nd.QFullyConnected(mx.nd.array(x3), mx.nd.array(w3), mx.nd.array(s3),
-                                 mx.nd.array(t3), num_hidden=5, no_bias=True, flatten=False,
-                                 input_affine=True).asnumpy()
+    got3 = mx.nd.QFullyConnected(
+        mx.nd.array(x3),
+        mx.nd.array(w3),
+        mx.nd.array(s3),
+        mx.nd.array(t3),
+        num_hidden=5,
+        no_bias=True,
+        flatten=False,
+        input_affine=True,
+    ).asnumpy()
     want3 = ref.q_dense(x3, w3, flatten=False, in_scale=s3, in_shift=t3).astype(np.float32)
     _assert_equal(got3, want3, "flatten=False input_affine")
 
@@ -215,32 +298,62 @@ def test_input_affine_dense_flatten_is_per_feature(rng):
 def test_input_affine_symbol_inputs_and_errors(rng):
     data = mx.sym.var("data")
     conv = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, input_affine=True, name="c1")
-    assert conv.list_arguments() == ["data", "c1_weight", "c1_bias", "c1_in_scale",
-                                     "c1_in_shift"]
-    fc = mx.sym.QFullyConnected(data, num_hidden=3, no_bias=True, binarized_weights_only=True,
-                                scaling_factor=True, input_affine=True, name="f1")
+    assert conv.list_arguments() == ["data", "c1_weight", "c1_bias", "c1_in_scale", "c1_in_shift"]
+    fc = mx.sym.QFullyConnected(
+        data,
+        num_hidden=3,
+        no_bias=True,
+        binarized_weights_only=True,
+        scaling_factor=True,
+        input_affine=True,
+        name="f1",
+    )
     assert fc.list_arguments() == ["data", "f1_weight", "f1_alpha", "f1_in_scale", "f1_in_shift"]
     arg_shapes, out_shapes, _ = conv.infer_shape(data=(2, 5, 8, 8))
     assert arg_shapes[3] == (5,) and arg_shapes[4] == (5,) and out_shapes[0] == (2, 4, 6, 6)
-    assert binmx.ops.op_inputs("QConvolution", {"input_affine": "True", "no_bias": "True"}) == [
-        "data", "weight", "in_scale", "in_shift"]
+    inputs = binmx.ops.op_inputs("QConvolution", {"input_affine": "True", "no_bias": "True"})
+    assert inputs == ["data", "weight", "in_scale", "in_shift"]
 
     x = mx.nd.array(_data(rng, (1, 5, 6, 6)))
     w = mx.nd.array(_data(rng, (4, 5, 3, 3)))
     with pytest.raises(MXNetError, match="input_affine"):
-        mx.nd.QConvolution(x, w, mx.nd.ones(5), mx.nd.zeros(5), kernel=(3, 3), num_filter=4,
-                           no_bias=True, act_bit=2, input_affine=True).wait_to_read()
+        mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.ones(5),
+            mx.nd.zeros(5),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            act_bit=2,
+            input_affine=True,
+        ).wait_to_read()
     with pytest.raises(MXNetError, match="in_scale"):
-        mx.nd.QConvolution(x, w, mx.nd.ones(4), mx.nd.zeros(5), kernel=(3, 3), num_filter=4,
-                           no_bias=True, input_affine=True).wait_to_read()
+        mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.ones(4),
+            mx.nd.zeros(5),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            input_affine=True,
+        ).wait_to_read()
     with pytest.raises(ValueError, match="in_scale"):
-        mx.nd.QConvolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True,
-                           input_affine=True)
+        mx.nd.QConvolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True, input_affine=True)
     # No backward: a clear error instead of a wrong gradient.
     x.attach_grad()
     with mx.autograd.record():
-        y = mx.nd.QConvolution(x, w, mx.nd.ones(5), mx.nd.zeros(5), kernel=(3, 3),
-                               num_filter=4, no_bias=True, input_affine=True)
+        y = mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.ones(5),
+            mx.nd.zeros(5),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            input_affine=True,
+        )
     with pytest.raises(MXNetError, match="inference"):
         y.backward()
         x.grad.wait_to_read()
@@ -249,11 +362,13 @@ def test_input_affine_symbol_inputs_and_errors(rng):
 def test_float_weight_changed_in_place_is_seen(rng):
     x = mx.nd.array(_data(rng, (1, 65, 7, 7)))
     w = mx.nd.array(_data(rng, (8, 65, 3, 3)))
-    first = mx.nd.QConvolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=8,
-                               no_bias=True).asnumpy()
+    first = mx.nd.QConvolution(
+        x, w, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True
+    ).asnumpy()
     w[:] = -w - 1.0  # every sign flips (w = 0 -> -1, w = -0.0 -> -1)
-    second = mx.nd.QConvolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=8,
-                                no_bias=True).asnumpy()
+    second = mx.nd.QConvolution(
+        x, w, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True
+    ).asnumpy()
     want = ref.q_conv2d(x.asnumpy(), w.asnumpy(), pad=(1, 1)).astype(np.float32)
     _assert_equal(second, want, "after the in-place weight update")
     assert (second != first).any()

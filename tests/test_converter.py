@@ -28,22 +28,23 @@ def bmxnet_lenet(*, scaling: bool = False) -> mx.sym.Symbol:
     x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2))
     x = mx.sym.BatchNorm(x, name="bn1")
     x = mx.sym.QActivation(x, backward_only=True, name="qact1")
-    x = mx.sym.QConvolution(x, kernel=(5, 5), num_filter=64, scaling_factor=scaling,
-                            name="qconv2")
+    x = mx.sym.QConvolution(x, kernel=(5, 5), num_filter=64, scaling_factor=scaling, name="qconv2")
     x = mx.sym.BatchNorm(x, name="bn2")
     x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2))
     x = mx.sym.Flatten(x)
     x = mx.sym.QActivation(x, backward_only=True, name="qact2")
-    x = mx.sym.QFullyConnected(x, num_hidden=1000, no_bias=True, scaling_factor=scaling,
-                               name="qfc3")
+    x = mx.sym.QFullyConnected(
+        x, num_hidden=1000, no_bias=True, scaling_factor=scaling, name="qfc3"
+    )
     x = mx.sym.BatchNorm(x, name="bn3")
     x = mx.sym.Activation(x, act_type="tanh")
     x = mx.sym.FullyConnected(x, num_hidden=10, name="fc4")
     return mx.sym.SoftmaxOutput(x, name="softmax")
 
 
-def train_and_save(tmp_path: Path, rng: np.random.Generator, *, scaling: bool = False,
-                   steps: int = 2) -> tuple[Path, mx.mod.Module, np.ndarray]:
+def train_and_save(
+    tmp_path: Path, rng: np.random.Generator, *, scaling: bool = False, steps: int = 2
+) -> tuple[Path, mx.mod.Module, np.ndarray]:
     sym = bmxnet_lenet(scaling=scaling)
     x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, size=8).astype(np.float32)
@@ -68,8 +69,11 @@ def predict(sym_path: Path, params_path: Path, x: np.ndarray) -> np.ndarray:
     args = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     aux = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
     mod = mx.mod.Module(sym, context=mx.cpu())
-    mod.bind(data_shapes=[("data", x.shape)], label_shapes=[("softmax_label", (x.shape[0],))],
-             for_training=False)
+    mod.bind(
+        data_shapes=[("data", x.shape)],
+        label_shapes=[("softmax_label", (x.shape[0],))],
+        for_training=False,
+    )
     mod.set_params(args, aux)
     return mod.predict(mx.io.NDArrayIter(x, batch_size=x.shape[0])).asnumpy()
 
@@ -180,19 +184,29 @@ def test_cli_prints_and_writes(tmp_path: Path, rng: np.random.Generator) -> None
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "model_converter.py"), str(params),
-         "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "tools" / "model_converter.py"),
+            str(params),
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "converted 2 layer(s): qconv2, qfc3" in proc.stdout
     assert "bytes" in proc.stdout and "verified" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "binarized_lenet-0001.params", "binarized_lenet-symbol.json"]
+        "binarized_lenet-0001.params",
+        "binarized_lenet-symbol.json",
+    ]
     exe = shutil.which("model_converter", path=os.path.dirname(sys.executable))
     assert exe is not None, "console script model_converter is not installed"
-    proc = subprocess.run([exe, "--summary", str(params)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [exe, "--summary", str(params)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "qconv2" in proc.stdout and "compression" in proc.stdout
 
@@ -221,8 +235,9 @@ def test_summary_counts() -> None:
 # ---- bad inputs: non-zero exit, one-line reason, nothing written, inputs untouched ---------
 
 
-def _run_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-             match: str) -> None:
+def _run_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], match: str
+) -> None:
     before = {p.name: digest(p) for p in tmp_path.iterdir() if p.is_file()}
     code = converter_main(argv)
     err = capsys.readouterr().err.strip()
@@ -254,8 +269,9 @@ def test_bad_truncated_params(saved_lenet: Path, capsys: pytest.CaptureFixture[s
     _run_bad(saved_lenet.parent, capsys, [str(saved_lenet)], "cannot read params")
 
 
-def test_bad_corrupt_params(saved_lenet: Path, capsys: pytest.CaptureFixture[str],
-                            rng: np.random.Generator) -> None:
+def test_bad_corrupt_params(
+    saved_lenet: Path, capsys: pytest.CaptureFixture[str], rng: np.random.Generator
+) -> None:
     saved_lenet.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     _run_bad(saved_lenet.parent, capsys, [str(saved_lenet)], "cannot read params")
 
@@ -284,8 +300,9 @@ def test_bad_missing_weight(saved_lenet: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_bad_nonfinite_weight(saved_lenet: Path, capsys: pytest.CaptureFixture[str],
-                              value: float) -> None:
+def test_bad_nonfinite_weight(
+    saved_lenet: Path, capsys: pytest.CaptureFixture[str], value: float
+) -> None:
     saved = mx.nd.load(str(saved_lenet))
     w = saved["arg:qfc3_weight"].asnumpy()
     w[3, 7] = value
@@ -297,17 +314,23 @@ def test_bad_nonfinite_weight(saved_lenet: Path, capsys: pytest.CaptureFixture[s
 def test_bad_already_converted(saved_lenet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert converter_main([str(saved_lenet), "--no-verify"]) == 0
     capsys.readouterr()
-    _run_bad(saved_lenet.parent, capsys,
-             [str(saved_lenet.parent / "binarized_lenet-0001.params")], "already converted")
+    _run_bad(
+        saved_lenet.parent,
+        capsys,
+        [str(saved_lenet.parent / "binarized_lenet-0001.params")],
+        "already converted",
+    )
 
 
 def test_bad_output_dir(saved_lenet: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _run_bad(saved_lenet.parent, capsys,
-             [str(saved_lenet), "--output-dir", str(saved_lenet.parent / "missing")],
-             "does not exist")
+    _run_bad(
+        saved_lenet.parent,
+        capsys,
+        [str(saved_lenet), "--output-dir", str(saved_lenet.parent / "missing")],
+        "does not exist",
+    )
     # /proc refuses new files even for root, so this is unwritable whoever runs the tests.
-    _run_bad(saved_lenet.parent, capsys, [str(saved_lenet), "--output-dir", "/proc"],
-             "writ")
+    _run_bad(saved_lenet.parent, capsys, [str(saved_lenet), "--output-dir", "/proc"], "writ")
 
 
 def test_bad_name_without_epoch(saved_lenet: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -316,8 +339,9 @@ def test_bad_name_without_epoch(saved_lenet: Path, capsys: pytest.CaptureFixture
     _run_bad(saved_lenet.parent, capsys, [str(plain)], "PREFIX-EPOCH.params")
 
 
-def test_interrupted_write_leaves_nothing(saved_lenet: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_leaves_nothing(
+    saved_lenet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_save = mx.nd.save
 
     def failing_save(path: str, data: object) -> None:
@@ -333,9 +357,14 @@ def test_interrupted_write_leaves_nothing(saved_lenet: Path,
 
 def test_cli_exit_code_in_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "model_converter.py"),
-         str(tmp_path / "x-0001.params")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "tools" / "model_converter.py"),
+            str(tmp_path / "x-0001.params"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("model_converter: error:")

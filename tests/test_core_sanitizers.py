@@ -29,15 +29,23 @@ def test_core_under_asan_and_ubsan() -> None:
     if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("needs cmake and a C++ compiler")
     configure = [
-        cmake, "-S", str(ROOT), "-B", str(BUILD),
-        "-DBINMX_PYTHON=OFF", "-DBINMX_TESTS=ON", "-DBINMX_SANITIZE=ON",
+        cmake,
+        "-S",
+        str(ROOT),
+        "-B",
+        str(BUILD),
+        "-DBINMX_PYTHON=OFF",
+        "-DBINMX_TESTS=ON",
+        "-DBINMX_SANITIZE=ON",
         "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
     ]
     res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     res = subprocess.run(
         [cmake, "--build", str(BUILD), "--target", "xnor_gemm_test", "-j", "2"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     exe = next(BUILD.rglob("xnor_gemm_test"))

@@ -396,9 +396,7 @@ def _run_conv(rng: np.random.Generator, case: tuple[int, ...], algo: str) -> Non
     alpha = rng.uniform(0.01, 1.0, f).astype(np.float32) if scaled else None
     bias = rng.standard_normal(f).astype(np.float32) if scaled else None
     opts = dict(stride=(stride, stride), pad=(pad, pad), dilate=(dilate, dilate))
-    want = conv_reference(
-        x, wt, groups=groups, pad_value=pad_value, alpha=alpha, bias=bias, **opts
-    )
+    want = conv_reference(x, wt, groups=groups, pad_value=pad_value, alpha=alpha, bias=bias, **opts)
     got = cuda.binary_conv2d(
         x, pack_weight_reference(wt), num_group=groups, pad_value=pad_value, alpha=alpha,
         bias=bias, algo=algo, **opts,
@@ -692,10 +690,11 @@ def test_cuda_built_operator_library_runs_on_cpu_mxnet() -> None:
     syms = subprocess.run(["nm", "-DC", str(lib)], capture_output=True, text=True)
     if syms.returncode == 0:
         assert "binmx_cuda_binary_conv2d" in syms.stdout  # linked against libbinmx_cuda
+    reference = ROOT / "python/binmx/reference.py"
     code = (
         "import importlib.util, numpy as np, mxnet as mx\n"
         f"mx.library.load({str(lib)!r}, verbose=False)\n"
-        f"s = importlib.util.spec_from_file_location('r', {str(ROOT / 'python/binmx/reference.py')!r})\n"
+        f"s = importlib.util.spec_from_file_location('r', {str(reference)!r})\n"
         "ref = importlib.util.module_from_spec(s); s.loader.exec_module(ref)\n"
         "rng = np.random.default_rng(0)\n"
         "x = rng.standard_normal((2, 70, 6, 6)).astype(np.float32)\n"

@@ -15,12 +15,16 @@ from binmx.converter_cli import main as converter_main
 from test_converter import bmxnet_lenet
 
 
-def random_params(sym: mx.sym.Symbol, data_shape: tuple[int, ...],
-                  rng: np.random.Generator) -> tuple[dict, dict]:
+def random_params(
+    sym: mx.sym.Symbol, data_shape: tuple[int, ...], rng: np.random.Generator
+) -> tuple[dict, dict]:
     """Xavier weights and BatchNorm parameters/statistics far from the identity."""
     mod = mx.mod.Module(sym, context=mx.cpu())
-    mod.bind(data_shapes=[("data", data_shape)],
-             label_shapes=[("softmax_label", (data_shape[0],))], for_training=False)
+    mod.bind(
+        data_shapes=[("data", data_shape)],
+        label_shapes=[("softmax_label", (data_shape[0],))],
+        for_training=False,
+    )
     mx.random.seed(int(rng.integers(0, 2**31)))
     mod.init_params(mx.init.Xavier())
     args, aux = mod.get_params()
@@ -47,20 +51,39 @@ def preact_block_net() -> mx.sym.Symbol:
     """Float stem, then a pre-activation downsampling unit whose first BatchNorm feeds both the
     3x3 binary conv and the 1x1 binary shortcut (BMXNet's ResNet layout), then a dim-matching
     unit, then global pooling and a float classifier."""
-    x = mx.sym.Convolution(mx.sym.var("data"), kernel=(3, 3), pad=(1, 1), num_filter=32,
-                           name="conv0")
+    x = mx.sym.Convolution(
+        mx.sym.var("data"), kernel=(3, 3), pad=(1, 1), num_filter=32, name="conv0"
+    )
 
     def unit(x, f, stride, match, name):
         bn1 = mx.sym.BatchNorm(x, fix_gamma=False, eps=2e-5, name=f"{name}_bn1")
         a1 = mx.sym.QActivation(bn1, backward_only=True, name=f"{name}_qa1")
-        c1 = mx.sym.QConvolution(a1, kernel=(3, 3), stride=(stride, stride), pad=(1, 1),
-                                 num_filter=f, no_bias=True, name=f"{name}_conv1")
+        c1 = mx.sym.QConvolution(
+            a1,
+            kernel=(3, 3),
+            stride=(stride, stride),
+            pad=(1, 1),
+            num_filter=f,
+            no_bias=True,
+            name=f"{name}_conv1",
+        )
         bn2 = mx.sym.BatchNorm(c1, fix_gamma=False, eps=2e-5, name=f"{name}_bn2")
         a2 = mx.sym.QActivation(bn2, backward_only=True, name=f"{name}_qa2")
-        c2 = mx.sym.QConvolution(a2, kernel=(3, 3), pad=(1, 1), num_filter=f, no_bias=True,
-                                 name=f"{name}_conv2")
-        sc = x if match else mx.sym.QConvolution(a1, kernel=(1, 1), stride=(stride, stride),
-                                                 num_filter=f, no_bias=True, name=f"{name}_sc")
+        c2 = mx.sym.QConvolution(
+            a2, kernel=(3, 3), pad=(1, 1), num_filter=f, no_bias=True, name=f"{name}_conv2"
+        )
+        sc = (
+            x
+            if match
+            else mx.sym.QConvolution(
+                a1,
+                kernel=(1, 1),
+                stride=(stride, stride),
+                num_filter=f,
+                no_bias=True,
+                name=f"{name}_sc",
+            )
+        )
         return c2 + sc
 
     x = unit(x, 64, 2, False, "u1")
@@ -77,9 +100,18 @@ def test_fold_lenet(rng: np.random.Generator) -> None:
     args, aux = random_params(sym, (4, 1, 28, 28), rng)
     csym, cargs, caux = binmx.convert(sym, args, aux)
     fsym, fargs, faux = binmx.fold(csym, cargs, caux)
-    assert ops_of(fsym) == ["Convolution", "Activation", "Pooling", "QConvolution", "Pooling",
-                            "Flatten", "QFullyConnected", "Activation", "FullyConnected",
-                            "SoftmaxOutput"]
+    assert ops_of(fsym) == [
+        "Convolution",
+        "Activation",
+        "Pooling",
+        "QConvolution",
+        "Pooling",
+        "Flatten",
+        "QFullyConnected",
+        "Activation",
+        "FullyConnected",
+        "SoftmaxOutput",
+    ]
     assert faux == {}
     assert fargs["qconv2_in_scale"].shape == (64,)
     x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
@@ -118,11 +150,24 @@ def test_sign_flips_only_at_rounding_of_zero(rng: np.random.Generator) -> None:
     _, fargs, _ = binmx.fold(csym, cargs, caux)
     x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
     nd = {k: v for k, v in {**args, **aux}.items()}
-    conv0_nd = mx.nd.Convolution(mx.nd.array(x), nd["conv0_weight"], nd["conv0_bias"],
-                                 kernel=(3, 3), pad=(1, 1), num_filter=32)
-    bn = mx.nd.BatchNorm(conv0_nd, nd["u1_bn1_gamma"], nd["u1_bn1_beta"],
-                         nd["u1_bn1_moving_mean"], nd["u1_bn1_moving_var"], fix_gamma=False,
-                         eps=2e-5, use_global_stats=True).asnumpy()  # MXNet's own BatchNorm
+    conv0_nd = mx.nd.Convolution(
+        mx.nd.array(x),
+        nd["conv0_weight"],
+        nd["conv0_bias"],
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=32,
+    )
+    bn = mx.nd.BatchNorm(
+        conv0_nd,
+        nd["u1_bn1_gamma"],
+        nd["u1_bn1_beta"],
+        nd["u1_bn1_moving_mean"],
+        nd["u1_bn1_moving_var"],
+        fix_gamma=False,
+        eps=2e-5,
+        use_global_stats=True,
+    ).asnumpy()  # MXNet's own BatchNorm
     conv0 = conv0_nd.asnumpy()
     scale = fargs["u1_conv1_in_scale"].asnumpy()[None, :, None, None]
     shift = fargs["u1_conv1_in_shift"].asnumpy()[None, :, None, None]
@@ -130,14 +175,22 @@ def test_sign_flips_only_at_rounding_of_zero(rng: np.random.Generator) -> None:
     assert 0.2 < folded_bits.mean() < 0.8  # a real mix of +1 and -1, not a degenerate case
     flips = folded_bits != (bn < 0)
     assert np.all(np.abs(bn[flips]) <= 1e-5 * (1 + np.abs(conv0[flips] * scale)[0])), (
-        np.argwhere(flips)[:5], bn[flips][:5])
+        np.argwhere(flips)[:5],
+        bn[flips][:5],
+    )
 
 
 def test_fold_keeps_batchnorm_with_other_readers(rng: np.random.Generator) -> None:
     data = mx.sym.var("data")
     bn = mx.sym.BatchNorm(data, fix_gamma=False, name="bn")
-    q = mx.sym.QConvolution(mx.sym.QActivation(bn, backward_only=True), kernel=(3, 3),
-                            pad=(1, 1), num_filter=4, no_bias=True, name="q")
+    q = mx.sym.QConvolution(
+        mx.sym.QActivation(bn, backward_only=True),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=4,
+        no_bias=True,
+        name="q",
+    )
     out = mx.sym.Group([q, mx.sym.relu(bn)])
     mod = mx.mod.Module(out, label_names=None, context=mx.cpu())
     mod.bind(data_shapes=[("data", (1, 8, 6, 6))], for_training=False)
@@ -148,8 +201,11 @@ def test_fold_keeps_batchnorm_with_other_readers(rng: np.random.Generator) -> No
     assert ops_of(fsym).count("BatchNorm") == 1  # relu still reads it
     assert "q_in_scale" in fargs
     x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
-    for a, b in zip(run_model(out, args, aux, {"data": x}),
-                    run_model(fsym, fargs, faux, {"data": x}), strict=True):
+    for a, b in zip(
+        run_model(out, args, aux, {"data": x}),
+        run_model(fsym, fargs, faux, {"data": x}),
+        strict=True,
+    ):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)  # folded rounding, see above
 
 
@@ -167,8 +223,9 @@ def test_fold_does_not_mutate(rng: np.random.Generator) -> None:
         assert np.array_equal(v.asnumpy(), copies[k])
 
 
-def test_converter_fold_flag_and_size(tmp_path: Path, rng: np.random.Generator,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_converter_fold_flag_and_size(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     sym = bmxnet_lenet()
     args, aux = random_params(sym, (4, 1, 28, 28), rng)
     mx.model.save_checkpoint(str(tmp_path / "lenet"), 1, sym, args, aux)
@@ -186,8 +243,9 @@ def test_fold_float_conv_batchnorm_demo_lenet(tmp_path: Path, rng: np.random.Gen
     sym = binmx.models.binary_lenet()
     args, aux = random_params(sym, (4, 1, 28, 28), rng)
     mx.model.save_checkpoint(str(tmp_path / "lenet"), 5, sym, args, aux)
-    json_path, params_path = binmx.convert_checkpoint(str(tmp_path / "lenet-0005.params"),
-                                                      fold=True)
+    json_path, params_path = binmx.convert_checkpoint(
+        str(tmp_path / "lenet-0005.params"), fold=True
+    )
     fsym = mx.sym.load(json_path)
     assert "BatchNorm" not in ops_of(fsym)
     saved = mx.nd.load(params_path)
@@ -200,22 +258,28 @@ def test_fold_float_conv_batchnorm_demo_lenet(tmp_path: Path, rng: np.random.Gen
     assert os.path.getsize(params_path) <= 206_511  # BMXNet's converted LeNet
 
 
-def test_verification_immune_to_mkldnn_conv_bn_fusion(tmp_path: Path,
-                                                       rng: np.random.Generator) -> None:
+def test_verification_immune_to_mkldnn_conv_bn_fusion(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
     """conv0 feeds a BatchNorm AND a residual add (pre-activation ResNet stem). MXNet 1.9.1's
     MKLDNN subgraph pass fuses conv0 with the BatchNorm and hands the add the normalised values;
     the converter's reference run must not use that pass, or it rejects a correct fold."""
     d = mx.sym.var("data")
-    c0 = mx.sym.Convolution(d, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True,
-                            name="conv0")
+    c0 = mx.sym.Convolution(d, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True, name="conv0")
     bn = mx.sym.BatchNorm(c0, fix_gamma=False, name="bn1")
-    q = mx.sym.QConvolution(mx.sym.QActivation(bn, backward_only=True), kernel=(3, 3),
-                            pad=(1, 1), num_filter=8, no_bias=True, name="q")
+    q = mx.sym.QConvolution(
+        mx.sym.QActivation(bn, backward_only=True),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=8,
+        no_bias=True,
+        name="q",
+    )
     x = mx.sym.Pooling(q + c0, global_pool=True, kernel=(1, 1), pool_type="avg")
-    sym = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(x, num_hidden=3, name="fc"),
-                               name="softmax")
+    sym = mx.sym.SoftmaxOutput(mx.sym.FullyConnected(x, num_hidden=3, name="fc"), name="softmax")
     args, aux = random_params(sym, (2, 8, 6, 6), rng)
     mx.model.save_checkpoint(str(tmp_path / "m"), 1, sym, args, aux)
-    _, params_path = binmx.convert_checkpoint(str(tmp_path / "m-0001.params"), fold=True,
-                                              data_shape=(1, 8, 6, 6))
+    _, params_path = binmx.convert_checkpoint(
+        str(tmp_path / "m-0001.params"), fold=True, data_shape=(1, 8, 6, 6)
+    )
     assert os.path.exists(params_path)

@@ -20,8 +20,14 @@ def test_sym_call_forms_create_variables_like_convolution():
     assert a.list_arguments() == ["data", "c1_weight", "c1_bias"]
     b = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=8, no_bias=True)
     assert b.name.startswith("qconvolution") and b.list_arguments()[1].endswith("_weight")
-    c = mx.sym.QConvolution(data, kernel=(1, 1), num_filter=4, binarized_weights_only=True,
-                            scaling_factor=True, name="p")
+    c = mx.sym.QConvolution(
+        data,
+        kernel=(1, 1),
+        num_filter=4,
+        binarized_weights_only=True,
+        scaling_factor=True,
+        name="p",
+    )
     assert c.list_arguments() == ["data", "p_weight", "p_bias", "p_alpha"]
     args, outs, _ = c.infer_shape(data=(2, 70, 5, 5))
     assert args[1] == (4, 1, 1, 2) and outs[0] == (2, 4, 5, 5)
@@ -40,8 +46,7 @@ def test_sym_call_forms_create_variables_like_convolution():
 
 def test_symbol_json_roundtrip_keeps_qconvolution_nodes():
     data = mx.sym.var("data")
-    net = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, pad=(1, 1), act_bit=1,
-                              name="qc")
+    net = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, pad=(1, 1), act_bit=1, name="qc")
     js = net.tojson()
     assert '"op": "QConvolution"' in js
     back = mx.sym.load_json(js)
@@ -61,8 +66,7 @@ def test_module_forward_backward_matches_reference(rng):
     out = mod.get_outputs()[0].asnumpy()
     args, _ = mod.get_params()
     h = ref.q_conv2d(x, args["qc_weight"].asnumpy(), args["qc_bias"].asnumpy(), pad=(1, 1))
-    want = ref.q_dense(h.astype(np.float32), args["qf_weight"].asnumpy(),
-                       args["qf_bias"].asnumpy())
+    want = ref.q_dense(h.astype(np.float32), args["qf_weight"].asnumpy(), args["qf_bias"].asnumpy())
     # integer-valued conv output + float32 bias, then a second layer: float32 rounding only
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     mod.backward([mx.nd.ones(out.shape)])
@@ -75,8 +79,13 @@ def test_autograd_and_gluon_hybridize_agree(rng):
     for hybrid in (False, True):
         net = mx.gluon.nn.HybridSequential()
         with net.name_scope():
-            net.add(QActivation(backward_only=True), QConv2D(6, 3, padding=1, in_channels=3),
-                    mx.gluon.nn.BatchNorm(), QActivation(), QDense(5))
+            net.add(
+                QActivation(backward_only=True),
+                QConv2D(6, 3, padding=1, in_channels=3),
+                mx.gluon.nn.BatchNorm(),
+                QActivation(),
+                QDense(5),
+            )
         net.initialize(mx.init.Normal(1.0))
         if hybrid:
             net.hybridize()
@@ -89,7 +98,7 @@ def test_autograd_and_gluon_hybridize_agree(rng):
         results.append((y.asnumpy(), xa.grad.asnumpy(), params))
     (y0, g0, p0), (y1, g1, p1) = results
     # different random init per net: compare each against its own float reference instead
-    for y, params in ((y0, p0), (y1, p1)):
+    for params in (p0, p1):
         conv_w = next(v for k, v in params.items() if k.endswith("conv2d0_weight"))
         assert conv_w.shape == (6, 3, 3, 3)
     assert y0.shape == y1.shape == (2, 5)
@@ -103,15 +112,23 @@ def test_gluon_conv_matches_convolution_and_exports(tmp_path, rng):
     x = rng.standard_normal((2, 5, 7, 7)).astype(np.float32)
     y = net(mx.nd.array(x)).asnumpy()
     w, b = net.weight.data().asnumpy(), net.bias.data().asnumpy()
-    want = mx.nd.Convolution(mx.nd.array(_sgn(x)), mx.nd.array(_sgn(w)), kernel=(3, 3),
-                             pad=(1, 1), num_filter=8, no_bias=True).asnumpy() + b[:, None, None]
+    want = (
+        mx.nd.Convolution(
+            mx.nd.array(_sgn(x)),
+            mx.nd.array(_sgn(w)),
+            kernel=(3, 3),
+            pad=(1, 1),
+            num_filter=8,
+            no_bias=True,
+        ).asnumpy()
+        + b[:, None, None]
+    )
     np.testing.assert_array_equal(y, want)
     prefix = str(tmp_path / "qnet")
     net.export(prefix)
     js = open(prefix + "-symbol.json").read()
     assert '"op": "QConvolution"' in js
-    back = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                        prefix + "-0000.params")
+    back = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
     np.testing.assert_array_equal(back(mx.nd.array(x)).asnumpy(), y)
 
 
@@ -119,8 +136,9 @@ def test_gluon_packed_blocks_match_float_blocks(rng):
     x = rng.standard_normal((3, 70, 5, 5)).astype(np.float32)
     fnet = QConv2D(4, 3, padding=1, in_channels=70, scaling_factor=True)
     fnet.initialize(mx.init.Normal(1.0))
-    pnet = QConv2D(4, 3, padding=1, in_channels=70, scaling_factor=True,
-                   binarized_weights_only=True)
+    pnet = QConv2D(
+        4, 3, padding=1, in_channels=70, scaling_factor=True, binarized_weights_only=True
+    )
     pnet.initialize()
     w = fnet.weight.data()
     pnet.weight.set_data(binmx.pack_weight(w))
@@ -128,15 +146,17 @@ def test_gluon_packed_blocks_match_float_blocks(rng):
     pnet.alpha.set_data(mx.nd.array(ref.scaling_alpha(w.asnumpy())))
     pnet.hybridize()
     # alpha: float64 mean rounded to float32, summation order may differ by 1 ulp
-    np.testing.assert_allclose(pnet(mx.nd.array(x)).asnumpy(), fnet(mx.nd.array(x)).asnumpy(),
-                               rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        pnet(mx.nd.array(x)).asnumpy(), fnet(mx.nd.array(x)).asnumpy(), rtol=2e-6, atol=1e-6
+    )
     dense_f = QDense(3, in_units=70 * 25, use_bias=False)
     dense_f.initialize(mx.init.Normal(1.0))
     dense_p = QDense(3, in_units=70 * 25, use_bias=False, binarized_weights_only=True)
     dense_p.initialize()
     dense_p.weight.set_data(binmx.pack_weight(dense_f.weight.data()))
-    np.testing.assert_array_equal(dense_p(mx.nd.array(x)).asnumpy(),
-                                  dense_f(mx.nd.array(x)).asnumpy())
+    np.testing.assert_array_equal(
+        dense_p(mx.nd.array(x)).asnumpy(), dense_f(mx.nd.array(x)).asnumpy()
+    )
 
 
 def test_gluon_argument_errors():
@@ -204,7 +224,9 @@ def test_shapeless_json_variables_bind(tmp_path):
     data = mx.sym.var("data")
     raw_fc = binmx.ops._RAW["QFullyConnected"][1]
     raw_conv = binmx.ops._RAW["QConvolution"][1]
-    c = raw_conv(data, mx.sym.var("c_weight"), mx.sym.var("c_bias"), kernel="(3, 3)", num_filter="4")
+    c = raw_conv(
+        data, mx.sym.var("c_weight"), mx.sym.var("c_bias"), kernel="(3, 3)", num_filter="4"
+    )
     f = raw_fc(mx.sym.Flatten(c), mx.sym.var("f_weight"), mx.sym.var("f_bias"), num_hidden="3")
     path = str(tmp_path / "net-symbol.json")
     f.save(path)

@@ -24,8 +24,11 @@ def _ops(sym: mx.sym.Symbol) -> Counter:
 def _internal_shapes(sym: mx.sym.Symbol, data_shape: tuple[int, ...]) -> dict[str, tuple]:
     internals = sym.get_internals()
     _, outs, _ = internals.infer_shape(data=data_shape)
-    return {name[: -len("_output")]: tuple(s) for name, s in zip(internals.list_outputs(), outs)
-            if name.endswith("_output")}
+    return {
+        name[: -len("_output")]: tuple(s)
+        for name, s in zip(internals.list_outputs(), outs, strict=True)
+        if name.endswith("_output")
+    }
 
 
 def _expected_resnet_params(depth: int, width: int, classes: int, in_ch: int, stem: str):
@@ -54,8 +57,11 @@ def _expected_resnet_params(depth: int, width: int, classes: int, in_ch: int, st
 def _count(sym: mx.sym.Symbol, data_shape: tuple[int, ...]) -> tuple[int, int]:
     arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
     names = sym.list_arguments()
-    args = sum(int(np.prod(s)) for n, s in zip(names, arg_shapes)
-               if n not in ("data", "softmax_label"))
+    args = sum(
+        int(np.prod(s))
+        for n, s in zip(names, arg_shapes, strict=True)
+        if n not in ("data", "softmax_label")
+    )
     return args, sum(int(np.prod(s)) for s in aux_shapes)
 
 
@@ -86,14 +92,19 @@ def test_resnet18_32_shapes(binary: bool) -> None:
 
 @pytest.mark.parametrize(
     "depth,image,classes,stem",
-    [(18, 224, 1000, "imagenet"), (18, 32, 10, "cifar"), (10, 32, 10, "cifar"),
-     (34, 224, 1000, "imagenet")],
+    [
+        (18, 224, 1000, "imagenet"),
+        (18, 32, 10, "cifar"),
+        (10, 32, 10, "cifar"),
+        (34, 224, 1000, "imagenet"),
+    ],
 )
 def test_resnet_param_counts(depth: int, image: int, classes: int, stem: str) -> None:
     expected = _expected_resnet_params(depth, 64, classes, 3, stem)
     for binary in (True, False):
-        sym = models.resnet(depth=depth, num_classes=classes, image_shape=(3, image, image),
-                            binary=binary)
+        sym = models.resnet(
+            depth=depth, num_classes=classes, image_shape=(3, image, image), binary=binary
+        )
         assert _count(sym, (1, 3, image, image)) == expected
     if (depth, image) == (18, 32):
         # CIFAR-10 ResNet-18: 11,172,176 parameters and 7,814 BatchNorm statistics.
@@ -143,8 +154,9 @@ def test_lenet_structure_and_shapes() -> None:
     assert fops["FullyConnected"] == 2
     assert _count(sym, (1, 1, 28, 28)) == _count(models.binary_lenet(binary=False), (1, 1, 28, 28))
     # conv1 5*5*64+64, conv2 5*5*64*64+64, fc1 1024*1000, fc2 1000*10+10, BN gamma/beta.
-    assert _count(sym, (1, 1, 28, 28))[0] == (1664 + 102464 + 1_024_000 + 10010
-                                              + 2 * (64 + 64 + 1024 + 1000))
+    assert _count(sym, (1, 1, 28, 28))[0] == (
+        1664 + 102464 + 1_024_000 + 10010 + 2 * (64 + 64 + 1024 + 1000)
+    )
 
 
 def test_bad_arguments() -> None:
@@ -164,15 +176,19 @@ def test_bad_arguments() -> None:
 
 def _init_module(sym: mx.sym.Symbol, data_shape: tuple[int, ...], seed: int) -> mx.mod.Module:
     mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"], context=mx.cpu())
-    mod.bind(data_shapes=[("data", data_shape)], label_shapes=[("softmax_label", data_shape[:1])],
-             for_training=False)
+    mod.bind(
+        data_shapes=[("data", data_shape)],
+        label_shapes=[("softmax_label", data_shape[:1])],
+        for_training=False,
+    )
     mx.random.seed(seed)
     mod.init_params(mx.init.Xavier(magnitude=2.0))
     return mod
 
 
-def test_binary_resnet_runs_and_converts(rng: np.random.Generator, seed: int,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_binary_resnet_runs_and_converts(
+    rng: np.random.Generator, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # MXNet's default MKLDNN subgraph pass rewrites the float conv0 differently in the two
     # graphs; a float rounding difference there flips signs that a random 16-layer binary
     # network amplifies into different logits. Compare the graphs as written.
@@ -188,12 +204,20 @@ def test_binary_resnet_runs_and_converts(rng: np.random.Generator, seed: int,
         else:
             aux[name] = mx.nd.array(rng.normal(0.0, 0.5, shape).astype(np.float32))
     x = mx.nd.array(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
-    ref = sym.bind(mx.cpu(), {**args, "data": x, "softmax_label": mx.nd.zeros(2)},
-                   aux_states=aux).forward()[0].asnumpy()
+    ref = (
+        sym.bind(mx.cpu(), {**args, "data": x, "softmax_label": mx.nd.zeros(2)}, aux_states=aux)
+        .forward()[0]
+        .asnumpy()
+    )
     for fold in (False, True):
         csym, cargs, caux = binmx.convert(sym, args, aux, fold=fold)
-        out = csym.bind(mx.cpu(), {**cargs, "data": x, "softmax_label": mx.nd.zeros(2)},
-                        aux_states=caux).forward()[0].asnumpy()
+        out = (
+            csym.bind(
+                mx.cpu(), {**cargs, "data": x, "softmax_label": mx.nd.zeros(2)}, aux_states=caux
+            )
+            .forward()[0]
+            .asnumpy()
+        )
         if fold:
             # Folded BatchNorm is one affine map: rounding may flip a sign where a BN output
             # is within rounding of 0, so compare the predictions, not the probabilities.
@@ -220,17 +244,29 @@ def test_cifar10_resnet18_converted_size(tmp_path: Path, seed: int) -> None:
     for fold in (False, True):
         out_dir = tmp_path / f"fold{int(fold)}"
         out_dir.mkdir()
-        _, params_path = binmx.convert_checkpoint(float_path, output_dir=str(out_dir),
-                                                  verify_outputs=False, fold=fold)
+        _, params_path = binmx.convert_checkpoint(
+            float_path, output_dir=str(out_dir), verify_outputs=False, fold=fold
+        )
         sizes[fold] = os.path.getsize(params_path)
     # 16 3x3 binary convs + 3 1x1 shortcuts: exactly one bit each.
-    bits = (4 * 9 * 64 * 64 + 9 * 64 * 128 + 3 * 9 * 128 * 128 + 9 * 128 * 256
-            + 3 * 9 * 256 * 256 + 9 * 256 * 512 + 3 * 9 * 512 * 512
-            + 64 * 128 + 128 * 256 + 256 * 512)
+    bits = (
+        4 * 9 * 64 * 64
+        + 9 * 64 * 128
+        + 3 * 9 * 128 * 128
+        + 9 * 128 * 256
+        + 3 * 9 * 256 * 256
+        + 9 * 256 * 512
+        + 3 * 9 * 512 * 512
+        + 64 * 128
+        + 128 * 256
+        + 256 * 512
+    )
     saved = mx.nd.load(str(tmp_path / "fold0" / "binarized_resnet18-0001.params"))
     assert sum(v.size * 8 for v in saved.values() if v.dtype == np.int64) == bits // 8
-    print(f"float {float_size} B, converted {sizes[False]} B ({float_size / sizes[False]:.2f}x), "
-          f"folded {sizes[True]} B ({float_size / sizes[True]:.2f}x)")
+    print(
+        f"float {float_size} B, converted {sizes[False]} B ({float_size / sizes[False]:.2f}x), "
+        f"folded {sizes[True]} B ({float_size / sizes[True]:.2f}x)"
+    )
     assert sizes[True] <= 1_490_000
     assert float_size / sizes[True] >= 30.0
     # Unfolded, the four BatchNorm arrays per channel keep it at the bound: 1.49 MB within

@@ -24,8 +24,13 @@ def _ops(sym: mx.sym.Symbol) -> list[str]:
 
 @pytest.mark.parametrize(
     "channels,kernel,stride,pad,affine",
-    [(64, 3, 1, 1, True), (65, 3, 2, 1, False), (128, 1, 2, 0, True), (3, 5, 1, 2, True),
-     (129, 3, 1, 0, False)],
+    [
+        (64, 3, 1, 1, True),
+        (65, 3, 2, 1, False),
+        (128, 1, 2, 0, True),
+        (3, 5, 1, 2, True),
+        (129, 3, 1, 0, False),
+    ],
 )
 def test_residual_conv_every_isa_and_thread_count(rng, channels, kernel, stride, pad, affine):
     n, h, f = 2, 9, 33
@@ -45,11 +50,22 @@ def test_residual_conv_every_isa_and_thread_count(rng, channels, kernel, stride,
     dots = ref.q_conv2d(x, w, **geo, **in_aff)  # exact integers in float64
     # The epilogue: float32(dot) * alpha + bias, then + residual, each rounded to float32.
     want = (_epilogue(dots, alpha, bias, axis=1) + r).astype(np.float32)
-    attrs = dict(kernel=(kernel, kernel), stride=(stride, stride), pad=(pad, pad),
-                 num_filter=f, binarized_weights_only=True, scaling_factor=True,
-                 input_affine=affine)
-    base = [mx.nd.array(x), mx.nd.array(ref.pack_weight(w), dtype=np.int64), mx.nd.array(bias),
-            mx.nd.array(alpha), *extra]
+    attrs = dict(
+        kernel=(kernel, kernel),
+        stride=(stride, stride),
+        pad=(pad, pad),
+        num_filter=f,
+        binarized_weights_only=True,
+        scaling_factor=True,
+        input_affine=affine,
+    )
+    base = [
+        mx.nd.array(x),
+        mx.nd.array(ref.pack_weight(w), dtype=np.int64),
+        mx.nd.array(bias),
+        mx.nd.array(alpha),
+        *extra,
+    ]
     for isa in xnor.available_isas():
         for threads in ("1", "2", "3"):
             with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
@@ -61,30 +77,51 @@ def test_residual_conv_every_isa_and_thread_count(rng, channels, kernel, stride,
             _assert_equal(got, want, f"residual vs reference, {what}")
             _assert_equal(got, added, f"residual vs elemwise_add, {what}")
     # Float weights (the training form) take the same direct path.
-    got = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(bias), *extra,
-                             mx.nd.array(r), kernel=(kernel, kernel), stride=(stride, stride),
-                             pad=(pad, pad), num_filter=f, input_affine=affine,
-                             residual=True).asnumpy()
-    _assert_equal(got, (_epilogue(dots, None, bias, axis=1) + r).astype(np.float32),
-                  "float weights + residual")
+    got = mx.nd.QConvolution(
+        mx.nd.array(x),
+        mx.nd.array(w),
+        mx.nd.array(bias),
+        *extra,
+        mx.nd.array(r),
+        kernel=(kernel, kernel),
+        stride=(stride, stride),
+        pad=(pad, pad),
+        num_filter=f,
+        input_affine=affine,
+        residual=True,
+    ).asnumpy()
+    _assert_equal(
+        got,
+        (_epilogue(dots, None, bias, axis=1) + r).astype(np.float32),
+        "float weights + residual",
+    )
     # The reference's residual argument (float64; exact here: small integers plus floats).
     np.testing.assert_array_equal(
-        ref.q_conv2d(x, w, **geo, **in_aff, residual=r), dots + r.astype(np.float64))
+        ref.q_conv2d(x, w, **geo, **in_aff, residual=r), dots + r.astype(np.float64)
+    )
 
 
 def test_residual_symbol_inputs_shapes_and_errors(rng):
     data = mx.sym.var("data")
-    conv = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True,
-                               residual=True, name="c1")
+    conv = mx.sym.QConvolution(
+        data, kernel=(3, 3), pad=(1, 1), num_filter=4, no_bias=True, residual=True, name="c1"
+    )
     assert conv.list_arguments() == ["data", "c1_weight", "c1_residual"]
     arg_shapes, out_shapes, _ = conv.infer_shape(data=(2, 5, 8, 8))
     assert arg_shapes[2] == (2, 4, 8, 8) and out_shapes[0] == (2, 4, 8, 8)
-    both = mx.sym.QConvolution(data, kernel=(1, 1), num_filter=4, input_affine=True,
-                               residual=True, name="c2")
-    assert both.list_arguments() == ["data", "c2_weight", "c2_bias", "c2_in_scale",
-                                     "c2_in_shift", "c2_residual"]
-    assert binmx.ops.op_inputs("QConvolution", {"residual": "True", "no_bias": "True"}) == [
-        "data", "weight", "residual"]
+    both = mx.sym.QConvolution(
+        data, kernel=(1, 1), num_filter=4, input_affine=True, residual=True, name="c2"
+    )
+    assert both.list_arguments() == [
+        "data",
+        "c2_weight",
+        "c2_bias",
+        "c2_in_scale",
+        "c2_in_shift",
+        "c2_residual",
+    ]
+    inputs = binmx.ops.op_inputs("QConvolution", {"residual": "True", "no_bias": "True"})
+    assert inputs == ["data", "weight", "residual"]
     r = mx.sym.var("r")
     kw = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, residual=r, name="c3")
     assert kw.list_arguments() == ["data", "c3_weight", "c3_bias", "r"]
@@ -93,17 +130,39 @@ def test_residual_symbol_inputs_shapes_and_errors(rng):
     x = mx.nd.array(_data(rng, (1, 5, 6, 6)))
     w = mx.nd.array(_data(rng, (4, 5, 3, 3)))
     with pytest.raises(MXNetError, match="residual"):  # not a 1-bit layer
-        mx.nd.QConvolution(x, w, mx.nd.zeros((1, 4, 4, 4)), kernel=(3, 3), num_filter=4,
-                           no_bias=True, act_bit=2, residual=True).wait_to_read()
+        mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.zeros((1, 4, 4, 4)),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            act_bit=2,
+            residual=True,
+        ).wait_to_read()
     with pytest.raises(MXNetError, match="residual"):  # wrong shape
-        mx.nd.QConvolution(x, w, mx.nd.zeros((1, 4, 6, 6)), kernel=(3, 3), num_filter=4,
-                           no_bias=True, residual=True).wait_to_read()
+        mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.zeros((1, 4, 6, 6)),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            residual=True,
+        ).wait_to_read()
     with pytest.raises(ValueError, match="residual"):  # missing input
         mx.nd.QConvolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True, residual=True)
     x.attach_grad()
     with mx.autograd.record():
-        y = mx.nd.QConvolution(x, w, mx.nd.zeros((1, 4, 4, 4)), kernel=(3, 3), num_filter=4,
-                               no_bias=True, residual=True)
+        y = mx.nd.QConvolution(
+            x,
+            w,
+            mx.nd.zeros((1, 4, 4, 4)),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            residual=True,
+        )
     with pytest.raises(MXNetError, match="inference"):
         y.backward()
         x.grad.wait_to_read()
@@ -111,8 +170,11 @@ def test_residual_symbol_inputs_shapes_and_errors(rng):
 
 def _params(sym, data_shape, rng):
     mod = mx.mod.Module(sym, context=mx.cpu())
-    mod.bind(data_shapes=[("data", data_shape)],
-             label_shapes=[("softmax_label", (data_shape[0],))], for_training=False)
+    mod.bind(
+        data_shapes=[("data", data_shape)],
+        label_shapes=[("softmax_label", (data_shape[0],))],
+        for_training=False,
+    )
     mx.random.seed(int(rng.integers(0, 2**31)))
     mod.init_params(mx.init.Xavier(magnitude=2.0))
     args, aux = mod.get_params()
@@ -136,13 +198,20 @@ def _unfuse(sym: mx.sym.Symbol) -> mx.sym.Symbol:
             attrs.pop("residual")
             node = dict(node, attrs=attrs, inputs=node["inputs"][:-1])
             out_nodes.append(node)
-            node = {"op": "elemwise_add", "name": node["name"] + "_unfused", "attrs": {},
-                    "inputs": [[len(out_nodes) - 1, 0, 0], residual]}
+            node = {
+                "op": "elemwise_add",
+                "name": node["name"] + "_unfused",
+                "attrs": {},
+                "inputs": [[len(out_nodes) - 1, 0, 0], residual],
+            }
         remap[i] = len(out_nodes)
         out_nodes.append(node)
-    g = {"nodes": out_nodes, "heads": [[remap[h[0]], h[1], h[2]] for h in g["heads"]],
-         "arg_nodes": [i for i, n in enumerate(out_nodes) if n["op"] == "null"],
-         "attrs": g["attrs"]}
+    g = {
+        "nodes": out_nodes,
+        "heads": [[remap[h[0]], h[1], h[2]] for h in g["heads"]],
+        "arg_nodes": [i for i, n in enumerate(out_nodes) if n["op"] == "null"],
+        "attrs": g["attrs"],
+    }
     return mx.sym.load_json(json.dumps(g))
 
 
@@ -179,12 +248,11 @@ def test_fold_fuses_residual_adds_exactly(rng, monkeypatch):
 
 def test_fold_leaves_other_adds(rng):
     data = mx.sym.var("data")
-    q = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True,
-                            name="q")
-    k2 = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True,
-                             act_bit=2, name="k2")
-    fl = mx.sym.Convolution(data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True,
-                            name="fl")
+    q = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True, name="q")
+    k2 = mx.sym.QConvolution(
+        data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True, act_bit=2, name="k2"
+    )
+    fl = mx.sym.Convolution(data, kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True, name="fl")
     # q has a second reader (relu), k2 is 2-bit, fl is float: no add may be fused.
     out = mx.sym.Group([q + data, mx.sym.relu(q), k2 + data, fl + data])
     mod = mx.mod.Module(out, label_names=None, context=mx.cpu())

@@ -55,13 +55,24 @@ def test_qconv_backward_paths_match_reference(rng, monkeypatch, method, case):
     b = rng.standard_normal(f).astype(np.float32)
     act_bit, weight_bit = bits
     geo = dict(stride=stride, dilate=dilate, pad=pad, groups=groups)
-    kw = dict(geo, scaling_factor=scaling, pad_value=pad_value, act_bit=act_bit,
-              weight_bit=weight_bit)
+    kw = dict(
+        geo, scaling_factor=scaling, pad_value=pad_value, act_bit=act_bit, weight_bit=weight_bit
+    )
     out_ref = ref.q_conv2d(x, w, b, **kw)
     dy = rng.standard_normal(out_ref.shape).astype(np.float32)
-    attrs = dict(kernel=kernel, num_filter=f, num_group=groups, stride=stride, dilate=dilate,
-                 pad=pad, scaling_factor=scaling, pad_value=pad_value, grad_cancel=1.0,
-                 act_bit=act_bit, weight_bit=weight_bit)
+    attrs = dict(
+        kernel=kernel,
+        num_filter=f,
+        num_group=groups,
+        stride=stride,
+        dilate=dilate,
+        pad=pad,
+        scaling_factor=scaling,
+        pad_value=pad_value,
+        grad_cancel=1.0,
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+    )
     y, (dx, dw, db) = _grads(mx.nd.QConvolution, [x, w, b], attrs, dy)
     g = ref.q_conv2d_grads(x, w, dy, grad_cancel=1.0, **kw)
     np.testing.assert_allclose(y, out_ref, **_TOL)
@@ -97,8 +108,9 @@ def test_qfc_large_backward_matches_reference(rng, act_bit):
     attrs = dict(num_hidden=100, act_bit=act_bit, scaling_factor=True)
     y, (dx, dw, db) = _grads(mx.nd.QFullyConnected, [x, w, b], attrs, dy)
     g = ref.q_dense_grads(x, w, dy, act_bit=act_bit, scaling_factor=True)
-    np.testing.assert_allclose(y, ref.q_dense(x, w, b, act_bit=act_bit, scaling_factor=True),
-                               **_TOL)
+    np.testing.assert_allclose(
+        y, ref.q_dense(x, w, b, act_bit=act_bit, scaling_factor=True), **_TOL
+    )
     np.testing.assert_allclose(dx, g["data"], **_TOL)
     # dW sums 300 terms; relative 1e-4 of the largest entry (|G| up to ~50)
     np.testing.assert_allclose(dw, g["weight"], rtol=1e-4, atol=1e-3)

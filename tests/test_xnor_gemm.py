@@ -166,7 +166,7 @@ def test_isas_agree_bitwise_on_float_output(rng: np.random.Generator) -> None:
     scale = rng.uniform(-3, 3, m).astype(np.float32)
     bias = rng.uniform(-3, 3, m).astype(np.float32)
     outs = [xnor.xnor_gemm_f32(a, b, k, scale=scale, bias=bias, isa=isa) for isa in ISAS]
-    for isa, out in zip(ISAS, outs):
+    for isa, out in zip(ISAS, outs, strict=True):
         assert out.tobytes() == outs[0].tobytes(), f"{isa} differs from {ISAS[0]}"
 
 
@@ -293,8 +293,11 @@ _B = np.zeros((4, 2), np.int64)
         (lambda: xnor.xnor_gemm(_A, _B, 10.0), TypeError, "k"),
         (lambda: xnor.xnor_gemm(_A, _B, True), TypeError, "k"),
         (lambda: xnor.xnor_gemm(np.zeros((3, 4), np.int64)[:, ::2], _B, 10), ValueError, "a_words"),
-        (lambda: xnor.xnor_gemm(_A, np.asfortranarray(np.zeros((4, 2), np.int64)), 10),
-         ValueError, "b_words"),
+        (
+            lambda: xnor.xnor_gemm(_A, np.asfortranarray(np.zeros((4, 2), np.int64)), 10),
+            ValueError,
+            "b_words",
+        ),
         (lambda: xnor.xnor_gemm(_A, _B, 10, isa="avx3"), ValueError, "isa"),
         (lambda: xnor.xnor_gemm(_A, _B, 10, isa=2), TypeError, "isa"),
         (lambda: xnor.xnor_gemm(_A, _B, 10, threads=0), ValueError, "threads"),
@@ -304,11 +307,13 @@ _B = np.zeros((4, 2), np.int64)
         (lambda: xnor.xnor_gemm(_A, _B, 10, out=np.zeros((3, 5), np.int32)), ValueError, "out"),
         (lambda: xnor.xnor_gemm(_A, _B, 10, out=np.zeros((3, 4), np.int64)), TypeError, "out"),
         (lambda: xnor.xnor_gemm(_A, _B, 10, out=_A.view(np.int32)[:, :4]), ValueError, "out"),
-        (lambda: xnor.xnor_gemm_f32(_A, _B, 10, scale=np.ones(4, np.float32)), ValueError,
-         "scale"),
+        (lambda: xnor.xnor_gemm_f32(_A, _B, 10, scale=np.ones(4, np.float32)), ValueError, "scale"),
         (lambda: xnor.xnor_gemm_f32(_A, _B, 10, bias=np.ones(3, np.float64)), TypeError, "bias"),
-        (lambda: xnor.xnor_gemm_f32(_A, _B, 10, bias=np.ones((3, 1), np.float32)), ValueError,
-         "bias"),
+        (
+            lambda: xnor.xnor_gemm_f32(_A, _B, 10, bias=np.ones((3, 1), np.float32)),
+            ValueError,
+            "bias",
+        ),
         (lambda: xnor.xnor_gemm_f32(_A, _B, 65 * 2), ValueError, "k"),
         (lambda: xnor.pack_bits(np.ones((2, 3), np.float64)), TypeError, "x"),
         (lambda: xnor.pack_bits(np.ones(3, np.float32)), ValueError, "x"),

@@ -87,9 +87,7 @@ def split_checkpoint_path(path: str) -> tuple[str, int]:
     base = os.path.basename(path)
     match = re.fullmatch(r"(.+)-(\d+)\.params", base)
     if match is None:
-        raise ConversionError(
-            f"expected a checkpoint file named PREFIX-EPOCH.params, got {base!r}"
-        )
+        raise ConversionError(f"expected a checkpoint file named PREFIX-EPOCH.params, got {base!r}")
     return os.path.join(os.path.dirname(path), match.group(1)), int(match.group(2))
 
 
@@ -513,8 +511,7 @@ def convert_checkpoint(
         from binmx.fold import fold as fold_bn
 
         try:
-            new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux,
-                                                 data_shape=data_shape)
+            new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux, data_shape=data_shape)
         except mx.base.MXNetError as exc:
             raise ConversionError(f"folding failed: {_first_line(exc)}") from exc
         rep.bytes_after = _nbytes(new_args) + _nbytes(new_aux)
@@ -522,7 +519,13 @@ def convert_checkpoint(
         # Folded BatchNorm is one affine map instead of MXNet's normalise-then-scale: float
         # rounding differs (1e-4 relative covers it through a few layers).
         rep.max_abs_diff = verify(
-            sym, arg_params, aux_params, new_sym, new_args, new_aux, data_shape=data_shape,
+            sym,
+            arg_params,
+            aux_params,
+            new_sym,
+            new_args,
+            new_aux,
+            data_shape=data_shape,
             rtol=1e-4 if fold else 1e-5,
         )
     out_dir = output_dir if output_dir is not None else os.path.dirname(os.path.abspath(path))

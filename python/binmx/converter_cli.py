@@ -35,12 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("params", help="checkpoint PREFIX-EPOCH.params (PREFIX-symbol.json beside it)")
     p.add_argument("--output-dir", default=None, help="where to write (default: beside input)")
     p.add_argument("--no-verify", action="store_true", help="skip the before/after comparison")
-    p.add_argument("--data-shape", type=_shape, default=None,
-                   help="input shape for verification/summary, e.g. 1,1,28,28")
-    p.add_argument("--fold", action="store_true",
-                   help="also fold BatchNorm into the binary layers (fast inference)")
-    p.add_argument("--summary", action="store_true",
-                   help="print a per-layer model summary instead of converting")
+    p.add_argument(
+        "--data-shape",
+        type=_shape,
+        default=None,
+        help="input shape for verification/summary, e.g. 1,1,28,28",
+    )
+    p.add_argument(
+        "--fold",
+        action="store_true",
+        help="also fold BatchNorm into the binary layers (fast inference)",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="print a per-layer model summary instead of converting",
+    )
     return p
 
 
@@ -53,8 +63,9 @@ def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
     if path.endswith(".params"):
         sym, args, _ = load_checkpoint(path)
         if data_shape is None:
-            data_shape = next(v for k, v in _random_inputs(sym, args, None).items()
-                              if not k.endswith("label"))
+            data_shape = next(
+                v for k, v in _random_inputs(sym, args, None).items() if not k.endswith("label")
+            )
     else:
         try:
             sym = mx.sym.load(path)
@@ -88,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     before = os.path.getsize(args.params)
     after = os.path.getsize(params_path)
     print(f"converted {len(report.converted)} layer(s): {', '.join(report.converted)}")
-    print(f"parameters: {report.bytes_before:,} -> {report.bytes_after:,} bytes "
-          f"({report.ratio:.1f}x); file {before:,} -> {after:,} bytes ({before / after:.1f}x)")
+    print(
+        f"parameters: {report.bytes_before:,} -> {report.bytes_after:,} bytes "
+        f"({report.ratio:.1f}x); file {before:,} -> {after:,} bytes ({before / after:.1f}x)"
+    )
     if report.max_abs_diff is not None:
         print(f"verified: outputs equal (max abs difference {report.max_abs_diff:.3g})")
     else:

@@ -279,9 +279,7 @@ def _algo_code(algo: str) -> int:
     return _ALGOS[algo]
 
 
-def _check_array(
-    name: str, arr: object, dtypes: Sequence[type], ndim: int | None
-) -> None:
+def _check_array(name: str, arr: object, dtypes: Sequence[type], ndim: int | None) -> None:
     if not isinstance(arr, np.ndarray) and not _is_cupy(arr):
         raise TypeError(
             f"Expected `{name}` to be a numpy.ndarray or cupy.ndarray, got {type(arr).__name__}"
@@ -368,9 +366,7 @@ class _Call:
         dev = self._alloc(host.nbytes)
         if host.nbytes:
             _check(
-                self.lib.binmx_cuda_memcpy_htod(
-                    ctypes.c_void_p(dev), host.ctypes.data, host.nbytes
-                )
+                self.lib.binmx_cuda_memcpy_htod(ctypes.c_void_p(dev), host.ctypes.data, host.nbytes)
             )
         return ctypes.c_void_p(dev)
 
@@ -591,9 +587,7 @@ def conv2d_out_shape(
 ) -> tuple[int, int, int, int]:
     """Output shape (N, F, OH, OW) of ``binary_conv2d`` (checks the geometry; no device needed
     beyond a loadable library)."""
-    params = _conv_params(
-        tuple(x_shape), tuple(w_shape), stride, pad, dilate, num_group, pad_value
-    )
+    params = _conv_params(tuple(x_shape), tuple(w_shape), stride, pad, dilate, num_group, pad_value)
     lib = _load()
     if lib is None:
         raise CudaUnavailableError(f"binmx.cuda cannot run: {_lib_error}")
@@ -772,7 +766,8 @@ def quantize_act(x: Any, bits: int) -> Any:
 
 
 def quantize_weight(w: Any, bits: int) -> Any:
-    """``Qw(w)``: bits 1 sgn, 2..31 DoReFa ``2 q(tanh w / (2 max|tanh w|) + 1/2) - 1``, 32 identity."""
+    """``Qw(w)``: bits 1 sgn, 2..31 DoReFa ``2 q(tanh w / (2 max|tanh w|) + 1/2) - 1``,
+    32 identity."""
     _check_array("w", w, (np.float32,), None)
     bits = _check_bits(bits)
     with _Call([w]) as call:
@@ -820,9 +815,7 @@ def ste_mask(x: Any, dy: Any, grad_cancel: float = 1.0) -> Any:
     with _Call([x, dy]) as call:
         xp, dp = call.ptr(x), call.ptr(dy)
         out, op = call.output(tuple(x.shape), np.float32)
-        _check(
-            call.lib.binmx_cuda_ste_mask(xp, dp, x.size, float(grad_cancel), op, call.stream)
-        )
+        _check(call.lib.binmx_cuda_ste_mask(xp, dp, x.size, float(grad_cancel), op, call.stream))
         call.finish()
     return out
 
@@ -1043,17 +1036,25 @@ def float_conv2d_backward(
         ws = call.scratch(need)
         _check(
             call.lib.binmx_cuda_float_conv2d_backward(
-                ctypes.byref(params), xp, q, wp, dp, mp, float(grad_cancel), dxp, dwp, ws,
-                need, call.stream,
+                ctypes.byref(params),
+                xp,
+                q,
+                wp,
+                dp,
+                mp,
+                float(grad_cancel),
+                dxp,
+                dwp,
+                ws,
+                need,
+                call.stream,
             )
         )
         call.finish()
     return dx, dw
 
 
-def float_dense(
-    x: Any, w: Any, *, quant: str = "none", alpha: Any = None, bias: Any = None
-) -> Any:
+def float_dense(x: Any, w: Any, *, quant: str = "none", alpha: Any = None, bias: Any = None) -> Any:
     """``Q(x) . w^T * alpha[h] + bias[h]`` for ``x (rows, D)``, ``w (H, D)`` (float32)."""
     _check_array("x", x, (np.float32,), 2)
     _check_array("w", w, (np.float32,), 2)
@@ -1095,7 +1096,17 @@ def float_dense_backward(
         dw, dwp = call.output((hidden, depth), np.float32)
         _check(
             call.lib.binmx_cuda_float_dense_backward(
-                xp, q, wp, dp, mp, float(grad_cancel), dxp, dwp, rows, depth, hidden,
+                xp,
+                q,
+                wp,
+                dp,
+                mp,
+                float(grad_cancel),
+                dxp,
+                dwp,
+                rows,
+                depth,
+                hidden,
                 call.stream,
             )
         )

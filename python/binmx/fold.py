@@ -118,9 +118,12 @@ class _Graph:
 
     def add_variable(self, name: str, shape: tuple[int, ...]) -> int:
         nid = next(self._ids)
-        self.nodes[nid] = {"op": "null", "name": name,
-                           "attrs": {"__dtype__": "0", "__shape__": str(tuple(shape))},
-                           "inputs": []}
+        self.nodes[nid] = {
+            "op": "null",
+            "name": name,
+            "attrs": {"__dtype__": "0", "__shape__": str(tuple(shape))},
+            "inputs": [],
+        }
         return nid
 
     def to_symbol(self) -> mx.sym.Symbol:
@@ -156,8 +159,11 @@ def _bn_affine(
     mean = aux[mean_n].asnumpy().astype(np.float64)
     var = aux[var_n].asnumpy().astype(np.float64)
     beta = args[beta_n].asnumpy().astype(np.float64)
-    gamma = (np.ones_like(mean) if _true(attrs, "fix_gamma", True)
-             else args[gamma_n].asnumpy().astype(np.float64))
+    gamma = (
+        np.ones_like(mean)
+        if _true(attrs, "fix_gamma", True)
+        else args[gamma_n].asnumpy().astype(np.float64)
+    )
     eps = _float(attrs, "eps", 1e-3)
     scale = gamma / np.sqrt(var + eps)
     shift = beta - mean * scale
@@ -253,8 +259,13 @@ def fold(
         src = bn["inputs"][0][0]
         layer = graph.nodes[src]
         lattrs = layer.get("attrs", {})
-        if (not _is_binary(layer) or not _true(lattrs, "binarized_weights_only")
-                or _true(lattrs, "residual") or consumers[src] != [nid] or src in heads):
+        if (
+            not _is_binary(layer)
+            or not _true(lattrs, "binarized_weights_only")
+            or _true(lattrs, "residual")
+            or consumers[src] != [nid]
+            or src in heads
+        ):
             continue
         affine = _bn_affine(bn, graph, args, aux)
         if affine is None:
@@ -265,8 +276,9 @@ def fold(
         scaling = _true(lattrs, "scaling_factor")
         n_out = scale.shape[0]
         bias = np.zeros(n_out, np.float32) if no_bias else args[names[2]].asnumpy()
-        alpha = (args[names[2 if no_bias else 3]].asnumpy() if scaling
-                 else np.ones(n_out, np.float32))
+        alpha = (
+            args[names[2 if no_bias else 3]].asnumpy() if scaling else np.ones(n_out, np.float32)
+        )
         new_alpha = (scale.astype(np.float64) * alpha).astype(np.float32)
         new_bias = (scale.astype(np.float64) * bias + shift).astype(np.float32)
         rest = layer["inputs"][2:]
@@ -300,13 +312,19 @@ def fold(
             continue
         src = bn["inputs"][0][0]
         layer = graph.nodes[src]
-        if (layer["op"] not in ("Convolution", "FullyConnected") or consumers[src] != [nid]
-                or src in heads):
+        if (
+            layer["op"] not in ("Convolution", "FullyConnected")
+            or consumers[src] != [nid]
+            or src in heads
+        ):
             continue
         lattrs = layer.setdefault("attrs", {})
         names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
-        if (len(names) < 2 or names[1] not in args
-                or graph.nodes[layer["inputs"][1][0]]["op"] != "null"):
+        if (
+            len(names) < 2
+            or names[1] not in args
+            or graph.nodes[layer["inputs"][1][0]]["op"] != "null"
+        ):
             continue
         affine = _bn_affine(bn, graph, args, aux)
         if affine is None:
@@ -324,9 +342,11 @@ def fold(
         bname = _unique(f"{layer['name']}_bias_folded", taken)
         args[wname] = mx.nd.array(new_w, dtype=np.float32)
         args[bname] = mx.nd.array(new_b, dtype=np.float32)
-        layer["inputs"] = [layer["inputs"][0],
-                           [graph.add_variable(wname, new_w.shape), 0, 0],
-                           [graph.add_variable(bname, new_b.shape), 0, 0]]
+        layer["inputs"] = [
+            layer["inputs"][0],
+            [graph.add_variable(wname, new_w.shape), 0, 0],
+            [graph.add_variable(bname, new_b.shape), 0, 0],
+        ]
         lattrs["no_bias"] = "False"
         for other in graph.nodes.values():
             other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
@@ -346,8 +366,10 @@ def fold(
         if not (_int(aattrs, "act_bit", 1) == 1 or _true(aattrs, "backward_only")):
             continue
         readers = [graph.nodes[c] for c in consumers[nid]]
-        if not all(_is_binary(r) and r["inputs"][0][0] == nid
-                   and all(e[0] != nid for e in r["inputs"][1:]) for r in readers):
+        if not all(
+            _is_binary(r) and r["inputs"][0][0] == nid and all(e[0] != nid for e in r["inputs"][1:])
+            for r in readers
+        ):
             continue
         for r in readers:
             r["inputs"][0] = list(act["inputs"][0])
@@ -364,9 +386,15 @@ def fold(
             src, out_index, _ = add["inputs"][k]
             other = add["inputs"][1 - k]
             conv = graph.nodes[src]
-            if (conv["op"] != "QConvolution" or not _is_binary(conv) or out_index != 0
-                    or _true(conv.get("attrs", {}), "residual") or consumers[src] != [nid]
-                    or src in heads or other[0] == src):
+            if (
+                conv["op"] != "QConvolution"
+                or not _is_binary(conv)
+                or out_index != 0
+                or _true(conv.get("attrs", {}), "residual")
+                or consumers[src] != [nid]
+                or src in heads
+                or other[0] == src
+            ):
                 continue
             conv["inputs"].append(list(other))
             conv.setdefault("attrs", {})["residual"] = "True"
@@ -380,8 +408,11 @@ def fold(
     new_sym = graph.to_symbol()
     keep_args = set(new_sym.list_arguments())
     keep_aux = set(new_sym.list_auxiliary_states())
-    return (new_sym, {k: v for k, v in args.items() if k in keep_args},
-            {k: v for k, v in aux.items() if k in keep_aux})
+    return (
+        new_sym,
+        {k: v for k, v in args.items() if k in keep_args},
+        {k: v for k, v in aux.items() if k in keep_aux},
+    )
 
 
 def _output_shapes(

@@ -29,8 +29,10 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
         raise TypeError(f"Expected `{name}` to be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return (int(value[0]), int(value[1]))
     raise ValueError(f"Expected `{name}` to be an int or a pair of ints, got {value!r}")
@@ -110,23 +112,37 @@ class QConv2D(HybridBlock):
             if binarized_weights_only:
                 words = (cg + 63) // 64 if in_channels else 0
                 self.weight = self.params.get(
-                    "weight", shape=(channels, kernel[0], kernel[1], words), dtype="int64",
-                    init="zeros", grad_req="null", allow_deferred_init=True,
+                    "weight",
+                    shape=(channels, kernel[0], kernel[1], words),
+                    dtype="int64",
+                    init="zeros",
+                    grad_req="null",
+                    allow_deferred_init=True,
                 )
             else:
                 self.weight = self.params.get(
-                    "weight", shape=(channels, cg, kernel[0], kernel[1]),
-                    init=weight_initializer, allow_deferred_init=True,
+                    "weight",
+                    shape=(channels, cg, kernel[0], kernel[1]),
+                    init=weight_initializer,
+                    allow_deferred_init=True,
                 )
             self.bias = (
-                self.params.get("bias", shape=(channels,), init=bias_initializer,
-                                allow_deferred_init=True)
-                if use_bias else None
+                self.params.get(
+                    "bias", shape=(channels,), init=bias_initializer, allow_deferred_init=True
+                )
+                if use_bias
+                else None
             )
             self.alpha = (
-                self.params.get("alpha", shape=(channels,), init="ones", grad_req="null",
-                                allow_deferred_init=True)
-                if binarized_weights_only and scaling_factor else None
+                self.params.get(
+                    "alpha",
+                    shape=(channels,),
+                    init="ones",
+                    grad_req="null",
+                    allow_deferred_init=True,
+                )
+                if binarized_weights_only and scaling_factor
+                else None
             )
             self.act = Activation(activation, prefix=activation + "_") if activation else None
 
@@ -194,23 +210,33 @@ class QDense(HybridBlock):
             if binarized_weights_only:
                 words = (in_units + 63) // 64 if in_units else 0
                 self.weight = self.params.get(
-                    "weight", shape=(units, words), dtype="int64", init="zeros",
-                    grad_req="null", allow_deferred_init=True,
+                    "weight",
+                    shape=(units, words),
+                    dtype="int64",
+                    init="zeros",
+                    grad_req="null",
+                    allow_deferred_init=True,
                 )
             else:
                 self.weight = self.params.get(
-                    "weight", shape=(units, in_units), init=weight_initializer,
+                    "weight",
+                    shape=(units, in_units),
+                    init=weight_initializer,
                     allow_deferred_init=True,
                 )
             self.bias = (
-                self.params.get("bias", shape=(units,), init=bias_initializer,
-                                allow_deferred_init=True)
-                if use_bias else None
+                self.params.get(
+                    "bias", shape=(units,), init=bias_initializer, allow_deferred_init=True
+                )
+                if use_bias
+                else None
             )
             self.alpha = (
-                self.params.get("alpha", shape=(units,), init="ones", grad_req="null",
-                                allow_deferred_init=True)
-                if binarized_weights_only and scaling_factor else None
+                self.params.get(
+                    "alpha", shape=(units,), init="ones", grad_req="null", allow_deferred_init=True
+                )
+                if binarized_weights_only and scaling_factor
+                else None
             )
             self.act = Activation(activation, prefix=activation + "_") if activation else None
 

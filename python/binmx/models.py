@@ -118,16 +118,36 @@ def residual_unit(
     bits = _check_bits(act_bit, weight_bit)
     common = {"binary": binary, "bits": bits}
     act1 = _act(_bn(x, f"{name}_bn1"), name=f"{name}_qact1", **common)
-    conv1 = _conv(act1, name=f"{name}_conv1", kernel=(3, 3), stride=(stride, stride),
-                  pad=(1, 1), num_filter=num_filter, **common)
+    conv1 = _conv(
+        act1,
+        name=f"{name}_conv1",
+        kernel=(3, 3),
+        stride=(stride, stride),
+        pad=(1, 1),
+        num_filter=num_filter,
+        **common,
+    )
     act2 = _act(_bn(conv1, f"{name}_bn2"), name=f"{name}_qact2", **common)
-    conv2 = _conv(act2, name=f"{name}_conv2", kernel=(3, 3), stride=(1, 1), pad=(1, 1),
-                  num_filter=num_filter, **common)
+    conv2 = _conv(
+        act2,
+        name=f"{name}_conv2",
+        kernel=(3, 3),
+        stride=(1, 1),
+        pad=(1, 1),
+        num_filter=num_filter,
+        **common,
+    )
     if dim_match:
         shortcut = x
     else:
-        shortcut = _conv(act1, name=f"{name}_sc", kernel=(1, 1), stride=(stride, stride),
-                         num_filter=num_filter, **common)
+        shortcut = _conv(
+            act1,
+            name=f"{name}_sc",
+            kernel=(1, 1),
+            stride=(stride, stride),
+            num_filter=num_filter,
+            **common,
+        )
     return mx.sym.elemwise_add(conv2, shortcut, name=f"{name}_add")
 
 
@@ -167,8 +187,11 @@ def resnet(
         raise ValueError(f"Expected `stem` in {_STEMS}, got {stem!r}")
     if len(tuple(image_shape)) != 3:
         raise ValueError(f"Expected `image_shape` to be (C, H, W), got {image_shape!r}")
-    for key, value in (("num_classes", num_classes), ("width", width),
-                       ("stem_stride", stem_stride)):
+    for key, value in (
+        ("num_classes", num_classes),
+        ("width", width),
+        ("stem_stride", stem_stride),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Expected `{key}` to be a positive int, got {value!r}")
     bits = _check_bits(act_bit, weight_bit)
@@ -178,14 +201,29 @@ def resnet(
     data = mx.sym.Variable("data")
     x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
     if stem == "imagenet":
-        x = mx.sym.Convolution(x, kernel=(7, 7), stride=(2, 2), pad=(3, 3), num_filter=width,
-                               no_bias=True, name="conv0")
+        x = mx.sym.Convolution(
+            x,
+            kernel=(7, 7),
+            stride=(2, 2),
+            pad=(3, 3),
+            num_filter=width,
+            no_bias=True,
+            name="conv0",
+        )
         x = mx.sym.Activation(_bn(x, "bn0"), act_type="relu", name="relu0")
-        x = mx.sym.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max",
-                           name="pool0")
+        x = mx.sym.Pooling(
+            x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0"
+        )
     else:
-        x = mx.sym.Convolution(x, kernel=(3, 3), stride=(stem_stride, stem_stride), pad=(1, 1),
-                               num_filter=width, no_bias=True, name="conv0")
+        x = mx.sym.Convolution(
+            x,
+            kernel=(3, 3),
+            stride=(stem_stride, stem_stride),
+            pad=(1, 1),
+            num_filter=width,
+            no_bias=True,
+            name="conv0",
+        )
     for stage, units in enumerate(RESNET_UNITS[depth]):
         for unit in range(units):
             x = residual_unit(

@@ -27,8 +27,10 @@ per input channel ``c`` for QConvolution (``in_scale``/``in_shift`` of shape ``(
 feature ``d`` of the ``rows x D`` view for QFullyConnected (shape ``(D,)``; with ``flatten`` the
 flattened index, so a per-channel affine of an ``(N, C, H, W)`` input is repeated ``H*W`` times
 per channel). ``mx.sym`` creates ``<name>_in_scale`` / ``<name>_in_shift`` when they are not
-given. The backward pass of such a layer raises ``MXNetError`` (no gradient is defined). The operators' semantics (forward, straight-through gradients, packed
-format) are documented in :mod:`binmx.reference` and DESIGN.md §3.
+given. The backward pass of such a layer raises ``MXNetError`` (no gradient is defined).
+
+The operators' semantics (forward, straight-through gradients, packed format) are documented
+in :mod:`binmx.reference` and DESIGN.md §3.
 """
 
 from __future__ import annotations
@@ -125,8 +127,7 @@ def _split(
     given = {k: kwargs.pop(k) for k in _INPUT_KEYS if k in kwargs and kwargs[k] is not None}
     # `residual` is both an attribute (True/False) and, when True, an input: an array or
     # symbol given as `residual=` is the input and sets the attribute.
-    if op == "QConvolution" and isinstance(kwargs.get("residual"),
-                                           (mx.nd.NDArray, mx.sym.Symbol)):
+    if op == "QConvolution" and isinstance(kwargs.get("residual"), (mx.nd.NDArray, mx.sym.Symbol)):
         given["residual"] = kwargs.pop("residual")
         kwargs["residual"] = True
     for k in _INPUT_KEYS:
@@ -142,7 +143,7 @@ def _split(
             f"{op}: expected at most {len(names)} positional inputs {names}, got {len(args)}"
         )
     inputs: dict[str, Any] = {}
-    for n, a in zip(names, args):
+    for n, a in zip(names, args, strict=False):  # fewer positional inputs than names is fine
         if n in given:
             raise ValueError(f"{op}: input `{n}` given both positionally and as a keyword")
         inputs[n] = a
@@ -157,8 +158,9 @@ def _split(
 
 
 def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
-    def wrapper(*args: Any, name: str | None = None, attr: dict[str, str] | None = None,
-                **kwargs: Any) -> mx.sym.Symbol:
+    def wrapper(
+        *args: Any, name: str | None = None, attr: dict[str, str] | None = None, **kwargs: Any
+    ) -> mx.sym.Symbol:
         kwargs.pop("out", None)
         names, inputs, attrs = _split(op, args, kwargs, mx.sym.Symbol)
         if "data" not in inputs:
@@ -209,8 +211,14 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     else:
         return {}
     # in_scale / in_shift: (C,) or (D,), known only from the data shape.
-    return {"weight": wshape, "bias": (out[0],), "alpha": (out[0],), "in_scale": (0,),
-            "in_shift": (0,), "residual": (0, 0, 0, 0)}
+    return {
+        "weight": wshape,
+        "bias": (out[0],),
+        "alpha": (out[0],),
+        "in_scale": (0,),
+        "in_shift": (0,),
+        "residual": (0, 0, 0, 0),
+    }
 
 
 def _annotate_param_shapes(
@@ -224,14 +232,15 @@ def _annotate_param_shapes(
     Convolution itself would infer first) makes every rank known.
     """
     shapes = _param_shapes(op, attrs)
-    for n, s in zip(names, syms):
+    for n, s in zip(names, syms, strict=True):
         if n in shapes and s.get_children() is None and "__shape__" not in s.list_attr():
             s._set_attr(__shape__=str(shapes[n]))
 
 
 def _make_nd(op: str) -> Callable[..., mx.nd.NDArray]:
-    def wrapper(*args: Any, out: mx.nd.NDArray | None = None, name: str | None = None,
-                **kwargs: Any) -> mx.nd.NDArray:
+    def wrapper(
+        *args: Any, out: mx.nd.NDArray | None = None, name: str | None = None, **kwargs: Any
+    ) -> mx.nd.NDArray:
         del name  # imperative calls have no node name
         names, inputs, attrs = _split(op, args, kwargs, mx.nd.NDArray)
         missing = [n for n in names if inputs.get(n) is None]
@@ -288,7 +297,8 @@ def annotate_json(text: str) -> str:
             continue
         attrs = node.get("attrs", node.get("param", {})) or {}
         names = op_inputs(op, attrs)
-        for n, entry in zip(names, node.get("inputs", [])):
+        # A node whose inputs do not match its attributes is left for MXNet's loader to reject.
+        for n, entry in zip(names, node.get("inputs", []), strict=False):
             src = nodes[entry[0]]
             if n == "data" or src.get("op") != "null":
                 continue

@@ -73,18 +73,40 @@ class ModelSummary:
         return sum(layer.macs_1bit for layer in self.layers) / total if total else 0.0
 
     def table(self) -> str:
-        head = ("layer", "op", "in bits", "output shape", "1-bit par", "32-bit par", "memory",
-                "1-bit MACs", "32-bit MACs")
+        head = (
+            "layer",
+            "op",
+            "in bits",
+            "output shape",
+            "1-bit par",
+            "32-bit par",
+            "memory",
+            "1-bit MACs",
+            "32-bit MACs",
+        )
         rows = [head]
         for layer in self.layers:
-            rows.append((layer.name, layer.op, layer.precision, str(layer.output_shape),
-                         f"{layer.params_1bit:,}", f"{layer.params_32bit:,}",
-                         _human(layer.memory_bytes), f"{layer.macs_1bit:,}",
-                         f"{layer.macs_32bit:,}"))
+            rows.append(
+                (
+                    layer.name,
+                    layer.op,
+                    layer.precision,
+                    str(layer.output_shape),
+                    f"{layer.params_1bit:,}",
+                    f"{layer.params_32bit:,}",
+                    _human(layer.memory_bytes),
+                    f"{layer.macs_1bit:,}",
+                    f"{layer.macs_32bit:,}",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                 for r in rows]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 4 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines += [
             "-" * len(lines[0]),
@@ -117,13 +139,16 @@ def _bits(attrs: dict[str, str]) -> tuple[int, int]:
     return act, int(attrs.get("weight_bit", str(act)))
 
 
-def summary(sym: mx.sym.Symbol, data_shape: tuple[int, ...], *, data_name: str = "data"
-            ) -> ModelSummary:
+def summary(
+    sym: mx.sym.Symbol, data_shape: tuple[int, ...], *, data_name: str = "data"
+) -> ModelSummary:
     """Summarise ``sym`` for an input of ``data_shape`` (see the module docstring)."""
     if not isinstance(data_shape, (tuple, list)) or not all(
         isinstance(d, int) and d > 0 for d in data_shape
     ):
-        raise ValueError(f"Expected `data_shape` to be a tuple of positive ints, got {data_shape!r}")
+        raise ValueError(
+            f"Expected `data_shape` to be a tuple of positive ints, got {data_shape!r}"
+        )
     if data_name not in sym.list_arguments():
         raise ValueError(f"`data_name`={data_name!r} is not an input of the symbol")
     internals = sym.get_internals()

@@ -44,9 +44,7 @@ def _check_options(isa: str | None, threads: int | None) -> tuple[str, int]:
         if isa not in ("scalar", "avx2", "avx512"):
             raise ValueError(f"Expected `isa` to be one of scalar, avx2, avx512, got {isa!r}")
         if isa not in available_isas():
-            raise ValueError(
-                f"`isa`={isa!r} is not available here (available: {available_isas()})"
-            )
+            raise ValueError(f"`isa`={isa!r} is not available here (available: {available_isas()})")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
             raise TypeError(f"Expected `threads` to be a positive int or None, got {threads!r}")
@@ -66,9 +64,7 @@ def _check_gemm(a_words: np.ndarray, b_words: np.ndarray, k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"Expected `k` to be an int, got {k!r}")
     if k < 0 or k > 64 * a_words.shape[1]:
-        raise ValueError(
-            f"Expected `k` in [0, 64 * words = {64 * a_words.shape[1]}], got {k}"
-        )
+        raise ValueError(f"Expected `k` in [0, 64 * words = {64 * a_words.shape[1]}], got {k}")
 
 
 def _check_out(
