@@ -10,8 +10,9 @@ conv0 and fc, every conv inside the residual units binary, 1x1 binary downsampli
           relu, run by MXNet as it comes (oneDNN, and its default inference subgraph pass that
           fuses Convolution + BatchNorm + relu)
 
-Both are bound as ``mx.mod.Module(for_training=False)`` under the default (threaded) engine and
-timed in the same process, alternating binary and float forwards so machine noise hits both:
+Both are bound as ``mx.mod.Module(for_training=False)`` and, again, as plain executors
+(``Symbol.bind``, no Module bookkeeping around the forward), under the default (threaded) engine,
+and timed in the same process, alternating the four so machine noise hits all alike:
 ``forward(is_train=False)`` + ``wait_to_read()`` of the output; median of N after a warm-up.
 Inputs 224x224 (ImageNet stem 7x7/2 + max-pool, 1000 classes) and 32x32 (CIFAR stem 3x3/1,
 10 classes), batch 1 and 16. Each thread count runs in its own subprocess with
@@ -102,6 +103,23 @@ def _forward(mx, mod, batch) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+def _bind_executor(mx, sym, args, aux, data):
+    """The same network as a plain bound executor (no Module bookkeeping around forward)."""
+    values = {**args, "data": data, "softmax_label": mx.nd.zeros(data.shape[0])}
+    return sym.bind(
+        mx.cpu(),
+        {k: values[k] for k in sym.list_arguments()},
+        aux_states={k: aux[k] for k in sym.list_auxiliary_states()},
+        grad_req="null",
+    )
+
+
+def _forward_executor(ex) -> tuple[float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    ex.forward(is_train=False)[0].wait_to_read()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def _worker(cases: list[str], quick: bool) -> None:
     import binmx
     import mxnet as mx
@@ -113,18 +131,23 @@ def _worker(cases: list[str], quick: bool) -> None:
         shape = (batch, 3, image, image)
         data = mx.nd.array(np.random.default_rng(1).standard_normal(shape).astype(np.float32))
         dbatch = mx.io.DataBatch(data=[data], label=[mx.nd.zeros(batch)])
-        mods = {}
+        mods, exes = {}, {}
         for kind in ("binary", "float"):
             sym, args, aux = build(mx, np, binmx, image, batch, kind == "binary")
             mods[kind] = _bind(mx, sym, args, aux, shape)
+            exes[kind] = _bind_executor(mx, sym, args, aux, data)
+        runs = {
+            **{k: (lambda m=m, b=dbatch: _forward(mx, m, b)) for k, m in mods.items()},
+            **{f"exec_{k}": (lambda e=e: _forward_executor(e)) for k, e in exes.items()},
+        }
         warm, reps = _reps(batch, image, quick)
         for _ in range(warm):
-            for mod in mods.values():
-                _forward(mx, mod, dbatch)
-        samples = {k: [] for k in mods}
+            for run in runs.values():
+                run()
+        samples = {k: [] for k in runs}
         for _ in range(reps):
-            for kind, mod in mods.items():
-                samples[kind].append(_forward(mx, mod, dbatch))
+            for kind, run in runs.items():
+                samples[kind].append(run())
         med = {k: float(np.median([w for w, _ in v])) * 1e3 for k, v in samples.items()}
         cpu = {k: float(np.median([c for _, c in v])) * 1e3 for k, v in samples.items()}
         rows.append(
@@ -137,6 +160,9 @@ def _worker(cases: list[str], quick: bool) -> None:
                 binary_cpu_ms=cpu["binary"],
                 float_cpu_ms=cpu["float"],
                 cpu_speedup=cpu["float"] / cpu["binary"],
+                exec_binary_ms=med["exec_binary"],
+                exec_float_ms=med["exec_float"],
+                exec_speedup=med["exec_float"] / med["exec_binary"],
             )
         )
     print(json.dumps(rows))
@@ -338,8 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("cpu = median process CPU time per forward (all threads; less sensitive to other load)")
     print(
+        "exec = the same two networks as plain bound executors (Symbol.bind, no Module), timed "
+        "in the same loop"
+    )
+    print(
         f"{'threads':>7} {'case':<7} {'reps':>4} {'binary ms':>10} {'float ms':>10} "
-        f"{'speedup':>8} {'binary cpu':>10} {'float cpu':>10} {'cpu ratio':>9}"
+        f"{'speedup':>8} {'binary cpu':>10} {'float cpu':>10} {'cpu ratio':>9} "
+        f"{'exec bin':>9} {'exec flt':>9} {'exec spd':>8}"
     )
     quick = ["--quick"] if args.quick else []
     for threads in args.threads:
@@ -349,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{threads:>7} {r['case']:<7} {r['reps']:>4} {r['binary_ms']:>10.2f} "
                 f"{r['float_ms']:>10.2f} {r['speedup']:>8.2f} {r['binary_cpu_ms']:>10.2f} "
-                f"{r['float_cpu_ms']:>10.2f} {r['cpu_speedup']:>9.2f}",
+                f"{r['float_cpu_ms']:>10.2f} {r['cpu_speedup']:>9.2f} "
+                f"{r['exec_binary_ms']:>9.2f} {r['exec_float_ms']:>9.2f} {r['exec_speedup']:>8.2f}",
                 flush=True,
             )
     if not args.no_layers:

@@ -71,13 +71,20 @@ def _conv_expected(x, w, b, c) -> np.ndarray:
     pad = c["pad"]
     if c["pad_value"] != 0:
         xs = np.pad(
-            xs, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])),
+            xs,
+            ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])),
             constant_values=np.float32(c["pad_value"]),
         )
         pad = (0, 0)
     out = mx.nd.Convolution(
-        mx.nd.array(xs), mx.nd.array(_sgn(w)), kernel=c["kernel"], stride=c["stride"],
-        dilate=c["dilate"], pad=pad, num_filter=c["num_filter"], num_group=c["groups"],
+        mx.nd.array(xs),
+        mx.nd.array(_sgn(w)),
+        kernel=c["kernel"],
+        stride=c["stride"],
+        dilate=c["dilate"],
+        pad=pad,
+        num_filter=c["num_filter"],
+        num_group=c["groups"],
         no_bias=True,
     ).asnumpy()
     if c["scaling"]:
@@ -89,9 +96,15 @@ def _conv_expected(x, w, b, c) -> np.ndarray:
 
 def _conv_attrs(c: dict) -> dict:
     return dict(
-        kernel=c["kernel"], stride=c["stride"], dilate=c["dilate"], pad=c["pad"],
-        num_filter=c["num_filter"], num_group=c["groups"], no_bias=not c["bias"],
-        pad_value=c["pad_value"], scaling_factor=c["scaling"],
+        kernel=c["kernel"],
+        stride=c["stride"],
+        dilate=c["dilate"],
+        pad=c["pad"],
+        num_filter=c["num_filter"],
+        num_group=c["groups"],
+        no_bias=not c["bias"],
+        pad_value=c["pad_value"],
+        scaling_factor=c["scaling"],
     )
 
 
@@ -118,7 +131,7 @@ def test_qconv_forward_grid_matches_convolution(rng):
 
 
 def test_qconv_packed_is_bit_identical_to_float_path(rng):
-    for trial in range(15):
+    for _ in range(15):
         c = _conv_case(rng)
         x, w, b = _conv_inputs(rng, c)
         attrs = _conv_attrs(c)
@@ -149,22 +162,36 @@ def test_qfc_forward_matches_fullyconnected(rng, depth):
         got = mx.nd.QFullyConnected(
             mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), num_hidden=hidden, flatten=flatten
         ).asnumpy()
-        want = mx.nd.FullyConnected(
-            mx.nd.array(_sgn(x)), mx.nd.array(_sgn(w)), num_hidden=hidden, flatten=flatten,
-            no_bias=True,
-        ).asnumpy() + b
+        want = (
+            mx.nd.FullyConnected(
+                mx.nd.array(_sgn(x)),
+                mx.nd.array(_sgn(w)),
+                num_hidden=hidden,
+                flatten=flatten,
+                no_bias=True,
+            ).asnumpy()
+            + b
+        )
         _assert_equal(got, want, f"depth={depth} flatten={flatten}")
         packed = binmx.pack_weight(w)
         assert packed.shape == (hidden, (depth + 63) // 64)
         got_p = mx.nd.QFullyConnected(
-            mx.nd.array(x), mx.nd.array(packed, dtype=np.int64), mx.nd.array(b),
-            num_hidden=hidden, flatten=flatten, binarized_weights_only=True,
+            mx.nd.array(x),
+            mx.nd.array(packed, dtype=np.int64),
+            mx.nd.array(b),
+            num_hidden=hidden,
+            flatten=flatten,
+            binarized_weights_only=True,
         ).asnumpy()
         _assert_equal(got_p, got, "packed vs float")
         # scaling: packed with the reference alpha vs float path
         alpha = ref.scaling_alpha(w)
         got_s = mx.nd.QFullyConnected(
-            mx.nd.array(x), mx.nd.array(w), num_hidden=hidden, flatten=flatten, no_bias=True,
+            mx.nd.array(x),
+            mx.nd.array(w),
+            num_hidden=hidden,
+            flatten=flatten,
+            no_bias=True,
             scaling_factor=True,
         ).asnumpy()
         # alpha summation order (see test_qconv_forward_grid_matches_convolution)
@@ -192,12 +219,33 @@ _GRAD_TOL = dict(rtol=1e-4, atol=1e-4)
         dict(act_bit=1, scaling=True, pad_value=0, groups=2, stride=(2, 1), dilate=(1, 2)),
         dict(act_bit=1, scaling=False, pad_value=-1, groups=1, stride=(1, 2), dilate=(2, 1)),
         dict(act_bit=1, scaling=True, pad_value=1, groups=4, stride=(1, 1), dilate=(1, 1)),
-        dict(act_bit=2, weight_bit=3, scaling=False, pad_value=0, groups=1, stride=(1, 1),
-             dilate=(1, 1)),
-        dict(act_bit=32, weight_bit=1, scaling=True, pad_value=0, groups=2, stride=(2, 2),
-             dilate=(1, 1)),
-        dict(act_bit=4, weight_bit=32, scaling=False, pad_value=0, groups=1, stride=(1, 1),
-             dilate=(2, 2)),
+        dict(
+            act_bit=2,
+            weight_bit=3,
+            scaling=False,
+            pad_value=0,
+            groups=1,
+            stride=(1, 1),
+            dilate=(1, 1),
+        ),
+        dict(
+            act_bit=32,
+            weight_bit=1,
+            scaling=True,
+            pad_value=0,
+            groups=2,
+            stride=(2, 2),
+            dilate=(1, 1),
+        ),
+        dict(
+            act_bit=4,
+            weight_bit=32,
+            scaling=False,
+            pad_value=0,
+            groups=1,
+            stride=(1, 1),
+            dilate=(2, 2),
+        ),
     ],
 )
 def test_qconv_gradients_match_reference(rng, cfg):
@@ -211,9 +259,16 @@ def test_qconv_gradients_match_reference(rng, cfg):
     geo = dict(stride=c.pop("stride"), dilate=c.pop("dilate"), pad=(1, 2), groups=groups)
     bits = dict(act_bit=c["act_bit"], weight_bit=c.get("weight_bit", c["act_bit"]))
     attrs = dict(
-        kernel=(3, 3), num_filter=filters, num_group=groups, stride=geo["stride"],
-        dilate=geo["dilate"], pad=geo["pad"], scaling_factor=c["scaling"],
-        pad_value=c["pad_value"], grad_cancel=0.9, **bits,
+        kernel=(3, 3),
+        num_filter=filters,
+        num_group=groups,
+        stride=geo["stride"],
+        dilate=geo["dilate"],
+        pad=geo["pad"],
+        scaling_factor=c["scaling"],
+        pad_value=c["pad_value"],
+        grad_cancel=0.9,
+        **bits,
     )
     kw = dict(geo, scaling_factor=c["scaling"], pad_value=c["pad_value"], **bits)
     out_ref = ref.q_conv2d(x, w, b, **kw)
@@ -236,8 +291,9 @@ def test_qfc_gradients_match_reference(rng, scaling, act_bit):
     attrs = dict(num_hidden=7, scaling_factor=scaling, act_bit=act_bit, grad_cancel=1.1)
     dy = rng.standard_normal((5, 7)).astype(np.float32)
     y, (dx, dw, db) = _grads(mx.nd.QFullyConnected, [x, w, b], attrs, dy)
-    np.testing.assert_allclose(y, ref.q_dense(x, w, b, act_bit=act_bit, scaling_factor=scaling),
-                               **_GRAD_TOL)
+    np.testing.assert_allclose(
+        y, ref.q_dense(x, w, b, act_bit=act_bit, scaling_factor=scaling), **_GRAD_TOL
+    )
     g = ref.q_dense_grads(x, w, dy, act_bit=act_bit, scaling_factor=scaling, grad_cancel=1.1)
     np.testing.assert_allclose(dx, g["data"], **_GRAD_TOL)
     np.testing.assert_allclose(dw, g["weight"], **_GRAD_TOL)
@@ -321,8 +377,12 @@ def test_kbit_formulas():
     _assert_equal(ref.quantize_weight(w, 2), wq_hand, "reference weight_bit=2")
     ones = np.ones((1, 5), np.float32)
     got = mx.nd.QFullyConnected(
-        mx.nd.array(np.eye(5, dtype=np.float32)), mx.nd.array(w), num_hidden=1, no_bias=True,
-        act_bit=32, weight_bit=2,
+        mx.nd.array(np.eye(5, dtype=np.float32)),
+        mx.nd.array(w),
+        num_hidden=1,
+        no_bias=True,
+        act_bit=32,
+        weight_bit=2,
     ).asnumpy()
     np.testing.assert_array_equal(got.T, wq_hand * ones)
 
@@ -334,10 +394,16 @@ def test_no_input_mutation(rng):
     packed = ref.pack_weight(w)
     cases = [
         (mx.nd.QConvolution, [x, w, b], dict(kernel=(3, 3), num_filter=4, pad=(1, 1))),
-        (mx.nd.QConvolution, [x, w, b],
-         dict(kernel=(3, 3), num_filter=4, pad=(1, 1), act_bit=2, scaling_factor=True)),
-        (mx.nd.QConvolution, [x, packed, b, ref.scaling_alpha(w)],
-         dict(kernel=(3, 3), num_filter=4, binarized_weights_only=True, scaling_factor=True)),
+        (
+            mx.nd.QConvolution,
+            [x, w, b],
+            dict(kernel=(3, 3), num_filter=4, pad=(1, 1), act_bit=2, scaling_factor=True),
+        ),
+        (
+            mx.nd.QConvolution,
+            [x, packed, b, ref.scaling_alpha(w)],
+            dict(kernel=(3, 3), num_filter=4, binarized_weights_only=True, scaling_factor=True),
+        ),
         (mx.nd.QFullyConnected, [x, _data(rng, (4, 180)), b], dict(num_hidden=4)),
         (mx.nd.QActivation, [x], dict()),
     ]
@@ -376,30 +442,62 @@ def test_errors():
     _err(lambda: qc(x, w, **{**conv, "pad_value": 2}), "pad_value", "'2'")
     _err(lambda: qc(x, w, **{**conv, "kernel": (3, 3, 3)}), "kernel", "2 elements", "3")
     _err(lambda: qc(x, mx.nd.ones((4, 6, 3, 2)), **conv), "weight", "(4, 6, 3, 3)", "(4, 6, 3, 2)")
-    _err(lambda: qc(x, mx.nd.ones((4, 3, 3, 2), dtype=np.int64), binarized_weights_only=True,
-                    **conv), "weight", "(4, 3, 3, 1)", "(4, 3, 3, 2)")
-    _err(lambda: qc(x, mx.nd.ones((4, 3, 3, 1)), binarized_weights_only=True, **conv),
-         "weight", "int64", "float32")
+    _err(
+        lambda: qc(
+            x, mx.nd.ones((4, 3, 3, 2), dtype=np.int64), binarized_weights_only=True, **conv
+        ),
+        "weight",
+        "(4, 3, 3, 1)",
+        "(4, 3, 3, 2)",
+    )
+    _err(
+        lambda: qc(x, mx.nd.ones((4, 3, 3, 1)), binarized_weights_only=True, **conv),
+        "weight",
+        "int64",
+        "float32",
+    )
     _err(lambda: qc(x, mx.nd.ones((4, 1, 3, 3)), **{**conv, "num_group": 4}), "num_group", "6")
-    _err(lambda: qc(mx.nd.ones((1, 6, 5, 5), dtype=np.float64), w, **conv), "data", "float32",
-         "float64")
+    _err(
+        lambda: qc(mx.nd.ones((1, 6, 5, 5), dtype=np.float64), w, **conv),
+        "data",
+        "float32",
+        "float64",
+    )
     _err(lambda: qc(x, w, **{**conv, "layout": "NHWC"}), "layout", "NHWC")
     _err(lambda: qc(x, w, **{**conv, "bogus": 1}), "bogus")
     _err(lambda: qc(x, w, **{**conv, "kernel": (9, 9)}), "kernel")
-    _err(lambda: qc(x, w, **{**conv, "act_bit": 2, "binarized_weights_only": True}),
-         "binarized_weights_only", "act_bit=2")
+    _err(
+        lambda: qc(x, w, **{**conv, "act_bit": 2, "binarized_weights_only": True}),
+        "binarized_weights_only",
+        "act_bit=2",
+    )
     _err(lambda: qc(x, **conv), "weight", "missing")
     fc = mx.nd.QFullyConnected
-    _err(lambda: fc(x, mx.nd.ones((3, 149)), num_hidden=3, no_bias=True), "weight",
-         "(3, 150)", "(3, 149)")
-    _err(lambda: fc(x, mx.nd.ones((3, 2), dtype=np.int64), num_hidden=3, no_bias=True,
-                    binarized_weights_only=True), "(3, 3)", "(3, 2)")
+    _err(
+        lambda: fc(x, mx.nd.ones((3, 149)), num_hidden=3, no_bias=True),
+        "weight",
+        "(3, 150)",
+        "(3, 149)",
+    )
+    _err(
+        lambda: fc(
+            x,
+            mx.nd.ones((3, 2), dtype=np.int64),
+            num_hidden=3,
+            no_bias=True,
+            binarized_weights_only=True,
+        ),
+        "(3, 3)",
+        "(3, 2)",
+    )
     _err(lambda: fc(x, mx.nd.ones((3, 150)), num_hidden=0, no_bias=True), "num_hidden", "'0'")
     _err(lambda: mx.nd.QActivation(x, act_bit=0), "act_bit", "'0'")
     _err(lambda: mx.nd.QActivation(x, grad_cancel="abc"), "grad_cancel", "abc")
     _err(lambda: mx.nd.QActivation(x, backward_only="maybe"), "backward_only", "maybe")
-    _err(lambda: mx.sym.QConvolution(mx.sym.var("d"), kernel=(3, 3), num_filter=4,
-                                     act_bit=0), "act_bit")
+    _err(
+        lambda: mx.sym.QConvolution(mx.sym.var("d"), kernel=(3, 3), num_filter=4, act_bit=0),
+        "act_bit",
+    )
     _err(lambda: binmx.pack_weight(np.ones((2, 3, 4))), "rank")
 
 
@@ -411,10 +509,12 @@ def _run_conv_under_env(rng, env: dict[str, str]) -> np.ndarray:
     mx.nd.waitall()
     os.environ.update(env)
     try:
-        out = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), kernel=(3, 3), num_filter=20,
-                                 pad=(1, 1), no_bias=True).asnumpy()
-        fc = mx.nd.QFullyConnected(mx.nd.array(x), mx.nd.array(w_fc), num_hidden=20,
-                                   no_bias=True).asnumpy()
+        out = mx.nd.QConvolution(
+            mx.nd.array(x), mx.nd.array(w), kernel=(3, 3), num_filter=20, pad=(1, 1), no_bias=True
+        ).asnumpy()
+        fc = mx.nd.QFullyConnected(
+            mx.nd.array(x), mx.nd.array(w_fc), num_hidden=20, no_bias=True
+        ).asnumpy()
     finally:
         for k, v in old.items():
             if v is None:

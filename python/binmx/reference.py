@@ -243,8 +243,13 @@ def q_conv2d(
     if in_scale is not None:
         x = input_affine(x, in_scale, in_shift, axis=1)
     out = conv2d(
-        quantize_act(x, act_bit), quantize_weight(w, weight_bit), stride=stride, pad=pad,
-        dilate=dilate, groups=groups, pad_value=float(pad_value),
+        quantize_act(x, act_bit),
+        quantize_weight(w, weight_bit),
+        stride=stride,
+        pad=pad,
+        dilate=dilate,
+        groups=groups,
+        pad_value=float(pad_value),
     )
     if scaling_factor:
         out = out * scaling_alpha(w).astype(np.float64)[None, :, None, None]
@@ -280,7 +285,9 @@ def q_conv2d_grads(
     dx, _ = conv2d_grads(xq, wq, dy_s, **kw)
     _, g = conv2d_grads(xq, wq, dy64, **kw)
     if act_bit < 32:
-        dx = np.where(np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dx, np.float32(0))
+        dx = np.where(
+            np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dx, np.float32(0)
+        )
     dw, dalpha = _finish_weight_grad(g, w, wq, alpha)
     out = {"data": dx, "weight": dw, "bias": dy64.sum(axis=(0, 2, 3))}
     if dalpha is not None:
@@ -359,13 +366,19 @@ def q_activation(x: np.ndarray, *, act_bit: int = 1, backward_only: bool = False
 
 
 def q_activation_grad(
-    x: np.ndarray, dy: np.ndarray, *, act_bit: int = 1, backward_only: bool = False,
+    x: np.ndarray,
+    dy: np.ndarray,
+    *,
+    act_bit: int = 1,
+    backward_only: bool = False,
     grad_cancel: float = 1.0,
 ) -> np.ndarray:
     """QActivation backward: ``dy * 1[|x| <= grad_cancel]`` (unless a plain act_bit=32 layer)."""
     dy = np.asarray(dy, np.float32)
     if act_bit < 32 or backward_only:
-        return np.where(np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dy, np.float32(0))
+        return np.where(
+            np.abs(np.asarray(x, np.float32)) <= np.float32(grad_cancel), dy, np.float32(0)
+        )
     return dy.copy()
 
 
