@@ -273,7 +273,7 @@ bool ShiftPays(const Conv2dParams& p) {
   if (p.stride_h != 1 || p.stride_w != 1) return false;
   // Extra GEMM work of the shared-padding grid vs the im2col traffic, which costs about
   // kIm2colWork GEMM multiply-adds per col element (so relatively less for many filters).
-  constexpr double kIm2colWork = 16.0;
+  constexpr double kIm2colWork = 24.0;  // 16 sent the 16x16x128 ResNet layer to im2col (18% slower)
   const double waste = static_cast<double>((p.in_h + p.pad_h) * (p.in_w + p.pad_w)) /
                        static_cast<double>(p.OutH() * p.OutW());
   return waste <= 1.0 + kIm2colWork / static_cast<double>(p.GroupFilters());
@@ -447,8 +447,11 @@ Method ChooseMethod(const Conv2dParams& p) {
   if (forced == Method::kIm2col) return Method::kIm2col;
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   if (forced == Method::kShift) return unit_stride ? Method::kShift : Method::kIm2col;
-  if (unit_stride && ShiftPays(p)) return Method::kShift;
-  return RowsPay(p) ? Method::kRows : Method::kIm2col;
+  // Measured (forward + backward, 1 thread, quiet, benchmarks/README.md): rows wins or ties
+  // on every output width < 16 tried (LeNet 8x8, 14/7/4/2 and 8/4 ResNet maps); shift on the
+  // 16x16 and 32x32 stride-1 maps.
+  if (RowsPay(p)) return Method::kRows;
+  return unit_stride && ShiftPays(p) ? Method::kShift : Method::kIm2col;
 }
 
 void RowsBackward(const float* x, InputQuant quant, const float* w, const float* dy,
