@@ -436,21 +436,56 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
 // and dx is dxt transposed back (times the STE mask). Same chunks and blocks as the im2col path
 // (MakePlan); each block owns its images' dx and its own dW^T accumulator.
 
-bool RowsPay(const Conv2dParams& p) {
-  // Short output rows make the NCHW im2col copy slow; runs of >= 8 channels copy well.
-  return p.OutW() < 16 && p.GroupChannels() >= 8;
+// Planar (rows x n, row stride n) -> interleaved (n x rows, row stride ld): dst[i * ld + r] =
+// Q(src[r * n + i]), in blocks of 16 rows so that each output line is written whole.
+BINMX_FLOAT_CLONES void ToChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
+                                       bool sign, float* dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t rb = std::min<int64_t>(16, rows - r0);
+    const float* s = src + r0 * n;
+    for (int64_t i = 0; i < n; ++i) {
+      float* d = dst + i * ld + r0;
+      if (sign) {
+        for (int64_t r = 0; r < rb; ++r) d[r] = s[r * n + i] < 0.0f ? -1.0f : 1.0f;
+      } else {
+        for (int64_t r = 0; r < rb; ++r) d[r] = s[r * n + i];
+      }
+    }
+  }
 }
 
-Method ChooseMethod(const Conv2dParams& p) {
+// The inverse: dst[r * n + i] = src[i * ld + r], times the STE mask 1[|mask[r * n + i]| <=
+// grad_cancel] when mask is not null.
+BINMX_FLOAT_CLONES void FromChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
+                                         const float* mask, float grad_cancel, float* dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t rb = std::min<int64_t>(16, rows - r0);
+    float* d = dst + r0 * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* s = src + i * ld + r0;
+      for (int64_t r = 0; r < rb; ++r) d[r * n + i] = s[r];
+    }
+    if (mask != nullptr) MaskRange(mask + r0 * n, d, rb * n, grad_cancel, d);
+  }
+}
+
+bool RowsPay(const Conv2dParams& p, int threads) {
+  // Short output rows make the NCHW im2col copy slow; runs of >= 8 channels copy well. With
+  // few output pixels per thread (small batches) the channels-last GEMMs get too short.
+  const int64_t per_thread = (p.batch + threads - 1) / threads * p.OutH() * p.OutW();
+  return p.OutW() < 16 && p.GroupChannels() >= 8 && per_thread >= 512;
+}
+
+Method ChooseMethod(const Conv2dParams& p, int threads) {
   const Method forced = ForcedMethod();
   if (forced == Method::kRows) return Method::kRows;
   if (forced == Method::kIm2col) return Method::kIm2col;
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   if (forced == Method::kShift) return unit_stride ? Method::kShift : Method::kIm2col;
-  // Measured (forward + backward, 1 thread, quiet, benchmarks/README.md): rows wins or ties
-  // on every output width < 16 tried (LeNet 8x8, 14/7/4/2 and 8/4 ResNet maps); shift on the
-  // 16x16 and 32x32 stride-1 maps.
-  if (RowsPay(p)) return Method::kRows;
+  // Measured (forward + backward, 1 and 2 threads, quiet; benchmarks/README.md): rows wins or
+  // ties on output widths < 16 with >= 512 output pixels per thread (LeNet 8x8; 14/7/4/2 and
+  // 8/4 ResNet maps at batch 32-128); shift on the 16x16 and 32x32 stride-1 maps.
+  if (RowsPay(p, threads)) return Method::kRows;
   return unit_stride && ShiftPays(p) ? Method::kShift : Method::kIm2col;
 }
 
@@ -489,23 +524,13 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
         const int64_t rows = cnt * ohw;
         for (int64_t g = 0; g < groups; ++g) {
           for (int64_t n = 0; n < cnt; ++n) {
-            for (int64_t f = 0; f < fg; ++f) {
-              const float* src = dy + ((n0 + n) * p.num_filter + g * fg + f) * ohw;
-              float* dst = dyt + n * ohw * fg + f;
-              for (int64_t q = 0; q < ohw; ++q) dst[q * fg] = src[q];
-            }
+            ToChannelsLast(dy + ((n0 + n) * p.num_filter + g * fg) * ohw, fg, ohw, fg, false,
+                           dyt + n * ohw * fg);
           }
           if (acc_p) {
             for (int64_t n = 0; n < cnt; ++n) {
-              for (int64_t c = 0; c < cg; ++c) {
-                const float* src = x + ((n0 + n) * p.channels + g * cg + c) * hw;
-                float* dst = xt + n * hw * cg + c;
-                if (sign) {
-                  for (int64_t i = 0; i < hw; ++i) dst[i * cg] = src[i] < 0.0f ? -1.0f : 1.0f;
-                } else {
-                  for (int64_t i = 0; i < hw; ++i) dst[i * cg] = src[i];
-                }
-              }
+              ToChannelsLast(x + ((n0 + n) * p.channels + g * cg) * hw, cg, hw, cg, sign,
+                             xt + n * hw * cg);
             }
             for (int64_t n = 0; n < cnt; ++n) {
               const float* xi = xt + n * hw * cg;
@@ -554,19 +579,9 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
               }
             }
             for (int64_t n = 0; n < cnt; ++n) {
-              for (int64_t c = 0; c < cg; ++c) {
-                const int64_t img = ((n0 + n) * p.channels + g * cg + c) * hw;
-                const float* src = dxt + n * hw * cg + c;
-                float* dst = dx + img;
-                if (x_mask) {
-                  const float* xm = x_mask + img;
-                  for (int64_t i = 0; i < hw; ++i) {
-                    dst[i] = std::fabs(xm[i]) <= grad_cancel ? src[i * cg] : 0.0f;
-                  }
-                } else {
-                  for (int64_t i = 0; i < hw; ++i) dst[i] = src[i * cg];
-                }
-              }
+              const int64_t img = ((n0 + n) * p.channels + g * cg) * hw;
+              FromChannelsLast(dxt + n * hw * cg, cg, hw, cg, x_mask ? x_mask + img : nullptr,
+                               grad_cancel, dx + img);
             }
           }
         }
@@ -700,7 +715,7 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
   Require(dy != nullptr, "FloatConv2dBackward: null dy");
   InitBlas();
   threads = Threads(threads);
-  const Method method = ChooseMethod(p);
+  const Method method = ChooseMethod(p, threads);
   if (method == Method::kShift) {
     ShiftBackward(x, quant, w, dy, x_mask, grad_cancel, dx, dw, p, threads);
     return;
