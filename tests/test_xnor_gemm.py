@@ -159,6 +159,46 @@ def test_results_identical_for_any_thread_count(isa: str, rng: np.random.Generat
         _assert_equal(got_f, base_f, f"f32 threads={threads}")
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_threads_in_a_forked_child(rng: np.random.Generator) -> None:
+    """After the parent ran a multi-threaded call (an OpenMP team exists), a fork()ed child's
+    multi-threaded calls must neither hang (GNU libgomp cannot start a team there) nor differ."""
+    m, n, k = 40, 900, 700
+    a = xnor.pack_bits(_signs(rng, m, k))
+    b = xnor.pack_bits(_signs(rng, n, k))
+    want = xnor.xnor_gemm(a, b, k, threads=2)
+    _assert_equal(want, reference.xnor_gemm(a, b, k), "parent, 2 threads")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report through the pipe, never return into pytest
+        code = 1
+        try:
+            got = xnor.xnor_gemm(a, b, k, threads=2)
+            got3 = xnor.xnor_gemm(a, b, k, threads=3)
+            ok = np.array_equal(got, want) and np.array_equal(got3, want)
+            os.write(write_fd, b"same" if ok else b"differs")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline = 60.0
+    waited = 0.0
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if waited >= deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a multi-threaded xnor_gemm call")
+        threading.Event().wait(0.05)
+        waited += 0.05
+    message = os.read(read_fd, 64)
+    os.close(read_fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert message == b"same", message
+
+
 def test_isas_agree_bitwise_on_float_output(rng: np.random.Generator) -> None:
     m, n, k = 20, 50, 300
     a = xnor.pack_bits(_signs(rng, m, k))

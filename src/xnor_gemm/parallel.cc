@@ -12,10 +12,12 @@
  * through an atomic counter, so a thread that starts late (a busy core) hands its share to the
  * others; the chunk boundaries depend only on (n_tasks, threads), never on the schedule.
  * The first exception thrown by fn is rethrown on the calling thread after the region.
+ * In a fork()ed child every call runs inline on the calling thread (see g_forked_child).
  */
 #include "parallel.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <exception>
@@ -34,6 +36,15 @@ constexpr int kChunksPerThread = 4;
 
 // True on a thread while it runs chunks of a job: nested ParallelFor calls then run inline.
 thread_local bool t_in_parallel = false;
+
+// GNU libgomp cannot start a team in a fork()ed child of a process that already ran one (the
+// parent's pool threads do not exist there; the region waits for them forever). A child
+// therefore runs every ParallelFor inline, as MXNet does for its own operators after fork.
+std::atomic<bool> g_forked_child{false};
+void MarkForkedChild() { g_forked_child.store(true); }
+const bool g_atfork_registered = [] {
+  return pthread_atfork(nullptr, nullptr, &MarkForkedChild) == 0;
+}();
 
 void RunChunks(int64_t n_tasks, int n_chunks, std::atomic<int>* next,
                const std::function<void(int64_t, int64_t)>& fn, std::mutex* error_mu,
@@ -60,7 +71,7 @@ void ParallelFor(int64_t n_tasks, int threads,
   if (n_tasks <= 0) return;
   if (threads <= 0) threads = DefaultThreads();
   if (threads > kMaxThreads) threads = kMaxThreads;
-  if (threads == 1 || n_tasks == 1) {
+  if (threads == 1 || n_tasks == 1 || g_forked_child.load(std::memory_order_relaxed)) {
     fn(0, n_tasks);
     return;
   }

@@ -9,7 +9,8 @@
  *
  * Safe to call from several threads at once (each gets its own OpenMP team). A call made from
  * inside a running task, or from inside any OpenMP parallel region, runs its chunks inline on
- * that thread, so it never deadlocks or oversubscribes.
+ * that thread, so it never deadlocks or oversubscribes. In a fork()ed child it runs inline
+ * (libgomp cannot start a team there once the parent had one).
  */
 #ifndef BINMX_PARALLEL_H_
 #define BINMX_PARALLEL_H_
