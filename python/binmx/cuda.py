@@ -591,11 +591,17 @@ def conv2d_out_shape(
     lib = _load()
     if lib is None:
         raise CudaUnavailableError(f"binmx.cuda cannot run: {_lib_error}")
+    oh, ow = _out_hw(lib, params)
+    return int(params.batch), int(params.num_filter), oh, ow
+
+
+def _out_hw(lib: ctypes.CDLL, params: Conv2dParams) -> tuple[int, int]:
+    """(OH, OW) of a checked conv geometry, from the library (which validates it again)."""
     oh, ow = ctypes.c_int64(), ctypes.c_int64()
     _check(
         lib.binmx_cuda_conv2d_out_shape(ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow))
     )
-    return int(params.batch), int(params.num_filter), oh.value, ow.value
+    return oh.value, ow.value
 
 
 def binary_conv2d(
@@ -626,15 +632,10 @@ def binary_conv2d(
     _check_vector("bias", bias, f)
     code = _algo_code(algo)
     with _Call([x, w_packed, alpha, bias]) as call:
-        oh, ow = ctypes.c_int64(), ctypes.c_int64()
-        _check(
-            call.lib.binmx_cuda_conv2d_out_shape(
-                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
-            )
-        )
+        oh, ow = _out_hw(call.lib, params)
         xp, wp = call.ptr(x), call.ptr(w_packed)
         ap, bp = call.ptr(alpha), call.ptr(bias)
-        out, op = call.output((x.shape[0], f, oh.value, ow.value), np.float32)
+        out, op = call.output((x.shape[0], f, oh, ow), np.float32)
         need = call.lib.binmx_cuda_binary_conv2d_workspace(ctypes.byref(params))
         ws = call.scratch(need)
         _check(
@@ -683,15 +684,10 @@ def binary_conv2d_packed(
     _check_vector("bias", bias, f)
     code = _algo_code(algo)
     with _Call([x_packed, w_packed, alpha, bias]) as call:
-        oh, ow = ctypes.c_int64(), ctypes.c_int64()
-        _check(
-            call.lib.binmx_cuda_conv2d_out_shape(
-                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
-            )
-        )
+        oh, ow = _out_hw(call.lib, params)
         xp, wp = call.ptr(x_packed), call.ptr(w_packed)
         ap, bp = call.ptr(alpha), call.ptr(bias)
-        out, op = call.output((n, f, oh.value, ow.value), np.float32)
+        out, op = call.output((n, f, oh, ow), np.float32)
         if workspace:
             need = call.lib.binmx_cuda_binary_conv2d_packed_workspace(ctypes.byref(params))
             ws = call.scratch(need)
@@ -991,14 +987,9 @@ def float_conv2d(
     _check_vector("bias", bias, f)
     q = _quant_code(quant)
     with _Call([x, w, alpha, bias]) as call:
-        oh, ow = ctypes.c_int64(), ctypes.c_int64()
-        _check(
-            call.lib.binmx_cuda_conv2d_out_shape(
-                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
-            )
-        )
+        oh, ow = _out_hw(call.lib, params)
         xp, wp, ap, bp = call.ptr(x), call.ptr(w), call.ptr(alpha), call.ptr(bias)
-        out, op = call.output((x.shape[0], f, oh.value, ow.value), np.float32)
+        out, op = call.output((x.shape[0], f, oh, ow), np.float32)
         need = call.lib.binmx_cuda_float_conv2d_workspace(ctypes.byref(params))
         ws = call.scratch(need)
         _check(
@@ -1022,13 +1013,8 @@ def float_conv2d_backward(
     if x_mask is not None:
         _check_same_shape("x_mask", x_mask, tuple(x.shape))
     with _Call([x, w, dy, x_mask]) as call:
-        oh, ow = ctypes.c_int64(), ctypes.c_int64()
-        _check(
-            call.lib.binmx_cuda_conv2d_out_shape(
-                ctypes.byref(params), ctypes.byref(oh), ctypes.byref(ow)
-            )
-        )
-        _check_same_shape("dy", dy, (x.shape[0], w.shape[0], oh.value, ow.value))
+        oh, ow = _out_hw(call.lib, params)
+        _check_same_shape("dy", dy, (x.shape[0], w.shape[0], oh, ow))
         xp, wp, dp, mp = call.ptr(x), call.ptr(w), call.ptr(dy), call.ptr(x_mask)
         dx, dxp = call.output(tuple(x.shape), np.float32)
         dw, dwp = call.output(tuple(w.shape), np.float32)
