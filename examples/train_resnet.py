@@ -14,8 +14,8 @@ Layout (as BMXNet's binary ResNet; float first conv and last FC, everything in t
 10 -> (1, 1, 1, 1). ``--width`` is the first stage's channel count (64 in ResNet-18; the stages
 double it). ``--stem-stride 2`` (the default for 28x28 / 32x32 inputs) makes conv0 stride 2, so
 the stages run at 14, 7, 4, 2 pixels. The defaults (Fashion-MNIST, depth 10, width 32, stem
-stride 2, 15 epochs) train on two CPU cores in about 17.5 minutes, whole script (measured
-2026-11-26: 90.51% test accuracy, float-weight and binarized alike);
+stride 2, 15 epochs) train on two CPU cores in about 15 minutes, whole script (measured
+2026-11-26: 90.58% test accuracy, float-weight and binarized alike);
 ``--depth 18 --width 64 --stem-stride 1`` is the full CIFAR-style ResNet-18.
 
     python examples/train_resnet.py                                    # Fashion-MNIST
