@@ -134,11 +134,16 @@ MXReturnValue ConvForward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
   const bool own_alpha = s.scaling && !s.packed;
   const size_t o_alpha = own_alpha ? arena.Add(sizeof(float) * f_all) : 0;
   size_t o_wp = 0, o_ws = 0, o_xq = 0, o_wq = 0, o_qws = 0, ws_bytes = 0;
+  size_t o_pws = 0, pws_bytes = 0;  // the packed-input conv's scratch (input_affine path)
   const bool need_xq = !s.binary() && (s.input_affine || (s.act_bit > 1 && s.act_bit < 32));
   if (s.binary()) {
     if (!s.packed) o_wp = arena.Add(sizeof(uint64_t) * PackedConvWeightWords(p));
-    ws_bytes = binmx_cuda_binary_conv2d_workspace(&cp);
+    ws_bytes = binmx_cuda_binary_conv2d_workspace(&cp);  // also holds the packed input
     o_ws = arena.Add(ws_bytes);
+    if (s.input_affine) {
+      pws_bytes = binmx_cuda_binary_conv2d_packed_workspace(&cp);
+      o_pws = arena.Add(pws_bytes);
+    }
   } else {
     if (need_xq) o_xq = arena.Add(sizeof(float) * xn);
     o_wq = arena.Add(sizeof(float) * f_all * fsize);
@@ -168,8 +173,9 @@ MXReturnValue ConvForward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                                 x, p.batch, p.channels, p.in_h, p.in_w, p.groups,
                                 Ptr<float>(in, s.in_scale_index), Ptr<float>(in, s.in_shift_index),
                                 xp, stream));
-      BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d_packed(&cp, xp, wp, alpha, bias, out,
-                                                            BINMX_CUDA_ALGO_AUTO, stream));
+      BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d_packed_ws(
+                                &cp, xp, wp, alpha, bias, out, arena.At<void>(o_pws), pws_bytes,
+                                BINMX_CUDA_ALGO_AUTO, stream));
     } else {
       BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d(&cp, x, wp, alpha, bias, out,
                                                      arena.At<void>(o_ws), ws_bytes,
