@@ -71,16 +71,13 @@ bool Parse(const Attrs& attrs, QActAttrs* a) {
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QActAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     *num_in = 1;
     *num_out = 1;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
@@ -114,7 +111,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
 
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " forward", [&] {
     QActAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     if ((*inputs)[0].ctx.dev_type != "cpu") {
@@ -131,16 +128,13 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       QuantizeAct(x, n, a.act_bit, y);
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " forward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 // inputs: dy, x, y;  outputs: dx.
 MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " backward", [&] {
     QActAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     const float* dy = static_cast<const float*>((*inputs)[0].data_ptr);
@@ -153,10 +147,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       std::copy(dy, dy + n, dx);
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " backward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 }  // namespace

@@ -150,16 +150,13 @@ std::string ShapeText(const std::vector<unsigned int>& s) {
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     *num_in = a.num_inputs();
     *num_out = 1;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 const char* InputName(const QConvAttrs& a, int i) {
@@ -196,7 +193,7 @@ const char* DtypeName(int t) {
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     for (int i = 0; i < static_cast<int>(in_types->size()); ++i) {
@@ -214,10 +211,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
     }
     (*out_types)[0] = mxnet::ext::kFloat32;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 // Fills an unknown input shape or checks a known one.
@@ -225,7 +219,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     const auto& ds = (*in_shapes)[0];
@@ -284,10 +278,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     }
     (*out_shapes)[0] = oshape;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 bool CheckRuntime(const QConvAttrs& a, const std::vector<MXTensor>& in, Conv2dParams* p) {
@@ -309,7 +300,7 @@ bool CheckRuntime(const QConvAttrs& a, const std::vector<MXTensor>& in, Conv2dPa
 
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " forward", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     Conv2dParams p;
@@ -390,16 +381,13 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          alpha, bias, out, p, DefaultThreads());
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " forward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 // inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
 MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " backward", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     if (a.input_affine) {
@@ -489,10 +477,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                threads);
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " backward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 }  // namespace

@@ -114,16 +114,13 @@ void RowsDepth(const QFcAttrs& a, const std::vector<T>& shape, int64_t* rows, in
 
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     *num_in = a.num_inputs();
     *num_out = 1;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 const char* DtypeName(int t) {
@@ -134,7 +131,7 @@ const char* DtypeName(int t) {
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     for (int i = 0; i < static_cast<int>(in_types->size()); ++i) {
@@ -152,17 +149,14 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
     }
     (*out_types)[0] = mxnet::ext::kFloat32;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
   ResetErrorMessages();
-  try {
+  return Guarded(kOp, "", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     const auto& ds = (*in_shapes)[0];
@@ -212,10 +206,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     }
     (*out_shapes)[0] = os;
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << ": " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 bool CheckCpu(const QFcAttrs& a, const std::vector<MXTensor>& in) {
@@ -231,7 +222,7 @@ bool CheckCpu(const QFcAttrs& a, const std::vector<MXTensor>& in) {
 
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " forward", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a) || !CheckCpu(a, *inputs)) return MX_FAIL;
     int64_t rows, depth;
@@ -310,16 +301,13 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         alpha, bias, out, rows, depth, hid, DefaultThreads());
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " forward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 // inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
 MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
-  try {
+  return Guarded(kOp, " backward", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     if (a.input_affine) {
@@ -403,10 +391,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                threads);
     }
     return MX_SUCCESS;
-  } catch (const std::exception& e) {
-    MX_ERROR_MSG << kOp << " backward: " << e.what();
-    return MX_FAIL;
-  }
+  });
 }
 
 }  // namespace
