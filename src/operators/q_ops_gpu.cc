@@ -113,9 +113,11 @@ constexpr const char* kConv = "QConvolution";
 constexpr const char* kFc = "QFullyConnected";
 constexpr const char* kAct = "QActivation";
 
+}  // namespace
+
 // ---- QConvolution ----------------------------------------------------------------------------
 
-MXReturnValue ConvForward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                           std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!GpuLayoutMatches(kConv, s) || !CheckGpuInputs(kConv, *inputs, 0, s.num_inputs)) {
     return MX_FAIL;
@@ -207,7 +209,7 @@ MXReturnValue ConvForward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
 }
 
 // inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
-MXReturnValue ConvBackward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
                            std::vector<MXTensor>* outputs, const OpResource& res) {
   if (s.input_affine) {
     MX_ERROR_MSG << kConv << ": input_affine=True is an inference feature (folded BatchNorm); "
@@ -306,7 +308,7 @@ MXReturnValue ConvBackward(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
 
 // ---- QFullyConnected -------------------------------------------------------------------------
 
-MXReturnValue FcForward(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!GpuLayoutMatches(kFc, s) || !CheckGpuInputs(kFc, *inputs, 0, s.num_inputs)) {
     return MX_FAIL;
@@ -387,7 +389,7 @@ MXReturnValue FcForward(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
   return MX_SUCCESS;
 }
 
-MXReturnValue FcBackward(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& res) {
   if (s.input_affine) {
     MX_ERROR_MSG << kFc << ": input_affine=True is an inference feature (folded BatchNorm); "
@@ -479,7 +481,7 @@ MXReturnValue FcBackward(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
 
 // ---- QActivation -----------------------------------------------------------------------------
 
-MXReturnValue ActForward(const GpuActSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QActForwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!CheckGpuInputs(kAct, *inputs, 0, 1)) return MX_FAIL;
   const int64_t n = (*inputs)[0].size();
@@ -492,7 +494,7 @@ MXReturnValue ActForward(const GpuActSpec& s, std::vector<MXTensor>* inputs,
 }
 
 // inputs: dy, x, y;  outputs: dx.
-MXReturnValue ActBackward(const GpuActSpec& s, std::vector<MXTensor>* inputs,
+MXReturnValue QActBackwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
                           std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!CheckGpuInputs(kAct, *inputs, 0, 2)) return MX_FAIL;
   const float* dy = Ptr<float>(*inputs, 0);
@@ -508,8 +510,6 @@ MXReturnValue ActBackward(const GpuActSpec& s, std::vector<MXTensor>* inputs,
   return MX_SUCCESS;
 }
 
-}  // namespace
-
 bool GpuLayoutMatches(const char* op, const GpuLayerSpec& s) {
   const int want = 2 + (s.no_bias ? 0 : 1) + (s.packed && s.scaling ? 1 : 0) +
                    (s.input_affine ? 2 : 0);
@@ -520,31 +520,6 @@ bool GpuLayoutMatches(const char* op, const GpuLayerSpec& s) {
     return false;
   }
   return true;
-}
-
-MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
-                              std::vector<MXTensor>* outputs, const OpResource& res) {
-  return ConvForward(s, inputs, outputs, res);
-}
-MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
-                               std::vector<MXTensor>* outputs, const OpResource& res) {
-  return ConvBackward(s, inputs, outputs, res);
-}
-MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
-                            std::vector<MXTensor>* outputs, const OpResource& res) {
-  return FcForward(s, inputs, outputs, res);
-}
-MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
-                             std::vector<MXTensor>* outputs, const OpResource& res) {
-  return FcBackward(s, inputs, outputs, res);
-}
-MXReturnValue QActForwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
-                             std::vector<MXTensor>* outputs, const OpResource& res) {
-  return ActForward(s, inputs, outputs, res);
-}
-MXReturnValue QActBackwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
-                              std::vector<MXTensor>* outputs, const OpResource& res) {
-  return ActBackward(s, inputs, outputs, res);
 }
 
 }  // namespace ops
