@@ -567,12 +567,20 @@ def _conv_params(
             f"Expected `w_packed` shape (num_filter, kh, kw, ceil(C/num_group/64) = "
             f"{(c // groups + 63) // 64}), got {tuple(w_shape)}"
         )
+    return _geometry((n, c, h, w, f, kh, kw), groups, stride, pad, dilate, pad_value)
+
+
+def _geometry(
+    dims: tuple[int, ...], groups: int, stride: object, pad: object, dilate: object,
+    pad_value: object,
+) -> Conv2dParams:  # fmt: skip
+    """Conv2dParams from (N, C, H, W, F, kh, kw) and the checked strides, pads and pad value."""
     if isinstance(pad_value, bool) or pad_value not in (0, 1, -1):
         raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
     sh, sw = _pair("stride", stride, 1)
     ph, pw = _pair("pad", pad, 0)
     dh, dw = _pair("dilate", dilate, 1)
-    return Conv2dParams(n, c, h, w, f, kh, kw, sh, sw, ph, pw, dh, dw, groups, int(pad_value))
+    return Conv2dParams(*dims, sh, sw, ph, pw, dh, dw, groups, int(pad_value))
 
 
 def conv2d_out_shape(
@@ -966,12 +974,7 @@ def _float_conv_params(x: Any, w: Any, stride, pad, dilate, num_group, pad_value
             f"Expected `w` of shape (F, C/num_group, kh, kw) with F divisible by num_group; "
             f"got x {x.shape}, w {w.shape}, num_group {groups}"
         )
-    if isinstance(pad_value, bool) or pad_value not in (0, 1, -1):
-        raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
-    sh, sw = _pair("stride", stride, 1)
-    ph, pw = _pair("pad", pad, 0)
-    dh, dw = _pair("dilate", dilate, 1)
-    return Conv2dParams(n, c, h, wd, f, kh, kw, sh, sw, ph, pw, dh, dw, groups, int(pad_value))
+    return _geometry((n, c, h, wd, f, kh, kw), groups, stride, pad, dilate, pad_value)
 
 
 def float_conv2d(
