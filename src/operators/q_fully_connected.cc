@@ -416,18 +416,7 @@ bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data,
   }
   RowsDepth(a, in[data].shape, &s->rows, &s->depth);
   s->hidden = a.num_hidden;
-  s->act_bit = a.act_bit;
-  s->weight_bit = a.weight_bit;
-  s->no_bias = a.no_bias;
-  s->packed = a.packed;
-  s->scaling = a.scaling;
-  s->input_affine = a.input_affine;
-  s->grad_cancel = a.grad_cancel;
-  s->num_inputs = a.num_inputs();
-  s->bias_index = a.bias_index();
-  s->alpha_index = a.alpha_index();
-  s->in_scale_index = a.in_scale_index();
-  s->in_shift_index = a.in_shift_index();
+  FillLayerSpec(a, s);
   return true;
 }
 

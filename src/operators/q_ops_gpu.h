@@ -35,6 +35,23 @@ struct GpuLayerSpec {
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
 };
 
+// The shared fields from a QConvolution or QFullyConnected Attrs struct.
+template <typename LayerAttrs>
+void FillLayerSpec(const LayerAttrs& a, GpuLayerSpec* s) {
+  s->act_bit = a.act_bit;
+  s->weight_bit = a.weight_bit;
+  s->no_bias = a.no_bias;
+  s->packed = a.packed;
+  s->scaling = a.scaling;
+  s->input_affine = a.input_affine;
+  s->grad_cancel = a.grad_cancel;
+  s->num_inputs = a.num_inputs();
+  s->bias_index = a.bias_index();
+  s->alpha_index = a.alpha_index();
+  s->in_scale_index = a.in_scale_index();
+  s->in_shift_index = a.in_shift_index();
+}
+
 struct GpuConvSpec : GpuLayerSpec {
   Conv2dParams p;  // geometry from the data shape (MakeParams of q_convolution.cc)
 };
