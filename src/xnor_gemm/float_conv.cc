@@ -856,25 +856,29 @@ void BiasGrad(const float* dy, int64_t batch, int64_t channels, int64_t inner, f
   });
 }
 
+namespace {
+
+// fn(i0, i1) over [0, n) in blocks of 64 Ki elements, in parallel.
+template <typename Fn>
+void ElementwiseBlocks(int64_t n, int threads, Fn&& fn) {
+  if (n <= 0) return;
+  constexpr int64_t kBlock = 1 << 16;
+  ParallelFor((n + kBlock - 1) / kBlock, Threads(threads), [&](int64_t begin, int64_t end) {
+    fn(begin * kBlock, std::min(n, end * kBlock));
+  });
+}
+
+}  // namespace
+
 void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, float* dx,
              int threads) {
-  if (n <= 0) return;
-  threads = Threads(threads);
-  constexpr int64_t kBlock = 1 << 16;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, threads, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kBlock, i1 = std::min(n, end * kBlock);
+  ElementwiseBlocks(n, threads, [&](int64_t i0, int64_t i1) {
     MaskRange(x + i0, dy + i0, i1 - i0, grad_cancel, dx + i0);
   });
 }
 
 void SignInto(const float* x, int64_t n, float* out, int threads) {
-  if (n <= 0) return;
-  threads = Threads(threads);
-  constexpr int64_t kBlock = 1 << 16;
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  ParallelFor(blocks, threads, [&](int64_t begin, int64_t end) {
-    const int64_t i0 = begin * kBlock, i1 = std::min(n, end * kBlock);
+  ElementwiseBlocks(n, threads, [&](int64_t i0, int64_t i1) {
     SignRange(x + i0, i1 - i0, out + i0);
   });
 }
