@@ -92,9 +92,4 @@ void ParallelFor(int64_t n_tasks, int threads,
   if (error) std::rethrow_exception(error);
 }
 
-int ThreadPoolWorkers() {
-  // The OpenMP runtime owns the threads; report the team size a full call would ask for.
-  return omp_get_max_threads() > 1 ? omp_get_max_threads() - 1 : 0;
-}
-
 }  // namespace binmx

@@ -24,9 +24,6 @@ namespace binmx {
 void ParallelFor(int64_t n_tasks, int threads,
                  const std::function<void(int64_t begin, int64_t end)>& fn);
 
-// Helper threads a call with the default thread count may use (omp_get_max_threads() - 1).
-int ThreadPoolWorkers();
-
 }  // namespace binmx
 
 #endif  // BINMX_PARALLEL_H_
