@@ -283,3 +283,69 @@ def test_verification_immune_to_mkldnn_conv_bn_fusion(
         str(tmp_path / "m-0001.params"), fold=True, data_shape=(1, 8, 6, 6)
     )
     assert os.path.exists(params_path)
+
+
+def stem_net(in_channels: int) -> mx.sym.Symbol:
+    """ImageNet-style stem (input BatchNorm, float conv, relu, max-pool) whose pool output feeds
+    a binary conv and, as the residual, the next one: the stem of binmx.models.resnet."""
+    x = mx.sym.BatchNorm(mx.sym.var("data"), fix_gamma=True, eps=2e-5, name="bn_data")
+    x = mx.sym.Convolution(x, kernel=(5, 5), stride=(2, 2), pad=(2, 2), num_filter=16, name="c0")
+    x = mx.sym.Pooling(
+        mx.sym.relu(x), kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0"
+    )
+
+    def qconv(y, name):
+        bn = mx.sym.BatchNorm(y, fix_gamma=False, eps=2e-5, name=f"{name}_bn")
+        return mx.sym.QConvolution(
+            mx.sym.QActivation(bn, backward_only=True),
+            kernel=(3, 3),
+            pad=(1, 1),
+            num_filter=16,
+            no_bias=True,
+            name=name,
+        )
+
+    x = qconv(qconv(x, "q1"), "q2") + x
+    x = mx.sym.Pooling(x, global_pool=True, kernel=(1, 1), pool_type="avg")
+    x = mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=10, name="fc")
+    return mx.sym.SoftmaxOutput(x, name="softmax")
+
+
+@pytest.mark.parametrize("in_channels", [3, 8])
+def test_fold_input_batchnorm_and_layout_barrier(
+    in_channels: int, rng: np.random.Generator
+) -> None:
+    """Rewrite 5 (an input BatchNorm over <= 4 channels -> diagonal 1x1 Convolution) and rewrite
+    6 (one identity Reshape where two binmx inputs read the max-pool), against the unfolded
+    model; folding twice changes nothing."""
+    sym = stem_net(in_channels)
+    shape = (2, in_channels, 32, 32)
+    args, aux = random_params(sym, shape, rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    nodes = {n["name"]: n for n in json.loads(fsym.tojson())["nodes"]}
+    if in_channels <= 4:
+        assert nodes["bn_data"]["op"] == "Convolution"
+        weight = fargs["bn_data_diag_weight"].asnumpy().reshape(in_channels, in_channels)
+        scale = 1 / np.sqrt(aux["bn_data_moving_var"].asnumpy() + 2e-5)  # fix_gamma
+        np.testing.assert_allclose(np.diag(weight), scale, rtol=1e-6)
+        assert np.count_nonzero(weight - np.diag(np.diag(weight))) == 0
+    else:
+        assert nodes["bn_data"]["op"] == "BatchNorm"  # too many channels: stays
+    barrier = [n for n in nodes.values() if n["op"] == "Reshape"]
+    assert len(barrier) == 1 and barrier[0]["attrs"]["shape"] == "(-2,)"
+    names = [n["name"] for n in json.loads(fsym.tojson())["nodes"]]
+    readers = [
+        n["name"]
+        for n in nodes.values()
+        if any(names[e[0]] == barrier[0]["name"] for e in n["inputs"])
+    ]
+    assert sorted(readers) == ["q1", "q2"]  # q2 reads it as its fused residual
+    assert nodes["q2"]["attrs"]["residual"] == "True"
+    x = rng.standard_normal((8,) + shape[1:]).astype(np.float32)
+    before = outputs(sym, args, aux, x)[0]
+    after = outputs(fsym, fargs, faux, x)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)  # folded rounding
+    assert np.array_equal(after.argmax(1), before.argmax(1))
+    again = binmx.fold(fsym, fargs, faux)
+    assert again[0].tojson() == fsym.tojson()

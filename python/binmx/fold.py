@@ -34,6 +34,22 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
    commutative), one operator and one pass over the output fewer.
 
+5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor, such as
+   ResNet's ``bn_data`` on the RGB input) becomes a 1x1 ``Convolution`` whose weight is the
+   diagonal matrix of its scales and whose bias is its shifts: the same per-channel affine map,
+   rounded as ``x * scale + shift``. oneDNN runs a BatchNorm over 3 channels with plain C++
+   loops (about 0.2 ms on a 224x224 image, 1 thread) and the convolution with its JIT kernels
+   (about 0.06 ms). The off-diagonal weights are 0, so a non-finite input value makes every
+   channel of its pixel NaN instead of one (the unfolded model's output is not finite there
+   either).
+
+6. MXNet hands a binmx operator its inputs in the plain (NCHW) layout. An array that a oneDNN
+   operator left in a blocked layout (the max-pool after a float stem) is reordered once for
+   every binmx operator that reads it, on every forward. When two or more binmx inputs read
+   the output of another operator, one identity ``Reshape`` between
+   them does that reorder once (``shape=(-2,)`` keeps every dimension; on a plain array
+   MXNet runs it in place).
+
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
 
@@ -405,6 +421,56 @@ def fold(
             heads = graph.head_ids()
             break
 
+    # 5. Small-channel inference BatchNorm -> 1x1 Convolution with a diagonal weight.
+    consumers = graph.consumers()
+    for nid in graph.reachable():
+        bn = graph.nodes[nid]
+        if bn["op"] != "BatchNorm" or _ndim(graph, nid, consumers, shapes) != 4:
+            continue
+        affine = _bn_affine(bn, graph, args, aux)
+        if affine is None or affine[0].shape[0] > 4:
+            continue
+        scale, shift = affine
+        channels = scale.shape[0]
+        wname = _unique(f"{bn['name']}_diag_weight", taken)
+        bname = _unique(f"{bn['name']}_diag_bias", taken)
+        weight = np.diag(scale).reshape(channels, channels, 1, 1).astype(np.float32)
+        args[wname] = mx.nd.array(weight, dtype=np.float32)
+        args[bname] = mx.nd.array(shift, dtype=np.float32)
+        graph.nodes[nid] = {
+            "op": "Convolution",
+            "name": bn["name"],
+            "attrs": {"kernel": "(1, 1)", "num_filter": str(channels), "no_bias": "False"},
+            "inputs": [
+                list(bn["inputs"][0]),
+                [graph.add_variable(wname, weight.shape), 0, 0],
+                [graph.add_variable(bname, shift.shape), 0, 0],
+            ],
+        }
+
+    # 6. One plain-layout copy of a non-binmx output that several binmx inputs read.
+    binmx_ops = _BINARY + ("QActivation",)
+    binmx_reads: dict[int, list[tuple[int, int]]] = {}  # node id -> (reader id, input index)
+    for r in graph.reachable():
+        if graph.nodes[r]["op"] in binmx_ops:
+            for k, e in enumerate(graph.nodes[r]["inputs"]):
+                if e[1] == 0:
+                    binmx_reads.setdefault(e[0], []).append((r, k))
+    for nid, readers in binmx_reads.items():
+        node = graph.nodes[nid]
+        barrier = node["op"] == "Reshape" and node.get("attrs", {}).get("shape") == "(-2,)"
+        if node["op"] == "null" or node["op"] in binmx_ops or barrier or len(readers) < 2:
+            continue
+        rid = next(graph._ids)
+        graph.nodes[rid] = {
+            "op": "Reshape",  # shape -2: copy every input dimension
+            "name": _unique(f"{node['name']}_plain", taken),
+            "attrs": {"shape": "(-2,)"},
+            "inputs": [[nid, 0, 0]],
+        }
+        for r, k in readers:
+            graph.nodes[r]["inputs"][k] = [rid, 0, 0]
+
     new_sym = graph.to_symbol()
     keep_args = set(new_sym.list_arguments())
     keep_aux = set(new_sym.list_auxiliary_states())
@@ -413,6 +479,25 @@ def fold(
         {k: v for k, v in args.items() if k in keep_args},
         {k: v for k, v in aux.items() if k in keep_aux},
     )
+
+
+def _ndim(
+    graph: _Graph, nid: int, consumers: dict[int, list[int]], shapes: dict[str, tuple[int, ...]]
+) -> int | None:
+    """Rank of a node's output: from the inferred shapes, else 4 when a 2-d Convolution
+    reads it; None when unknown."""
+    shape = shapes.get(graph.nodes[nid]["name"])
+    if shape is not None:
+        return len(shape)
+    for r in consumers[nid]:
+        reader = graph.nodes[r]
+        kernel = reader.get("attrs", {}).get("kernel", "")
+        if (
+            reader["op"] == "Convolution"
+            and len([d for d in kernel.strip("()[] ").split(",") if d.strip()]) == 2
+        ):
+            return 4
+    return None
 
 
 def _output_shapes(
