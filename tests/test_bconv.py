@@ -372,3 +372,155 @@ def test_float_weight_changed_in_place_is_seen(rng):
     want = ref.q_conv2d(x.asnumpy(), w.asnumpy(), pad=(1, 1)).astype(np.float32)
     _assert_equal(second, want, "after the in-place weight update")
     assert (second != first).any()
+
+
+def _sign_words(v: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) float32 -> int64 (N, H, W, ceil(C/64)) words, bit c % 64 of word c // 64
+    set where v < 0 (NaN and -0.0 give a clear bit, as sgn gives +1)."""
+    n, c, h, w = v.shape
+    words = -(-c // 64)
+    bits = np.zeros((n, h, w, words * 64), np.uint8)
+    bits[..., :c] = (v < 0).transpose(0, 2, 3, 1)
+    packed = np.packbits(bits, axis=-1, bitorder="little")  # 8 bytes per word, little endian
+    return packed.view("<u8").view(np.int64).reshape(n, h, w, words)
+
+
+@pytest.mark.parametrize("channels", [3, 64, 65, 130])
+def test_packed_chaining_is_bit_identical(rng, channels):
+    """out_packed: the words are the signs of out * out_scale + out_shift (product and sum in
+    float32); in_packed: a layer reading them gives exactly what it gives on the float output
+    with that input affine. Every ISA and thread count; filters across word boundaries."""
+    for _ in range(3):
+        c = _conv_case(rng, channels, int(rng.choice([0, 1, -1])))
+        f1 = int(rng.choice([5, 64, 70, 129]))
+        x = _data(rng, (c["batch"], c["channels"], c["h"], c["w"]))
+        w1 = _data(rng, (f1, c["channels"], *c["kernel"]))
+        w2 = _data(rng, (c["num_filter"], f1, 3, 3))
+        alpha = rng.standard_normal(f1).astype(np.float32)
+        bias = rng.standard_normal(f1).astype(np.float32)
+        s = rng.standard_normal(f1).astype(np.float32)
+        t = rng.standard_normal(f1).astype(np.float32)
+        s[:2] = 0.0  # out * 0 + t: the sign of the shift alone, incl. -0.0 / +0.0 products
+        geo = dict(
+            kernel=c["kernel"],
+            stride=c["stride"],
+            dilate=c["dilate"],
+            pad=c["pad"],
+            pad_value=c["pad_value"],
+            binarized_weights_only=True,
+        )
+        first = [mx.nd.array(x), mx.nd.array(ref.pack_weight(w1), dtype=np.int64)]
+        first += [mx.nd.array(bias), mx.nd.array(alpha)]
+        second_w = mx.nd.array(ref.pack_weight(w2), dtype=np.int64)
+        second = dict(kernel=(3, 3), pad=(1, 1), num_filter=c["num_filter"], no_bias=True)
+        second["binarized_weights_only"] = True
+        y_ref = None
+        for isa, threads in [(i, t) for i in xnor.available_isas() for t in ("1", "3")]:
+            with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
+                y = mx.nd.QConvolution(*first, num_filter=f1, scaling_factor=True, **geo)
+                words = mx.nd.QConvolution(
+                    *first,
+                    mx.nd.array(s),
+                    mx.nd.array(t),
+                    num_filter=f1,
+                    scaling_factor=True,
+                    out_packed=True,
+                    **geo,
+                )
+                assert words.dtype == np.int64
+                y = y.asnumpy()
+                want_words = _sign_words((y * s[None, :, None, None]) + t[None, :, None, None])
+                _assert_equal(words.asnumpy(), want_words, f"out_packed isa={isa} {c} F={f1}")
+                via_float = mx.nd.QConvolution(
+                    mx.nd.array(y),
+                    second_w,
+                    mx.nd.array(s),
+                    mx.nd.array(t),
+                    input_affine=True,
+                    **second,
+                ).asnumpy()
+                via_bits = mx.nd.QConvolution(
+                    words, second_w, in_packed=True, in_channels=f1, **second
+                ).asnumpy()
+            _assert_equal(via_bits, via_float, f"in_packed isa={isa} threads={threads} {c}")
+            y_ref = via_float if y_ref is None else y_ref
+            _assert_equal(via_float, y_ref, f"isa={isa} threads={threads} vs the first path")
+
+
+def test_packed_input_ignores_bits_past_the_channels(rng):
+    x = _data(rng, (2, 70, 6, 5))
+    w = _data(rng, (8, 70, 3, 3))
+    words = _sign_words(x)
+    noisy = words.copy()
+    noisy[..., 1] |= np.int64(-1) << np.int64(6)  # bits 70..127 of the last word
+    args = dict(kernel=(3, 3), pad=(1, 1), num_filter=8, no_bias=True)
+    args["binarized_weights_only"] = True
+    wp = mx.nd.array(ref.pack_weight(w), dtype=np.int64)
+    want = mx.nd.QConvolution(mx.nd.array(x), wp, **args).asnumpy()
+    for given in (words, noisy):
+        got = mx.nd.QConvolution(
+            mx.nd.array(given, dtype=np.int64), wp, in_packed=True, in_channels=70, **args
+        ).asnumpy()
+        _assert_equal(got, want, "in_packed vs float input")
+
+
+def test_packed_chaining_errors(rng):
+    x = _data(rng, (1, 8, 6, 6))
+    wp = mx.nd.array(ref.pack_weight(_data(rng, (4, 8, 3, 3))), dtype=np.int64)
+    words = mx.nd.array(_sign_words(x), dtype=np.int64)
+    base = dict(kernel=(3, 3), num_filter=4, no_bias=True, binarized_weights_only=True)
+    with pytest.raises(MXNetError, match="in_channels"):
+        mx.nd.QConvolution(words, wp, in_packed=True, **base).wait_to_read()
+    with pytest.raises(MXNetError, match=r"\(N, H, W, 1\)"):
+        mx.nd.QConvolution(mx.nd.array(x), wp, in_packed=True, in_channels=8, **base).wait_to_read()
+    with pytest.raises(MXNetError, match="int64"):
+        bad = mx.nd.array(_sign_words(x).astype(np.float32))
+        mx.nd.QConvolution(bad, wp, in_packed=True, in_channels=8, **base).wait_to_read()
+    with pytest.raises(MXNetError, match="binarized_weights_only"):
+        mx.nd.QConvolution(
+            words,
+            mx.nd.array(_data(rng, (4, 8, 3, 3))),
+            kernel=(3, 3),
+            num_filter=4,
+            no_bias=True,
+            in_packed=True,
+            in_channels=8,
+        ).wait_to_read()
+    with pytest.raises(MXNetError, match="num_group=1"):
+        mx.nd.QConvolution(
+            mx.nd.array(x),
+            mx.nd.array(ref.pack_weight(_data(rng, (4, 4, 3, 3))), dtype=np.int64),
+            mx.nd.ones(4),
+            mx.nd.zeros(4),
+            out_packed=True,
+            num_group=2,
+            **base,
+        ).wait_to_read()
+    with pytest.raises(MXNetError, match="input_affine"):
+        mx.nd.QConvolution(
+            words,
+            wp,
+            mx.nd.ones(8),
+            mx.nd.zeros(8),
+            in_packed=True,
+            in_channels=8,
+            input_affine=True,
+            **base,
+        ).wait_to_read()
+    with pytest.raises(MXNetError, match="out_scale"):
+        mx.nd.QConvolution(
+            mx.nd.array(x), wp, mx.nd.ones(5), mx.nd.zeros(4), out_packed=True, **base
+        ).wait_to_read()
+    conv = mx.sym.QConvolution(mx.sym.var("data"), out_packed=True, name="c", **base)
+    assert conv.list_arguments() == ["data", "c_weight", "c_out_scale", "c_out_shift"]
+    out_shapes = conv.infer_shape(data=(2, 8, 6, 6))[1]
+    out_types = conv.infer_type(data=np.float32)[1]
+    assert out_shapes == [(2, 4, 4, 1)] and out_types == [np.int64]
+    # No backward.
+    xin = mx.nd.array(x)
+    xin.attach_grad()
+    with mx.autograd.record():
+        y = mx.nd.QConvolution(xin, wp, mx.nd.ones(4), mx.nd.zeros(4), out_packed=True, **base)
+    with pytest.raises(MXNetError, match="inference"):
+        y.backward()
+        xin.grad.wait_to_read()

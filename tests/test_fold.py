@@ -349,3 +349,27 @@ def test_fold_input_batchnorm_and_layout_barrier(
     assert np.array_equal(after.argmax(1), before.argmax(1))
     again = binmx.fold(fsym, fargs, faux)
     assert again[0].tojson() == fsym.tojson()
+
+
+def test_fold_packs_activations_between_binary_convs(rng: np.random.Generator) -> None:
+    """Rewrite 7: each unit's conv1 hands conv2 sign words (its only reader, through the folded
+    BatchNorm + sign); the outputs are bit-identical to the float hand-over, and the shortcut
+    conv (read by the residual add, not by a sign) stays float."""
+    sym = preact_block_net()
+    args, aux = random_params(sym, (2, 3, 16, 16), rng)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    plain = binmx.fold(csym, cargs, caux, pack_activations=False)
+    nodes = {n["name"]: n for n in json.loads(fsym.tojson())["nodes"]}
+    for unit in ("u1", "u2"):
+        first, second = nodes[f"{unit}_conv1"]["attrs"], nodes[f"{unit}_conv2"]["attrs"]
+        assert first["out_packed"] == "True" and second["in_packed"] == "True"
+        assert second["in_channels"] == "64" and second["input_affine"] == "False"
+        assert f"{unit}_conv2_in_scale" in fargs  # now read by conv1 as out_scale
+    assert "out_packed" not in nodes["u1_sc"]["attrs"]
+    assert "out_packed" not in plain[0].tojson() and "in_packed" not in plain[0].tojson()
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    feed = {"data": x, "softmax_label": np.zeros(8, np.float32)}
+    got = run_model(fsym, fargs, faux, feed)[0]
+    np.testing.assert_array_equal(got, run_model(*plain, feed)[0])  # the same bits, no rounding
+    assert binmx.fold(fsym, fargs, faux)[0].tojson() == fsym.tojson()  # idempotent

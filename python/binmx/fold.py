@@ -34,6 +34,16 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
    commutative), one operator and one pass over the output fewer.
 
+7. Packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no residual) whose
+   only reader is the data input of another converted 1-bit ``QConvolution`` with an input
+   affine (rewrite 1: the BatchNorm + sign between them, e.g. a residual unit's conv1 ->
+   conv2) hands it sign bits instead of floats: the first gets ``out_packed=True`` and the
+   second's ``in_scale`` / ``in_shift`` as its ``out_scale`` / ``out_shift``, and writes
+   int64 words ``(N, OH, OW, ceil(F/64))``; the second gets ``in_packed=True`` and
+   ``in_channels=F`` and loses its input affine. The bits are exactly the ones the second
+   layer's packing pass took from the float tensor (bit-identical outputs), without writing,
+   reading and re-packing that tensor.
+
 5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor, such as
    ResNet's ``bn_data`` on the RGB input) becomes a 1x1 ``Convolution`` whose weight is the
    diagonal matrix of its scales and whose bias is its shifts: the same per-channel affine map,
@@ -200,10 +210,11 @@ def fold(
     *,
     data_shape: tuple[int, ...] | None = None,
     fuse_residual: bool = True,
+    pack_activations: bool = True,
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Fold BatchNorm layers and residual adds into the neighbouring binary layers (see the
-    module docstring). ``fuse_residual=False`` skips rewrite 4 (the fused add runs on the CPU
-    path only).
+    module docstring). ``fuse_residual=False`` skips rewrite 4 and ``pack_activations=False``
+    rewrite 7 (both run on the CPU path only).
 
     Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
     graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
@@ -421,6 +432,38 @@ def fold(
             heads = graph.head_ids()
             break
 
+    # 7. conv -> conv through a folded sign: packed activations.
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable() if pack_activations else []:
+        second = graph.nodes[nid]
+        sattrs = second.get("attrs", {})
+        if not _packed_conv(second) or not _true(sattrs, "input_affine"):
+            continue
+        src, out_index, _ = second["inputs"][0]
+        first = graph.nodes[src]
+        fattrs = first.get("attrs", {})
+        if (
+            not _packed_conv(first)
+            or out_index != 0
+            or _true(fattrs, "residual")
+            or _true(fattrs, "out_packed")
+            or consumers[src] != [nid]
+            or src in heads
+            or any(e[0] == src for e in second["inputs"][1:])
+        ):
+            continue
+        k = _num_params(sattrs)
+        scale_shift = second["inputs"][k : k + 2]
+        second["inputs"] = second["inputs"][:k] + second["inputs"][k + 2 :]
+        sattrs["input_affine"] = "False"
+        sattrs["in_packed"] = "True"
+        sattrs["in_channels"] = str(_int(fattrs, "num_filter", 0))
+        at = _num_params(fattrs) + (2 if _true(fattrs, "input_affine") else 0)
+        first["inputs"] = first["inputs"][:at] + scale_shift + first["inputs"][at:]
+        fattrs["out_packed"] = "True"
+        consumers = graph.consumers()
+
     # 5. Small-channel inference BatchNorm -> 1x1 Convolution with a diagonal weight.
     consumers = graph.consumers()
     for nid in graph.reachable():
@@ -479,6 +522,23 @@ def fold(
         {k: v for k, v in args.items() if k in keep_args},
         {k: v for k, v in aux.items() if k in keep_aux},
     )
+
+
+def _packed_conv(node: dict[str, Any]) -> bool:
+    """A converted 1-bit QConvolution with one group (what packed activations need)."""
+    attrs = node.get("attrs", {})
+    return (
+        node["op"] == "QConvolution"
+        and _is_binary(node)
+        and _true(attrs, "binarized_weights_only")
+        and _int(attrs, "num_group", 1) == 1
+    )
+
+
+def _num_params(attrs: dict[str, str]) -> int:
+    """data, weight, [bias], [alpha]: the inputs before a QConvolution's optional ones."""
+    scaling = _true(attrs, "binarized_weights_only") and _true(attrs, "scaling_factor")
+    return 2 + (0 if _true(attrs, "no_bias") else 1) + (1 if scaling else 0)
 
 
 def _ndim(

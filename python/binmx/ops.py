@@ -12,7 +12,15 @@ the call forms of ``Convolution`` / ``FullyConnected`` / ``Activation``:
 * attribute values given as Python objects (``kernel=(3, 3)``, ``no_bias=True``).
 
 Inputs, in order: ``data, weight, [bias] (unless no_bias), [alpha] (binarized_weights_only and
-scaling_factor), [in_scale, in_shift] (input_affine), [residual] (QConvolution, residual)``.
+scaling_factor), [in_scale, in_shift] (input_affine), [out_scale, out_shift] (QConvolution,
+out_packed), [residual] (QConvolution, residual)``.
+
+``out_packed=True`` / ``in_packed=True, in_channels=C`` (QConvolution, converted 1-bit layers
+with ``num_group=1``; inference, made by :func:`binmx.fold` between a conv and the next conv's
+sign): the first writes int64 sign words ``(N, OH, OW, ceil(F/64))`` of
+``out * out_scale + out_shift`` (bit ``f % 64`` of word ``f // 64`` set for ``< 0``), the second
+reads them as its ``data`` (``(N, H, W, ceil(C/64))``) instead of ``sgn`` of a float input.
+No backward (``MXNetError``).
 
 ``residual=True`` (QConvolution, ``act_bit = weight_bit = 1`` only; inference, e.g. a folded
 residual add): the input ``residual`` of the output's shape is added last, in float32, in the
@@ -53,7 +61,7 @@ __all__ = [
 ]
 
 _OPS = ("QConvolution", "QFullyConnected", "QActivation")
-_INPUT_KEYS = ("data", "weight", "bias", "alpha", "in_scale", "in_shift")
+_INPUT_KEYS = ("data", "weight", "bias", "alpha", "in_scale", "in_shift", "out_scale", "out_shift")
 _RAW: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
@@ -76,6 +84,8 @@ def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
         names.append("alpha")
     if _truthy(attrs.get("input_affine", False)):
         names += ["in_scale", "in_shift"]
+    if op == "QConvolution" and _truthy(attrs.get("out_packed", False)):
+        names += ["out_scale", "out_shift"]
     if op == "QConvolution" and _truthy(attrs.get("residual", False)):
         names.append("residual")
     return names
@@ -217,6 +227,8 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         "alpha": (out[0],),
         "in_scale": (0,),
         "in_shift": (0,),
+        "out_scale": (out[0],),
+        "out_shift": (out[0],),
         "residual": (0, 0, 0, 0),
     }
 

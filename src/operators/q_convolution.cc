@@ -6,6 +6,15 @@
  * alpha (F,) float32 when binarized_weights_only and scaling_factor; with input_affine=True
  * (act_bit = 1 only) in_scale (C,) and in_shift (C,) float32; with residual=True
  * (act_bit = weight_bit = 1 only) residual (N, F, OH, OW) float32 last. Output (N, F, OH, OW).
+ * Packed chaining (inference, binarized_weights_only, num_group = 1; what binmx.fold makes of
+ * a binary conv whose only reader is the next binary conv's sign):
+ *   out_packed=True: inputs out_scale, out_shift (F,) float32 after in_scale / in_shift; the
+ *     output is int64 (N, OH, OW, ceil(F/64)) words, bit f % 64 of word f / 64 set iff
+ *     out_f * out_scale_f + out_shift_f < 0 (the next layer's input affine, applied to the
+ *     float output this layer would give; product and sum rounded separately). No residual.
+ *   in_packed=True, in_channels=C: `data` is such words, int64 (N, H, W, ceil(C/64)), bit set
+ *     = activation -1 (bits past C ignored); no input_affine.
+ * Neither has a backward (MXNetError).
  *
  * input_affine (inference; a folded BatchNorm): the activation is sgn(x * in_scale_c +
  *   in_shift_c) instead of sgn(x) (product and sum rounded separately in float32), computed in
@@ -52,17 +61,24 @@ struct QConvAttrs {
   std::vector<int64_t> kernel, stride, dilate, pad;
   int64_t num_filter = 0, num_group = 1;
   bool no_bias = false, packed = false, scaling = false, input_affine = false, residual = false;
+  bool in_packed = false, out_packed = false;
+  int64_t in_channels = 0;  // with in_packed
   int act_bit = 1, weight_bit = 1, pad_value = 0;
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
   int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
-  int num_inputs() const { return num_params() + (input_affine ? 2 : 0) + (residual ? 1 : 0); }
+  int num_inputs() const {
+    return num_params() + (input_affine ? 2 : 0) + (out_packed ? 2 : 0) + (residual ? 1 : 0);
+  }
   int bias_index() const { return no_bias ? -1 : 2; }
   int alpha_index() const { return packed && scaling ? (no_bias ? 2 : 3) : -1; }
   // input_affine: in_scale, in_shift (C,) after the other inputs.
   int in_scale_index() const { return input_affine ? num_params() : -1; }
   int in_shift_index() const { return input_affine ? num_params() + 1 : -1; }
+  // out_packed: out_scale, out_shift (F,) next.
+  int out_scale_index() const { return out_packed ? num_params() + (input_affine ? 2 : 0) : -1; }
+  int out_shift_index() const { return out_packed ? out_scale_index() + 1 : -1; }
   // residual: (N, F, OH, OW), the last input.
   int residual_index() const { return residual ? num_inputs() - 1 : -1; }
 };
@@ -71,8 +87,8 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   AttrReader r(kOp, attrs);
   r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
                 "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
-                "pad_value", "grad_cancel", "input_affine", "residual", "workspace",
-                "cudnn_tune", "cudnn_off"});
+                "pad_value", "grad_cancel", "input_affine", "residual", "in_packed",
+                "in_channels", "out_packed", "workspace", "cudnn_tune", "cudnn_off"});
   a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
   a->stride = r.Tuple("stride", 2, 1, false);
   a->dilate = r.Tuple("dilate", 2, 1, false);
@@ -88,6 +104,20 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
   a->grad_cancel = static_cast<float>(r.Float("grad_cancel", 1.0, 0.0));
   a->input_affine = r.Bool("input_affine", false);
   a->residual = r.Bool("residual", false);
+  a->in_packed = r.Bool("in_packed", false);
+  a->out_packed = r.Bool("out_packed", false);
+  a->in_channels = r.Int("in_channels", 0, 1, 1 << 24, /*required=*/a->in_packed);
+  if (r.ok() && (a->in_packed || a->out_packed)) {
+    const char* which = a->in_packed ? "in_packed=True" : "out_packed=True";
+    if (!a->packed || !a->binary() || a->num_group != 1) {
+      r.Fail(std::string(which) + " needs binarized_weights_only=True, act_bit=1, weight_bit=1 "
+             "and num_group=1 (packed activations between converted binary layers)");
+    } else if (a->in_packed && a->input_affine) {
+      r.Fail("in_packed=True takes no input_affine (the bits already are the signs)");
+    } else if (a->out_packed && a->residual) {
+      r.Fail("out_packed=True cannot add a residual (the output is sign bits)");
+    }
+  }
   if (r.ok() && a->input_affine && a->act_bit != 1) {
     r.Fail("input_affine=True needs act_bit=1 (an affine map before the sign), got act_bit=" +
            std::to_string(a->act_bit));
@@ -126,9 +156,9 @@ bool Parse(const Attrs& attrs, QConvAttrs* a) {
 Conv2dParams MakeParams(const QConvAttrs& a, const std::vector<int64_t>& data_shape) {
   Conv2dParams p;
   p.batch = data_shape[0];
-  p.channels = data_shape[1];
-  p.in_h = data_shape[2];
-  p.in_w = data_shape[3];
+  p.channels = a.in_packed ? a.in_channels : data_shape[1];
+  p.in_h = data_shape[a.in_packed ? 1 : 2];
+  p.in_w = data_shape[a.in_packed ? 2 : 3];
   p.num_filter = a.num_filter;
   p.kernel_h = a.kernel[0];
   p.kernel_w = a.kernel[1];
@@ -165,6 +195,8 @@ const char* InputName(const QConvAttrs& a, int i) {
   if (i == a.bias_index()) return "bias";
   if (i == a.in_scale_index()) return "in_scale";
   if (i == a.in_shift_index()) return "in_shift";
+  if (i == a.out_scale_index()) return "out_scale";
+  if (i == a.out_shift_index()) return "out_shift";
   if (i == a.residual_index()) return "residual";
   return "alpha";
 }
@@ -197,19 +229,22 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
     for (int i = 0; i < static_cast<int>(in_types->size()); ++i) {
-      const int want = (i == 1 && a.packed) ? mxnet::ext::kInt64 : mxnet::ext::kFloat32;
+      const bool words = (i == 1 && a.packed) || (i == 0 && a.in_packed);
+      const int want = words ? mxnet::ext::kInt64 : mxnet::ext::kFloat32;
       int& t = (*in_types)[i];
       if (t == -1) {
         t = want;
       } else if (t != want) {
         MX_ERROR_MSG << kOp << ": expected input `" << InputName(a, i) << "` to have dtype "
                      << DtypeName(want)
-                     << (i == 1 && a.packed ? " (packed words, binarized_weights_only=True)" : "")
+                     << (i == 1 && a.packed ? " (packed words, binarized_weights_only=True)"
+                         : i == 0 && a.in_packed ? " (packed sign words, in_packed=True)"
+                                                 : "")
                      << ", got " << DtypeName(t);
         return MX_FAIL;
       }
     }
-    (*out_types)[0] = mxnet::ext::kFloat32;
+    (*out_types)[0] = a.out_packed ? mxnet::ext::kInt64 : mxnet::ext::kFloat32;
     return MX_SUCCESS;
   });
 }
@@ -224,12 +259,19 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     if (!Parse(attrs, &a)) return MX_FAIL;
     const auto& ds = (*in_shapes)[0];
     if (ds.size() != 4) {
-      MX_ERROR_MSG << kOp << ": expected `data` of rank 4 (N, C, H, W), got shape "
-                   << (ds.empty() ? std::string("unknown") : ShapeText(ds));
+      MX_ERROR_MSG << kOp << ": expected `data` of rank 4 "
+                   << (a.in_packed ? "(N, H, W, ceil(in_channels/64)) words" : "(N, C, H, W)")
+                   << ", got shape " << (ds.empty() ? std::string("unknown") : ShapeText(ds));
       return MX_FAIL;
     }
     std::vector<int64_t> dshape(ds.begin(), ds.end());
     Conv2dParams p = MakeParams(a, dshape);
+    if (a.in_packed && static_cast<int64_t>(ds[3]) != WordsFor(a.in_channels)) {
+      MX_ERROR_MSG << kOp << ": expected `data` of shape (N, H, W, " << WordsFor(a.in_channels)
+                   << ") for in_packed=True, in_channels=" << a.in_channels << ", got "
+                   << ShapeText(ds);
+      return MX_FAIL;
+    }
     if (p.channels % p.groups != 0) {
       MX_ERROR_MSG << kOp << ": expected the input channels (" << p.channels
                    << ") to be divisible by `num_group` (" << p.groups << ")";
@@ -262,7 +304,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
       return MX_FAIL;
     }
     if (a.input_affine) {
-      const std::vector<unsigned int> cshape = {ds[1]};
+      const std::vector<unsigned int> cshape = {static_cast<unsigned>(p.channels)};
       if (!MatchShape(kOp, "in_scale", cshape, &(*in_shapes)[a.in_scale_index()],
                       " (C,) (input_affine)") ||
           !MatchShape(kOp, "in_shift", cshape, &(*in_shapes)[a.in_shift_index()],
@@ -270,13 +312,22 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
         return MX_FAIL;
       }
     }
-    const std::vector<unsigned int> oshape = {ds[0], f, static_cast<unsigned>(p.OutH()),
-                                              static_cast<unsigned>(p.OutW())};
+    if (a.out_packed) {
+      if (!MatchShape(kOp, "out_scale", {f}, &(*in_shapes)[a.out_scale_index()],
+                      " (num_filter,) (out_packed)") ||
+          !MatchShape(kOp, "out_shift", {f}, &(*in_shapes)[a.out_shift_index()],
+                      " (num_filter,) (out_packed)")) {
+        return MX_FAIL;
+      }
+    }
+    const unsigned oh = static_cast<unsigned>(p.OutH()), ow = static_cast<unsigned>(p.OutW());
+    const std::vector<unsigned int> oshape = {ds[0], f, oh, ow};
     if (a.residual && !MatchShape(kOp, "residual", oshape, &(*in_shapes)[a.residual_index()],
                                   " (N, num_filter, OH, OW), the output shape (residual=True)")) {
       return MX_FAIL;
     }
     (*out_shapes)[0] = oshape;
+    if (a.out_packed) (*out_shapes)[0] = {ds[0], oh, ow, static_cast<unsigned>(WordsFor(f))};
     return MX_SUCCESS;
   });
 }
@@ -307,11 +358,11 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     if (!CheckRuntime(a, *inputs, &p)) return MX_FAIL;
     const MXTensor& xt = (*inputs)[0];
     const MXTensor& wt = (*inputs)[1];
-    const float* x = static_cast<const float*>(xt.data_ptr);
+    const float* x = a.in_packed ? nullptr : static_cast<const float*>(xt.data_ptr);
     const float* bias =
         a.bias_index() >= 0 ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
                             : nullptr;
-    float* out = static_cast<float*>((*outputs)[0].data_ptr);
+    float* out = a.out_packed ? nullptr : static_cast<float*>((*outputs)[0].data_ptr);
     std::vector<float> alpha_buf;
     const float* alpha = nullptr;
     if (a.scaling) {
@@ -353,6 +404,12 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                           ? static_cast<const float*>((*inputs)[a.residual_index()].data_ptr)
                           : nullptr;
       args.out = out;
+      if (a.in_packed) args.x_bits = static_cast<const uint64_t*>(xt.data_ptr);
+      if (a.out_packed) {
+        args.out_bits = static_cast<uint64_t*>((*outputs)[0].data_ptr);
+        args.out_scale = static_cast<const float*>((*inputs)[a.out_scale_index()].data_ptr);
+        args.out_shift = static_cast<const float*>((*inputs)[a.out_shift_index()].data_ptr);
+      }
       BinaryConv2d(args, p, DefaultGemmConfig());
     } else if (a.input_affine) {
       // act_bit = 1 with a k-bit / float weight: sgn(x * s + t) materialised, then float conv.
@@ -398,6 +455,11 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     if (a.residual) {
       MX_ERROR_MSG << kOp << ": residual=True is an inference feature (a folded residual add); "
                    << "it has no backward. Train with QConvolution + elemwise_add, then fold.";
+      return MX_FAIL;
+    }
+    if (a.in_packed || a.out_packed) {
+      MX_ERROR_MSG << kOp << ": in_packed / out_packed are inference features (packed "
+                   << "activations between folded binary layers); they have no backward.";
       return MX_FAIL;
     }
     const int n_in = a.num_inputs();
@@ -496,9 +558,9 @@ namespace {
 bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data, GpuConvSpec* s) {
   QConvAttrs a;
   if (!Parse(attrs, &a)) return false;
-  if (a.residual) {  // the fused residual add exists on the CPU path only
-    MX_ERROR_MSG << kOp << " (gpu): residual=True is not supported on gpu; fold with "
-                 << "binmx.fold(..., fuse_residual=False), or run on cpu";
+  if (a.residual || a.in_packed || a.out_packed) {  // CPU-only inference features
+    MX_ERROR_MSG << kOp << " (gpu): residual / in_packed / out_packed are not supported on gpu; "
+                 << "fold with binmx.fold(..., fuse_residual=False, pack_activations=False), or run on cpu";
     return false;
   }
   if (in.size() <= data || in[data].shape.size() != 4) {

@@ -124,10 +124,20 @@ void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t d
 void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmConfig& config) {
   ValidateConv2dParams(p);
   if (p.batch == 0) return;
-  Require(args.x != nullptr && args.w_packed != nullptr && args.out != nullptr,
-          "BinaryConv2d: null pointer (x, w_packed and out are required)");
+  Require(args.w_packed != nullptr, "BinaryConv2d: null pointer (w_packed is required)");
+  Require((args.x != nullptr) != (args.x_bits != nullptr),
+          "BinaryConv2d: exactly one of x and x_bits is required");
+  Require((args.out != nullptr) != (args.out_bits != nullptr),
+          "BinaryConv2d: exactly one of out and out_bits is required");
   Require((args.in_scale == nullptr) == (args.in_shift == nullptr),
           "BinaryConv2d: in_scale and in_shift must be given together");
+  Require(args.x_bits == nullptr || args.in_scale == nullptr,
+          "BinaryConv2d: x_bits (packed input) takes no input affine");
+  Require(args.out_bits == nullptr ||
+              (args.out_scale != nullptr && args.out_shift != nullptr && args.residual == nullptr),
+          "BinaryConv2d: out_bits needs out_scale and out_shift, and no residual");
+  Require((args.x_bits == nullptr && args.out_bits == nullptr) || p.groups == 1,
+          "BinaryConv2d: packed input / output need groups = 1");
   RequireIsa(config.isa);
   const BconvSpec spec = internal::BconvFor(config.isa);
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
@@ -166,6 +176,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
 
   // 1. Packing pass, one task per (image, group, padded row).
   const float* x = args.x;
+  const uint64_t* x_bits = args.x_bits;
   const float* in_scale = args.in_scale;
   const float* in_shift = args.in_shift;
   ParallelFor(n_img * g_count * hp, threads, [&](int64_t begin, int64_t end) {
@@ -184,6 +195,12 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
         std::fill(row + pw + w, row + wp, pad_word[wd]);
         const int64_t c0 = g * cg + wd * 64;
         const int n_ch = static_cast<int>(std::min<int64_t>(64, cg - wd * 64));
+        if (x_bits != nullptr) {  // groups = 1: words == WordsFor(C)
+          const uint64_t valid = n_ch == 64 ? ~uint64_t{0} : (uint64_t{1} << n_ch) - 1;
+          const uint64_t* src = x_bits + (n * h + (r - ph)) * w * words + wd;
+          for (int64_t xx = 0; xx < w; ++xx) row[pw + xx] = src[xx * words] & valid;
+          continue;
+        }
         spec.pack(x + (n * c_all + c0) * hw + (r - ph) * w, hw, n_ch, w,
                   in_scale ? in_scale + c0 : nullptr, in_shift ? in_shift + c0 : nullptr,
                   row + pw);
@@ -269,12 +286,16 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
   }
 
   // 4. Kernel tasks: (image, group, pixel chunk, filter chunk).
-  constexpr int64_t kPixChunk = 240, kFilterChunk = 64;
+  constexpr int64_t kPixChunk = 240, kFilterChunk = 64;  // a filter chunk = one output word
+  static_assert(kFilterChunk == 64, "packed output writes word fc of a filter chunk fc");
   const int64_t q_chunks = (ohw + kPixChunk - 1) / kPixChunk;
   const int64_t f_chunks = (fg + kFilterChunk - 1) / kFilterChunk;
   const int64_t* koff = s.koff.data();
   const int32_t* ct = s.ct.data();
+  const int64_t out_words = WordsFor(f_all);
   ParallelFor(n_img * g_count * q_chunks * f_chunks, threads, [&](int64_t begin, int64_t end) {
+    thread_local Scratch<float> tile_out;
+    thread_local Scratch<uint64_t> tile_words;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t fc = task % f_chunks;
       const int64_t qc = (task / f_chunks) % q_chunks;
@@ -297,9 +318,36 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       t.bias = args.bias ? args.bias + g * fg : nullptr;
       const int64_t out_off = (n * f_all + g * fg) * ohw;
       t.residual = args.residual ? args.residual + out_off : nullptr;
-      t.out = args.out + out_off;
-      t.out_fstride = ohw;
+      if (args.out_bits == nullptr) {
+        t.out = args.out + out_off;
+        t.out_fstride = ohw;
+        spec.tile(t);
+        continue;
+      }
+      // Packed output (groups = 1): the tile's floats go to a small scratch, in coordinates
+      // relative to the tile, then through the packing pass with the next layer's affine.
+      const int64_t q0 = t.q0, nq = t.q1 - t.q0, f0 = t.f0, nf = t.f1 - t.f0;
+      t.planes += q0;
+      if (t.pid != nullptr) t.pid += q0;
+      t.w += f0 * kwords;
+      if (t.ct != nullptr) t.ct += f0 * ct_stride;
+      if (t.alpha != nullptr) t.alpha += f0;
+      if (t.bias != nullptr) t.bias += f0;
+      t.q0 = 0;
+      t.q1 = nq;
+      t.f0 = 0;
+      t.f1 = nf;
+      float* sc = tile_out.Get(static_cast<size_t>(kFilterChunk * kPixChunk));
+      t.out = sc;
+      t.out_fstride = kPixChunk;
       spec.tile(t);
+      uint64_t* bits = args.out_bits + (n * ohw + q0) * out_words + fc;  // word fc: f0 = 64 fc
+      uint64_t* dst = out_words == 1 ? bits : tile_words.Get(static_cast<size_t>(nq));
+      spec.pack(sc, kPixChunk, static_cast<int>(nf), nq, args.out_scale + f0,
+                args.out_shift + f0, dst);
+      if (out_words != 1) {
+        for (int64_t q = 0; q < nq; ++q) bits[q * out_words] = dst[q];
+      }
     }
   });
 }

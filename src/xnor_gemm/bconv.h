@@ -21,6 +21,14 @@
  * writes NCHW floats. Whole batch in one call, parallel over (image, group, pixel block,
  * filter block) with ParallelFor.
  *
+ * Packed chaining (inference, groups = 1). With x_bits the activations come packed instead
+ * of from x: bit c % 64 of word c / 64 of pixel (n, y, x) set means a = -1 (bits past C are
+ * ignored; no input affine). With out_bits the output is not written as floats: bit f % 64 of
+ * word f / 64 of output pixel (n, oy, ox) is set iff out * out_scale[f] + out_shift[f] < 0
+ * (out the float value above, product and sum rounded separately), which is exactly the bit
+ * the next layer's packing pass would take from that float output with the input affine
+ * (out_scale, out_shift); no residual.
+ *
  * Dense: out[m][h] = float(sum_d sgn(x[m][d] * s[d] + t[d]) sgn(W[h][d])) * alpha[h] + bias[h].
  * Functions check their arguments and throw std::invalid_argument.
  */
@@ -43,6 +51,11 @@ struct BinaryConvArgs {
   const float* in_shift = nullptr;   // (C,) or null
   const float* residual = nullptr;   // (N, F, OH, OW) or null, added last
   float* out = nullptr;              // (N, F, OH, OW); must not alias x or residual
+  // Packed activations between two binary layers (groups = 1 only; see "Packed chaining"):
+  const uint64_t* x_bits = nullptr;  // instead of x: (N, H, W, WordsFor(C)) sign words
+  uint64_t* out_bits = nullptr;      // instead of out: (N, OH, OW, WordsFor(F)) sign words
+  const float* out_scale = nullptr;  // (F,), with out_bits
+  const float* out_shift = nullptr;  // (F,), with out_bits
 };
 
 // The direct binary convolution above.
