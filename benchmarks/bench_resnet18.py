@@ -197,7 +197,7 @@ def layer_times(mx, np, sym, args, aux, data, reps: int) -> list[tuple[str, str,
     # Plain NCHW copies: an array left in oneDNN's blocked layout would be re-ordered on every
     # read by a one-node executor (~0.4 ms at 56x56x64), a cost the whole graph does not pay.
     outs = {
-        k: mx.nd.array(v.asnumpy())
+        k: mx.nd.array(v.asnumpy(), dtype=v.dtype)  # int64 for packed sign words
         for k, v in zip(internals.list_outputs(), ex.forward(is_train=False), strict=True)
     }
     nodes = json.loads(sym.tojson())["nodes"]

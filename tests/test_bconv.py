@@ -415,7 +415,7 @@ def test_packed_chaining_is_bit_identical(rng, channels):
         second = dict(kernel=(3, 3), pad=(1, 1), num_filter=c["num_filter"], no_bias=True)
         second["binarized_weights_only"] = True
         y_ref = None
-        for isa, threads in [(i, t) for i in xnor.available_isas() for t in ("1", "3")]:
+        for isa, threads in [(i, n) for i in xnor.available_isas() for n in ("1", "3")]:
             with _env(BINMX_ISA=isa, OMP_NUM_THREADS=threads):
                 y = mx.nd.QConvolution(*first, num_filter=f1, scaling_factor=True, **geo)
                 words = mx.nd.QConvolution(
