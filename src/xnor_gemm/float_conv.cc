@@ -22,6 +22,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "cblas.h"
 #include "parallel.h"
 #include "xnor_gemm.h"
@@ -33,6 +37,9 @@ namespace {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     !defined(BINMX_NO_TARGET_CLONES)
 #define BINMX_FLOAT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// 16 x 16 tile transposes for the channels-last path, used when the CPU has AVX-512F.
+#define BINMX_HAVE_TRANSPOSE16 1
+#define BINMX_AVX512 __attribute__((target("avx512f")))
 #else
 #define BINMX_FLOAT_CLONES
 #endif
@@ -71,8 +78,26 @@ class Scratch {
   int64_t cap_ = 0;
 };
 
+// Grow-only per-thread buffer that is all zeros whenever Get returns: its user must set back
+// to zero whatever it wrote before the next Get.
+class ZeroedScratch {
+ public:
+  float* Get(int64_t n) {
+    if (n > cap_) {
+      buf_.reset(new float[static_cast<size_t>(n)]());
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  std::unique_ptr<float[]> buf_;
+  int64_t cap_ = 0;
+};
+
 struct ThreadBuffers {
   Scratch col, dy, tmp;
+  ZeroedScratch zeroed;
 };
 
 ThreadBuffers& Buffers() {
@@ -434,12 +459,86 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
 //   dcolt                = dyt . wt, wt[f][t * Cg + c] = w[g * Fg + f][c][t] (GEMM, K = Fg)
 //   dxt[(n, iy, ix)][c] += dcolt[q][t * Cg + c] for the taps inside the image
 // and dx is dxt transposed back (times the STE mask). Same chunks and blocks as the im2col path
-// (MakePlan); each block owns its images' dx and its own dW^T accumulator.
+// (MakePlan); each block owns its images' dx and its own dW^T accumulator. The valid taps of a
+// kernel row are copied (and added back) as one run of taps * Cg floats (dilate_w = 1); dcolt
+// lives in a per-thread buffer that stays all zeros between uses (the col2im clears each row
+// after reading it), so its GEMM accumulates with beta = 1 and OpenBLAS does not clear the
+// whole block first; the transposes use 16 x 16 AVX-512 tiles where available.
+
+#if defined(BINMX_HAVE_TRANSPOSE16)
+// In-register transpose of a 16 x 16 float tile: v[k][r] <- v[r][k].
+BINMX_AVX512 inline void Transpose16(__m512 v[16]) {
+  __m512 t[16];
+  for (int k = 0; k < 16; k += 2) {
+    t[k] = _mm512_unpacklo_ps(v[k], v[k + 1]);
+    t[k + 1] = _mm512_unpackhi_ps(v[k], v[k + 1]);
+  }
+  for (int k = 0; k < 16; k += 4) {
+    v[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+    v[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+    v[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+    v[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+  }
+  for (int h = 0; h < 16; h += 8) {
+    for (int k = 0; k < 4; ++k) {
+      t[h + k] = _mm512_shuffle_f32x4(v[h + k], v[h + k + 4], 0x88);
+      t[h + k + 4] = _mm512_shuffle_f32x4(v[h + k], v[h + k + 4], 0xDD);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    v[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    v[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+  }
+}
+
+// dst[i * ld_dst + r] = Q(src[r * ld_src + i]) for r < rows, i < n, in 16 x 16 tiles (masked at
+// the edges).
+BINMX_AVX512 void TransposeAvx512(const float* src, int64_t ld_src, int64_t rows, int64_t n,
+                                  int64_t ld_dst, bool sign, float* dst) {
+  const __m512 one = _mm512_set1_ps(1.0f), minus = _mm512_set1_ps(-1.0f);
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v[16];
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int rb = static_cast<int>(std::min<int64_t>(16, rows - r0));
+    const __mmask16 rmask = static_cast<__mmask16>((1u << rb) - 1u);
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+      const int ib = static_cast<int>(std::min<int64_t>(16, n - i0));
+      const __mmask16 imask = static_cast<__mmask16>((1u << ib) - 1u);
+      for (int r = 0; r < 16; ++r) {
+        v[r] = r < rb ? _mm512_maskz_loadu_ps(imask, src + (r0 + r) * ld_src + i0) : zero;
+        if (sign) {  // NaN compares false: +1, as the sign bits
+          v[r] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v[r], zero, _CMP_LT_OQ), one, minus);
+        }
+      }
+      Transpose16(v);
+      for (int k = 0; k < ib; ++k) _mm512_mask_storeu_ps(dst + (i0 + k) * ld_dst + r0, rmask, v[k]);
+    }
+  }
+}
+
+#endif
+
+// Whether the channels-last transposes use the AVX-512 tiles: the CPU has AVX-512F and
+// BINMX_ISA (the core's ISA cap, dispatch.cc) is unset or avx512, so tests can force the portable
+// loops with BINMX_ISA=avx2 or scalar.
+bool UseTranspose16() {
+#if defined(BINMX_HAVE_TRANSPOSE16)
+  if (!__builtin_cpu_supports("avx512f")) return false;
+  const char* env = std::getenv("BINMX_ISA");
+  return env == nullptr || *env == '\0' || std::strcmp(env, "avx512") == 0;
+#else
+  return false;
+#endif
+}
 
 // Planar (rows x n, row stride n) -> interleaved (n x rows, row stride ld): dst[i * ld + r] =
-// Q(src[r * n + i]), in blocks of 16 rows so that each output line is written whole.
+// Q(src[r * n + i]), in blocks of 16 rows so that each output line is written whole (tile16:
+// in 16 x 16 AVX-512 tiles).
 BINMX_FLOAT_CLONES void ToChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
-                                       bool sign, float* dst) {
+                                       bool sign, bool tile16, float* dst) {
+#if defined(BINMX_HAVE_TRANSPOSE16)
+  if (tile16) return TransposeAvx512(src, n, rows, n, ld, sign, dst);
+#endif
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int64_t rb = std::min<int64_t>(16, rows - r0);
     const float* s = src + r0 * n;
@@ -457,15 +556,114 @@ BINMX_FLOAT_CLONES void ToChannelsLast(const float* src, int64_t rows, int64_t n
 // The inverse: dst[r * n + i] = src[i * ld + r], times the STE mask 1[|mask[r * n + i]| <=
 // grad_cancel] when mask is not null.
 BINMX_FLOAT_CLONES void FromChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
-                                         const float* mask, float grad_cancel, float* dst) {
+                                         const float* mask, float grad_cancel, bool tile16,
+                                         float* dst) {
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int64_t rb = std::min<int64_t>(16, rows - r0);
     float* d = dst + r0 * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const float* s = src + i * ld + r0;
-      for (int64_t r = 0; r < rb; ++r) d[r * n + i] = s[r];
+#if defined(BINMX_HAVE_TRANSPOSE16)
+    if (tile16) {
+      TransposeAvx512(src + r0, ld, n, rb, n, false, d);
+    } else
+#endif
+    {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* s = src + i * ld + r0;
+        for (int64_t r = 0; r < rb; ++r) d[r * n + i] = s[r];
+      }
     }
     if (mask != nullptr) MaskRange(mask + r0 * n, d, rb * n, grad_cancel, d);
+  }
+}
+
+// The taps j of one kernel row that land inside the image for output column ox, as copies
+// between a col row segment (tap j at j * Cg) and channels-last pixels: `runs` runs of `len`
+// floats, the k-th at segment offset begin + k * step and pixel ix + k * dilate_w. The valid
+// taps are consecutive, [begin, end) of the segment; outside it is padding. With dilate_w = 1
+// they are also adjacent pixels, so they merge into one run of (valid taps) * Cg floats.
+struct TapRun {
+  int64_t ix = 0, begin = 0, end = 0, runs = 0, len = 0, step = 0, src_step = 0;
+};
+
+TapRun MakeTapRun(const Conv2dParams& p, int64_t ox, int64_t cg) {
+  TapRun r;
+  const int64_t x0 = ox * p.stride_w - p.pad_w;
+  int64_t jl = 0, jh = p.kernel_w;
+  while (jl < jh && x0 + jl * p.dilate_w < 0) ++jl;
+  while (jh > jl && x0 + (jh - 1) * p.dilate_w >= p.in_w) --jh;
+  r.ix = x0 + jl * p.dilate_w;
+  r.begin = jl * cg;
+  r.end = jh * cg;
+  if (jh <= jl) {
+    r.end = r.begin;
+    return r;
+  }
+  if (p.dilate_w == 1) {
+    r.runs = 1;
+    r.len = (jh - jl) * cg;
+  } else {
+    r.runs = jh - jl;
+    r.len = cg;
+  }
+  r.step = cg;
+  r.src_step = p.dilate_w * cg;
+  return r;
+}
+
+// colt[oy * OW + ox][(i * kw + j) * Cg + c] = xi[(iy, ix)][c] of one channels-last image (Cg
+// channels), pad_value where the tap falls outside it.
+BINMX_FLOAT_CLONES void RowsIm2Col(const float* __restrict xi, const Conv2dParams& p,
+                                   const TapRun* runs, float* __restrict colt) {
+  const int64_t cg = p.GroupChannels(), kdim = p.FilterSize(), ow = p.OutW();
+  const int64_t seg = p.kernel_w * cg;
+  const float pad = static_cast<float>(p.pad_value);
+  for (int64_t oy = 0; oy < p.OutH(); ++oy) {
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      float* row = colt + (oy * ow + ox) * kdim;
+      const TapRun& r = runs[ox];
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+        float* d = row + i * seg;
+        if (iy < 0 || iy >= p.in_h) {
+          std::fill(d, d + seg, pad);
+          continue;
+        }
+        std::fill(d, d + r.begin, pad);
+        const float* src = xi + (iy * p.in_w + r.ix) * cg;
+        for (int64_t k = 0; k < r.runs; ++k) {
+          float* __restrict dk = d + r.begin + k * r.step;
+          const float* __restrict sk = src + k * r.src_step;
+          for (int64_t e = 0; e < r.len; ++e) dk[e] = sk[e];
+        }
+        std::fill(d + r.end, d + seg, pad);
+      }
+    }
+  }
+}
+
+// The adjoint for one image: dxi[(iy, ix)][c] += dcol[...] over the taps inside the image; then
+// sets all of dcol (OH * OW rows of K floats) to zero.
+BINMX_FLOAT_CLONES void RowsCol2ImAdd(float* __restrict dcol, const Conv2dParams& p,
+                                      const TapRun* runs, float* __restrict dxi) {
+  const int64_t cg = p.GroupChannels(), kdim = p.FilterSize(), ow = p.OutW();
+  const int64_t seg = p.kernel_w * cg;
+  for (int64_t oy = 0; oy < p.OutH(); ++oy) {
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      float* row = dcol + (oy * ow + ox) * kdim;
+      const TapRun& r = runs[ox];
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+        if (iy < 0 || iy >= p.in_h) continue;
+        const float* src = row + i * seg + r.begin;
+        float* dst = dxi + (iy * p.in_w + r.ix) * cg;
+        for (int64_t k = 0; k < r.runs; ++k) {
+          const float* __restrict sk = src + k * r.step;
+          float* __restrict dk = dst + k * r.src_step;
+          for (int64_t e = 0; e < r.len; ++e) dk[e] += sk[e];
+        }
+      }
+      std::fill(row, row + kdim, 0.0f);
+    }
   }
 }
 
@@ -496,8 +694,10 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
   const int64_t kdim = cg * taps, w_size = p.num_filter * kdim, groups = p.groups;
   const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = p.in_h * p.in_w;
   const Plan plan = MakePlan(p, threads, kRowsTargetCols);
-  const float pad = static_cast<float>(p.pad_value);
   const bool sign = quant == InputQuant::kSign;
+  const bool tile16 = UseTranspose16();
+  std::vector<TapRun> runs(static_cast<size_t>(ow));
+  for (int64_t ox = 0; ox < ow; ++ox) runs[ox] = MakeTapRun(p, ox, cg);
 
   // wt[g][f][t * Cg + c] = w[g * Fg + f][c][t]
   std::vector<float> wt(dx ? static_cast<size_t>(w_size) : 0);
@@ -513,7 +713,8 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
   std::vector<float> acc(dw ? static_cast<size_t>(plan.parts * w_size) : 0, 0.0f);
   ParallelFor(plan.parts, threads, [&](int64_t begin, int64_t end) {
     ThreadBuffers& buf = Buffers();
-    float* colt = buf.col.Get(plan.nb * ohw * kdim);
+    float* colt = dw ? buf.col.Get(plan.nb * ohw * kdim) : nullptr;
+    float* dcol = dx ? buf.zeroed.Get(plan.nb * ohw * kdim) : nullptr;
     float* dyt = buf.dy.Get(plan.nb * ohw * fg);
     float* xt = buf.tmp.Get(plan.nb * hw * cg);  // xt, then dxt
     for (int64_t part = begin; part < end; ++part) {
@@ -525,63 +726,33 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
         for (int64_t g = 0; g < groups; ++g) {
           for (int64_t n = 0; n < cnt; ++n) {
             ToChannelsLast(dy + ((n0 + n) * p.num_filter + g * fg) * ohw, fg, ohw, fg, false,
-                           dyt + n * ohw * fg);
+                           tile16, dyt + n * ohw * fg);
           }
           if (acc_p) {
             for (int64_t n = 0; n < cnt; ++n) {
               ToChannelsLast(x + ((n0 + n) * p.channels + g * cg) * hw, cg, hw, cg, sign,
-                             xt + n * hw * cg);
+                             tile16, xt + n * hw * cg);
             }
             for (int64_t n = 0; n < cnt; ++n) {
-              const float* xi = xt + n * hw * cg;
-              for (int64_t oy = 0; oy < oh; ++oy) {
-                for (int64_t ox = 0; ox < ow; ++ox) {
-                  float* row = colt + ((n * oh + oy) * ow + ox) * kdim;
-                  for (int64_t i = 0; i < p.kernel_h; ++i) {
-                    const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-                    for (int64_t j = 0; j < p.kernel_w; ++j) {
-                      const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-                      float* d = row + (i * p.kernel_w + j) * cg;
-                      if (iy < 0 || iy >= p.in_h || ix < 0 || ix >= p.in_w) {
-                        std::fill(d, d + cg, pad);
-                      } else {
-                        std::memcpy(d, xi + (iy * p.in_w + ix) * cg,
-                                    sizeof(float) * static_cast<size_t>(cg));
-                      }
-                    }
-                  }
-                }
-              }
+              RowsIm2Col(xt + n * hw * cg, p, runs.data(), colt + n * ohw * kdim);
             }
             Gemm1(true, false, kdim, fg, rows, 1.0f, colt, kdim, dyt, fg, 1.0f,
                   acc_p + g * fg * kdim, fg);
           }
           if (dx) {
+            // dcol is all zeros between uses (RowsCol2ImAdd clears what it read), so the GEMM
+            // accumulates (beta = 1) instead of OpenBLAS clearing the whole block first.
             Gemm1(false, false, rows, kdim, fg, 1.0f, dyt, fg, wt.data() + g * fg * kdim, kdim,
-                  0.0f, colt, kdim);
+                  1.0f, dcol, kdim);
             float* dxt = xt;
             std::fill(dxt, dxt + cnt * hw * cg, 0.0f);
             for (int64_t n = 0; n < cnt; ++n) {
-              float* di = dxt + n * hw * cg;
-              for (int64_t oy = 0; oy < oh; ++oy) {
-                for (int64_t ox = 0; ox < ow; ++ox) {
-                  const float* row = colt + ((n * oh + oy) * ow + ox) * kdim;
-                  for (int64_t i = 0; i < p.kernel_h; ++i) {
-                    const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-                    if (iy < 0 || iy >= p.in_h) continue;
-                    for (int64_t j = 0; j < p.kernel_w; ++j) {
-                      const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-                      if (ix < 0 || ix >= p.in_w) continue;
-                      AddRow(row + (i * p.kernel_w + j) * cg, cg, 1, di + (iy * p.in_w + ix) * cg);
-                    }
-                  }
-                }
-              }
+              RowsCol2ImAdd(dcol + n * ohw * kdim, p, runs.data(), dxt + n * hw * cg);
             }
             for (int64_t n = 0; n < cnt; ++n) {
               const int64_t img = ((n0 + n) * p.channels + g * cg) * hw;
               FromChannelsLast(dxt + n * hw * cg, cg, hw, cg, x_mask ? x_mask + img : nullptr,
-                               grad_cancel, dx + img);
+                               grad_cancel, tile16, dx + img);
             }
           }
         }
