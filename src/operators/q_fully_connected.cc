@@ -324,8 +324,12 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const float* x = static_cast<const float*>(fwd_in[0].data_ptr);
 
     const int threads = DefaultThreads();
-    // Qa(x): sgn on the fly; only k-bit (2..31) inputs get a quantised copy.
-    std::vector<float> xq, wq(hid * depth);
+    // Qa(x): sgn on the fly; only k-bit (2..31) inputs get a quantised copy. Qw(W) goes to a
+    // per-thread buffer that is only grown: a fresh (value-initialised, page-faulted) vector of
+    // hid * depth floats on every call measured about 0.3 ms of the 1024 -> 1000 LeNet layer.
+    std::vector<float> xq;
+    thread_local std::vector<float> wq;
+    wq.resize(static_cast<size_t>(hid * depth));
     const float* xin = x;
     const InputQuant quant = a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone;
     if (a.act_bit != 1 && a.act_bit < 32) {

@@ -1011,6 +1011,28 @@ void BiasGrad(const float* dy, int64_t batch, int64_t channels, int64_t inner, f
               int threads) {
   Require(batch >= 0 && channels >= 0 && inner >= 0, "BiasGrad: bad sizes");
   threads = Threads(threads);
+  if (inner == 1) {
+    // Dense layer: dy is batch rows of `channels` values; sum down the rows, a block of
+    // channels at a time (the same double sums in the same order as below, vectorised over f).
+    constexpr int64_t kBlock = 256;
+    const int64_t blocks = (channels + kBlock - 1) / kBlock;
+    const int64_t tasks =
+        batch * channels >= (int64_t{1} << 16) ? blocks : std::min<int64_t>(blocks, 1);
+    ParallelFor(tasks, threads, [&](int64_t begin, int64_t end) {
+      const int64_t b0 = tasks == blocks ? begin : 0, b1 = tasks == blocks ? end : blocks;
+      double acc[kBlock];
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t f0 = b * kBlock, fn = std::min(kBlock, channels - f0);
+        for (int64_t f = 0; f < fn; ++f) acc[f] = 0.0;
+        for (int64_t n = 0; n < batch; ++n) {
+          const float* row = dy + n * channels + f0;
+          for (int64_t f = 0; f < fn; ++f) acc[f] += double{row[f]};
+        }
+        for (int64_t f = 0; f < fn; ++f) db[f0 + f] = static_cast<float>(acc[f]);
+      }
+    });
+    return;
+  }
   const int64_t tasks = batch * inner >= 4096 ? channels : (channels > 0 ? 1 : 0);
   ParallelFor(tasks, threads, [&](int64_t begin, int64_t end) {
     const bool all = tasks == 1;
