@@ -121,6 +121,21 @@ def test_qfc_large_backward_matches_reference(rng, act_bit):
     np.testing.assert_allclose(db, g["bias"], **_TOL)
 
 
+@pytest.mark.parametrize("hidden", [127, 128, 129, 300])
+def test_qfc_blocked_sign_weight_backward_matches_reference(rng, hidden):
+    """1-bit float weights without scaling: dx = dy . sgn(W) runs over blocks of 128 hidden
+    rows (sgn made per block, partial products accumulated); exact zeros in W count as +1."""
+    x = (rng.standard_normal((37, 65)) * 1.3).astype(np.float32)
+    w = rng.standard_normal((hidden, 65)).astype(np.float32)
+    w.flat[:7] = 0.0
+    dy = rng.standard_normal((37, hidden)).astype(np.float32)
+    attrs = dict(num_hidden=hidden, no_bias=True)
+    dx, dw = _grads(mx.nd.QFullyConnected, [x, w], attrs, dy)[1]
+    g = ref.q_dense_grads(x, w, dy)
+    np.testing.assert_allclose(dx, g["data"], **_TOL)
+    np.testing.assert_allclose(dw, g["weight"], **_TOL)
+
+
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])
 def test_qconv_rows_portable_transposes_match_reference(rng, monkeypatch, isa):
     # BINMX_ISA below avx512 makes the channels-last path use its portable transpose loops

@@ -986,10 +986,27 @@ void FloatDenseForward(const float* x, InputQuant quant, const float* w, const f
 
 void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
                         const float* x_mask, float grad_cancel, float* dx, float* dw,
-                        int64_t rows, int64_t depth, int64_t hidden, int threads) {
+                        int64_t rows, int64_t depth, int64_t hidden, int threads,
+                        InputQuant w_quant) {
   Require(rows >= 0 && depth > 0 && hidden > 0, "FloatDenseBackward: bad sizes");
   threads = Threads(threads);
-  if (dx && rows > 0) {
+  if (dx && rows > 0 && w_quant == InputQuant::kSign) {
+    // dx = sum over blocks of hidden rows of dy[:, block] . sgn(w[block, :]): each block's
+    // sgn(w) is made in a buffer that stays in cache while the GEMM reads it, instead of a
+    // whole sgn(w) going out to memory and back (1024 -> 1000, 64 rows: 1.5 -> 1.2 ms, 1 thread;
+    // 128 measured best of 32..1000).
+    constexpr int64_t kBlockRows = 128;
+    const int64_t block = std::min(hidden, std::max<int64_t>(1, std::min(kBlockRows,
+                                                                         kMaxColFloats / depth)));
+    float* wq = Buffers().col.Get(block * depth);
+    for (int64_t h0 = 0; h0 < hidden; h0 += block) {
+      const int64_t hb = std::min(block, hidden - h0);
+      SignInto(w + h0 * depth, hb * depth, wq, threads);
+      Sgemm(false, false, rows, depth, hb, 1.0f, dy + h0, hidden, wq, depth,
+            h0 == 0 ? 0.0f : 1.0f, dx, depth, threads);
+    }
+    if (x_mask) SteMask(x_mask, dx, rows * depth, grad_cancel, dx, threads);
+  } else if (dx && rows > 0) {
     Sgemm(false, false, rows, depth, hidden, 1.0f, dy, hidden, w, depth, 0.0f, dx, depth,
           threads);
     if (x_mask) SteMask(x_mask, dx, rows * depth, grad_cancel, dx, threads);

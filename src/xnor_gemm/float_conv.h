@@ -71,11 +71,14 @@ void FloatDenseForward(const float* x, InputQuant quant, const float* w, const f
                        const float* bias, float* out, int64_t rows, int64_t depth,
                        int64_t hidden, int threads);
 
-// Dense gradients: dx (rows x depth) = dy . w, masked by 1[|x_mask| <= grad_cancel] when x_mask
-// is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both overwritten.
+// Dense gradients: dx (rows x depth) = dy . Qw(w), masked by 1[|x_mask| <= grad_cancel] when
+// x_mask is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both
+// overwritten. Qw is the identity or, with w_quant = kSign, sgn: then Qw(w) is made and used
+// a block of hidden rows at a time (it never exists whole).
 void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
                         const float* x_mask, float grad_cancel, float* dx, float* dw,
-                        int64_t rows, int64_t depth, int64_t hidden, int threads);
+                        int64_t rows, int64_t depth, int64_t hidden, int threads,
+                        InputQuant w_quant = InputQuant::kNone);
 
 // db[f] = sum over n < batch and q < inner of dy[(n * channels + f) * inner + q], summed in
 // double (NCHW bias gradient; a dense layer is inner = 1).
