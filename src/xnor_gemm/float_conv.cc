@@ -668,10 +668,13 @@ BINMX_FLOAT_CLONES void RowsCol2ImAdd(float* __restrict dcol, const Conv2dParams
 }
 
 bool RowsPay(const Conv2dParams& p, int threads) {
-  // Short output rows make the NCHW im2col copy slow; runs of >= 8 channels copy well. With
-  // few output pixels per thread (small batches) the channels-last GEMMs get too short.
+  // Runs of >= 8 channels copy well. With few output pixels per thread (small batches) the
+  // channels-last GEMMs get too short. Since the kernel-row runs, the zero-kept dcol and the
+  // tile transposes, this path also beats shift on wide maps (core, 1 thread, forward excluded:
+  // 32x32x64 b32 52.2 -> 46.2 ms, 16x16x128 b32 45.0 -> 39.2, 28x28x128 b4 16.6 -> 15.2,
+  // 56x56x64 b4 19.2 -> 18.8), so the output width no longer matters.
   const int64_t per_thread = (p.batch + threads - 1) / threads * p.OutH() * p.OutW();
-  return p.OutW() < 16 && p.GroupChannels() >= 8 && per_thread >= 512;
+  return p.GroupChannels() >= 8 && per_thread >= 512;
 }
 
 Method ChooseMethod(const Conv2dParams& p, int threads) {
@@ -681,8 +684,8 @@ Method ChooseMethod(const Conv2dParams& p, int threads) {
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   if (forced == Method::kShift) return unit_stride ? Method::kShift : Method::kIm2col;
   // Measured (forward + backward, 1 and 2 threads, quiet; benchmarks/README.md): rows wins or
-  // ties on output widths < 16 with >= 512 output pixels per thread (LeNet 8x8; 14/7/4/2 and
-  // 8/4 ResNet maps at batch 32-128); shift on the 16x16 and 32x32 stride-1 maps.
+  // ties with >= 8 channels a group and >= 512 output pixels per thread (LeNet 8x8; ResNet
+  // maps at batch 32-128, and 56/28/14 at batch 4); otherwise shift where it pays.
   if (RowsPay(p, threads)) return Method::kRows;
   return unit_stride && ShiftPays(p) ? Method::kShift : Method::kIm2col;
 }
