@@ -121,6 +121,24 @@ def test_qfc_large_backward_matches_reference(rng, act_bit):
     np.testing.assert_allclose(db, g["bias"], **_TOL)
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("method", ["im2col", "rows"])
+def test_qconv_backward_many_chunks_match_reference(rng, monkeypatch, method, threads):
+    # 100 images: several batch chunks per parallel block, so each block's dW partial starts
+    # with a beta = 0 GEMM and accumulates the later chunks.
+    monkeypatch.setenv("BINMX_FLOAT_CONV", method)
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    x = rng.standard_normal((100, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((100, 12, 6, 6)).astype(np.float32)
+    attrs = dict(kernel=(3, 3), pad=(1, 1), num_filter=12, no_bias=True)
+    dx, dw = _grads(mx.nd.QConvolution, [x, w], attrs, dy)[1]
+    g = ref.q_conv2d_grads(x, w, dy, grad_cancel=1.0, pad=(1, 1))
+    np.testing.assert_allclose(dx, g["data"], **_TOL)
+    # dW sums 3600 terms of size ~1: relative 1e-4 of the largest entries (~200)
+    np.testing.assert_allclose(dw, g["weight"], rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("hidden", [127, 128, 129, 300])
 def test_qfc_blocked_sign_weight_backward_matches_reference(rng, hidden):
     """1-bit float weights without scaling: dx = dy . sgn(W) runs over blocks of 128 hidden
