@@ -139,12 +139,16 @@ def test_qconv_backward_many_chunks_match_reference(rng, monkeypatch, method, th
     np.testing.assert_allclose(dw, g["weight"], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("hidden", [127, 128, 129, 300])
-def test_qfc_blocked_sign_weight_backward_matches_reference(rng, hidden):
+def test_qfc_blocked_sign_weight_backward_matches_reference(rng, monkeypatch, hidden, threads):
     """1-bit float weights without scaling: dx = dy . sgn(W) runs over blocks of 128 hidden
-    rows (sgn made per block, partial products accumulated); exact zeros in W count as +1."""
-    x = (rng.standard_normal((37, 65)) * 1.3).astype(np.float32)
-    w = rng.standard_normal((hidden, 65)).astype(np.float32)
+    rows (sgn made per block, partial products accumulated), on 2 threads in two slices of
+    dx's columns (big enough to split: 37 * 300 * hidden >= 2^20 for hidden >= 95); exact
+    zeros in W count as +1."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    x = (rng.standard_normal((37, 300)) * 1.3).astype(np.float32)
+    w = rng.standard_normal((hidden, 300)).astype(np.float32)
     w.flat[:7] = 0.0
     dy = rng.standard_normal((37, hidden)).astype(np.float32)
     attrs = dict(num_hidden=hidden, no_bias=True)
