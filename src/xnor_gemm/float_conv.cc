@@ -673,9 +673,11 @@ bool RowsPay(const Conv2dParams& p, int threads) {
   // channels-last GEMMs get too short. Since the kernel-row runs, the zero-kept dcol and the
   // tile transposes, this path also beats shift on wide maps (core, 1 thread, forward excluded:
   // 32x32x64 b32 52.2 -> 46.2 ms, 16x16x128 b32 45.0 -> 39.2, 28x28x128 b4 16.6 -> 15.2,
-  // 56x56x64 b4 19.2 -> 18.8), so the output width no longer matters.
+  // 56x56x64 b4 19.2 -> 18.8), so the output width no longer matters; and im2col from 196
+  // output pixels a thread up (7x7x512 b4 23.8 -> 20.4 ms; b2, 98 pixels: 16.3 -> 13.7; b1,
+  // 49: a tie at 1 thread; at 2 threads, 98 a thread, im2col was faster on a shared machine).
   const int64_t per_thread = (p.batch + threads - 1) / threads * p.OutH() * p.OutW();
-  return p.GroupChannels() >= 8 && per_thread >= 512;
+  return p.GroupChannels() >= 8 && per_thread >= 192;
 }
 
 Method ChooseMethod(const Conv2dParams& p, int threads) {
@@ -684,9 +686,9 @@ Method ChooseMethod(const Conv2dParams& p, int threads) {
   if (forced == Method::kIm2col) return Method::kIm2col;
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
   if (forced == Method::kShift) return unit_stride ? Method::kShift : Method::kIm2col;
-  // Measured (forward + backward, 1 and 2 threads, quiet; benchmarks/README.md): rows wins or
-  // ties with >= 8 channels a group and >= 512 output pixels per thread (LeNet 8x8; ResNet
-  // maps at batch 32-128, and 56/28/14 at batch 4); otherwise shift where it pays.
+  // Measured (see RowsPay): rows wins or ties with >= 8 channels a group and >= 192 output
+  // pixels per thread (LeNet 8x8; ResNet maps at batch 32-128, and at batch 4 at 1 thread);
+  // otherwise shift where it pays.
   if (RowsPay(p, threads)) return Method::kRows;
   return unit_stride && ShiftPays(p) ? Method::kShift : Method::kIm2col;
 }

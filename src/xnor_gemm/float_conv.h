@@ -22,7 +22,7 @@
  * +1 as in the sign bits), so a binary layer never materialises a quantised copy of its input.
  * The backward picks one of three equivalent methods by shape (BINMX_FLOAT_CONV=im2col|shift|
  * rows forces one): the im2col above; shifted GEMMs on a shared-padding grid (stride 1, little
- * padding waste); or a channels-last im2col ("rows", >= 8 channels a group and >= 512 output
+ * padding waste); or a channels-last im2col ("rows", >= 8 channels a group and >= 192 output
  * pixels a thread), whose col rows are runs of Cg floats instead of OW floats (float_conv.cc).
  * Functions check their arguments and throw std::invalid_argument.
  */
