@@ -40,6 +40,10 @@ CONV_CASES = [
     (2, 4, (7, 7), 3, (1, 1), (0, 0), (1, 1), (1, 1), 1, 0, False, (1, 1)),
     (6, 4, (6, 6), 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, 0, False, (2, 3)),
     (6, 4, (8, 7), 4, (3, 3), (1, 1), (2, 2), (1, 1), 1, 0, False, (1, 1)),
+    # channels-last path: 16 x 16 transpose tiles with ragged channels (20 a group) and pixels
+    # (63), a stride-2 / dilation-2 kernel row, and LeNet's 64-channel 5x5 valid geometry
+    (3, 40, (7, 9), 10, (3, 3), (1, 2), (2, 1), (1, 2), 2, 1, False, (1, 1)),
+    (2, 64, (12, 12), 16, (5, 5), (0, 0), (1, 1), (1, 1), 1, 0, False, (1, 1)),
 ]
 
 
@@ -115,3 +119,56 @@ def test_qfc_large_backward_matches_reference(rng, act_bit):
     # dW sums 300 terms; relative 1e-4 of the largest entry (|G| up to ~50)
     np.testing.assert_allclose(dw, g["weight"], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(db, g["bias"], **_TOL)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("method", ["im2col", "rows"])
+def test_qconv_backward_many_chunks_match_reference(rng, monkeypatch, method, threads):
+    # 100 images: several batch chunks per parallel block, so each block's dW partial starts
+    # with a beta = 0 GEMM and accumulates the later chunks.
+    monkeypatch.setenv("BINMX_FLOAT_CONV", method)
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    x = rng.standard_normal((100, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((100, 12, 6, 6)).astype(np.float32)
+    attrs = dict(kernel=(3, 3), pad=(1, 1), num_filter=12, no_bias=True)
+    dx, dw = _grads(mx.nd.QConvolution, [x, w], attrs, dy)[1]
+    g = ref.q_conv2d_grads(x, w, dy, grad_cancel=1.0, pad=(1, 1))
+    np.testing.assert_allclose(dx, g["data"], **_TOL)
+    # dW sums 3600 terms of size ~1: relative 1e-4 of the largest entries (~200)
+    np.testing.assert_allclose(dw, g["weight"], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("hidden", [127, 128, 129, 300])
+def test_qfc_blocked_sign_weight_backward_matches_reference(rng, monkeypatch, hidden, threads):
+    """1-bit float weights without scaling: dx = dy . sgn(W) runs over blocks of 128 hidden
+    rows (sgn made per block, partial products accumulated), on 2 threads in two slices of
+    dx's columns (big enough to split: 37 * 300 * hidden >= 2^20 for hidden >= 95); exact
+    zeros in W count as +1."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    x = (rng.standard_normal((37, 300)) * 1.3).astype(np.float32)
+    w = rng.standard_normal((hidden, 300)).astype(np.float32)
+    w.flat[:7] = 0.0
+    dy = rng.standard_normal((37, hidden)).astype(np.float32)
+    attrs = dict(num_hidden=hidden, no_bias=True)
+    dx, dw = _grads(mx.nd.QFullyConnected, [x, w], attrs, dy)[1]
+    g = ref.q_dense_grads(x, w, dy)
+    np.testing.assert_allclose(dx, g["data"], **_TOL)
+    np.testing.assert_allclose(dw, g["weight"], **_TOL)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+def test_qconv_rows_portable_transposes_match_reference(rng, monkeypatch, isa):
+    # BINMX_ISA below avx512 makes the channels-last path use its portable transpose loops
+    # instead of the AVX-512 tiles; ragged 20-channel groups and 63-pixel images.
+    monkeypatch.setenv("BINMX_FLOAT_CONV", "rows")
+    monkeypatch.setenv("BINMX_ISA", isa)
+    x = rng.standard_normal((3, 40, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((10, 20, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 10, 7, 9)).astype(np.float32)
+    attrs = dict(kernel=(3, 3), pad=(1, 1), num_filter=10, num_group=2, no_bias=True)
+    dx, dw = _grads(mx.nd.QConvolution, [x, w], attrs, dy)[1]
+    g = ref.q_conv2d_grads(x, w, dy, grad_cancel=1.0, pad=(1, 1), groups=2)
+    np.testing.assert_allclose(dx, g["data"], **_TOL)
+    np.testing.assert_allclose(dw, g["weight"], **_TOL)

@@ -325,7 +325,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
 
     const int threads = DefaultThreads();
     // Qa(x): sgn on the fly; only k-bit (2..31) inputs get a quantised copy.
-    std::vector<float> xq, wq(hid * depth);
+    std::vector<float> xq;
     const float* xin = x;
     const InputQuant quant = a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone;
     if (a.act_bit != 1 && a.act_bit < 32) {
@@ -334,6 +334,13 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       xin = xq.data();
     }
     const float* w_float = nullptr;
+    // 1-bit float weights without scaling: FloatDenseBackward applies sgn to W block by block
+    // itself, so Qw(W) is never made whole here.
+    const bool sign_in_gemm = !a.packed && !a.scaling && a.weight_bit == 1;
+    // Otherwise Qw(W) goes to a per-thread buffer that is only grown (a fresh value-initialised
+    // vector of hid * depth floats per call cost about 0.3 ms on the LeNet 1024 -> 1000 layer).
+    thread_local std::vector<float> wq;
+    if (!sign_in_gemm) wq.resize(static_cast<size_t>(hid * depth));
     if (a.packed) {
       Conv2dParams p;  // a dense layer is a 1x1 convolution over a 1x1 image
       p.channels = depth;
@@ -341,7 +348,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       UnpackConvWeights(static_cast<const uint64_t*>(fwd_in[1].data_ptr), p, wq.data());
     } else {
       w_float = static_cast<const float*>(fwd_in[1].data_ptr);
-      QuantizeWeight(w_float, hid * depth, a.weight_bit, wq.data());
+      if (!sign_in_gemm) QuantizeWeight(w_float, hid * depth, a.weight_bit, wq.data());
     }
     std::vector<float> alpha_buf;
     const float* alpha = nullptr;
@@ -374,8 +381,9 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       }
       w_for_dx = w_dx.data();
     }
-    FloatDenseBackward(xin, quant, w_for_dx, dy, a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx,
-                       g_out, rows, depth, hid, threads);
+    FloatDenseBackward(xin, quant, sign_in_gemm ? w_float : w_for_dx, dy,
+                       a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx, g_out, rows, depth, hid,
+                       threads, sign_in_gemm ? InputQuant::kSign : InputQuant::kNone);
     if (a.packed) {
       std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
       if (a.scaling) {

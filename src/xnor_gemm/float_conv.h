@@ -22,8 +22,8 @@
  * +1 as in the sign bits), so a binary layer never materialises a quantised copy of its input.
  * The backward picks one of three equivalent methods by shape (BINMX_FLOAT_CONV=im2col|shift|
  * rows forces one): the im2col above; shifted GEMMs on a shared-padding grid (stride 1, little
- * padding waste); or a channels-last im2col ("rows", output width < 16 and >= 8 channels a
- * group), whose col rows are runs of Cg floats instead of OW floats (float_conv.cc).
+ * padding waste); or a channels-last im2col ("rows", >= 8 channels a group and >= 192 output
+ * pixels a thread), whose col rows are runs of Cg floats instead of OW floats (float_conv.cc).
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_FLOAT_CONV_H_
@@ -71,11 +71,14 @@ void FloatDenseForward(const float* x, InputQuant quant, const float* w, const f
                        const float* bias, float* out, int64_t rows, int64_t depth,
                        int64_t hidden, int threads);
 
-// Dense gradients: dx (rows x depth) = dy . w, masked by 1[|x_mask| <= grad_cancel] when x_mask
-// is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both overwritten.
+// Dense gradients: dx (rows x depth) = dy . Qw(w), masked by 1[|x_mask| <= grad_cancel] when
+// x_mask is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both
+// overwritten. Qw is the identity or, with w_quant = kSign, sgn: then Qw(w) is made and used
+// a block of hidden rows at a time (it never exists whole).
 void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
                         const float* x_mask, float grad_cancel, float* dx, float* dw,
-                        int64_t rows, int64_t depth, int64_t hidden, int threads);
+                        int64_t rows, int64_t depth, int64_t hidden, int threads,
+                        InputQuant w_quant = InputQuant::kNone);
 
 // db[f] = sum over n < batch and q < inner of dy[(n * channels + f) * inner + q], summed in
 // double (NCHW bias gradient; a dense layer is inner = 1).
