@@ -104,6 +104,8 @@ def test_fold_lenet(rng: np.random.Generator) -> None:
         "Convolution",
         "Activation",
         "Pooling",
+        "transpose",  # the oneDNN max-pool's output handed over as NHWC (rewrite 6)
+        "QNHWCToNCHW",
         "QConvolution",
         "Pooling",
         "Flatten",
@@ -316,7 +318,7 @@ def test_fold_input_batchnorm_and_layout_barrier(
     in_channels: int, rng: np.random.Generator
 ) -> None:
     """Rewrite 5 (an input BatchNorm over <= 4 channels -> diagonal 1x1 Convolution) and rewrite
-    6 (one identity Reshape where two binmx inputs read the max-pool), against the unfolded
+    6 (one NHWC hand-over where two binmx inputs read the max-pool), against the unfolded
     model; folding twice changes nothing."""
     sym = stem_net(in_channels)
     shape = (2, in_channels, 32, 32)
@@ -332,9 +334,13 @@ def test_fold_input_batchnorm_and_layout_barrier(
         assert np.count_nonzero(weight - np.diag(np.diag(weight))) == 0
     else:
         assert nodes["bn_data"]["op"] == "BatchNorm"  # too many channels: stays
-    barrier = [n for n in nodes.values() if n["op"] == "Reshape"]
-    assert len(barrier) == 1 and barrier[0]["attrs"]["shape"] == "(-2,)"
+    # pool0 -> transpose to NHWC (oneDNN) -> QNHWCToNCHW, read by both binary convs.
+    barrier = [n for n in nodes.values() if n["op"] == "QNHWCToNCHW"]
+    assert len(barrier) == 1 and "Reshape" not in ops_of(fsym)
     names = [n["name"] for n in json.loads(fsym.tojson())["nodes"]]
+    nhwc = nodes[names[barrier[0]["inputs"][0][0]]]
+    assert nhwc["op"] == "transpose" and nhwc["attrs"]["axes"] == "(0, 2, 3, 1)"
+    assert names[nhwc["inputs"][0][0]] == "pool0"
     readers = [
         n["name"]
         for n in nodes.values()
@@ -373,3 +379,28 @@ def test_fold_packs_activations_between_binary_convs(rng: np.random.Generator) -
     got = run_model(fsym, fargs, faux, feed)[0]
     np.testing.assert_array_equal(got, run_model(*plain, feed)[0])  # the same bits, no rounding
     assert binmx.fold(fsym, fargs, faux)[0].tojson() == fsym.tojson()  # idempotent
+
+
+def test_fold_layout_barrier_reshape_for_mixed_readers(rng: np.random.Generator) -> None:
+    """A plain operator's output read by a QConvolution and a QActivation (not only 4-d convs)
+    gets the rank-agnostic identity Reshape instead of the NHWC hand-over."""
+    x = mx.sym.Flatten(mx.sym.var("data"))
+    x = mx.sym.Reshape(x, shape=(0, 8, 6, 6), name="r")  # not a oneDNN operator
+    q = mx.sym.QConvolution(x, kernel=(3, 3), num_filter=4, no_bias=True, name="q")
+    a = mx.sym.QActivation(x, act_bit=1, name="a")
+    out = mx.sym.Group([q, a])
+    mod = mx.mod.Module(out, label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (2, 8, 6, 6))], for_training=False)
+    mod.init_params(mx.init.Xavier())
+    args, aux = mod.get_params()
+    csym, cargs, caux = binmx.convert(out, args, aux)
+    fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+    assert "QNHWCToNCHW" not in ops_of(fsym) and ops_of(fsym).count("Reshape") == 2
+    xv = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    for got, want in zip(
+        run_model(fsym, fargs, faux, {"data": xv}),
+        run_model(out, args, aux, {"data": xv}),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)  # no BatchNorm folded: the same arithmetic
+    assert binmx.fold(fsym, fargs, faux)[0].tojson() == fsym.tojson()

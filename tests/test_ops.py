@@ -533,3 +533,31 @@ def test_isa_and_thread_invariance(seed):
                 np.random.default_rng(seed), {"BINMX_ISA": isa, "OMP_NUM_THREADS": threads}
             )
             _assert_equal(got, base, f"isa={isa} threads={threads}")
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_nhwc_to_nchw_operator(rng, isa):
+    """QNHWCToNCHW (binmx.fold's hand-over of oneDNN outputs): exact copies both ways, at shapes
+    across the 16-channel tiles; the backward transposes the gradient back; rank is checked."""
+    if isa not in binmx.xnor.available_isas():
+        pytest.skip(f"{isa} not available on this machine")
+    old = os.environ.get("BINMX_ISA")
+    os.environ["BINMX_ISA"] = isa  # avx2: the portable loops instead of the AVX-512 tiles
+    try:
+        for shape in [(1, 5, 7, 3), (2, 9, 4, 16), (3, 4, 4, 70), (1, 56, 56, 64)]:
+            x = mx.nd.array(rng.standard_normal(shape).astype(np.float32))
+            x.attach_grad()
+            with mx.autograd.record():
+                y = mx.nd.QNHWCToNCHW(x)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            y.backward(mx.nd.array(dy))
+            np.testing.assert_array_equal(y.asnumpy(), x.asnumpy().transpose(0, 3, 1, 2))
+            np.testing.assert_array_equal(x.grad.asnumpy(), dy.transpose(0, 2, 3, 1))
+    finally:
+        mx.nd.waitall()
+        if old is None:
+            os.environ.pop("BINMX_ISA", None)
+        else:
+            os.environ["BINMX_ISA"] = old
+    with pytest.raises(mx.base.MXNetError, match="rank 4"):
+        mx.nd.QNHWCToNCHW(mx.nd.zeros((2, 3, 4))).wait_to_read()

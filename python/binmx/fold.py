@@ -55,10 +55,14 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
 
 6. MXNet hands a binmx operator its inputs in the plain (NCHW) layout. An array that a oneDNN
    operator left in a blocked layout (the max-pool after a float stem) is reordered once for
-   every binmx operator that reads it, on every forward. When two or more binmx inputs read
-   the output of another operator, one identity ``Reshape`` between
-   them does that reorder once (``shape=(-2,)`` keeps every dimension; on a plain array
-   MXNet runs it in place).
+   every binmx operator that reads it, on every forward, and that reorder to NCHW is slow
+   (0.34 ms for 64x56x56, 4.2 ms for 64x112x112), while oneDNN's reorder to plain NHWC is not
+   (0.056 / 0.31 ms; ``benchmarks/bench_reorder.py``). So where binmx convolutions read the
+   output of a oneDNN operator (Convolution, Pooling, BatchNorm, Activation, elemwise_add,
+   add_n; or of any operator when two or more binmx inputs read it), the graph gets
+   ``transpose(axes=(0, 2, 3, 1))`` and binmx's ``QNHWCToNCHW`` in between, once for all of
+   them: exact copies. When other binmx operators read it too, two or more readers share one
+   identity ``Reshape`` (``shape=(-2,)``) instead, which does the NCHW reorder once.
 
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
@@ -501,18 +505,36 @@ def fold(
                     binmx_reads.setdefault(e[0], []).append((r, k))
     for nid, readers in binmx_reads.items():
         node = graph.nodes[nid]
-        barrier = node["op"] == "Reshape" and node.get("attrs", {}).get("shape") == "(-2,)"
-        if node["op"] == "null" or node["op"] in binmx_ops or barrier or len(readers) < 2:
+        if node["op"] in ("null", "QNHWCToNCHW", *binmx_ops) or _is_reshape_barrier(node):
             continue
-        rid = next(graph._ids)
-        graph.nodes[rid] = {
-            "op": "Reshape",  # shape -2: copy every input dimension
-            "name": _unique(f"{node['name']}_plain", taken),
-            "attrs": {"shape": "(-2,)"},
-            "inputs": [[nid, 0, 0]],
-        }
+        convs_only = all(graph.nodes[r]["op"] == "QConvolution" for r, _ in readers)
+        if convs_only and (len(readers) >= 2 or node["op"] in _ONEDNN_BLOCKED):
+            # oneDNN's reorder to plain NHWC, then binmx's NHWC -> NCHW (4-d data only).
+            tid, bid = next(graph._ids), next(graph._ids)
+            graph.nodes[tid] = {
+                "op": "transpose",
+                "name": _unique(f"{node['name']}_nhwc", taken),
+                "attrs": {"axes": "(0, 2, 3, 1)"},
+                "inputs": [[nid, 0, 0]],
+            }
+            graph.nodes[bid] = {
+                "op": "QNHWCToNCHW",
+                "name": _unique(f"{node['name']}_nchw", taken),
+                "attrs": {},
+                "inputs": [[tid, 0, 0]],
+            }
+        elif len(readers) >= 2:
+            bid = next(graph._ids)
+            graph.nodes[bid] = {
+                "op": "Reshape",  # shape -2: copy every input dimension
+                "name": _unique(f"{node['name']}_plain", taken),
+                "attrs": {"shape": "(-2,)"},
+                "inputs": [[nid, 0, 0]],
+            }
+        else:
+            continue
         for r, k in readers:
-            graph.nodes[r]["inputs"][k] = [rid, 0, 0]
+            graph.nodes[r]["inputs"][k] = [bid, 0, 0]
 
     new_sym = graph.to_symbol()
     keep_args = set(new_sym.list_arguments())
@@ -522,6 +544,15 @@ def fold(
         {k: v for k, v in args.items() if k in keep_args},
         {k: v for k, v in aux.items() if k in keep_aux},
     )
+
+
+# MXNet operators that run on oneDNN and leave their output in its blocked layout (given a
+# blocked input, or always for Convolution): what rewrite 6 hands a binmx convolution as NHWC.
+_ONEDNN_BLOCKED = ("Convolution", "Pooling", "BatchNorm", "Activation", "elemwise_add", "add_n")
+
+
+def _is_reshape_barrier(node: dict[str, Any]) -> bool:
+    return node["op"] == "Reshape" and node.get("attrs", {}).get("shape") == "(-2,)"
 
 
 def _packed_conv(node: dict[str, Any]) -> bool:

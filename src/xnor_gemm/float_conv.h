@@ -92,6 +92,13 @@ void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, floa
 // out[i] = sgn(x[i]) for i < n.
 void SignInto(const float* x, int64_t n, float* out, int threads);
 
+// Layout changes of (batch, HW, C) <-> (batch, C, HW) float arrays (NHWC <-> NCHW), exact copies,
+// in 16 x 16 AVX-512 tiles where the CPU and BINMX_ISA allow; out must not alias x.
+void NhwcToNchw(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
+                int threads);
+void NchwToNhwc(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
+                int threads);
+
 }  // namespace binmx
 
 #endif  // BINMX_FLOAT_CONV_H_
