@@ -26,6 +26,13 @@
 #include <immintrin.h>
 #endif
 
+// GCC 12's headers implement unmasked AVX-512 intrinsics (vunpck*, vshuff32x4) with a
+// self-initialised "undefined" vector, which -Wall reports once inlined (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include "cblas.h"
 #include "parallel.h"
 #include "xnor_gemm.h"
