@@ -1151,33 +1151,37 @@ void SignInto(const float* x, int64_t n, float* out, int threads) {
   });
 }
 
-// One task per (image, block of 16 channels).
-void NhwcToNchw(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
-                int threads) {
+namespace {
+
+// fn(image offset, c0, channels in the block) for every (image, block of 16 channels), in
+// parallel: the task split of the two layout changes.
+template <typename Fn>
+void ChannelBlocks(int64_t batch, int64_t hw, int64_t channels, int threads, Fn&& fn) {
   if (batch <= 0 || hw <= 0 || channels <= 0) return;
-  const bool tile16 = UseTranspose16();
   const int64_t blocks = (channels + 15) / 16;
   ParallelFor(batch * blocks, Threads(threads), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / blocks, c0 = (t % blocks) * 16;
-      const int64_t cb = std::min<int64_t>(16, channels - c0), img = n * hw * channels;
-      FromChannelsLast(x + img + c0, cb, hw, channels, nullptr, 0.0f, tile16,
-                       out + img + c0 * hw);
+      const int64_t c0 = (t % blocks) * 16;
+      fn((t / blocks) * hw * channels, c0, std::min<int64_t>(16, channels - c0));
     }
+  });
+}
+
+}  // namespace
+
+void NhwcToNchw(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
+                int threads) {
+  const bool tile16 = UseTranspose16();
+  ChannelBlocks(batch, hw, channels, threads, [&](int64_t img, int64_t c0, int64_t cb) {
+    FromChannelsLast(x + img + c0, cb, hw, channels, nullptr, 0.0f, tile16, out + img + c0 * hw);
   });
 }
 
 void NchwToNhwc(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
                 int threads) {
-  if (batch <= 0 || hw <= 0 || channels <= 0) return;
   const bool tile16 = UseTranspose16();
-  const int64_t blocks = (channels + 15) / 16;
-  ParallelFor(batch * blocks, Threads(threads), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / blocks, c0 = (t % blocks) * 16;
-      const int64_t cb = std::min<int64_t>(16, channels - c0), img = n * hw * channels;
-      ToChannelsLast(x + img + c0 * hw, cb, hw, channels, false, tile16, out + img + c0);
-    }
+  ChannelBlocks(batch, hw, channels, threads, [&](int64_t img, int64_t c0, int64_t cb) {
+    ToChannelsLast(x + img + c0 * hw, cb, hw, channels, false, tile16, out + img + c0);
   });
 }
 
