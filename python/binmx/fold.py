@@ -34,16 +34,6 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
    commutative), one operator and one pass over the output fewer.
 
-7. Packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no residual) whose
-   only reader is the data input of another converted 1-bit ``QConvolution`` with an input
-   affine (rewrite 1: the BatchNorm + sign between them, e.g. a residual unit's conv1 ->
-   conv2) hands it sign bits instead of floats: the first gets ``out_packed=True`` and the
-   second's ``in_scale`` / ``in_shift`` as its ``out_scale`` / ``out_shift``, and writes
-   int64 words ``(N, OH, OW, ceil(F/64))``; the second gets ``in_packed=True`` and
-   ``in_channels=F`` and loses its input affine. The bits are exactly the ones the second
-   layer's packing pass took from the float tensor (bit-identical outputs), without writing,
-   reading and re-packing that tensor.
-
 5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor, such as
    ResNet's ``bn_data`` on the RGB input) becomes a 1x1 ``Convolution`` whose weight is the
    diagonal matrix of its scales and whose bias is its shifts: the same per-channel affine map,
@@ -63,6 +53,18 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    ``transpose(axes=(0, 2, 3, 1))`` and binmx's ``QNHWCToNCHW`` in between, once for all of
    them: exact copies. When other binmx operators read it too, two or more readers share one
    identity ``Reshape`` (``shape=(-2,)``) instead, which does the NCHW reorder once.
+
+7. Packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no residual) whose
+   only reader is the data input of another converted 1-bit ``QConvolution`` with an input
+   affine (rewrite 1: the BatchNorm + sign between them, e.g. a residual unit's conv1 ->
+   conv2) hands it sign bits instead of floats: the first gets ``out_packed=True`` and the
+   second's ``in_scale`` / ``in_shift`` as its ``out_scale`` / ``out_shift``, and writes
+   int64 words ``(N, OH, OW, ceil(F/64))``; the second gets ``in_packed=True`` and
+   ``in_channels=F`` and loses its input affine. The bits are exactly the ones the second
+   layer's packing pass took from the float tensor (bit-identical outputs), without writing,
+   reading and re-packing that tensor.
+
+They run in the order 1, 2, 3, 4, 7, 5, 6.
 
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
