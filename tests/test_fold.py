@@ -404,3 +404,16 @@ def test_fold_layout_barrier_reshape_for_mixed_readers(rng: np.random.Generator)
     ):
         np.testing.assert_array_equal(got, want)  # no BatchNorm folded: the same arithmetic
     assert binmx.fold(fsym, fargs, faux)[0].tojson() == fsym.tojson()
+
+
+def test_nhwc_hand_over_only_for_float_data_and_residual() -> None:
+    """Rewrite 6's NHWC pair is 4-d only: a QConvolution's data or fused residual, never one of
+    its parameters (an operator could compute a bias) nor packed words."""
+    from binmx.fold import _reads_nchw
+
+    conv = {"op": "QConvolution", "attrs": {"residual": "True"}, "inputs": [[0, 0, 0]] * 4}
+    assert _reads_nchw(conv, 0) and _reads_nchw(conv, 3)
+    assert not _reads_nchw(conv, 1) and not _reads_nchw(conv, 2)
+    assert not _reads_nchw({**conv, "attrs": {}}, 3)  # no residual: the last input is a param
+    assert not _reads_nchw({**conv, "attrs": {"in_packed": "True"}}, 0)
+    assert not _reads_nchw({"op": "QFullyConnected", "attrs": {}, "inputs": [[0, 0, 0]]}, 0)

@@ -509,7 +509,7 @@ def fold(
         node = graph.nodes[nid]
         if node["op"] in ("null", "QNHWCToNCHW", *binmx_ops) or _is_reshape_barrier(node):
             continue
-        convs_only = all(graph.nodes[r]["op"] == "QConvolution" for r, _ in readers)
+        convs_only = all(_reads_nchw(graph.nodes[r], k) for r, k in readers)
         if convs_only and (len(readers) >= 2 or node["op"] in _ONEDNN_BLOCKED):
             # oneDNN's reorder to plain NHWC, then binmx's NHWC -> NCHW (4-d data only).
             tid, bid = next(graph._ids), next(graph._ids)
@@ -551,6 +551,17 @@ def fold(
 # MXNet operators that run on oneDNN and leave their output in its blocked layout (given a
 # blocked input, or always for Convolution): what rewrite 6 hands a binmx convolution as NHWC.
 _ONEDNN_BLOCKED = ("Convolution", "Pooling", "BatchNorm", "Activation", "elemwise_add", "add_n")
+
+
+def _reads_nchw(reader: dict[str, Any], k: int) -> bool:
+    """Whether input k of a binmx node is a QConvolution's float NCHW data or residual (what
+    the NHWC hand-over may feed; not a parameter, not packed words)."""
+    if reader["op"] != "QConvolution":
+        return False
+    attrs = reader.get("attrs", {})
+    if k == 0:
+        return not _true(attrs, "in_packed")
+    return _true(attrs, "residual") and k == len(reader["inputs"]) - 1
 
 
 def _is_reshape_barrier(node: dict[str, Any]) -> bool:
