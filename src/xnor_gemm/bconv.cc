@@ -86,6 +86,7 @@ struct CallScratch {
   Scratch<float> dense_t, wt;
   std::vector<int32_t> pid, ct, pop, prefix;
   std::vector<int64_t> koff, y_class, x_class;
+  std::vector<uint64_t> channel_bits, pad_word;
 };
 
 CallScratch& ThreadScratch() {
@@ -159,19 +160,16 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
   CallScratch& s = ThreadScratch();
   uint64_t* planes = s.planes.Get(static_cast<size_t>(n_img * g_count * ig_words));
 
-  // Pad words: +1 (bit 0) for pad_value 0 / +1; -1 on the true channel bits for -1.
-  uint64_t pad_words[64];
-  std::vector<uint64_t> pad_big;
-  uint64_t* pad_word = pad_words;
-  if (words > 64) {
-    pad_big.resize(static_cast<size_t>(words));
-    pad_word = pad_big.data();
-  }
+  // channel_bits[wd]: the true channel bits of word wd. Pad words: +1 (bit 0) for pad_value
+  // 0 / +1; -1 on the true channel bits for -1.
+  std::vector<uint64_t>& channel_bits = s.channel_bits;
+  std::vector<uint64_t>& pad_word = s.pad_word;
+  channel_bits.resize(static_cast<size_t>(words));
+  pad_word.resize(static_cast<size_t>(words));
   for (int64_t wd = 0; wd < words; ++wd) {
     const int64_t bits = std::min<int64_t>(64, cg - wd * 64);
-    pad_word[wd] = p.pad_value != -1 ? 0
-                   : bits == 64      ? ~uint64_t{0}
-                                     : ((uint64_t{1} << bits) - 1);
+    channel_bits[wd] = bits == 64 ? ~uint64_t{0} : ((uint64_t{1} << bits) - 1);
+    pad_word[wd] = p.pad_value == -1 ? channel_bits[wd] : 0;
   }
 
   // 1. Packing pass, one task per (image, group, padded row).
@@ -196,7 +194,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
         const int64_t c0 = g * cg + wd * 64;
         const int n_ch = static_cast<int>(std::min<int64_t>(64, cg - wd * 64));
         if (x_bits != nullptr) {  // groups = 1: words == WordsFor(C)
-          const uint64_t valid = n_ch == 64 ? ~uint64_t{0} : (uint64_t{1} << n_ch) - 1;
+          const uint64_t valid = channel_bits[wd];
           const uint64_t* src = x_bits + (n * h + (r - ph)) * w * words + wd;
           for (int64_t xx = 0; xx < w; ++xx) row[pw + xx] = src[xx * words] & valid;
           continue;
