@@ -10,6 +10,11 @@ the graph, up to noise (a prefix can come out a little faster than a shorter one
 
     python benchmarks/bench_resnet18_prefix.py                 # binarized, 224x224, batch 1
     python benchmarks/bench_resnet18_prefix.py --float --image 32
+    python benchmarks/bench_resnet18_prefix.py --cold          # caches evicted before each forward
+
+``--cold`` writes a 64 MiB buffer before every timed forward (not timed), as the float network
+does between the binary forwards in ``bench_resnet18.py``'s alternating loop: the prefix then
+finds its weights and buffers in L3 or memory instead of L2, and the rows show which nodes pay.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=int, default=224, choices=(224, 32))
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--cold", action="store_true", help="evict the caches before each forward")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before MXNet and binmx load
@@ -45,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'binarized' if not args.float else 'float'} ResNet-18 {shape}, "
         f"{args.threads} thread(s), median of {args.reps} forwards of each prefix"
+        + (", caches evicted before each" if args.cold else "")
     )
+    flush = np.zeros(16 << 20, dtype=np.float32)  # 64 MiB, for --cold
     print(f"{'node output':40s} {'prefix ms':>9s} {'+ms':>7s}")
     prev = 0.0
     for name in internals.list_outputs():
@@ -62,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             ex.forward(is_train=False)[0].wait_to_read()
         times = []
         for _ in range(args.reps):
+            if args.cold:
+                flush[:] += 1.0
             t0 = time.perf_counter()
             ex.forward(is_train=False)[0].wait_to_read()
             times.append(time.perf_counter() - t0)
