@@ -16,13 +16,17 @@ from test_converter import bmxnet_lenet
 
 
 def random_params(
-    sym: mx.sym.Symbol, data_shape: tuple[int, ...], rng: np.random.Generator
+    sym: mx.sym.Symbol,
+    data_shape: tuple[int, ...],
+    rng: np.random.Generator,
+    label: bool = True,
 ) -> tuple[dict, dict]:
-    """Xavier weights and BatchNorm parameters/statistics far from the identity."""
-    mod = mx.mod.Module(sym, context=mx.cpu())
+    """Xavier weights and BatchNorm parameters/statistics far from the identity (label: the
+    network ends in a SoftmaxOutput reading `softmax_label`)."""
+    mod = mx.mod.Module(sym, context=mx.cpu(), label_names=["softmax_label"] if label else None)
     mod.bind(
         data_shapes=[("data", data_shape)],
-        label_shapes=[("softmax_label", (data_shape[0],))],
+        label_shapes=[("softmax_label", (data_shape[0],))] if label else None,
         for_training=False,
     )
     mx.random.seed(int(rng.integers(0, 2**31)))
@@ -132,8 +136,10 @@ def test_fold_preact_resnet_units(rng: np.random.Generator) -> None:
     fsym, fargs, faux = binmx.fold(csym, cargs, caux)
     ops = ops_of(fsym)
     # bn1/bn2 of both units fold into the binary convs (the downsampling unit's bn1 feeds the
-    # 3x3 conv and the 1x1 shortcut: both take it as input affine); bn_final does not (float).
-    assert ops.count("BatchNorm") == 1
+    # 3x3 conv and the 1x1 shortcut: both take it as input affine); bn_final and its relu,
+    # reading the last binary conv's plain output, become one QChannelAffine (rewrite 8).
+    assert ops.count("BatchNorm") == 0
+    assert ops.count("QChannelAffine") == 1 and "Activation" not in ops
     assert ops.count("QActivation") == 0
     assert ops.count("QConvolution") == 5
     assert "u1_sc_in_scale" in fargs and "u1_conv1_in_scale" in fargs
@@ -200,7 +206,10 @@ def test_fold_keeps_batchnorm_with_other_readers(rng: np.random.Generator) -> No
     args, aux = mod.get_params()
     csym, cargs, caux = binmx.convert(out, args, aux)
     fsym, fargs, faux = binmx.fold(csym, cargs, caux)
-    assert ops_of(fsym).count("BatchNorm") == 1  # relu still reads it
+    # The relu still reads it, so it stays; on the data it becomes QChannelAffine with the
+    # relu fused (rewrite 8).
+    assert ops_of(fsym).count("BatchNorm") == 0 and "relu" not in ops_of(fsym)
+    assert ops_of(fsym).count("QChannelAffine") == 1
     assert "q_in_scale" in fargs
     x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
     for a, b in zip(
@@ -317,23 +326,21 @@ def stem_net(in_channels: int) -> mx.sym.Symbol:
 def test_fold_input_batchnorm_and_layout_barrier(
     in_channels: int, rng: np.random.Generator
 ) -> None:
-    """Rewrite 5 (an input BatchNorm over <= 4 channels -> diagonal 1x1 Convolution) and rewrite
-    6 (one NHWC hand-over where two binmx inputs read the max-pool), against the unfolded
-    model; folding twice changes nothing."""
+    """Rewrite 8 (the input BatchNorm -> QChannelAffine) and rewrite 6 (one NHWC hand-over
+    where two binmx inputs read the max-pool), against the unfolded model; folding twice
+    changes nothing."""
     sym = stem_net(in_channels)
     shape = (2, in_channels, 32, 32)
     args, aux = random_params(sym, shape, rng)
     csym, cargs, caux = binmx.convert(sym, args, aux)
     fsym, fargs, faux = binmx.fold(csym, cargs, caux)
     nodes = {n["name"]: n for n in json.loads(fsym.tojson())["nodes"]}
-    if in_channels <= 4:
-        assert nodes["bn_data"]["op"] == "Convolution"
-        weight = fargs["bn_data_diag_weight"].asnumpy().reshape(in_channels, in_channels)
-        scale = 1 / np.sqrt(aux["bn_data_moving_var"].asnumpy() + 2e-5)  # fix_gamma
-        np.testing.assert_allclose(np.diag(weight), scale, rtol=1e-6)
-        assert np.count_nonzero(weight - np.diag(np.diag(weight))) == 0
-    else:
-        assert nodes["bn_data"]["op"] == "BatchNorm"  # too many channels: stays
+    assert nodes["bn_data"]["op"] == "QChannelAffine"
+    assert nodes["bn_data"]["attrs"]["relu"] == "False"
+    scale = 1 / np.sqrt(aux["bn_data_moving_var"].asnumpy().astype(np.float64) + 2e-5)
+    np.testing.assert_allclose(fargs["bn_data_scale"].asnumpy(), scale, rtol=1e-6)  # fix_gamma
+    shift = -aux["bn_data_moving_mean"].asnumpy() * scale + fargs_beta(cargs, "bn_data")
+    np.testing.assert_allclose(fargs["bn_data_shift"].asnumpy(), shift, rtol=1e-5, atol=1e-6)
     # pool0 -> transpose to NHWC (oneDNN) -> QNHWCToNCHW, read by both binary convs.
     barrier = [n for n in nodes.values() if n["op"] == "QNHWCToNCHW"]
     assert len(barrier) == 1 and "Reshape" not in ops_of(fsym)
@@ -355,6 +362,74 @@ def test_fold_input_batchnorm_and_layout_barrier(
     assert np.array_equal(after.argmax(1), before.argmax(1))
     again = binmx.fold(fsym, fargs, faux)
     assert again[0].tojson() == fsym.tojson()
+
+
+def fargs_beta(args: dict[str, mx.nd.NDArray], bn: str) -> np.ndarray:
+    return args[f"{bn}_beta"].asnumpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("channels", [3, 8])
+def test_fold_small_batchnorm_after_onednn_op_is_diagonal_conv(
+    channels: int, rng: np.random.Generator
+) -> None:
+    """Rewrite 5: an inference BatchNorm over <= 4 channels that reads a oneDNN operator
+    (here a pooling; rewrite 8 takes only plain-layout inputs) becomes a 1x1 Convolution with
+    a diagonal weight; over more channels it stays."""
+    data = mx.sym.var("data")
+    x = mx.sym.Pooling(data, kernel=(2, 2), stride=(2, 2), pool_type="avg", name="pool")
+    x = mx.sym.BatchNorm(x, fix_gamma=False, eps=2e-5, name="bn")
+    x = mx.sym.Convolution(x, kernel=(3, 3), pad=(1, 1), num_filter=4, name="conv")
+    sym = mx.sym.FullyConnected(mx.sym.Flatten(x), num_hidden=5, name="fc")
+    shape = (2, channels, 8, 8)
+    args, aux = random_params(sym, shape, rng, label=False)
+    fsym, fargs, faux = binmx.fold(sym, args, aux)
+    nodes = {n["name"]: n for n in json.loads(fsym.tojson())["nodes"]}
+    if channels <= 4:
+        assert nodes["bn"]["op"] == "Convolution"
+        weight = fargs["bn_diag_weight"].asnumpy().reshape(channels, channels)
+        var = aux["bn_moving_var"].asnumpy().astype(np.float64)
+        scale = args["bn_gamma"].asnumpy() / np.sqrt(var + 2e-5)
+        np.testing.assert_allclose(np.diag(weight), scale, rtol=1e-6)
+        assert np.count_nonzero(weight - np.diag(np.diag(weight))) == 0
+    else:
+        assert nodes["bn"]["op"] == "BatchNorm"  # too many channels: stays
+    xv = rng.standard_normal((4,) + shape[1:]).astype(np.float32)
+    before = run_model(sym, args, aux, {"data": xv})[0]
+    after = run_model(fsym, fargs, faux, {"data": xv})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)  # folded rounding
+
+
+def test_fold_channel_affine_after_binary_layer(rng: np.random.Generator) -> None:
+    """Rewrite 8: an inference BatchNorm reading a binmx operator's (plain NCHW) output, with
+    the relu that is its only reader, becomes one QChannelAffine(relu=True); with a second
+    reader of the BatchNorm the relu stays separate; channel_affine=False keeps the
+    BatchNorm."""
+    data = mx.sym.var("data")
+    q = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=6, name="q")
+    bn = mx.sym.BatchNorm(q, fix_gamma=False, eps=2e-5, name="bn")
+    # q has a second reader, so rewrite 2 cannot take the BatchNorm into its epilogue.
+    other = mx.sym.sum(q, axis=1, name="qs")
+    one = mx.sym.Group([mx.sym.Activation(bn, act_type="relu", name="act"), other])
+    two = mx.sym.Group([mx.sym.relu(bn, name="r"), mx.sym.sum(bn, axis=1, name="s"), other])
+    shape = (2, 5, 7, 7)
+    for sym, relu in ((one, True), (two, False)):
+        args, aux = random_params(sym, shape, rng, label=False)
+        csym, cargs, caux = binmx.convert(sym, args, aux)
+        fsym, fargs, faux = binmx.fold(csym, cargs, caux)
+        nodes = {n["name"]: n for n in json.loads(fsym.tojson())["nodes"]}
+        assert nodes["bn"]["op"] == "QChannelAffine"
+        assert nodes["bn"]["attrs"]["relu"] == str(relu)
+        assert ("act" in nodes) is False and ("r" in nodes) is (not relu)
+        assert faux == {}
+        kept = binmx.fold(csym, cargs, caux, channel_affine=False)[0]
+        assert "QChannelAffine" not in ops_of(kept) and "BatchNorm" in ops_of(kept)
+        xv = rng.standard_normal((3,) + shape[1:]).astype(np.float32)
+        for a, b in zip(
+            run_model(sym, args, aux, {"data": xv}),
+            run_model(fsym, fargs, faux, {"data": xv}),
+            strict=True,
+        ):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)  # folded rounding
 
 
 def test_fold_packs_activations_between_binary_convs(rng: np.random.Generator) -> None:

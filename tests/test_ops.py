@@ -561,3 +561,54 @@ def test_nhwc_to_nchw_operator(rng, isa):
             os.environ["BINMX_ISA"] = old
     with pytest.raises(mx.base.MXNetError, match="rank 4"):
         mx.nd.QNHWCToNCHW(mx.nd.zeros((2, 3, 4))).wait_to_read()
+
+
+def test_channel_affine_operator(rng):
+    """QChannelAffine (binmx.fold's rewrite 8): out = x * scale + shift per channel, rounded as a
+    float32 multiply then add (== NumPy's), relu with NaN kept; the backward against NumPy;
+    shapes and dtypes checked."""
+    for shape in [(2, 5, 3, 4), (3, 7), (1, 64, 7, 7), (2, 3, 2, 2, 3)]:
+        c = shape[1]
+        xv = rng.standard_normal(shape).astype(np.float32)
+        xv.flat[0] = np.nan
+        sv = rng.standard_normal(c).astype(np.float32)
+        tv = rng.standard_normal(c).astype(np.float32)
+        bshape = (1, c) + (1,) * (len(shape) - 2)
+        affine = xv * sv.reshape(bshape) + tv.reshape(bshape)  # float32 throughout
+        for relu in (False, True):
+            x, s, t = (mx.nd.array(v) for v in (xv, sv, tv))
+            for a in (x, s, t):
+                a.attach_grad()
+            with mx.autograd.record():
+                y = mx.nd.QChannelAffine(x, s, t, relu=relu)
+            dy = rng.standard_normal(shape).astype(np.float32)
+            y.backward(mx.nd.array(dy))
+            want = np.where(affine < 0, np.float32(0), affine) if relu else affine
+            np.testing.assert_array_equal(y.asnumpy(), want)  # NaN compares equal here
+            assert np.isnan(y.asnumpy().flat[0])
+            g = np.where(want > 0, dy, 0).astype(np.float64) if relu else dy.astype(np.float64)
+            axes = (0,) + tuple(range(2, len(shape)))
+            dx = (g * sv.reshape(bshape)).astype(np.float32)
+            if relu:  # the NaN position has mask 0, so its gradients are finite
+                np.testing.assert_array_equal(x.grad.asnumpy(), dx)
+                np.testing.assert_allclose(  # float sums in another order: rounding only
+                    s.grad.asnumpy(), (g * np.nan_to_num(xv)).sum(axes), rtol=1e-5, atol=1e-5
+                )
+            else:
+                np.testing.assert_array_equal(x.grad.asnumpy(), dx)
+                assert np.isnan(s.grad.asnumpy()[0])  # NaN * dy in channel 0's sum
+                np.testing.assert_allclose(
+                    s.grad.asnumpy()[1:], (g * xv).sum(axes)[1:], rtol=1e-5, atol=1e-5
+                )
+            np.testing.assert_allclose(t.grad.asnumpy(), g.sum(axes), rtol=1e-5, atol=1e-5)
+    with pytest.raises(mx.base.MXNetError, match=r"`scale` of shape \(3,\)"):
+        mx.nd.QChannelAffine(mx.nd.zeros((2, 3, 4)), mx.nd.zeros(4), mx.nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="rank >= 2"):
+        mx.nd.QChannelAffine(mx.nd.zeros(3), mx.nd.zeros(3), mx.nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="dtype float32"):
+        z = mx.nd.zeros((2, 3), dtype=np.float64)
+        mx.nd.QChannelAffine(z, mx.nd.zeros(3), mx.nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="unknown attribute"):
+        mx.nd.QChannelAffine(
+            mx.nd.zeros((2, 3)), mx.nd.zeros(3), mx.nd.zeros(3), act_type="relu"
+        ).wait_to_read()

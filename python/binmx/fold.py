@@ -1,6 +1,6 @@
 """Inference-time folding of BatchNorm into binmx's binary layers.
 
-Two rewrites, both exact up to float rounding (DESIGN.md §5, the fast-inference issue):
+Rewrites, all exact up to float rounding (DESIGN.md §5, the fast-inference issue):
 
 1. BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign of its
    input. When that input is a BatchNorm (in inference mode, through any number of
@@ -34,8 +34,8 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
    commutative), one operator and one pass over the output fewer.
 
-5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor, such as
-   ResNet's ``bn_data`` on the RGB input) becomes a 1x1 ``Convolution`` whose weight is the
+5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor that a
+   oneDNN operator produced) becomes a 1x1 ``Convolution`` whose weight is the
    diagonal matrix of its scales and whose bias is its shifts: the same per-channel affine map,
    rounded as ``x * scale + shift``. oneDNN runs a BatchNorm over 3 channels with plain C++
    loops (about 0.2 ms on a 224x224 image, 1 thread) and the convolution with its JIT kernels
@@ -64,7 +64,17 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    layer's packing pass took from the float tensor (bit-identical outputs), without writing,
    reading and re-packing that tensor.
 
-They run in the order 1, 2, 3, 4, 7, 5, 6.
+8. An inference BatchNorm whose input is a plain-layout array (the output of a binmx operator,
+   or the graph's data input), and the relu that is its only reader if there is one, become
+   one binmx ``QChannelAffine(data, scale, shift, relu=...)``: ``x * scale + shift`` per
+   channel in one pass (then ``max(., 0)``). MXNet's BatchNorm on the plain arrays extension
+   operators return is slow (ResNet-18's final 512x7x7 BatchNorm + relu: about 0.1 ms, 1
+   thread), and so is its BatchNorm over the 3 channels of an input image. BatchNorms that
+   read a oneDNN output stay with MXNet (rewrite 5 for small ones): an extension operator
+   would get that array through MXNet's slow reorder (rewrite 6).
+
+Rewrite 5 therefore only sees BatchNorms that read oneDNN outputs. They run in the order 1, 2,
+3, 4, 7, 8, 5, 6.
 
 :func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
 """
@@ -217,10 +227,12 @@ def fold(
     data_shape: tuple[int, ...] | None = None,
     fuse_residual: bool = True,
     pack_activations: bool = True,
+    channel_affine: bool = True,
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Fold BatchNorm layers and residual adds into the neighbouring binary layers (see the
-    module docstring). ``fuse_residual=False`` skips rewrite 4 and ``pack_activations=False``
-    rewrite 7 (both run on the CPU path only).
+    module docstring). ``fuse_residual=False`` skips rewrite 4, ``pack_activations=False``
+    rewrite 7 and ``channel_affine=False`` rewrite 8 (they make operators or attributes that
+    run on the CPU path only).
 
     Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
     graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
@@ -470,6 +482,47 @@ def fold(
         fattrs["out_packed"] = "True"
         consumers = graph.consumers()
 
+    # 8. Inference BatchNorm [-> relu] on a plain-layout array -> QChannelAffine [relu].
+    consumers = graph.consumers()
+    heads = graph.head_ids()
+    for nid in graph.reachable() if channel_affine else []:
+        bn = graph.nodes[nid]
+        if bn["op"] != "BatchNorm":
+            continue
+        src = graph.nodes[bn["inputs"][0][0]]
+        if not (
+            src["op"] in _PLAIN_OUTPUT
+            or (src["op"] == "null" and src["name"] not in args and src["name"] not in aux)
+        ):
+            continue
+        affine = _bn_affine(bn, graph, args, aux)
+        if affine is None:
+            continue
+        relu_id = None
+        if nid not in heads and len(consumers[nid]) == 1:
+            r = graph.nodes[consumers[nid][0]]
+            if r["op"] == "relu" or (
+                r["op"] == "Activation" and r.get("attrs", {}).get("act_type") == "relu"
+            ):
+                relu_id = consumers[nid][0]
+        inputs = [list(bn["inputs"][0])]
+        for suffix, value in zip(("scale", "shift"), affine, strict=True):
+            vname = _unique(f"{bn['name']}_{suffix}", taken)
+            inputs.append([graph.add_variable(vname, value.shape), 0, 0])
+            args[vname] = mx.nd.array(value, dtype=np.float32)
+        graph.nodes[nid] = {
+            "op": "QChannelAffine",
+            "name": bn["name"],
+            "attrs": {"relu": str(relu_id is not None)},
+            "inputs": inputs,
+        }
+        if relu_id is not None:
+            for other in graph.nodes.values():
+                other["inputs"] = [[nid, 0, e[2]] if e[0] == relu_id else e for e in other["inputs"]]
+            graph.heads = [[nid, 0, h[2]] if h[0] == relu_id else h for h in graph.heads]
+            consumers = graph.consumers()
+            heads = graph.head_ids()
+
     # 5. Small-channel inference BatchNorm -> 1x1 Convolution with a diagonal weight.
     consumers = graph.consumers()
     for nid in graph.reachable():
@@ -507,7 +560,7 @@ def fold(
                     binmx_reads.setdefault(e[0], []).append((r, k))
     for nid, readers in binmx_reads.items():
         node = graph.nodes[nid]
-        if node["op"] in ("null", "QNHWCToNCHW", *binmx_ops) or _is_reshape_barrier(node):
+        if node["op"] in ("null", *_PLAIN_OUTPUT) or _is_reshape_barrier(node):
             continue
         convs_only = all(_reads_nchw(graph.nodes[r], k) for r, k in readers)
         if convs_only and (len(readers) >= 2 or node["op"] in _ONEDNN_BLOCKED):
@@ -547,6 +600,9 @@ def fold(
         {k: v for k, v in aux.items() if k in keep_aux},
     )
 
+
+# binmx operators: their outputs are plain (NCHW) arrays, never in oneDNN's blocked layout.
+_PLAIN_OUTPUT = (*_BINARY, "QActivation", "QNHWCToNCHW", "QChannelAffine")
 
 # MXNet operators that run on oneDNN and leave their output in its blocked layout (given a
 # blocked input, or always for Convolution): what rewrite 6 hands a binmx convolution as NHWC.

@@ -1185,4 +1185,51 @@ void NchwToNhwc(const float* x, int64_t batch, int64_t hw, int64_t channels, flo
   });
 }
 
+void ChannelAffine(const float* x, int64_t batch, int64_t channels, int64_t inner,
+                   const float* scale, const float* shift, bool relu, float* out, int threads) {
+  if (batch <= 0 || channels <= 0 || inner <= 0) return;
+  ParallelFor(batch * channels, Threads(threads), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float s = scale[t % channels], h = shift[t % channels];
+      const float* xi = x + t * inner;
+      float* yo = out + t * inner;
+      if (relu) {
+        for (int64_t i = 0; i < inner; ++i) {
+          const float v = xi[i] * s + h;
+          yo[i] = v < 0.0f ? 0.0f : v;
+        }
+      } else {
+        for (int64_t i = 0; i < inner; ++i) yo[i] = xi[i] * s + h;
+      }
+    }
+  });
+}
+
+void ChannelAffineBackward(const float* dy, const float* x, const float* out, int64_t batch,
+                           int64_t channels, int64_t inner, const float* scale, bool relu,
+                           float* dx, float* dscale, float* dshift, int threads) {
+  if (batch <= 0 || channels <= 0 || inner <= 0) return;
+  // One task per channel: its sums run over every image, so no two tasks share an output.
+  ParallelFor(channels, Threads(threads), [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double ss = 0.0, sh = 0.0;
+      for (int64_t n = 0; n < batch; ++n) {
+        const int64_t off = (n * channels + c) * inner;
+        for (int64_t i = 0; i < inner; ++i) {
+          if (relu && !(out[off + i] > 0.0f)) {  // masked: no contribution, even from NaN
+            if (dx != nullptr) dx[off + i] = 0.0f;
+            continue;
+          }
+          const float g = dy[off + i];
+          if (dx != nullptr) dx[off + i] = g * scale[c];
+          ss += static_cast<double>(g) * x[off + i];
+          sh += g;
+        }
+      }
+      if (dscale != nullptr) dscale[c] = static_cast<float>(ss);
+      if (dshift != nullptr) dshift[c] = static_cast<float>(sh);
+    }
+  });
+}
+
 }  // namespace binmx

@@ -99,6 +99,20 @@ void NhwcToNchw(const float* x, int64_t batch, int64_t hw, int64_t channels, flo
 void NchwToNhwc(const float* x, int64_t batch, int64_t hw, int64_t channels, float* out,
                 int threads);
 
+// Per-channel affine map of a (batch, channels, inner) float array, out = x * scale[c] +
+// shift[c] (a multiply then an add, no FMA), then, with relu, max(out, 0) (NaN stays NaN);
+// out may be x.
+void ChannelAffine(const float* x, int64_t batch, int64_t channels, int64_t inner,
+                   const float* scale, const float* shift, bool relu, float* out, int threads);
+
+// Its gradients, given dy and the forward's x and out (out is read only with relu: the mask
+// out > 0): dx = dy * m * scale[c], dscale[c] = sum dy * m * x, dshift[c] = sum dy * m over
+// batch and inner (float sums, in double; a masked element adds nothing, even a NaN x). Any
+// of dx, dscale, dshift may be null (not wanted).
+void ChannelAffineBackward(const float* dy, const float* x, const float* out, int64_t batch,
+                           int64_t channels, int64_t inner, const float* scale, bool relu,
+                           float* dx, float* dscale, float* dshift, int threads);
+
 }  // namespace binmx
 
 #endif  // BINMX_FLOAT_CONV_H_
