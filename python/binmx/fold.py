@@ -518,7 +518,9 @@ def fold(
         }
         if relu_id is not None:
             for other in graph.nodes.values():
-                other["inputs"] = [[nid, 0, e[2]] if e[0] == relu_id else e for e in other["inputs"]]
+                other["inputs"] = [
+                    [nid, 0, e[2]] if e[0] == relu_id else e for e in other["inputs"]
+                ]
             graph.heads = [[nid, 0, h[2]] if h[0] == relu_id else h for h in graph.heads]
             consumers = graph.consumers()
             heads = graph.head_ids()
