@@ -14,6 +14,11 @@ Both are bound as ``mx.mod.Module(for_training=False)`` and, again, as plain exe
 (``Symbol.bind``, no Module bookkeeping around the forward), under the default (threaded) engine,
 and timed in the same process, alternating the four so machine noise hits all alike:
 ``forward(is_train=False)`` + ``wait_to_read()`` of the output; median of N after a warm-up.
+A second table gives the steady state: rounds of consecutive forwards of one network (the
+first after each switch not timed), the four taking turns round by round. On these machines
+any 25 ms of other work (the float network, or a Python busy loop) slows the next binary
+forward by 0.6-1.0 ms and the next float one by about 0.3 ms, so the alternating figure is
+the one with that penalty in it.
 Inputs 224x224 (ImageNet stem 7x7/2 + max-pool, 1000 classes) and 32x32 (CIFAR stem 3x3/1,
 10 classes), batch 1 and 16. Each thread count runs in its own subprocess with
 OMP_NUM_THREADS set before MXNet and binmx are imported.
@@ -150,6 +155,17 @@ def _worker(cases: list[str], quick: bool) -> None:
                 samples[kind].append(run())
         med = {k: float(np.median([w for w, _ in v])) * 1e3 for k, v in samples.items()}
         cpu = {k: float(np.median([c for _, c in v])) * 1e3 for k, v in samples.items()}
+        # Steady state: rounds of consecutive forwards of one network (the first after each
+        # switch is not timed), the networks taking turns round by round.
+        steady: dict[str, list[float]] = {k: [] for k in runs}
+        rounds, block = _blocks(batch, image, quick)
+        for r in range(rounds):
+            kinds = list(runs)
+            kinds = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+            for kind in kinds:
+                runs[kind]()
+                steady[kind] += [runs[kind]()[0] for _ in range(block)]
+        st = {k: float(np.median(v)) * 1e3 for k, v in steady.items()}
         rows.append(
             dict(
                 case=case,
@@ -163,9 +179,24 @@ def _worker(cases: list[str], quick: bool) -> None:
                 exec_binary_ms=med["exec_binary"],
                 exec_float_ms=med["exec_float"],
                 exec_speedup=med["exec_float"] / med["exec_binary"],
+                steady_reps=rounds * block,
+                steady_binary_ms=st["binary"],
+                steady_float_ms=st["float"],
+                steady_speedup=st["float"] / st["binary"],
+                steady_exec_binary_ms=st["exec_binary"],
+                steady_exec_float_ms=st["exec_float"],
+                steady_exec_speedup=st["exec_float"] / st["exec_binary"],
             )
         )
     print(json.dumps(rows))
+
+
+def _blocks(batch: int, image: int, quick: bool) -> tuple[int, int]:
+    """(rounds, timed forwards per round) per network for the steady-state measurement."""
+    heavy = batch * image * image >= 16 * 224 * 224
+    if quick:
+        return (2, 2) if heavy else (4, 5)
+    return (3, 4) if heavy else (8, 10)
 
 
 # ---------------------------------------------------------------------------- per-layer table
@@ -373,10 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{'exec bin':>9} {'exec flt':>9} {'exec spd':>8}"
     )
     quick = ["--quick"] if args.quick else []
+    all_rows = []
     for threads in args.threads:
         env = dict(env0, OMP_NUM_THREADS=str(threads))
         rows = json.loads(_run(["--_worker", *quick, "--cases", *args.cases], env))
         for r in rows:
+            all_rows.append((threads, r))
             print(
                 f"{threads:>7} {r['case']:<7} {r['reps']:>4} {r['binary_ms']:>10.2f} "
                 f"{r['float_ms']:>10.2f} {r['speedup']:>8.2f} {r['binary_cpu_ms']:>10.2f} "
@@ -384,6 +417,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['exec_binary_ms']:>9.2f} {r['exec_float_ms']:>9.2f} {r['exec_speedup']:>8.2f}",
                 flush=True,
             )
+    print(
+        "\nsteady state, the same networks in the same processes: rounds of consecutive forwards "
+        "of one network\n(the first after a switch not timed), the four taking turns; median. "
+        "Above, every binary forward\nfollows a float one, and on these machines any 25 ms of "
+        "other work before a forward slows it by\n0.6-1.0 ms (binary) and 0.3 ms (float) "
+        "(see benchmarks/README.md)."
+    )
+    print(
+        f"{'threads':>7} {'case':<7} {'reps':>4} {'binary ms':>10} {'float ms':>10} "
+        f"{'speedup':>8} {'exec bin':>9} {'exec flt':>9} {'exec spd':>8}"
+    )
+    for threads, r in all_rows:
+        print(
+            f"{threads:>7} {r['case']:<7} {r['steady_reps']:>4} {r['steady_binary_ms']:>10.2f} "
+            f"{r['steady_float_ms']:>10.2f} {r['steady_speedup']:>8.2f} "
+            f"{r['steady_exec_binary_ms']:>9.2f} {r['steady_exec_float_ms']:>9.2f} "
+            f"{r['steady_exec_speedup']:>8.2f}"
+        )
     if not args.no_layers:
         layer_cases = (
             args.layers
