@@ -249,33 +249,42 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
           s.pid[oy * ow + ox] = static_cast<int32_t>(s.y_class[oy] * n_xc + s.x_class[ox]);
         }
       }
-      // Per filter: 2-D prefix sums P of S[f][i][j] over the kh x kw taps; a pattern's
-      // padded sum is the total minus the sum over its valid rectangle (rows x cols).
+      // 2-D prefix sums P[i][j] of S[f][t] over the kh x kw taps, for all filters at once
+      // (filter innermost: vector loops); a pattern's padded sum is the total minus the sum
+      // over its valid rectangle of rows x cols.
       s.pop.resize(static_cast<size_t>(f_all * taps));
       spec.pop_rows(args.w_packed, f_all * taps, words, s.pop.data());
-      s.ct.assign(static_cast<size_t>(f_all * ct_stride), 0);
       const int32_t cg32 = static_cast<int32_t>(cg);
       const int64_t pw1 = kw + 1;
-      s.prefix.assign(static_cast<size_t>((kh + 1) * pw1), 0);
+      s.prefix.assign(static_cast<size_t>((kh + 1) * pw1 * f_all), 0);
       int32_t* pre = s.prefix.data();
-      for (int64_t f = 0; f < f_all; ++f) {
-        const int32_t* pop = s.pop.data() + f * taps;
-        for (int64_t i = 0; i < kh; ++i) {
-          int32_t row_sum = 0;
-          for (int64_t j = 0; j < kw; ++j) {
-            row_sum += cg32 - 2 * pop[i * kw + j];
-            pre[(i + 1) * pw1 + j + 1] = pre[i * pw1 + j + 1] + row_sum;
+      const int32_t* pop = s.pop.data();
+      for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t j = 0; j < kw; ++j) {
+          int32_t* dst = pre + ((i + 1) * pw1 + j + 1) * f_all;
+          const int32_t* up = pre + (i * pw1 + j + 1) * f_all;
+          const int32_t* left = pre + ((i + 1) * pw1 + j) * f_all;
+          const int32_t* diag = pre + (i * pw1 + j) * f_all;
+          const int32_t* pt = pop + i * kw + j;  // pop[f * taps + t]
+          for (int64_t f = 0; f < f_all; ++f) {
+            dst[f] = up[f] + left[f] - diag[f] + (cg32 - 2 * pt[f * taps]);
           }
         }
-        const int32_t total = pre[kh * pw1 + kw];
-        int32_t* row = s.ct.data() + f * ct_stride;
-        for (int64_t yc = 0; yc < n_yc; ++yc) {
-          const int64_t i0 = y_ranges[yc].first, i1 = y_ranges[yc].second;
-          for (int64_t xc = 0; xc < n_xc; ++xc) {
-            const int64_t j0 = x_ranges[xc].first, j1 = x_ranges[xc].second;
-            const int32_t rect = pre[i1 * pw1 + j1] - pre[i0 * pw1 + j1] - pre[i1 * pw1 + j0] +
-                                 pre[i0 * pw1 + j0];
-            row[yc * n_xc + xc] = total - rect;
+      }
+      s.ct.assign(static_cast<size_t>(f_all * ct_stride), 0);
+      int32_t* ct_rows = s.ct.data();
+      const int32_t* total = pre + (kh * pw1 + kw) * f_all;
+      for (int64_t yc = 0; yc < n_yc; ++yc) {
+        const int64_t i0 = y_ranges[yc].first, i1 = y_ranges[yc].second;
+        for (int64_t xc = 0; xc < n_xc; ++xc) {
+          const int64_t j0 = x_ranges[xc].first, j1 = x_ranges[xc].second;
+          const int32_t* a = pre + (i1 * pw1 + j1) * f_all;
+          const int32_t* b = pre + (i0 * pw1 + j1) * f_all;
+          const int32_t* c = pre + (i1 * pw1 + j0) * f_all;
+          const int32_t* d = pre + (i0 * pw1 + j0) * f_all;
+          int32_t* col = ct_rows + yc * n_xc + xc;
+          for (int64_t f = 0; f < f_all; ++f) {
+            col[f * ct_stride] = total[f] - (a[f] - b[f] - c[f] + d[f]);
           }
         }
       }

@@ -1194,11 +1194,13 @@ void ChannelAffine(const float* x, int64_t batch, int64_t channels, int64_t inne
       const float* xi = x + t * inner;
       float* yo = out + t * inner;
       if (relu) {
+#pragma omp simd
         for (int64_t i = 0; i < inner; ++i) {
           const float v = xi[i] * s + h;
           yo[i] = v < 0.0f ? 0.0f : v;
         }
       } else {
+#pragma omp simd
         for (int64_t i = 0; i < inner; ++i) yo[i] = xi[i] * s + h;
       }
     }
