@@ -87,6 +87,7 @@ struct CallScratch {
   std::vector<int32_t> pid, ct, pop, prefix;
   std::vector<int64_t> koff, y_class, x_class;
   std::vector<uint64_t> channel_bits, pad_word;
+  std::vector<char> row_used;
 };
 
 CallScratch& ThreadScratch() {
@@ -172,7 +173,14 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     pad_word[wd] = p.pad_value == -1 ? channel_bits[wd] : 0;
   }
 
-  // 1. Packing pass, one task per (image, group, padded row).
+  // 1. Packing pass, one task per (image, group, padded row). Only the padded rows some tap
+  // reads (r = oy * stride_h + i * dilate_h) are packed: a strided 1x1 convolution (ResNet's
+  // downsampling shortcut) reads every other row. The planes' other rows are never read.
+  std::vector<char>& row_used = s.row_used;
+  row_used.assign(static_cast<size_t>(hp), 0);
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t i = 0; i < kh; ++i) row_used[oy * sh + i * dh] = 1;
+  }
   const float* x = args.x;
   const uint64_t* x_bits = args.x_bits;
   const float* in_scale = args.in_scale;
@@ -182,6 +190,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     uint64_t* rb = row_scratch.Get(static_cast<size_t>(words * wp));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task % hp, ng = task / hp, g = ng % g_count, n = ng / g_count;
+      if (!row_used[r]) continue;
       const bool pad_row = r < ph || r >= ph + h;
       for (int64_t wd = 0; wd < words; ++wd) {
         uint64_t* row = rb + wd * wp;
