@@ -158,30 +158,178 @@ void Rows(const BconvTile& t, int64_t f) {
   }
 }
 
+// Sum of the 8 qword lanes of each of v[0..7], as lane r of the result.
+__m512i SumLanes8(const __m512i* v) {
+  // pairs: lane (2i, 2i+1) of v[r], v[r+1] -> one lane each, interleaved per 128 bits
+  __m512i a[4];
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+  }
+  // a[i] 128-bit lane L = (v[2i] pair L, v[2i+1] pair L); combine lanes (0,1) and (2,3)
+  __m512i b[2];
+  for (int i = 0; i < 2; ++i) {
+    b[i] = _mm512_add_epi64(_mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0x88),
+                            _mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0xdd));
+  }
+  // b[i] 128-bit lanes: (a[2i] L0+L1, a[2i] L2+L3, a[2i+1] L0+L1, a[2i+1] L2+L3)
+  const __m512i c = _mm512_add_epi64(_mm512_shuffle_i64x2(b[0], b[1], 0x88),
+                                     _mm512_shuffle_i64x2(b[0], b[1], 0xdd));
+  // c lanes: (v0, v1), (v2, v3), (v4, v5), (v6, v7) sums
+  return c;
+}
+
+constexpr int64_t kMaxTailWords = 576;  // 4.5 KB of stack per tail pixel
+
+// Tail pixels: the n < 8 pixels past a tile's last whole pixel vector, vectorised over the
+// tap-words instead (a pixel vector would spend 8 lanes on n pixels at every k). xb holds each
+// pixel's kwords input words, zero-padded to xstride (a multiple of 8) words:
+//     pop[f][p] = sum_j popcount(W[f][8j .. 8j + 8) ^ xb[p][8j .. 8j + 8))
+// (the weight row's last vector is masked to kwords, so the padding adds nothing); the 8 lanes
+// are summed per (filter, pixel) and the epilogue runs on a vector of FB filters.
+template <int FB, int NP>
+void MicroK(const BconvTile& t, int64_t f, int64_t q, const uint64_t* xb, int64_t xstride) {
+  __m512i acc[FB][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < FB; ++r) {
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_si512();
+  }
+  const int64_t kwords = t.kwords;
+  const uint64_t* wr = t.w + f * kwords;
+  for (int64_t j = 0; j < xstride; j += 8) {
+    const int64_t left = kwords - j;
+    const __mmask8 m = left >= 8 ? static_cast<__mmask8>(0xff)
+                                 : static_cast<__mmask8>((1u << left) - 1u);
+    __m512i xv[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) xv[p] = _mm512_load_si512(xb + p * xstride + j);
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+      const __m512i wv = _mm512_maskz_loadu_epi64(m, wr + r * kwords + j);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) {
+        acc[r][p] = _mm512_add_epi64(acc[r][p], _mm512_popcnt_epi64(_mm512_xor_si512(wv, xv[p])));
+      }
+    }
+  }
+  const __mmask8 fm = static_cast<__mmask8>((1u << FB) - 1u);
+  const __m256i kv = _mm256_set1_epi32(t.k_depth);
+  const __m256 a = t.alpha != nullptr ? _mm256_maskz_loadu_ps(fm, t.alpha + f)
+                                      : _mm256_set1_ps(1.0f);
+  const __m256 b = t.bias != nullptr ? _mm256_maskz_loadu_ps(fm, t.bias + f)
+                                     : _mm256_setzero_ps();
+  const int64_t fstride = t.out_fstride;
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    __m512i v[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) v[r] = r < FB ? acc[r][p] : _mm512_setzero_si512();
+    const __m256i pop = _mm512_cvtepi64_epi32(SumLanes8(v));
+    __m256i dot = _mm256_sub_epi32(kv, _mm256_add_epi32(pop, pop));
+    const int64_t qp = q + p;
+    if (t.pid != nullptr && t.pid[qp] != 0) {
+      alignas(32) int32_t c[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      const int32_t* col = t.ct + f * t.ct_stride + t.pid[qp];
+      for (int r = 0; r < FB; ++r) c[r] = col[r * t.ct_stride];
+      dot = _mm256_sub_epi32(dot, _mm256_load_si256(reinterpret_cast<const __m256i*>(c)));
+    }
+    alignas(32) float y[8];
+    _mm256_store_ps(y, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a), b));
+    float* out = t.out + f * fstride + qp;
+    if (t.residual == nullptr) {
+      for (int r = 0; r < FB; ++r) out[r * fstride] = y[r];
+    } else {
+      const float* res = t.residual + f * fstride + qp;
+      for (int r = 0; r < FB; ++r) out[r * fstride] = y[r] + res[r * fstride];
+    }
+  }
+}
+
+template <int FB>
+void TailRows(const BconvTile& t, int64_t f, int64_t q, const uint64_t* xb, int64_t xstride) {
+  int64_t p = q;
+  for (; p + 3 <= t.q1; p += 3) MicroK<FB, 3>(t, f, p, xb + (p - q) * xstride, xstride);
+  if (t.q1 - p == 2) {
+    MicroK<FB, 2>(t, f, p, xb + (p - q) * xstride, xstride);
+  } else if (t.q1 - p == 1) {
+    MicroK<FB, 1>(t, f, p, xb + (p - q) * xstride, xstride);
+  }
+}
+
+// Whether the n < 8 tail pixels of a tile go to MicroK (n * ceil(kwords / 8) vector steps per
+// filter) rather than to one pixel vector (kwords steps per filter).
+bool UseTailK(int64_t n, int64_t kwords) {
+  return n > 0 && kwords <= kMaxTailWords && 4 * n * ((kwords + 7) / 8) <= 3 * kwords;
+}
+
 void Tile(const BconvTile& t) {
+  const int64_t n_tail = (t.q1 - t.q0) % 8;
+  const bool tail_k = UseTailK(n_tail, t.kwords);
+  BconvTile m = t;  // the whole pixel vectors (the whole tile without a MicroK tail)
+  if (tail_k) m.q1 = t.q1 - n_tail;
+  if (m.q1 > m.q0) {
+    int64_t f = m.f0;
+    for (; f + kFb <= m.f1; f += kFb) Rows<kFb>(m, f);
+    switch (m.f1 - f) {
+      case 7:
+        Rows<7 % kFb>(m, f);
+        break;
+      case 6:
+        Rows<6 % kFb>(m, f);
+        break;
+      case 5:
+        Rows<5 % kFb>(m, f);
+        break;
+      case 4:
+        Rows<4 % kFb>(m, f);
+        break;
+      case 3:
+        Rows<3>(m, f);
+        break;
+      case 2:
+        Rows<2>(m, f);
+        break;
+      case 1:
+        Rows<1>(m, f);
+        break;
+      default:
+        break;
+    }
+  }
+  if (!tail_k) return;
+  // Each tail pixel's input words, gathered once for all the tile's filters.
+  const int64_t q = m.q1, xstride = (t.kwords + 7) / 8 * 8;
+  alignas(64) uint64_t xb[7 * kMaxTailWords];
+  for (int64_t p = 0; p < n_tail; ++p) {
+    uint64_t* dst = xb + p * xstride;
+    const uint64_t* src = t.planes + q + p;
+    for (int64_t k = 0; k < t.kwords; ++k) dst[k] = src[t.koff[k]];
+    for (int64_t k = t.kwords; k < xstride; ++k) dst[k] = 0;
+  }
   int64_t f = t.f0;
-  for (; f + kFb <= t.f1; f += kFb) Rows<kFb>(t, f);
+  for (; f + 8 <= t.f1; f += 8) TailRows<8>(t, f, q, xb, xstride);
   switch (t.f1 - f) {
     case 7:
-      Rows<7 % kFb>(t, f);
+      TailRows<7>(t, f, q, xb, xstride);
       break;
     case 6:
-      Rows<6 % kFb>(t, f);
+      TailRows<6>(t, f, q, xb, xstride);
       break;
     case 5:
-      Rows<5 % kFb>(t, f);
+      TailRows<5>(t, f, q, xb, xstride);
       break;
     case 4:
-      Rows<4 % kFb>(t, f);
+      TailRows<4>(t, f, q, xb, xstride);
       break;
     case 3:
-      Rows<3>(t, f);
+      TailRows<3>(t, f, q, xb, xstride);
       break;
     case 2:
-      Rows<2>(t, f);
+      TailRows<2>(t, f, q, xb, xstride);
       break;
     case 1:
-      Rows<1>(t, f);
+      TailRows<1>(t, f, q, xb, xstride);
       break;
     default:
       break;
@@ -291,27 +439,6 @@ void PackAffine(const float* x, int64_t rows, int64_t k, int64_t ld, const float
       out[r * words + wd] = word;
     }
   }
-}
-
-// Sum of the 8 qword lanes of each of v[0..7], as lane r of the result.
-__m512i SumLanes8(const __m512i* v) {
-  // pairs: lane (2i, 2i+1) of v[r], v[r+1] -> one lane each, interleaved per 128 bits
-  __m512i a[4];
-  for (int i = 0; i < 4; ++i) {
-    a[i] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
-                            _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
-  }
-  // a[i] 128-bit lane L = (v[2i] pair L, v[2i+1] pair L); combine lanes (0,1) and (2,3)
-  __m512i b[2];
-  for (int i = 0; i < 2; ++i) {
-    b[i] = _mm512_add_epi64(_mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0x88),
-                            _mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0xdd));
-  }
-  // b[i] 128-bit lanes: (a[2i] L0+L1, a[2i] L2+L3, a[2i+1] L0+L1, a[2i+1] L2+L3)
-  const __m512i c = _mm512_add_epi64(_mm512_shuffle_i64x2(b[0], b[1], 0x88),
-                                     _mm512_shuffle_i64x2(b[0], b[1], 0xdd));
-  // c lanes: (v0, v1), (v2, v3), (v4, v5), (v6, v7) sums
-  return c;
 }
 
 void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
