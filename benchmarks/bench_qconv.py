@@ -6,7 +6,10 @@ per binmx ISA path (BINMX_ISA). Each (engine, threads, isa) runs in its own subp
 MXNet reads MXNET_ENGINE_TYPE and OMP_NUM_THREADS at start-up (binmx reads OMP_NUM_THREADS and
 BINMX_ISA per call). Both ops run in the same process on the same inputs, interleaved (float,
 binary, float, binary, ...) so that load from other processes hits both alike; we report the
-median of N timed calls after a warm-up, and the ratio float / binary.
+median of N timed calls after a warm-up, and the ratio float / binary. The "steady" columns time
+rounds of consecutive calls of one op instead (the first call after a switch not timed): on
+these machines a call that follows other work is slower than one that follows itself, and more
+so for the short binary call (benchmarks/README.md, run 5).
 
     python benchmarks/bench_qconv.py            # full table
     python benchmarks/bench_qconv.py --quick    # batch 1 only, fewer repeats
@@ -58,6 +61,17 @@ def _worker(batches: list[int], repeats: int) -> None:
                     fn().wait_to_read()
                     samples[name].append(time.perf_counter() - t0)
             times = {name: float(np.median(v)) * 1e3 for name, v in samples.items()}
+            # Steady state: rounds of consecutive calls of one op (the first after a switch
+            # not timed), the two ops taking turns.
+            steady: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(4):
+                for name, fn in fns.items():
+                    fn().wait_to_read()
+                    for _ in range(max(1, repeats // 4)):
+                        t0 = time.perf_counter()
+                        fn().wait_to_read()
+                        steady[name].append(time.perf_counter() - t0)
+            st = {name: float(np.median(v)) * 1e3 for name, v in steady.items()}
             rows.append(
                 dict(
                     batch=batch,
@@ -65,6 +79,8 @@ def _worker(batches: list[int], repeats: int) -> None:
                     channels=ch,
                     float_ms=times["float"],
                     binary_ms=times["binary"],
+                    steady_float_ms=st["float"],
+                    steady_binary_ms=st["binary"],
                 )
             )
     print("ROWS " + json.dumps(dict(rows=rows, isa=binmx.xnor.current_isa())))
@@ -120,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'engine':24s} {'thr':>3s} {'batch':>5s} {'layer':>12s} {'float ms':>10s} "
-        f"{'binary ms':>10s} {'ratio':>7s}"
+        f"{'binary ms':>10s} {'ratio':>7s}   steady: {'float':>7s} {'binary':>7s} {'ratio':>6s}"
     )
     for engine, threads, isa in itertools.product(
         args.engines.split(","), args.threads.split(","), isas
@@ -153,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{engine:24s} {threads:>3s} {r['batch']:5d} {layer:>12s} "
                 f"{r['float_ms']:10.3f} {r['binary_ms']:10.3f} "
-                f"{r['float_ms'] / r['binary_ms']:6.1f}x  [{data['isa']}]",
+                f"{r['float_ms'] / r['binary_ms']:6.1f}x   steady: {r['steady_float_ms']:7.3f} "
+                f"{r['steady_binary_ms']:7.3f} {r['steady_float_ms'] / r['steady_binary_ms']:5.1f}x"
+                f"  [{data['isa']}]",
                 flush=True,
             )
     return 0
