@@ -463,6 +463,21 @@ void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + r),
                           _mm512_cvtepi64_epi32(SumLanes8(v)));
     }
+  } else {
+    // Short rows (up to 192 channels per tap): 8 rows = 8 * words consecutive words, popcounted
+    // as whole vectors, then summed per row.
+    for (; r + 8 <= rows; r += 8) {
+      alignas(64) int64_t c[24];
+      for (int64_t j = 0; j < words; ++j) {
+        const __m512i v = _mm512_loadu_si512(w + r * words + 8 * j);
+        _mm512_store_si512(c + 8 * j, _mm512_popcnt_epi64(v));
+      }
+      for (int i = 0; i < 8; ++i) {
+        int64_t sum = 0;
+        for (int64_t j = 0; j < words; ++j) sum += c[i * words + j];
+        pop[r + i] = static_cast<int32_t>(sum);
+      }
+    }
   }
   for (; r < rows; ++r) {
     int64_t s = 0;
