@@ -83,12 +83,16 @@ struct QConvAttrs {
   int residual_index() const { return residual ? num_inputs() - 1 : -1; }
 };
 
-bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
+// check_known: reject attribute names QConvolution does not know. parseAttrs (run when a node
+// is made) does; forward and backward skip it, being the hot path (330 name comparisons).
+bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error, bool check_known) {
   AttrReader r(kOp, attrs);
-  r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
+  if (check_known) {
+    r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
                 "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
                 "pad_value", "grad_cancel", "input_affine", "residual", "in_packed",
                 "in_channels", "out_packed", "workspace", "cudnn_tune", "cudnn_off"});
+  }
   a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
   a->stride = r.Tuple("stride", 2, 1, false);
   a->dilate = r.Tuple("dilate", 2, 1, false);
@@ -146,9 +150,9 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error) {
 }
 
 // Reports a parse failure; true when the attributes are fine.
-bool Parse(const Attrs& attrs, QConvAttrs* a) {
+bool Parse(const Attrs& attrs, QConvAttrs* a, bool check_known = true) {
   std::string error;
-  if (ParseQConv(attrs, a, &error)) return true;
+  if (ParseQConv(attrs, a, &error, check_known)) return true;
   MX_ERROR_MSG << error;
   return false;
 }
@@ -353,7 +357,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " forward", [&] {
     QConvAttrs a;
-    if (!Parse(attrs, &a)) return MX_FAIL;
+    if (!Parse(attrs, &a, /*check_known=*/false)) return MX_FAIL;
     Conv2dParams p;
     if (!CheckRuntime(a, *inputs, &p)) return MX_FAIL;
     const MXTensor& xt = (*inputs)[0];
@@ -446,7 +450,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " backward", [&] {
     QConvAttrs a;
-    if (!Parse(attrs, &a)) return MX_FAIL;
+    if (!Parse(attrs, &a, /*check_known=*/false)) return MX_FAIL;
     if (a.input_affine) {
       MX_ERROR_MSG << kOp << ": input_affine=True is an inference feature (folded BatchNorm); "
                    << "it has no backward. Train with BatchNorm + QConvolution, then fold.";
