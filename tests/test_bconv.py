@@ -175,6 +175,28 @@ def test_direct_conv_border_tables_and_packing_widths(rng):
         _run_conv_case(rng, c, configs=[(i, "1") for i in xnor.available_isas()])
 
 
+def test_direct_conv_tail_pixels(rng):
+    """A tile's last n = 1..7 output pixels (fewer than a pixel vector): the AVX-512 kernel
+    takes them over the tap-words when that is cheaper (kwords = taps * channel words up to
+    576), else as one pixel vector; both against the reference on every ISA."""
+    for ch, k in ((64, 3), (256, 3), (512, 3), (256, 5), (768, 7)):  # kwords 9 ... 588
+        for width in range(9, 16):  # 1 x width outputs: tails of 1..7 pixels
+            c = dict(
+                channels=ch,
+                h=1,
+                w=width,
+                kernel=(k, k),
+                stride=(1, 1),
+                dilate=(1, 1),
+                pad=(k // 2, k // 2),
+                groups=1,
+                pad_value=int(rng.choice([0, 1, -1])),
+                batch=2,
+                num_filter=int(rng.choice([9, 16])),
+            )
+            _run_conv_case(rng, c, configs=[(i, "1") for i in xnor.available_isas()])
+
+
 def test_input_affine_conv_matches_reference_and_convolution(rng):
     for _ in range(6):
         c = _conv_case(rng, int(rng.choice([3, 64, 65, 130])), int(rng.choice([0, 1, -1])))
