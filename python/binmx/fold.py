@@ -158,6 +158,12 @@ class _Graph:
                     stack.append((entry[0], False))
         return order
 
+    def redirect(self, old: int, new: int) -> None:
+        """Every reader of node ``old``, and every head naming it, reads node ``new`` instead."""
+        for node in self.nodes.values():
+            node["inputs"] = [[new, 0, e[2]] if e[0] == old else e for e in node["inputs"]]
+        self.heads = [[new, 0, h[2]] if h[0] == old else h for h in self.heads]
+
     def add_variable(self, name: str, shape: tuple[int, ...]) -> int:
         nid = next(self._ids)
         self.nodes[nid] = {
@@ -217,6 +223,16 @@ def _unique(name: str, taken: set[str]) -> str:
         name += "_"
     taken.add(name)
     return name
+
+
+def _add_param(
+    graph: _Graph, args: dict[str, Any], taken: set[str], name: str, value: np.ndarray
+) -> list[int]:
+    """A new float32 parameter (a unique name from ``name``) in the graph and in ``args``; its
+    input entry."""
+    vname = _unique(name, taken)
+    args[vname] = mx.nd.array(value, dtype=np.float32)
+    return [graph.add_variable(vname, value.shape), 0, 0]
 
 
 def fold(
@@ -288,9 +304,7 @@ def fold(
         if residual:
             node["inputs"] = node["inputs"][:-1]
         for suffix, value in (("in_scale", scale), ("in_shift", shift)):
-            vname = _unique(f"{node['name']}_{suffix}", taken)
-            node["inputs"].append([graph.add_variable(vname, value.shape), 0, 0])
-            args[vname] = mx.nd.array(value, dtype=np.float32)
+            node["inputs"].append(_add_param(graph, args, taken, f"{node['name']}_{suffix}", value))
         node["inputs"] += residual  # inputs: ..., in_scale, in_shift, [residual]
     del consumers
 
@@ -333,16 +347,11 @@ def fold(
             rest = rest[1:]
         inputs = layer["inputs"][:2]
         for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
-            vname = _unique(f"{layer['name']}_{suffix}_folded", taken)
-            inputs.append([graph.add_variable(vname, value.shape), 0, 0])
-            args[vname] = mx.nd.array(value, dtype=np.float32)
+            inputs.append(_add_param(graph, args, taken, f"{layer['name']}_{suffix}_folded", value))
         layer["inputs"] = inputs + rest  # data, weight, bias, alpha, [in_scale, in_shift]
         lattrs["no_bias"] = "False"
         lattrs["scaling_factor"] = "True"
-        # Readers of the BatchNorm now read the layer.
-        for other in graph.nodes.values():
-            other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
-        graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+        graph.redirect(nid, src)  # readers of the BatchNorm now read the layer
         consumers = graph.consumers()
         heads = graph.head_ids()
 
@@ -383,19 +392,13 @@ def fold(
         scale64 = scale.astype(np.float64)
         new_w = (weight * scale64.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(np.float32)
         new_b = (bias * scale64 + shift).astype(np.float32)
-        wname = _unique(f"{names[1]}_folded", taken)
-        bname = _unique(f"{layer['name']}_bias_folded", taken)
-        args[wname] = mx.nd.array(new_w, dtype=np.float32)
-        args[bname] = mx.nd.array(new_b, dtype=np.float32)
         layer["inputs"] = [
             layer["inputs"][0],
-            [graph.add_variable(wname, new_w.shape), 0, 0],
-            [graph.add_variable(bname, new_b.shape), 0, 0],
+            _add_param(graph, args, taken, f"{names[1]}_folded", new_w),
+            _add_param(graph, args, taken, f"{layer['name']}_bias_folded", new_b),
         ]
         lattrs["no_bias"] = "False"
-        for other in graph.nodes.values():
-            other["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in other["inputs"]]
-        graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+        graph.redirect(nid, src)
         consumers = graph.consumers()
         heads = graph.head_ids()
 
@@ -443,9 +446,7 @@ def fold(
                 continue
             conv["inputs"].append(list(other))
             conv.setdefault("attrs", {})["residual"] = "True"
-            for n in graph.nodes.values():
-                n["inputs"] = [[src, 0, e[2]] if e[0] == nid else e for e in n["inputs"]]
-            graph.heads = [[src, 0, h[2]] if h[0] == nid else h for h in graph.heads]
+            graph.redirect(nid, src)
             consumers = graph.consumers()
             heads = graph.head_ids()
             break
@@ -507,9 +508,7 @@ def fold(
                 relu_id = consumers[nid][0]
         inputs = [list(bn["inputs"][0])]
         for suffix, value in zip(("scale", "shift"), affine, strict=True):
-            vname = _unique(f"{bn['name']}_{suffix}", taken)
-            inputs.append([graph.add_variable(vname, value.shape), 0, 0])
-            args[vname] = mx.nd.array(value, dtype=np.float32)
+            inputs.append(_add_param(graph, args, taken, f"{bn['name']}_{suffix}", value))
         graph.nodes[nid] = {
             "op": "QChannelAffine",
             "name": bn["name"],
@@ -517,11 +516,7 @@ def fold(
             "inputs": inputs,
         }
         if relu_id is not None:
-            for other in graph.nodes.values():
-                other["inputs"] = [
-                    [nid, 0, e[2]] if e[0] == relu_id else e for e in other["inputs"]
-                ]
-            graph.heads = [[nid, 0, h[2]] if h[0] == relu_id else h for h in graph.heads]
+            graph.redirect(relu_id, nid)
             consumers = graph.consumers()
             heads = graph.head_ids()
 
@@ -536,19 +531,15 @@ def fold(
             continue
         scale, shift = affine
         channels = scale.shape[0]
-        wname = _unique(f"{bn['name']}_diag_weight", taken)
-        bname = _unique(f"{bn['name']}_diag_bias", taken)
         weight = np.diag(scale).reshape(channels, channels, 1, 1).astype(np.float32)
-        args[wname] = mx.nd.array(weight, dtype=np.float32)
-        args[bname] = mx.nd.array(shift, dtype=np.float32)
         graph.nodes[nid] = {
             "op": "Convolution",
             "name": bn["name"],
             "attrs": {"kernel": "(1, 1)", "num_filter": str(channels), "no_bias": "False"},
             "inputs": [
                 list(bn["inputs"][0]),
-                [graph.add_variable(wname, weight.shape), 0, 0],
-                [graph.add_variable(bname, shift.shape), 0, 0],
+                _add_param(graph, args, taken, f"{bn['name']}_diag_weight", weight),
+                _add_param(graph, args, taken, f"{bn['name']}_diag_bias", shift),
             ],
         }
 
