@@ -268,6 +268,44 @@ inline bool MatchShape(const char* op, const char* name, const std::vector<unsig
   return true;
 }
 
+// MXNet's dtype codes, by name (for messages).
+inline const char* DtypeName(int t) {
+  static const char* names[] = {"float32", "float64", "float16", "uint8", "int32", "int8", "int64"};
+  return (t >= 0 && t <= 6) ? names[t] : "unknown";
+}
+
+// inferType of an operator whose inputs (named `names`, in order) and output 0 are all float32:
+// an unknown input dtype becomes float32, another one is an error naming the input.
+inline bool AllFloat32(const char* op, const std::vector<const char*>& names,
+                       std::vector<int>* in_types, std::vector<int>* out_types) {
+  for (size_t i = 0; i < in_types->size(); ++i) {
+    int& t = (*in_types)[i];
+    if (t == -1) t = mxnet::ext::kFloat32;
+    if (t != mxnet::ext::kFloat32) {
+      MX_ERROR_MSG << op << ": expected input `" << (i < names.size() ? names[i] : "?")
+                   << "` to have dtype float32, got " << DtypeName(t);
+      return false;
+    }
+  }
+  (*out_types)[0] = mxnet::ext::kFloat32;
+  return true;
+}
+
+// The first `count` inputs are on the cpu; else the message names the first that is not
+// (name_of(i): input i's name).
+template <typename NameOf>
+bool InputsOnCpu(const char* op, const std::vector<mxnet::ext::MXTensor>& in, int count,
+                 NameOf&& name_of) {
+  for (int i = 0; i < count && i < static_cast<int>(in.size()); ++i) {
+    if (in[i].ctx.dev_type != "cpu") {
+      MX_ERROR_MSG << op << ": input `" << name_of(i) << "` is on " << in[i].ctx.dev_type
+                   << ", this build runs on cpu only";
+      return false;
+    }
+  }
+  return true;
+}
+
 // ---- quantisers ----------------------------------------------------------------------
 
 inline float Sgn(float v) { return v < 0.0f ? -1.0f : 1.0f; }  // NaN -> +1, as the bits

@@ -84,15 +84,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
   QActAttrs a;
-  if (!Parse(attrs, &a)) return MX_FAIL;
-  int& t = (*in_types)[0];
-  if (t == -1) t = mxnet::ext::kFloat32;
-  if (t != mxnet::ext::kFloat32) {
-    MX_ERROR_MSG << kOp << ": expected input `data` to have dtype float32, got dtype code " << t
-                 << (t == 1 ? " (float64)" : t == 2 ? " (float16)" : "");
-    return MX_FAIL;
-  }
-  (*out_types)[0] = mxnet::ext::kFloat32;
+  if (!Parse(attrs, &a) || !AllFloat32(kOp, {"data"}, in_types, out_types)) return MX_FAIL;
   return MX_SUCCESS;
 }
 
@@ -114,11 +106,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
   return Guarded(kOp, " forward", [&] {
     QActAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
-    if ((*inputs)[0].ctx.dev_type != "cpu") {
-      MX_ERROR_MSG << kOp << ": input is on " << (*inputs)[0].ctx.dev_type
-                   << ", this build runs on cpu only";
-      return MX_FAIL;
-    }
+    if (!InputsOnCpu(kOp, *inputs, 1, [](int) { return "data"; })) return MX_FAIL;
     const float* x = static_cast<const float*>((*inputs)[0].data_ptr);
     float* y = static_cast<float*>((*outputs)[0].data_ptr);
     const int64_t n = (*inputs)[0].size();

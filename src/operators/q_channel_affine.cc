@@ -57,17 +57,10 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
   bool relu;
-  if (!Parse(attrs, &relu)) return MX_FAIL;
-  for (size_t i = 0; i < in_types->size(); ++i) {
-    int& t = (*in_types)[i];
-    if (t == -1) t = mxnet::ext::kFloat32;
-    if (t != mxnet::ext::kFloat32) {
-      MX_ERROR_MSG << kOp << ": expected input `" << kInputs[i]
-                   << "` to have dtype float32, got dtype code " << t;
-      return MX_FAIL;
-    }
+  if (!Parse(attrs, &relu) ||
+      !AllFloat32(kOp, {kInputs[0], kInputs[1], kInputs[2]}, in_types, out_types)) {
+    return MX_FAIL;
   }
-  (*out_types)[0] = mxnet::ext::kFloat32;
   return MX_SUCCESS;
 }
 
@@ -96,16 +89,6 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
   return MX_SUCCESS;
 }
 
-bool OnCpu(const std::vector<MXTensor>& in) {
-  for (const MXTensor& t : in) {
-    if (t.ctx.dev_type != "cpu") {
-      MX_ERROR_MSG << kOp << ": input is on " << t.ctx.dev_type << ", this operator runs on cpu";
-      return false;
-    }
-  }
-  return true;
-}
-
 // (batch, channels, inner) of data's shape.
 void Dims(const std::vector<int64_t>& s, int64_t* batch, int64_t* channels, int64_t* inner) {
   *batch = s[0];
@@ -121,7 +104,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " forward", [&] {
     bool relu;
-    if (!Parse(attrs, &relu) || !OnCpu(*inputs)) return MX_FAIL;
+    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, [](int i) { return kInputs[i]; })) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[0].shape, &batch, &channels, &inner);
     ChannelAffine(F((*inputs)[0]), batch, channels, inner, F((*inputs)[1]), F((*inputs)[2]),
@@ -135,7 +118,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " backward", [&] {
     bool relu;
-    if (!Parse(attrs, &relu) || !OnCpu(*inputs)) return MX_FAIL;
+    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, [](int i) { return kInputs[i]; })) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[1].shape, &batch, &channels, &inner);
     ChannelAffineBackward(F((*inputs)[0]), F((*inputs)[1]), F((*inputs)[4]), batch, channels,

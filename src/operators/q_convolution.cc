@@ -205,27 +205,6 @@ const char* InputName(const QConvAttrs& a, int i) {
   return "alpha";
 }
 
-const char* DtypeName(int t) {
-  switch (t) {
-    case 0:
-      return "float32";
-    case 1:
-      return "float64";
-    case 2:
-      return "float16";
-    case 3:
-      return "uint8";
-    case 4:
-      return "int32";
-    case 5:
-      return "int8";
-    case 6:
-      return "int64";
-    default:
-      return "unknown";
-  }
-}
-
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
@@ -341,12 +320,8 @@ bool CheckRuntime(const QConvAttrs& a, const std::vector<MXTensor>& in, Conv2dPa
     MX_ERROR_MSG << kOp << ": expected " << a.num_inputs() << " inputs with 4-D data";
     return false;
   }
-  for (int i = 0; i < a.num_inputs(); ++i) {
-    if (in[i].ctx.dev_type != "cpu") {
-      MX_ERROR_MSG << kOp << ": input `" << InputName(a, i) << "` is on " << in[i].ctx.dev_type
-                   << ", this build runs on cpu only";
-      return false;
-    }
+  if (!InputsOnCpu(kOp, in, a.num_inputs(), [&](int i) { return InputName(a, i); })) {
+    return false;
   }
   *p = MakeParams(a, in[0].shape);
   ValidateConv2dParams(*p);

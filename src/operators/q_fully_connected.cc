@@ -123,11 +123,6 @@ MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
   });
 }
 
-const char* DtypeName(int t) {
-  static const char* names[] = {"float32", "float64", "float16", "uint8", "int32", "int8", "int64"};
-  return (t >= 0 && t <= 6) ? names[t] : "unknown";
-}
-
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
@@ -210,14 +205,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
 }
 
 bool CheckCpu(const QFcAttrs& a, const std::vector<MXTensor>& in) {
-  for (int i = 0; i < a.num_inputs(); ++i) {
-    if (in[i].ctx.dev_type != "cpu") {
-      MX_ERROR_MSG << kOp << ": input `" << InputName(a, i) << "` is on " << in[i].ctx.dev_type
-                   << ", this build runs on cpu only";
-      return false;
-    }
-  }
-  return true;
+  return InputsOnCpu(kOp, in, a.num_inputs(), [&](int i) { return InputName(a, i); });
 }
 
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,

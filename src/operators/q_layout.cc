@@ -47,14 +47,7 @@ MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
 MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
                           std::vector<int>* out_types) {
   ResetErrorMessages();
-  if (!Parse(attrs)) return MX_FAIL;
-  int& t = (*in_types)[0];
-  if (t == -1) t = mxnet::ext::kFloat32;
-  if (t != mxnet::ext::kFloat32) {
-    MX_ERROR_MSG << kOp << ": expected input `data` to have dtype float32, got dtype code " << t;
-    return MX_FAIL;
-  }
-  (*out_types)[0] = mxnet::ext::kFloat32;
+  if (!Parse(attrs) || !AllFloat32(kOp, {"data"}, in_types, out_types)) return MX_FAIL;
   return MX_SUCCESS;
 }
 
@@ -71,20 +64,10 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
   return MX_SUCCESS;
 }
 
-bool OnCpu(const std::vector<MXTensor>& in) {
-  for (const MXTensor& t : in) {
-    if (t.ctx.dev_type != "cpu") {
-      MX_ERROR_MSG << kOp << ": input is on " << t.ctx.dev_type << ", this operator runs on cpu";
-      return false;
-    }
-  }
-  return true;
-}
-
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " forward", [&] {
-    if (!Parse(attrs) || !OnCpu(*inputs)) return MX_FAIL;
+    if (!Parse(attrs) || !InputsOnCpu(kOp, *inputs, 1, [](int) { return "data"; })) return MX_FAIL;
     const std::vector<int64_t>& s = (*inputs)[0].shape;  // N, H, W, C
     NhwcToNchw(static_cast<const float*>((*inputs)[0].data_ptr), s[0], s[1] * s[2], s[3],
                static_cast<float*>((*outputs)[0].data_ptr), DefaultThreads());
@@ -96,7 +79,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
 MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " backward", [&] {
-    if (!Parse(attrs) || !OnCpu(*inputs)) return MX_FAIL;
+    if (!Parse(attrs) || !InputsOnCpu(kOp, *inputs, 1, [](int) { return "data"; })) return MX_FAIL;
     const std::vector<int64_t>& s = (*inputs)[1].shape;  // N, H, W, C
     NchwToNhwc(static_cast<const float*>((*inputs)[0].data_ptr), s[0], s[1] * s[2], s[3],
                static_cast<float*>((*outputs)[0].data_ptr), DefaultThreads());
