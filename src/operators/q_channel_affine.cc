@@ -97,8 +97,7 @@ void Dims(const std::vector<int64_t>& s, int64_t* batch, int64_t* channels, int6
   for (size_t i = 2; i < s.size(); ++i) *inner *= s[i];
 }
 
-const float* F(const MXTensor& t) { return static_cast<const float*>(t.data_ptr); }
-float* F(MXTensor& t) { return static_cast<float*>(t.data_ptr); }
+float* F(const MXTensor& t) { return static_cast<float*>(t.data_ptr); }
 
 MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
