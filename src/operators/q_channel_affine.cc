@@ -33,6 +33,7 @@ namespace {
 
 constexpr const char* kOp = "QChannelAffine";
 const char* const kInputs[] = {"data", "scale", "shift"};
+const char* InputName(int i) { return kInputs[i]; }
 
 bool Parse(const Attrs& attrs, bool* relu) {
   AttrReader r(kOp, attrs);
@@ -103,7 +104,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                         std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " forward", [&] {
     bool relu;
-    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, [](int i) { return kInputs[i]; })) return MX_FAIL;
+    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, InputName)) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[0].shape, &batch, &channels, &inner);
     ChannelAffine(F((*inputs)[0]), batch, channels, inner, F((*inputs)[1]), F((*inputs)[2]),
@@ -117,7 +118,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                          std::vector<MXTensor>* outputs, const OpResource& /*res*/) {
   return Guarded(kOp, " backward", [&] {
     bool relu;
-    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, [](int i) { return kInputs[i]; })) return MX_FAIL;
+    if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, InputName)) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[1].shape, &batch, &channels, &inner);
     ChannelAffineBackward(F((*inputs)[0]), F((*inputs)[1]), F((*inputs)[4]), batch, channels,
