@@ -36,6 +36,8 @@ constexpr int kChunksPerThread = 4;
 
 // True on a thread while it runs chunks of a job: nested ParallelFor calls then run inline.
 thread_local bool t_in_parallel = false;
+// The calling thread's own executor, if it installed one (SetThreadParallelRunner).
+thread_local ParallelRunner* t_runner = nullptr;
 
 // GNU libgomp cannot start a team in a fork()ed child of a process that already ran one (the
 // parent's pool threads do not exist there; the region waits for them forever). A child
@@ -66,11 +68,19 @@ void RunChunks(int64_t n_tasks, int n_chunks, std::atomic<int>* next,
 
 }  // namespace
 
+ParallelRunner* SetThreadParallelRunner(ParallelRunner* runner) {
+  ParallelRunner* previous = t_runner;
+  t_runner = runner;
+  return previous;
+}
+
 void ParallelFor(int64_t n_tasks, int threads,
                  const std::function<void(int64_t begin, int64_t end)>& fn) {
   if (n_tasks <= 0) return;
   if (threads <= 0) threads = DefaultThreads();
   if (threads > kMaxThreads) threads = kMaxThreads;
+  ParallelRunner* runner = t_in_parallel ? nullptr : t_runner;
+  if (runner != nullptr && threads > runner->MaxThreads()) threads = runner->MaxThreads();
   if (threads == 1 || n_tasks == 1 || g_forked_child.load(std::memory_order_relaxed)) {
     fn(0, n_tasks);
     return;
@@ -86,6 +96,21 @@ void ParallelFor(int64_t n_tasks, int threads,
   std::atomic<int> next{0};
   std::mutex error_mu;
   std::exception_ptr error;
+  if (runner != nullptr) {
+    runner->RunChunks(n_chunks, [&](int c) {
+      const bool was_inside = t_in_parallel;
+      t_in_parallel = true;
+      try {
+        fn(n_tasks * c / n_chunks, n_tasks * (c + 1) / n_chunks);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+      }
+      t_in_parallel = was_inside;
+    });
+    if (error) std::rethrow_exception(error);
+    return;
+  }
   const int team = threads < n_chunks ? threads : n_chunks;
 #pragma omp parallel num_threads(team)
   RunChunks(n_tasks, n_chunks, &next, fn, &error_mu, &error);
