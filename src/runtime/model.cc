@@ -43,8 +43,14 @@ struct AlignedBuffer {
 };
 
 std::string ReadFile(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) Fail(std::string(what) + " file not found or unreadable: " + path);
+  const std::streamoff size = f.tellg();
+  if (size < 0) Fail(std::string(what) + " file is not a regular file: " + path);
+  if (size > (std::streamoff{1} << 28)) {
+    Fail(std::string(what) + " file is larger than 256 MiB: " + path);
+  }
+  f.seekg(0);
   std::ostringstream ss;
   ss << f.rdbuf();
   if (f.bad()) Fail(std::string("cannot read ") + what + " file " + path);
@@ -289,10 +295,9 @@ void Model::Impl::Execute(const float* x, float* y, Fn per_step) const {
 Model::Model() : impl_(std::make_unique<Impl>()) {}
 Model::~Model() = default;
 
-std::unique_ptr<Model> Model::LoadFromMemory(const std::string& symbol_json,
-                                             const std::string& params_bytes,
-                                             const std::vector<int64_t>& input_shape,
-                                             int threads, const std::string& what) {
+namespace {
+
+void CheckInputShape(const std::vector<int64_t>& input_shape) {
   if (input_shape.empty() || input_shape.size() > 8) {
     Fail("input_shape must have 1 to 8 dimensions, got " + std::to_string(input_shape.size()));
   }
@@ -300,14 +305,20 @@ std::unique_ptr<Model> Model::LoadFromMemory(const std::string& symbol_json,
     if (d <= 0) Fail("input_shape must be positive, got " + ShapeText(input_shape));
   }
   CheckedCount(input_shape, "input_shape");
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::FromParts(const std::string& symbol_json, const std::string& json_what,
+                                        std::vector<Tensor> list,
+                                        const std::vector<int64_t>& input_shape, int threads,
+                                        const std::string& what) {
   std::unique_ptr<Model> m(new Model());
   Impl& im = *m->impl_;
   im.threads = ResolveThreads(threads);
   im.isa = DefaultIsa();
   im.input_shape = input_shape;
-  const Graph g = ParseGraph(symbol_json, what + "-symbol.json");
-  std::vector<Tensor> list = ParseParams(reinterpret_cast<const uint8_t*>(params_bytes.data()),
-                                         params_bytes.size(), what + ".params");
+  const Graph g = ParseGraph(symbol_json, json_what);
   std::map<std::string, Tensor> params;
   for (Tensor& t : list) {
     std::string name = t.name;
@@ -320,15 +331,24 @@ std::unique_ptr<Model> Model::LoadFromMemory(const std::string& symbol_json,
   return m;
 }
 
+std::unique_ptr<Model> Model::LoadFromMemory(const std::string& symbol_json,
+                                             const std::string& params_bytes,
+                                             const std::vector<int64_t>& input_shape,
+                                             int threads, const std::string& what) {
+  CheckInputShape(input_shape);
+  ResolveThreads(threads);
+  std::vector<Tensor> list = ParseParams(reinterpret_cast<const uint8_t*>(params_bytes.data()),
+                                         params_bytes.size(), what + ".params");
+  return FromParts(symbol_json, what + "-symbol.json", std::move(list), input_shape, threads, what);
+}
+
 std::unique_ptr<Model> Model::Load(const std::string& symbol_path, const std::string& params_path,
                                    const std::vector<int64_t>& input_shape, int threads) {
+  CheckInputShape(input_shape);
+  ResolveThreads(threads);
   const std::string json = ReadFile(symbol_path, "symbol");
-  const std::string bytes = ReadFile(params_path, "params");
-  std::string what = params_path;
-  if (what.size() > 7 && what.compare(what.size() - 7, 7, ".params") == 0) {
-    what = what.substr(0, what.size() - 7);
-  }
-  return LoadFromMemory(json, bytes, input_shape, threads, what);
+  std::vector<Tensor> list = ReadParams(params_path);
+  return FromParts(json, symbol_path, std::move(list), input_shape, threads, params_path);
 }
 
 const std::vector<int64_t>& Model::input_shape() const { return impl_->input_shape; }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "params.h"
 #include "xnor_gemm.h"
 
 namespace binmx {
@@ -64,6 +65,10 @@ class Model {
 
  private:
   Model();
+  static std::unique_ptr<Model> FromParts(const std::string& symbol_json,
+                                          const std::string& json_what, std::vector<Tensor> list,
+                                          const std::vector<int64_t>& input_shape, int threads,
+                                          const std::string& what);
   std::unique_ptr<Impl> impl_;
 };
 
