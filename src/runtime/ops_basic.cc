@@ -190,9 +190,28 @@ void BuildQActivation(Planner& pl, int node) {
   }
 }
 
-// a + b with MXNet's broadcast (same rank; a dim of 1 repeats), or a plain add.
+enum class BinOp { kAdd, kSub, kMul };
+
+BinOp BinOpOf(const std::string& op) {
+  if (op == "elemwise_sub" || op == "_Minus" || op == "_minus" || op == "broadcast_sub") {
+    return BinOp::kSub;
+  }
+  if (op == "elemwise_mul" || op == "_Mul" || op == "_mul" || op == "broadcast_mul") {
+    return BinOp::kMul;
+  }
+  return BinOp::kAdd;
+}
+
+inline float Apply(BinOp k, float a, float b) {
+  return k == BinOp::kAdd ? a + b : (k == BinOp::kSub ? a - b : a * b);
+}
+
+// a (+ - *) b with MXNet's broadcast (broadcast_*: same rank, a dim of 1 repeats), or
+// elementwise on equal shapes.
 void BuildAdd(Planner& pl, int node) {
   const Node& n = pl.graph().nodes[node];
+  const BinOp kind = BinOpOf(n.op);
+  const bool broadcast = n.op.rfind("broadcast_", 0) == 0;
   AttrReader r(n);
   r.Finish();
   pl.ExpectInputs(node, 2, "lhs, rhs");
@@ -207,15 +226,15 @@ void BuildAdd(Planner& pl, int node) {
       const float* y = ctx.F(b);
       float* z = ctx.MutF(out);
       ForRange(count, ctx.threads, [&](int64_t s, int64_t e) {
-        for (int64_t i = s; i < e; ++i) z[i] = x[i] + y[i];
+        for (int64_t i = s; i < e; ++i) z[i] = Apply(kind, x[i], y[i]);
       });
     });
     FinishStep(pl, node, std::move(step), {a, b}, out);
     return;
   }
-  if (n.op != "broadcast_add" || sa.size() != sb.size()) {
+  if (!broadcast || sa.size() != sb.size()) {
     AttrReader(n).FailNode("shapes " + ShapeText(sa) + " and " + ShapeText(sb) + " differ" +
-                           (n.op == "broadcast_add" ? " in rank" : ""));
+                           (broadcast ? " in rank" : ""));
   }
   const size_t nd = sa.size();
   std::vector<int64_t> so(nd);
@@ -250,11 +269,54 @@ void BuildAdd(Planner& pl, int node) {
           ia += idx * ta[d];
           ib += idx * tb[d];
         }
-        z[i] = x[ia] + y[ib];
+        z[i] = Apply(kind, x[ia], y[ib]);
       }
     });
   });
   FinishStep(pl, node, std::move(step), {a, b}, out);
+}
+
+// x (op) scalar: _plus_scalar, _minus_scalar, _rminus_scalar, _mul_scalar, _div_scalar,
+// _rdiv_scalar (float32 arithmetic, as MXNet's).
+void BuildScalar(Planner& pl, int node) {
+  const Node& n = pl.graph().nodes[node];
+  AttrReader r(n);
+  const float c = static_cast<float>(r.Float("scalar", 0.0));
+  r.Bool("is_int", false);
+  r.Finish();
+  if (!r.Has("scalar")) r.Fail("scalar", "is required");
+  pl.ExpectInputs(node, 1, "data");
+  const int in = pl.FloatInput(node, 0, "data");
+  const std::string& op = n.op;
+  if (op == "_plus_scalar") {
+    AddElementwise(pl, node, in, [c](float x) { return x + c; });
+  } else if (op == "_minus_scalar") {
+    AddElementwise(pl, node, in, [c](float x) { return x - c; });
+  } else if (op == "_rminus_scalar") {
+    AddElementwise(pl, node, in, [c](float x) { return c - x; });
+  } else if (op == "_mul_scalar") {
+    AddElementwise(pl, node, in, [c](float x) { return x * c; });
+  } else if (op == "_div_scalar") {
+    AddElementwise(pl, node, in, [c](float x) { return x / c; });
+  } else {
+    AddElementwise(pl, node, in, [c](float x) { return c / x; });
+  }
+}
+
+// relu, sigmoid, tanh as operators of their own (mx.sym.relu ...).
+void BuildNamedActivation(Planner& pl, int node) {
+  const Node& n = pl.graph().nodes[node];
+  AttrReader r(n);
+  r.Finish();
+  pl.ExpectInputs(node, 1, "data");
+  const int in = pl.FloatInput(node, 0, "data");
+  if (n.op == "relu") {
+    AddElementwise(pl, node, in, [](float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); });
+  } else if (n.op == "sigmoid") {
+    AddElementwise(pl, node, in, Sigmoid);
+  } else {
+    AddElementwise(pl, node, in, [](float x) { return std::tanh(x); });
+  }
 }
 
 int NormAxis(AttrReader& r, const char* key, int64_t axis, size_t ndim) {
@@ -838,7 +900,16 @@ void RegisterBasicOps(std::map<std::string, Builder>* t) {
   (*t)["LeakyReLU"] = BuildLeakyRelu;
   (*t)["clip"] = BuildClip;
   (*t)["QActivation"] = BuildQActivation;
-  for (const char* op : {"elemwise_add", "_Plus", "_plus", "broadcast_add"}) (*t)[op] = BuildAdd;
+  for (const char* op : {"elemwise_add", "_Plus", "_plus", "broadcast_add", "elemwise_sub",
+                         "_Minus", "_minus", "broadcast_sub", "elemwise_mul", "_Mul", "_mul",
+                         "broadcast_mul"}) {
+    (*t)[op] = BuildAdd;
+  }
+  for (const char* op : {"_plus_scalar", "_minus_scalar", "_rminus_scalar", "_mul_scalar",
+                         "_div_scalar", "_rdiv_scalar"}) {
+    (*t)[op] = BuildScalar;
+  }
+  for (const char* op : {"relu", "sigmoid", "tanh"}) (*t)[op] = BuildNamedActivation;
   (*t)["Concat"] = BuildConcat;
   (*t)["concat"] = BuildConcat;
   for (const char* op : {"Dropout", "identity", "_copy", "BlockGrad", "stop_gradient"}) {

@@ -8,15 +8,19 @@
  * batch-1 forward then find them awake, without any environment variable (libgomp puts its
  * threads to sleep between MXNet's operators).
  *
- * One job at a time: a job is published by bumping a generation counter; each worker runs
- * chunks until none is left, then counts itself done; RunChunks returns when every chunk and
- * every worker is done, so no worker touches a job after it returned. A run that finds the pool
- * busy (another thread running the same model) gets a one-thread runner instead.
+ * One job at a time. One atomic word holds (generation << 32 | next chunk); a job's function
+ * and chunk count sit in one of two slots (generation % 2), written before the word publishes
+ * the generation. A thread claims chunk c of generation g by a compare-and-swap from (g, c) to
+ * (g, c + 1), so a worker that wakes late, after its generation finished, claims nothing; the
+ * caller waits only for the chunks that were claimed to finish, never for a worker that is
+ * asleep or descheduled. A run that finds the pool busy (another thread running the same
+ * model) gets a one-thread runner instead.
  */
 #ifndef BINMX_RT_THREAD_POOL_H_
 #define BINMX_RT_THREAD_POOL_H_
 
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -45,18 +49,20 @@ class SpinPool : public ParallelRunner {
   void Release() { busy_.store(false, std::memory_order_release); }
 
  private:
+  struct Slot {
+    std::atomic<const std::function<void(int)>*> fn{nullptr};
+    std::atomic<int> n_chunks{0};
+  };
   void WorkerLoop();
-  void RunMyShare();
+  // Claims and runs chunks of generation `gen` until none is left.
+  void RunChunksOf(uint32_t gen);
 
   const int threads_;
   std::vector<std::thread> workers_;
   std::atomic<bool> busy_{false};
-  // The current job (valid while a RunChunks is in progress).
-  const std::function<void(int)>* job_ = nullptr;
-  int n_chunks_ = 0;
-  std::atomic<int> next_{0};
-  std::atomic<int> workers_done_{0};
-  std::atomic<unsigned long long> generation_{0};
+  std::atomic<uint64_t> state_{0};  // generation << 32 | next chunk
+  Slot slots_[2];
+  std::atomic<int> done_{0};  // chunks of the current job that finished
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;
