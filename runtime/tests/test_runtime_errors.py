@@ -1,0 +1,174 @@
+"""Bad input to binmx_runtime: clear Python exceptions, never a crash or a wrong result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, dense_model
+
+import binmx_runtime
+from binmx_runtime import RuntimeLoadError
+
+LENET = FIXTURES / "lenet_fold"
+
+
+def copy_model(tmp_path, name: str = "lenet_fold"):
+    dst = tmp_path / "m"
+    shutil.copy(FIXTURES / name / "model-symbol.json", str(dst) + "-symbol.json")
+    shutil.copy(FIXTURES / name / "model-0001.params", str(dst) + "-0001.params")
+    return dst
+
+
+def load(prefix, shape=(2, 1, 28, 28), **kw):
+    return binmx_runtime.load(prefix, 1, input_shape=shape, **kw)
+
+
+def test_missing_files(tmp_path) -> None:
+    with pytest.raises(RuntimeLoadError, match="not found"):
+        load(tmp_path / "nothing")
+    p = copy_model(tmp_path)
+    with pytest.raises(RuntimeLoadError, match="0002.params"):
+        binmx_runtime.load(p, 2, input_shape=(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("", "JSON"),
+        ("[1, 2, 3]", "not a symbol graph|object"),
+        ('{"nodes": 3, "heads": []}', "nodes"),
+        ('{"nodes": [], "heads": []}', "no nodes"),
+        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}], "heads": []}', "no outputs"),
+        ('{"nodes": [{"op": "Flatten", "name": "f", "inputs": [[0, 0, 0]]}], "heads": [[0, 0, 0]]}',
+         "does not come before|cycle"),
+        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Flatten", "name": "f",'
+         ' "inputs": [[7, 0, 0]]}], "heads": [[1, 0, 0]]}', "names node 7"),
+        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Bogus", "name": "b",'
+         ' "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}', "'Bogus' is not supported"),
+        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Activation", "name":'
+         ' "a", "attrs": {"act_type": "swish"}, "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}',
+         "act_type"),
+        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Flatten", "name": "f",'
+         ' "attrs": {"colour": "red"}, "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}',
+         "node 'f' \\(Flatten\\): attribute `colour`"),
+        ('{"nodes": [' + "[" * 5000 + "]" * 5000 + '], "heads": []}', "deep|depth|nest"),
+    ],
+)
+def test_bad_symbol_json(tmp_path, text: str, match: str) -> None:
+    p = copy_model(tmp_path)
+    (tmp_path / "m-symbol.json").write_text(text)
+    with pytest.raises(RuntimeLoadError, match=match):
+        load(p)
+
+
+def test_unsupported_attribute_names_node_op_and_attribute(tmp_path) -> None:
+    p = copy_model(tmp_path)
+    graph = json.loads((tmp_path / "m-symbol.json").read_text())
+    conv = next(n for n in graph["nodes"] if n["op"] == "QConvolution")
+    conv["attrs"]["layout"] = "NHWC"
+    (tmp_path / "m-symbol.json").write_text(json.dumps(graph))
+    with pytest.raises(RuntimeLoadError, match=f"node '{conv['name']}' \\(QConvolution\\).*layout"):
+        load(p)
+
+
+def test_missing_parameter(tmp_path) -> None:
+    p = copy_model(tmp_path)
+    graph = json.loads((tmp_path / "m-symbol.json").read_text())
+    var = next(n for n in graph["nodes"] if n["name"].endswith("_weight"))
+    var["name"] = "renamed_weight"
+    (tmp_path / "m-symbol.json").write_text(json.dumps(graph))
+    with pytest.raises(RuntimeLoadError, match="renamed_weight"):
+        load(p)
+
+
+def test_shape_mismatch_names_the_parameter(tmp_path) -> None:
+    p = copy_model(tmp_path)
+    graph = json.loads((tmp_path / "m-symbol.json").read_text())
+    conv = next(n for n in graph["nodes"] if n["op"] == "Convolution")
+    conv["attrs"]["num_filter"] = "32"
+    (tmp_path / "m-symbol.json").write_text(json.dumps(graph))
+    with pytest.raises(RuntimeLoadError, match="weight.*shape"):
+        load(p)
+
+
+@pytest.mark.parametrize("cut", [0, 8, 16, 100, -1])
+def test_truncated_params(tmp_path, cut: int) -> None:
+    p = copy_model(tmp_path)
+    params = tmp_path / "m-0001.params"
+    data = params.read_bytes()
+    params.write_bytes(data[:cut] if cut >= 0 else data[:-1])
+    with pytest.raises(RuntimeLoadError):
+        load(p)
+
+
+def test_wrong_magic_and_huge_dims(tmp_path) -> None:
+    p = copy_model(tmp_path)
+    params = tmp_path / "m-0001.params"
+    data = bytearray(params.read_bytes())
+    params.write_bytes(b"\x00" * 8 + bytes(data[8:]))
+    with pytest.raises(RuntimeLoadError, match="magic|not an MXNet"):
+        load(p)
+    # The first array's first dim (after header 24 bytes, magic 4, stype 4, ndim 4) -> 2^62.
+    data[36:44] = struct.pack("<q", 2**62)
+    params.write_bytes(bytes(data))
+    with pytest.raises(RuntimeLoadError):
+        load(p)
+
+
+def test_handmade_model_and_nan_parameter(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    dense_model(tmp_path / "fc", w, b)
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    y = binmx_runtime.load(tmp_path / "fc", 1, input_shape=(3, 7), threads=1).run(x)
+    # The runtime's dense kernel sums in float32 in its own order: a few ulps of float64's.
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T + b, rtol=1e-5, atol=1e-5)
+    w[2, 3] = np.nan
+    dense_model(tmp_path / "nan", w, b)
+    with pytest.raises(RuntimeLoadError, match="fc_weight.*non-finite"):
+        binmx_runtime.load(tmp_path / "nan", 1, input_shape=(3, 7))
+    w[2, 3] = np.inf
+    dense_model(tmp_path / "inf", w, b)
+    with pytest.raises(RuntimeLoadError, match="non-finite"):
+        binmx_runtime.load(tmp_path / "inf", 1, input_shape=(3, 7))
+    w[2, 3] = 0.5
+    dense_model(tmp_path / "short", w[:, :6].copy(), b)
+    with pytest.raises(RuntimeLoadError, match="fc_weight.*shape \\(5, 6\\), expected \\(5, 7\\)"):
+        binmx_runtime.load(tmp_path / "short", 1, input_shape=(3, 7))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        load(LENET / "model", threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        load(LENET / "model", threads=-2)
+    with pytest.raises(TypeError, match="threads"):
+        load(LENET / "model", threads=1.5)
+    with pytest.raises(ValueError, match="input_shape"):
+        load(LENET / "model", shape=(2, 0, 28, 28))
+    with pytest.raises(ValueError, match="epoch"):
+        binmx_runtime.load(LENET / "model", -1, input_shape=(2, 1, 28, 28))
+    with pytest.raises(RuntimeLoadError, match="input|shape|channels|weight"):
+        load(LENET / "model", shape=(2, 3, 28, 28))
+    with pytest.raises(RuntimeLoadError):
+        load(LENET / "model", shape=(2, 1, 3, 3))
+
+
+def test_bad_run_input() -> None:
+    model = load(LENET / "model")
+    with pytest.raises(TypeError, match="float32"):
+        model.run(np.zeros((2, 1, 28, 28), np.float64))
+    with pytest.raises(ValueError, match="shape"):
+        model.run(np.zeros((1, 1, 28, 28), np.float32))
+    with pytest.raises(TypeError, match="ndarray"):
+        model.run([[0.0]])
+    with pytest.raises(ValueError, match="repeat"):
+        model.profile(np.zeros((2, 1, 28, 28), np.float32), repeat=0)
+    # A non-contiguous input is accepted (copied) and gives the contiguous result.
+    x = np.asfortranarray(np.random.default_rng(0).standard_normal((2, 1, 28, 28), np.float32))
+    np.testing.assert_array_equal(model.run(x), model.run(np.ascontiguousarray(x)))
