@@ -58,10 +58,17 @@ def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
     import mxnet as mx
 
     import binmx
-    from binmx.converter import ConversionError, _random_inputs, load_checkpoint
+    from binmx.converter import (
+        ConversionError,
+        _random_inputs,
+        load_checkpoint,
+        split_checkpoint_path,
+    )
 
+    checkpoint = None
     if path.endswith(".params"):
         sym, args, _ = load_checkpoint(path)
+        checkpoint = split_checkpoint_path(path)
         if data_shape is None:
             data_shape = next(
                 v for k, v in _random_inputs(sym, args, None).items() if not k.endswith("label")
@@ -73,7 +80,8 @@ def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
             raise ConversionError(f"invalid symbol file {path}") from exc
         if data_shape is None:
             raise ConversionError("--data-shape is needed with a symbol file")
-    print(binmx.summary(sym, tuple(data_shape)).table())
+    # The measured-latency column comes from binmx_runtime when it is installed.
+    print(binmx.summary(sym, tuple(data_shape), checkpoint=checkpoint).table())
     return 0
 
 

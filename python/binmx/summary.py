@@ -8,6 +8,12 @@ layer are 32-bit), the memory they take, and the multiply-accumulates: 1-bit MAC
 with act_bit = weight_bit = 1, 32-bit MACs for float and k-bit layers. Counts are per batch
 of the given ``data_shape``. Totals give the model size, its float-32 equivalent, the
 compression ratio and the share of binary MACs (as Larq's model summary does).
+
+Given the checkpoint the symbol came from (``checkpoint=(prefix, epoch)``) and with the
+``binmx-runtime`` distribution installed, the table gains a measured column: the median
+latency of each layer in the binmx runtime (``binmx_runtime.Model.profile``, batch of
+``data_shape``, one thread by default). Layers the runtime fuses into the one before (a
+BatchNorm, relu or max-pool after a float convolution) show ``fused``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class LayerSummary:
     params_32bit: int = 0
     macs_1bit: int = 0
     macs_32bit: int = 0
+    runtime_ms: float | None = None  # measured by binmx_runtime, when available
+    fused_into: str | None = None  # the runtime layer this one is fused into
 
     @property
     def memory_bytes(self) -> int:
@@ -46,6 +54,8 @@ class LayerSummary:
 @dataclass
 class ModelSummary:
     layers: list[LayerSummary] = field(default_factory=list)
+    runtime_total_ms: float | None = None
+    runtime_note: str = ""
 
     @property
     def params_1bit(self) -> int:
@@ -84,21 +94,31 @@ class ModelSummary:
             "1-bit MACs",
             "32-bit MACs",
         )
+        timed = self.runtime_total_ms is not None
+        if timed:
+            head = (*head, "runtime ms")
         rows = [head]
         for layer in self.layers:
-            rows.append(
-                (
-                    layer.name,
-                    layer.op,
-                    layer.precision,
-                    str(layer.output_shape),
-                    f"{layer.params_1bit:,}",
-                    f"{layer.params_32bit:,}",
-                    _human(layer.memory_bytes),
-                    f"{layer.macs_1bit:,}",
-                    f"{layer.macs_32bit:,}",
-                )
+            row = (
+                layer.name,
+                layer.op,
+                layer.precision,
+                str(layer.output_shape),
+                f"{layer.params_1bit:,}",
+                f"{layer.params_32bit:,}",
+                _human(layer.memory_bytes),
+                f"{layer.macs_1bit:,}",
+                f"{layer.macs_32bit:,}",
             )
+            if timed:
+                if layer.runtime_ms is not None:
+                    cell = f"{layer.runtime_ms:.4f}"
+                elif layer.fused_into is not None:
+                    cell = "fused"
+                else:
+                    cell = "-"
+                row = (*row, cell)
+            rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
             "  ".join(
@@ -116,6 +136,11 @@ class ModelSummary:
             f"compression {self.compression:.2f}x)",
             f"binary MACs: {100.0 * self.binary_mac_share:.2f}% of all MACs",
         ]
+        if timed:
+            lines.append(
+                f"binmx runtime: {self.runtime_total_ms:.4f} ms per batch (sum of per-layer "
+                f"medians; {self.runtime_note})"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -140,9 +165,20 @@ def _bits(attrs: dict[str, str]) -> tuple[int, int]:
 
 
 def summary(
-    sym: mx.sym.Symbol, data_shape: tuple[int, ...], *, data_name: str = "data"
+    sym: mx.sym.Symbol,
+    data_shape: tuple[int, ...],
+    *,
+    data_name: str = "data",
+    checkpoint: tuple[str, int] | None = None,
+    threads: int = 1,
+    repeat: int = 20,
 ) -> ModelSummary:
-    """Summarise ``sym`` for an input of ``data_shape`` (see the module docstring)."""
+    """Summarise ``sym`` for an input of ``data_shape`` (see the module docstring).
+
+    With ``checkpoint=(prefix, epoch)`` (the files ``sym`` came from) and binmx_runtime
+    installed, each layer's latency is measured in the runtime (``threads``, median of
+    ``repeat`` runs on a standard-normal input).
+    """
     if not isinstance(data_shape, (tuple, list)) or not all(
         isinstance(d, int) and d > 0 for d in data_shape
     ):
@@ -212,4 +248,36 @@ def summary(
         else:
             layer.macs_32bit = macs
         result.layers.append(layer)
+    if checkpoint is not None:
+        _add_runtime_latency(result, checkpoint, tuple(data_shape), threads, repeat)
     return result
+
+
+def _add_runtime_latency(
+    result: ModelSummary,
+    checkpoint: tuple[str, int],
+    data_shape: tuple[int, ...],
+    threads: int,
+    repeat: int,
+) -> None:
+    """Fill ``runtime_ms`` from binmx_runtime's profile; nothing when it is not installed."""
+    try:
+        import binmx_runtime
+    except ImportError:
+        return
+    import numpy as np
+
+    prefix, epoch = checkpoint
+    model = binmx_runtime.load(prefix, epoch, input_shape=data_shape, threads=threads)
+    x = np.random.default_rng(0).standard_normal(data_shape).astype(np.float32)
+    profile = model.profile(x, repeat=repeat)
+    by_name = {layer.name: layer for layer in result.layers}
+    for row in profile:
+        first, *fused = row["name"].split("+")
+        if first in by_name:
+            by_name[first].runtime_ms = row["ms"]
+        for name in fused:
+            if name in by_name:
+                by_name[name].fused_into = first
+    result.runtime_total_ms = sum(row["ms"] for row in profile)
+    result.runtime_note = f"{model.threads} thread(s), {model.isa}"
