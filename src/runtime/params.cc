@@ -117,7 +117,7 @@ class ParamsParser {
     const uint64_t name_count = U64("the name count");
     if (name_count == 0 && count > 0) {
       Fail(src_.what() + ": names missing (the file stores " + std::to_string(count) +
-           " arrays without names; save a dict, e.g. mx.nd.save(path, {'name': array})");
+           " arrays without names; save a dict: mx.nd.save(path, {'name': array}))");
     }
     if (name_count != count) {
       Fail(src_.what() + ": " + std::to_string(name_count) + " names for " +
@@ -218,12 +218,9 @@ class ParamsParser {
                               ") is not supported; only dense arrays (0) are");
       }
       const int32_t ndim = I32("the ndim");
-      if (ndim == 0 && magic == kMagicV2) {
-        ArrayError(where, "a none array (ndim 0: no shape and no data)");
-      }
-      if (ndim == -1 && magic == kMagicV3) {
-        ArrayError(where, "a none array (ndim -1: unknown shape, no data)");
-      }
+      // ndim 0 is a 0-d array here: MXNet >= 1.5 writes context, type and data after it
+      // (1.9.1's own V2 loader then misreads it as a none array); -1 is the none array.
+      if (ndim == -1) ArrayError(where, "a none array (ndim -1: unknown shape, no data)");
       shape = ReadDims(where, ndim, false);
     } else if (magic == kMagicV1) {
       const int32_t ndim = I32("the ndim");

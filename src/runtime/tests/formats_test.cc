@@ -328,13 +328,15 @@ void TestParamsValid() {
   CheckRoundTrip("params legacy all dtypes", ts,
                  std::vector<NdForm>(ts.size(), NdForm::kLegacy));
   CheckRoundTrip("params v3 all dtypes", ts, std::vector<NdForm>(ts.size(), NdForm::kV3));
-  // 0-d scalars exist only in the V3 form (in the others ndim 0 is a none array).
+  // 0-d scalars: V3 and V2 (as MXNet 1.9.1 writes them); in V1 and legacy ndim 0 is a none array.
   std::vector<Tensor> scalars;
   for (DType dt : kAllDTypes) {
     scalars.push_back(PatternTensor(std::string("s_") + binmx::rt::DTypeName(dt), dt, {}, 99));
   }
   CheckRoundTrip("params v3 scalars", scalars,
                  std::vector<NdForm>(scalars.size(), NdForm::kV3));
+  CheckRoundTrip("params v2 scalars", scalars,
+                 std::vector<NdForm>(scalars.size(), NdForm::kV2));
   // Word and vector boundaries of the element count, every dtype.
   std::vector<Tensor> bounds;
   uint32_t salt = 500;
@@ -493,9 +495,14 @@ void TestParamsInvalid() {
   }, {"array 1 of 2 (at byte 112)", "storage type 2 (csr)"});
   ExpectError("params v2 none array", [&] {
     std::string s = good;
-    Poke<int32_t>(&s, 32, 0);
+    Poke<int32_t>(&s, 32, -1);
     P(s);
-  }, {"none array"});
+  }, {"none array (ndim -1"});
+  ExpectError("params v2 ndim 0 reads a 0-d array", [&] {
+    std::string s = good;
+    Poke<int32_t>(&s, 32, 0);  // the dims now read as context (device type 4) and type
+    P(s);
+  }, {"unknown device type 4"});
   ExpectError("params v3 none array", [] {
     std::string s = WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kV3});
     Poke<int32_t>(&s, 32, -1);
