@@ -816,6 +816,13 @@ void TestFiles() {
   WriteRaw(dir + "/trunc.params", WriteParams(ts).substr(0, 300));
   ExpectError("ReadParams truncated", [&] { binmx::rt::ReadParams(dir + "/trunc.params"); },
               {"trunc.params:", "left"});
+  const std::string fifo = dir + "/fifo.params";
+  if (mkfifo(fifo.c_str(), 0600) == 0) {  // opening must not block waiting for a writer
+    ExpectError("ReadParams FIFO", [&] { binmx::rt::ReadParams(fifo); }, {"not a regular file"});
+    ExpectError("ReadNpy FIFO", [&] { binmx::rt::ReadNpyFloat32(fifo); }, {"not a regular file"});
+  }
+  ExpectError("ReadParams /dev/null", [] { binmx::rt::ReadParams("/dev/null"); },
+              {"not a regular file"});
   ExpectError("ReadParams empty path", [] { binmx::rt::ReadParams(""); }, {"empty path"});
 
   const float v[6] = {1, -2, 3.5f, 4, 5, 6};
