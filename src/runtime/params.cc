@@ -85,6 +85,22 @@ std::shared_ptr<uint8_t> AlignedBuffer(size_t nbytes, const std::string& what) {
   return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
 }
 
+}  // namespace
+
+struct TensorInternal {
+  // A tensor whose buffer the caller fills at once (the reader); shape already checked.
+  static Tensor Uninitialized(DType dtype, std::vector<int64_t> shape, size_t nbytes) {
+    Tensor t;
+    t.buffer_ = AlignedBuffer(nbytes, "an array");
+    t.nbytes_ = nbytes;
+    t.dtype = dtype;
+    t.shape = std::move(shape);
+    return t;
+  }
+};
+
+namespace {
+
 class ParamsParser {
  public:
   explicit ParamsParser(ByteSource* src) : src_(*src) {}
@@ -259,7 +275,7 @@ class ParamsParser {
                             std::to_string(nbytes) + " bytes but the file has " +
                             std::to_string(src_.remaining()) + " left");
     }
-    Tensor t = Tensor::Allocate("", dtype, std::move(shape));
+    Tensor t = TensorInternal::Uninitialized(dtype, std::move(shape), nbytes);
     src_.Read(t.mutable_data(), nbytes, "the array data");
     return t;
   }

@@ -71,6 +71,7 @@ struct Tensor {
   static Tensor Allocate(std::string name, DType dtype, std::vector<int64_t> shape);
 
  private:
+  friend struct TensorInternal;  // params.cc: allocation without the zero fill, for the reader
   std::shared_ptr<uint8_t> buffer_;
   size_t nbytes_ = 0;
 };
