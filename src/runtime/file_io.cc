@@ -28,14 +28,30 @@ ByteSource::ByteSource(const uint8_t* data, size_t size, std::string what)
 
 ByteSource::ByteSource(const std::string& path) : what_(path) {
   if (path.empty()) Fail("cannot open a file with an empty path");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) Fail("cannot open '" + path + "': " + std::strerror(errno));
-  file_.reset(f);
+  // O_NONBLOCK so that opening a FIFO cannot hang; it is cleared once the file is known to be
+  // a regular file.
+  const int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) Fail("cannot open '" + path + "': " + std::strerror(errno));
   struct stat st;
-  if (fstat(fileno(f), &st) != 0) Fail("cannot stat '" + path + "': " + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) Fail("cannot read '" + path + "': Is a directory");
-  if (!S_ISREG(st.st_mode)) Fail("cannot read '" + path + "': not a regular file");
-  if (st.st_size < 0) Fail("cannot read '" + path + "': negative file size");
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    Fail("cannot stat '" + path + "': " + std::strerror(err));
+  }
+  const bool regular = S_ISREG(st.st_mode);
+  if (!regular || st.st_size < 0 || fcntl(fd, F_SETFL, 0) != 0) {
+    close(fd);
+    Fail("cannot read '" + path + "': " +
+         (S_ISDIR(st.st_mode) ? "Is a directory"
+                              : regular ? "cannot use the file" : "not a regular file"));
+  }
+  std::FILE* f = fdopen(fd, "rb");
+  if (f == nullptr) {
+    const int err = errno;
+    close(fd);
+    Fail("cannot open '" + path + "': " + std::strerror(err));
+  }
+  file_.reset(f);
   size_ = static_cast<size_t>(st.st_size);
 }
 

@@ -1,8 +1,9 @@
 /*
- * binmx runtime: the JSON reader declared in json.h (RFC 8259, recursive descent).
+ * binmx runtime: the JSON reader declared in json.h (RFC 8259, iterative, with an explicit stack).
  *
- * The recursion depth is the nesting depth of the input, capped at kJsonMaxDepth (512) before
- * each descent, so no input can exhaust the stack; every other loop is linear in the input.
+ * The parser is iterative: open arrays and objects live on an explicit stack capped at
+ * kJsonMaxDepth (512), so no input can exhaust the machine stack (destroying a parsed value
+ * recurses at most 512 levels); every loop is linear in the input.
  * Positions are byte offsets; an error converts the offset to line:column (1-based, columns in
  * code points) only when it is raised.
  */
@@ -148,7 +149,7 @@ class Parser {
     }
     SkipSpace();
     if (pos_ >= s_.size()) ErrorAt(pos_, "empty document (expected a JSON value)");
-    Json value = ParseValue(0);
+    Json value = ParseValue();
     SkipSpace();
     if (pos_ < s_.size()) ErrorAt(pos_, "unexpected " + Describe(pos_) + " after the JSON value");
     return value;
@@ -195,17 +196,33 @@ class Parser {
     pos_ += n;
   }
 
-  Json ParseValue(int depth) {
+  // One open array or object while its items are parsed.
+  struct Frame {
+    bool is_object;
+    std::vector<Json> items;
+    std::vector<std::pair<std::string, Json>> members;
+    std::string key;  // the key of the member being parsed (objects)
+  };
+
+  // After '{' or ',' in an object: the key and the ':' (whitespace skipped around them).
+  void ParseKey(Frame* frame) {
+    SkipSpace();
+    if (pos_ >= s_.size() || s_[pos_] != '"') {
+      ErrorAt(pos_, "expected a string key in an object, got " + Describe(pos_));
+    }
+    frame->key = ParseString();
+    SkipSpace();
+    if (pos_ >= s_.size() || s_[pos_] != ':') {
+      ErrorAt(pos_, "expected ':' after an object key, got " + Describe(pos_));
+    }
+    ++pos_;
+  }
+
+  // A scalar value at pos_ (the caller handles '[' and '{').
+  Json ParseScalar() {
     if (pos_ >= s_.size()) ErrorAt(pos_, "unexpected end of input (expected a JSON value)");
     const char c = s_[pos_];
     switch (c) {
-      case '{':
-      case '[': {
-        if (depth >= kJsonMaxDepth) {
-          ErrorAt(pos_, "nesting deeper than " + std::to_string(kJsonMaxDepth) + " levels");
-        }
-        return c == '{' ? ParseObject(depth + 1) : ParseArray(depth + 1);
-      }
       case '"':
         return Json::MakeString(ParseString());
       case 't':
@@ -223,64 +240,64 @@ class Parser {
     }
   }
 
-  Json ParseArray(int depth) {
-    ++pos_;  // '['
-    std::vector<Json> items;
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == ']') {
-      ++pos_;
-      return Json::MakeArray(std::move(items));
-    }
+  // Iterative: open containers live on an explicit stack (at most kJsonMaxDepth), so the
+  // machine stack does not grow with the nesting of the input.
+  Json ParseValue() {
+    std::vector<Frame> stack;
     while (true) {
+      // A value starts here: open a container or read a scalar.
       SkipSpace();
-      items.push_back(ParseValue(depth));
-      SkipSpace();
-      if (pos_ >= s_.size()) ErrorAt(pos_, "unexpected end of input inside an array");
-      if (s_[pos_] == ',') {
+      Json value;
+      const char c = pos_ < s_.size() ? s_[pos_] : '\0';
+      if (pos_ < s_.size() && (c == '[' || c == '{')) {
+        if (stack.size() >= static_cast<size_t>(kJsonMaxDepth)) {
+          ErrorAt(pos_, "nesting deeper than " + std::to_string(kJsonMaxDepth) + " levels");
+        }
         ++pos_;
-        continue;
+        stack.push_back(Frame{c == '{', {}, {}, {}});
+        SkipSpace();
+        const char close = c == '{' ? '}' : ']';
+        if (pos_ < s_.size() && s_[pos_] == close) {
+          ++pos_;
+          stack.pop_back();
+          value = c == '{' ? Json::MakeObject({}) : Json::MakeArray({});
+        } else {
+          if (c == '{') ParseKey(&stack.back());
+          continue;  // parse the first item
+        }
+      } else {
+        value = ParseScalar();
       }
-      if (s_[pos_] == ']') {
-        ++pos_;
-        return Json::MakeArray(std::move(items));
+      // A value is complete: add it to the open container; close containers that end here.
+      while (true) {
+        if (stack.empty()) return value;
+        Frame& top = stack.back();
+        if (top.is_object) {
+          top.members.emplace_back(std::move(top.key), std::move(value));
+        } else {
+          top.items.push_back(std::move(value));
+        }
+        SkipSpace();
+        if (pos_ >= s_.size()) {
+          ErrorAt(pos_, std::string("unexpected end of input inside an ") +
+                            (top.is_object ? "object" : "array"));
+        }
+        if (s_[pos_] == ',') {
+          ++pos_;
+          if (top.is_object) ParseKey(&top);
+          break;  // parse the next item
+        }
+        if (s_[pos_] == (top.is_object ? '}' : ']')) {
+          ++pos_;
+          value = top.is_object ? Json::MakeObject(std::move(top.members))
+                                : Json::MakeArray(std::move(top.items));
+          stack.pop_back();
+          continue;
+        }
+        ErrorAt(pos_, top.is_object
+                          ? "expected ',' or '}' after an object member, got " + Describe(pos_)
+                          : "expected ',' or ']' after an array item, got " + Describe(pos_));
       }
-      ErrorAt(pos_, "expected ',' or ']' after an array item, got " + Describe(pos_));
-    }
-  }
-
-  Json ParseObject(int depth) {
-    ++pos_;  // '{'
-    std::vector<std::pair<std::string, Json>> members;
-    SkipSpace();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
-      ++pos_;
-      return Json::MakeObject(std::move(members));
-    }
-    while (true) {
-      SkipSpace();
-      if (pos_ >= s_.size() || s_[pos_] != '"') {
-        ErrorAt(pos_, "expected a string key in an object, got " + Describe(pos_));
-      }
-      std::string key = ParseString();
-      SkipSpace();
-      if (pos_ >= s_.size() || s_[pos_] != ':') {
-        ErrorAt(pos_, "expected ':' after an object key, got " + Describe(pos_));
-      }
-      ++pos_;
-      SkipSpace();
-      Json value = ParseValue(depth);
-      members.emplace_back(std::move(key), std::move(value));
-      SkipSpace();
-      if (pos_ >= s_.size()) ErrorAt(pos_, "unexpected end of input inside an object");
-      if (s_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      if (s_[pos_] == '}') {
-        ++pos_;
-        return Json::MakeObject(std::move(members));
-      }
-      ErrorAt(pos_, "expected ',' or '}' after an object member, got " + Describe(pos_));
     }
   }
 

@@ -85,6 +85,22 @@ std::shared_ptr<uint8_t> AlignedBuffer(size_t nbytes, const std::string& what) {
   return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
 }
 
+}  // namespace
+
+struct TensorInternal {
+  // A tensor whose buffer the caller fills at once (the reader); shape already checked.
+  static Tensor Uninitialized(DType dtype, std::vector<int64_t> shape, size_t nbytes) {
+    Tensor t;
+    t.buffer_ = AlignedBuffer(nbytes, "an array");
+    t.nbytes_ = nbytes;
+    t.dtype = dtype;
+    t.shape = std::move(shape);
+    return t;
+  }
+};
+
+namespace {
+
 class ParamsParser {
  public:
   explicit ParamsParser(ByteSource* src) : src_(*src) {}
@@ -117,7 +133,7 @@ class ParamsParser {
     const uint64_t name_count = U64("the name count");
     if (name_count == 0 && count > 0) {
       Fail(src_.what() + ": names missing (the file stores " + std::to_string(count) +
-           " arrays without names; save a dict, e.g. mx.nd.save(path, {'name': array})");
+           " arrays without names; save a dict: mx.nd.save(path, {'name': array}))");
     }
     if (name_count != count) {
       Fail(src_.what() + ": " + std::to_string(name_count) + " names for " +
@@ -218,12 +234,9 @@ class ParamsParser {
                               ") is not supported; only dense arrays (0) are");
       }
       const int32_t ndim = I32("the ndim");
-      if (ndim == 0 && magic == kMagicV2) {
-        ArrayError(where, "a none array (ndim 0: no shape and no data)");
-      }
-      if (ndim == -1 && magic == kMagicV3) {
-        ArrayError(where, "a none array (ndim -1: unknown shape, no data)");
-      }
+      // ndim 0 is a 0-d array here: MXNet >= 1.5 writes context, type and data after it
+      // (1.9.1's own V2 loader then misreads it as a none array); -1 is the none array.
+      if (ndim == -1) ArrayError(where, "a none array (ndim -1: unknown shape, no data)");
       shape = ReadDims(where, ndim, false);
     } else if (magic == kMagicV1) {
       const int32_t ndim = I32("the ndim");
@@ -262,7 +275,7 @@ class ParamsParser {
                             std::to_string(nbytes) + " bytes but the file has " +
                             std::to_string(src_.remaining()) + " left");
     }
-    Tensor t = Tensor::Allocate("", dtype, std::move(shape));
+    Tensor t = TensorInternal::Uninitialized(dtype, std::move(shape), nbytes);
     src_.Read(t.mutable_data(), nbytes, "the array data");
     return t;
   }

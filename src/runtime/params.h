@@ -13,9 +13,10 @@
  *   shape   = int32 ndim, ndim x int64 dims (row-major, outermost first)
  *   context = int32 dev_type (1 cpu, 2 gpu, 3 cpu_pinned, 5 cpu_shared), int32 dev_id
  *   type    = int32 mshadow type flag (see DType); data = prod(dims) x DTypeSize raw bytes.
- * In V2/V1/legacy an ndim of 0 marks a "none" array (MXNet writes nothing after the shape); in
- * V3 ndim 0 is a 0-d scalar with one element and ndim -1 the none array. Only dense storage
- * (type 0) is supported; sparse arrays (row_sparse 1, csr 2) and none arrays are Errors.
+ * In V2 and V3 ndim 0 is a 0-d array (one element; MXNet 1.9.1 writes it so in both, although
+ * its V2 loader misreads it) and ndim -1 a "none" array (nothing follows); in V1 and the legacy
+ * form, which predate 0-d arrays, ndim 0 is the none array. Only dense storage (type 0) is
+ * supported; sparse arrays (row_sparse 1, csr 2) and none arrays are Errors.
  *
  * Every size is checked before use: ndim <= 32, each dim in [0, 2^40], the element count and
  * byte count with overflow-checked products, the byte count against the bytes left in the file
@@ -70,6 +71,7 @@ struct Tensor {
   static Tensor Allocate(std::string name, DType dtype, std::vector<int64_t> shape);
 
  private:
+  friend struct TensorInternal;  // params.cc: allocation without the zero fill, for the reader
   std::shared_ptr<uint8_t> buffer_;
   size_t nbytes_ = 0;
 };
