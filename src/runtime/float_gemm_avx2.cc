@@ -6,8 +6,9 @@
  * accumulators). Per k: two loads of B[k][0..15] and, per row r, one broadcast of A[r][k]
  * feeding two FMAs. Epilogue: + bias, max(., 0) with relu (vmaxps(v, 0) gives 0 for NaN),
  * masked store (vmaskmovps) of a partial panel.
- * Im2col: stride-1 runs with vmaskmovps loads (masked-off lanes are not read), stride-2 runs
- * from two masked loads per 8 outputs with the even lanes shuffled together; others scalar.
+ * Im2col (float_kernels.h's Im2colPanel): an input row is split into its stride phases with
+ * vmaskmovps loads (masked-off lanes are not read), for stride 2 shuffled into even and odd
+ * lanes (other strides scalar); then each tap is a 16-float copy.
  * Pool row: vertical vmaxps, horizontal max for stride 1 and 2 (even lanes), else scalar.
  */
 #include <immintrin.h>
@@ -34,6 +35,12 @@ inline __m256i Lanes(int64_t lo, int64_t hi) {
 // The even lanes of a (0, 2, 4, 6) then of b.
 inline __m256 Evens(__m256 a, __m256 b) {
   const __m256 s = _mm256_shuffle_ps(a, b, 0x88);  // a0 a2 b0 b2 | a4 a6 b4 b6
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), 0xd8));
+}
+
+// The odd lanes of a (1, 3, 5, 7) then of b.
+inline __m256 Odds(__m256 a, __m256 b) {
+  const __m256 s = _mm256_shuffle_ps(a, b, 0xdd);  // a1 a3 b1 b3 | a5 a7 b5 b7
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), 0xd8));
 }
 
@@ -123,32 +130,41 @@ void Panel(const PanelArgs& p) {
   }
 }
 
-// dst[t] = row[ix0 + t * stride] inside [0, width), else 0, for t < len <= 16.
-void CopyRow(float* dst, const float* row, int64_t width, int64_t ix0, int64_t stride, int len) {
-  if (stride == 1) {
-    const int64_t lo = -ix0, hi = width - ix0 < len ? width - ix0 : len;
-    const float* src = row + ix0;
-    for (int h = 0; h < len; h += 8) {
-      const __m256 v = _mm256_maskload_ps(src + h, Lanes(lo - h, hi - h));
-      _mm256_maskstore_ps(dst + h, Lanes(0, len - h), v);
+struct Ops {
+  // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
+  static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                      int64_t stride, int64_t count) {
+    const int64_t lo = -start, hi = width - start;  // valid source offsets from row + start
+    const float* src = row + start;
+    if (stride == 1) {
+      for (int64_t t = 0; t < count; t += 8) {
+        _mm256_storeu_ps(ph + t, _mm256_maskload_ps(src + t, Lanes(lo - t, hi - t)));
+      }
+    } else if (stride == 2) {
+      for (int64_t t = 0; t < count; t += 8) {
+        const int64_t e = 2 * t;
+        const __m256 c0 = _mm256_maskload_ps(src + e, Lanes(lo - e, hi - e));
+        const __m256 c1 = _mm256_maskload_ps(src + e + 8, Lanes(lo - e - 8, hi - e - 8));
+        _mm256_storeu_ps(ph + t, Evens(c0, c1));
+        _mm256_storeu_ps(ph + ld + t, Odds(c0, c1));
+      }
+    } else {
+      ExtractScalar(ph, ld, row, width, start, stride, count);
     }
-  } else if (stride == 2) {
-    const int64_t lo = -ix0;
-    const int64_t hi = width - ix0 < 2 * len - 1 ? width - ix0 : 2 * len - 1;
-    const float* src = row + ix0;
-    for (int h = 0; h < len; h += 8) {
-      const int e = 2 * h;
-      const __m256 c0 = _mm256_maskload_ps(src + e, Lanes(lo - e, hi - e));
-      const __m256 c1 = _mm256_maskload_ps(src + e + 8, Lanes(lo - e - 8, hi - e - 8));
-      _mm256_maskstore_ps(dst + h, Lanes(0, len - h), Evens(c0, c1));
-    }
-  } else {
-    CopyRowScalar(dst, row, width, ix0, stride, len);
   }
-}
+  static void Copy(float* dst, const float* src, int len) {
+    if (len == kNr) {
+      _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+      _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + 8));
+      return;
+    }
+    _mm256_maskstore_ps(dst, Lanes(0, len), _mm256_loadu_ps(src));
+    _mm256_maskstore_ps(dst + 8, Lanes(0, len - 8), _mm256_loadu_ps(src + 8));
+  }
+};
 
 void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
-  Im2colPanel(a, q0, n, kNr, col, CopyRow);
+  Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
 void PoolRow(const PoolRowArgs& a) {

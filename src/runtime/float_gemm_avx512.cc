@@ -6,9 +6,10 @@
  * accumulators). Per k: two vector loads of B[k][0..31] and, per row r, one broadcast of
  * A[r][k] feeding two FMAs (acc[r][h] = fma(A[r][k], B[k][16h..16h+15], acc[r][h])).
  * Epilogue: + bias, max(., 0) with relu (vmaxps(v, 0) gives 0 for NaN), masked store.
- * Im2col: a run of output pixels in one row reads the input row at stride 1 (masked loads) or
- * stride 2 (four masked loads, even lanes picked by vpermt2ps); other strides are scalar.
- * Masked-off lanes are never read (AVX-512 masked loads suppress them).
+ * Im2col (float_kernels.h's Im2colPanel): an input row is split into its stride phases with
+ * masked loads (stride 1) or masked loads + vpermt2ps even/odd (stride 2; other strides
+ * scalar), then each tap is a 32-float copy. Masked-off lanes are never read (AVX-512 masked
+ * loads suppress them).
  * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
  * or 2 (even lanes of shifted loads); other strides scalar.
  */
@@ -132,38 +133,47 @@ void Panel(const PanelArgs& p) {
   }
 }
 
-// dst[t] = row[ix0 + t * stride] inside [0, width), else 0, for t < len <= 32.
-void CopyRow(float* dst, const float* row, int64_t width, int64_t ix0, int64_t stride, int len) {
-  if (stride == 1) {
-    const int64_t lo = -ix0, hi = width - ix0 < len ? width - ix0 : len;
-    const float* src = row + ix0;
-    _mm512_mask_storeu_ps(dst, Lanes(0, len), _mm512_maskz_loadu_ps(Lanes(lo, hi), src));
-    if (len > 16) {
-      _mm512_mask_storeu_ps(dst + 16, Lanes(0, len - 16),
-                            _mm512_maskz_loadu_ps(Lanes(lo - 16, hi - 16), src + 16));
+struct Ops {
+  // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
+  static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                      int64_t stride, int64_t count) {
+    // Source offsets e (from row + start) inside the row: e in [-start, width - start).
+    const int64_t lo = -start, hi = width - start;
+    const float* src = row + start;
+    if (stride == 1) {
+      for (int64_t t = 0; t < count; t += 16) {
+        _mm512_storeu_ps(ph + t, _mm512_maskz_loadu_ps(Lanes(lo - t, hi - t), src + t));
+      }
+    } else if (stride == 2) {
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
+                                            4, 2, 0);
+      const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
+                                           3, 1);
+      for (int64_t t = 0; t < count; t += 16) {
+        const int64_t e = 2 * t;
+        const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo - e, hi - e), src + e);
+        const __m512 c1 = _mm512_maskz_loadu_ps(Lanes(lo - e - 16, hi - e - 16), src + e + 16);
+        _mm512_storeu_ps(ph + t, _mm512_permutex2var_ps(c0, even, c1));
+        _mm512_storeu_ps(ph + ld + t, _mm512_permutex2var_ps(c0, odd, c1));
+      }
+    } else {
+      ExtractScalar(ph, ld, row, width, start, stride, count);
     }
-  } else if (stride == 2) {
-    // Source offsets e = 2t (t < len) inside the row: e in [-ix0, width - ix0).
-    const int64_t lo = -ix0;
-    const int64_t hi = width - ix0 < 2 * len - 1 ? width - ix0 : 2 * len - 1;
-    const float* src = row + ix0;
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
-                                          2, 0);
-    const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo, hi), src);
-    const __m512 c1 = _mm512_maskz_loadu_ps(Lanes(lo - 16, hi - 16), src + 16);
-    _mm512_mask_storeu_ps(dst, Lanes(0, len), _mm512_permutex2var_ps(c0, even, c1));
-    if (len > 16) {
-      const __m512 c2 = _mm512_maskz_loadu_ps(Lanes(lo - 32, hi - 32), src + 32);
-      const __m512 c3 = _mm512_maskz_loadu_ps(Lanes(lo - 48, hi - 48), src + 48);
-      _mm512_mask_storeu_ps(dst + 16, Lanes(0, len - 16), _mm512_permutex2var_ps(c2, even, c3));
-    }
-  } else {
-    CopyRowScalar(dst, row, width, ix0, stride, len);
   }
-}
+  static void Copy(float* dst, const float* src, int len) {
+    if (len == kNr) {
+      _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+      _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(src + 16));
+      return;
+    }
+    const __mmask16 m0 = Lanes(0, len), m1 = Lanes(0, len - 16);
+    _mm512_mask_storeu_ps(dst, m0, _mm512_maskz_loadu_ps(m0, src));
+    _mm512_mask_storeu_ps(dst + 16, m1, _mm512_maskz_loadu_ps(m1, src + 16));
+  }
+};
 
 void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
-  Im2colPanel(a, q0, n, kNr, col, CopyRow);
+  Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
 void PoolRow(const PoolRowArgs& a) {

@@ -88,13 +88,35 @@ inline int64_t PoolTmpFloats(int64_t width, int64_t pad_w, int64_t kernel_w, int
 // flags, and no copy built with AVX-512 may ever stand in for the portable one.
 namespace {
 
-// The im2col loop shared by the ISA files (each instantiates it with its own CopyRow). copy(dst, row, width, ix0, stride, len) writes
-// dst[t] = (0 <= ix0 + t * stride < width) ? row[ix0 + t * stride] : 0 for t < len.
-template <class CopyRow>
-inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* col,
-                        CopyRow copy) {
+// Scalar strided copy with zeros outside [0, width).
+inline void CopyRowScalar(float* dst, const float* row, int64_t width, int64_t ix0,
+                          int64_t stride, int len) {
+  for (int t = 0; t < len; ++t) {
+    const int64_t ix = ix0 + t * stride;
+    dst[t] = (ix >= 0 && ix < width) ? row[ix] : 0.0f;
+  }
+}
+
+// The im2col loop shared by the kernel paths (each instantiates it with its own Ops).
+// For each run of output pixels inside one output row and each input row (c, iy) it reads,
+// the row is first split into its stride phases,
+//   ph[phi * ld + t] = x_row[start + phi + stride * t]   (0 outside the row), t < len + qmax,
+// with start = ox0 * stride - pad_w; tap j (offset j * dilate = qq * stride + phi) is then the
+// contiguous run ph[phi * ld + qq ..][0 .. len). So the strided, bounds-checked reads happen once
+// per input row instead of once per tap.
+// Ops::Extract(ph, ld, row, width, start, stride, count) fills the phases (count <= ld - 16);
+// Ops::Copy(dst, src, len) copies len <= nr floats (it may read src[0 .. nr), never write past
+// dst[len)).
+template <class Ops>
+inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* col) {
   const int64_t taps = a.kernel_h * a.kernel_w;
   const int64_t depth = a.channels * taps;
+  const int64_t s = a.stride_w;
+  const int64_t qmax = (a.kernel_w - 1) * a.dilate_w / s;
+  const int64_t ld = (nr + qmax + 15) / 16 * 16 + 16;
+  constexpr int64_t kPhaseFloats = 4096;
+  alignas(64) float ph[kPhaseFloats];
+  const bool phased = s * ld <= kPhaseFloats;
   if (n < nr) {
     for (int64_t k = 0; k < depth; ++k) {
       std::memset(col + k * nr + n, 0, sizeof(float) * static_cast<size_t>(nr - n));
@@ -106,6 +128,7 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
     const int64_t oy = q / a.out_w;
     const int64_t ox = q - oy * a.out_w;
     const int len = static_cast<int>(std::min<int64_t>(n - p, a.out_w - ox));
+    const int64_t start = ox * s - a.pad_w;
     for (int64_t c = 0; c < a.channels; ++c) {
       for (int64_t i = 0; i < a.kernel_h; ++i) {
         const int64_t iy = oy * a.stride_h - a.pad_h + i * a.dilate_h;
@@ -117,9 +140,17 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
           continue;
         }
         const float* row = a.x + (c * a.in_h + iy) * a.in_w;
-        for (int64_t j = 0; j < a.kernel_w; ++j) {
-          copy(dst + j * nr, row, a.in_w, ox * a.stride_w - a.pad_w + j * a.dilate_w, a.stride_w,
-               len);
+        if (phased) {
+          Ops::Extract(ph, ld, row, a.in_w, start, s, len + qmax);
+          for (int64_t j = 0; j < a.kernel_w; ++j) {
+            const int64_t off = j * a.dilate_w;
+            const int64_t qq = off / s;
+            Ops::Copy(dst + j * nr, ph + (off - qq * s) * ld + qq, len);
+          }
+        } else {
+          for (int64_t j = 0; j < a.kernel_w; ++j) {
+            CopyRowScalar(dst + j * nr, row, a.in_w, start + j * a.dilate_w, s, len);
+          }
         }
       }
     }
@@ -127,12 +158,15 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
   }
 }
 
-// Scalar strided copy with zeros outside [0, width).
-inline void CopyRowScalar(float* dst, const float* row, int64_t width, int64_t ix0,
-                          int64_t stride, int len) {
-  for (int t = 0; t < len; ++t) {
-    const int64_t ix = ix0 + t * stride;
-    dst[t] = (ix >= 0 && ix < width) ? row[ix] : 0.0f;
+// Scalar phase split (Ops::Extract's contract).
+inline void ExtractScalar(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                          int64_t stride, int64_t count) {
+  for (int64_t phi = 0; phi < stride; ++phi) {
+    float* out = ph + phi * ld;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t ix = start + phi + stride * t;
+      out[t] = (ix >= 0 && ix < width) ? row[ix] : 0.0f;
+    }
   }
 }
 

@@ -84,8 +84,18 @@ void PortablePanel(const PanelArgs& p) {
   }
 }
 
+struct PortableOps {
+  static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                      int64_t stride, int64_t count) {
+    ExtractScalar(ph, ld, row, width, start, stride, count);
+  }
+  static void Copy(float* dst, const float* src, int len) {
+    std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(len));
+  }
+};
+
 void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
-  Im2colPanel(a, q0, n, kPortableNr, col, CopyRowScalar);
+  Im2colPanel<PortableOps>(a, q0, n, kPortableNr, col);
 }
 
 const FloatKernels kPortable = {"portable", kPortableNr, kPortableMr, &PortablePanel,
