@@ -1,0 +1,224 @@
+/*
+ * binmx runtime: AVX-512 float kernels (compiled with the AVX-512 flags only; see
+ * float_kernels.h for the contracts).
+ *
+ * Panel product: tiles of up to kMaxMr = 14 rows x kNr = 32 columns (2 zmm a row, 28 zmm
+ * accumulators). Per k: two vector loads of B[k][0..31] and, per row r, one broadcast of
+ * A[r][k] feeding two FMAs (acc[r][h] = fma(A[r][k], B[k][16h..16h+15], acc[r][h])).
+ * Epilogue: + bias, max(., 0) with relu (vmaxps(v, 0) gives 0 for NaN), masked store.
+ * Im2col (float_kernels.h's Im2colPanel): an input row is split into its stride phases with
+ * masked loads (stride 1) or masked loads + vpermt2ps even/odd (stride 2; other strides
+ * scalar), then each tap is a 32-float copy. Masked-off lanes are never read (AVX-512 masked
+ * loads suppress them).
+ * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
+ * or 2 (even lanes of shifted loads); other strides scalar.
+ */
+#include <immintrin.h>
+
+#include "float_kernels.h"
+
+// GCC 12's _mm512_max_ps passes _mm512_undefined_ps() as its (unused, unmasked) merge source,
+// which -Wmaybe-uninitialized reports once per inlined call.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace binmx {
+namespace rt {
+namespace {
+
+constexpr int kNr = 32;
+constexpr int kMaxMr = 14;
+
+// Bits [lo, hi) of a 16-lane mask (clipped to [0, 16)).
+inline __mmask16 Lanes(int64_t lo, int64_t hi) {
+  if (lo < 0) lo = 0;
+  if (hi > 16) hi = 16;
+  if (hi <= lo) return 0;
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+template <int MR>
+void Tile(const float* a, const PanelArgs& p, const float* bias_rows, float* c) {
+  __m512 acc[2 * MR];
+#pragma GCC unroll 28
+  for (int r = 0; r < 2 * MR; ++r) acc[r] = _mm512_setzero_ps();
+  const float* b = p.b;
+  const int64_t ldb = p.ldb;
+  if (p.b_full) {
+    for (int64_t k = 0; k < p.depth; ++k) {
+      const __m512 b0 = _mm512_loadu_ps(b);
+      const __m512 b1 = _mm512_loadu_ps(b + 16);
+      b += ldb;
+#pragma GCC unroll 14
+      for (int r = 0; r < MR; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r]);
+        acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
+        acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
+      }
+      a += MR;
+    }
+  } else {
+    const __mmask16 m0 = Lanes(0, p.n), m1 = Lanes(0, p.n - 16);
+    for (int64_t k = 0; k < p.depth; ++k) {
+      const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+      const __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+      b += ldb;
+#pragma GCC unroll 14
+      for (int r = 0; r < MR; ++r) {
+        const __m512 av = _mm512_set1_ps(a[r]);
+        acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
+        acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
+      }
+      a += MR;
+    }
+  }
+  const __mmask16 s0 = Lanes(0, p.n), s1 = Lanes(0, p.n - 16);
+  __m512 bc0 = _mm512_setzero_ps(), bc1 = _mm512_setzero_ps();
+  if (p.bias != nullptr && p.bias_per_col) {
+    bc0 = _mm512_maskz_loadu_ps(s0, p.bias);
+    bc1 = _mm512_maskz_loadu_ps(s1, p.bias + 16);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 14
+  for (int r = 0; r < MR; ++r) {
+    __m512 v0 = acc[2 * r], v1 = acc[2 * r + 1];
+    if (p.bias != nullptr) {
+      if (p.bias_per_col) {
+        v0 = _mm512_add_ps(v0, bc0);
+        v1 = _mm512_add_ps(v1, bc1);
+      } else {
+        const __m512 br = _mm512_set1_ps(bias_rows[r]);
+        v0 = _mm512_add_ps(v0, br);
+        v1 = _mm512_add_ps(v1, br);
+      }
+    }
+    if (p.relu) {
+      v0 = _mm512_max_ps(v0, zero);
+      v1 = _mm512_max_ps(v1, zero);
+    }
+    float* cr = c + r * p.ldc;
+    if (p.n == kNr) {
+      _mm512_storeu_ps(cr, v0);
+      _mm512_storeu_ps(cr + 16, v1);
+    } else {
+      _mm512_mask_storeu_ps(cr, s0, v0);
+      _mm512_mask_storeu_ps(cr + 16, s1, v1);
+    }
+  }
+}
+
+void Panel(const PanelArgs& p) {
+  for (int64_t m0 = 0; m0 < p.m; m0 += p.mr) {
+    const int rows = static_cast<int>(p.m - m0 < p.mr ? p.m - m0 : p.mr);
+    const float* a = p.a + m0 * p.depth;
+    const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
+    float* c = p.c + m0 * p.ldc;
+    switch (rows) {
+      case 1: Tile<1>(a, p, bias_rows, c); break;
+      case 2: Tile<2>(a, p, bias_rows, c); break;
+      case 3: Tile<3>(a, p, bias_rows, c); break;
+      case 4: Tile<4>(a, p, bias_rows, c); break;
+      case 5: Tile<5>(a, p, bias_rows, c); break;
+      case 6: Tile<6>(a, p, bias_rows, c); break;
+      case 7: Tile<7>(a, p, bias_rows, c); break;
+      case 8: Tile<8>(a, p, bias_rows, c); break;
+      case 9: Tile<9>(a, p, bias_rows, c); break;
+      case 10: Tile<10>(a, p, bias_rows, c); break;
+      case 11: Tile<11>(a, p, bias_rows, c); break;
+      case 12: Tile<12>(a, p, bias_rows, c); break;
+      case 13: Tile<13>(a, p, bias_rows, c); break;
+      default: Tile<14>(a, p, bias_rows, c); break;
+    }
+  }
+}
+
+struct Ops {
+  // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
+  static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                      int64_t stride, int64_t count) {
+    // Source offsets e (from row + start) inside the row: e in [-start, width - start).
+    const int64_t lo = -start, hi = width - start;
+    const float* src = row + start;
+    if (stride == 1) {
+      for (int64_t t = 0; t < count; t += 16) {
+        _mm512_storeu_ps(ph + t, _mm512_maskz_loadu_ps(Lanes(lo - t, hi - t), src + t));
+      }
+    } else if (stride == 2) {
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
+                                            4, 2, 0);
+      const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
+                                           3, 1);
+      for (int64_t t = 0; t < count; t += 16) {
+        const int64_t e = 2 * t;
+        const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo - e, hi - e), src + e);
+        const __m512 c1 = _mm512_maskz_loadu_ps(Lanes(lo - e - 16, hi - e - 16), src + e + 16);
+        _mm512_storeu_ps(ph + t, _mm512_permutex2var_ps(c0, even, c1));
+        _mm512_storeu_ps(ph + ld + t, _mm512_permutex2var_ps(c0, odd, c1));
+      }
+    } else {
+      ExtractScalar(ph, ld, row, width, start, stride, count);
+    }
+  }
+  static void Copy(float* dst, const float* src, int len) {
+    if (len == kNr) {
+      _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+      _mm512_storeu_ps(dst + 16, _mm512_loadu_ps(src + 16));
+      return;
+    }
+    const __mmask16 m0 = Lanes(0, len), m1 = Lanes(0, len - 16);
+    _mm512_mask_storeu_ps(dst, m0, _mm512_maskz_loadu_ps(m0, src));
+    _mm512_mask_storeu_ps(dst + 16, m1, _mm512_maskz_loadu_ps(m1, src + 16));
+  }
+};
+
+void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
+  Im2colPanel<Ops>(a, q0, n, kNr, col);
+}
+
+void PoolRow(const PoolRowArgs& a) {
+  if (a.stride_w > 2) {
+    PoolRowScalar(a);
+    return;
+  }
+  float* mid = a.tmp + a.pad_w;
+  const __m512 lowest = _mm512_set1_ps(std::numeric_limits<float>::lowest());
+  for (int64_t x = 0; x < a.width; x += 16) {
+    const __mmask16 m = Lanes(0, a.width - x);
+    __m512 v = lowest;
+    if (a.n_rows > 0) {
+      v = _mm512_maskz_loadu_ps(m, a.rows + x);
+      for (int64_t r = 1; r < a.n_rows; ++r) {
+        v = _mm512_max_ps(_mm512_maskz_loadu_ps(m, a.rows + r * a.row_stride + x), v);
+      }
+    }
+    _mm512_mask_storeu_ps(mid + x, m, v);
+  }
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2,
+                                        0);
+  for (int64_t px = 0; px < a.out_w; px += 16) {
+    const float* t = a.tmp + px * a.stride_w;
+    __m512 v;
+    if (a.stride_w == 1) {
+      v = _mm512_loadu_ps(t);
+      for (int64_t j = 1; j < a.kernel_w; ++j) v = _mm512_max_ps(_mm512_loadu_ps(t + j), v);
+    } else {
+      v = _mm512_permutex2var_ps(_mm512_loadu_ps(t), even, _mm512_loadu_ps(t + 16));
+      for (int64_t j = 1; j < a.kernel_w; ++j) {
+        const __m512 w =
+            _mm512_permutex2var_ps(_mm512_loadu_ps(t + j), even, _mm512_loadu_ps(t + j + 16));
+        v = _mm512_max_ps(w, v);
+      }
+    }
+    _mm512_mask_storeu_ps(a.out + px, Lanes(0, a.out_w - px), v);
+  }
+}
+
+const FloatKernels kAvx512 = {"avx512", kNr, kMaxMr, &Panel, &Im2col, &PoolRow};
+
+}  // namespace
+
+const FloatKernels* Avx512FloatKernels() { return &kAvx512; }
+
+}  // namespace rt
+}  // namespace binmx

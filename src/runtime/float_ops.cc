@@ -1,0 +1,541 @@
+/*
+ * binmx runtime: float convolution (+ bias + relu + fused max-pool) and dense layers -- the
+ * validation, weight packing and threaded drivers, plus the portable kernel path (see
+ * float_ops.h for the formulas, float_kernels.h for the kernel contracts).
+ *
+ * Conv without a pool: task = (image n, panel of nr output pixels of the flattened OH x OW
+ * plane); per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by
+ * the group's filter tiles, written straight into y (row stride OH * OW).
+ * Conv with a pool: task = (image n, pooled row py). Pooled row py needs conv rows
+ * [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a chunk of consecutive tasks keeps those
+ * rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still needed by the
+ * next window are moved to the front, the missing ones computed as one flattened pixel range,
+ * then every filter's window is pooled into y.
+ * Dense: task = panel of nr hidden units; x is packed once into tiles of mr rows (for rows = 1
+ * the row itself is the tile), W^T was packed into [depth][nr] panels at construction.
+ * Per-thread scratch: a ParallelFor chunk claims one of `threads` slots (an atomic flag each)
+ * for its duration, so concurrent chunks never share a slot.
+ */
+#include "float_ops.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "float_kernels.h"
+#include "parallel.h"
+
+namespace binmx {
+namespace rt {
+
+namespace {
+
+// ---- portable kernel path (plain loops; the compiler vectorises the 16-wide column loops) ----
+
+constexpr int kPortableNr = 16;
+constexpr int kPortableMr = 4;
+
+template <int MR>
+void PortableTile(const float* a, const PanelArgs& p, const float* bias_rows, float* c) {
+  constexpr int NR = kPortableNr;
+  float acc[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < NR; ++q) acc[r][q] = 0.0f;
+  }
+  const int cols = p.b_full ? NR : p.n;
+  for (int64_t k = 0; k < p.depth; ++k) {
+    const float* bk = p.b + k * p.ldb;
+    const float* ak = a + k * MR;
+    for (int r = 0; r < MR; ++r) {
+      const float av = ak[r];
+      if (cols == NR) {
+        for (int q = 0; q < NR; ++q) acc[r][q] += av * bk[q];
+      } else {
+        for (int q = 0; q < cols; ++q) acc[r][q] += av * bk[q];
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * p.ldc;
+    for (int q = 0; q < p.n; ++q) {
+      float v = acc[r][q];
+      if (p.bias != nullptr) v += p.bias_per_col ? p.bias[q] : bias_rows[r];
+      if (p.relu) v = v > 0.0f ? v : 0.0f;
+      cr[q] = v;
+    }
+  }
+}
+
+void PortablePanel(const PanelArgs& p) {
+  for (int64_t m0 = 0; m0 < p.m; m0 += p.mr) {
+    const int rows = static_cast<int>(std::min<int64_t>(p.mr, p.m - m0));
+    const float* a = p.a + m0 * p.depth;
+    const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
+    float* c = p.c + m0 * p.ldc;
+    switch (rows) {
+      case 1: PortableTile<1>(a, p, bias_rows, c); break;
+      case 2: PortableTile<2>(a, p, bias_rows, c); break;
+      case 3: PortableTile<3>(a, p, bias_rows, c); break;
+      default: PortableTile<4>(a, p, bias_rows, c); break;
+    }
+  }
+}
+
+struct PortableOps {
+  static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
+                      int64_t stride, int64_t count) {
+    ExtractScalar(ph, ld, row, width, start, stride, count);
+  }
+  static void Copy(float* dst, const float* src, int len) {
+    std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(len));
+  }
+};
+
+void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
+  Im2colPanel<PortableOps>(a, q0, n, kPortableNr, col);
+}
+
+const FloatKernels kPortable = {"portable", kPortableNr, kPortableMr, &PortablePanel,
+                                &PortableIm2col, &PoolRowScalar};
+
+// ---- helpers ----
+
+int64_t Mul(int64_t a, int64_t b, const char* what) {
+  int64_t r;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) {
+    Fail(std::string("float layer: ") + what + " overflows 64-bit sizes");
+  }
+  return r;
+}
+
+int64_t RoundUp16(int64_t v) { return (v + 15) / 16 * 16; }
+
+// Sizes are kept well inside what size_t byte counts and int64 index arithmetic can hold.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+void CheckElements(int64_t v, const char* what) {
+  if (v > kMaxElements) {
+    Fail(std::string("float layer: ") + what + " has " + std::to_string(v) +
+         " elements, more than the runtime supports (2^40)");
+  }
+}
+
+int64_t ConvOut(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  if (in <= 0 || k <= 0 || s <= 0 || p < 0 || d <= 0 || in > kMaxElements || k > kMaxElements ||
+      s > kMaxElements || p > kMaxElements || d > kMaxElements) {
+    return 0;
+  }
+  if (k - 1 > kMaxElements / d) return 0;  // the dilated span would pass 2^40
+  const int64_t span = d * (k - 1) + 1;
+  const int64_t num = in + 2 * p - span;
+  if (num < 0) return 0;
+  return num / s + 1;
+}
+
+int64_t PoolOut(int64_t in, int64_t k, int64_t s, int64_t p, bool full) {
+  const int64_t num = in + 2 * p - k;
+  return full ? 1 + (num + s - 1) / s : 1 + num / s;
+}
+
+const FloatKernels* Resolve(Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+#ifdef BINMX_RT_BUILT_AVX512
+  if (isa == Isa::kAvx512 && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma")) {
+    return Avx512FloatKernels();
+  }
+#endif
+#ifdef BINMX_RT_BUILT_AVX2
+  if ((isa == Isa::kAvx512 || isa == Isa::kAvx2) && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma")) {
+    return Avx2FloatKernels();
+  }
+#endif
+#endif
+  (void)isa;
+  return PortableFloatKernels();
+}
+
+// Tile height for m rows: as few tiles of at most max_mr rows as possible, balanced.
+int TileRows(int64_t m, int max_mr) {
+  const int64_t tiles = (m + max_mr - 1) / max_mr;
+  return static_cast<int>((m + tiles - 1) / tiles);
+}
+
+// Packs rows [0, m) of a (row r at a + r * lda, depth columns) into tiles of mr rows, k-major.
+void PackTiles(const float* a, int64_t lda, int64_t m, int64_t depth, int mr, float* out) {
+  for (int64_t m0 = 0; m0 < m; m0 += mr) {
+    const int64_t rows = std::min<int64_t>(mr, m - m0);
+    float* tile = out + m0 * depth;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* src = a + (m0 + r) * lda;
+      for (int64_t k = 0; k < depth; ++k) tile[k * rows + r] = src[k];
+    }
+  }
+}
+
+// `threads` flags; a running chunk holds one, so at most `threads` chunks run at once (the
+// ParallelFor contract) and each has scratch of its own.
+class Slots {
+ public:
+  explicit Slots(int n) : n_(n), busy_(new std::atomic<bool>[static_cast<size_t>(n)]) {
+    for (int i = 0; i < n; ++i) busy_[i].store(false, std::memory_order_relaxed);
+  }
+  int Acquire() {
+    for (int i = 0; i < n_; ++i) {
+      bool expected = false;
+      if (busy_[i].compare_exchange_strong(expected, true, std::memory_order_acquire)) return i;
+    }
+    Fail("float layer: more concurrent tasks than `threads` scratch slots");
+  }
+  void Release(int i) { busy_[i].store(false, std::memory_order_release); }
+
+ private:
+  int n_;
+  std::unique_ptr<std::atomic<bool>[]> busy_;
+};
+
+class SlotLease {
+ public:
+  explicit SlotLease(Slots* s) : s_(s), i_(s->Acquire()) {}
+  ~SlotLease() { s_->Release(i_); }
+  int index() const { return i_; }
+
+ private:
+  Slots* s_;
+  int i_;
+};
+
+void CheckThreads(int threads) {
+  if (threads < 1) Fail("float layer: threads must be >= 1, got " + std::to_string(threads));
+}
+
+}  // namespace
+
+const FloatKernels* PortableFloatKernels() { return &kPortable; }
+
+const char* FloatPathName(Isa isa) { return Resolve(isa)->name; }
+
+// ---- FloatConvGeometry ----
+
+int64_t FloatConvGeometry::OutH() const {
+  return ConvOut(in_h, kernel_h, stride_h, pad_h, dilate_h);
+}
+int64_t FloatConvGeometry::OutW() const {
+  return ConvOut(in_w, kernel_w, stride_w, pad_w, dilate_w);
+}
+
+// ---- FloatConv ----
+
+FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const float* bias,
+                     bool relu, const MaxPoolSpec* pool, Isa isa)
+    : g_(g), relu_(relu), has_pool_(pool != nullptr), kern_(Resolve(isa)) {
+  auto positive = [](int64_t v, const char* name) {
+    if (v <= 0 || v > kMaxElements) {
+      Fail(std::string("FloatConv: ") + name + " must be in [1, 2^40], got " +
+           std::to_string(v));
+    }
+  };
+  positive(g.batch, "batch");
+  positive(g.channels, "channels");
+  positive(g.in_h, "in_h");
+  positive(g.in_w, "in_w");
+  positive(g.filters, "filters");
+  positive(g.kernel_h, "kernel_h");
+  positive(g.kernel_w, "kernel_w");
+  positive(g.stride_h, "stride_h");
+  positive(g.stride_w, "stride_w");
+  positive(g.dilate_h, "dilate_h");
+  positive(g.dilate_w, "dilate_w");
+  positive(g.groups, "groups");
+  if (g.pad_h < 0 || g.pad_w < 0 || g.pad_h > kMaxElements || g.pad_w > kMaxElements) {
+    Fail("FloatConv: pad must be in [0, 2^40], got (" + std::to_string(g.pad_h) + ", " +
+         std::to_string(g.pad_w) + ")");
+  }
+  if (g.channels % g.groups != 0 || g.filters % g.groups != 0) {
+    Fail("FloatConv: channels (" + std::to_string(g.channels) + ") and filters (" +
+         std::to_string(g.filters) + ") must be multiples of groups (" +
+         std::to_string(g.groups) + ")");
+  }
+  if (weight == nullptr) Fail("FloatConv: weight is null");
+  out_h_ = g.OutH();
+  out_w_ = g.OutW();
+  if (out_h_ <= 0 || out_w_ <= 0) {
+    Fail("FloatConv: the dilated kernel (" + std::to_string(g.kernel_h) + "x" +
+         std::to_string(g.kernel_w) + ", dilate " + std::to_string(g.dilate_h) + "x" +
+         std::to_string(g.dilate_w) + ") is larger than the padded input (" +
+         std::to_string(g.in_h) + "x" + std::to_string(g.in_w) + ", pad " +
+         std::to_string(g.pad_h) + "x" + std::to_string(g.pad_w) + ")");
+  }
+  cg_ = g.channels / g.groups;
+  fg_ = g.filters / g.groups;
+  kg_ = Mul(Mul(cg_, g.kernel_h, "kernel"), g.kernel_w, "kernel");
+  CheckElements(Mul(Mul(g.batch, g.channels, "input"), Mul(g.in_h, g.in_w, "input"), "input"),
+                "the input");
+  CheckElements(Mul(Mul(g.batch, g.filters, "output"), Mul(out_h_, out_w_, "output"), "output"),
+                "the output");
+  CheckElements(Mul(g.filters, kg_, "weight"), "the weight");
+  CheckElements(Mul(kg_, kern_->nr, "im2col panel"), "an im2col panel");
+  direct_ = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+            g.pad_h == 0 && g.pad_w == 0;
+  if (has_pool_) {
+    pool_ = *pool;
+    const MaxPoolSpec& p = pool_;
+    if (p.kernel_h <= 0 || p.kernel_w <= 0 || p.stride_h <= 0 || p.stride_w <= 0 ||
+        p.pad_h < 0 || p.pad_w < 0 || p.kernel_h > kMaxElements || p.kernel_w > kMaxElements ||
+        p.stride_h > kMaxElements || p.stride_w > kMaxElements) {
+      Fail("FloatConv: pool kernel and stride must be positive and pad >= 0, got kernel " +
+           std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) + ", stride " +
+           std::to_string(p.stride_h) + "x" + std::to_string(p.stride_w) + ", pad " +
+           std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w));
+    }
+    if (p.pad_h >= p.kernel_h || p.pad_w >= p.kernel_w) {
+      Fail("FloatConv: pool pad must be smaller than the pool kernel (as MXNet requires), got "
+           "pad " + std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w) + ", kernel " +
+           std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w));
+    }
+    if (p.kernel_h > out_h_ + 2 * p.pad_h || p.kernel_w > out_w_ + 2 * p.pad_w) {
+      Fail("FloatConv: pool kernel " + std::to_string(p.kernel_h) + "x" +
+           std::to_string(p.kernel_w) + " exceeds the padded conv output (" +
+           std::to_string(out_h_) + "x" + std::to_string(out_w_) + ", pad " +
+           std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w) + ")");
+    }
+    pool_h_ = PoolOut(out_h_, p.kernel_h, p.stride_h, p.pad_h, p.full_convention);
+    pool_w_ = PoolOut(out_w_, p.kernel_w, p.stride_w, p.pad_w, p.full_convention);
+    CheckElements(Mul(Mul(g.batch, g.filters, "output"), Mul(pool_h_, pool_w_, "output"),
+                      "output"),
+                  "the pooled output");
+    buf_rows_ = std::min(p.kernel_h, out_h_);
+    CheckElements(Mul(Mul(g.filters, buf_rows_, "pool buffer"), out_w_, "pool buffer"),
+                  "the pool row buffer");
+  }
+  col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
+  buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
+  tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
+                                          pool_w_)
+                          : 0;
+  mr_ = TileRows(fg_, kern_->max_mr);
+  wpack_.resize(static_cast<size_t>(g.filters * kg_));
+  for (int64_t gr = 0; gr < g.groups; ++gr) {
+    PackTiles(weight + gr * fg_ * kg_, kg_, fg_, kg_, mr_, wpack_.data() + gr * fg_ * kg_);
+  }
+  if (bias != nullptr) bias_.assign(bias, bias + g.filters);
+}
+
+std::vector<int64_t> FloatConv::OutputShape() const {
+  if (has_pool_) return {g_.batch, g_.filters, pool_h_, pool_w_};
+  return {g_.batch, g_.filters, out_h_, out_w_};
+}
+
+size_t FloatConv::ScratchBytes(int threads) const {
+  CheckThreads(threads);
+  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
+  return static_cast<size_t>(Mul(per, threads, "scratch")) * sizeof(float);
+}
+
+const char* FloatConv::PathName() const { return kern_->name; }
+
+// Conv outputs for flattened pixels [q0, q0 + count) of image n, all filters:
+// C[f][q - q0] at c + f * ldc.
+void FloatConv::ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count, float* c,
+                            int64_t ldc, float* col) const {
+  const int nr = kern_->nr;
+  const int64_t hw_in = g_.in_h * g_.in_w;
+  for (int64_t p0 = 0; p0 < count; p0 += nr) {
+    const int cnt = static_cast<int>(std::min<int64_t>(nr, count - p0));
+    for (int64_t gr = 0; gr < g_.groups; ++gr) {
+      const float* xg = x + (n * g_.channels + gr * cg_) * hw_in;
+      PanelArgs a;
+      a.a = wpack_.data() + gr * fg_ * kg_;
+      a.m = fg_;
+      a.mr = mr_;
+      a.depth = kg_;
+      if (direct_) {
+        a.b = xg + q0 + p0;
+        a.ldb = hw_in;
+        a.b_full = cnt == nr;
+      } else {
+        const Im2colArgs ia{xg,           cg_,          g_.in_h,      g_.in_w,    g_.kernel_h,
+                            g_.kernel_w,  g_.stride_h,  g_.stride_w,  g_.pad_h,   g_.pad_w,
+                            g_.dilate_h,  g_.dilate_w,  out_w_};
+        kern_->im2col(ia, q0 + p0, cnt, col);
+        a.b = col;
+        a.ldb = nr;
+        a.b_full = true;
+      }
+      a.n = cnt;
+      a.bias = bias_.empty() ? nullptr : bias_.data() + gr * fg_;
+      a.bias_per_col = false;
+      a.relu = relu_;
+      a.c = c + gr * fg_ * ldc + p0;
+      a.ldc = ldc;
+      kern_->panel(a);
+    }
+  }
+}
+
+void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const {
+  CheckThreads(threads);
+  if (x == nullptr || y == nullptr) Fail("FloatConv::Run: x and y must not be null");
+  if (scratch == nullptr && ScratchBytes(threads) > 0) {
+    Fail("FloatConv::Run: scratch is null but " + std::to_string(ScratchBytes(threads)) +
+         " bytes are needed");
+  }
+  float* base = static_cast<float*>(scratch);
+  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
+  Slots slots(threads);
+  const int64_t ohw = out_h_ * out_w_;
+  if (!has_pool_) {
+    const int nr = kern_->nr;
+    const int64_t panels = (ohw + nr - 1) / nr;
+    ParallelFor(g_.batch * panels, threads, [&](int64_t begin, int64_t end) {
+      SlotLease lease(&slots);
+      float* col = base + lease.index() * per;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / panels;
+        const int64_t q0 = (t - n * panels) * nr;
+        ComputeRows(x, n, q0, std::min<int64_t>(nr, ohw - q0),
+                    y + n * g_.filters * ohw + q0, ohw, col);
+      }
+    });
+    return;
+  }
+  const MaxPoolSpec& p = pool_;
+  const int64_t pooled = pool_h_ * pool_w_;
+  const int64_t buf_ld = buf_rows_ * out_w_;
+  ParallelFor(g_.batch * pool_h_, threads, [&](int64_t begin, int64_t end) {
+    SlotLease lease(&slots);
+    float* col = base + lease.index() * per;
+    float* buf = col + col_floats_;
+    float* tmp = buf + buf_floats_;
+    std::fill(tmp, tmp + tmp_floats_, std::numeric_limits<float>::lowest());
+    int64_t cur_n = -1, buf_lo = 0, buf_hi = 0;  // rows [buf_lo, buf_hi) of image cur_n
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / pool_h_;
+      const int64_t py = t - n * pool_h_;
+      if (n != cur_n) {
+        cur_n = n;
+        buf_lo = buf_hi = 0;
+      }
+      const int64_t start = py * p.stride_h - p.pad_h;
+      const int64_t lo = std::max<int64_t>(start, 0);
+      const int64_t hi = std::min<int64_t>(start + p.kernel_h, out_h_);
+      PoolRowArgs pa{buf, 0, out_w_, out_w_, p.kernel_w, p.stride_w, p.pad_w, pool_w_, tmp,
+                     nullptr};
+      if (hi > lo) {
+        if (lo >= buf_hi || lo < buf_lo) {
+          buf_lo = buf_hi = lo;
+        } else if (lo > buf_lo) {
+          const int64_t keep = (buf_hi - lo) * out_w_;
+          for (int64_t f = 0; f < g_.filters; ++f) {
+            float* row0 = buf + f * buf_ld;
+            std::memmove(row0, row0 + (lo - buf_lo) * out_w_, sizeof(float) * keep);
+          }
+          buf_lo = lo;
+        }
+        if (hi > buf_hi) {
+          ComputeRows(x, n, buf_hi * out_w_, (hi - buf_hi) * out_w_,
+                      buf + (buf_hi - buf_lo) * out_w_, buf_ld, col);
+          buf_hi = hi;
+        }
+        pa.n_rows = hi - lo;
+      }
+      for (int64_t f = 0; f < g_.filters; ++f) {
+        pa.rows = buf + f * buf_ld;
+        pa.out = y + (n * g_.filters + f) * pooled + py * pool_w_;
+        kern_->pool_row(pa);
+      }
+    }
+  });
+}
+
+// ---- FloatDense ----
+
+FloatDense::FloatDense(int64_t depth, int64_t hidden, const float* weight, const float* bias,
+                       bool relu, Isa isa)
+    : depth_(depth), hidden_(hidden), relu_(relu), kern_(Resolve(isa)) {
+  if (depth <= 0 || hidden <= 0 || depth > kMaxElements || hidden > kMaxElements) {
+    Fail("FloatDense: depth and hidden must be in [1, 2^40], got depth " +
+         std::to_string(depth) + ", hidden " + std::to_string(hidden));
+  }
+  if (weight == nullptr) Fail("FloatDense: weight is null");
+  const int nr = kern_->nr;
+  const int64_t panels = (hidden + nr - 1) / nr;
+  CheckElements(Mul(Mul(panels, nr, "weight"), depth, "weight"), "the weight");
+  wpack_.assign(static_cast<size_t>(panels * nr * depth), 0.0f);
+  for (int64_t pn = 0; pn < panels; ++pn) {
+    float* panel = wpack_.data() + pn * nr * depth;
+    const int64_t cols = std::min<int64_t>(nr, hidden - pn * nr);
+    for (int64_t q = 0; q < cols; ++q) {
+      const float* src = weight + (pn * nr + q) * depth;
+      for (int64_t d = 0; d < depth; ++d) panel[d * nr + q] = src[d];
+    }
+  }
+  if (bias != nullptr) {
+    bias_.assign(static_cast<size_t>(panels * nr), 0.0f);
+    std::copy(bias, bias + hidden, bias_.begin());
+  }
+}
+
+size_t FloatDense::ScratchBytes(int64_t rows, int threads) const {
+  CheckThreads(threads);
+  if (rows < 0 || rows > kMaxElements) {
+    Fail("FloatDense: rows must be in [0, 2^40], got " + std::to_string(rows));
+  }
+  if (rows <= 1) return 0;
+  const int64_t floats = Mul(rows, depth_, "packed input");
+  CheckElements(floats, "the packed input");
+  return static_cast<size_t>(floats) * sizeof(float);
+}
+
+const char* FloatDense::PathName() const { return kern_->name; }
+
+void FloatDense::Run(const float* x, int64_t rows, float* y, void* scratch, int threads) const {
+  const size_t need = ScratchBytes(rows, threads);
+  if (rows == 0) return;
+  if (x == nullptr || y == nullptr) Fail("FloatDense::Run: x and y must not be null");
+  if (need > 0 && scratch == nullptr) {
+    Fail("FloatDense::Run: scratch is null but " + std::to_string(need) + " bytes are needed");
+  }
+  const int nr = kern_->nr;
+  const int mr = TileRows(rows, kern_->max_mr);
+  const float* a = x;
+  if (rows > 1) {
+    float* packed = static_cast<float*>(scratch);
+    const int64_t tiles = (rows + mr - 1) / mr;
+    ParallelFor(tiles, threads, [&](int64_t begin, int64_t end) {
+      const int64_t r0 = begin * mr;
+      const int64_t r1 = std::min<int64_t>(end * mr, rows);
+      PackTiles(x + r0 * depth_, depth_, r1 - r0, depth_, mr, packed + r0 * depth_);
+    });
+    a = packed;
+  }
+  const int64_t panels = (hidden_ + nr - 1) / nr;
+  ParallelFor(panels, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t pn = begin; pn < end; ++pn) {
+      PanelArgs pa;
+      pa.a = a;
+      pa.m = rows;
+      pa.mr = mr;
+      pa.depth = depth_;
+      pa.b = wpack_.data() + pn * nr * depth_;
+      pa.ldb = nr;
+      pa.n = static_cast<int>(std::min<int64_t>(nr, hidden_ - pn * nr));
+      pa.b_full = true;
+      pa.bias = bias_.empty() ? nullptr : bias_.data() + pn * nr;
+      pa.bias_per_col = true;
+      pa.relu = relu_;
+      pa.c = y + pn * nr;
+      pa.ldc = hidden_;
+      kern_->panel(pa);
+    }
+  });
+}
+
+}  // namespace rt
+}  // namespace binmx

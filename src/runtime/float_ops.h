@@ -1,0 +1,114 @@
+/*
+ * binmx runtime: the float layers a binary network keeps -- convolution (+ bias + relu, with an
+ * optional max-pool fused behind it) and the dense (FullyConnected) layer.
+ *
+ * Layouts: input NCHW, weight OIHW (F, C/groups, kh, kw), output NCHW; dense x (rows, depth),
+ * W (hidden, depth), y (rows, hidden), all row-major float32.
+ *
+ * Convolution (MXNet Convolution, cross-correlation, zero padding):
+ *   out[n][f][oy][ox] = sum_{c < C/G, i < kh, j < kw} w[f][c][i][j] *
+ *                       x[n][g * C/G + c][oy * sh - ph + i * dh][ox * sw - pw + j * dw]
+ *   (g = f / (F/G), taps outside the input count 0), then + bias[f], then max(., 0) with relu,
+ *   then max-pool (MXNet Pooling pool_type='max': a window cell in the padding never wins; a
+ *   window with no cell inside the input gives -FLT_MAX, as MXNet 1.9.1 does).
+ * Dense: y[r][h] = sum_d x[r][d] * W[h][d] + bias[h], then max(., 0) with relu.
+ *
+ * Method: one register-blocked SGEMM micro-kernel per ISA (float_gemm_avx512.cc: 14 x 32 FMA
+ * tile; float_gemm_avx2.cc: 6 x 16; a portable 4 x 16 one in float_ops.cc). The weights are
+ * packed once into tiles of filters; a panel of output pixels is im2col'ed into per-thread
+ * scratch (a 1x1 stride-1 unpadded conv reads the input itself) and multiplied by every filter
+ * tile while it is in cache, bias and relu in the tile's epilogue. With a pool, the conv rows a
+ * pooled row needs are computed into a small row buffer and pooled at once (a row shared by two
+ * windows is kept, not recomputed, except at the start of a thread's chunk). Every output value
+ * is summed over k = (c, i, j) in one fixed order by one task, so the result is identical for
+ * every thread count; different ISAs differ in rounding (FMA vs multiply + add).
+ * See docs/design.md (runtime).
+ */
+#ifndef BINMX_RT_FLOAT_OPS_H_
+#define BINMX_RT_FLOAT_OPS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "rt_common.h"
+#include "xnor_gemm.h"
+
+namespace binmx {
+namespace rt {
+
+struct FloatConvGeometry {  // NCHW input, OIHW weight (F, C/groups, kh, kw), NCHW output
+  int64_t batch, channels, in_h, in_w, filters, kernel_h, kernel_w, stride_h = 1, stride_w = 1,
+      pad_h = 0, pad_w = 0, dilate_h = 1, dilate_w = 1, groups = 1;
+  // MXNet Convolution: (in + 2 * pad - (dilate * (kernel - 1) + 1)) / stride + 1; 0 where that
+  // is not a positive size (or a field is out of range).
+  int64_t OutH() const;
+  int64_t OutW() const;
+};
+
+struct MaxPoolSpec {  // MXNet Pooling(pool_type='max'), applied after bias + relu
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h = 0, pad_w = 0;
+  bool full_convention = false;
+  // Output size (MXNet 1.9.1): valid 1 + floor((H + 2p - k) / s), full 1 + ceil((H + 2p - k) / s)
+  // (no trimming of a last window that starts in the padding). MXNet requires p < k and
+  // k <= H + 2p; so does FloatConv.
+};
+
+// Which kernel path an Isa value maps to here: "avx512", "avx2" or "portable" (a path that was
+// not built or that this CPU lacks falls back to the next one down).
+const char* FloatPathName(binmx::Isa isa);
+
+struct FloatKernels;  // float_kernels.h
+
+class FloatConv {
+ public:
+  // Validates (Error for bad or overflowing geometry), prepacks the weights into the kernel's
+  // layout. bias: (F,) or null. relu: max(., 0) after the bias. pool: nullable, fused after relu.
+  FloatConv(const FloatConvGeometry& g, const float* weight, const float* bias, bool relu,
+            const MaxPoolSpec* pool, binmx::Isa isa);
+  std::vector<int64_t> OutputShape() const;  // NCHW, after the pool
+  size_t ScratchBytes(int threads) const;     // scratch one Run needs (threads >= 1)
+  // x: NCHW input, y: NCHW output (never aliasing x). const: several threads may Run at once
+  // with their own scratch.
+  void Run(const float* x, float* y, void* scratch, int threads) const;
+  const char* PathName() const;
+
+ private:
+  void ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count, float* c, int64_t ldc,
+                   float* col) const;
+
+  FloatConvGeometry g_;
+  bool relu_;
+  bool has_pool_;
+  MaxPoolSpec pool_{};
+  const FloatKernels* kern_;
+  std::vector<float> wpack_;  // per group: tiles of mr_ filters, k-major inside a tile
+  std::vector<float> bias_;   // empty: none
+  int mr_;
+  bool direct_;  // 1x1, stride 1, no padding: the input is the im2col matrix
+  int64_t out_h_, out_w_, pool_h_ = 0, pool_w_ = 0;
+  int64_t cg_, fg_, kg_;          // channels and filters per group, K = cg * kh * kw
+  int64_t buf_rows_ = 0;          // conv rows the pool buffer holds
+  int64_t col_floats_, buf_floats_, tmp_floats_;  // per-thread scratch parts (64-B multiples)
+};
+
+class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)
+ public:
+  FloatDense(int64_t depth, int64_t hidden, const float* weight /* (hidden, depth) */,
+             const float* bias, bool relu, binmx::Isa isa);
+  size_t ScratchBytes(int64_t rows, int threads) const;
+  void Run(const float* x, int64_t rows, float* y, void* scratch, int threads) const;
+  const char* PathName() const;
+
+ private:
+  int64_t depth_, hidden_;
+  bool relu_;
+  const FloatKernels* kern_;
+  std::vector<float> wpack_;  // W^T in panels of nr columns: panel p = [depth][nr]
+  std::vector<float> bias_;   // padded to a whole panel; empty: none
+};
+
+}  // namespace rt
+}  // namespace binmx
+
+#endif  // BINMX_RT_FLOAT_OPS_H_
