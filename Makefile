@@ -24,6 +24,8 @@ $(DEPS):
 install: $(DEPS)
 	mkdir -p build
 	flock build/.install.lock $(PY) -m pip install -q --no-build-isolation --no-deps .
+	# The binmx runtime (its own distribution, runtime/): the tests compare it with MXNet.
+	flock build/.install.lock $(PY) -m pip install -q --no-build-isolation --no-deps ./runtime
 
 test: install
 	$(PY) -m pytest -q
