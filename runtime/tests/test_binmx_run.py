@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from rt_helpers import FIXTURES
 
 
 def binmx_run() -> str:

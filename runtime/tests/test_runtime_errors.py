@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, dense_model
+from rt_helpers import FIXTURES, dense_model
 
 import binmx_runtime
 from binmx_runtime import RuntimeLoadError

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, available_isas, fixture_index
+from rt_helpers import FIXTURES, available_isas, fixture_index
 
 import binmx_runtime
 
