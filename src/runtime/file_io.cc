@@ -43,7 +43,8 @@ ByteSource::ByteSource(const std::string& path) : what_(path) {
     close(fd);
     Fail("cannot read '" + path + "': " +
          (S_ISDIR(st.st_mode) ? "Is a directory"
-                              : regular ? "cannot use the file" : "not a regular file"));
+          : regular           ? "cannot use the file"
+                              : "not a regular file"));
   }
   std::FILE* f = fdopen(fd, "rb");
   if (f == nullptr) {

@@ -115,12 +115,40 @@ void WriteWord(std::string* s, size_t offset, int width, uint64_t value) {
   }
 }
 
-const char* const kTokens[] = {
-    "[",       "]",     "{",      "}",      "\"",     "\\",        "\\u",   "\\ud800",
-    "\\udc00", ",",     ":",      "1e999",  "-",      "0",         "null",  "true",
-    "1.5e-400", "\x00", "\xFF",   "\xC3",   "(",      ")",         "'",     "True",
-    "L",       "'<f8'", "'>f4'",  "(-1,)",  "(1099511627776, 1099511627776)", "\"op\"",
-    "[[0, 0, 0]]", "\"nodes\":", "99999999999999999999", "\t\n\r "};
+const char* const kTokens[] = {"[",
+                               "]",
+                               "{",
+                               "}",
+                               "\"",
+                               "\\",
+                               "\\u",
+                               "\\ud800",
+                               "\\udc00",
+                               ",",
+                               ":",
+                               "1e999",
+                               "-",
+                               "0",
+                               "null",
+                               "true",
+                               "1.5e-400",
+                               "\x00",
+                               "\xFF",
+                               "\xC3",
+                               "(",
+                               ")",
+                               "'",
+                               "True",
+                               "L",
+                               "'<f8'",
+                               "'>f4'",
+                               "(-1,)",
+                               "(1099511627776, 1099511627776)",
+                               "\"op\"",
+                               "[[0, 0, 0]]",
+                               "\"nodes\":",
+                               "99999999999999999999",
+                               "\t\n\r "};
 
 std::string Mutate(const std::string& seed, const std::vector<FieldMark>& fields,
                    const std::vector<Seed>& all_seeds, bool text, Rng* rng) {
@@ -166,8 +194,7 @@ std::string Mutate(const std::string& seed, const std::vector<FieldMark>& fields
       case 7: {  // an interesting 2/4/8-byte word anywhere (aligned or not)
         if (s.empty()) break;
         static const int kWidths[] = {2, 4, 8};
-        WriteWord(&s, rng->Below(s.size()), kWidths[rng->Below(3)],
-                  InterestingWord(rng, s.size()));
+        WriteWord(&s, rng->Below(s.size()), kWidths[rng->Below(3)], InterestingWord(rng, s.size()));
         break;
       }
       case 8: {  // duplicate a chunk somewhere else
@@ -285,10 +312,9 @@ void UseSymbol(const rt::Json& root) {
 
 std::vector<Seed> ParamsSeeds() {
   std::vector<Seed> seeds;
-  const std::vector<rt::DType> dtypes = {rt::DType::kFloat32, rt::DType::kFloat64,
-                                         rt::DType::kFloat16, rt::DType::kUint8,
-                                         rt::DType::kInt32,   rt::DType::kInt8,
-                                         rt::DType::kInt64};
+  const std::vector<rt::DType> dtypes = {
+      rt::DType::kFloat32, rt::DType::kFloat64, rt::DType::kFloat16, rt::DType::kUint8,
+      rt::DType::kInt32,   rt::DType::kInt8,    rt::DType::kInt64};
   std::vector<rt::Tensor> ts;
   uint32_t salt = 1;
   for (rt::DType dt : dtypes) {
@@ -303,9 +329,9 @@ std::vector<Seed> ParamsSeeds() {
   seeds.push_back(v2);
   const std::vector<rt::Tensor> small = {ts[0], ts[3], ts[5], ts[12], ts[14]};
   Seed mixed;
-  mixed.bytes = WriteParams(small, {NdForm::kV1, NdForm::kLegacy, NdForm::kV3, NdForm::kV2,
-                                    NdForm::kV3},
-                            true, &mixed.fields);
+  mixed.bytes =
+      WriteParams(small, {NdForm::kV1, NdForm::kLegacy, NdForm::kV3, NdForm::kV2, NdForm::kV3},
+                  true, &mixed.fields);
   seeds.push_back(mixed);
   Seed unnamed;
   unnamed.bytes = WriteParams({ts[1], ts[2]}, {}, false, &unnamed.fields);
@@ -390,11 +416,10 @@ const uint8_t* U8(const std::string& s) { return reinterpret_cast<const uint8_t*
 // as {name, seeds, load, iterations, text}; load must read everything it returns.
 std::vector<FuzzTarget> Targets() {
   std::vector<FuzzTarget> t;
-  t.push_back({"params", ParamsSeeds(),
-               [](const std::string& b) {
-                 UseTensors(rt::ParseParams(U8(b), b.size(), "fuzz.params"));
-               },
-               4000, false});
+  t.push_back(
+      {"params", ParamsSeeds(),
+       [](const std::string& b) { UseTensors(rt::ParseParams(U8(b), b.size(), "fuzz.params")); },
+       4000, false});
   t.push_back({"params_file", ParamsSeeds(),
                [](const std::string& b) {
                  const std::string path = g_tmp_dir + "/fuzz.params";
@@ -403,8 +428,8 @@ std::vector<FuzzTarget> Targets() {
                },
                1000, false});
   t.push_back({"symbol_json", JsonSeeds(),
-               [](const std::string& b) { UseSymbol(rt::ParseJson(b, "fuzz-symbol.json")); },
-               4000, true});
+               [](const std::string& b) { UseSymbol(rt::ParseJson(b, "fuzz-symbol.json")); }, 4000,
+               true});
   t.push_back({"npy", NpySeeds(),
                [](const std::string& b) {
                  const rt::NpyArray a = rt::ParseNpyFloat32(U8(b), b.size(), "fuzz.npy");
