@@ -341,31 +341,214 @@ std::vector<Seed> ParamsSeeds() {
 
 // A realistic MXNet 1.9 symbol file: a binary LeNet as binmx's converter writes it.
 const char kSymbolSeed[] = R"JSON({
-  "nodes": [
-    {"op": "null", "name": "data", "inputs": []},
-    {"op": "null", "name": "conv1_weight", "attrs": {"kernel": "(5, 5)", "num_filter": "20"}, "inputs": []},
-    {"op": "null", "name": "conv1_bias", "attrs": {"kernel": "(5, 5)", "num_filter": "20"}, "inputs": []},
-    {"op": "Convolution", "name": "conv1", "attrs": {"kernel": "(5, 5)", "num_filter": "20", "pad": "(0, 0)", "stride": "(1, 1)"}, "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]},
-    {"op": "null", "name": "bn1_gamma", "attrs": {"eps": "0.001", "fix_gamma": "False"}, "inputs": []},
-    {"op": "null", "name": "bn1_beta", "attrs": {"eps": "0.001", "fix_gamma": "False"}, "inputs": []},
-    {"op": "null", "name": "bn1_moving_mean", "attrs": {"__init__": "[\"zero\", {}]", "eps": "0.001"}, "inputs": []},
-    {"op": "null", "name": "bn1_moving_var", "attrs": {"__init__": "[\"one\", {}]", "eps": "0.001"}, "inputs": []},
-    {"op": "BatchNorm", "name": "bn1", "attrs": {"eps": "0.001", "fix_gamma": "False", "use_global_stats": "True"}, "inputs": [[3, 0, 0], [4, 0, 0], [5, 0, 0], [6, 0, 1], [7, 0, 1]]},
-    {"op": "Pooling", "name": "pool1", "attrs": {"kernel": "(2, 2)", "pool_type": "max", "stride": "(2, 2)"}, "inputs": [[8, 0, 0]]},
-    {"op": "QActivation", "name": "qact1", "attrs": {"act_bit": "1", "backward_only": "False"}, "inputs": [[9, 0, 0]]},
-    {"op": "null", "name": "qconv2_weight", "attrs": {"act_bit": "1", "kernel": "(5, 5)", "num_filter": "50", "no_bias": "True", "scaling_factor": "False", "pad_value": "-1"}, "inputs": []},
-    {"op": "QConvolution", "name": "qconv2", "attrs": {"act_bit": "1", "kernel": "(5, 5)", "num_filter": "50", "no_bias": "True", "scaling_factor": "False", "pad_value": "-1", "weight_bit": "1"}, "inputs": [[10, 0, 0], [11, 0, 0]]},
-    {"op": "Flatten", "name": "flatten", "inputs": [[12, 0, 0]]},
-    {"op": "null", "name": "fc_weight", "attrs": {"num_hidden": "10"}, "inputs": []},
-    {"op": "null", "name": "fc_bias", "attrs": {"num_hidden": "10"}, "inputs": []},
-    {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "10", "flatten": "True"}, "inputs": [[13, 0, 0], [14, 0, 0], [15, 0, 0]]},
-    {"op": "null", "name": "softmax_label", "inputs": []},
-    {"op": "SoftmaxOutput", "name": "softmax\u00e9\ud83d\ude00", "inputs": [[16, 0, 0], [17, 0, 0]]}
+ "nodes": [
+  {
+   "op": "null",
+   "name": "data",
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "conv1_weight",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "conv1_bias",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20"
+   },
+   "inputs": []
+  },
+  {
+   "op": "Convolution",
+   "name": "conv1",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20",
+    "pad": "(0, 0)",
+    "stride": "(1, 1)"
+   },
+   "inputs": [
+    [0, 0, 0],
+    [1, 0, 0],
+    [2, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "bn1_gamma",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_beta",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_moving_mean",
+   "attrs": {
+    "__init__": "[\"zero\", {}]",
+    "eps": "0.001"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_moving_var",
+   "attrs": {
+    "__init__": "[\"one\", {}]",
+    "eps": "0.001"
+   },
+   "inputs": []
+  },
+  {
+   "op": "BatchNorm",
+   "name": "bn1",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False",
+    "use_global_stats": "True"
+   },
+   "inputs": [
+    [3, 0, 0],
+    [4, 0, 0],
+    [5, 0, 0],
+    [6, 0, 1],
+    [7, 0, 1]
+   ]
+  },
+  {
+   "op": "Pooling",
+   "name": "pool1",
+   "attrs": {
+    "kernel": "(2, 2)",
+    "pool_type": "max",
+    "stride": "(2, 2)"
+   },
+   "inputs": [
+    [8, 0, 0]
+   ]
+  },
+  {
+   "op": "QActivation",
+   "name": "qact1",
+   "attrs": {
+    "act_bit": "1",
+    "backward_only": "False"
+   },
+   "inputs": [
+    [9, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "qconv2_weight",
+   "attrs": {
+    "act_bit": "1",
+    "kernel": "(5, 5)",
+    "num_filter": "50",
+    "no_bias": "True",
+    "scaling_factor": "False",
+    "pad_value": "-1"
+   },
+   "inputs": []
+  },
+  {
+   "op": "QConvolution",
+   "name": "qconv2",
+   "attrs": {
+    "act_bit": "1",
+    "kernel": "(5, 5)",
+    "num_filter": "50",
+    "no_bias": "True",
+    "scaling_factor": "False",
+    "pad_value": "-1",
+    "weight_bit": "1"
+   },
+   "inputs": [
+    [10, 0, 0],
+    [11, 0, 0]
+   ]
+  },
+  {
+   "op": "Flatten",
+   "name": "flatten",
+   "inputs": [
+    [12, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "fc_weight",
+   "attrs": {
+    "num_hidden": "10"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "fc_bias",
+   "attrs": {
+    "num_hidden": "10"
+   },
+   "inputs": []
+  },
+  {
+   "op": "FullyConnected",
+   "name": "fc",
+   "attrs": {
+    "num_hidden": "10",
+    "flatten": "True"
+   },
+   "inputs": [
+    [13, 0, 0],
+    [14, 0, 0],
+    [15, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "softmax_label",
+   "inputs": []
+  },
+  {
+   "op": "SoftmaxOutput",
+   "name": "softmax\u00e9\ud83d\ude00",
+   "inputs": [
+    [16, 0, 0],
+    [17, 0, 0]
+   ]
+  }
+ ],
+ "arg_nodes": [0, 1, 2, 4, 5, 6, 7, 11, 14, 15, 17],
+ "node_row_ptr": [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
+ "heads": [
+  [18, 0, 0]
+ ],
+ "attrs": {
+  "mxnet_version": [
+   "int",
+   10901
   ],
-  "arg_nodes": [0, 1, 2, 4, 5, 6, 7, 11, 14, 15, 17],
-  "node_row_ptr": [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
-  "heads": [[18, 0, 0]],
-  "attrs": {"mxnet_version": ["int", 10901], "scale": 1.5e-3, "flag": true, "none": null}
+  "scale": 0.0015,
+  "flag": true,
+  "none": null
+ }
 })JSON";
 
 std::vector<Seed> JsonSeeds() {
