@@ -88,6 +88,17 @@ void ByteSource::Skip(size_t n, const char* field) {
   offset_ += n;
 }
 
+std::string ReadWholeFile(const std::string& path, size_t max_bytes) {
+  ByteSource src(path);
+  if (src.size() > max_bytes) {
+    Fail("cannot read '" + path + "': the file is " + std::to_string(src.size()) +
+         " bytes, more than the limit of " + std::to_string(max_bytes));
+  }
+  std::string out(src.size(), '\0');
+  src.Read(out.data(), out.size(), "the file");
+  return out;
+}
+
 namespace {
 
 [[noreturn]] void WriteError(const std::string& path, int err) {

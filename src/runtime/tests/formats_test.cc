@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "file_io.h"
 #include "json.h"
 #include "npy.h"
 #include "params.h"
@@ -900,6 +901,19 @@ void TestFiles() {
   }
   ExpectError("ReadParams /dev/null", [] { binmx::rt::ReadParams("/dev/null"); },
               {"not a regular file"});
+  ExpectOk("ReadWholeFile", [&] {
+    const std::string text = "{\"nodes\": []}\n";
+    WriteRaw(dir + "/s.json", text);
+    Check(binmx::rt::ReadWholeFile(dir + "/s.json", 1 << 20) == text, "ReadWholeFile content");
+    Check(binmx::rt::ReadWholeFile(dir + "/s.json", text.size()) == text, "ReadWholeFile at limit");
+    Check(binmx::rt::ReadWholeFile(dir + "/empty.params", 10).empty(), "ReadWholeFile empty");
+  });
+  ExpectError("ReadWholeFile over the limit", [&] { binmx::rt::ReadWholeFile(dir + "/s.json", 5); },
+              {"s.json': the file is 14 bytes, more than the limit of 5"});
+  ExpectError("ReadWholeFile missing", [&] { binmx::rt::ReadWholeFile(dir + "/x.json", 5); },
+              {"x.json", "No such file or directory"});
+  ExpectError("ReadWholeFile directory", [&] { binmx::rt::ReadWholeFile(dir, 5); },
+              {"Is a directory"});
   ExpectError("ReadParams empty path", [] { binmx::rt::ReadParams(""); }, {"empty path"});
 
   const float v[6] = {1, -2, 3.5f, 4, 5, 6};
