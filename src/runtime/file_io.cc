@@ -43,7 +43,8 @@ ByteSource::ByteSource(const std::string& path) : what_(path) {
     close(fd);
     Fail("cannot read '" + path + "': " +
          (S_ISDIR(st.st_mode) ? "Is a directory"
-                              : regular ? "cannot use the file" : "not a regular file"));
+          : regular           ? "cannot use the file"
+                              : "not a regular file"));
   }
   std::FILE* f = fdopen(fd, "rb");
   if (f == nullptr) {
@@ -85,6 +86,17 @@ void ByteSource::Skip(size_t n, const char* field) {
     }
   }
   offset_ += n;
+}
+
+std::string ReadWholeFile(const std::string& path, size_t max_bytes) {
+  ByteSource src(path);
+  if (src.size() > max_bytes) {
+    Fail("cannot read '" + path + "': the file is " + std::to_string(src.size()) +
+         " bytes, more than the limit of " + std::to_string(max_bytes));
+  }
+  std::string out(src.size(), '\0');
+  src.Read(out.data(), out.size(), "the file");
+  return out;
 }
 
 namespace {

@@ -57,6 +57,10 @@ class ByteSource {
   size_t offset_ = 0;
 };
 
+// The whole content of a regular file (a symbol JSON, say); Error naming the path for a missing
+// file, a directory, a FIFO or device, a read error, or a file larger than max_bytes.
+std::string ReadWholeFile(const std::string& path, size_t max_bytes);
+
 // Writes [data, data + size) to `path` through a temporary file in the same directory and a
 // rename; Error "cannot write 'path': <OS reason>" on failure (the temporary file is removed).
 void WriteFileAtomically(const std::string& path, const void* data, size_t size);

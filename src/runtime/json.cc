@@ -191,8 +191,8 @@ class Parser {
 
   void Expect(const char* literal, size_t start) {
     const size_t n = std::strlen(literal);
-    if (s_.compare(pos_, n, literal) != 0) ErrorAt(start, "invalid literal (expected '" +
-                                                              std::string(literal) + "')");
+    if (s_.compare(pos_, n, literal) != 0)
+      ErrorAt(start, "invalid literal (expected '" + std::string(literal) + "')");
     pos_ += n;
   }
 
@@ -361,7 +361,7 @@ class Parser {
     if (c0 >= 0xF0 && c0 <= 0xF4) {
       if (!cont(1) || !cont(2) || !cont(3)) return 0;
       const unsigned char c1 = static_cast<unsigned char>(s_[pos + 1]);
-      if (c0 == 0xF0 && c1 < 0x90) return 0;  // overlong
+      if (c0 == 0xF0 && c1 < 0x90) return 0;   // overlong
       if (c0 == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
       return 4;
     }
@@ -380,8 +380,8 @@ class Parser {
         return out;
       }
       if (c < 0x20) {
-        ErrorAt(pos_, "raw control character " + Describe(pos_) +
-                          " in a string (it must be escaped)");
+        ErrorAt(pos_,
+                "raw control character " + Describe(pos_) + " in a string (it must be escaped)");
       }
       if (c == '\\') {
         const size_t escape_start = pos_;
@@ -467,7 +467,8 @@ class Parser {
     }
     if (p < s_.size() && s_[p] == '.') {
       ++p;
-      if (p >= s_.size() || !IsDigit(s_[p])) ErrorAt(p, "invalid number: expected a digit after '.'");
+      if (p >= s_.size() || !IsDigit(s_[p]))
+        ErrorAt(p, "invalid number: expected a digit after '.'");
       while (p < s_.size() && IsDigit(s_[p])) {
         if (!significant) {
           if (s_[p] != '0') {

@@ -24,8 +24,8 @@ constexpr size_t kMaxHeader = size_t{1} << 20;  // numpy writes < 1 KiB; this bo
 std::string DescribeDescr(const std::string& descr) {
   if (descr.size() < 2) return "unknown dtype";
   const char order = descr[0];
-  std::string body = descr.substr(order == '<' || order == '>' || order == '|' || order == '=' ? 1
-                                                                                               : 0);
+  std::string body =
+      descr.substr(order == '<' || order == '>' || order == '|' || order == '=' ? 1 : 0);
   std::string kind;
   if (body.empty()) return "unknown dtype";
   const char k = body[0];
@@ -95,8 +95,9 @@ class HeaderParser {
       if (key == "descr") {
         if (have_descr) Error("duplicate key 'descr'");
         if (Peek() == '[') {
-          Error("'descr' is a structured dtype (a list of fields); expected little-endian "
-                "float32 ('<f4')");
+          Error(
+              "'descr' is a structured dtype (a list of fields); expected little-endian "
+              "float32 ('<f4')");
         }
         *descr = ParseString("the 'descr' value");
         have_descr = true;
@@ -146,15 +147,15 @@ class HeaderParser {
   }
 
   void SkipSpace() {
-    while (pos_ < h_.size() && (h_[pos_] == ' ' || h_[pos_] == '\t' || h_[pos_] == '\n' ||
-                                h_[pos_] == '\r')) {
+    while (pos_ < h_.size() &&
+           (h_[pos_] == ' ' || h_[pos_] == '\t' || h_[pos_] == '\n' || h_[pos_] == '\r')) {
       ++pos_;
     }
   }
 
   void ExpectChar(char c, const char* what) {
-    if (Peek() != c || pos_ >= h_.size()) Error(std::string("expected ") + what + ", got " +
-                                                Describe());
+    if (Peek() != c || pos_ >= h_.size())
+      Error(std::string("expected ") + what + ", got " + Describe());
     ++pos_;
   }
 
@@ -278,8 +279,9 @@ NpyArray ParseNpy(ByteSource* src) {
          ") is not supported; expected little-endian float32 ('<f4')");
   }
   if (fortran_order) {
-    Fail(what + ": fortran_order is True (a column-major array); save a C-ordered array "
-                "(numpy.ascontiguousarray) instead");
+    Fail(what +
+         ": fortran_order is True (a column-major array); save a C-ordered array "
+         "(numpy.ascontiguousarray) instead");
   }
   int64_t count = 1;
   size_t nbytes = 0;
@@ -333,14 +335,14 @@ std::string SerializeNpyFloat32(const float* data, const std::vector<int64_t>& s
     Fail("cannot write a .npy array of shape " + ShapeString(shape) + " (too large)");
   }
   if (data == nullptr && count > 0) Fail("cannot write a .npy array from a null data pointer");
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + ShapeString(shape) +
-                     ", }";
+  std::string dict =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': " + ShapeString(shape) + ", }";
   // magic (6) + version (2) + length (2) + dict + padding + '\n' is a multiple of 64.
   const size_t unpadded = kMagicSize + 4 + dict.size() + 1;
   dict.append((64 - unpadded % 64) % 64, ' ');
   dict.push_back('\n');
-  if (dict.size() > 0xFFFF) Fail("cannot write a .npy header of " + std::to_string(dict.size()) +
-                                 " bytes");
+  if (dict.size() > 0xFFFF)
+    Fail("cannot write a .npy header of " + std::to_string(dict.size()) + " bytes");
   std::string out(kMagic, kMagicSize);
   out.push_back('\x01');
   out.push_back('\x00');

@@ -38,8 +38,7 @@ NpyArray ParseNpyFloat32(const uint8_t* bytes, size_t size, const std::string& w
 
 // Writes data (prod(shape) floats, row-major) as a version 1.0 .npy file that numpy.load reads;
 // Error "cannot write 'out.npy': No space left on device" (the OS's reason) on failure.
-void WriteNpyFloat32(const std::string& path, const float* data,
-                     const std::vector<int64_t>& shape);
+void WriteNpyFloat32(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 // The bytes WriteNpyFloat32 writes.
 std::string SerializeNpyFloat32(const float* data, const std::vector<int64_t>& shape);
 

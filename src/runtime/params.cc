@@ -136,8 +136,8 @@ class ParamsParser {
            " arrays without names; save a dict: mx.nd.save(path, {'name': array}))");
     }
     if (name_count != count) {
-      Fail(src_.what() + ": " + std::to_string(name_count) + " names for " +
-           std::to_string(count) + " arrays");
+      Fail(src_.what() + ": " + std::to_string(name_count) + " names for " + std::to_string(count) +
+           " arrays");
     }
     std::unordered_set<std::string> seen;
     for (uint64_t i = 0; i < count; ++i) {
@@ -157,8 +157,8 @@ class ParamsParser {
     }
     if (src_.remaining() != 0) {
       Fail(src_.what() + ": " + std::to_string(src_.remaining()) +
-           " bytes of trailing garbage after the names (at byte " +
-           std::to_string(src_.offset()) + ")");
+           " bytes of trailing garbage after the names (at byte " + std::to_string(src_.offset()) +
+           ")");
     }
     return tensors;
   }
@@ -222,9 +222,8 @@ class ParamsParser {
   }
 
   Tensor ParseArray(uint64_t index, uint64_t count) {
-    const std::string where =
-        "array " + std::to_string(index) + " of " + std::to_string(count) + " (at byte " +
-        std::to_string(src_.offset()) + ")";
+    const std::string where = "array " + std::to_string(index) + " of " + std::to_string(count) +
+                              " (at byte " + std::to_string(src_.offset()) + ")";
     const uint32_t magic = U32("an array's magic");
     std::vector<int64_t> shape;
     if (magic == kMagicV2 || magic == kMagicV3) {

@@ -96,7 +96,8 @@ int DumpParams(const std::string& file, const std::string& outdir) {
     index += "{\"name\": ";
     EmitString(t.name, &index);
     index += ", \"dtype\": \"" + std::string(rt::DTypeName(t.dtype)) + "\", \"shape\": [";
-    for (size_t d = 0; d < t.shape.size(); ++d) index += (d ? ", " : "") + std::to_string(t.shape[d]);
+    for (size_t d = 0; d < t.shape.size(); ++d)
+      index += (d ? ", " : "") + std::to_string(t.shape[d]);
     index += "], \"nbytes\": " + std::to_string(t.nbytes()) + ", \"aligned\": " +
              (reinterpret_cast<uintptr_t>(t.data()) % 64 == 0 ? "true" : "false") + "}";
     WriteBytes(outdir + "/" + std::to_string(i) + ".bin", t.data(), t.nbytes());
@@ -144,7 +145,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr,
-               "usage: rt_formats_dump_test params FILE OUTDIR | npy IN OUT | json IN\n");
+  std::fprintf(stderr, "usage: rt_formats_dump_test params FILE OUTDIR | npy IN OUT | json IN\n");
   return 2;
 }

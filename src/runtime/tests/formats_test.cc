@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "file_io.h"
 #include "json.h"
 #include "npy.h"
 #include "params.h"
@@ -161,8 +162,9 @@ void TestJsonValid() {
     Check(v.at(10).AsString("s") == "s", "json string");
   });
   ExpectOk("json numbers at the limits", [] {
-    Json v = J("[1.7976931348623157e308, 5e-324, 1e-400, -1e-400, 9007199254740992,"
-               " 0.1, 123456789012345678901234567890]");
+    Json v =
+        J("[1.7976931348623157e308, 5e-324, 1e-400, -1e-400, 9007199254740992,"
+          " 0.1, 123456789012345678901234567890]");
     Check(v.at(0).AsNumber("n") == std::numeric_limits<double>::max(), "json max double");
     Check(v.at(1).AsNumber("n") >= 0.0 && v.at(1).AsNumber("n") < 1e-300, "json denormal");
     Check(v.at(2).AsNumber("n") == 0.0 && !std::signbit(v.at(2).AsNumber("n")), "json underflow");
@@ -261,11 +263,13 @@ void TestJsonInvalid() {
               {"t.json:1:513:", "nesting deeper than 512"});
   ExpectError("json depth 100000", [] { J(std::string(100000, '[')); },
               {"nesting deeper than 512"});
-  ExpectError("json deep objects", [] {
-    std::string o;
-    for (int i = 0; i < 100000; ++i) o += "{\"a\":";
-    J(o);
-  }, {"nesting deeper than 512"});
+  ExpectError("json deep objects",
+              [] {
+                std::string o;
+                for (int i = 0; i < 100000; ++i) o += "{\"a\":";
+                J(o);
+              },
+              {"nesting deeper than 512"});
   ExpectError("json line:column", [] { J("{\n  \"a\": x}"); }, {"t.json:2:8:", "'x'"});
   ExpectError("json column counts code points", [] { J("[\"\xC3\xA9\xC3\xA9\", @]"); },
               {"t.json:1:8:"});
@@ -300,8 +304,8 @@ std::vector<Tensor> AllDTypeTensors() {
 }
 
 bool SameTensor(const Tensor& a, const Tensor& b) {
-  return a.name == b.name && a.dtype == b.dtype && a.shape == b.shape &&
-         a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+  return a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.nbytes() == b.nbytes() &&
+         std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 void CheckRoundTrip(const std::string& label, const std::vector<Tensor>& ts,
@@ -310,8 +314,8 @@ void CheckRoundTrip(const std::string& label, const std::vector<Tensor>& ts,
     const std::vector<Tensor> got = P(WriteParams(ts, forms));
     Check(got.size() == ts.size(), label + ": count");
     for (size_t i = 0; i < got.size() && i < ts.size(); ++i) {
-      Check(SameTensor(got[i], ts[i]), label + ": array " + std::to_string(i) + " '" +
-                                           ts[i].name + "' differs");
+      Check(SameTensor(got[i], ts[i]),
+            label + ": array " + std::to_string(i) + " '" + ts[i].name + "' differs");
       Check(reinterpret_cast<uintptr_t>(got[i].data()) % 64 == 0,
             label + ": array " + std::to_string(i) + " not 64-byte aligned");
       Check(got[i].NumElements() * static_cast<int64_t>(binmx::rt::DTypeSize(got[i].dtype)) ==
@@ -325,26 +329,22 @@ void TestParamsValid() {
   const std::vector<Tensor> ts = AllDTypeTensors();
   CheckRoundTrip("params v2 all dtypes", ts, {});
   CheckRoundTrip("params v1 all dtypes", ts, std::vector<NdForm>(ts.size(), NdForm::kV1));
-  CheckRoundTrip("params legacy all dtypes", ts,
-                 std::vector<NdForm>(ts.size(), NdForm::kLegacy));
+  CheckRoundTrip("params legacy all dtypes", ts, std::vector<NdForm>(ts.size(), NdForm::kLegacy));
   CheckRoundTrip("params v3 all dtypes", ts, std::vector<NdForm>(ts.size(), NdForm::kV3));
   // 0-d scalars: V3 and V2 (as MXNet 1.9.1 writes them); in V1 and legacy ndim 0 is a none array.
   std::vector<Tensor> scalars;
   for (DType dt : kAllDTypes) {
     scalars.push_back(PatternTensor(std::string("s_") + binmx::rt::DTypeName(dt), dt, {}, 99));
   }
-  CheckRoundTrip("params v3 scalars", scalars,
-                 std::vector<NdForm>(scalars.size(), NdForm::kV3));
-  CheckRoundTrip("params v2 scalars", scalars,
-                 std::vector<NdForm>(scalars.size(), NdForm::kV2));
+  CheckRoundTrip("params v3 scalars", scalars, std::vector<NdForm>(scalars.size(), NdForm::kV3));
+  CheckRoundTrip("params v2 scalars", scalars, std::vector<NdForm>(scalars.size(), NdForm::kV2));
   // Word and vector boundaries of the element count, every dtype.
   std::vector<Tensor> bounds;
   uint32_t salt = 500;
   for (DType dt : kAllDTypes) {
     for (int64_t n : {1, 2, 3, 7, 8, 9, 63, 64, 65, 127, 128, 129, 511, 512, 513}) {
-      bounds.push_back(PatternTensor(std::string(binmx::rt::DTypeName(dt)) + "_" +
-                                         std::to_string(n),
-                                     dt, {n}, salt++));
+      bounds.push_back(PatternTensor(
+          std::string(binmx::rt::DTypeName(dt)) + "_" + std::to_string(n), dt, {n}, salt++));
     }
   }
   CheckRoundTrip("params boundary sizes", bounds, {});
@@ -418,17 +418,19 @@ void TestParamsValid() {
   Check(Tensor::Allocate("z", DType::kFloat32, {3, 0}).NumElements() == 0 &&
             Tensor::Allocate("z", DType::kFloat32, {3, 0}).data() != nullptr,
         "empty tensor has a non-null buffer");
-  ExpectError("Allocate 33 dims", [] {
-    Tensor::Allocate("x", DType::kInt8, std::vector<int64_t>(33, 1));
-  }, {"33 dimensions"});
+  ExpectError("Allocate 33 dims",
+              [] { Tensor::Allocate("x", DType::kInt8, std::vector<int64_t>(33, 1)); },
+              {"33 dimensions"});
   ExpectError("Allocate negative dim", [] { Tensor::Allocate("x", DType::kInt8, {-1}); },
               {"outside [0, 2^40]"});
-  ExpectError("NumElements overflow", [] {
-    Tensor t;
-    t.name = "big";
-    t.shape = {int64_t{1} << 40, int64_t{1} << 40};
-    t.NumElements();
-  }, {"'big'", "invalid shape"});
+  ExpectError("NumElements overflow",
+              [] {
+                Tensor t;
+                t.name = "big";
+                t.shape = {int64_t{1} << 40, int64_t{1} << 40};
+                t.NumElements();
+              },
+              {"'big'", "invalid shape"});
   Check(std::string(binmx::rt::DTypeName(DType::kFloat16)) == "float16" &&
             binmx::rt::DTypeSize(DType::kFloat16) == 2 &&
             binmx::rt::DTypeSize(DType::kInt64) == 8 && binmx::rt::DTypeSize(DType::kUint8) == 1,
@@ -445,163 +447,219 @@ void TestParamsInvalid() {
   // dev 132/136, flag 140, data 144..159; name count 160; names 168.
   ExpectError("params empty", [] { P(""); }, {"m.params: empty file"});
   ExpectError("params short", [&] { P(good.substr(0, 20)); }, {"20 bytes is too short"});
-  ExpectError("params bad list magic", [&] {
-    std::string s = good;
-    s[0] = 0x13;
-    P(s);
-  }, {"not an MXNet NDArray list", "0x113"});
-  ExpectError("params huge count", [&] {
-    std::string s = good;
-    Poke<uint64_t>(&s, 16, ~uint64_t{0});
-    P(s);
-  }, {"array count 18446744073709551615 cannot fit"});
-  ExpectError("params count too large by one", [&] {
-    std::string s = good;
-    Poke<uint64_t>(&s, 16, 3);
-    P(s);
-  }, {"m.params"});
+  ExpectError("params bad list magic",
+              [&] {
+                std::string s = good;
+                s[0] = 0x13;
+                P(s);
+              },
+              {"not an MXNet NDArray list", "0x113"});
+  ExpectError("params huge count",
+              [&] {
+                std::string s = good;
+                Poke<uint64_t>(&s, 16, ~uint64_t{0});
+                P(s);
+              },
+              {"array count 18446744073709551615 cannot fit"});
+  ExpectError("params count too large by one",
+              [&] {
+                std::string s = good;
+                Poke<uint64_t>(&s, 16, 3);
+                P(s);
+              },
+              {"m.params"});
   ExpectError("params names missing", [&] { P(WriteParams(ts, {}, false)); },
               {"names missing", "2 arrays without names"});
-  ExpectError("params names absent entirely", [&] { P(good.substr(0, 160)); },
-              {"names missing"});
-  ExpectError("params name count mismatch", [&] {
-    std::string s = good;
-    Poke<uint64_t>(&s, 160, 1);
-    P(s);
-  }, {"1 names for 2 arrays"});
-  ExpectError("params duplicate names", [] {
-    P(WriteParams({PatternTensor("a", DType::kInt8, {1}, 1), PatternTensor("b", DType::kInt8, {1}, 1),
-                   PatternTensor("a", DType::kInt8, {1}, 1)}));
-  }, {"duplicate name 'a' (arrays 0 and 2)"});
-  ExpectError("params trailing garbage", [&] { P(good + "xyz"); },
-              {"3 bytes of trailing garbage"});
-  ExpectError("params name length huge", [&] {
-    std::string s = good;
-    Poke<uint64_t>(&s, 168, uint64_t{1} << 62);
-    P(s);
-  }, {"name 0 has length 4611686018427387904"});
+  ExpectError("params names absent entirely", [&] { P(good.substr(0, 160)); }, {"names missing"});
+  ExpectError("params name count mismatch",
+              [&] {
+                std::string s = good;
+                Poke<uint64_t>(&s, 160, 1);
+                P(s);
+              },
+              {"1 names for 2 arrays"});
+  ExpectError("params duplicate names",
+              [] {
+                P(WriteParams({PatternTensor("a", DType::kInt8, {1}, 1),
+                               PatternTensor("b", DType::kInt8, {1}, 1),
+                               PatternTensor("a", DType::kInt8, {1}, 1)}));
+              },
+              {"duplicate name 'a' (arrays 0 and 2)"});
+  ExpectError("params trailing garbage", [&] { P(good + "xyz"); }, {"3 bytes of trailing garbage"});
+  ExpectError("params name length huge",
+              [&] {
+                std::string s = good;
+                Poke<uint64_t>(&s, 168, uint64_t{1} << 62);
+                P(s);
+              },
+              {"name 0 has length 4611686018427387904"});
   for (int32_t stype : {1, 2, -1, 7}) {
-    ExpectError("params storage type " + std::to_string(stype), [&] {
-      std::string s = good;
-      Poke<int32_t>(&s, 28, stype);
-      P(s);
-    }, {"array 0 of 2 (at byte 24)", "storage type " + std::to_string(stype),
-        "only dense arrays"});
+    ExpectError("params storage type " + std::to_string(stype),
+                [&] {
+                  std::string s = good;
+                  Poke<int32_t>(&s, 28, stype);
+                  P(s);
+                },
+                {"array 0 of 2 (at byte 24)", "storage type " + std::to_string(stype),
+                 "only dense arrays"});
   }
-  ExpectError("params csr names", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 116, 2);
-    P(s);
-  }, {"array 1 of 2 (at byte 112)", "storage type 2 (csr)"});
-  ExpectError("params v2 none array", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 32, -1);
-    P(s);
-  }, {"none array (ndim -1"});
-  ExpectError("params v2 ndim 0 reads a 0-d array", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 32, 0);  // the dims now read as context (device type 4) and type
-    P(s);
-  }, {"unknown device type 4"});
-  ExpectError("params v3 none array", [] {
-    std::string s = WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kV3});
-    Poke<int32_t>(&s, 32, -1);
-    P(s);
-  }, {"none array (ndim -1"});
-  ExpectError("params v1 none array", [] {
-    std::string s = WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kV1});
-    Poke<int32_t>(&s, 28, 0);
-    P(s);
-  }, {"none array"});
-  ExpectError("params legacy none array", [] {
-    std::string s = WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kLegacy});
-    Poke<uint32_t>(&s, 24, 0);
-    P(s);
-  }, {"none array (legacy"});
-  ExpectError("params ndim 33", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 32, 33);
-    P(s);
-  }, {"ndim 33 is outside [0, 32]"});
-  ExpectError("params ndim negative", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 32, -5);
-    P(s);
-  }, {"ndim -5"});
-  ExpectError("params legacy ndim 33 is an unknown magic", [] {
-    std::string s = WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kLegacy});
-    Poke<uint32_t>(&s, 24, 33);
-    P(s);
-  }, {"unknown NDArray magic 0x21"});
-  ExpectError("params dim -1", [&] {
-    std::string s = good;
-    Poke<int64_t>(&s, 36, -1);
-    P(s);
-  }, {"dimension 0 is -1"});
-  ExpectError("params dim 2^40+1", [&] {
-    std::string s = good;
-    Poke<int64_t>(&s, 44, (int64_t{1} << 40) + 1);
-    P(s);
-  }, {"dimension 1 is 1099511627777"});
-  ExpectError("params dim 2^40 (allowed) exceeds the file", [&] {
-    std::string s = good;
-    Poke<int64_t>(&s, 36, int64_t{1} << 40);
-    P(s);
-  }, {"shape (1099511627776, 3) float32 needs 13194139533312 bytes but the file has 130 left"});
-  ExpectError("params element count overflow", [] {
-    ByteWriter w;
-    w.U64(0x112);
-    w.U64(0);
-    w.U64(1);
-    w.U32(0xF993FAC9u);
-    w.I32(0);
-    w.I32(4);
-    for (int i = 0; i < 4; ++i) w.I64(int64_t{1} << 40);
-    w.I32(1);
-    w.I32(0);
-    w.I32(0);
-    P(w.bytes());
-  }, {"overflows a 64-bit size"});
-  ExpectError("params byte count overflow", [] {
-    ByteWriter w;
-    w.U64(0x112);
-    w.U64(0);
-    w.U64(1);
-    w.U32(0xF993FAC9u);
-    w.I32(0);
-    w.I32(2);
-    w.I64(int64_t{1} << 40);
-    w.I64(int64_t{1} << 22);  // 2^62 int64 elements fit an int64; 2^65 bytes do not
-    w.I32(1);
-    w.I32(0);
-    w.I32(6);
-    P(w.bytes());
-  }, {"overflows a 64-bit size"});
+  ExpectError("params csr names",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 116, 2);
+                P(s);
+              },
+              {"array 1 of 2 (at byte 112)", "storage type 2 (csr)"});
+  ExpectError("params v2 none array",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 32, -1);
+                P(s);
+              },
+              {"none array (ndim -1"});
+  ExpectError("params v2 ndim 0 reads a 0-d array",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 32, 0);  // the dims now read as context (device type 4) and type
+                P(s);
+              },
+              {"unknown device type 4"});
+  ExpectError("params v3 none array",
+              [] {
+                std::string s =
+                    WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kV3});
+                Poke<int32_t>(&s, 32, -1);
+                P(s);
+              },
+              {"none array (ndim -1"});
+  ExpectError("params v1 none array",
+              [] {
+                std::string s =
+                    WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kV1});
+                Poke<int32_t>(&s, 28, 0);
+                P(s);
+              },
+              {"none array"});
+  ExpectError("params legacy none array",
+              [] {
+                std::string s =
+                    WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kLegacy});
+                Poke<uint32_t>(&s, 24, 0);
+                P(s);
+              },
+              {"none array (legacy"});
+  ExpectError("params ndim 33",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 32, 33);
+                P(s);
+              },
+              {"ndim 33 is outside [0, 32]"});
+  ExpectError("params ndim negative",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 32, -5);
+                P(s);
+              },
+              {"ndim -5"});
+  ExpectError("params legacy ndim 33 is an unknown magic",
+              [] {
+                std::string s =
+                    WriteParams({PatternTensor("a", DType::kInt8, {1}, 1)}, {NdForm::kLegacy});
+                Poke<uint32_t>(&s, 24, 33);
+                P(s);
+              },
+              {"unknown NDArray magic 0x21"});
+  ExpectError("params dim -1",
+              [&] {
+                std::string s = good;
+                Poke<int64_t>(&s, 36, -1);
+                P(s);
+              },
+              {"dimension 0 is -1"});
+  ExpectError("params dim 2^40+1",
+              [&] {
+                std::string s = good;
+                Poke<int64_t>(&s, 44, (int64_t{1} << 40) + 1);
+                P(s);
+              },
+              {"dimension 1 is 1099511627777"});
+  ExpectError(
+      "params dim 2^40 (allowed) exceeds the file",
+      [&] {
+        std::string s = good;
+        Poke<int64_t>(&s, 36, int64_t{1} << 40);
+        P(s);
+      },
+      {"shape (1099511627776, 3) float32 needs 13194139533312 bytes but the file has 130 left"});
+  ExpectError("params element count overflow",
+              [] {
+                ByteWriter w;
+                w.U64(0x112);
+                w.U64(0);
+                w.U64(1);
+                w.U32(0xF993FAC9u);
+                w.I32(0);
+                w.I32(4);
+                for (int i = 0; i < 4; ++i) w.I64(int64_t{1} << 40);
+                w.I32(1);
+                w.I32(0);
+                w.I32(0);
+                P(w.bytes());
+              },
+              {"overflows a 64-bit size"});
+  ExpectError("params byte count overflow",
+              [] {
+                ByteWriter w;
+                w.U64(0x112);
+                w.U64(0);
+                w.U64(1);
+                w.U32(0xF993FAC9u);
+                w.I32(0);
+                w.I32(2);
+                w.I64(int64_t{1} << 40);
+                w.I64(int64_t{1} << 22);  // 2^62 int64 elements fit an int64; 2^65 bytes do not
+                w.I32(1);
+                w.I32(0);
+                w.I32(6);
+                P(w.bytes());
+              },
+              {"overflows a 64-bit size"});
   for (int32_t flag : {7, 8, 12, -1, 1000}) {
-    ExpectError("params type flag " + std::to_string(flag), [&] {
-      std::string s = good;
-      Poke<int32_t>(&s, 60, flag);
-      P(s);
-    }, {"data type flag " + std::to_string(flag), "is not supported"});
+    ExpectError("params type flag " + std::to_string(flag),
+                [&] {
+                  std::string s = good;
+                  Poke<int32_t>(&s, 60, flag);
+                  P(s);
+                },
+                {"data type flag " + std::to_string(flag), "is not supported"});
   }
-  ExpectError("params type flag 7 named", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 60, 7);
-    P(s);
-  }, {"(bool)"});
-  ExpectError("params bad magic", [&] {
-    std::string s = good;
-    Poke<uint32_t>(&s, 24, 0xDEADBEEF);
-    P(s);
-  }, {"unknown NDArray magic 0xDEADBEEF"});
-  ExpectError("params unknown device", [&] {
-    std::string s = good;
-    Poke<int32_t>(&s, 52, 9);
-    P(s);
-  }, {"unknown device type 9"});
-  ExpectError("params data one byte short", [&] {
-    P(good.substr(0, 111));  // array 0's data is bytes 64..111
-  }, {"needs 48 bytes but the file has 47 left"});
+  ExpectError("params type flag 7 named",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 60, 7);
+                P(s);
+              },
+              {"(bool)"});
+  ExpectError("params bad magic",
+              [&] {
+                std::string s = good;
+                Poke<uint32_t>(&s, 24, 0xDEADBEEF);
+                P(s);
+              },
+              {"unknown NDArray magic 0xDEADBEEF"});
+  ExpectError("params unknown device",
+              [&] {
+                std::string s = good;
+                Poke<int32_t>(&s, 52, 9);
+                P(s);
+              },
+              {"unknown device type 9"});
+  ExpectError("params data one byte short",
+              [&] {
+                P(good.substr(0, 111));  // array 0's data is bytes 64..111
+              },
+              {"needs 48 bytes but the file has 47 left"});
   // Every truncation of a valid file is an error (never a read past the end); only the whole
   // file parses.
   {
@@ -615,8 +673,8 @@ void TestParamsInvalid() {
       } catch (const Error&) {
       }
     }
-    Check(wrong == 0, "every truncation of the params file fails (" + std::to_string(wrong) +
-                          " parsed)");
+    Check(wrong == 0,
+          "every truncation of the params file fails (" + std::to_string(wrong) + " parsed)");
     Check(P(full).size() == many.size(), "the whole params file parses");
   }
 }
@@ -652,8 +710,8 @@ void TestNpyValid() {
     Check(s[127] == '\n' && s[126] == ' ', "npy padding");
   });
   const std::vector<std::vector<int64_t>> shapes = {
-      {}, {0}, {1}, {5}, {2, 3}, {0, 3}, {3, 0, 2}, {1, 1, 1, 1}, {63}, {64}, {65},
-      {127}, {128}, {129}, {2, 3, 4, 5}, {257, 513}};
+      {},   {0},  {1},  {5},   {2, 3}, {0, 3}, {3, 0, 2},    {1, 1, 1, 1},
+      {63}, {64}, {65}, {127}, {128},  {129},  {2, 3, 4, 5}, {257, 513}};
   for (const auto& shape : shapes) {
     const std::string label = "npy round trip " + binmx::rt::ShapeString(shape);
     ExpectOk(label, [&] {
@@ -681,8 +739,8 @@ void TestNpyValid() {
     for (const std::string& d : dicts) {
       for (int major : {1, 2, 3}) {
         const NpyArray a = N(NpyBytes(d, major) + data);
-        Check(a.shape == std::vector<int64_t>({2, 3}) && a.data.size() == 6 &&
-                  a.data[0] == 1.5f && a.data[2] == 3.25f,
+        Check(a.shape == std::vector<int64_t>({2, 3}) && a.data.size() == 6 && a.data[0] == 1.5f &&
+                  a.data[2] == 3.25f,
               "npy header variant v" + std::to_string(major) + ": " + d);
       }
     }
@@ -700,10 +758,10 @@ void TestNpyInvalid() {
                     ", }");
   };
   const std::vector<std::pair<std::string, std::string>> dtypes = {
-      {"'<f8'", "'<f8' (float64)"},     {"'>f4'", "'>f4' (big-endian float32)"},
-      {"'<i4'", "'<i4' (int32)"},       {"'|u1'", "'|u1' (uint8)"},
-      {"'|O'", "'|O' (object array)"},  {"'<f2'", "'<f2' (float16)"},
-      {"'<c8'", "'<c8' (complex64)"},   {"'|b1'", "'|b1' (bool)"},
+      {"'<f8'", "'<f8' (float64)"},        {"'>f4'", "'>f4' (big-endian float32)"},
+      {"'<i4'", "'<i4' (int32)"},          {"'|u1'", "'|u1' (uint8)"},
+      {"'|O'", "'|O' (object array)"},     {"'<f2'", "'<f2' (float16)"},
+      {"'<c8'", "'<c8' (complex64)"},      {"'|b1'", "'|b1' (bool)"},
       {"'<U3'", "'<U3' (unicode string)"}, {"'=f4'", "'=f4' (float32)"},
       {"'f4'", "'f4' (float32)"},
   };
@@ -716,65 +774,85 @@ void TestNpyInvalid() {
               {"structured dtype"});
   ExpectError("npy fortran order", [&] { N(with("'<f4'", "True", "(2, 3)") + d23); },
               {"fortran_order is True"});
-  ExpectError("npy missing key", [&] {
-    N(NpyBytes("{'descr': '<f4', 'shape': (2, 3)}") + d23);
-  }, {"no 'fortran_order'"});
-  ExpectError("npy extra key", [&] {
-    N(NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}") + d23);
-  }, {"unexpected key 'x'"});
-  ExpectError("npy duplicate key", [&] {
-    N(NpyBytes("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (6,)}") + d23);
-  }, {"duplicate key 'descr'"});
+  ExpectError("npy missing key", [&] { N(NpyBytes("{'descr': '<f4', 'shape': (2, 3)}") + d23); },
+              {"no 'fortran_order'"});
+  ExpectError(
+      "npy extra key",
+      [&] {
+        N(NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}") + d23);
+      },
+      {"unexpected key 'x'"});
+  ExpectError(
+      "npy duplicate key",
+      [&] {
+        N(NpyBytes("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (6,)}") +
+          d23);
+      },
+      {"duplicate key 'descr'"});
   ExpectError("npy shape not a tuple", [&] { N(with("'<f4'", "False", "(6)") + d23); },
               {"not a tuple"});
   ExpectError("npy negative dim", [&] { N(with("'<f4'", "False", "(-1, 6)") + d23); },
               {"non-negative integer"});
   ExpectError("npy dim > 2^40", [&] { N(with("'<f4'", "False", "(1099511627777,)") + d23); },
               {"exceeds 2^40"});
-  ExpectError("npy 65 dims", [&] {
-    std::string shape = "(";
-    for (int i = 0; i < 65; ++i) shape += "1, ";
-    N(with("'<f4'", "False", shape + ")") + d23);
-  }, {"more than 64 dimensions"});
-  ExpectError("npy size overflow", [&] {
-    N(with("'<f4'", "False", "(1099511627776, 1099511627776)") + d23);
-  }, {"overflows a 64-bit size"});
+  ExpectError("npy 65 dims",
+              [&] {
+                std::string shape = "(";
+                for (int i = 0; i < 65; ++i) shape += "1, ";
+                N(with("'<f4'", "False", shape + ")") + d23);
+              },
+              {"more than 64 dimensions"});
+  ExpectError("npy size overflow",
+              [&] { N(with("'<f4'", "False", "(1099511627776, 1099511627776)") + d23); },
+              {"overflows a 64-bit size"});
   ExpectError("npy data short", [&] { N(with("'<f4'", "False", "(2, 4)") + d23); },
               {"shape (2, 4) float32 needs 32 bytes of data but the file has 24 left"});
   ExpectError("npy trailing data", [&] { N(with("'<f4'", "False", "(5,)") + d23); },
               {"4 bytes of trailing data"});
-  ExpectError("npy bad magic", [&] {
-    std::string s = with("'<f4'", "False", "(2, 3)") + d23;
-    s[1] = 'M';
-    N(s);
-  }, {"not a .npy file"});
-  ExpectError("npy version 4.0", [&] {
-    std::string s = with("'<f4'", "False", "(2, 3)") + d23;
-    s[6] = 4;
-    N(s);
-  }, {"unsupported .npy version 4.0"});
-  ExpectError("npy version 1.1", [&] {
-    std::string s = with("'<f4'", "False", "(2, 3)") + d23;
-    s[7] = 1;
-    N(s);
-  }, {"unsupported .npy version 1.1"});
-  ExpectError("npy header length past the end", [&] {
-    std::string s = with("'<f4'", "False", "(2, 3)") + d23;
-    s[8] = '\xFF';
-    s[9] = '\xFF';
-    N(s);
-  }, {"header length 65535 exceeds"});
-  ExpectError("npy v2 header length 4 GiB", [] {
-    std::string s = NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': ()}", 2);
-    const uint32_t n = 0xFFFFFFFFu;
-    std::memcpy(&s[8], &n, 4);
-    N(s + Floats({1}));
-  }, {"header length 4294967295 exceeds"});
+  ExpectError("npy bad magic",
+              [&] {
+                std::string s = with("'<f4'", "False", "(2, 3)") + d23;
+                s[1] = 'M';
+                N(s);
+              },
+              {"not a .npy file"});
+  ExpectError("npy version 4.0",
+              [&] {
+                std::string s = with("'<f4'", "False", "(2, 3)") + d23;
+                s[6] = 4;
+                N(s);
+              },
+              {"unsupported .npy version 4.0"});
+  ExpectError("npy version 1.1",
+              [&] {
+                std::string s = with("'<f4'", "False", "(2, 3)") + d23;
+                s[7] = 1;
+                N(s);
+              },
+              {"unsupported .npy version 1.1"});
+  ExpectError("npy header length past the end",
+              [&] {
+                std::string s = with("'<f4'", "False", "(2, 3)") + d23;
+                s[8] = '\xFF';
+                s[9] = '\xFF';
+                N(s);
+              },
+              {"header length 65535 exceeds"});
+  ExpectError("npy v2 header length 4 GiB",
+              [] {
+                std::string s =
+                    NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': ()}", 2);
+                const uint32_t n = 0xFFFFFFFFu;
+                std::memcpy(&s[8], &n, 4);
+                N(s + Floats({1}));
+              },
+              {"header length 4294967295 exceeds"});
   ExpectError("npy empty", [] { N(""); }, {"x.npy: empty file"});
   ExpectError("npy tiny", [] { N("\x93NUM"); }, {"too short"});
-  ExpectError("npy garbage after dict", [&] {
-    N(NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (6,)} x") + d23);
-  }, {"after the header dict"});
+  ExpectError(
+      "npy garbage after dict",
+      [&] { N(NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (6,)} x") + d23); },
+      {"after the header dict"});
   ExpectError("npy unterminated", [&] { N(NpyBytes("{'descr': '<f4") + d23); },
               {"unterminated string"});
   ExpectError("npy bool literal", [&] { N(with("'<f4'", "0", "(6,)") + d23); },
@@ -823,6 +901,19 @@ void TestFiles() {
   }
   ExpectError("ReadParams /dev/null", [] { binmx::rt::ReadParams("/dev/null"); },
               {"not a regular file"});
+  ExpectOk("ReadWholeFile", [&] {
+    const std::string text = "{\"nodes\": []}\n";
+    WriteRaw(dir + "/s.json", text);
+    Check(binmx::rt::ReadWholeFile(dir + "/s.json", 1 << 20) == text, "ReadWholeFile content");
+    Check(binmx::rt::ReadWholeFile(dir + "/s.json", text.size()) == text, "ReadWholeFile at limit");
+    Check(binmx::rt::ReadWholeFile(dir + "/empty.params", 10).empty(), "ReadWholeFile empty");
+  });
+  ExpectError("ReadWholeFile over the limit", [&] { binmx::rt::ReadWholeFile(dir + "/s.json", 5); },
+              {"s.json': the file is 14 bytes, more than the limit of 5"});
+  ExpectError("ReadWholeFile missing", [&] { binmx::rt::ReadWholeFile(dir + "/x.json", 5); },
+              {"x.json", "No such file or directory"});
+  ExpectError("ReadWholeFile directory", [&] { binmx::rt::ReadWholeFile(dir, 5); },
+              {"Is a directory"});
   ExpectError("ReadParams empty path", [] { binmx::rt::ReadParams(""); }, {"empty path"});
 
   const float v[6] = {1, -2, 3.5f, 4, 5, 6};
@@ -830,8 +921,7 @@ void TestFiles() {
   ExpectOk("WriteNpyFloat32 / ReadNpyFloat32", [&] {
     binmx::rt::WriteNpyFloat32(npy, v, {3, 2});
     const NpyArray a = binmx::rt::ReadNpyFloat32(npy);
-    Check(a.shape == std::vector<int64_t>({3, 2}) &&
-              std::memcmp(a.data.data(), v, sizeof(v)) == 0,
+    Check(a.shape == std::vector<int64_t>({3, 2}) && std::memcmp(a.data.data(), v, sizeof(v)) == 0,
           "npy file round trip");
     binmx::rt::WriteNpyFloat32(npy, v, {6});  // overwrite in place
     Check(binmx::rt::ReadNpyFloat32(npy).shape == std::vector<int64_t>({6}), "npy overwrite");
@@ -846,9 +936,8 @@ void TestFiles() {
               {"zero.npy: empty file"});
   ExpectError("WriteNpy to a directory", [&] { binmx::rt::WriteNpyFloat32(dir, v, {6}); },
               {"cannot write '" + dir + "'", "Is a directory"});
-  ExpectError("WriteNpy to a trailing slash", [&] {
-    binmx::rt::WriteNpyFloat32(dir + "/", v, {6});
-  }, {"Is a directory"});
+  ExpectError("WriteNpy to a trailing slash",
+              [&] { binmx::rt::WriteNpyFloat32(dir + "/", v, {6}); }, {"Is a directory"});
   ExpectError("WriteNpy into a missing directory",
               [&] { binmx::rt::WriteNpyFloat32(dir + "/no/such/x.npy", v, {6}); },
               {"cannot write", "No such file or directory"});

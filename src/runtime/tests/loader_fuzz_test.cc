@@ -115,12 +115,40 @@ void WriteWord(std::string* s, size_t offset, int width, uint64_t value) {
   }
 }
 
-const char* const kTokens[] = {
-    "[",       "]",     "{",      "}",      "\"",     "\\",        "\\u",   "\\ud800",
-    "\\udc00", ",",     ":",      "1e999",  "-",      "0",         "null",  "true",
-    "1.5e-400", "\x00", "\xFF",   "\xC3",   "(",      ")",         "'",     "True",
-    "L",       "'<f8'", "'>f4'",  "(-1,)",  "(1099511627776, 1099511627776)", "\"op\"",
-    "[[0, 0, 0]]", "\"nodes\":", "99999999999999999999", "\t\n\r "};
+const char* const kTokens[] = {"[",
+                               "]",
+                               "{",
+                               "}",
+                               "\"",
+                               "\\",
+                               "\\u",
+                               "\\ud800",
+                               "\\udc00",
+                               ",",
+                               ":",
+                               "1e999",
+                               "-",
+                               "0",
+                               "null",
+                               "true",
+                               "1.5e-400",
+                               "\x00",
+                               "\xFF",
+                               "\xC3",
+                               "(",
+                               ")",
+                               "'",
+                               "True",
+                               "L",
+                               "'<f8'",
+                               "'>f4'",
+                               "(-1,)",
+                               "(1099511627776, 1099511627776)",
+                               "\"op\"",
+                               "[[0, 0, 0]]",
+                               "\"nodes\":",
+                               "99999999999999999999",
+                               "\t\n\r "};
 
 std::string Mutate(const std::string& seed, const std::vector<FieldMark>& fields,
                    const std::vector<Seed>& all_seeds, bool text, Rng* rng) {
@@ -166,8 +194,7 @@ std::string Mutate(const std::string& seed, const std::vector<FieldMark>& fields
       case 7: {  // an interesting 2/4/8-byte word anywhere (aligned or not)
         if (s.empty()) break;
         static const int kWidths[] = {2, 4, 8};
-        WriteWord(&s, rng->Below(s.size()), kWidths[rng->Below(3)],
-                  InterestingWord(rng, s.size()));
+        WriteWord(&s, rng->Below(s.size()), kWidths[rng->Below(3)], InterestingWord(rng, s.size()));
         break;
       }
       case 8: {  // duplicate a chunk somewhere else
@@ -285,10 +312,9 @@ void UseSymbol(const rt::Json& root) {
 
 std::vector<Seed> ParamsSeeds() {
   std::vector<Seed> seeds;
-  const std::vector<rt::DType> dtypes = {rt::DType::kFloat32, rt::DType::kFloat64,
-                                         rt::DType::kFloat16, rt::DType::kUint8,
-                                         rt::DType::kInt32,   rt::DType::kInt8,
-                                         rt::DType::kInt64};
+  const std::vector<rt::DType> dtypes = {
+      rt::DType::kFloat32, rt::DType::kFloat64, rt::DType::kFloat16, rt::DType::kUint8,
+      rt::DType::kInt32,   rt::DType::kInt8,    rt::DType::kInt64};
   std::vector<rt::Tensor> ts;
   uint32_t salt = 1;
   for (rt::DType dt : dtypes) {
@@ -303,9 +329,9 @@ std::vector<Seed> ParamsSeeds() {
   seeds.push_back(v2);
   const std::vector<rt::Tensor> small = {ts[0], ts[3], ts[5], ts[12], ts[14]};
   Seed mixed;
-  mixed.bytes = WriteParams(small, {NdForm::kV1, NdForm::kLegacy, NdForm::kV3, NdForm::kV2,
-                                    NdForm::kV3},
-                            true, &mixed.fields);
+  mixed.bytes =
+      WriteParams(small, {NdForm::kV1, NdForm::kLegacy, NdForm::kV3, NdForm::kV2, NdForm::kV3},
+                  true, &mixed.fields);
   seeds.push_back(mixed);
   Seed unnamed;
   unnamed.bytes = WriteParams({ts[1], ts[2]}, {}, false, &unnamed.fields);
@@ -315,31 +341,214 @@ std::vector<Seed> ParamsSeeds() {
 
 // A realistic MXNet 1.9 symbol file: a binary LeNet as binmx's converter writes it.
 const char kSymbolSeed[] = R"JSON({
-  "nodes": [
-    {"op": "null", "name": "data", "inputs": []},
-    {"op": "null", "name": "conv1_weight", "attrs": {"kernel": "(5, 5)", "num_filter": "20"}, "inputs": []},
-    {"op": "null", "name": "conv1_bias", "attrs": {"kernel": "(5, 5)", "num_filter": "20"}, "inputs": []},
-    {"op": "Convolution", "name": "conv1", "attrs": {"kernel": "(5, 5)", "num_filter": "20", "pad": "(0, 0)", "stride": "(1, 1)"}, "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]},
-    {"op": "null", "name": "bn1_gamma", "attrs": {"eps": "0.001", "fix_gamma": "False"}, "inputs": []},
-    {"op": "null", "name": "bn1_beta", "attrs": {"eps": "0.001", "fix_gamma": "False"}, "inputs": []},
-    {"op": "null", "name": "bn1_moving_mean", "attrs": {"__init__": "[\"zero\", {}]", "eps": "0.001"}, "inputs": []},
-    {"op": "null", "name": "bn1_moving_var", "attrs": {"__init__": "[\"one\", {}]", "eps": "0.001"}, "inputs": []},
-    {"op": "BatchNorm", "name": "bn1", "attrs": {"eps": "0.001", "fix_gamma": "False", "use_global_stats": "True"}, "inputs": [[3, 0, 0], [4, 0, 0], [5, 0, 0], [6, 0, 1], [7, 0, 1]]},
-    {"op": "Pooling", "name": "pool1", "attrs": {"kernel": "(2, 2)", "pool_type": "max", "stride": "(2, 2)"}, "inputs": [[8, 0, 0]]},
-    {"op": "QActivation", "name": "qact1", "attrs": {"act_bit": "1", "backward_only": "False"}, "inputs": [[9, 0, 0]]},
-    {"op": "null", "name": "qconv2_weight", "attrs": {"act_bit": "1", "kernel": "(5, 5)", "num_filter": "50", "no_bias": "True", "scaling_factor": "False", "pad_value": "-1"}, "inputs": []},
-    {"op": "QConvolution", "name": "qconv2", "attrs": {"act_bit": "1", "kernel": "(5, 5)", "num_filter": "50", "no_bias": "True", "scaling_factor": "False", "pad_value": "-1", "weight_bit": "1"}, "inputs": [[10, 0, 0], [11, 0, 0]]},
-    {"op": "Flatten", "name": "flatten", "inputs": [[12, 0, 0]]},
-    {"op": "null", "name": "fc_weight", "attrs": {"num_hidden": "10"}, "inputs": []},
-    {"op": "null", "name": "fc_bias", "attrs": {"num_hidden": "10"}, "inputs": []},
-    {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "10", "flatten": "True"}, "inputs": [[13, 0, 0], [14, 0, 0], [15, 0, 0]]},
-    {"op": "null", "name": "softmax_label", "inputs": []},
-    {"op": "SoftmaxOutput", "name": "softmax\u00e9\ud83d\ude00", "inputs": [[16, 0, 0], [17, 0, 0]]}
+ "nodes": [
+  {
+   "op": "null",
+   "name": "data",
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "conv1_weight",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "conv1_bias",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20"
+   },
+   "inputs": []
+  },
+  {
+   "op": "Convolution",
+   "name": "conv1",
+   "attrs": {
+    "kernel": "(5, 5)",
+    "num_filter": "20",
+    "pad": "(0, 0)",
+    "stride": "(1, 1)"
+   },
+   "inputs": [
+    [0, 0, 0],
+    [1, 0, 0],
+    [2, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "bn1_gamma",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_beta",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_moving_mean",
+   "attrs": {
+    "__init__": "[\"zero\", {}]",
+    "eps": "0.001"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "bn1_moving_var",
+   "attrs": {
+    "__init__": "[\"one\", {}]",
+    "eps": "0.001"
+   },
+   "inputs": []
+  },
+  {
+   "op": "BatchNorm",
+   "name": "bn1",
+   "attrs": {
+    "eps": "0.001",
+    "fix_gamma": "False",
+    "use_global_stats": "True"
+   },
+   "inputs": [
+    [3, 0, 0],
+    [4, 0, 0],
+    [5, 0, 0],
+    [6, 0, 1],
+    [7, 0, 1]
+   ]
+  },
+  {
+   "op": "Pooling",
+   "name": "pool1",
+   "attrs": {
+    "kernel": "(2, 2)",
+    "pool_type": "max",
+    "stride": "(2, 2)"
+   },
+   "inputs": [
+    [8, 0, 0]
+   ]
+  },
+  {
+   "op": "QActivation",
+   "name": "qact1",
+   "attrs": {
+    "act_bit": "1",
+    "backward_only": "False"
+   },
+   "inputs": [
+    [9, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "qconv2_weight",
+   "attrs": {
+    "act_bit": "1",
+    "kernel": "(5, 5)",
+    "num_filter": "50",
+    "no_bias": "True",
+    "scaling_factor": "False",
+    "pad_value": "-1"
+   },
+   "inputs": []
+  },
+  {
+   "op": "QConvolution",
+   "name": "qconv2",
+   "attrs": {
+    "act_bit": "1",
+    "kernel": "(5, 5)",
+    "num_filter": "50",
+    "no_bias": "True",
+    "scaling_factor": "False",
+    "pad_value": "-1",
+    "weight_bit": "1"
+   },
+   "inputs": [
+    [10, 0, 0],
+    [11, 0, 0]
+   ]
+  },
+  {
+   "op": "Flatten",
+   "name": "flatten",
+   "inputs": [
+    [12, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "fc_weight",
+   "attrs": {
+    "num_hidden": "10"
+   },
+   "inputs": []
+  },
+  {
+   "op": "null",
+   "name": "fc_bias",
+   "attrs": {
+    "num_hidden": "10"
+   },
+   "inputs": []
+  },
+  {
+   "op": "FullyConnected",
+   "name": "fc",
+   "attrs": {
+    "num_hidden": "10",
+    "flatten": "True"
+   },
+   "inputs": [
+    [13, 0, 0],
+    [14, 0, 0],
+    [15, 0, 0]
+   ]
+  },
+  {
+   "op": "null",
+   "name": "softmax_label",
+   "inputs": []
+  },
+  {
+   "op": "SoftmaxOutput",
+   "name": "softmax\u00e9\ud83d\ude00",
+   "inputs": [
+    [16, 0, 0],
+    [17, 0, 0]
+   ]
+  }
+ ],
+ "arg_nodes": [0, 1, 2, 4, 5, 6, 7, 11, 14, 15, 17],
+ "node_row_ptr": [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
+ "heads": [
+  [18, 0, 0]
+ ],
+ "attrs": {
+  "mxnet_version": [
+   "int",
+   10901
   ],
-  "arg_nodes": [0, 1, 2, 4, 5, 6, 7, 11, 14, 15, 17],
-  "node_row_ptr": [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21],
-  "heads": [[18, 0, 0]],
-  "attrs": {"mxnet_version": ["int", 10901], "scale": 1.5e-3, "flag": true, "none": null}
+  "scale": 0.0015,
+  "flag": true,
+  "none": null
+ }
 })JSON";
 
 std::vector<Seed> JsonSeeds() {
@@ -390,11 +599,10 @@ const uint8_t* U8(const std::string& s) { return reinterpret_cast<const uint8_t*
 // as {name, seeds, load, iterations, text}; load must read everything it returns.
 std::vector<FuzzTarget> Targets() {
   std::vector<FuzzTarget> t;
-  t.push_back({"params", ParamsSeeds(),
-               [](const std::string& b) {
-                 UseTensors(rt::ParseParams(U8(b), b.size(), "fuzz.params"));
-               },
-               4000, false});
+  t.push_back(
+      {"params", ParamsSeeds(),
+       [](const std::string& b) { UseTensors(rt::ParseParams(U8(b), b.size(), "fuzz.params")); },
+       4000, false});
   t.push_back({"params_file", ParamsSeeds(),
                [](const std::string& b) {
                  const std::string path = g_tmp_dir + "/fuzz.params";
@@ -403,8 +611,8 @@ std::vector<FuzzTarget> Targets() {
                },
                1000, false});
   t.push_back({"symbol_json", JsonSeeds(),
-               [](const std::string& b) { UseSymbol(rt::ParseJson(b, "fuzz-symbol.json")); },
-               4000, true});
+               [](const std::string& b) { UseSymbol(rt::ParseJson(b, "fuzz-symbol.json")); }, 4000,
+               true});
   t.push_back({"npy", NpySeeds(),
                [](const std::string& b) {
                  const rt::NpyArray a = rt::ParseNpyFloat32(U8(b), b.size(), "fuzz.npy");

@@ -35,9 +35,7 @@ class ByteWriter {
   void I32(int32_t v, bool mark = false) { Put(&v, 4, mark); }
   void U64(uint64_t v, bool mark = false) { Put(&v, 8, mark); }
   void I64(int64_t v, bool mark = false) { Put(&v, 8, mark); }
-  void Bytes(const void* p, size_t n) {
-    bytes_.append(static_cast<const char*>(p), n);
-  }
+  void Bytes(const void* p, size_t n) { bytes_.append(static_cast<const char*>(p), n); }
   std::string& bytes() { return bytes_; }
   std::vector<FieldMark>& marks() { return marks_; }
 
@@ -119,12 +117,12 @@ inline Tensor PatternTensor(const std::string& name, DType dtype, std::vector<in
     const uint32_t r = next();
     switch (dtype) {
       case DType::kFloat32:
-        static_cast<float*>(p)[i] = static_cast<float>(static_cast<int32_t>(r % 20001) - 10000) /
-                                    977.0f;
+        static_cast<float*>(p)[i] =
+            static_cast<float>(static_cast<int32_t>(r % 20001) - 10000) / 977.0f;
         break;
       case DType::kFloat64:
-        static_cast<double*>(p)[i] = static_cast<double>(static_cast<int32_t>(r % 20001) - 10000) /
-                                     977.0;
+        static_cast<double*>(p)[i] =
+            static_cast<double>(static_cast<int32_t>(r % 20001) - 10000) / 977.0;
         break;
       case DType::kFloat16: {
         // Finite halves only: exponent field 0..30.
