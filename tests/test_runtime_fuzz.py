@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "rt-asan"
-TARGETS = ["params", "params_file", "symbol_json", "npy", "npy_file"]
+TARGETS = ["params", "params_file", "symbol_json", "npy", "npy_file", "model_symbol_lenet_fold",
+           "model_params_lenet_fold", "model_symbol_qops_fold", "model_params_qops_fold"]
 
 
 def _cmake() -> str | None:

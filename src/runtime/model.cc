@@ -6,13 +6,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "engine.h"
+#include "file_io.h"
 #include "graph.h"
 #include "params.h"
 #include "rt_common.h"
@@ -42,20 +41,9 @@ struct AlignedBuffer {
   size_t size = 0;
 };
 
-std::string ReadFile(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) Fail(std::string(what) + " file not found or unreadable: " + path);
-  const std::streamoff size = f.tellg();
-  if (size < 0) Fail(std::string(what) + " file is not a regular file: " + path);
-  if (size > (std::streamoff{1} << 28)) {
-    Fail(std::string(what) + " file is larger than 256 MiB: " + path);
-  }
-  f.seekg(0);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) Fail(std::string("cannot read ") + what + " file " + path);
-  return ss.str();
-}
+// A symbol file larger than this is refused before it is read: a parsed JSON value takes
+// about 100 bytes, so this bounds the parser's memory too (ResNet-18's file is ~40 KB).
+constexpr size_t kMaxSymbolBytes = size_t{16} << 20;
 
 int ResolveThreads(int threads) {
   if (threads < 0) Fail("threads must be >= 1 (or 0 for the default), got " + std::to_string(threads));
@@ -346,7 +334,7 @@ std::unique_ptr<Model> Model::Load(const std::string& symbol_path, const std::st
                                    const std::vector<int64_t>& input_shape, int threads) {
   CheckInputShape(input_shape);
   ResolveThreads(threads);
-  const std::string json = ReadFile(symbol_path, "symbol");
+  const std::string json = ReadWholeFile(symbol_path, kMaxSymbolBytes);
   std::vector<Tensor> list = ReadParams(params_path);
   return FromParts(json, symbol_path, std::move(list), input_shape, threads, params_path);
 }

@@ -27,7 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "file_io.h"
 #include "json.h"
+#include "model.h"
 #include "npy.h"
 #include "params.h"
 #include "rt_common.h"
@@ -597,6 +599,33 @@ const uint8_t* U8(const std::string& s) { return reinterpret_cast<const uint8_t*
 
 // The fuzz targets. Add a loader here (e.g. whole-model loading: symbol + params + planning)
 // as {name, seeds, load, iterations, text}; load must read everything it returns.
+// Whole-model loading (symbol + params -> plan) and one run, on a stored fixture whose one
+// file is mutated while the other stays valid. Runs on zeros of the fixture's input shape.
+std::string ReadFixture(const std::string& rel) {
+  return rt::ReadWholeFile(std::string(BINMX_RT_FIXTURES_DIR) + "/" + rel, size_t{64} << 20);
+}
+
+void LoadAndRun(const std::string& json, const std::string& params,
+                const std::vector<int64_t>& shape) {
+  std::unique_ptr<rt::Model> m = rt::Model::LoadFromMemory(json, params, shape, 1, "fuzz");
+  std::vector<float> x(static_cast<size_t>(m->input_count()), 0.25f);
+  std::vector<float> y(static_cast<size_t>(m->output_count()));
+  m->Run(x.data(), y.data());
+  Touch(y.data(), y.size() * sizeof(float));
+}
+
+void AddModelTargets(std::vector<FuzzTarget>* t, const std::string& name,
+                     const std::vector<int64_t>& shape) {
+  const std::string json = ReadFixture(name + "/model-symbol.json");
+  const std::string params = ReadFixture(name + "/model-0001.params");
+  t->push_back({"model_symbol_" + name, {Seed{json, {}}},
+                [params, shape](const std::string& b) { LoadAndRun(b, params, shape); }, 1000,
+                true});
+  t->push_back({"model_params_" + name, {Seed{params, {}}},
+                [json, shape](const std::string& b) { LoadAndRun(json, b, shape); }, 1000,
+                false});
+}
+
 std::vector<FuzzTarget> Targets() {
   std::vector<FuzzTarget> t;
   t.push_back(
@@ -627,6 +656,8 @@ std::vector<FuzzTarget> Targets() {
                  Touch(a.data.data(), a.data.size() * sizeof(float));
                },
                1000, true});
+  AddModelTargets(&t, "lenet_fold", {2, 1, 28, 28});
+  AddModelTargets(&t, "qops_fold", {2, 6, 11, 11});
   return t;
 }
 
