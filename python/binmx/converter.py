@@ -30,6 +30,8 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
+from binmx._quiet import filtered_stderr
+
 __all__ = [
     "ConversionError",
     "ConversionReport",
@@ -411,12 +413,15 @@ def without_subgraph_fusion() -> Iterator[None]:
     with a following BatchNorm even when the convolution's output has other readers, which then
     see the normalised values -- a pre-activation ResNet's conv0 feeds both a BatchNorm and the
     first residual add, so its outputs change. Reference runs (verification, accuracy) bind
-    inside this block; the variable is read when an executor is bound.
+    inside this block; the variable is read when an executor is bound. MXNet's line
+    "MXNET_SUBGRAPH_BACKEND=NONE is detected" for each bind is kept off stderr
+    (binmx._quiet.filtered_stderr); keep the block to the binds.
     """
     saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
     os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
     try:
-        yield
+        with filtered_stderr():
+            yield
     finally:
         if saved is None:
             del os.environ["MXNET_SUBGRAPH_BACKEND"]
