@@ -2,7 +2,7 @@
 
 Every ``QConvolution`` / ``QFullyConnected`` node with ``act_bit = weight_bit = 1`` (and not
 yet converted) gets ``binarized_weights_only=True``; its weight input is replaced by the
-packed int64 array of DESIGN.md §3 (uint64 bit patterns, bit 1 = -1, channel ``c`` of a tap in
+packed int64 array of docs/design.md §2 (uint64 bit patterns, bit 1 = -1, channel ``c`` of a tap in
 word ``c // 64``, bit ``c % 64``):
 
 - QConvolution: float ``W[F, C/g, kh, kw]`` -> ``int64[F, kh, kw, ceil(C/g/64)]``;

@@ -1,6 +1,6 @@
 """Inference-time folding of BatchNorm into binmx's binary layers.
 
-Rewrites, all exact up to float rounding (DESIGN.md §5, the fast-inference issue):
+Rewrites, all exact up to float rounding (docs/design.md §5):
 
 1. BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign of its
    input. When that input is a BatchNorm (in inference mode, through any number of

@@ -6,7 +6,7 @@ plus the binary attributes as keyword-only arguments, and call ``F.QConvolution`
 symbol JSON with ``QConvolution`` nodes that ``SymbolBlock.imports`` / ``mx.sym.load`` read
 back once ``binmx`` is imported.
 
-Semantics (DESIGN.md §3, :mod:`binmx.reference`): with ``act_bit = weight_bit = 1`` the layer
+Semantics (docs/design.md §3, :mod:`binmx.reference`): with ``act_bit = weight_bit = 1`` the layer
 computes ``Convolution(sgn x, sgn W)`` (``sgn(0) = +1``) exactly with xnor kernels, times
 ``alpha_f = mean|W_f|`` when ``scaling_factor``, plus bias; gradients use the straight-through
 estimator masked by ``1[|x| <= grad_cancel]``. ``binarized_weights_only=True`` makes the weight

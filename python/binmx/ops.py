@@ -38,7 +38,7 @@ per channel). ``mx.sym`` creates ``<name>_in_scale`` / ``<name>_in_shift`` when 
 given. The backward pass of such a layer raises ``MXNetError`` (no gradient is defined).
 
 The operators' semantics (forward, straight-through gradients, packed format) are documented
-in :mod:`binmx.reference` and DESIGN.md §3.
+in :mod:`binmx.reference` and docs/design.md §3.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bit packing and xnor GEMM on the CPU (binmx's C++ core, through pybind11).
 
-Bit convention (DESIGN.md §3): bit 1 means -1, bit 0 means +1; ``x < 0`` gives bit 1, so
+Bit convention (docs/design.md §2): bit 1 means -1, bit 0 means +1; ``x < 0`` gives bit 1, so
 ``sign(0) = sign(-0.0) = +1``. Element ``j`` of a row goes to word ``j // 64``, bit ``j % 64``
 (LSB first); tail bits of the last word are 0. Words are uint64 bit patterns stored in int64
 arrays (MXNet has no uint64 dtype).
@@ -97,8 +97,9 @@ def available_isas() -> list[str]:
 def current_isa() -> str:
     """The path used when none is asked for: the best available, capped by ``BINMX_ISA``.
 
-    ``BINMX_ISA=scalar|avx2|avx512`` caps the path for the process; naming an unknown or
-    unavailable path raises ``ValueError`` here and in every call that uses the default.
+    ``BINMX_ISA=scalar|avx2|avx512`` caps the path; it is read on every call, and naming an
+    unknown or unavailable path raises ``ValueError`` here and in every call that uses the
+    default (docs/design.md §6).
     """
     return _xnor.current_isa()
 
