@@ -23,9 +23,46 @@ import binmx
 import mxnet as mx
 import numpy as np
 from binmx.converter import without_subgraph_fusion
-from tqdm import tqdm
+
+# What the examples need beyond binmx itself (pyproject.toml's `examples` extra).
+EXAMPLES_INSTALL = (
+    "pip install 'binmx[examples]'  (or: pip install tqdm 'matplotlib>=3.7,<3.9' 'contourpy<1.3')"
+)
+
+
+def _require_example_packages() -> None:
+    """Exit with the command to run when tqdm or matplotlib is missing (not a traceback)."""
+    missing = []
+    for name in ("tqdm", "matplotlib"):
+        try:
+            __import__(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            missing.append(name)
+    if missing:
+        raise SystemExit(
+            f"The binmx examples need {' and '.join(missing)}, which is not installed. "
+            f"Install it with: {EXAMPLES_INSTALL}"
+        )
+
+
+_require_example_packages()
+from tqdm import tqdm  # noqa: E402
 
 log = logging.getLogger("binmx.examples")
+
+# MXNet prints "Subgraph backend MKLDNN is activated." at every bind unless this is 0 (read
+# once per process, at the first bind).
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+
+def setup_logging() -> None:
+    """One voice on the terminal: the examples' own lines (logger binmx.examples) at INFO;
+    everything logged through the root logger (Module.fit's "Epoch[0] Train-..." lines,
+    "Saved checkpoint", matplotlib's font cache notice) only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,6 +157,7 @@ class ModuleProgress:
             lr = sched(self.optimizer.num_update) if sched is not None else self.optimizer.lr
         self.history.learning_rate.append(float(lr))
         if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()}, refresh=False)
             self.bar.close()
             self.bar = None
 
@@ -127,7 +165,19 @@ class ModuleProgress:
         values = dict(param.eval_metric.get_name_value())
         acc = float(values.get("accuracy", float("nan")))
         self.history.test_accuracy.append(acc)
-        log.info("epoch %d: test accuracy %.4f", param.epoch + 1, acc)
+        h = self.history
+        log.info(epoch_line(param.epoch + 1, self.num_epochs, h.train_loss[-1],
+                            h.train_accuracy[-1], acc, h.epoch_seconds[-1]))  # fmt: skip
+
+
+def epoch_line(
+    epoch: int, num_epochs: int, loss: float, train_acc: float, test_acc: float, seconds: float
+) -> str:
+    """The one line a user sees per epoch."""
+    return (
+        f"epoch {epoch}/{num_epochs}: train loss {loss:.4f}, train accuracy {train_acc:.4f}, "
+        f"test accuracy {test_acc:.4f} ({seconds:.1f} s)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +336,9 @@ def fit_gluon(
             seen += batch_size
             if b % 20 == 0:
                 bar.set_postfix(accuracy=f"{acc.get()[1]:.4f}", loss=f"{total_loss / seen:.4f}")
+        bar.set_postfix(
+            accuracy=f"{acc.get()[1]:.4f}", loss=f"{total_loss / max(seen, 1):.4f}", refresh=False
+        )
         bar.close()
         history.epoch.append(epoch + 1)
         history.train_accuracy.append(float(acc.get()[1]))
@@ -294,7 +347,16 @@ def fit_gluon(
         history.epoch_seconds.append(time.perf_counter() - t0)
         test_acc = predict_accuracy(lambda d: net(d), *test, batch_size=256)
         history.test_accuracy.append(test_acc)
-        log.info("epoch %d: test accuracy %.4f", epoch + 1, test_acc)
+        log.info(
+            epoch_line(
+                epoch + 1,
+                num_epochs,
+                history.train_loss[-1],
+                history.train_accuracy[-1],
+                test_acc,
+                history.epoch_seconds[-1],
+            )
+        )
         net.export(prefix, epoch=epoch + 1)
     return history, time.perf_counter() - start
 

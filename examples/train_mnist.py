@@ -118,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    common.setup_logging()
     kv = common.make_kvstore(args.kv_store)
     out_dir = Path(args.output_dir)
     if kv.num_workers > 1:

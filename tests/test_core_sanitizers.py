@@ -1,4 +1,6 @@
-"""Build the C++ core test (src/xnor_gemm/tests) under AddressSanitizer + UBSan and run it.
+"""Build the C++ core tests (src/xnor_gemm/tests) under AddressSanitizer + UBSan and run them:
+xnor_gemm_test (packing, the xnor GEMM, ParallelFor) and bconv_sanitizer_test (the direct binary
+convolution and dense layer, whose kernels read past the valid pixels by design).
 
 The sanitizer build lives in its own directory (build/asan) so the flags never reach the
 static library that the Python modules link.
@@ -41,20 +43,22 @@ def test_core_under_asan_and_ubsan() -> None:
     ]
     res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    targets = ["xnor_gemm_test", "bconv_sanitizer_test"]
     res = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", "xnor_gemm_test", "-j", "2"],
+        [cmake, "--build", str(BUILD), "--target", *targets, "-j", "2"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    exe = next(BUILD.rglob("xnor_gemm_test"))
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-8000:]
-    assert "0 failures" in res.stdout, out[-8000:]
-    assert "available:" in res.stdout and "scalar" in res.stdout, out[-8000:]
-    assert "runtime error" not in out and "AddressSanitizer" not in out, out[-8000:]
+    for target, summary in (("xnor_gemm_test", "gemm cases"), ("bconv_sanitizer_test", "bconv")):
+        exe = next(BUILD.rglob(target))
+        res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, f"{target}:\n" + out[-8000:]
+        assert summary in res.stdout and " 0 failures" in res.stdout, f"{target}:\n" + out[-8000:]
+        assert "available:" in res.stdout and "scalar" in res.stdout, out[-8000:]
+        assert "runtime error" not in out and "AddressSanitizer" not in out, out[-8000:]

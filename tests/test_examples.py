@@ -94,6 +94,67 @@ def test_train_mnist_tiny(tmp_path: Path) -> None:
     assert hist["test_accuracy"][-1] == results["float_test_accuracy"]
 
 
+# What a user must not see under the bars (issue: MXNet's executor chatter, Module's own log).
+CHATTER = (
+    "MXNET_SUBGRAPH_BACKEND=NONE is detected",
+    "Subgraph backend",
+    "graph_executor.cc",
+    "Epoch[",
+    "Train-",
+    "Validation-",
+    "Time cost",
+    "Saved checkpoint",
+    "fontManager",
+)
+
+
+def assert_quiet(proc: subprocess.CompletedProcess, epochs: int = 1) -> None:
+    """Bars, one line per epoch and the closing summary; none of the chatter above."""
+    text = proc.stdout + proc.stderr
+    found = [c for c in CHATTER if c in text]
+    assert not found, f"chatter {found} in the output:\n{text[-4000:]}"
+    lines = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == epochs, proc.stderr[-3000:]
+    assert lines[0].startswith(f"epoch 1/{epochs}: train loss ") and "test accuracy" in lines[0]
+
+
+@needs_mnist
+@pytest.mark.parametrize("api", ["module", "gluon"])
+def test_train_mnist_tiny_output_is_quiet(tmp_path: Path, api: str) -> None:
+    """`make demo`'s output (progress bars on): single-voiced, no MXNet or Module chatter."""
+    cmd = [
+        sys.executable,
+        str(EXAMPLES / "train_mnist.py"),
+        "--tiny",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    if api == "gluon":
+        cmd.append("--gluon")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "train epoch 1/1" in proc.stderr  # the tqdm bar
+    assert_quiet(proc)
+    assert "test accuracy, binarized model" in proc.stdout
+
+
+@pytest.mark.parametrize("package", ["tqdm", "matplotlib"])
+def test_example_without_extras_says_what_to_install(tmp_path: Path, package: str) -> None:
+    """Without tqdm or matplotlib an example exits with the pip command, not a traceback."""
+    code = (
+        f"import runpy, sys; sys.modules[{package!r}] = None; "
+        f"sys.argv = ['train_mnist.py', '--tiny', '--output-dir', {str(tmp_path)!r}]; "
+        f"sys.path.insert(0, {str(EXAMPLES)!r}); "
+        f"runpy.run_path({str(EXAMPLES / 'train_mnist.py')!r}, run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
+    assert f"need {package}" in proc.stderr and "pip install 'binmx[examples]'" in proc.stderr
+
+
 @needs_mnist
 def test_train_mnist_tiny_gluon(tmp_path: Path) -> None:
     proc = run_example("train_mnist.py", "--tiny", "--gluon", "--output-dir", str(tmp_path))
@@ -157,6 +218,7 @@ def test_train_resnet_tiny_cifar10(tmp_path: Path, rng: np.random.Generator) -> 
     )
     results = check_run(proc, out, "resnet10")
     assert results["augment"] is True and results["test_samples"] == 128
+    assert_quiet(proc)
 
 
 def write_imagenet_rec(directory: Path, rng: np.random.Generator, counts: dict[str, int]) -> None:

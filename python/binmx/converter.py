@@ -2,7 +2,7 @@
 
 Every ``QConvolution`` / ``QFullyConnected`` node with ``act_bit = weight_bit = 1`` (and not
 yet converted) gets ``binarized_weights_only=True``; its weight input is replaced by the
-packed int64 array of DESIGN.md §3 (uint64 bit patterns, bit 1 = -1, channel ``c`` of a tap in
+packed int64 array of docs/design.md §2 (uint64 bit patterns, bit 1 = -1, channel ``c`` of a tap in
 word ``c // 64``, bit ``c % 64``):
 
 - QConvolution: float ``W[F, C/g, kh, kw]`` -> ``int64[F, kh, kw, ceil(C/g/64)]``;
@@ -29,6 +29,8 @@ from typing import Any
 
 import mxnet as mx
 import numpy as np
+
+from binmx._quiet import filtered_stderr
 
 __all__ = [
     "ConversionError",
@@ -411,12 +413,15 @@ def without_subgraph_fusion() -> Iterator[None]:
     with a following BatchNorm even when the convolution's output has other readers, which then
     see the normalised values -- a pre-activation ResNet's conv0 feeds both a BatchNorm and the
     first residual add, so its outputs change. Reference runs (verification, accuracy) bind
-    inside this block; the variable is read when an executor is bound.
+    inside this block; the variable is read when an executor is bound. MXNet's line
+    "MXNET_SUBGRAPH_BACKEND=NONE is detected" for each bind is kept off stderr
+    (binmx._quiet.filtered_stderr); keep the block to the binds.
     """
     saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
     os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
     try:
-        yield
+        with filtered_stderr():
+            yield
     finally:
         if saved is None:
             del os.environ["MXNET_SUBGRAPH_BACKEND"]

@@ -4,7 +4,7 @@ Standalone: this module imports only the standard library and NumPy (CuPy lazily
 array is passed), never MXNet, so it also works as a single file on a GPU machine without the
 rest of binmx (load it with ``importlib``; point ``BINMX_CUDA_LIB`` at the library).
 
-Bit convention (DESIGN.md §3), identical to ``binmx.xnor``: ``x < 0`` gives bit 1 (-1), every
+Bit convention (docs/design.md §2), identical to ``binmx.xnor``: ``x < 0`` gives bit 1 (-1), every
 other value (+0.0, -0.0, NaN) bit 0 (+1); element ``j`` of a row goes to word ``j // 64``, bit
 ``j % 64``; tail bits are 0; words are uint64 patterns in int64 arrays. The xnor GEMM computes
 ``C[m, n] = k - 2 * popcount(A[m] XOR B[n])``, the +-1 dot product over the true depth ``k``;
@@ -443,7 +443,7 @@ def pack_weight(w: Any) -> Any:
     """Pack a float32 conv weight ``(F, C/g, kh, kw)`` into ``int64 (F, kh, kw, ceil(C/g/64))``.
 
     Channel ``c`` of tap ``(i, j)`` goes to word ``c // 64``, bit ``c % 64`` (the converter's
-    packed-weight format, DESIGN.md §3).
+    packed-weight format, docs/design.md §2).
     """
     _check_array("w", w, (np.float32,), 4)
     packed = pack_nchw(w, num_group=1)
@@ -712,7 +712,7 @@ def binary_conv2d_packed(
 
 
 # ---- API version 2: the pieces of the MXNet "gpu" operators (train.cu) -----------------------
-# Quantisers, STE and gradient formulas are those of binmx.reference (DESIGN.md §3). Exact:
+# Quantisers, STE and gradient formulas are those of binmx.reference (docs/design.md §3). Exact:
 # quantize_act, quantize_weight(bits 1 / 32), mean_abs_rows, affine_sign, ste_mask, the affine
 # packers, unpack_weight, scale_rows. quantize_weight (k-bit) may differ where CUDA's double tanh
 # differs from the host's by an ulp. Float products (float_conv2d*, float_dense*) and the

@@ -1,6 +1,6 @@
 """Inference-time folding of BatchNorm into binmx's binary layers.
 
-Rewrites, all exact up to float rounding (DESIGN.md §5, the fast-inference issue):
+Rewrites, all exact up to float rounding (docs/design.md §5):
 
 1. BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign of its
    input. When that input is a BatchNorm (in inference mode, through any number of
@@ -47,12 +47,12 @@ weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
    operator left in a blocked layout (the max-pool after a float stem) is reordered once for
    every binmx operator that reads it, on every forward, and that reorder to NCHW is slow
    (0.34 ms for 64x56x56, 4.2 ms for 64x112x112), while oneDNN's reorder to plain NHWC is not
-   (0.056 / 0.31 ms; ``benchmarks/bench_reorder.py``). So where binmx convolutions read the
-   output of a oneDNN operator (Convolution, Pooling, BatchNorm, Activation, elemwise_add,
-   add_n; or of any operator when two or more binmx inputs read it), the graph gets
-   ``transpose(axes=(0, 2, 3, 1))`` and binmx's ``QNHWCToNCHW`` in between, once for all of
-   them: exact copies. When other binmx operators read it too, two or more readers share one
-   identity ``Reshape`` (``shape=(-2,)``) instead, which does the NCHW reorder once.
+   (0.056 / 0.31 ms; ``benchmarks/investigations/bench_reorder.py``). So where binmx
+   convolutions read the output of a oneDNN operator (Convolution, Pooling, BatchNorm,
+   Activation, elemwise_add, add_n; or of any operator when two or more binmx inputs read it),
+   the graph gets ``transpose(axes=(0, 2, 3, 1))`` and binmx's ``QNHWCToNCHW`` in between, once
+   for all of them: exact copies. When other binmx operators read it too, two or more readers
+   share one identity ``Reshape`` (``shape=(-2,)``) instead, which does the NCHW reorder once.
 
 7. Packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no residual) whose
    only reader is the data input of another converted 1-bit ``QConvolution`` with an input

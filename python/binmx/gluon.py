@@ -6,7 +6,7 @@ plus the binary attributes as keyword-only arguments, and call ``F.QConvolution`
 symbol JSON with ``QConvolution`` nodes that ``SymbolBlock.imports`` / ``mx.sym.load`` read
 back once ``binmx`` is imported.
 
-Semantics (DESIGN.md §3, :mod:`binmx.reference`): with ``act_bit = weight_bit = 1`` the layer
+Semantics (docs/design.md §3, :mod:`binmx.reference`): with ``act_bit = weight_bit = 1`` the layer
 computes ``Convolution(sgn x, sgn W)`` (``sgn(0) = +1``) exactly with xnor kernels, times
 ``alpha_f = mean|W_f|`` when ``scaling_factor``, plus bias; gradients use the straight-through
 estimator masked by ``1[|x| <= grad_cancel]``. ``binarized_weights_only=True`` makes the weight
@@ -45,7 +45,55 @@ def _check_bits(name: str, value: int) -> int:
 
 
 class QConv2D(HybridBlock):
-    """Binary / k-bit 2-D convolution (NCHW), the Gluon form of ``QConvolution``."""
+    r"""Binary / k-bit 2-D convolution (NCHW), the Gluon form of ``QConvolution``.
+
+    Forward, with the activation and weight quantisers ``Qa`` / ``Qw`` of ``act_bit`` /
+    ``weight_bit`` (docs/design.md §3)::
+
+        out[n, f, oy, ox] = alpha_f * sum_{c, i, j} Qa(x)pad[n, g*C/groups + c,
+                                                            oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+                                                   * Qw(W)[f, c, i, j] + bias_f
+
+    where ``Qa = Qw = sgn`` for 1 bit (``sgn(v) = -1 if v < 0 else +1``, so ``sgn(0) = +1``),
+    ``q(clip(x, 0, 1), k)`` / ``2 q(tanh(W) / (2 max|tanh W|) + 1/2, k) - 1`` for k = 2..31
+    (``q(a, k) = round((2^k - 1) a) / (2^k - 1)``) and the identity for 32; ``Qa(x)pad`` is
+    padded with ``pad_value``; ``alpha_f = mean |W_f|`` with ``scaling_factor``, else 1. With
+    ``act_bit = weight_bit = 1`` every term is an integer: the layer equals
+    ``Conv2D(sgn(x), sgn(W))`` exactly and runs xnor + popcount kernels.
+
+    Gradient (straight-through estimator)::
+
+        dx = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (mask iff act_bit < 32)
+        dW = dL/dQw(W)                              (identity through the quantiser), or with
+             alpha_f dL/dQw(W)_f,j + sgn(W_f,j) / n * dalpha_f   scaling_factor (n = C/g*kh*kw)
+
+    Arguments:
+        channels, kernel_size, strides, padding, dilation, groups, layout, activation,
+        use_bias, weight_initializer, bias_initializer, in_channels: as ``nn.Conv2D``
+            (``layout`` must be ``"NCHW"``).
+        act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float).
+        weight_bit: weight precision, the same choices; defaults to ``act_bit``.
+        binarized_weights_only: the weight is the packed int64 parameter
+            ``(channels, kh, kw, ceil(in_channels/groups/64))`` the converter writes
+            (inference only, ``grad_req='null'``); with ``scaling_factor`` an ``alpha``
+            parameter ``(channels,)`` is added. Needs ``act_bit = weight_bit = 1``.
+        scaling_factor: multiply output channel ``f`` by ``alpha_f = mean |W_f|``.
+        pad_value: 0 (zero padding, as ``Conv2D``), +1 or -1 (a constant border).
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        prefix, params: as every ``HybridBlock``.
+
+    Input ``(N, C, H, W)`` float32; output ``(N, channels, OH, OW)`` float32.
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
+    """
 
     def __init__(
         self,
@@ -163,7 +211,46 @@ class QConv2D(HybridBlock):
 
 
 class QDense(HybridBlock):
-    """Binary / k-bit fully connected layer, the Gluon form of ``QFullyConnected``."""
+    r"""Binary / k-bit fully connected layer, the Gluon form of ``QFullyConnected``.
+
+    Forward, on the ``rows x D`` view of the input (``flatten=True``: ``(N, D)`` with ``D`` the
+    product of the other axes; ``flatten=False``: all but the last axis are rows)::
+
+        out[m, h] = alpha_h * sum_d Qa(x)[m, d] * Qw(W)[h, d] + bias_h
+
+    with the quantisers of :class:`QConv2D` (``sgn`` for 1 bit, ``sgn(0) = +1``; DoReFa for
+    2..31; identity for 32) and ``alpha_h = mean |W_h|`` with ``scaling_factor``, else 1. With
+    ``act_bit = weight_bit = 1`` the layer equals ``Dense(sgn(x), sgn(W))`` exactly and runs
+    the xnor GEMM.
+
+    Gradient (straight-through estimator)::
+
+        dx = (alpha * dy) Qw(W) * 1[|x| <= grad_cancel]    (mask iff act_bit < 32)
+        dW = dy^T Qa(x), or with scaling_factor alpha_h G_h,d + sgn(W_h,d) / D * dalpha_h
+
+    Arguments:
+        units, activation, use_bias, flatten, dtype, weight_initializer, bias_initializer,
+        in_units: as ``nn.Dense`` (``dtype`` must be ``"float32"``).
+        act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float).
+        weight_bit: weight precision, the same choices; defaults to ``act_bit``.
+        binarized_weights_only: the weight is the packed int64 parameter
+            ``(units, ceil(in_units/64))`` the converter writes (inference only); with
+            ``scaling_factor`` an ``alpha`` parameter ``(units,)`` is added. Needs
+            ``act_bit = weight_bit = 1``.
+        scaling_factor: multiply output unit ``h`` by ``alpha_h = mean |W_h|``.
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        prefix, params: as every ``HybridBlock``.
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
+    """
 
     def __init__(
         self,
@@ -256,10 +343,37 @@ class QDense(HybridBlock):
 
 
 class QActivation(HybridBlock):
-    """Quantised activation: ``sgn(x)`` (act_bit 1), DoReFa k-bit, or identity.
+    r"""Quantised activation: ``sgn(x)`` (act_bit 1), DoReFa k-bit, or identity.
 
-    Forward ``sgn(x)`` for act_bit = 1, ``q(clip(x, 0, 1), k)`` for 2..31, ``x`` for 32 and for
-    ``backward_only=True`` (the next Q layer binarizes); gradient ``dy * 1[|x| <= grad_cancel]``.
+    Forward::
+
+        y = sgn(x)             act_bit = 1   (sgn(v) = -1 if v < 0 else +1, so sgn(0) = +1)
+          = q(clip(x, 0, 1), k) act_bit = k in 2..31, q(a, k) = round((2^k - 1) a) / (2^k - 1)
+          = x                  act_bit = 32, or backward_only=True
+
+    Gradient (straight-through estimator)::
+
+        dx = dy * 1[|x| <= grad_cancel]   when act_bit < 32 or backward_only, else dy
+
+    ``backward_only=True`` is BMXNet's form: the forward is the identity and the following
+    ``QConv2D`` / ``QDense`` (which quantise their input themselves) see the unquantised
+    values, while the backward still cancels the gradient where ``|x| > grad_cancel``.
+
+    Arguments:
+        act_bit: 1 (sign), 2..31 (DoReFa k-bit) or 32 (identity). Default 1.
+        backward_only: identity forward, straight-through backward (see above).
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        prefix, params: as every ``HybridBlock``.
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
     """
 
     def __init__(

@@ -7,7 +7,7 @@ parameter shapes), so binary and float runs compare like with like.
 Binary layers follow BMXNet (hpi-xnor/mxnet, smd_hpi/): first and last layer float, every
 binary layer preceded by ``BatchNorm -> QActivation(backward_only=True)``. With
 ``act_bit = weight_bit = 1`` a ``QConvolution`` computes ``Convolution(sgn(x), sgn(W))``
-(DESIGN.md §3); ``QActivation(backward_only=True)`` is the identity forward and the
+(docs/design.md §3); ``QActivation(backward_only=True)`` is the identity forward and the
 straight-through gradient ``dx = dy * 1[|x| <= 1]`` backward, the sign itself being taken by
 the binary layer. Rastegari et al., "XNOR-Net" (2016); Yang et al., "BMXNet" (2017).
 """

@@ -38,7 +38,7 @@ per channel). ``mx.sym`` creates ``<name>_in_scale`` / ``<name>_in_shift`` when 
 given. The backward pass of such a layer raises ``MXNetError`` (no gradient is defined).
 
 The operators' semantics (forward, straight-through gradients, packed format) are documented
-in :mod:`binmx.reference` and DESIGN.md §3.
+in :mod:`binmx.reference` and docs/design.md §3.
 """
 
 from __future__ import annotations
@@ -378,18 +378,158 @@ def install() -> None:
 
 
 def QConvolution(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (MXNet's op name)
-    """Dispatches to ``mx.sym.QConvolution`` or ``mx.nd.QConvolution`` by input type."""
+    """Binary / k-bit 2-D convolution (NCHW), a drop-in replacement for ``Convolution``.
+
+    Available as ``mx.sym.QConvolution``, ``mx.nd.QConvolution`` and this function (which picks
+    one by the type of the first input). Forward, with the quantisers ``Qa`` / ``Qw`` of
+    ``act_bit`` / ``weight_bit`` (docs/design.md §3)::
+
+        out[n, f, oy, ox] = alpha_f * sum_{c, i, j} Qa(x)pad[n, g*C/G + c,
+                                                            oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+                                                   * Qw(W)[f, c, i, j] + bias_f
+
+    ``Qa = Qw = sgn`` for 1 bit (``sgn(v) = -1 if v < 0 else +1``, so ``sgn(0) = +1``): the layer
+    then equals ``Convolution(sgn(x), sgn(W))`` exactly and runs xnor + popcount kernels.
+    2..31 bits: ``Qa(x) = q(clip(x, 0, 1), k)``, ``Qw(W) = 2 q(tanh(W) / (2 max|tanh W|) + 1/2,
+    k) - 1`` with ``q(a, k) = round((2^k - 1) a) / (2^k - 1)`` (DoReFa); 32 bits: identity.
+    ``Qa(x)pad`` is padded with ``pad_value``; ``alpha_f = mean |W_f|`` with
+    ``scaling_factor``, else 1.
+
+    Gradient (straight-through estimator)::
+
+        d data = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (iff act_bit < 32)
+        d weight = G = dL/dQw(W)                  (identity through the quantiser), or with
+                   alpha_f G_f,j + sgn(W_f,j) / n * dalpha_f     scaling_factor, n = C/G*kh*kw
+        d bias = sum of dy over (N, OH, OW)
+
+    Arguments:
+        data, weight, bias, alpha, in_scale, in_shift, out_scale, out_shift, residual: the
+            inputs, positionally in this order (each present only under its attribute, the
+            table in docs/design.md §3) or as keywords; ``mx.sym`` creates a missing one as the
+            variable ``<name>_<input>``. ``weight`` is float ``(F, C/G, kh, kw)``, or the packed
+            int64 ``(F, kh, kw, ceil(C/G/64))`` with ``binarized_weights_only``.
+        kernel, stride, dilate, pad, num_filter, num_group, no_bias, layout: as
+            ``Convolution`` (2-D, NCHW).
+        act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float). Default 1.
+        weight_bit: weight precision, the same choices; defaults to ``act_bit``.
+        scaling_factor: multiply output channel ``f`` by ``alpha_f = mean |W_f|``.
+        pad_value: 0 (zero padding, as ``Convolution``), +1 or -1 (a constant border).
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        binarized_weights_only: ``weight`` is packed (what the converter writes); inference
+            only, its gradient is 0; with ``scaling_factor`` the input ``alpha`` follows.
+        input_affine, residual, out_packed, in_packed, in_channels: inference-only forms that
+            :func:`binmx.fold` makes (this module's docstring); their backward raises.
+        name, attr: as for MXNet's own operators.
+
+    Returns ``(N, F, OH, OW)`` float32 (int64 sign words ``(N, OH, OW, ceil(F/64))`` with
+    ``out_packed``).
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
+    """
     return _dispatch("QConvolution", args, kwargs)
 
 
 def QFullyConnected(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
-    """Dispatches to ``mx.sym.QFullyConnected`` or ``mx.nd.QFullyConnected`` by input type."""
+    """Binary / k-bit fully connected layer, a drop-in replacement for ``FullyConnected``.
+
+    Available as ``mx.sym.QFullyConnected``, ``mx.nd.QFullyConnected`` and this function (which
+    picks one by the type of the first input). Forward, on the ``rows x D`` view of ``data``
+    (``flatten=True``: ``(N, D)``, D the product of the other axes; ``flatten=False``: every
+    axis but the last is a row axis)::
+
+        out[m, h] = alpha_h * sum_d Qa(x)[m, d] * Qw(W)[h, d] + bias_h
+
+    with the quantisers of :func:`QConvolution` (``sgn`` for 1 bit, ``sgn(0) = +1``; DoReFa for
+    2..31; identity for 32) and ``alpha_h = mean |W_h|`` with ``scaling_factor``, else 1. With
+    ``act_bit = weight_bit = 1`` the layer equals ``FullyConnected(sgn(x), sgn(W))`` exactly
+    and runs the xnor GEMM.
+
+    Gradient (straight-through estimator)::
+
+        d data = (alpha * dy) Qw(W) * 1[|x| <= grad_cancel]    (iff act_bit < 32)
+        d weight = G = dy^T Qa(x), or with scaling_factor alpha_h G_h,d + sgn(W_h,d) / D * dalpha_h
+        d bias = sum of dy over the rows
+
+    Arguments:
+        data, weight, bias, alpha, in_scale, in_shift: the inputs, positionally in this order
+            (each present only under its attribute, docs/design.md §3) or as keywords;
+            ``mx.sym`` creates a missing one as ``<name>_<input>``. ``weight`` is float
+            ``(H, D)``, or the packed int64 ``(H, ceil(D/64))`` with ``binarized_weights_only``.
+        num_hidden, no_bias, flatten: as ``FullyConnected``.
+        act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float). Default 1.
+        weight_bit: weight precision, the same choices; defaults to ``act_bit``.
+        scaling_factor: multiply output unit ``h`` by ``alpha_h = mean |W_h|``.
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        binarized_weights_only: ``weight`` is packed (inference only; zero gradient); with
+            ``scaling_factor`` the input ``alpha`` follows.
+        input_affine: inference-only form :func:`binmx.fold` makes (a folded BatchNorm).
+        name, attr: as for MXNet's own operators.
+
+    Returns ``(N, H)`` (``flatten=True``) or ``(..., H)`` float32.
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
+    """
     return _dispatch("QFullyConnected", args, kwargs)
 
 
 def QActivation(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
-    """Dispatches to ``mx.sym.QActivation`` or ``mx.nd.QActivation`` by input type."""
+    """Quantised activation: ``sgn(x)``, DoReFa k-bit, or identity with a clipped STE.
+
+    Available as ``mx.sym.QActivation``, ``mx.nd.QActivation`` and this function (which picks
+    one by the type of the first input). Forward::
+
+        y = sgn(x)              act_bit = 1   (sgn(v) = -1 if v < 0 else +1, so sgn(0) = +1)
+          = q(clip(x, 0, 1), k) act_bit = k in 2..31, q(a, k) = round((2^k - 1) a) / (2^k - 1)
+          = x                   act_bit = 32, or backward_only=True
+
+    Gradient (straight-through estimator)::
+
+        d data = dy * 1[|x| <= grad_cancel]   when act_bit < 32 or backward_only, else dy
+
+    ``backward_only=True`` is BMXNet's form before a binary layer: the forward is the identity
+    (the following ``QConvolution`` / ``QFullyConnected`` take the sign themselves) and the
+    backward cancels the gradient where ``|x| > grad_cancel``.
+
+    Arguments:
+        data: the input (any shape, float32).
+        act_bit: 1 (sign), 2..31 (DoReFa k-bit) or 32 (identity). Default 1.
+        backward_only: identity forward, straight-through backward (see above).
+        grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
+        name, attr: as for MXNet's own operators.
+
+    References:
+        - Rastegari et al., "XNOR-Net: ImageNet Classification Using Binary Convolutional Neural
+          Networks", ECCV 2016 (``scaling_factor``).
+        - Hubara et al., "Binarized Neural Networks", NIPS 2016 (sign with the clipped
+          straight-through estimator).
+        - Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural Networks with Low
+          Bitwidth Gradients", arXiv:1606.06160, 2016 (k-bit quantisers).
+        - Yang et al., "BMXNet: An Open-Source Binary Neural Network Implementation Based on
+          MXNet", ACM Multimedia 2017.
+    """
     return _dispatch("QActivation", args, kwargs)
+
+
+# The mx.sym / mx.nd wrappers carry the same documentation as the dispatchers above.
+for _kind in _WRAPPERS.values():
+    for _op, _fn in _kind.items():
+        _fn.__doc__ = globals()[_op].__doc__
 
 
 def _dispatch(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

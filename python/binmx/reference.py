@@ -1,6 +1,6 @@
 """NumPy reference of binmx's kernels and operators, written independently of the C++ code.
 
-Only NumPy is imported here. Conventions (DESIGN.md §3): ``sgn(x) = +1 if x >= 0 else -1``
+Only NumPy is imported here. Conventions (docs/design.md §2): ``sgn(x) = +1 if x >= 0 else -1``
 (so ``sgn(0) = sgn(-0.0) = +1``); bit 1 means -1; element ``j`` of a row goes to word
 ``j // 64``, bit ``j % 64``; words are uint64 patterns viewed as int64.
 """
@@ -48,7 +48,7 @@ def xnor_gemm(a_words: np.ndarray, b_words: np.ndarray, k: int) -> np.ndarray:
 
 # ---- operators (QActivation, QConvolution, QFullyConnected) ---------------------------------
 #
-# Forward (DESIGN.md §3):
+# Forward (docs/design.md §3):
 #   Qa(x) = sgn(x)                       act_bit = 1
 #         = q(clip(x, 0, 1), k)          act_bit = k in 2..31, q(a, k) = rint((2^k-1) a) / (2^k-1)
 #         = x                            act_bit = 32

@@ -1,12 +1,17 @@
 """Bit packing and xnor GEMM on the CPU (binmx's C++ core, through pybind11).
 
-Bit convention (DESIGN.md §3): bit 1 means -1, bit 0 means +1; ``x < 0`` gives bit 1, so
+Bit convention (docs/design.md §2): bit 1 means -1, bit 0 means +1; ``x < 0`` gives bit 1, so
 ``sign(0) = sign(-0.0) = +1``. Element ``j`` of a row goes to word ``j // 64``, bit ``j % 64``
 (LSB first); tail bits of the last word are 0. Words are uint64 bit patterns stored in int64
 arrays (MXNet has no uint64 dtype).
 
 The xnor GEMM computes ``C[m, n] = k - 2 * popcount(A[m] XOR B[n])``, the +-1 dot product of
 the two sign rows over the true depth ``k``.
+
+``binary_conv2d`` and ``binary_dense`` are the direct binary convolution and dense layer of the
+core (``src/xnor_gemm/bconv.h``; the packed layouts are in ``docs/design.md`` §2), the kernels
+the QConvolution / QFullyConnected operators run for ``act_bit = weight_bit = 1``, callable here
+without MXNet.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from binmx import _xnor
 
 __all__ = [
     "available_isas",
+    "binary_conv2d",
+    "binary_dense",
     "current_isa",
     "default_threads",
     "pack_bits",
+    "pack_conv_weights",
     "xnor_gemm",
     "xnor_gemm_f32",
 ]
@@ -89,8 +97,9 @@ def available_isas() -> list[str]:
 def current_isa() -> str:
     """The path used when none is asked for: the best available, capped by ``BINMX_ISA``.
 
-    ``BINMX_ISA=scalar|avx2|avx512`` caps the path for the process; naming an unknown or
-    unavailable path raises ``ValueError`` here and in every call that uses the default.
+    ``BINMX_ISA=scalar|avx2|avx512`` caps the path; it is read on every call, and naming an
+    unknown or unavailable path raises ``ValueError`` here and in every call that uses the
+    default (docs/design.md §6).
     """
     return _xnor.current_isa()
 
@@ -162,3 +171,221 @@ def xnor_gemm_f32(
     _check_out(out, np.float32, m, b_words.shape[0], (a_words, b_words, scale, bias))
     isa_s, threads_i = _check_options(isa, threads)
     return _xnor.xnor_gemm_f32(a_words, b_words, int(k), scale, bias, isa_s, threads_i, out)
+
+
+def _pair(name: str, v: int | tuple[int, int], minimum: int) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+    ok = isinstance(t, (tuple, list)) and len(t) == 2
+    ok = ok and all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in t)
+    if not ok or min(t) < minimum:
+        raise ValueError(
+            f"Expected `{name}` to be an int or a pair of ints >= {minimum}, got {v!r}"
+        )
+    return int(t[0]), int(t[1])
+
+
+def _check_vector(name: str, v: np.ndarray | None, n: int) -> None:
+    if v is None:
+        return
+    _check_array(name, v, np.float32, 1)
+    if v.shape[0] != n:
+        raise ValueError(f"Expected `{name}` to have shape ({n},), got {v.shape}")
+
+
+def pack_conv_weights(w: np.ndarray, *, groups: int = 1, fast: bool = True) -> np.ndarray:
+    """Pack OIHW float32 weights ``w[F, C/groups, kh, kw]`` for ``binary_conv2d``.
+
+    Returns ``int64[F, kh, kw, ceil(C/groups / 64)]``: channel ``c`` of tap ``(i, j)`` is bit
+    ``c % 64`` of word ``c // 64``, set iff ``w[f, c, i, j] < 0`` (tail bits 0). ``fast=True``
+    runs the operators' vectorised packer (``PackConvWeightsFast``), ``fast=False`` the plain
+    loop (``PackConvWeights``, its reference); both give the same bits.
+    """
+    _check_array("w", w, np.float32, 4)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"Expected `groups` to be a positive int, got {groups!r}")
+    if w.shape[0] % groups != 0:
+        raise ValueError(f"Expected F={w.shape[0]} to be divisible by `groups`={groups}")
+    if min(w.shape) < 1:
+        raise ValueError(f"Expected `w` to have no empty axis, got shape {w.shape}")
+    return _xnor.pack_conv_weights(w, int(groups), bool(fast))
+
+
+def binary_conv2d(
+    x: np.ndarray,
+    w_packed: np.ndarray,
+    *,
+    channels: int | None = None,
+    stride: int | tuple[int, int] = 1,
+    pad: int | tuple[int, int] = 0,
+    dilate: int | tuple[int, int] = 1,
+    groups: int = 1,
+    pad_value: int = 0,
+    alpha: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    in_scale: np.ndarray | None = None,
+    in_shift: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+    out_scale: np.ndarray | None = None,
+    out_shift: np.ndarray | None = None,
+    isa: str | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Direct binary 2-D convolution (XNOR-Net forward, ``act_bit = weight_bit = 1``).
+
+    ``x`` is float32 ``[N, C, H, W]``, or the packed activations ``int64[N, H, W,
+    ceil(C / 64)]`` (bit ``c % 64`` of word ``c // 64`` set means -1; bits past ``C`` are
+    ignored) together with ``channels=C``. ``w_packed`` is ``int64[F, kh, kw, ceil(C/groups /
+    64)]`` from ``pack_conv_weights``. With ``a = sgn(x * in_scale[c] + in_shift[c])`` (product
+    and sum rounded separately; ``sgn(x)`` without the affine; sgn(v) = -1 iff v < 0)::
+
+        dot[n, f, oy, ox] = sum_{c', i, j} apad[n, g*C/groups + c', oy*sh - ph + i*dh,
+                                                 ox*sw - pw + j*dw] * sgn(W[f, c', i, j])
+        out = float32(dot) * alpha[f] + bias[f] (+ residual[n, f, oy, ox])
+
+    where ``apad`` is ``a`` extended by ``pad_value`` (0: zero padding as Convolution; +1 or
+    -1: a constant border), ``g = f // (F / groups)``, alpha 1 and bias 0 when None; a
+    multiply then an add, rounded each (never fused), so every ``isa`` and thread count gives
+    the same bits. Returns float32 ``[N, F, OH, OW]``, or, with ``out_scale`` and ``out_shift``
+    (float32 ``[F]``), the packed output ``int64[N, OH, OW, ceil(F / 64)]`` whose bit ``f`` is
+    ``out * out_scale[f] + out_shift[f] < 0`` (the next layer's input bits; ``groups=1``, no
+    residual). Packed input takes no ``in_scale`` / ``in_shift`` and needs ``groups=1``.
+    """
+    _check_array("w_packed", w_packed, np.int64, 4)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Expected `x` to be a numpy.ndarray, got {type(x).__name__}")
+    packed_in = x.dtype == np.int64
+    if packed_in:
+        _check_array("x", x, np.int64, 4)
+        if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)):
+            raise ValueError(
+                f"Expected `channels` (a positive int) with packed `x`, got {channels!r}"
+            )
+        if channels < 1 or x.shape[3] != (channels + 63) // 64:
+            raise ValueError(
+                f"Expected packed `x` to have ceil(channels / 64) = {(max(channels, 1) + 63) // 64}"
+                f" words per pixel, got shape {x.shape}"
+            )
+        c = int(channels)
+        if in_scale is not None or in_shift is not None:
+            raise ValueError("Packed `x` takes no `in_scale` / `in_shift` (its signs are final)")
+    else:
+        _check_array("x", x, np.float32, 4)
+        if channels is not None and channels != x.shape[1]:
+            raise ValueError(f"`channels`={channels!r} disagrees with x.shape[1]={x.shape[1]}")
+        c = x.shape[1]
+    stride_t = _pair("stride", stride, 1)
+    pad_t = _pair("pad", pad, 0)
+    dilate_t = _pair("dilate", dilate, 1)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"Expected `groups` to be a positive int, got {groups!r}")
+    if pad_value not in (0, 1, -1) or isinstance(pad_value, bool):
+        raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
+    f = w_packed.shape[0]
+    if c % groups or f % groups:
+        raise ValueError(f"Expected C={c} and F={f} to be divisible by `groups`={groups}")
+    if w_packed.shape[3] != (c // groups + 63) // 64:
+        raise ValueError(
+            f"Expected `w_packed` to have ceil(C/groups / 64) = {(c // groups + 63) // 64} words"
+            f" per tap, got shape {w_packed.shape}"
+        )
+    if (in_scale is None) != (in_shift is None):
+        raise ValueError("Expected `in_scale` and `in_shift` together (or neither)")
+    if (out_scale is None) != (out_shift is None):
+        raise ValueError("Expected `out_scale` and `out_shift` together (or neither)")
+    packed_out = out_scale is not None
+    if (packed_in or packed_out) and groups != 1:
+        raise ValueError("Packed input or output needs `groups`=1")
+    if packed_out and residual is not None:
+        raise ValueError("Packed output (`out_scale` / `out_shift`) takes no `residual`")
+    for name, v, n in (
+        ("alpha", alpha, f),
+        ("bias", bias, f),
+        ("in_scale", in_scale, c),
+        ("in_shift", in_shift, c),
+        ("out_scale", out_scale, f),
+        ("out_shift", out_shift, f),
+    ):
+        _check_vector(name, v, n)
+    n_img, h, w = (x.shape[0], x.shape[1], x.shape[2]) if packed_in else (x.shape[0], *x.shape[2:])
+    kh, kw = w_packed.shape[1:3]
+    oh = (h + 2 * pad_t[0] - dilate_t[0] * (kh - 1) - 1) // stride_t[0] + 1
+    ow = (w + 2 * pad_t[1] - dilate_t[1] * (kw - 1) - 1) // stride_t[1] + 1
+    if min(n_img, h, w, kh, kw) < 0 or oh < 1 or ow < 1 or min(h, w) < 1:
+        raise ValueError(
+            f"Expected a non-empty output: input {h}x{w}, kernel {kh}x{kw}, stride {stride_t},"
+            f" pad {pad_t}, dilate {dilate_t} give {oh}x{ow}"
+        )
+    if residual is not None:
+        _check_array("residual", residual, np.float32, 4)
+        if residual.shape != (n_img, f, oh, ow):
+            raise ValueError(
+                f"Expected `residual` to have shape {(n_img, f, oh, ow)}, got {residual.shape}"
+            )
+    isa_s, threads_i = _check_options(isa, threads)
+    return _xnor.binary_conv2d(
+        w_packed,
+        list(stride_t),
+        list(pad_t),
+        list(dilate_t),
+        x=None if packed_in else x,
+        x_bits=x if packed_in else None,
+        channels=c,
+        groups=int(groups),
+        pad_value=int(pad_value),
+        alpha=alpha,
+        bias=bias,
+        in_scale=in_scale,
+        in_shift=in_shift,
+        residual=residual,
+        out_scale=out_scale,
+        out_shift=out_shift,
+        isa=isa_s,
+        threads=threads_i,
+    )
+
+
+def binary_dense(
+    x: np.ndarray,
+    w_packed: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    in_scale: np.ndarray | None = None,
+    in_shift: np.ndarray | None = None,
+    isa: str | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Binary dense layer: ``out[m, h] = float32(dot) * alpha[h] + bias[h]`` (float32[M, H]).
+
+    ``dot = sum_d sgn(x[m, d] * in_scale[d] + in_shift[d]) * sgn(W[h, d])`` (``sgn(x)``
+    without the affine); ``x`` is float32 ``[M, D]``, ``w_packed`` is ``int64[H, ceil(D /
+    64)]`` (``pack_bits`` of the float weight). Multiply, then add, rounded each: every ``isa``
+    and thread count gives the same bits.
+    """
+    _check_array("x", x, np.float32, 2)
+    _check_array("w_packed", w_packed, np.int64, 2)
+    d, hidden = x.shape[1], w_packed.shape[0]
+    if d < 1 or hidden < 1:
+        raise ValueError(f"Expected depth and hidden >= 1, got x {x.shape}, w {w_packed.shape}")
+    if w_packed.shape[1] != (d + 63) // 64:
+        raise ValueError(
+            f"Expected `w_packed` to have ceil(D / 64) = {(d + 63) // 64} words per row, got"
+            f" shape {w_packed.shape}"
+        )
+    if (in_scale is None) != (in_shift is None):
+        raise ValueError("Expected `in_scale` and `in_shift` together (or neither)")
+    for name, v, n in (("alpha", alpha, hidden), ("bias", bias, hidden)):
+        _check_vector(name, v, n)
+    for name, v in (("in_scale", in_scale), ("in_shift", in_shift)):
+        _check_vector(name, v, d)
+    isa_s, threads_i = _check_options(isa, threads)
+    return _xnor.binary_dense(
+        x,
+        w_packed,
+        alpha=alpha,
+        bias=bias,
+        in_scale=in_scale,
+        in_shift=in_shift,
+        isa=isa_s,
+        threads=threads_i,
+    )

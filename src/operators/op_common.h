@@ -4,7 +4,7 @@
  * - Attribute parsing. MXNet hands attributes over as Python text ("(3, 3)", "True", "1",
  *   "0.5"); parsers are pure and cheap because parseAttrs runs many times per call. Every
  *   failure yields a message naming the attribute and the expected vs given value.
- * - Quantisers (DESIGN.md §3):
+ * - Quantisers (docs/design.md §3):
  *     act_bit / weight_bit = 1:  sgn(v) = +1 if v >= 0 (also -0.0) else -1
  *     act_bit k in 2..31:        q(clip(x, 0, 1), k),  q(a, k) = rint((2^k - 1) a) / (2^k - 1)
  *     weight_bit k in 2..31:     2 q(tanh(W) / (2 max|tanh W|) + 1/2, k) - 1   (max over the
@@ -351,13 +351,6 @@ inline void MeanAbsRows(const float* w, int64_t rows, int64_t size, float* alpha
     double s = 0.0;
     for (int64_t i = 0; i < size; ++i) s += std::fabs(double{w[r * size + i]});
     alpha[r] = static_cast<float>(s / static_cast<double>(size));
-  }
-}
-
-// dx[i] = dxq[i] * 1[|x[i]| <= grad_cancel]   (in place on dx).
-inline void ApplyGradCancel(const float* x, int64_t n, float grad_cancel, float* dx) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (!(std::fabs(x[i]) <= grad_cancel)) dx[i] = 0.0f;
   }
 }
 

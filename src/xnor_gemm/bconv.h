@@ -77,7 +77,7 @@ void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64
                  const GemmConfig& config);
 
 // OIHW float weights -> packed (F, kh, kw, TapWords()) words (bit = w < 0), vectorised
-// (same bits as PackConvWeights).
+// (same bits as PackConvWeights, its tested reference).
 void PackConvWeightsFast(const float* w, const Conv2dParams& p, uint64_t* out);
 
 }  // namespace binmx

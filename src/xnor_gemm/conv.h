@@ -62,7 +62,9 @@ void ValidateConv2dParams(const Conv2dParams& p);
 // Number of uint64 words of the packed weight: num_filter * kh * kw * TapWords().
 int64_t PackedConvWeightWords(const Conv2dParams& p);
 
-// OIHW float weights -> packed (F, kh, kw, TapWords()) words (bit = w < 0).
+// OIHW float weights -> packed (F, kh, kw, TapWords()) words (bit = w < 0). A plain loop: the
+// reference that the vectorised PackConvWeightsFast (bconv.h, what the operators use) is
+// tested against (tests/test_bconv_core.py, tests/bconv_sanitizer_test.cc).
 void PackConvWeights(const float* w, const Conv2dParams& p, uint64_t* out);
 
 // Packed weights -> OIHW +-1 floats (the inverse of PackConvWeights on the signs).

@@ -4,7 +4,8 @@
  * A path is available when its kernel file was compiled in (BINMX_BUILT_AVX2 /
  * BINMX_BUILT_AVX512, set by CMake) AND the CPU reports the instructions it uses
  * (AVX2: avx2+popcnt; AVX-512: avx512f+avx512bw+avx512vl+avx512vpopcntdq, with OS support for
- * the wider register state). BINMX_ISA=scalar|avx2|avx512 caps the default for the process.
+ * the wider register state). BINMX_ISA=scalar|avx2|avx512 caps the default; it is read on every
+ * call (docs/design.md §6).
  */
 #include <cstdlib>
 #include <stdexcept>

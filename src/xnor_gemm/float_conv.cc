@@ -845,16 +845,6 @@ void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
   });
 }
 
-std::string BlasConfig() {
-  const char* s = scipy_openblas_get_config();
-  return s ? s : "";
-}
-
-std::string BlasCoreName() {
-  const char* s = scipy_openblas_get_corename();
-  return s ? s : "";
-}
-
 void FloatConv2dForward(const float* x, InputQuant quant, const float* w, const float* alpha,
                         const float* bias, float* out, const Conv2dParams& p, int threads) {
   CheckConv(x, w, p);

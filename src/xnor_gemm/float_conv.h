@@ -30,7 +30,6 @@
 #define BINMX_FLOAT_CONV_H_
 
 #include <cstdint>
-#include <string>
 
 #include "conv.h"
 
@@ -45,12 +44,6 @@ enum class InputQuant : int { kNone = 0, kSign = 1 };
 void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc, int threads);
-
-// OpenBLAS's description of itself ("OpenBLAS 0.3.x DYNAMIC_ARCH ... SkylakeX ...") and the name
-// of the CPU core whose kernels it picked at load time (e.g. "SkylakeX", "Haswell"). OpenBLAS
-// reads OPENBLAS_CORETYPE when it is loaded, should its CPU detection ever pick a slow core.
-std::string BlasConfig();
-std::string BlasCoreName();
 
 // out = conv(Q(x), w) * alpha[f] + bias[f]   (alpha, bias may be null: 1 and 0).
 void FloatConv2dForward(const float* x, InputQuant quant, const float* w, const float* alpha,

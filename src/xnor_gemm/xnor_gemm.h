@@ -1,9 +1,9 @@
 /*
  * binmx core: public API of the framework-free bit-packing and xnor GEMM library.
  *
- * Bit convention (DESIGN.md §3): bit = (x < 0.0f). Every x >= 0, including +0.0 and -0.0,
- * gives bit 0 (meaning +1); x < 0 gives bit 1 (meaning -1). Element j of a row goes to word j / 64, bit j % 64 (LSB
- * first). Tail bits of the last word of a row are 0.
+ * Bit convention (docs/design.md §2): bit = (x < 0.0f). Every x >= 0, including +0.0 and -0.0,
+ * gives bit 0 (meaning +1); x < 0 gives bit 1 (meaning -1). Element j of a row goes to word
+ * j / 64, bit j % 64 (LSB first). Tail bits of the last word of a row are 0.
  *
  * Binary dot product over the true depth K of two packed rows a, b:
  *     dot(a, b) = K - 2 * popcount(a XOR b)
@@ -35,8 +35,9 @@ bool IsaBuilt(Isa isa);
 bool IsaSupportedByCpu(Isa isa);
 // Paths that were built and that the CPU supports, ascending.
 std::vector<Isa> AvailableIsas();
-// The best available path, capped by the environment variable BINMX_ISA (read once per
-// process). Throws std::runtime_error if BINMX_ISA names an unknown or unavailable path.
+// The best available path, capped by the environment variable BINMX_ISA (read on every call,
+// so a bad value fails every call; docs/design.md §6). Throws std::runtime_error if BINMX_ISA
+// names an unknown or unavailable path.
 Isa DefaultIsa();
 // Throws std::runtime_error unless `isa` is available (built and supported by the CPU).
 void RequireIsa(Isa isa);

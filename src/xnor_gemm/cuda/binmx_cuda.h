@@ -2,7 +2,7 @@
  * binmx CUDA: plain C API of the GPU bit packing, xnor GEMM and binary convolution
  * (libbinmx_cuda.so). Usable from C, C++ (the MXNet "gpu" operators) and ctypes.
  *
- * Conventions are those of the CPU core (xnor_gemm.h, DESIGN.md §3):
+ * Conventions are those of the CPU core (xnor_gemm.h, docs/design.md §2):
  *   bit = (x < 0.0f): bit 1 means -1, bit 0 means +1 (so +0.0, -0.0 -> +1);
  *   element j of a row -> word j / 64, bit j % 64 (LSB first); tail bits of the last word are 0;
  *   dot(a, b) = K - 2 * popcount(a XOR b) over the true depth K.
@@ -151,7 +151,7 @@ int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* p,
  * All give bit-identical results. */
 
 /* ---- API version 2: what the MXNet "gpu" operators need beyond the binary kernels ---------
- * (train.cu). Quantisers as DESIGN.md §3 / src/operators/op_common.h:
+ * (train.cu). Quantisers as docs/design.md §3 / src/operators/op_common.h:
  *   Qa: bits 1 sgn(x); 2..31 q(clip(x, 0, 1), k), q(a, k) = rint((2^k - 1) a) / (2^k - 1);
  *       32 identity.   Qw: bits 1 sgn(w); 2..31 2 q(tanh(w) / (2 max|tanh w|) + 1/2, k) - 1;
  *       32 identity. k-bit maths in double, rint = round half to even.

@@ -5,8 +5,8 @@ binmx QConvolution: the same shapes, the same BatchNorm; only the layout of its 
 Each graph is ``sum(BatchNorm(conv(data)))`` bound for training; the BatchNorm's cost is the
 time of the graph minus the time of the same graph without it, median of N steps.
 
-    python benchmarks/bench_bn_layout.py                      # 64 channels, 32x32, batch 32
-    python benchmarks/bench_bn_layout.py --channels 128 --size 16
+    python benchmarks/investigations/bench_bn_layout.py          # 64 channels, 32x32, batch 32
+    python benchmarks/investigations/bench_bn_layout.py --channels 128 --size 16
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A 1x1 ``Convolution`` (oneDNN, output in its blocked layout) is followed by one 
 ``transpose(axes=(0, 2, 3, 1))`` (plain NHWC) or ``transpose(axes=(0, 1, 2, 3))``. The cost is
 the graph's time minus the convolution alone, median of N forwards, 1 thread by default.
 
-    python benchmarks/bench_reorder.py
+    python benchmarks/investigations/bench_reorder.py
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ and prints the median per case, for the binary and the float network. If a pure 
 slows the next forward as much as the float network does, the penalty is not the float
 network's cache footprint but the machine (a shared VM's vCPU state); see benchmarks/README.md.
 
-    python benchmarks/bench_after_other_work.py [--reps 40]
+    python benchmarks/investigations/bench_after_other_work.py [--reps 40]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench_resnet18 (the networks and their binding) lives one directory up, in benchmarks/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str] | None = None) -> int:

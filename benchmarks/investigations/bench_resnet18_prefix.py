@@ -8,9 +8,9 @@ output) as its own executor, times each (median of N forwards, 1 thread by defau
 prints the cumulative time and its increase per node. The increase is that node's cost in
 the graph, up to noise (a prefix can come out a little faster than a shorter one).
 
-    python benchmarks/bench_resnet18_prefix.py                 # binarized, 224x224, batch 1
-    python benchmarks/bench_resnet18_prefix.py --float --image 32
-    python benchmarks/bench_resnet18_prefix.py --cold          # caches evicted before each forward
+    python benchmarks/investigations/bench_resnet18_prefix.py          # binarized, 224x224, batch 1
+    python benchmarks/investigations/bench_resnet18_prefix.py --float --image 32
+    python benchmarks/investigations/bench_resnet18_prefix.py --cold   # caches evicted first
 
 ``--cold`` writes a 64 MiB buffer before every timed forward (not timed), as the float network
 does between the binary forwards in ``bench_resnet18.py``'s alternating loop: the prefix then
@@ -24,7 +24,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench_resnet18 (the networks and their binding) lives one directory up, in benchmarks/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str] | None = None) -> int:
