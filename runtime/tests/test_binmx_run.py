@@ -79,7 +79,7 @@ def test_profile_and_bench() -> None:
         (["--model", MODEL, "--epoch", "1", "--input", INPUT, "--threads", "0"], 2, "--threads"),
         (["--model", MODEL, "--epoch", "1", "--input", INPUT, "--bench", "-1"], 2, "--bench"),
         (["--model", MODEL, "--epoch", "1", "--input", INPUT, "--frobnicate"], 2, "unknown"),
-        (["--model", MODEL + "_nope", "--epoch", "1", "--input", INPUT], 1, "not found"),
+        (["--model", MODEL + "_nope", "--epoch", "1", "--input", INPUT], 1, "No such file"),
         (["--model", MODEL, "--epoch", "7", "--input", INPUT], 1, "0007.params"),
         (["--model", MODEL, "--epoch", "1", "--input", "/nonexistent.npy"], 1, "nonexistent"),
     ],
