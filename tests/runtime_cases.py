@@ -87,6 +87,31 @@ def bmxnet_ops_net() -> mx.sym.Symbol:
     return mx.sym.SoftmaxOutput(fc2, name="softmax")
 
 
+def more_ops_net() -> mx.sym.Symbol:
+    """Reshape codes, the other LeakyReLU forms, scalar and broadcast arithmetic, global max
+    pooling, softmax with a temperature, default transpose axes."""
+    data = mx.sym.var("data")  # (N, 6, 5, 4)
+    x = mx.sym.Convolution(data, kernel=(1, 1), num_filter=6, name="c0")
+    r1 = mx.sym.Reshape(x, shape=(0, -3, 4), name="r1")  # (N, 30, 4)
+    r2 = mx.sym.Reshape(r1, shape=(0, -4, 3, -1, -2), name="r2")  # (N, 3, 10, 4)
+    r3 = mx.sym.Reshape(r2, shape=(-1, 0), reverse=True, name="r3")  # (N*3*10, 4) -> reverse
+    g = mx.sym.LeakyReLU(r3, act_type="gelu", name="gelu")
+    se = mx.sym.LeakyReLU(r3, act_type="selu", name="selu")
+    rr = mx.sym.LeakyReLU(r3, act_type="rrelu", lower_bound=0.1, upper_bound=0.3, name="rrelu")
+    a = mx.sym.elemwise_sub(g, se, name="sub") * 0.5 + 1.0
+    b = mx.sym.elemwise_mul(rr[0], a, name="mul") / 2.0 - 0.25
+    c = 3.0 - b
+    back = mx.sym.Reshape(c, shape=(-1, 6, 5, 4), name="back")
+    gm = mx.sym.Pooling(back, global_pool=True, kernel=(1, 1), pool_type="max", name="gmax")
+    bm = mx.sym.broadcast_mul(back, gm, name="bmul")
+    bs = mx.sym.broadcast_sub(bm, mx.sym.Pooling(back, kernel=(5, 4), pool_type="avg", name="pa"),
+                              name="bsub")
+    t = mx.sym.transpose(bs, name="tdef")  # (4, 5, 6, N): default axes reverse
+    t = mx.sym.transpose(t, name="tback")
+    sm = mx.sym.softmax(t, axis=1, temperature=2.5, name="smt")
+    return mx.sym.SoftmaxOutput(mx.sym.Flatten(sm * 4.0), name="softmax")
+
+
 def qops_net() -> mx.sym.Symbol:
     """binmx's operators with the attributes the converter leaves alone: k-bit layers, pad_value,
     scaling_factor, groups, dilation and stride on 1-bit layers, QActivation forms."""
@@ -156,6 +181,7 @@ CASES = {
         lambda d: models.resnet(depth=10, num_classes=10, image_shape=(3, 64, 64), width=16),
         (2, 3, 64, 64), "convert"),
     "bmxnet_ops": (lambda d: bmxnet_ops_net(), (2, 4, 9, 9), "none"),
+    "more_ops": (lambda d: more_ops_net(), (2, 6, 5, 4), "none"),
     "qops_fold": (lambda d: qops_net(), (2, 6, 11, 11), "fold"),
     "qops_none": (lambda d: qops_net(), (2, 6, 11, 11), "none"),
     "gluon_fold": (gluon_net, (2, 3, 16, 16), "fold"),
