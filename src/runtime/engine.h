@@ -162,6 +162,8 @@ struct PoolParams {
   std::vector<int64_t> kernel, stride, pad;
 };
 PoolParams ParsePooling(const Node& node);
+// An Activation(act_type='relu') with no other attribute (what a float layer can absorb).
+bool IsReluNode(const Node& n);
 // Output size of a pooling window: valid floor((in + 2p - k) / s) + 1, full ceil(...) + 1.
 int64_t PoolOut(int64_t in, int64_t k, int64_t s, int64_t p, bool full);
 

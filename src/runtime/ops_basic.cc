@@ -706,6 +706,15 @@ void AddChannelAffine(Planner& pl, int node, int in, int axis, std::vector<float
 
 }  // namespace
 
+bool IsReluNode(const Node& n) {
+  if (n.op != "Activation") return false;
+  for (const auto& kv : n.attrs) {
+    if (kv.first.rfind("__", 0) == 0) continue;
+    if (kv.first != "act_type" || kv.second != "relu") return false;
+  }
+  return n.attrs.count("act_type") == 1;
+}
+
 // BatchNorm in inference mode as (scale, shift) per channel; shared with the layer builders.
 void BatchNormAffine(Planner& pl, int node, int64_t channels, std::vector<float>* scale,
                      std::vector<float>* shift, int* axis_out) {
@@ -715,9 +724,7 @@ void BatchNormAffine(Planner& pl, int node, int64_t channels, std::vector<float>
   r.Bool("use_global_stats", false);
   r.Float("momentum", 0.9);
   r.Ignore("cudnn_off");
-  if (r.Bool("output_mean_var", false)) {
-    // Only output 0 may be read (Planner::Input rejects the others).
-  }
+  r.Bool("output_mean_var", false);  // only output 0 may be read (Planner::Input checks)
   const int64_t axis = r.Int("axis", 1, -8, 8);
   bool has = false;
   r.OptFloat("min_calib_range", &has);
@@ -764,13 +771,7 @@ void BuildBatchNorm(Planner& pl, int node) {
   // A relu that is its only reader joins it.
   bool relu = false;
   const int reader = pl.SoleReader(node);
-  if (reader >= 0 && pl.graph().nodes[reader].op == "Activation") {
-    auto it = pl.graph().nodes[reader].attrs.find("act_type");
-    if (it != pl.graph().nodes[reader].attrs.end() && it->second == "relu" &&
-        pl.graph().nodes[reader].attrs.size() == 1) {
-      relu = true;
-    }
-  }
+  if (reader >= 0 && IsReluNode(pl.graph().nodes[reader])) relu = true;
   AddChannelAffine(pl, node, in, axis, scale, shift, relu);
   if (relu) pl.Absorb(reader, pl.NodeValue(node));
 }

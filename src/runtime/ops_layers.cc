@@ -47,15 +47,6 @@ void Finish(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<int> 
   pl.AddStep(std::move(step));
 }
 
-bool IsRelu(const Node& n) {
-  if (n.op != "Activation") return false;
-  for (const auto& kv : n.attrs) {
-    if (kv.first.rfind("__", 0) == 0) continue;
-    if (kv.first != "act_type" || kv.second != "relu") return false;
-  }
-  return true;
-}
-
 // DoReFa weight quantiser over all n weights (op_common.h's QuantizeWeight).
 std::vector<float> QuantizeWeights(const std::vector<float>& w, int bits) {
   std::vector<float> out(w.size());
@@ -234,7 +225,7 @@ void BuildConvolution(Planner& pl, int node) {
     }
   }
   bool relu = false;
-  if (reader >= 0 && IsRelu(pl.graph().nodes[reader])) {
+  if (reader >= 0 && IsReluNode(pl.graph().nodes[reader])) {
     relu = true;
     name += "+" + pl.graph().nodes[reader].name;
     pl.Absorb(reader, -1);
@@ -326,7 +317,7 @@ void BuildFullyConnected(Planner& pl, int node) {
   bool relu = false;
   std::string name = n.name;
   const int reader = pl.SoleReader(node);
-  if (reader >= 0 && IsRelu(pl.graph().nodes[reader])) {
+  if (reader >= 0 && IsReluNode(pl.graph().nodes[reader])) {
     relu = true;
     name += "+" + pl.graph().nodes[reader].name;
   }
