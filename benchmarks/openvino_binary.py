@@ -18,11 +18,11 @@ Translation (binmx semantics: docs/design.md section 3 and :mod:`binmx.fold`):
   refused here.
 * The sign ``bit = [x * s + b >= 0]`` (``input_affine``, or ``out_packed``'s
   ``out_scale``/``out_shift``) is a FakeQuantize with a per-channel threshold ``t = -b / s`` and
-  output range {0, 1} (swapped to {1, 0} where ``s < 0``; a threshold beyond every finite value
-  where ``s == 0``), as
-  OpenVINO's binary models do. It equals binmx's sign except where ``x`` lies within float
-  rounding of ``t``. ``FakeQuantize`` maps ``x <= t`` to its low output; the thresholds are
-  nudged one ulp so that ``x == t`` (``y == 0``) gives +1 as in binmx.
+  output range {0, 1} (swapped to {1, 0} where ``s < 0``; a threshold beyond every finite
+  value where ``s == 0``), as OpenVINO's binary models do. It equals binmx's sign except where
+  ``x`` lies within float rounding of ``t``. ``FakeQuantize`` maps ``x <= t`` to its low
+  output; the thresholds are nudged one ulp so that ``x == t`` (``y == 0``) gives +1 as in
+  binmx.
 * Workaround: OpenVINO 2026.4.1 miscomputes a BinaryConvolution fused with a residual add and
   the next sign: its CPU plugin fuses a FakeQuantize into the BinaryConvolution that produces
   its input when the FakeQuantize's constant inputs have no other reader, even where that
@@ -83,10 +83,6 @@ _F32 = np.float32
 
 
 # ----------------------------------------------------------------------------- attributes
-def _attr(attrs: dict[str, str], key: str, default: Any) -> Any:
-    return attrs.get(key, default)
-
-
 def _bool(attrs: dict[str, str], key: str, default: bool = False) -> bool:
     value = attrs.get(key)
     return default if value is None else str(value).strip().lower() in _TRUE
@@ -176,8 +172,7 @@ def _sign_bits(
     binmx, which gives -1 there)."""
     if scale is None:
         below_zero = np.float32(-np.finfo(_F32).smallest_subnormal)
-        return _fq(x, np.array(below_zero), np.array(_F32(0)), np.array(_F32(1)),
-                   fusable=fusable)
+        return _fq(x, np.array(below_zero), np.array(_F32(0)), np.array(_F32(1)), fusable=fusable)
     scale = np.asarray(scale, _F32)
     shift = np.asarray(shift, _F32)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -194,8 +189,13 @@ def _sign_bits(
     threshold = np.where(positive, np.nextafter(t, _F32(-np.inf)), np.where(negative, t, constant))
     low = np.where(negative, 1, 0).astype(_F32)
     high = np.where(negative, 0, 1).astype(_F32)
-    return _fq(x, _per_channel(threshold.astype(_F32)), _per_channel(low), _per_channel(high),
-               fusable=fusable)
+    return _fq(
+        x,
+        _per_channel(threshold.astype(_F32)),
+        _per_channel(low),
+        _per_channel(high),
+        fusable=fusable,
+    )
 
 
 # ----------------------------------------------------------------------------- translation
@@ -295,8 +295,9 @@ class _Builder:
         x = self.float_in(nid, ins[0])
         scale, shift = self.param(ins[1]), self.param(ins[2])
         rank = len(x.get_partial_shape())
-        y = ops.add(ops.multiply(x, _const(_per_channel(scale, rank))),
-                    _const(_per_channel(shift, rank)))
+        y = ops.add(
+            ops.multiply(x, _const(_per_channel(scale, rank))), _const(_per_channel(shift, rank))
+        )
         if _bool(attrs, "relu"):
             y = ops.relu(y)
         return _Value(y.output(0))
@@ -412,25 +413,39 @@ class _Builder:
             if _bool(attrs, "input_affine"):
                 scale = self.param(named["in_scale"])
                 shift = self.param(named["in_shift"])
-            bits = _sign_bits(src.out, scale, shift,
-                              fusable=not (self.shared and src.residual_conv))
+            bits = _sign_bits(
+                src.out, scale, shift, fusable=not (self.shared and src.residual_conv)
+            )
             channels = int(src.out.get_partial_shape()[1].get_length())
         if channels % 8:
-            raise self.fail(nid, f"{channels} input channels: OpenVINO 2026.4.1's CPU "
-                                 "BinaryConvolution is wrong unless channels % 8 == 0")
+            raise self.fail(
+                nid,
+                f"{channels} input channels: OpenVINO 2026.4.1's CPU "
+                "BinaryConvolution is wrong unless channels % 8 == 0",
+            )
         pad_value = _int(attrs, "pad_value", 0)
         if pad_value not in (-1, 0, 1):
             raise self.fail(nid, f"attribute pad_value={pad_value} (expected -1, 0 or 1)")
         weights = self.param(named["weight"])
         if weights.dtype != np.int64 or weights.ndim != 4:
-            raise self.fail(nid, f"weight of dtype {weights.dtype} and shape {weights.shape}: "
-                                 "expected packed int64 (F, kh, kw, words)")
+            raise self.fail(
+                nid,
+                f"weight of dtype {weights.dtype} and shape {weights.shape}: "
+                "expected packed int64 (F, kh, kw, words)",
+            )
         pad = _spatial(attrs, "pad", 0)
         if not _bool(attrs, "in_packed"):
             bits.get_node().set_friendly_name(self.nodes[nid]["name"] + "/in_sign")
         y: Any = opset1.binary_convolution(
-            bits, _u1_weights(weights, channels), _spatial(attrs, "stride", 1), pad, pad,
-            _spatial(attrs, "dilate", 1), "xnor-popcount", float(pad_value))
+            bits,
+            _u1_weights(weights, channels),
+            _spatial(attrs, "stride", 1),
+            pad,
+            pad,
+            _spatial(attrs, "dilate", 1),
+            "xnor-popcount",
+            float(pad_value),
+        )
         y.set_friendly_name(self.nodes[nid]["name"] + "/bconv")
         if "alpha" in named:
             y = ops.multiply(y, _const(_per_channel(self.param(named["alpha"]))))
@@ -440,9 +455,12 @@ class _Builder:
         if residual:
             y = ops.add(y, self.float_in(nid, named["residual"]))
         if _bool(attrs, "out_packed"):
-            out_bits = _sign_bits(y.output(0), self.param(named["out_scale"]),
-                                  self.param(named["out_shift"]),
-                                  fusable=not (self.shared and residual))
+            out_bits = _sign_bits(
+                y.output(0),
+                self.param(named["out_scale"]),
+                self.param(named["out_shift"]),
+                fusable=not (self.shared and residual),
+            )
             return _Value(out_bits, bits=True)
         return _Value(y.output(0), residual_conv=residual)
 
@@ -474,8 +492,12 @@ def build_openvino_model(
         graph = json.load(f)
     if not isinstance(graph, dict) or "nodes" not in graph or "heads" not in graph:
         raise ValueError(f"Expected {symbol_json_path!r} to be an MXNet symbol JSON")
-    return build_openvino_graph(graph, load_params(params_path), input_shape,
-                                shared_threshold_after_residual=shared_threshold_after_residual)
+    return build_openvino_graph(
+        graph,
+        load_params(params_path),
+        input_shape,
+        shared_threshold_after_residual=shared_threshold_after_residual,
+    )
 
 
 # ----------------------------------------------------------------------------- compile / time
@@ -530,8 +552,10 @@ def openvino_profile(compiled_model, x: np.ndarray, repeat: int = 20) -> list[di
             if str(p.status).endswith("EXECUTED"):
                 samples.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
                 info[p.node_name] = (p.node_type, p.exec_type)
-    return [{"name": n, "type": info[n][0], "exec": info[n][1], "ms": statistics.median(v)}
-            for n, v in samples.items()]
+    return [
+        {"name": n, "type": info[n][0], "exec": info[n][1], "ms": statistics.median(v)}
+        for n, v in samples.items()
+    ]
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -561,6 +585,26 @@ def _make_resnet18(prefix: str, image: int, classes: int, width: int) -> None:
     rc.save(prefix, sym, args, aux)
 
 
+def logits_model(prefix: str, epoch: int = 1) -> str:
+    """A copy of ``PREFIX-symbol.json`` whose output is the input of its final softmax (the
+    logits; a saturated softmax hides differences), beside a link to the same params. Returns
+    the new prefix ``PREFIX_logits``."""
+    with open(f"{prefix}-symbol.json", encoding="utf-8") as f:
+        graph = json.load(f)
+    head = graph["heads"][0][0]
+    if graph["nodes"][head]["op"] not in ("SoftmaxOutput", "softmax"):
+        raise ValueError(f"{prefix}-symbol.json does not end in a softmax")
+    graph["heads"] = [graph["nodes"][head]["inputs"][0]]
+    out = prefix + "_logits"
+    with open(f"{out}-symbol.json", "w", encoding="utf-8") as f:
+        json.dump(graph, f)
+    link = f"{out}-{epoch:04d}.params"
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.abspath(f"{prefix}-{epoch:04d}.params"), link)
+    return out
+
+
 def _compare(ov_out: np.ndarray, rt_out: np.ndarray) -> tuple[float, float, bool]:
     diff = float(np.abs(ov_out - rt_out).max())
     scale = float(np.abs(rt_out).max())
@@ -570,8 +614,11 @@ def _compare(ov_out: np.ndarray, rt_out: np.ndarray) -> tuple[float, float, bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="PREFIX of a converted, folded model (default: make "
-                        "the random-weight binary ResNet-18 in a temporary directory)")
+    parser.add_argument(
+        "--model",
+        help="PREFIX of a converted, folded model (default: make "
+        "the random-weight binary ResNet-18 in a temporary directory)",
+    )
     parser.add_argument("--epoch", type=int, default=1)
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=200, help="timed runs per engine")
@@ -595,9 +642,25 @@ def main(argv: list[str] | None = None) -> int:
     model = build_openvino_model(f"{prefix}-symbol.json", f"{prefix}-{a.epoch:04d}.params", shape)
     build_ms = (time.perf_counter() - t0) * 1e3
     x = np.random.default_rng(1).standard_normal(shape).astype(_F32)
+    with tempfile.TemporaryDirectory() as work:
+        base = os.path.join(work, "m")
+        for suffix in ("-symbol.json", f"-{a.epoch:04d}.params"):
+            os.symlink(os.path.abspath(prefix + suffix), base + suffix)
+        lp = logits_model(base, a.epoch)
+        lm = build_openvino_model(f"{lp}-symbol.json", f"{lp}-{a.epoch:04d}.params", shape)
+        got = run_openvino(compile_openvino(lm, 1), x)
+        want = binmx_runtime.load(lp, a.epoch, input_shape=shape, threads=1).run(x)
+    diff, scale, same = _compare(got, want)
+    print(
+        f"logits check (1 thread): max|OpenVINO - binmx_runtime| = {diff:.3g} (max|logit| "
+        f"{scale:.3g}, relative {diff / max(scale, 1e-30):.3g}); argmax "
+        f"{'agrees' if same else 'DIFFERS'}"
+    )
 
-    print(f"CPU: {_cpu_name()}; OpenVINO {ov.get_version()}; binmx_runtime "
-          f"{binmx_runtime.version()}; model {prefix}; input {shape}")
+    print(
+        f"CPU: {_cpu_name()}; OpenVINO {ov.get_version()}; binmx_runtime "
+        f"{binmx_runtime.version()}; model {prefix}; input {shape}"
+    )
     print(f"OpenVINO graph built in {build_ms:.0f} ms")
     per_run = max(1, a.repeat // a.rounds)
     for threads in [int(t) for t in a.threads.split(",")]:
@@ -605,10 +668,13 @@ def main(argv: list[str] | None = None) -> int:
         rt = binmx_runtime.load(prefix, a.epoch, input_shape=shape, threads=threads)
         ov_out, rt_out = run_openvino(compiled, x), rt.run(x)
         diff, scale, same = _compare(ov_out, rt_out)
-        print(f"[{threads} thread(s)] output check: max|OpenVINO - binmx_runtime| = {diff:.3g} "
-              f"(max|output| {scale:.3g}, relative {diff / max(scale, 1e-30):.3g}); argmax "
-              f"{'agrees' if same else 'DIFFERS'} ({int(ov_out.argmax())} vs "
-              f"{int(rt_out.argmax())})")
+        print(
+            f"[{threads} thread(s)] softmax output check: "
+            f"max|OpenVINO - binmx_runtime| = {diff:.3g} "
+            f"(max|output| {scale:.3g}, relative {diff / max(scale, 1e-30):.3g}); argmax "
+            f"{'agrees' if same else 'DIFFERS'} ({int(ov_out.argmax())} vs "
+            f"{int(rt_out.argmax())})"
+        )
         ov_ms: list[float] = []
         rt_ms: list[float] = []
         for _ in range(a.rounds):  # alternate, so drifts in machine load hit both engines
@@ -620,9 +686,11 @@ def main(argv: list[str] | None = None) -> int:
                 rt.run(x)
                 rt_ms.append((time.perf_counter() - t1) * 1e3)
         ov_med, rt_med = statistics.median(ov_ms), statistics.median(rt_ms)
-        print(f"[{threads} thread(s)] median of {len(ov_ms)}: OpenVINO {ov_med:.3f} ms, "
-              f"binmx_runtime {rt_med:.3f} ms; OpenVINO / binmx_runtime = "
-              f"{ov_med / rt_med:.2f}x")
+        print(
+            f"[{threads} thread(s)] median of {len(ov_ms)}: OpenVINO {ov_med:.3f} ms, "
+            f"binmx_runtime {rt_med:.3f} ms; OpenVINO / binmx_runtime = "
+            f"{ov_med / rt_med:.2f}x"
+        )
         if not a.no_profile:
             _print_profile(model, x, threads)
     if tmp is not None:
@@ -636,19 +704,24 @@ def _print_profile(model: ov.Model, x: np.ndarray, threads: int) -> None:
     by_type: dict[str, list[float]] = {}
     for r in rows:
         by_type.setdefault(r["type"], []).append(r["ms"])
-    print(f"[{threads} thread(s)] OpenVINO per-layer profile (median of 50, PERF_COUNT; sum "
-          f"{total:.3f} ms):")
+    print(
+        f"[{threads} thread(s)] OpenVINO per-layer profile (median of 50, PERF_COUNT; sum "
+        f"{total:.3f} ms):"
+    )
     for r in rows:
         if r["ms"] > 0:
             print(f"    {r['name'][:48]:48s} {r['type']:20s} {r['exec']:24s} {r['ms']:7.3f}")
     for kind, values in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
-        print(f"  {kind:20s} x{len(values):<3d} sum {sum(values):7.3f} ms "
-              f"(max {max(values):.3f})")
-    first_binary = next((i for i, r in enumerate(rows)
-                         if r["type"] in ("FakeQuantize", "BinaryConvolution")), len(rows))
+        print(f"  {kind:20s} x{len(values):<3d} sum {sum(values):7.3f} ms (max {max(values):.3f})")
+    first_binary = next(
+        (i for i, r in enumerate(rows) if r["type"] in ("FakeQuantize", "BinaryConvolution")),
+        len(rows),
+    )
     stem = rows[:first_binary]
-    print(f"  float stem (everything before the first sign: {', '.join(r['type'] for r in stem)})"
-          f": {sum(r['ms'] for r in stem):.3f} ms")
+    print(
+        f"  float stem (everything before the first sign: {', '.join(r['type'] for r in stem)})"
+        f": {sum(r['ms'] for r in stem):.3f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -40,22 +40,10 @@ RTOL = 1e-4
 def _write(prefix: str, graph: dict, params: dict[str, np.ndarray]) -> None:
     with open(f"{prefix}-symbol.json", "w", encoding="utf-8") as f:
         json.dump(graph, f)
-    mx.nd.save(f"{prefix}-0001.params", {f"arg:{k}": mx.nd.array(v, dtype=v.dtype)
-                                         for k, v in params.items()})
-
-
-def _logits_model(prefix: str) -> str:
-    """The same files with the graph output moved from the softmax to its input (logits)."""
-    with open(f"{prefix}-symbol.json", encoding="utf-8") as f:
-        graph = json.load(f)
-    head = graph["heads"][0][0]
-    assert graph["nodes"][head]["op"] == "SoftmaxOutput"
-    graph["heads"] = [graph["nodes"][head]["inputs"][0]]
-    out = prefix + "_logits"
-    with open(f"{out}-symbol.json", "w", encoding="utf-8") as f:
-        json.dump(graph, f)
-    os.symlink(f"{prefix}-0001.params", f"{out}-0001.params")
-    return out
+    mx.nd.save(
+        f"{prefix}-0001.params",
+        {f"arg:{k}": mx.nd.array(v, dtype=v.dtype) for k, v in params.items()},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +59,9 @@ def small_resnet(tmp_path_factory) -> str:
 
 
 def _both(prefix: str, x: np.ndarray, threads: int = 1, **kwargs) -> tuple[np.ndarray, ...]:
-    model = ob.build_openvino_model(f"{prefix}-symbol.json", f"{prefix}-0001.params", x.shape,
-                                    **kwargs)
+    model = ob.build_openvino_model(
+        f"{prefix}-symbol.json", f"{prefix}-0001.params", x.shape, **kwargs
+    )
     got = ob.run_openvino(ob.compile_openvino(model, threads), x)
     want = binmx_runtime.load(prefix, 1, input_shape=x.shape, threads=threads).run(x)
     return got, want
@@ -83,18 +72,19 @@ def _check_close(got: np.ndarray, want: np.ndarray) -> None:
     diff = np.abs(got - want)
     bound = RTOL * float(np.abs(want).max())
     worst = np.unravel_index(int(diff.argmax()), diff.shape)
-    assert diff.max() <= bound, (f"max |OpenVINO - binmx_runtime| = {diff.max()} at {worst} "
-                                 f"({got[worst]} vs {want[worst]}), bound {bound}")
+    assert diff.max() <= bound, (
+        f"max |OpenVINO - binmx_runtime| = {diff.max()} at {worst} "
+        f"({got[worst]} vs {want[worst]}), bound {bound}"
+    )
 
 
 @pytest.fixture(scope="module")
 def small_resnet_logits(small_resnet) -> str:
-    return _logits_model(small_resnet)
+    return ob.logits_model(small_resnet)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_resnet_logits_and_softmax_match_runtime(small_resnet, small_resnet_logits, rng,
-                                                 threads):
+def test_resnet_logits_and_softmax_match_runtime(small_resnet, small_resnet_logits, rng, threads):
     x = rng.standard_normal(SHAPE).astype(np.float32)
     got, want = _both(small_resnet_logits, x, threads)
     _check_close(got, want)
@@ -115,8 +105,15 @@ def test_residual_sign_workaround_is_needed(small_resnet, rng):
     assert np.abs(got - want).max() > RTOL * np.abs(want).max()
 
 
-def _single_conv(prefix: str, rng: np.random.Generator, *, channels: int, pad_value: int,
-                 stride: int, scale: np.ndarray) -> None:
+def _single_conv(
+    prefix: str,
+    rng: np.random.Generator,
+    *,
+    channels: int,
+    pad_value: int,
+    stride: int,
+    scale: np.ndarray,
+) -> None:
     """One converted 1-bit QConvolution (3x3, 24 filters, bias and alpha) with an input affine
     whose scales are ``scale`` (zeros and negatives included)."""
     filters = 24
@@ -131,17 +128,36 @@ def _single_conv(prefix: str, rng: np.random.Generator, *, channels: int, pad_va
         "c_in_scale": scale.astype(np.float32),
         "c_in_shift": rng.standard_normal(channels).astype(np.float32),
     }
-    attrs = {"act_bit": "1", "weight_bit": "1", "binarized_weights_only": "True",
-             "input_affine": "True", "scaling_factor": "True", "no_bias": "False",
-             "kernel": "(3, 3)", "pad": "(1, 1)", "stride": f"({stride}, {stride})",
-             "num_filter": str(filters), "pad_value": str(pad_value)}
+    attrs = {
+        "act_bit": "1",
+        "weight_bit": "1",
+        "binarized_weights_only": "True",
+        "input_affine": "True",
+        "scaling_factor": "True",
+        "no_bias": "False",
+        "kernel": "(3, 3)",
+        "pad": "(1, 1)",
+        "stride": f"({stride}, {stride})",
+        "num_filter": str(filters),
+        "pad_value": str(pad_value),
+    }
     nodes = [{"op": "null", "name": "data", "inputs": []}]
     nodes += [{"op": "null", "name": k, "inputs": []} for k in params]
-    nodes.append({"op": "QConvolution", "name": "c", "attrs": attrs,
-                  "inputs": [[i, 0, 0] for i in range(len(params) + 1)]})
-    graph = {"nodes": nodes, "arg_nodes": list(range(len(params) + 1)),
-             "node_row_ptr": list(range(len(nodes) + 1)), "heads": [[len(nodes) - 1, 0, 0]],
-             "attrs": {"mxnet_version": ["int", 10901]}}
+    nodes.append(
+        {
+            "op": "QConvolution",
+            "name": "c",
+            "attrs": attrs,
+            "inputs": [[i, 0, 0] for i in range(len(params) + 1)],
+        }
+    )
+    graph = {
+        "nodes": nodes,
+        "arg_nodes": list(range(len(params) + 1)),
+        "node_row_ptr": list(range(len(nodes) + 1)),
+        "heads": [[len(nodes) - 1, 0, 0]],
+        "attrs": {"mxnet_version": ["int", 10901]},
+    }
     _write(prefix, graph, params)
 
 
@@ -153,8 +169,7 @@ def test_single_binary_conv_matches_runtime(tmp_path, rng, pad_value, channels, 
     scale = rng.standard_normal(channels)
     scale[::5] = 0.0
     prefix = str(tmp_path / "c")
-    _single_conv(prefix, rng, channels=channels, pad_value=pad_value, stride=stride,
-                 scale=scale)
+    _single_conv(prefix, rng, channels=channels, pad_value=pad_value, stride=stride, scale=scale)
     x = rng.standard_normal((1, channels, 9, 11)).astype(np.float32)
     x[..., ::3] = 0.0  # exact zeros: sign(0 * s + b) = sign(b), and sign(0) = +1
     got, want = _both(prefix, x)
@@ -168,8 +183,17 @@ def test_unsupported_input_is_a_clear_error(tmp_path, rng):
     _single_conv(prefix, rng, channels=12, pad_value=0, stride=1, scale=np.ones(12))
     with pytest.raises(ValueError, match=r"node 'c' \(op QConvolution\).*12 input channels"):
         ob.build_openvino_model(f"{prefix}-symbol.json", f"{prefix}-0001.params", (1, 12, 5, 5))
-    graph = {"nodes": [{"op": "null", "name": "data", "inputs": []},
-                       {"op": "Activation", "name": "act", "attrs": {"act_type": "sigmoid"},
-                        "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}
+    graph = {
+        "nodes": [
+            {"op": "null", "name": "data", "inputs": []},
+            {
+                "op": "Activation",
+                "name": "act",
+                "attrs": {"act_type": "sigmoid"},
+                "inputs": [[0, 0, 0]],
+            },
+        ],
+        "heads": [[1, 0, 0]],
+    }
     with pytest.raises(ValueError, match=r"node 'act' \(op Activation\).*act_type='sigmoid'"):
         ob.build_openvino_graph(graph, {}, (1, 3, 4, 4))
