@@ -560,14 +560,19 @@ def openvino_profile(compiled_model, x: np.ndarray, repeat: int = 20) -> list[di
 
 # ----------------------------------------------------------------------------- benchmark
 def _cpu_name() -> str:
+    """Model name, core count and the SIMD flags that matter to both engines."""
+    name, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    simd = [f for f in ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq") if f in flags]
+    return f"{name} ({os.cpu_count()} cores visible; {' '.join(simd) or 'no AVX2'})"
 
 
 def _make_resnet18(prefix: str, image: int, classes: int, width: int) -> None:
@@ -642,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     model = build_openvino_model(f"{prefix}-symbol.json", f"{prefix}-{a.epoch:04d}.params", shape)
     build_ms = (time.perf_counter() - t0) * 1e3
     x = np.random.default_rng(1).standard_normal(shape).astype(_F32)
+    print(
+        f"CPU: {_cpu_name()}; OpenVINO {ov.get_version()}; binmx_runtime "
+        f"{binmx_runtime.version()}; model {prefix}; input {shape}"
+    )
+    print(f"OpenVINO graph built in {build_ms:.0f} ms")
     with tempfile.TemporaryDirectory() as work:
         base = os.path.join(work, "m")
         for suffix in ("-symbol.json", f"-{a.epoch:04d}.params"):
@@ -657,11 +667,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{'agrees' if same else 'DIFFERS'}"
     )
 
-    print(
-        f"CPU: {_cpu_name()}; OpenVINO {ov.get_version()}; binmx_runtime "
-        f"{binmx_runtime.version()}; model {prefix}; input {shape}"
-    )
-    print(f"OpenVINO graph built in {build_ms:.0f} ms")
     per_run = max(1, a.repeat // a.rounds)
     for threads in [int(t) for t in a.threads.split(",")]:
         compiled = compile_openvino(model, threads)
@@ -693,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not a.no_profile:
             _print_profile(model, x, threads)
+            _print_runtime_profile(rt, x, threads)
     if tmp is not None:
         tmp.cleanup()
     return 0
@@ -721,6 +727,19 @@ def _print_profile(model: ov.Model, x: np.ndarray, threads: int) -> None:
     print(
         f"  float stem (everything before the first sign: {', '.join(r['type'] for r in stem)})"
         f": {sum(r['ms'] for r in stem):.3f} ms"
+    )
+
+
+def _print_runtime_profile(rt, x: np.ndarray, threads: int) -> None:
+    rows = rt.profile(x, repeat=50)
+    binary = [r["ms"] for r in rows if r["op"] in ("QConvolution", "QFullyConnected")]
+    first = next((i for i, r in enumerate(rows) if r["op"] == "QConvolution"), len(rows))
+    stem = rows[:first]
+    print(
+        f"[{threads} thread(s)] binmx_runtime profile (median of 50; sum "
+        f"{sum(r['ms'] for r in rows):.3f} ms): {len(binary)} binary layers sum "
+        f"{sum(binary):.3f} ms (max {max(binary, default=0):.3f}); float stem "
+        f"({', '.join(r['name'] for r in stem)}): {sum(r['ms'] for r in stem):.3f} ms"
     )
 
 
