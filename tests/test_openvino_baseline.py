@@ -19,10 +19,10 @@ import pytest
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
 binmx_runtime = pytest.importorskip("binmx_runtime", reason="binmx_runtime is not installed")
 mx = pytest.importorskip("mxnet", reason="MXNet + binmx are needed to make the test models")
+pytest.importorskip("binmx", reason="MXNet + binmx are needed to make the test models")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "benchmarks"))
-sys.path.insert(0, _HERE)
 
 import openvino_binary as ob  # noqa: E402
 import runtime_cases as rc  # noqa: E402
