@@ -14,8 +14,8 @@ Translation (binmx semantics: docs/design.md section 3 and :mod:`binmx.fold`):
   the same). Weights are u1 constants ``(F, C, kh, kw)``; OpenVINO 2026.4.1's CPU plugin reads
   their bytes LSB-first (element ``i`` is bit ``i % 8`` of byte ``i // 8``), while the
   ``Constant(u1, shape, list)`` constructor packs MSB-first, so the bytes are written into an
-  ``ov.Tensor`` directly. It computes wrong results for ``C % 8 != 0`` (measured), which is
-  refused here.
+  ``ov.Tensor`` directly. With ``C % 8 != 0`` input channels it gives wrong results
+  (measured with this packing and a per-filter byte-aligned one), so that is refused here.
 * The sign ``bit = [x * s + b >= 0]`` (``input_affine``, or ``out_packed``'s
   ``out_scale``/``out_shift``) is a FakeQuantize with a per-channel threshold ``t = -b / s`` and
   output range {0, 1} (swapped to {1, 0} where ``s < 0``; a threshold beyond every finite
@@ -74,7 +74,9 @@ __all__ = [
     "build_openvino_graph",
     "compile_openvino",
     "load_params",
+    "logits_model",
     "openvino_profile",
+    "run_openvino",
     "time_openvino",
 ]
 
