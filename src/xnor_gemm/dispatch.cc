@@ -146,9 +146,13 @@ Isa ComputeDefaultIsa() {
   Isa cap;
   if (!ParseIsa(env, &cap)) {
     throw std::runtime_error(std::string("BINMX_ISA='") + env +
-                             "' is not one of scalar, avx2, avx512");
+                             "' is not one of scalar, avx2, avx512, neon");
   }
-  RequireIsa(cap);
+  try {
+    RequireIsa(cap);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("BINMX_ISA='") + env + "': " + e.what());
+  }
   return cap;
 }
 

@@ -20,6 +20,8 @@
  * (seeded; groups, strides, dilations, pads, pad values, input affine, alpha / bias,
  * residual, packed input and output all drawn). Exit code 0 = pass. Usage:
  *   bconv_test [random_configs=600] [seed=2024]
+ *   BINMX_ISA=<name> bconv_test env   -- only checks how BINMX_ISA is read: an available path
+ *                                       becomes the default, anything else is an error
  */
 #include <cinttypes>
 #include <cmath>
@@ -525,9 +527,33 @@ void TestIsaErrors() {
   }
 }
 
+// BINMX_ISA=<name>: the default path is <name> when it is available here; an unknown or
+// unavailable name makes DefaultIsa() throw std::runtime_error naming BINMX_ISA.
+int CheckIsaEnv() {
+  const char* env = std::getenv("BINMX_ISA");
+  const std::string name = env != nullptr ? env : "";
+  binmx::Isa want = binmx::Isa::kScalar;
+  const bool ok = !name.empty() && binmx::ParseIsa(name, &want) && binmx::IsaBuilt(want) &&
+                  binmx::IsaSupportedByCpu(want);
+  try {
+    const binmx::Isa got = binmx::DefaultIsa();
+    if (name.empty()) {
+      std::printf("BINMX_ISA unset: default %s\n", binmx::IsaName(got));
+      return got == binmx::AvailableIsas().back() ? 0 : 1;
+    }
+    std::printf("BINMX_ISA=%s: default %s\n", name.c_str(), binmx::IsaName(got));
+    return ok && got == want ? 0 : 1;
+  } catch (const std::runtime_error& e) {
+    std::printf("BINMX_ISA=%s: error: %s\n", name.c_str(), e.what());
+    const bool named = std::string(e.what()).find("BINMX_ISA='" + name + "'") != std::string::npos;
+    return !ok && named ? 0 : 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "env") return CheckIsaEnv();
   const int n_random = argc > 1 ? std::atoi(argv[1]) : 600;
   const uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 2024;
   std::mt19937_64 gen(seed);
