@@ -34,41 +34,52 @@ constexpr int kFb = 4;
 constexpr int kPv = 4;
 constexpr int64_t kChunk = 4095;
 
+// acc[r][v] = sum over tap-words [k0, k1) of UADALP(CNT(W[f + r][k] ^ X_k[q + 2v ..])), in
+// uint16 lanes (k1 - k0 <= kChunk, so no lane overflows).
 template <int FB, int PV>
-void Micro(const BconvTile& t, int64_t f, int64_t q) {
+inline void Accumulate(const BconvTile& t, int64_t f, int64_t q, int64_t k0, int64_t k1,
+                       uint16x8_t (&acc)[FB][PV]) {
   const int64_t kwords = t.kwords;
   const uint64_t* wr = t.w + f * kwords;
   const uint64_t* xq = t.planes + q;
   const int64_t* koff = t.koff;
+#pragma GCC unroll 4
+  for (int r = 0; r < FB; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < PV; ++v) acc[r][v] = vdupq_n_u16(0);
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    const uint64_t* xp = xq + koff[k];
+    uint64x2_t xv[PV];
+#pragma GCC unroll 4
+    for (int v = 0; v < PV; ++v) xv[v] = vld1q_u64(xp + 2 * v);
+#pragma GCC unroll 4
+    for (int r = 0; r < FB; ++r) {
+      const uint64x2_t wv = vld1q_dup_u64(wr + r * kwords + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < PV; ++v) {
+        const uint8x16_t x = vreinterpretq_u8_u64(veorq_u64(wv, xv[v]));
+        acc[r][v] = vpadalq_u8(acc[r][v], vcntq_u8(x));
+      }
+    }
+  }
+}
+
+template <int FB, int PV>
+void Micro(const BconvTile& t, int64_t f, int64_t q) {
+  const int64_t kwords = t.kwords;
+  // First chunk (the only one below 4096 tap-words) straight into the uint32 sums, so that no
+  // second set of 16 registers is live in the hot loop.
+  uint16x8_t acc[FB][PV];
+  Accumulate<FB, PV>(t, f, q, 0, kwords < kChunk ? kwords : kChunk, acc);
   uint32x4_t sum[FB][PV];
 #pragma GCC unroll 4
   for (int r = 0; r < FB; ++r) {
 #pragma GCC unroll 4
-    for (int v = 0; v < PV; ++v) sum[r][v] = vdupq_n_u32(0);
+    for (int v = 0; v < PV; ++v) sum[r][v] = vpaddlq_u16(acc[r][v]);
   }
-  for (int64_t k0 = 0; k0 < kwords; k0 += kChunk) {
-    const int64_t k1 = kwords - k0 < kChunk ? kwords : k0 + kChunk;
-    uint16x8_t acc[FB][PV];
-#pragma GCC unroll 4
-    for (int r = 0; r < FB; ++r) {
-#pragma GCC unroll 4
-      for (int v = 0; v < PV; ++v) acc[r][v] = vdupq_n_u16(0);
-    }
-    for (int64_t k = k0; k < k1; ++k) {
-      const uint64_t* xp = xq + koff[k];
-      uint64x2_t xv[PV];
-#pragma GCC unroll 4
-      for (int v = 0; v < PV; ++v) xv[v] = vld1q_u64(xp + 2 * v);
-#pragma GCC unroll 4
-      for (int r = 0; r < FB; ++r) {
-        const uint64x2_t wv = vld1q_dup_u64(wr + r * kwords + k);
-#pragma GCC unroll 4
-        for (int v = 0; v < PV; ++v) {
-          const uint8x16_t x = vreinterpretq_u8_u64(veorq_u64(wv, xv[v]));
-          acc[r][v] = vpadalq_u8(acc[r][v], vcntq_u8(x));
-        }
-      }
-    }
+  for (int64_t k0 = kChunk; k0 < kwords; k0 += kChunk) {
+    Accumulate<FB, PV>(t, f, q, k0, kwords - k0 < kChunk ? kwords : k0 + kChunk, acc);
 #pragma GCC unroll 4
     for (int r = 0; r < FB; ++r) {
 #pragma GCC unroll 4
