@@ -11,7 +11,9 @@
 #                      63-65, 127-129, 511-513, 576, 4608; every pad value, strides, dilations,
 #                      groups; packed in/out; residual) + 600 random configurations, threads 1, 2
 #   bconv_test env  -- BINMX_ISA: neon / scalar accepted, avx2 / unknown names are errors
-# qemu gives no timing; benchmarks/bench_arm64.cc is built here for a real board.
+#   bench_arm64 --quick (float and packed in/out) -- ResNet-18's binary layers, NEON output
+#                      compared bit for bit with the scalar path's (its times mean nothing here:
+#                      qemu gives no timing; the benchmark is for a real board)
 #
 #   bash tools/arm64_check.sh                 # from anywhere; ~3 minutes on 2 cores
 #   BINMX_ARM64_BUILD=/tmp/b bash tools/arm64_check.sh
@@ -60,7 +62,8 @@ say "cross-build into $BUILD"
 "$CMAKE" --build "$BUILD" -j"$JOBS" >/dev/null 2>&1 || die "cmake build (run it again to see the error)"
 GEMM_TEST=$BUILD/src/xnor_gemm/xnor_gemm_test
 BCONV_TEST=$BUILD/src/xnor_gemm/bconv_test
-for exe in "$GEMM_TEST" "$BCONV_TEST"; do
+BENCH=$BUILD/src/xnor_gemm/bench_arm64
+for exe in "$GEMM_TEST" "$BCONV_TEST" "$BENCH"; do
   [[ -x "$exe" ]] || die "$exe was not built"
   file -b "$exe" 2>/dev/null | grep -q "aarch64" || [[ ! -x "$(command -v file)" ]] \
     || die "$exe is not an aarch64 executable"
@@ -93,6 +96,13 @@ for cpu in $CPUS; do
   say "qemu-aarch64 -cpu $cpu: BINMX_ISA"
   for isa in "" neon scalar avx2 avx512 bogus; do
     BINMX_ISA=$isa run "$cpu" "$BCONV_TEST" env || die "BINMX_ISA='$isa' handled wrongly"
+  done
+
+  say "qemu-aarch64 -cpu $cpu: bench_arm64 --quick (ResNet-18 layers; bits only, no timing)"
+  for packed in 0 1; do
+    out=$(run "$cpu" "$BENCH" --quick --threads 2 --packed $packed 2>&1) \
+      || { echo "$out" | tail -20; die "bench_arm64 --packed $packed on $cpu"; }
+    echo "--packed $packed: $(grep -c 'same bits' <<<"$out") layers with the scalar path's bits"
   done
 
   # ---- HOOK: runtime checks on aarch64 -------------------------------------------------
