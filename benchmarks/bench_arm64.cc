@@ -21,8 +21,10 @@
  * bconv.h "Packed chaining") instead of float NCHW in and out.
  *
  *   bench_arm64 [--reps 20] [--warmup 3] [--threads 1] [--isa best|all|neon|scalar]
- *               [--packed 0|1] [--quick]
+ *               [--packed 0|1] [--layer NAME] [--baseline 0|1] [--quick]
  * --quick: 1 warm-up, 2 reps (a smoke run, e.g. under qemu-aarch64, where times mean nothing).
+ * --layer conv2_x: that layer only; --baseline 0: no scalar run and no bit check (for
+ * benchmarks/arm64_icount.sh, which counts executed instructions under qemu).
  * Built by CMake for aarch64 only (cross or native): target bench_arm64.
  */
 #include <algorithm>
@@ -187,8 +189,8 @@ int Usage(const char* bad) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int reps = 20, warmup = 3, threads = 1, packed = 0;
-  std::string isa_arg = "best";
+  int reps = 20, warmup = 3, threads = 1, packed = 0, baseline = 1;
+  std::string isa_arg = "best", layer_arg;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--quick") {
@@ -208,12 +210,22 @@ int main(int argc, char** argv) {
       isa_arg = v;
     } else if (k == "--packed") {
       packed = std::atoi(v);
+    } else if (k == "--layer") {
+      layer_arg = v;
+    } else if (k == "--baseline") {
+      baseline = std::atoi(v);
     } else {
       return Usage(argv[i - 1]);
     }
   }
-  if (reps < 1 || warmup < 1 || threads < 1 || (packed != 0 && packed != 1)) {
-    return Usage("(reps, warmup and threads must be >= 1; packed 0 or 1)");
+  if (reps < 1 || warmup < 1 || threads < 1 || (packed != 0 && packed != 1) ||
+      (baseline != 0 && baseline != 1)) {
+    return Usage("(reps, warmup and threads must be >= 1; packed and baseline 0 or 1)");
+  }
+  if (!layer_arg.empty() &&
+      std::none_of(std::begin(kLayers), std::end(kLayers),
+                   [&](const Layer& L) { return layer_arg == L.name; })) {
+    return Usage(layer_arg.c_str());
   }
   std::vector<binmx::Isa> isas;
   try {
@@ -234,8 +246,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   // The scalar path is the baseline, measured in the same run.
-  isas.erase(std::remove(isas.begin(), isas.end(), binmx::Isa::kScalar), isas.end());
-  isas.insert(isas.begin(), binmx::Isa::kScalar);
+  if (baseline) {
+    isas.erase(std::remove(isas.begin(), isas.end(), binmx::Isa::kScalar), isas.end());
+    isas.insert(isas.begin(), binmx::Isa::kScalar);
+  }
 
   PrintMachine(threads);
   std::printf("ResNet-18 binary layers, 224x224, batch 1, %s in/out; warm-up %d, median of %d; "
@@ -250,6 +264,7 @@ int main(int argc, char** argv) {
   int64_t macs_all = 0;
   bool all_same = true;
   for (const Layer& L : kLayers) {
+    if (!layer_arg.empty() && layer_arg != L.name) continue;
     const LayerData d = MakeLayer(L, gen);
     const int64_t out_n = int64_t{L.cout} * d.p.OutH() * d.p.OutW();
     std::vector<float> ref(static_cast<size_t>(out_n)), out(ref.size());
@@ -263,20 +278,22 @@ int main(int argc, char** argv) {
     double scalar_ms = 0, best_ratio = 0;
     bool same = true;
     for (size_t i = 0; i < isas.size(); ++i) {
-      const bool base = i == 0;
+      const bool base = i == 0 && baseline;
       const Timing t = TimeLayer(d, isas[i], threads, packed != 0, warmup, reps,
                                  base ? &ref : &out, base ? &ref_bits : &bits,
-                                 base ? nullptr : &ref, base ? nullptr : &ref_bits);
+                                 base || !baseline ? nullptr : &ref,
+                                 base || !baseline ? nullptr : &ref_bits);
       same = same && t.same;
       if (base) scalar_ms = t.ms;
-      best_ratio = scalar_ms / t.ms;
+      best_ratio = baseline ? scalar_ms / t.ms : 0.0;
       total[i] += t.ms * L.count;
       if (L.kernel != 1) total_no_down[i] += t.ms * L.count;
       std::printf(" %12.3f %7.1f", t.ms, 2.0 * d.macs / (t.ms * 1e6));
     }
     all_same = all_same && same;
     macs_all += d.macs * L.count;
-    std::printf(" %7.2f %s\n", best_ratio, same ? "same bits" : "MISMATCH vs scalar");
+    std::printf(" %7.2f %s\n", best_ratio,
+                !baseline ? "(unchecked)" : same ? "same bits" : "MISMATCH vs scalar");
   }
   std::printf("\nResNet-18 binary layers (%.2f G binary MACs), latency sum in ms:\n",
               macs_all / 1e9);

@@ -11,7 +11,8 @@
  * every kChunk = 4095 tap-words the lanes are folded into uint32 (UADDLP, then added), and the
  * epilogue folds once more (UADDLP .2d: one uint64 lane = one pixel's popcount).
  * Epilogue per 4 pixels: XTN to int32 lanes, dot = K - 2 pop, border correction ct[f][pid[q]]
- * gathered lane by lane when any of the 4 pixels has pid != 0, then
+ * gathered lane by lane when any of the 4 pixels has pid != 0 (one vector load of pid and a
+ * UMAXV decide), then
  * float(dot) * alpha + bias (+ residual) with FMUL and FADD (never fused: the core is compiled
  * with -ffp-contract=off), stored into NCHW (4 consecutive pixels of one filter are 4
  * consecutive floats; a short vector stores lane by lane).
@@ -87,23 +88,38 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
     }
   }
 
+  // Epilogue. The tile's fields are read into locals first: the compiler must assume that the
+  // output stores alias them, and would reload them for every filter.
+  const float* alpha = t.alpha;
+  const float* bias = t.bias;
+  const float* residual = t.residual;
+  float* out = t.out;
+  const int64_t fstride = t.out_fstride;
+  const int32_t* pid = t.pid;
+  const int32_t* ct = t.ct;
+  const int64_t ct_stride = t.ct_stride;
+  const int64_t q1 = t.q1;
   const int32x4_t kv = vdupq_n_s32(t.k_depth);
+  float32x4_t av[FB], bv[FB];
+#pragma GCC unroll 4
+  for (int r = 0; r < FB; ++r) {
+    av[r] = vdupq_n_f32(alpha != nullptr ? alpha[f + r] : 1.0f);
+    bv[r] = vdupq_n_f32(bias != nullptr ? bias[f + r] : 0.0f);
+  }
+#pragma GCC unroll 2
   for (int v4 = 0; v4 < PV; v4 += 2) {  // 4 pixels (two registers) per step
     const int64_t qv = q + 2 * v4;
-    const int64_t left = t.q1 - qv;
+    const int64_t left = q1 - qv;
     if (left <= 0) break;
-    const int lanes = left < 4 ? static_cast<int>(left) : 4;
-    int32_t pidl[4] = {0, 0, 0, 0};
+    // Border patterns of the 4 pixels (pid is readable, and 0 = no padded tap, past q1).
+    int32x4_t pidv = vdupq_n_s32(0);
     bool any_border = false;
-    if (t.pid != nullptr) {
-      for (int i = 0; i < lanes; ++i) {
-        pidl[i] = t.pid[qv + i];
-        any_border |= pidl[i] != 0;
-      }
+    if (pid != nullptr) {
+      pidv = vld1q_s32(pid + qv);
+      any_border = vmaxvq_u32(vreinterpretq_u32_s32(pidv)) != 0;
     }
 #pragma GCC unroll 4
     for (int r = 0; r < FB; ++r) {
-      const int64_t fr = f + r;
       // Pixel pops: uint64 lanes of registers v4 and v4 + 1 (absent past PV: zero).
       const uint32x2_t p01 = vmovn_u64(vpaddlq_u32(sum[r][v4]));
       const uint32x2_t p23 =
@@ -111,25 +127,26 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
       const int32x4_t pop = vreinterpretq_s32_u32(vcombine_u32(p01, p23));
       int32x4_t dot = vsubq_s32(kv, vaddq_s32(pop, pop));
       if (any_border) {
-        const int32_t* row = t.ct + fr * t.ct_stride;
+        const int32_t* row = ct + (f + r) * ct_stride;
         int32_t c4[4];
-        for (int i = 0; i < 4; ++i) c4[i] = row[pidl[i]];
+        c4[0] = row[vgetq_lane_s32(pidv, 0)];
+        c4[1] = row[vgetq_lane_s32(pidv, 1)];
+        c4[2] = row[vgetq_lane_s32(pidv, 2)];
+        c4[3] = row[vgetq_lane_s32(pidv, 3)];
         dot = vsubq_s32(dot, vld1q_s32(c4));
       }
-      const float32x4_t a = vdupq_n_f32(t.alpha != nullptr ? t.alpha[fr] : 1.0f);
-      const float32x4_t b = vdupq_n_f32(t.bias != nullptr ? t.bias[fr] : 0.0f);
-      float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(dot), a), b);
-      const int64_t off = fr * t.out_fstride + qv;
-      if (lanes == 4) {
-        if (t.residual != nullptr) y = vaddq_f32(y, vld1q_f32(t.residual + off));
-        vst1q_f32(t.out + off, y);
+      float32x4_t y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(dot), av[r]), bv[r]);
+      const int64_t off = (f + r) * fstride + qv;
+      if (left >= 4) {
+        if (residual != nullptr) y = vaddq_f32(y, vld1q_f32(residual + off));
+        vst1q_f32(out + off, y);
       } else {
         float tmp[4];
         vst1q_f32(tmp, y);
-        for (int i = 0; i < lanes; ++i) {
+        for (int i = 0; i < left; ++i) {
           float o = tmp[i];
-          if (t.residual != nullptr) o = o + t.residual[off + i];
-          t.out[off + i] = o;
+          if (residual != nullptr) o = o + residual[off + i];
+          out[off + i] = o;
         }
       }
     }
