@@ -49,8 +49,10 @@ def _check_options(isa: str | None, threads: int | None) -> tuple[str, int]:
     if isa is not None:
         if not isinstance(isa, str):
             raise TypeError(f"Expected `isa` to be a str or None, got {isa!r}")
-        if isa not in ("scalar", "avx2", "avx512"):
-            raise ValueError(f"Expected `isa` to be one of scalar, avx2, avx512, got {isa!r}")
+        if isa not in ("scalar", "avx2", "avx512", "neon"):
+            raise ValueError(
+                f"Expected `isa` to be one of scalar, avx2, avx512, neon, got {isa!r}"
+            )
         if isa not in available_isas():
             raise ValueError(f"`isa`={isa!r} is not available here (available: {available_isas()})")
     if threads is not None:
@@ -97,9 +99,10 @@ def available_isas() -> list[str]:
 def current_isa() -> str:
     """The path used when none is asked for: the best available, capped by ``BINMX_ISA``.
 
-    ``BINMX_ISA=scalar|avx2|avx512`` caps the path; it is read on every call, and naming an
-    unknown or unavailable path raises ``ValueError`` here and in every call that uses the
-    default (docs/design.md §6).
+    ``BINMX_ISA=scalar|avx2|avx512|neon`` caps the path (x86-64 builds have scalar, avx2 and
+    avx512; aarch64 builds scalar and neon); it is read on every call, and naming an unknown or
+    unavailable path raises ``ValueError`` here and in every call that uses the default
+    (docs/design.md §6).
     """
     return _xnor.current_isa()
 

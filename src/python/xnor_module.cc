@@ -41,7 +41,7 @@ binmx::Isa ResolveIsa(const std::string& isa) {
   if (isa.empty()) return DefaultIsaOrValueError();
   binmx::Isa out;
   if (!binmx::ParseIsa(isa, &out)) {
-    throw py::value_error("isa must be one of scalar, avx2, avx512, got '" + isa + "'");
+    throw py::value_error("isa must be one of scalar, avx2, avx512, neon, got '" + isa + "'");
   }
   try {
     binmx::RequireIsa(out);

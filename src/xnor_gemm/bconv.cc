@@ -51,6 +51,12 @@ BconvSpec BconvFor(Isa isa) {
 #else
       break;
 #endif
+    case Isa::kNeon:
+#ifdef BINMX_BUILT_NEON
+      return NeonBconv();
+#else
+      break;
+#endif
   }
   return ScalarBconv();
 }

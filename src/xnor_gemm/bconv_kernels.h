@@ -1,6 +1,6 @@
 /*
  * binmx core (internal): the interface between the direct binary convolution driver
- * (bconv.cc) and its per-ISA kernel files bconv_kernel_{scalar,avx2,avx512}.cc.
+ * (bconv.cc) and its per-ISA kernel files bconv_kernel_{scalar,avx2,avx512,neon}.cc.
  *
  * Tile: filters [f0, f1) x output pixels [q0, q1) of one (image, group). For tap-word
  * k < kwords (k = (i * kw + j) * words + word), the input words of consecutive output pixels
@@ -70,6 +70,9 @@ BconvSpec Avx2Bconv();
 #endif
 #ifdef BINMX_BUILT_AVX512
 BconvSpec Avx512Bconv();
+#endif
+#ifdef BINMX_BUILT_NEON
+BconvSpec NeonBconv();
 #endif
 
 }  // namespace internal

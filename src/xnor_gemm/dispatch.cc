@@ -2,15 +2,23 @@
  * binmx core: run-time choice of the CPU kernel path and of the thread count.
  *
  * A path is available when its kernel file was compiled in (BINMX_BUILT_AVX2 /
- * BINMX_BUILT_AVX512, set by CMake) AND the CPU reports the instructions it uses
- * (AVX2: avx2+popcnt; AVX-512: avx512f+avx512bw+avx512vl+avx512vpopcntdq, with OS support for
- * the wider register state). BINMX_ISA=scalar|avx2|avx512 caps the default; it is read on every
- * call (docs/design.md §6).
+ * BINMX_BUILT_AVX512 / BINMX_BUILT_NEON, set by CMake) AND the CPU reports the instructions it
+ * uses (AVX2: avx2+popcnt; AVX-512: avx512f+avx512bw+avx512vl+avx512vpopcntdq, with OS support
+ * for the wider register state; NEON: the kernel's HWCAP_ASIMD bit, mandatory in ARMv8-A but
+ * still asked of the kernel). The x86 kernels are built only for x86-64 and the NEON kernels
+ * only for aarch64, so one library has either {scalar, avx2, avx512} or {scalar, neon}.
+ * BINMX_ISA=scalar|avx2|avx512|neon caps the default; it is read on every call
+ * (docs/design.md §6).
  */
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include "kernels.h"
 #include "xnor_gemm.h"
@@ -25,12 +33,18 @@ const char* IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvx512:
       return "avx512";
+    case Isa::kNeon:
+      return "neon";
   }
   return "unknown";
 }
 
+namespace {
+constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon};
+}  // namespace
+
 bool ParseIsa(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : kAllIsas) {
     if (name == IsaName(isa)) {
       *out = isa;
       return true;
@@ -55,6 +69,12 @@ bool IsaBuilt(Isa isa) {
 #else
       return false;
 #endif
+    case Isa::kNeon:
+#ifdef BINMX_BUILT_NEON
+      return true;
+#else
+      return false;
+#endif
   }
   return false;
 }
@@ -70,8 +90,24 @@ bool IsaSupportedByCpu(Isa isa) {
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+    case Isa::kNeon:
+      return false;
   }
   return false;
+#elif defined(__aarch64__) && defined(__linux__)
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kNeon:
+      return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+    case Isa::kAvx2:
+    case Isa::kAvx512:
+      return false;
+  }
+  return false;
+#elif defined(__aarch64__)
+  // Not Linux (no getauxval): Advanced SIMD is mandatory in ARMv8-A.
+  return isa == Isa::kScalar || isa == Isa::kNeon;
 #else
   return isa == Isa::kScalar;
 #endif
@@ -79,7 +115,7 @@ bool IsaSupportedByCpu(Isa isa) {
 
 std::vector<Isa> AvailableIsas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : kAllIsas) {
     if (IsaBuilt(isa) && IsaSupportedByCpu(isa)) out.push_back(isa);
   }
   return out;
@@ -87,8 +123,14 @@ std::vector<Isa> AvailableIsas() {
 
 void RequireIsa(Isa isa) {
   if (!IsaBuilt(isa)) {
+    const char* why = "";
+#if defined(__x86_64__)
+    if (isa == Isa::kNeon) why = " (NEON kernels are built only for aarch64)";
+#elif defined(__aarch64__)
+    if (isa == Isa::kAvx2 || isa == Isa::kAvx512) why = " (x86 kernels are built only for x86-64)";
+#endif
     throw std::runtime_error(std::string("ISA path '") + IsaName(isa) +
-                             "' was not built into this binmx library");
+                             "' was not built into this binmx library" + why);
   }
   if (!IsaSupportedByCpu(isa)) {
     throw std::runtime_error(std::string("ISA path '") + IsaName(isa) +
@@ -105,9 +147,13 @@ Isa ComputeDefaultIsa() {
   Isa cap;
   if (!ParseIsa(env, &cap)) {
     throw std::runtime_error(std::string("BINMX_ISA='") + env +
-                             "' is not one of scalar, avx2, avx512");
+                             "' is not one of scalar, avx2, avx512, neon");
   }
-  RequireIsa(cap);
+  try {
+    RequireIsa(cap);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("BINMX_ISA='") + env + "': " + e.what());
+  }
   return cap;
 }
 
@@ -147,6 +193,12 @@ KernelSpec KernelFor(Isa isa) {
     case Isa::kAvx512:
 #ifdef BINMX_BUILT_AVX512
       return Avx512Kernel();
+#else
+      break;
+#endif
+    case Isa::kNeon:
+#ifdef BINMX_BUILT_NEON
+      return NeonKernel();
 #else
       break;
 #endif

@@ -1,6 +1,6 @@
 /*
  * binmx core (internal): the interface between the ISA-neutral GEMM driver (gemm.cc, pack.cc)
- * and the per-ISA kernel files kernel_{scalar,avx2,avx512}.cc.
+ * and the per-ISA kernel files kernel_{scalar,avx2,avx512,neon}.cc.
  *
  * The driver cuts C into (row block x column panel) tasks. For a panel of `nc` columns starting
  * at n0 it copies B into panel[w * nc + c] = B[n0 + c][w] (zero for c >= ncols), so a kernel
@@ -50,6 +50,9 @@ KernelSpec Avx2Kernel();
 #endif
 #ifdef BINMX_BUILT_AVX512
 KernelSpec Avx512Kernel();
+#endif
+#ifdef BINMX_BUILT_NEON
+KernelSpec NeonKernel();
 #endif
 
 }  // namespace internal

@@ -22,10 +22,12 @@
 
 namespace binmx {
 
-// CPU kernel paths, in increasing order of speed.
-enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// CPU kernel paths. The x86 paths are in increasing order of speed; kNeon (aarch64) comes
+// after them so that the existing numeric values never change. On one machine the available
+// paths are either {scalar, avx2, avx512} (x86-64) or {scalar, neon} (aarch64).
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
-// "scalar", "avx2", "avx512".
+// "scalar", "avx2", "avx512", "neon".
 const char* IsaName(Isa isa);
 // Parses an ISA name; returns false (and leaves *out untouched) for an unknown name.
 bool ParseIsa(const std::string& name, Isa* out);
@@ -33,7 +35,7 @@ bool ParseIsa(const std::string& name, Isa* out);
 bool IsaBuilt(Isa isa);
 // True when the running CPU (and OS) supports `isa`.
 bool IsaSupportedByCpu(Isa isa);
-// Paths that were built and that the CPU supports, ascending.
+// Paths that were built and that the CPU supports, slowest first (the last is the best).
 std::vector<Isa> AvailableIsas();
 // The best available path, capped by the environment variable BINMX_ISA (read on every call,
 // so a bad value fails every call; docs/design.md §6). Throws std::runtime_error if BINMX_ISA

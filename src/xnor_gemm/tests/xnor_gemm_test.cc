@@ -1,7 +1,7 @@
 /*
  * binmx core test (self-contained, no framework): every available ISA path against a tiny
- * reference written here, over odd sizes, both output kinds and several thread counts; the
- * packers; argument errors; ParallelFor coverage, nesting, concurrent callers and exceptions.
+ * reference written here, over odd sizes, both output kinds and several thread counts (x86-64:
+ * scalar, avx2, avx512; aarch64: scalar, neon); the packers; argument errors; ParallelFor coverage, nesting, concurrent callers and exceptions.
  * Run under AddressSanitizer + UBSan by tests/test_core_sanitizers.py. Exit code 0 = pass.
  */
 #include <algorithm>
@@ -63,9 +63,15 @@ std::vector<float> RandomFloats(std::mt19937_64& gen, int64_t count) {
   return v;
 }
 
-void TestCase(std::mt19937_64& gen, int64_t m, int64_t n, int64_t k) {
+// extreme: x < 0 and y > 0 everywhere (but the two exact zeros), so nearly every bit of
+// A XOR B is 1: the largest popcounts, for the narrow-accumulator folds.
+void TestCase(std::mt19937_64& gen, int64_t m, int64_t n, int64_t k, bool extreme = false) {
   const int64_t words = binmx::WordsFor(k);
-  const std::vector<float> x = RandomFloats(gen, m * k), y = RandomFloats(gen, n * k);
+  std::vector<float> x = RandomFloats(gen, m * k), y = RandomFloats(gen, n * k);
+  if (extreme) {
+    for (float& v : x) v = v == 0.0f ? v : -std::fabs(v) - 0.5f;
+    for (float& v : y) v = v == 0.0f ? v : std::fabs(v) + 0.5f;
+  }
   const std::vector<uint64_t> ra = RefPack(x, m, k), rb = RefPack(y, n, k);
   std::vector<int32_t> expect(m * n);
   for (int64_t i = 0; i < m; ++i) {
@@ -134,7 +140,7 @@ void TestErrors() {
   CHECK(Throws([&] { binmx::XnorGemm(nullptr, b, 1, 1, 1, 1, c, 1, config); }), "null a");
   float x[4] = {0, 0, 0, 0};
   CHECK(Throws([&] { binmx::PackRows(x, 1, 4, 3, a); }), "ld < k");
-  for (binmx::Isa isa : {binmx::Isa::kAvx2, binmx::Isa::kAvx512}) {
+  for (binmx::Isa isa : {binmx::Isa::kAvx2, binmx::Isa::kAvx512, binmx::Isa::kNeon}) {
     const bool available = binmx::IsaBuilt(isa) && binmx::IsaSupportedByCpu(isa);
     CHECK(Throws([&] { binmx::RequireIsa(isa); }) == !available, "RequireIsa(%s)",
           binmx::IsaName(isa));
@@ -199,7 +205,8 @@ int main() {
   std::printf("available:");
   for (binmx::Isa isa : binmx::AvailableIsas()) std::printf(" %s", binmx::IsaName(isa));
   std::printf("\n");
-  const int64_t ks[] = {0, 1, 2, 5, 31, 63, 64, 65, 127, 128, 129, 200, 511, 512, 513, 576, 2000};
+  const int64_t ks[] = {0,  1,   2,   3,   4,   5,   6,   7,   8,   9,   10,  31,  63, 64,
+                        65, 127, 128, 129, 200, 511, 512, 513, 576, 2000};
   const int64_t sizes[] = {1, 2, 3, 5, 7, 8, 9, 13, 17, 33};
   int cases = 0;
   for (int64_t k : ks) {
@@ -213,7 +220,9 @@ int main() {
   }
   TestCase(gen, 70, 75, 1152);  // several panels and row blocks on every path
   TestCase(gen, 40, 49, 4608);
-  cases += 2;
+  // 4097 words: past the NEON kernel's 4095-word uint16 fold.
+  TestCase(gen, 5, 9, 4096 * 64 + 1, /*extreme=*/true);
+  cases += 3;
   TestErrors();
   TestParallelFor();
   std::printf("%d gemm cases, %d failures\n", cases, g_failures);
