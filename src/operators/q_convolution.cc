@@ -261,6 +261,11 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     const bool h_known = DimKnown(h_dim), w_known = DimKnown(w_dim);
     Conv2dParams p = MakeParams(a, std::vector<int64_t>(ds.begin(), ds.end()));
     if (!DimKnown(n_dim)) p.batch = 0;  // no batch-sized product is checked
+    if (c_known && p.channels % p.groups != 0) {
+      MX_ERROR_MSG << kOp << ": expected the input channels (" << p.channels
+                   << ") to be divisible by `num_group` (" << p.groups << ")";
+      return MX_FAIL;
+    }
     unsigned oh = kUnknownDim, ow = kUnknownDim;
     try {
       if (c_known && h_known && w_known) {
