@@ -13,7 +13,8 @@ word ``c // 64``, bit ``c % 64``):
 Layers are found through the graph's own nodes and input edges (never by name substrings).
 Everything else -- float layers, BatchNorm, biases, aux states, k-bit Q layers -- is carried
 over unchanged. Only the command-line front end (``binmx.converter_cli``) writes files,
-through :func:`convert_checkpoint`, atomically (temporary file, then rename).
+through :func:`convert_checkpoint`: every output to a temporary file in the target directory,
+fsynced and read back, then all renamed into place; any failure leaves no new file behind.
 """
 
 from __future__ import annotations
@@ -316,27 +317,117 @@ def _umask() -> int:
     return mask
 
 
-def _write_all_atomic(writers: dict[str, Any]) -> None:
-    """Write every ``path -> write(tmp_path)`` to a temporary file first, then rename them all.
+def _os_error_text(exc: OSError) -> str:
+    """``No space left on device`` / ``Is a directory`` / ...: the cause, without paths."""
+    return exc.strerror or str(exc)
 
-    If any write fails, every temporary file is removed and no target is touched.
+
+def _params_bytes(to_save: dict[str, mx.nd.NDArray]) -> bytes:
+    """``mx.nd.save`` into memory (a memfd; a private temporary file elsewhere), then the bytes.
+
+    The converter writes these bytes itself: MXNet's file stream reports a failed write (a full
+    disk) as a multi-line error, or, for a symbol file, not at all.
     """
-    temps: dict[str, str] = {}
-    try:
-        for path, write in writers.items():
-            fd, tmp = tempfile.mkstemp(
-                prefix=".binmx-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
-            )
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("binmx-params")
+        try:
+            mx.nd.save(f"/proc/self/fd/{fd}", to_save)
+            size = os.fstat(fd).st_size
+            return os.pread(fd, size, 0)
+        finally:
             os.close(fd)
-            temps[path] = tmp
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
-            write(tmp)
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix="binmx-params-", suffix=".params")
+    os.close(fd)
+    try:
+        mx.nd.save(tmp, to_save)
+        with open(tmp, "rb") as f:
+            return f.read()
     finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _write_fsync(path: str, data: bytes) -> None:
+    """Write ``data`` to the new file ``path``, flush it to the device (fsync), read it back."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        if f.read() != data:
+            raise ConversionError(f"cannot write {path}: the file read back differs")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all_atomic(outputs: dict[str, bytes]) -> None:
+    """Write every ``path -> bytes`` so that either all are in place or none changed.
+
+    Each output goes to a temporary file in its target directory (written, fsynced, read back
+    and compared), then all are renamed into place. A target that already exists is kept as a
+    hard link until every rename has succeeded, so a failure part-way restores it. Any failure
+    removes every temporary file and raises :class:`ConversionError` with one line naming the
+    file and the cause (``No space left on device``, ``Is a directory``, ...).
+    """
+    for path in outputs:
+        if os.path.isdir(path):
+            raise ConversionError(f"cannot write {path}: it is a directory")
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise ConversionError(f"cannot write {path}: it exists and is not a regular file")
+    temps: dict[str, str] = {}
+    backups: dict[str, str] = {}
+    placed: list[str] = []
+    current = ""
+    try:
+        for path, data in outputs.items():
+            current = path
+            directory = os.path.dirname(os.path.abspath(path))
+            tmp = os.path.join(
+                directory, f".binmx-{os.getpid()}-{len(temps)}-{os.urandom(4).hex()}.tmp"
+            )
+            temps[path] = tmp
+            _write_fsync(tmp, data)
+        for path in outputs:
+            current = path
+            if os.path.lexists(path):
+                backup = temps[path] + ".old"
+                os.link(path, backup)
+                backups[path] = backup
+        for path, tmp in temps.items():
+            current = path
+            os.replace(tmp, path)
+            placed.append(path)
+        for directory in {os.path.dirname(os.path.abspath(p)) for p in outputs}:
+            _fsync_dir(directory)
+    except OSError as exc:
+        _roll_back(placed, backups)
+        raise ConversionError(f"cannot write {current}: {_os_error_text(exc)}") from exc
+    except BaseException:
+        _roll_back(placed, backups)
+        raise
+    finally:
+        for tmp in [*temps.values(), *backups.values()]:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _roll_back(placed: list[str], backups: dict[str, str]) -> None:
+    """Undo the renames done so far: restore replaced files, remove new ones."""
+    for path in placed:
+        with contextlib.suppress(OSError):
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            else:
+                os.unlink(path)
 
 
 def _random_inputs(
@@ -539,11 +630,11 @@ def convert_checkpoint(
     to_save = {f"arg:{k}": v for k, v in new_args.items()}
     to_save.update({f"aux:{k}": v for k, v in new_aux.items()})
     try:
-        _write_all_atomic(
-            {params_path: lambda p: mx.nd.save(p, to_save), json_path: lambda p: new_sym.save(p)}
-        )
+        params_bytes = _params_bytes(to_save)
     except (OSError, mx.base.MXNetError) as exc:
-        raise ConversionError(f"cannot write into {out_dir}: {exc}") from exc
+        raise ConversionError(f"cannot serialise the parameters: {_first_line(exc)}") from exc
+    json_bytes = new_sym.tojson().encode("utf-8")
+    _write_all_atomic({params_path: params_bytes, json_path: json_bytes})
     if report is not None:
         report.__dict__.update(rep.__dict__)
     return json_path, params_path

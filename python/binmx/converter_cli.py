@@ -27,6 +27,15 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _one_line(text: str) -> str:
+    """The last meaningful line of a (possibly multi-line MXNet) message."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.startswith(("Stack trace", "[bt]", "File ", "Traceback")):
+            return ln[:500]
+    return lines[-1][:500] if lines else "(no message)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="model_converter",
@@ -94,7 +103,20 @@ def main(argv: list[str] | None = None) -> int:
             fold=args.fold,
         )
     except ConversionError as exc:
-        print(f"model_converter: error: {exc}", file=sys.stderr)
+        print(f"model_converter: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # reading the inputs (a directory, a permission)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"model_converter: error: cannot read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("model_converter: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a case the converter does not name yet: still one line
+        print(
+            f"model_converter: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}",
+            file=sys.stderr,
+        )
         return 1
     before = os.path.getsize(args.params)
     after = os.path.getsize(params_path)
