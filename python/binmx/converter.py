@@ -97,17 +97,21 @@ def load_checkpoint(
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Read ``PREFIX-EPOCH.params`` and ``PREFIX-symbol.json`` beside it, with clear errors."""
     prefix, _ = split_checkpoint_path(params_path)
+    if os.path.isdir(params_path):
+        raise ConversionError(f"params file {params_path} is a directory")
     if not os.path.isfile(params_path):
         raise ConversionError(f"params file not found: {params_path}")
     if os.path.getsize(params_path) == 0:
         raise ConversionError(f"params file is empty: {params_path}")
     json_path = prefix + "-symbol.json"
+    if os.path.isdir(json_path):
+        raise ConversionError(f"symbol file {json_path} is a directory")
     if not os.path.isfile(json_path):
         raise ConversionError(f"symbol file not found: {json_path}")
     try:
         with open(json_path, encoding="utf-8") as f:
             text = f.read()
-        json.loads(text)
+        _check_graph(json.loads(text))
         sym = mx.sym.load_json(text)
     except (ValueError, mx.base.MXNetError, UnicodeDecodeError) as exc:
         raise ConversionError(f"invalid symbol file {json_path}: {_first_line(exc)}") from exc
@@ -134,14 +138,64 @@ def load_checkpoint(
     return sym, arg_params, aux_params
 
 
+def _check_graph(graph: object) -> None:
+    """The structure MXNet's symbol JSON must have, checked before MXNet or the converter reads
+    it (ValueError naming what is wrong): an object with a list of nodes, each with a string
+    ``op`` and ``name`` and ``inputs`` [node, output, version] referring to an earlier node;
+    ``heads`` referring to nodes."""
+    if not isinstance(graph, dict):
+        raise ValueError(f"expected a JSON object with `nodes`, got {type(graph).__name__}")
+    nodes = graph.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise ValueError("expected `nodes` to be a non-empty list")
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise ValueError(f"node {i} is not an object")
+        if not isinstance(node.get("op"), str) or not isinstance(node.get("name"), str):
+            raise ValueError(f"node {i} needs string `op` and `name`")
+        if not isinstance(node.get("attrs", {}), dict):
+            raise ValueError(f"node {i} ({node['name']!r}): `attrs` is not an object")
+        inputs = node.get("inputs", [])
+        if not isinstance(inputs, list):
+            raise ValueError(f"node {i} ({node['name']!r}): `inputs` is not a list")
+        for entry in inputs:
+            if (
+                not isinstance(entry, list)
+                or len(entry) not in (2, 3)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+                or not 0 <= entry[0] < i
+                or entry[1] < 0
+            ):
+                raise ValueError(
+                    f"node {i} ({node['name']!r}): input {entry!r} does not refer to an "
+                    "earlier node"
+                )
+    heads = graph.get("heads")
+    if not isinstance(heads, list) or not heads:
+        raise ValueError("expected `heads` to be a non-empty list")
+    for entry in heads:
+        if (
+            not isinstance(entry, list)
+            or len(entry) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+            or not 0 <= entry[0] < len(nodes)
+        ):
+            raise ValueError(f"head {entry!r} does not refer to a node")
+
+
+# lib_api's "Extension Traceback" line prefix: "[0] /path/to/q_convolution.cc[299]: ".
+_EXT_PREFIX = re.compile(r"^\[\d+\] \S+\[\d+\]: ")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The useful line of an error (MXNetError texts end with it), short, without the
+    extension library's source-location prefix."""
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # MXNetError texts end with the useful line; keep it short.
     for ln in reversed(lines):
         if not ln.startswith(("Stack trace", "[bt]", "File ")):
-            return ln[:300]
-    return text[:300]
+            return _EXT_PREFIX.sub("", ln)[:400]
+    return text[:400]
 
 
 def _nbytes(params: dict[str, mx.nd.NDArray]) -> int:
@@ -168,16 +222,14 @@ def _check_matches(
         raise ConversionError(f"params do not match the symbol: missing aux states {missing[:5]}")
 
 
-def _pack(weight: np.ndarray, op: str, node_name: str) -> np.ndarray:
+def _pack(weight: np.ndarray, op: str, node_name: str, weight_name: str) -> np.ndarray:
     from binmx import pack_weight  # the operators' own packer (the format is theirs)
 
-    if op == "QConvolution" and weight.ndim != 4:
+    rank = 4 if op == "QConvolution" else 2
+    if weight.ndim != rank:
         raise ConversionError(
-            f"layer {node_name!r}: QConvolution weight must have rank 4, got {weight.shape}"
-        )
-    if op == "QFullyConnected" and weight.ndim != 2:
-        raise ConversionError(
-            f"layer {node_name!r}: QFullyConnected weight must have rank 2, got {weight.shape}"
+            f"layer {node_name!r}: {op} weight {weight_name!r} must have rank {rank}, "
+            f"got shape {weight.shape}"
         )
     return np.asarray(pack_weight(weight))
 
@@ -284,7 +336,7 @@ def _convert_node(
         raise ConversionError(
             f"layer {name!r}: weight {weight_name!r} holds {bad} NaN/Inf value(s)"
         )
-    packed = _pack(weight, node["op"], name)
+    packed = _pack(weight, node["op"], name, weight_name)
     new_args[weight_name] = mx.nd.array(packed, dtype=np.int64)
     wattrs = weight_node.setdefault("attrs", {})
     wattrs["__dtype__"] = _INT64_DTYPE_CODE
@@ -441,23 +493,30 @@ def _random_inputs(
         raise ConversionError(
             f"cannot tell the data input among {data}; the model must have exactly one"
         )
+    _check_layers(sym)
     if data_shape is not None:
         candidates = [tuple(data_shape)]
     else:
         candidates = _candidate_shapes(sym, params, data[0])
+    args = set(sym.list_arguments())
+    # Every parameter's shape is given, so no operator sees an input of unknown rank (MXNet
+    # 1.9.1's extension-operator shape inference mis-sizes a buffer for one) and a data shape
+    # that does not fit the parameters fails inference.
+    known = {k: tuple(v.shape) for k, v in params.items() if k in args}
     for shape in candidates:
         shapes = {data[0]: shape}
         try:
-            arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes)
+            arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes, **known)
         except mx.base.MXNetError:
             continue
         if arg_shapes is None or not out_shapes or any(0 in s or not s for s in out_shapes):
             continue
         table = dict(zip(sym.list_arguments(), arg_shapes, strict=True))
-        if all(tuple(table[k]) == tuple(v.shape) for k, v in params.items() if k in table):
+        if all(tuple(table[k]) == tuple(v) for k, v in known.items()):
             for lab in labels:
                 shapes[lab] = tuple(table[lab])
             return shapes
+    _explain_mismatch(sym, params, data[0], candidates, given=data_shape is not None)
     if data_shape is not None:
         raise ConversionError(
             f"--data-shape {tuple(data_shape)} does not fit the model's parameters"
@@ -465,6 +524,96 @@ def _random_inputs(
     raise ConversionError(
         "cannot infer the data shape from the graph; give it with --data-shape N,C,H,W"
     )
+
+
+def _explain_mismatch(
+    sym: mx.sym.Symbol,
+    params: dict[str, mx.nd.NDArray],
+    data: str,
+    candidates: list[tuple[int, ...]],
+    *,
+    given: bool,
+) -> None:
+    """ConversionError naming a parameter whose shape the symbol contradicts, for the data
+    shape (of ``candidates``) that leaves the fewest such parameters (parameters given by rank
+    only, -1 = unknown dims), or the inference error of the first data shape."""
+    args = sym.list_arguments()
+    ranks = {k: (-1,) * v.ndim for k, v in params.items() if k in args}
+    best: tuple[int, str] | None = None
+    first_error: str | None = None
+    for shape in candidates:
+        what = f"--data-shape {shape}" if given else f"data shape {shape}"
+        try:
+            arg_shapes, _, _ = sym.infer_shape_partial(**{data: shape}, **ranks)
+        except mx.base.MXNetError as exc:
+            if first_error is None:
+                first_error = f"{what}: {_first_line(exc)}"
+            continue
+        wrong = []
+        for name, inferred in zip(args, arg_shapes or [], strict=False):
+            if name not in params or not inferred or any(d <= 0 for d in inferred):
+                continue
+            have = tuple(params[name].shape)
+            if tuple(inferred) != have:
+                wrong.append(
+                    f"parameter {name!r} has shape {have}, but the symbol gives it "
+                    f"{tuple(inferred)} for {what}"
+                )
+        if wrong and (best is None or len(wrong) < best[0]):
+            best = (len(wrong), wrong[0])
+            if len(wrong) == 1:
+                break
+    if best is not None:
+        raise ConversionError(best[1])
+    if first_error is not None:
+        hint = "" if given else "; give the data shape with --data-shape N,C,H,W"
+        raise ConversionError(f"cannot infer the model's shapes: {first_error}{hint}")
+
+
+def _check_layers(sym: mx.sym.Symbol) -> None:
+    """Each binmx layer's attributes, checked alone (its inputs of known rank, unknown size):
+    a crafted attribute (a kernel of 2^58, a dilation of 2^62) is named here, before any data
+    shape is tried. ConversionError with the operator's own message."""
+    from binmx.ops import op_inputs
+
+    graph = json.loads(sym.tojson())
+    for node in graph["nodes"]:
+        if node["op"] not in BINARY_OPS:
+            continue
+        attrs = node.get("attrs", {})
+        try:
+            names = op_inputs(node["op"], attrs)
+        except ValueError as exc:
+            raise ConversionError(f"layer {node['name']!r}: {exc}") from exc
+        conv = node["op"] == "QConvolution"
+        rank = {"data": 4 if conv else 2, "weight": 4 if conv else 2, "residual": 4}
+        nodes = [
+            {
+                "op": "null",
+                "name": f"in{i}",
+                "attrs": {"__shape__": str((-1,) * rank.get(n, 1))},
+                "inputs": [],
+            }
+            for i, n in enumerate(names)
+        ]
+        nodes.append(
+            {
+                "op": node["op"],
+                "name": node["name"],
+                "attrs": attrs,
+                "inputs": [[i, 0, 0] for i in range(len(names))],
+            }
+        )
+        mini = {
+            "nodes": nodes,
+            "arg_nodes": list(range(len(names))),
+            "heads": [[len(names), 0, 0]],
+            "attrs": graph.get("attrs", {}),
+        }
+        try:
+            mx.sym.load_json(json.dumps(mini)).infer_shape_partial()
+        except mx.base.MXNetError as exc:
+            raise ConversionError(f"layer {node['name']!r}: {_first_line(exc)}") from exc
 
 
 def _candidate_shapes(

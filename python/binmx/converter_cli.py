@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 __all__ = ["main", "summary_main"]
 
@@ -36,8 +37,15 @@ def _one_line(text: str) -> str:
     return lines[-1][:500] if lines else "(no message)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error answered in one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="model_converter",
         description="Pack the 1-bit weights of a binmx model into uint64 words.",
     )
