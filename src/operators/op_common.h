@@ -263,11 +263,12 @@ inline std::string ShapeText(const std::vector<unsigned int>& v) {
 }
 
 // An inferred output dim `v` as uint32; throws std::invalid_argument naming `what` when it
-// does not fit (kUnknownDim is taken).
+// exceeds 2^31-1: lib_api carries shapes as uint32 (kUnknownDim taken) and MXNet 1.9's shape
+// API as int32, so a larger dim would come back wrapped (4294967293 read as -3).
 inline unsigned OutDim(const char* what, int64_t v) {
-  if (v < 0 || v >= static_cast<int64_t>(kUnknownDim)) {
+  if (v < 0 || v > 0x7FFFFFFF) {
     throw std::invalid_argument(std::string("the output ") + what + " " + std::to_string(v) +
-                                " does not fit the 32-bit shapes of MXNet's extension API");
+                                " exceeds 2^31-1, the largest dimension MXNet's shapes hold");
   }
   return static_cast<unsigned>(v);
 }
