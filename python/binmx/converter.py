@@ -509,7 +509,7 @@ def _random_inputs(
             arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes, **known)
         except mx.base.MXNetError:
             continue
-        if arg_shapes is None or not out_shapes or any(0 in s or not s for s in out_shapes):
+        if arg_shapes is None or not out_shapes or any(not s or min(s) <= 0 for s in out_shapes):
             continue
         table = dict(zip(sym.list_arguments(), arg_shapes, strict=True))
         if all(tuple(table[k]) == tuple(v) for k, v in known.items()):
@@ -623,8 +623,8 @@ def _candidate_shapes(
     nodes = graph["nodes"]
     for node in nodes:
         if node["name"] == data and "__shape__" in node.get("attrs", {}):
-            shape = tuple(int(s) for s in re.findall(r"\d+", node["attrs"]["__shape__"]))
-            if shape and all(shape):
+            shape = tuple(int(s) for s in re.findall(r"-?\d+", node["attrs"]["__shape__"]))
+            if shape and all(d > 0 for d in shape[1:]):
                 return [(1, *shape[1:])]
     # The first layer that reads the data fixes its channels (conv) or width (fc).
     data_id = next(i for i, n in enumerate(nodes) if n["name"] == data)
