@@ -574,6 +574,36 @@ def test_the_unbroken_model_converts(base_model: Path, tmp_path: Path) -> None:
     assert not [p for p in d.iterdir() if p.name.startswith(".")]
 
 
+def test_failed_rename_restores_the_old_outputs(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure between the two renames (the first output already in place) puts the older
+    outputs back and leaves no temporary file."""
+    import binmx.converter as conv
+
+    d = tmp_path / "m"
+    shutil.copytree(base_model, d)
+    old = {f"binarized_{PARAMS}": b"older params", f"binarized_{SYMBOL}": b"older symbol"}
+    for name, data in old.items():
+        (d / name).write_bytes(data)
+    before = snapshot(d)
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(conv.os, "replace", failing_replace)
+    with pytest.raises(binmx.ConversionError, match="No space left on device") as info:
+        binmx.convert_checkpoint(str(d / PARAMS), verify_outputs=False)
+    assert len(str(info.value).splitlines()) == 1
+    assert len(calls) >= 2  # the first output was in place when the second rename failed
+    assert snapshot(d) == before
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_converter_input(case: Case, base_model: Path, tmp_path: Path) -> None:

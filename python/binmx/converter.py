@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -452,7 +453,10 @@ def _write_all_atomic(outputs: dict[str, bytes]) -> None:
             current = path
             if os.path.lexists(path):
                 backup = temps[path] + ".old"
-                os.link(path, backup)
+                try:
+                    os.link(path, backup)
+                except OSError:  # a file system without hard links: a copy
+                    shutil.copy2(path, backup)
                 backups[path] = backup
         for path, tmp in temps.items():
             current = path
