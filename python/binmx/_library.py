@@ -20,7 +20,14 @@ _LOADED: str | None = None
 
 
 def library_path() -> str:
-    """Absolute path of the operator library shipped inside the binmx package."""
+    """Absolute path of the operator library shipped inside the binmx package.
+
+    The environment variable ``BINMX_OPS_LIBRARY`` names another build of it instead (the
+    tests load an AddressSanitizer build this way).
+    """
+    override = os.environ.get("BINMX_OPS_LIBRARY")
+    if override:
+        return os.path.abspath(override)
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libbinmx_ops.so")
 
 

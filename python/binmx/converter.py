@@ -13,7 +13,8 @@ word ``c // 64``, bit ``c % 64``):
 Layers are found through the graph's own nodes and input edges (never by name substrings).
 Everything else -- float layers, BatchNorm, biases, aux states, k-bit Q layers -- is carried
 over unchanged. Only the command-line front end (``binmx.converter_cli``) writes files,
-through :func:`convert_checkpoint`, atomically (temporary file, then rename).
+through :func:`convert_checkpoint`: every output to a temporary file in the target directory,
+fsynced and read back, then all renamed into place; any failure leaves no new file behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,17 +100,21 @@ def load_checkpoint(
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """Read ``PREFIX-EPOCH.params`` and ``PREFIX-symbol.json`` beside it, with clear errors."""
     prefix, _ = split_checkpoint_path(params_path)
+    if os.path.isdir(params_path):
+        raise ConversionError(f"params file {params_path} is a directory")
     if not os.path.isfile(params_path):
         raise ConversionError(f"params file not found: {params_path}")
     if os.path.getsize(params_path) == 0:
         raise ConversionError(f"params file is empty: {params_path}")
     json_path = prefix + "-symbol.json"
+    if os.path.isdir(json_path):
+        raise ConversionError(f"symbol file {json_path} is a directory")
     if not os.path.isfile(json_path):
         raise ConversionError(f"symbol file not found: {json_path}")
     try:
         with open(json_path, encoding="utf-8") as f:
             text = f.read()
-        json.loads(text)
+        _check_graph(json.loads(text))
         sym = mx.sym.load_json(text)
     except (ValueError, mx.base.MXNetError, UnicodeDecodeError) as exc:
         raise ConversionError(f"invalid symbol file {json_path}: {_first_line(exc)}") from exc
@@ -135,14 +141,64 @@ def load_checkpoint(
     return sym, arg_params, aux_params
 
 
+def _check_graph(graph: object) -> None:
+    """The structure MXNet's symbol JSON must have, checked before MXNet or the converter reads
+    it (ValueError naming what is wrong): an object with a list of nodes, each with a string
+    ``op`` and ``name`` and ``inputs`` [node, output, version] referring to an earlier node;
+    ``heads`` referring to nodes."""
+    if not isinstance(graph, dict):
+        raise ValueError(f"expected a JSON object with `nodes`, got {type(graph).__name__}")
+    nodes = graph.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise ValueError("expected `nodes` to be a non-empty list")
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise ValueError(f"node {i} is not an object")
+        if not isinstance(node.get("op"), str) or not isinstance(node.get("name"), str):
+            raise ValueError(f"node {i} needs string `op` and `name`")
+        if not isinstance(node.get("attrs", {}), dict):
+            raise ValueError(f"node {i} ({node['name']!r}): `attrs` is not an object")
+        inputs = node.get("inputs", [])
+        if not isinstance(inputs, list):
+            raise ValueError(f"node {i} ({node['name']!r}): `inputs` is not a list")
+        for entry in inputs:
+            if (
+                not isinstance(entry, list)
+                or len(entry) not in (2, 3)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+                or not 0 <= entry[0] < i
+                or entry[1] < 0
+            ):
+                raise ValueError(
+                    f"node {i} ({node['name']!r}): input {entry!r} does not refer to an "
+                    "earlier node"
+                )
+    heads = graph.get("heads")
+    if not isinstance(heads, list) or not heads:
+        raise ValueError("expected `heads` to be a non-empty list")
+    for entry in heads:
+        if (
+            not isinstance(entry, list)
+            or len(entry) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+            or not 0 <= entry[0] < len(nodes)
+        ):
+            raise ValueError(f"head {entry!r} does not refer to a node")
+
+
+# lib_api's "Extension Traceback" line prefix: "[0] /path/to/q_convolution.cc[299]: ".
+_EXT_PREFIX = re.compile(r"^\[\d+\] \S+\[\d+\]: ")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The useful line of an error (MXNetError texts end with it), short, without the
+    extension library's source-location prefix."""
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # MXNetError texts end with the useful line; keep it short.
     for ln in reversed(lines):
         if not ln.startswith(("Stack trace", "[bt]", "File ")):
-            return ln[:300]
-    return text[:300]
+            return _EXT_PREFIX.sub("", ln)[:400]
+    return text[:400]
 
 
 def _nbytes(params: dict[str, mx.nd.NDArray]) -> int:
@@ -169,16 +225,14 @@ def _check_matches(
         raise ConversionError(f"params do not match the symbol: missing aux states {missing[:5]}")
 
 
-def _pack(weight: np.ndarray, op: str, node_name: str) -> np.ndarray:
+def _pack(weight: np.ndarray, op: str, node_name: str, weight_name: str) -> np.ndarray:
     from binmx import pack_weight  # the operators' own packer (the format is theirs)
 
-    if op == "QConvolution" and weight.ndim != 4:
+    rank = 4 if op == "QConvolution" else 2
+    if weight.ndim != rank:
         raise ConversionError(
-            f"layer {node_name!r}: QConvolution weight must have rank 4, got {weight.shape}"
-        )
-    if op == "QFullyConnected" and weight.ndim != 2:
-        raise ConversionError(
-            f"layer {node_name!r}: QFullyConnected weight must have rank 2, got {weight.shape}"
+            f"layer {node_name!r}: {op} weight {weight_name!r} must have rank {rank}, "
+            f"got shape {weight.shape}"
         )
     return np.asarray(pack_weight(weight))
 
@@ -285,7 +339,7 @@ def _convert_node(
         raise ConversionError(
             f"layer {name!r}: weight {weight_name!r} holds {bad} NaN/Inf value(s)"
         )
-    packed = _pack(weight, node["op"], name)
+    packed = _pack(weight, node["op"], name, weight_name)
     new_args[weight_name] = mx.nd.array(packed, dtype=np.int64)
     wattrs = weight_node.setdefault("attrs", {})
     wattrs["__dtype__"] = _INT64_DTYPE_CODE
@@ -318,27 +372,120 @@ def _umask() -> int:
     return mask
 
 
-def _write_all_atomic(writers: dict[str, Any]) -> None:
-    """Write every ``path -> write(tmp_path)`` to a temporary file first, then rename them all.
+def _os_error_text(exc: OSError) -> str:
+    """``No space left on device`` / ``Is a directory`` / ...: the cause, without paths."""
+    return exc.strerror or str(exc)
 
-    If any write fails, every temporary file is removed and no target is touched.
+
+def _params_bytes(to_save: dict[str, mx.nd.NDArray]) -> bytes:
+    """``mx.nd.save`` into memory (a memfd; a private temporary file elsewhere), then the bytes.
+
+    The converter writes these bytes itself: MXNet's file stream reports a failed write (a full
+    disk) as a multi-line error, or, for a symbol file, not at all.
     """
-    temps: dict[str, str] = {}
-    try:
-        for path, write in writers.items():
-            fd, tmp = tempfile.mkstemp(
-                prefix=".binmx-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
-            )
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("binmx-params")
+        try:
+            mx.nd.save(f"/proc/self/fd/{fd}", to_save)
+            size = os.fstat(fd).st_size
+            return os.pread(fd, size, 0)
+        finally:
             os.close(fd)
-            temps[path] = tmp
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
-            write(tmp)
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix="binmx-params-", suffix=".params")
+    os.close(fd)
+    try:
+        mx.nd.save(tmp, to_save)
+        with open(tmp, "rb") as f:
+            return f.read()
     finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _write_fsync(path: str, data: bytes) -> None:
+    """Write ``data`` to the new file ``path``, flush it to the device (fsync), read it back."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        if f.read() != data:
+            raise ConversionError(f"cannot write {path}: the file read back differs")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all_atomic(outputs: dict[str, bytes]) -> None:
+    """Write every ``path -> bytes`` so that either all are in place or none changed.
+
+    Each output goes to a temporary file in its target directory (written, fsynced, read back
+    and compared), then all are renamed into place. A target that already exists is kept as a
+    hard link until every rename has succeeded, so a failure part-way restores it. Any failure
+    removes every temporary file and raises :class:`ConversionError` with one line naming the
+    file and the cause (``No space left on device``, ``Is a directory``, ...).
+    """
+    for path in outputs:
+        if os.path.isdir(path):
+            raise ConversionError(f"cannot write {path}: it is a directory")
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise ConversionError(f"cannot write {path}: it exists and is not a regular file")
+    temps: dict[str, str] = {}
+    backups: dict[str, str] = {}
+    placed: list[str] = []
+    current = ""
+    try:
+        for path, data in outputs.items():
+            current = path
+            directory = os.path.dirname(os.path.abspath(path))
+            tmp = os.path.join(
+                directory, f".binmx-{os.getpid()}-{len(temps)}-{os.urandom(4).hex()}.tmp"
+            )
+            temps[path] = tmp
+            _write_fsync(tmp, data)
+        for path in outputs:
+            current = path
+            if os.path.lexists(path):
+                backup = temps[path] + ".old"
+                try:
+                    os.link(path, backup)
+                except OSError:  # a file system without hard links: a copy
+                    shutil.copy2(path, backup)
+                backups[path] = backup
+        for path, tmp in temps.items():
+            current = path
+            os.replace(tmp, path)
+            placed.append(path)
+        for directory in {os.path.dirname(os.path.abspath(p)) for p in outputs}:
+            _fsync_dir(directory)
+    except OSError as exc:
+        _roll_back(placed, backups)
+        raise ConversionError(f"cannot write {current}: {_os_error_text(exc)}") from exc
+    except BaseException:
+        _roll_back(placed, backups)
+        raise
+    finally:
+        for tmp in [*temps.values(), *backups.values()]:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _roll_back(placed: list[str], backups: dict[str, str]) -> None:
+    """Undo the renames done so far: restore replaced files, remove new ones."""
+    for path in placed:
+        with contextlib.suppress(OSError):
+            if path in backups:
+                os.replace(backups.pop(path), path)
+            else:
+                os.unlink(path)
 
 
 def _random_inputs(
@@ -352,23 +499,30 @@ def _random_inputs(
         raise ConversionError(
             f"cannot tell the data input among {data}; the model must have exactly one"
         )
+    _check_layers(sym)
     if data_shape is not None:
         candidates = [tuple(data_shape)]
     else:
         candidates = _candidate_shapes(sym, params, data[0])
+    args = set(sym.list_arguments())
+    # Every parameter's shape is given, so no operator sees an input of unknown rank (MXNet
+    # 1.9.1's extension-operator shape inference mis-sizes a buffer for one) and a data shape
+    # that does not fit the parameters fails inference.
+    known = {k: tuple(v.shape) for k, v in params.items() if k in args}
     for shape in candidates:
         shapes = {data[0]: shape}
         try:
-            arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes)
+            arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes, **known)
         except mx.base.MXNetError:
             continue
-        if arg_shapes is None or not out_shapes or any(0 in s or not s for s in out_shapes):
+        if arg_shapes is None or not out_shapes or any(not s or min(s) <= 0 for s in out_shapes):
             continue
         table = dict(zip(sym.list_arguments(), arg_shapes, strict=True))
-        if all(tuple(table[k]) == tuple(v.shape) for k, v in params.items() if k in table):
+        if all(tuple(table[k]) == tuple(v) for k, v in known.items()):
             for lab in labels:
                 shapes[lab] = tuple(table[lab])
             return shapes
+    _explain_mismatch(sym, params, data[0], candidates, given=data_shape is not None)
     if data_shape is not None:
         raise ConversionError(
             f"--data-shape {tuple(data_shape)} does not fit the model's parameters"
@@ -378,6 +532,96 @@ def _random_inputs(
     )
 
 
+def _explain_mismatch(
+    sym: mx.sym.Symbol,
+    params: dict[str, mx.nd.NDArray],
+    data: str,
+    candidates: list[tuple[int, ...]],
+    *,
+    given: bool,
+) -> None:
+    """ConversionError naming a parameter whose shape the symbol contradicts, for the data
+    shape (of ``candidates``) that leaves the fewest such parameters (parameters given by rank
+    only, -1 = unknown dims), or the inference error of the first data shape."""
+    args = sym.list_arguments()
+    ranks = {k: (-1,) * v.ndim for k, v in params.items() if k in args}
+    best: tuple[int, str] | None = None
+    first_error: str | None = None
+    for shape in candidates:
+        what = f"--data-shape {shape}" if given else f"data shape {shape}"
+        try:
+            arg_shapes, _, _ = sym.infer_shape_partial(**{data: shape}, **ranks)
+        except mx.base.MXNetError as exc:
+            if first_error is None:
+                first_error = f"{what}: {_first_line(exc)}"
+            continue
+        wrong = []
+        for name, inferred in zip(args, arg_shapes or [], strict=False):
+            if name not in params or not inferred or any(d <= 0 for d in inferred):
+                continue
+            have = tuple(params[name].shape)
+            if tuple(inferred) != have:
+                wrong.append(
+                    f"parameter {name!r} has shape {have}, but the symbol gives it "
+                    f"{tuple(inferred)} for {what}"
+                )
+        if wrong and (best is None or len(wrong) < best[0]):
+            best = (len(wrong), wrong[0])
+            if len(wrong) == 1:
+                break
+    if best is not None:
+        raise ConversionError(best[1])
+    if first_error is not None:
+        hint = "" if given else "; give the data shape with --data-shape N,C,H,W"
+        raise ConversionError(f"cannot infer the model's shapes: {first_error}{hint}")
+
+
+def _check_layers(sym: mx.sym.Symbol) -> None:
+    """Each binmx layer's attributes, checked alone (its inputs of known rank, unknown size):
+    a crafted attribute (a kernel of 2^58, a dilation of 2^62) is named here, before any data
+    shape is tried. ConversionError with the operator's own message."""
+    from binmx.ops import op_inputs
+
+    graph = json.loads(sym.tojson())
+    for node in graph["nodes"]:
+        if node["op"] not in BINARY_OPS:
+            continue
+        attrs = node.get("attrs", {})
+        try:
+            names = op_inputs(node["op"], attrs)
+        except ValueError as exc:
+            raise ConversionError(f"layer {node['name']!r}: {exc}") from exc
+        conv = node["op"] == "QConvolution"
+        rank = {"data": 4 if conv else 2, "weight": 4 if conv else 2, "residual": 4}
+        nodes = [
+            {
+                "op": "null",
+                "name": f"in{i}",
+                "attrs": {"__shape__": str((-1,) * rank.get(n, 1))},
+                "inputs": [],
+            }
+            for i, n in enumerate(names)
+        ]
+        nodes.append(
+            {
+                "op": node["op"],
+                "name": node["name"],
+                "attrs": attrs,
+                "inputs": [[i, 0, 0] for i in range(len(names))],
+            }
+        )
+        mini = {
+            "nodes": nodes,
+            "arg_nodes": list(range(len(names))),
+            "heads": [[len(names), 0, 0]],
+            "attrs": graph.get("attrs", {}),
+        }
+        try:
+            mx.sym.load_json(json.dumps(mini)).infer_shape_partial()
+        except mx.base.MXNetError as exc:
+            raise ConversionError(f"layer {node['name']!r}: {_first_line(exc)}") from exc
+
+
 def _candidate_shapes(
     sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data: str
 ) -> list[tuple[int, ...]]:
@@ -385,8 +629,8 @@ def _candidate_shapes(
     nodes = graph["nodes"]
     for node in nodes:
         if node["name"] == data and "__shape__" in node.get("attrs", {}):
-            shape = tuple(int(s) for s in re.findall(r"\d+", node["attrs"]["__shape__"]))
-            if shape and all(shape):
+            shape = tuple(int(s) for s in re.findall(r"-?\d+", node["attrs"]["__shape__"]))
+            if shape and all(d > 0 for d in shape[1:]):
                 return [(1, *shape[1:])]
     # The first layer that reads the data fixes its channels (conv) or width (fc).
     data_id = next(i for i, n in enumerate(nodes) if n["name"] == data)
@@ -544,11 +788,11 @@ def convert_checkpoint(
     to_save = {f"arg:{k}": v for k, v in new_args.items()}
     to_save.update({f"aux:{k}": v for k, v in new_aux.items()})
     try:
-        _write_all_atomic(
-            {params_path: lambda p: mx.nd.save(p, to_save), json_path: lambda p: new_sym.save(p)}
-        )
+        params_bytes = _params_bytes(to_save)
     except (OSError, mx.base.MXNetError) as exc:
-        raise ConversionError(f"cannot write into {out_dir}: {exc}") from exc
+        raise ConversionError(f"cannot serialise the parameters: {_first_line(exc)}") from exc
+    json_bytes = new_sym.tojson().encode("utf-8")
+    _write_all_atomic({params_path: params_bytes, json_path: json_bytes})
     if report is not None:
         report.__dict__.update(rep.__dict__)
     return json_path, params_path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 __all__ = ["main", "summary_main"]
 
@@ -27,8 +28,24 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _one_line(text: str) -> str:
+    """The last meaningful line of a (possibly multi-line MXNet) message."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if not ln.startswith(("Stack trace", "[bt]", "File ", "Traceback")):
+            return ln[:500]
+    return lines[-1][:500] if lines else "(no message)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error answered in one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="model_converter",
         description="Pack the 1-bit weights of a binmx model into uint64 words.",
     )
@@ -102,7 +119,20 @@ def main(argv: list[str] | None = None) -> int:
             fold=args.fold,
         )
     except ConversionError as exc:
-        print(f"model_converter: error: {exc}", file=sys.stderr)
+        print(f"model_converter: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # reading the inputs (a directory, a permission)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"model_converter: error: cannot read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("model_converter: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a case the converter does not name yet: still one line
+        print(
+            f"model_converter: error: unexpected {type(exc).__name__}: {_one_line(str(exc))}",
+            file=sys.stderr,
+        )
         return 1
     before = os.path.getsize(args.params)
     after = os.path.getsize(params_path)

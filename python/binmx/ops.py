@@ -71,22 +71,36 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+def _flag(attrs: dict[str, Any], key: str) -> bool:
+    """A boolean attribute, strictly: what the operators accept (True/False/true/false/1/0)."""
+    value = attrs.get(key, False)
+    if value is None:
+        return False
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("True", "true", "1"):
+            return True
+        if text in ("False", "false", "0", "None", ""):
+            return False
+    elif isinstance(value, (bool, np.bool_, int, np.integer)) and int(value) in (0, 1):
+        return bool(value)
+    raise ValueError(f"Expected `{key}` to be True or False, got {value!r}")
+
+
 def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
     """Input names of ``op`` for the given attributes, in positional order."""
     if op == "QActivation":
         return ["data"]
     names = ["data", "weight"]
-    if not _truthy(attrs.get("no_bias", False)):
+    if not _flag(attrs, "no_bias"):
         names.append("bias")
-    if _truthy(attrs.get("binarized_weights_only", False)) and _truthy(
-        attrs.get("scaling_factor", False)
-    ):
+    if _flag(attrs, "binarized_weights_only") and _flag(attrs, "scaling_factor"):
         names.append("alpha")
-    if _truthy(attrs.get("input_affine", False)):
+    if _flag(attrs, "input_affine"):
         names += ["in_scale", "in_shift"]
-    if op == "QConvolution" and _truthy(attrs.get("out_packed", False)):
+    if op == "QConvolution" and _flag(attrs, "out_packed"):
         names += ["out_scale", "out_shift"]
-    if op == "QConvolution" and _truthy(attrs.get("residual", False)):
+    if op == "QConvolution" and _flag(attrs, "residual"):
         names.append("residual")
     return names
 
@@ -203,21 +217,25 @@ def _tuple_of_ints(text: str | None) -> tuple[int, ...] | None:
 
 
 def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Partial shapes (0 = unknown) of the parameter inputs of ``op``, as far as attrs tell."""
+    """Partial shapes (-1 = unknown) of the parameter inputs of ``op``, as far as attrs tell.
+
+    -1 rather than 0: MXNet reads a ``__shape__`` 0 as unknown only in its legacy shape mode;
+    under ``mx.util.set_np_shape(True)`` a 0 is a known zero size, while -1 is unknown in both.
+    """
     if op == "QConvolution":
         kernel = _tuple_of_ints(str(attrs.get("kernel")))
         out = _tuple_of_ints(str(attrs.get("num_filter")))
         if kernel is None or len(kernel) != 2 or out is None:
             return {}
         if _truthy(attrs.get("binarized_weights_only", False)):
-            wshape = (out[0], kernel[0], kernel[1], 0)
+            wshape = (out[0], kernel[0], kernel[1], -1)
         else:
-            wshape = (out[0], 0, kernel[0], kernel[1])
+            wshape = (out[0], -1, kernel[0], kernel[1])
     elif op == "QFullyConnected":
         out = _tuple_of_ints(str(attrs.get("num_hidden")))
         if out is None:
             return {}
-        wshape = (out[0], 0)
+        wshape = (out[0], -1)
     else:
         return {}
     # in_scale / in_shift: (C,) or (D,), known only from the data shape.
@@ -225,22 +243,22 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         "weight": wshape,
         "bias": (out[0],),
         "alpha": (out[0],),
-        "in_scale": (0,),
-        "in_shift": (0,),
+        "in_scale": (-1,),
+        "in_shift": (-1,),
         "out_scale": (out[0],),
         "out_shift": (out[0],),
-        "residual": (0, 0, 0, 0),
+        "residual": (-1, -1, -1, -1),
     }
 
 
 def _annotate_param_shapes(
     op: str, names: list[str], syms: list[mx.sym.Symbol], attrs: dict[str, str]
 ) -> None:
-    """Give weight/bias/alpha variables without a shape their partial shape (0 = unknown).
+    """Give weight/bias/alpha variables without a shape their partial shape (-1 = unknown).
 
     MXNet 1.9's shape inference for extension operators sizes a buffer by the sum of the
     inputs' ranks, counting an input of unknown rank as -1, and so overruns it whenever an
-    input's rank is unknown. A partial shape such as ``(num_filter, 0, kh, kw)`` (what
+    input's rank is unknown. A partial shape such as ``(num_filter, -1, kh, kw)`` (what
     Convolution itself would infer first) makes every rank known.
     """
     shapes = _param_shapes(op, attrs)

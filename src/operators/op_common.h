@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,6 +46,9 @@ template <typename Body>
 mxnet::ext::MXReturnValue Guarded(const char* op, const char* what, Body&& body) {
   try {
     return body();
+  } catch (const std::bad_alloc&) {
+    MX_ERROR_MSG << op << what << ": out of memory (the shapes and attributes need more memory "
+                 << "than this machine can give)";
   } catch (const std::exception& e) {
     MX_ERROR_MSG << op << what << ": " << e.what();
   } catch (...) {
@@ -239,17 +244,40 @@ class AttrReader {
   std::string error_;
 };
 
-// Fills an unknown input shape (empty, or with unknown dims: 0 or -1 as unsigned) from `want`,
-// or checks a known one; on mismatch writes the message and returns false.
+// ---- shapes -----------------------------------------------------------------------------
+// lib_api hands shapes to inferShape as uint32. MXNet 1.9 marks an unknown dim -1 inside (in
+// both shape modes: a legacy-mode 0 is turned into -1 before it reaches an operator), so it
+// arrives as 0xFFFFFFFF; an unknown rank arrives as an empty shape. An output dim that depends
+// on an unknown one is written back as kUnknownDim, which MXNet's Python API reports as
+// unknown (-1; 0 in legacy mode). A 0 is a real size (a zero-size array in NumPy shape mode).
+constexpr unsigned kUnknownDim = 0xFFFFFFFFu;
+
+inline bool DimKnown(unsigned d) { return d != kUnknownDim; }
+
+inline std::string ShapeText(const std::vector<unsigned int>& v) {
+  std::string s = "(";
+  for (size_t i = 0; i < v.size(); ++i) {
+    s += (i ? ", " : "") + (v[i] == kUnknownDim ? std::string("?") : std::to_string(v[i]));
+  }
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+// An inferred output dim `v` as uint32; throws std::invalid_argument naming `what` when it
+// exceeds 2^31-1: lib_api carries shapes as uint32 (kUnknownDim taken) and MXNet 1.9's shape
+// API as int32, so a larger dim would come back wrapped (4294967293 read as -3).
+inline unsigned OutDim(const char* what, int64_t v) {
+  if (v < 0 || v > 0x7FFFFFFF) {
+    throw std::invalid_argument(std::string("the output ") + what + " " + std::to_string(v) +
+                                " exceeds 2^31-1, the largest dimension MXNet's shapes hold");
+  }
+  return static_cast<unsigned>(v);
+}
+
+// Fills an unknown input shape (empty, or dims that are kUnknownDim or 0) from `want`, or
+// checks a known one; a kUnknownDim in `want` accepts any value. On mismatch writes the
+// message and returns false.
 inline bool MatchShape(const char* op, const char* name, const std::vector<unsigned int>& want,
                        std::vector<unsigned int>* have, const char* hint) {
-  auto text = [](const std::vector<unsigned int>& v) {
-    std::string s = "(";
-    for (size_t i = 0; i < v.size(); ++i) {
-      s += (i ? ", " : "") + (v[i] == 0xFFFFFFFFu ? std::string("?") : std::to_string(v[i]));
-    }
-    return s + (v.size() == 1 ? ",)" : ")");
-  };
   if (have->empty()) {
     *have = want;
     return true;
@@ -257,14 +285,16 @@ inline bool MatchShape(const char* op, const char* name, const std::vector<unsig
   bool ok = have->size() == want.size();
   for (size_t i = 0; ok && i < want.size(); ++i) {
     const unsigned h = (*have)[i];
-    ok = h == want[i] || h == 0u || h == 0xFFFFFFFFu;
+    ok = h == want[i] || h == 0u || h == kUnknownDim || want[i] == kUnknownDim;
   }
   if (!ok) {
-    MX_ERROR_MSG << op << ": expected `" << name << "` of shape " << text(want) << hint << ", got "
-                     << text(*have);
+    MX_ERROR_MSG << op << ": expected `" << name << "` of shape " << ShapeText(want) << hint
+                 << ", got " << ShapeText(*have);
     return false;
   }
-  *have = want;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] != kUnknownDim) (*have)[i] = want[i];
+  }
   return true;
 }
 

@@ -76,13 +76,7 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     return MX_FAIL;
   }
   for (int i = 1; i < 3; ++i) {
-    std::vector<unsigned int>& p = (*in_shapes)[i];
-    if (p.empty()) p = {s[1]};
-    if (p.size() != 1 || p[0] != s[1]) {
-      std::string got;
-      for (unsigned int d : p) got += (got.empty() ? "" : ", ") + std::to_string(d);
-      MX_ERROR_MSG << kOp << ": expected `" << kInputs[i] << "` of shape (" << s[1]
-                   << ",) (the channels of `data`), got (" << got << ")";
+    if (!MatchShape(kOp, kInputs[i], {s[1]}, &(*in_shapes)[i], " (the channels of `data`)")) {
       return MX_FAIL;
     }
   }

@@ -177,11 +177,6 @@ Conv2dParams MakeParams(const QConvAttrs& a, const std::vector<int64_t>& data_sh
   return p;
 }
 
-std::string ShapeText(const std::vector<unsigned int>& s) {
-  std::vector<int64_t> v(s.begin(), s.end());
-  return TupleText(v);
-}
-
 MXReturnValue ParseAttrsFn(const Attrs& attrs, int* num_in, int* num_out) {
   ResetErrorMessages();
   return Guarded(kOp, "", [&] {
@@ -232,62 +227,104 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
   });
 }
 
-// Fills an unknown input shape or checks a known one.
-
+// Shape inference. Unknown data dims (kUnknownDim, op_common.h) stay unknown in everything
+// that depends on them: an unknown batch gives an unknown output batch, unknown channels an
+// unknown weight / in_scale size, an unknown height or width an unknown output height or width.
+// What is known is checked by the core's ValidateConv2dParams (all known) or
+// ValidateConv2dAttrs (the attributes alone); every size is computed in int64 and written only
+// if it fits the 32-bit shape (OutDim), never truncated.
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
   ResetErrorMessages();
   return Guarded(kOp, "", [&] {
     QConvAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
-    const auto& ds = (*in_shapes)[0];
-    if (ds.size() != 4) {
+    std::vector<unsigned int> ds = (*in_shapes)[0];
+    if (ds.empty()) {
+      ds.assign(4, kUnknownDim);  // unknown rank: rank 4 with every dim unknown
+    } else if (ds.size() != 4) {
       MX_ERROR_MSG << kOp << ": expected `data` of rank 4 "
                    << (a.in_packed ? "(N, H, W, ceil(in_channels/64)) words" : "(N, C, H, W)")
-                   << ", got shape " << (ds.empty() ? std::string("unknown") : ShapeText(ds));
+                   << ", got shape " << ShapeText(ds);
       return MX_FAIL;
     }
-    std::vector<int64_t> dshape(ds.begin(), ds.end());
-    Conv2dParams p = MakeParams(a, dshape);
-    if (a.in_packed && static_cast<int64_t>(ds[3]) != WordsFor(a.in_channels)) {
+    const unsigned n_dim = ds[0];
+    const unsigned c_dim = a.in_packed ? kUnknownDim : ds[1];
+    const unsigned h_dim = ds[a.in_packed ? 1 : 2], w_dim = ds[a.in_packed ? 2 : 3];
+    if (a.in_packed && DimKnown(ds[3]) && static_cast<int64_t>(ds[3]) != WordsFor(a.in_channels)) {
       MX_ERROR_MSG << kOp << ": expected `data` of shape (N, H, W, " << WordsFor(a.in_channels)
                    << ") for in_packed=True, in_channels=" << a.in_channels << ", got "
                    << ShapeText(ds);
       return MX_FAIL;
     }
-    if (p.channels % p.groups != 0) {
+    const bool c_known = a.in_packed || DimKnown(c_dim);
+    const bool h_known = DimKnown(h_dim), w_known = DimKnown(w_dim);
+    Conv2dParams p = MakeParams(a, std::vector<int64_t>(ds.begin(), ds.end()));
+    if (!DimKnown(n_dim)) p.batch = 0;  // no batch-sized product is checked
+    if (c_known && p.channels % p.groups != 0) {
       MX_ERROR_MSG << kOp << ": expected the input channels (" << p.channels
                    << ") to be divisible by `num_group` (" << p.groups << ")";
       return MX_FAIL;
     }
+    unsigned oh = kUnknownDim, ow = kUnknownDim;
     try {
-      ValidateConv2dParams(p);
+      if (c_known && h_known && w_known) {
+        ValidateConv2dParams(p);
+        oh = OutDim("height", p.OutH());
+        ow = OutDim("width", p.OutW());
+      } else {
+        // The attributes, then what is known: the unknown parts replaced by neutral ones.
+        ValidateConv2dAttrs(p);
+        Conv2dParams q = p;
+        if (!c_known) q.channels = q.groups;
+        if (!h_known) {
+          q.in_h = 1;
+          q.kernel_h = 1;
+          q.pad_h = 0;
+          q.dilate_h = 1;
+          q.stride_h = 1;
+        }
+        if (!w_known) {
+          q.in_w = 1;
+          q.kernel_w = 1;
+          q.pad_w = 0;
+          q.dilate_w = 1;
+          q.stride_w = 1;
+        }
+        ValidateConv2dParams(q);
+        if (h_known) oh = OutDim("height", q.OutH());
+        if (w_known) ow = OutDim("width", q.OutW());
+      }
     } catch (const std::exception& e) {
       MX_ERROR_MSG << kOp << ": data shape " << ShapeText(ds) << " with kernel "
-                   << TupleText(a.kernel) << ", pad " << TupleText(a.pad) << ", dilate "
-                   << TupleText(a.dilate) << ": " << e.what();
+                   << TupleText(a.kernel) << ", stride " << TupleText(a.stride) << ", pad "
+                   << TupleText(a.pad) << ", dilate " << TupleText(a.dilate) << ": " << e.what();
       return MX_FAIL;
     }
     const unsigned f = static_cast<unsigned>(a.num_filter);
     const unsigned kh = static_cast<unsigned>(a.kernel[0]), kw = static_cast<unsigned>(a.kernel[1]);
+    const unsigned cg = c_known ? static_cast<unsigned>(p.GroupChannels()) : kUnknownDim;
+    const unsigned words = c_known ? static_cast<unsigned>(p.TapWords()) : kUnknownDim;
     std::vector<unsigned int> wshape;
     const char* hint = "";
     if (a.packed) {
-      wshape = {f, kh, kw, static_cast<unsigned>(p.TapWords())};
+      wshape = {f, kh, kw, words};
       hint = " (num_filter, kh, kw, ceil(C/num_group/64)) of packed words";
     } else {
-      wshape = {f, static_cast<unsigned>(p.GroupChannels()), kh, kw};
+      wshape = {f, cg, kh, kw};
       hint = " (num_filter, C/num_group, kh, kw)";
     }
     if (!MatchShape(kOp, "weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
     if (a.bias_index() >= 0 && !MatchShape(kOp, "bias", {f}, &(*in_shapes)[a.bias_index()], "")) {
       return MX_FAIL;
     }
-    if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
+    if (a.alpha_index() >= 0 &&
+        !MatchShape(kOp, "alpha", {f}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
     if (a.input_affine) {
-      const std::vector<unsigned int> cshape = {static_cast<unsigned>(p.channels)};
+      const std::vector<unsigned int> cshape = {c_known ? static_cast<unsigned>(p.channels)
+                                                        : kUnknownDim};
       if (!MatchShape(kOp, "in_scale", cshape, &(*in_shapes)[a.in_scale_index()],
                       " (C,) (input_affine)") ||
           !MatchShape(kOp, "in_shift", cshape, &(*in_shapes)[a.in_shift_index()],
@@ -303,14 +340,15 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
         return MX_FAIL;
       }
     }
-    const unsigned oh = static_cast<unsigned>(p.OutH()), ow = static_cast<unsigned>(p.OutW());
-    const std::vector<unsigned int> oshape = {ds[0], f, oh, ow};
+    const std::vector<unsigned int> oshape = {n_dim, f, oh, ow};
     if (a.residual && !MatchShape(kOp, "residual", oshape, &(*in_shapes)[a.residual_index()],
                                   " (N, num_filter, OH, OW), the output shape (residual=True)")) {
       return MX_FAIL;
     }
     (*out_shapes)[0] = oshape;
-    if (a.out_packed) (*out_shapes)[0] = {ds[0], oh, ow, static_cast<unsigned>(WordsFor(f))};
+    if (a.out_packed) {
+      (*out_shapes)[0] = {n_dim, oh, ow, static_cast<unsigned>(WordsFor(a.num_filter))};
+    }
     return MX_SUCCESS;
   });
 }

@@ -20,6 +20,7 @@
  */
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -92,9 +93,19 @@ const char* InputName(const QFcAttrs& a, int i) {
   return "alpha";
 }
 
-template <typename T>
-std::string ShapeText(const std::vector<T>& s) {
-  return TupleText(std::vector<int64_t>(s.begin(), s.end()));
+// Sizes of a rows x depth by hidden layer: each product that sizes a buffer (input, weight,
+// output) at most kMaxConvElements (conv.h); throws std::invalid_argument naming it.
+void CheckDenseSizes(int64_t rows, int64_t depth, int64_t hidden) {
+  const auto check = [](const char* what, int64_t x, int64_t y) {
+    int64_t r;
+    if (__builtin_mul_overflow(x, y, &r) || r > kMaxConvElements) {
+      throw std::invalid_argument(std::string("the ") + what + " (" + std::to_string(x) + " x " +
+                                  std::to_string(y) + ") exceeds 2^40 elements");
+    }
+  };
+  check("input rows*features", rows, depth);
+  check("weight num_hidden*features", hidden, depth);
+  check("output rows*num_hidden", rows, hidden);
 }
 
 // rows x depth view of the data shape.
@@ -154,26 +165,55 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
   return Guarded(kOp, "", [&] {
     QFcAttrs a;
     if (!Parse(attrs, &a)) return MX_FAIL;
-    const auto& ds = (*in_shapes)[0];
+    std::vector<unsigned int> ds = (*in_shapes)[0];
+    if (ds.empty() && a.flatten) ds.assign(2, kUnknownDim);  // unknown rank: (N, D) unknown
+    if (ds.empty()) {
+      // flatten=False with an unknown rank: the weight and bias only; the output stays
+      // unknown (its rank is the data's).
+      ds.assign(1, kUnknownDim);
+    }
     if (ds.size() < (a.flatten ? 2u : 1u)) {
       MX_ERROR_MSG << kOp << ": expected `data` of rank >= " << (a.flatten ? 2 : 1)
-                   << ", got shape " << (ds.empty() ? std::string("unknown") : ShapeText(ds));
+                   << ", got shape " << ShapeText(ds);
       return MX_FAIL;
     }
-    int64_t rows, depth;
-    RowsDepth(a, ds, &rows, &depth);
-    if (depth <= 0) {
+    // rows x depth of the data, in int64 with overflow checks; -1 = unknown.
+    int64_t rows = 1, depth = 1;
+    const size_t first_feature = a.flatten ? 1 : ds.size() - 1;
+    for (size_t i = 0; i < ds.size(); ++i) {
+      int64_t& acc = i < first_feature ? rows : depth;
+      if (!DimKnown(ds[i]) || acc < 0) {
+        acc = -1;
+      } else if (__builtin_mul_overflow(acc, static_cast<int64_t>(ds[i]), &acc) ||
+                 acc > kMaxConvElements) {
+        acc = kMaxConvElements + 1;
+      }
+    }
+    if (depth == 0) {
       MX_ERROR_MSG << kOp << ": `data` of shape " << ShapeText(ds) << " has no features";
+      return MX_FAIL;
+    }
+    if (depth > kMaxConvDim) {
+      MX_ERROR_MSG << kOp << ": `data` of shape " << ShapeText(ds) << " has " << depth
+                   << " features per row (flatten=" << (a.flatten ? "True" : "False")
+                   << "); at most 2^31-1 are supported";
+      return MX_FAIL;
+    }
+    try {
+      if (depth > 0) CheckDenseSizes(rows > 0 ? rows : 0, depth, a.num_hidden);
+    } catch (const std::exception& e) {
+      MX_ERROR_MSG << kOp << ": data shape " << ShapeText(ds) << ": " << e.what();
       return MX_FAIL;
     }
     const unsigned h = static_cast<unsigned>(a.num_hidden);
     std::vector<unsigned int> wshape;
     const char* hint;
+    const bool d_known = depth > 0;
     if (a.packed) {
-      wshape = {h, static_cast<unsigned>(WordsFor(depth))};
+      wshape = {h, d_known ? static_cast<unsigned>(WordsFor(depth)) : kUnknownDim};
       hint = " (num_hidden, ceil(D/64)) of packed words";
     } else {
-      wshape = {h, static_cast<unsigned>(depth)};
+      wshape = {h, d_known ? static_cast<unsigned>(depth) : kUnknownDim};
       hint = " (num_hidden, D)";
     }
     if (!MatchShape(kOp, "weight", wshape, &(*in_shapes)[1], hint)) return MX_FAIL;
@@ -184,7 +224,8 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
       return MX_FAIL;
     }
     if (a.input_affine) {
-      const std::vector<unsigned int> dshape = {static_cast<unsigned>(depth)};
+      const std::vector<unsigned int> dshape = {d_known ? static_cast<unsigned>(depth)
+                                                        : kUnknownDim};
       if (!MatchShape(kOp, "in_scale", dshape, &(*in_shapes)[a.in_scale_index()],
                       " (D,) (input_affine, one per feature of the flattened input)") ||
           !MatchShape(kOp, "in_shift", dshape, &(*in_shapes)[a.in_shift_index()],
@@ -195,6 +236,8 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     std::vector<unsigned int> os;
     if (a.flatten) {
       os = {ds[0], h};
+    } else if ((*in_shapes)[0].empty()) {
+      return MX_SUCCESS;  // output rank unknown: left unknown
     } else {
       os.assign(ds.begin(), ds.end() - 1);
       os.push_back(h);
@@ -216,6 +259,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     int64_t rows, depth;
     RowsDepth(a, (*inputs)[0].shape, &rows, &depth);
     const int64_t hid = a.num_hidden;
+    CheckDenseSizes(rows, depth, hid);
     const float* x = static_cast<const float*>((*inputs)[0].data_ptr);
     const MXTensor& wt = (*inputs)[1];
     const float* bias =

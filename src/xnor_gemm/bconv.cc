@@ -5,7 +5,7 @@
  * Planes. For image n and group g, padded row r (0 <= r < H + 2 ph) and padded column c, the
  * pixel word P[r][c][wd] holds the signs of channels g*Cg + 64 wd .. (pad word outside the
  * image: 0 for pad_value 0 / +1, ones on the true channel bits for -1). For every tap column
- * j < kw and row phase s < stride_h it is stored as
+ * j < kw and row phase s < min(stride_h, H + 2 ph) it is stored as
  *     plane(j, s, wd)[rr * OW + ox] = P[rr * stride_h + s][ox * stride_w + j * dilate_w][wd]
  * so tap (i, j) of output pixel q = oy * OW + ox is plane(j, (i*dh) % sh, wd)[q + (i*dh)/sh * OW]:
  * consecutive output pixels (across output rows too) read consecutive words, which is what
@@ -92,7 +92,7 @@ struct CallScratch {
   Scratch<float> dense_t, wt;
   std::vector<int32_t> pid, ct, pop, prefix;
   std::vector<int64_t> koff, y_class, x_class;
-  std::vector<uint64_t> channel_bits, pad_word;
+  std::vector<uint64_t> channel_bits, pad_word, w_masked;
   std::vector<char> row_used;
 };
 
@@ -127,6 +127,23 @@ void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t d
   }
 }
 
+// Packed weights (rows of `words` words, `bits` valid bits a row) with the bits past `bits`
+// cleared: `w` itself when they are already clear (the packers' output), else a masked copy
+// in *copy. Bits past the true depth are ignored, as those of packed inputs are, so a packed
+// tensor from elsewhere gives the exact result instead of an offset.
+const uint64_t* MaskedWeights(const uint64_t* w, int64_t rows, int64_t words, int64_t bits,
+                              std::vector<uint64_t>* copy) {
+  if (bits % 64 == 0) return w;
+  const uint64_t valid = (uint64_t{1} << (bits % 64)) - 1;
+  const uint64_t* last = w + (words - 1);
+  int64_t r = 0;
+  while (r < rows && (last[r * words] & ~valid) == 0) ++r;
+  if (r == rows) return w;
+  copy->assign(w, w + rows * words);
+  for (int64_t i = 0; i < rows; ++i) (*copy)[i * words + words - 1] &= valid;
+  return copy->data();
+}
+
 }  // namespace
 
 void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmConfig& config) {
@@ -157,15 +174,18 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
   const int64_t sh = p.stride_h, sw = p.stride_w, ph = p.pad_h, pw = p.pad_w;
   const int64_t dh = p.dilate_h, dw = p.dilate_w;
   const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow, hw = h * w;
-  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, rows_p = (hp + sh - 1) / sh;
+  // Row phases: min(stride_h, hp) (a padded row r sits in phase r % stride_h < hp).
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw, phases = p.Phases();
+  const int64_t rows_p = (hp + phases - 1) / phases;
   const int64_t plane = rows_p * ow + kVecSlack;
-  const int64_t ig_words = kw * sh * words * plane;  // per (image, group)
+  const int64_t ig_words = kw * phases * words * plane;  // per (image, group)
   const int64_t depth = taps * cg;
   Require(depth < (int64_t{1} << 24),
           "BinaryConv2d: depth kh*kw*C/groups must be < 2^24 (exact in float)");
 
   CallScratch& s = ThreadScratch();
-  uint64_t* planes = s.planes.Get(static_cast<size_t>(n_img * g_count * ig_words));
+  const uint64_t* w_packed = MaskedWeights(args.w_packed, f_all * taps, words, cg, &s.w_masked);
+  uint64_t* planes = s.planes.Get(static_cast<size_t>(BconvPlaneWords(p)));
 
   // channel_bits[wd]: the true channel bits of word wd. Pad words: +1 (bit 0) for pad_value
   // 0 / +1; -1 on the true channel bits for -1.
@@ -222,7 +242,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       uint64_t* base = planes + ng * ig_words + rr * ow;
       for (int64_t j = 0; j < kw; ++j) {
         for (int64_t wd = 0; wd < words; ++wd) {
-          uint64_t* dst = base + ((j * sh + phase) * words + wd) * plane;
+          uint64_t* dst = base + ((j * phases + phase) * words + wd) * plane;
           const uint64_t* src = rb + wd * wp + j * dw;
           if (sw == 1) {
             std::memcpy(dst, src, sizeof(uint64_t) * ow);
@@ -240,7 +260,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     for (int64_t j = 0; j < kw; ++j) {
       for (int64_t wd = 0; wd < words; ++wd) {
         const int64_t k = (i * kw + j) * words + wd;
-        s.koff[k] = ((j * sh + (i * dh) % sh) * words + wd) * plane + ((i * dh) / sh) * ow;
+        s.koff[k] = ((j * phases + (i * dh) % sh) * words + wd) * plane + ((i * dh) / sh) * ow;
       }
     }
   }
@@ -268,7 +288,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       // (filter innermost: vector loops); a pattern's padded sum is the total minus the sum
       // over its valid rectangle of rows x cols.
       s.pop.resize(static_cast<size_t>(f_all * taps));
-      spec.pop_rows(args.w_packed, f_all * taps, words, s.pop.data());
+      spec.pop_rows(w_packed, f_all * taps, words, s.pop.data());
       const int32_t cg32 = static_cast<int32_t>(cg);
       const int64_t pw1 = kw + 1;
       s.prefix.assign(static_cast<size_t>((kh + 1) * pw1 * f_all), 0);
@@ -326,7 +346,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       t.planes = planes + ng * ig_words;
       t.koff = koff;
       t.kwords = kwords;
-      t.w = args.w_packed + g * fg * kwords;
+      t.w = w_packed + g * fg * kwords;
       t.f0 = fc * kFilterChunk;
       t.f1 = std::min(fg, t.f0 + kFilterChunk);
       t.q0 = qc * kPixChunk;
@@ -376,7 +396,17 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
 
 void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64_t hidden,
                  const GemmConfig& config) {
-  Require(rows >= 0 && depth > 0 && hidden > 0, "BinaryDense: bad sizes");
+  const auto fits = [](int64_t x, int64_t y) {
+    int64_t r;
+    return !__builtin_mul_overflow(x, y, &r) && r <= kMaxConvElements;
+  };
+  if (rows < 0 || depth <= 0 || depth > kMaxConvDim || hidden <= 0 || hidden > kMaxConvDim ||
+      !fits(rows, depth) || !fits(hidden, depth) || !fits(rows, hidden)) {
+    throw std::invalid_argument(
+        "BinaryDense: need rows >= 0, 1 <= depth, hidden <= 2^31-1 and rows*depth, "
+        "hidden*depth, rows*hidden <= 2^40; got rows=" + std::to_string(rows) + " depth=" +
+        std::to_string(depth) + " hidden=" + std::to_string(hidden));
+  }
   if (rows == 0) return;
   Require(args.x != nullptr && args.w_packed != nullptr && args.out != nullptr,
           "BinaryDense: null pointer (x, w_packed and out are required)");
@@ -385,6 +415,7 @@ void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64
   RequireIsa(config.isa);
   const int64_t words = WordsFor(depth);
   CallScratch& s = ThreadScratch();
+  const uint64_t* w_packed = MaskedWeights(args.w_packed, hidden, words, depth, &s.w_masked);
   uint64_t* xb = s.dense_x.Get(static_cast<size_t>(rows * words));
   if (args.in_scale != nullptr) {
     internal::BconvFor(config.isa)
@@ -394,12 +425,12 @@ void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64
   }
   if (rows == 1) {
     // C[h][0] = out[h]: the per-row epilogue of the GEMM is the per-hidden-unit one.
-    XnorGemmF32(args.w_packed, xb, hidden, 1, words, depth, args.alpha, args.bias, args.out, 1,
+    XnorGemmF32(w_packed, xb, hidden, 1, words, depth, args.alpha, args.bias, args.out, 1,
                 config);
     return;
   }
   float* tmp = s.dense_t.Get(static_cast<size_t>(hidden * rows));
-  XnorGemmF32(args.w_packed, xb, hidden, rows, words, depth, args.alpha, args.bias, tmp, rows,
+  XnorGemmF32(w_packed, xb, hidden, rows, words, depth, args.alpha, args.bias, tmp, rows,
               config);
   constexpr int64_t kBlock = 32;  // cache-blocked transpose into (rows, hidden)
   for (int64_t h0 = 0; h0 < hidden; h0 += kBlock) {

@@ -30,6 +30,8 @@
  * (out_scale, out_shift); no residual.
  *
  * Dense: out[m][h] = float(sum_d sgn(x[m][d] * s[d] + t[d]) sgn(W[h][d])) * alpha[h] + bias[h].
+ * Packed weights: bits past C/groups in a tap's last word (past depth for dense) are ignored
+ * (masked on a copy when any is set), like those of packed inputs, so the result stays exact.
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_BCONV_H_

@@ -6,12 +6,16 @@
 #include "conv.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "bconv_kernels.h"
 
 namespace binmx {
 
@@ -25,25 +29,53 @@ std::string Field(const char* name, int64_t v) {
   return std::string("Conv2dParams.") + name + "=" + std::to_string(v);
 }
 
+void InRange(const char* name, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    Fail(Field(name, v) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+}
+
+// The product of `factors` (all >= 0), or kMaxConvElements + 1 when it exceeds
+// kMaxConvElements (never wraps).
+int64_t BoundedProduct(std::initializer_list<int64_t> factors) {
+  int64_t r = 1;
+  for (int64_t f : factors) {
+    if (f == 0) return 0;
+  }
+  for (int64_t f : factors) {
+    if (__builtin_mul_overflow(r, f, &r) || r > kMaxConvElements) return kMaxConvElements + 1;
+  }
+  return r;
+}
+
+void CheckBuffer(const char* what, std::initializer_list<int64_t> factors) {
+  if (BoundedProduct(factors) > kMaxConvElements) {
+    std::string text;
+    for (int64_t f : factors) text += (text.empty() ? "" : " x ") + std::to_string(f);
+    Fail(std::string("Conv2dParams: the ") + what + " (" + text + ") exceeds 2^40 elements");
+  }
+}
+
+// dilate * (kernel - 1) + 1, or -1 when it does not fit int64.
+int64_t DilatedExtent(int64_t dilate, int64_t kernel) {
+  int64_t span;
+  if (__builtin_mul_overflow(dilate, kernel - 1, &span) || span > INT64_MAX - 1) return -1;
+  return span + 1;
+}
+
 }  // namespace
 
-void ValidateConv2dParams(const Conv2dParams& p) {
-  if (p.batch < 0) Fail(Field("batch", p.batch) + " must be >= 0");
-  if (p.channels <= 0) Fail(Field("channels", p.channels) + " must be > 0");
-  if (p.in_h <= 0 || p.in_w <= 0) {
-    Fail("Conv2dParams: input height and width must be > 0, got " + std::to_string(p.in_h) +
-         "x" + std::to_string(p.in_w));
-  }
-  if (p.num_filter <= 0) Fail(Field("num_filter", p.num_filter) + " must be > 0");
-  if (p.kernel_h <= 0 || p.kernel_w <= 0) Fail("Conv2dParams: kernel must be positive");
-  if (p.stride_h <= 0 || p.stride_w <= 0) Fail("Conv2dParams: stride must be positive");
-  if (p.dilate_h <= 0 || p.dilate_w <= 0) Fail("Conv2dParams: dilate must be positive");
-  if (p.pad_h < 0 || p.pad_w < 0) Fail("Conv2dParams: pad must be >= 0");
-  if (p.groups <= 0) Fail(Field("groups", p.groups) + " must be > 0");
-  if (p.channels % p.groups != 0) {
-    Fail(Field("channels", p.channels) + " must be divisible by groups=" +
-         std::to_string(p.groups));
-  }
+void ValidateConv2dAttrs(const Conv2dParams& p) {
+  InRange("num_filter", p.num_filter, 1, kMaxConvDim);
+  InRange("kernel_h", p.kernel_h, 1, kMaxConvDim);
+  InRange("kernel_w", p.kernel_w, 1, kMaxConvDim);
+  InRange("stride_h", p.stride_h, 1, INT64_MAX);
+  InRange("stride_w", p.stride_w, 1, INT64_MAX);
+  InRange("dilate_h", p.dilate_h, 1, INT64_MAX);
+  InRange("dilate_w", p.dilate_w, 1, INT64_MAX);
+  InRange("pad_h", p.pad_h, 0, kMaxConvDim);
+  InRange("pad_w", p.pad_w, 0, kMaxConvDim);
+  InRange("groups", p.groups, 1, kMaxConvDim);
   if (p.num_filter % p.groups != 0) {
     Fail(Field("num_filter", p.num_filter) + " must be divisible by groups=" +
          std::to_string(p.groups));
@@ -51,10 +83,59 @@ void ValidateConv2dParams(const Conv2dParams& p) {
   if (p.pad_value != 0 && p.pad_value != 1 && p.pad_value != -1) {
     Fail(Field("pad_value", p.pad_value) + " must be 0, 1 or -1");
   }
-  if (p.in_h + 2 * p.pad_h < p.dilate_h * (p.kernel_h - 1) + 1 ||
-      p.in_w + 2 * p.pad_w < p.dilate_w * (p.kernel_w - 1) + 1) {
-    Fail("Conv2dParams: the dilated kernel is larger than the padded input");
+  // The largest padded input is kMaxConvDim + 2 kMaxConvDim < 2^33: a dilated kernel beyond
+  // that fits no input.
+  constexpr int64_t kMaxPadded = 3 * kMaxConvDim;
+  const int64_t eh = DilatedExtent(p.dilate_h, p.kernel_h);
+  const int64_t ew = DilatedExtent(p.dilate_w, p.kernel_w);
+  if (eh < 0 || eh > kMaxPadded || ew < 0 || ew > kMaxPadded) {
+    Fail("Conv2dParams: the dilated kernel (dilate*(kernel-1)+1 with kernel " +
+         std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) + ", dilate " +
+         std::to_string(p.dilate_h) + "x" + std::to_string(p.dilate_w) +
+         ") is larger than any padded input (" + std::to_string(kMaxPadded) + ")");
   }
+}
+
+void ValidateConv2dParams(const Conv2dParams& p) {
+  InRange("batch", p.batch, 0, kMaxConvDim);
+  InRange("channels", p.channels, 1, kMaxConvDim);
+  InRange("in_h", p.in_h, 1, kMaxConvDim);
+  InRange("in_w", p.in_w, 1, kMaxConvDim);
+  ValidateConv2dAttrs(p);
+  if (p.channels % p.groups != 0) {
+    Fail(Field("channels", p.channels) + " must be divisible by groups=" +
+         std::to_string(p.groups));
+  }
+  // Every term below is < 2^33 after the range checks: no overflow.
+  const int64_t hp = p.in_h + 2 * p.pad_h, wp = p.in_w + 2 * p.pad_w;
+  const int64_t eh = DilatedExtent(p.dilate_h, p.kernel_h);
+  const int64_t ew = DilatedExtent(p.dilate_w, p.kernel_w);
+  if (hp < eh || wp < ew) {
+    Fail("Conv2dParams: the dilated kernel (" + std::to_string(eh) + "x" + std::to_string(ew) +
+         ") is larger than the padded input (" + std::to_string(hp) + "x" +
+         std::to_string(wp) + ")");
+  }
+  const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
+  CheckBuffer("input batch*channels*in_h*in_w", {p.batch, p.channels, p.in_h, p.in_w});
+  CheckBuffer("output batch*num_filter*out_h*out_w", {p.batch, p.num_filter, oh, ow});
+  CheckBuffer("weight num_filter*(channels/groups)*kernel_h*kernel_w",
+              {p.num_filter, cg, p.kernel_h, p.kernel_w});
+  CheckBuffer("packed weight num_filter*kernel_h*kernel_w*words",
+              {p.num_filter, p.kernel_h, p.kernel_w, p.TapWords()});
+  CheckBuffer("im2col block (channels/groups)*kernel_h*kernel_w*out_h*out_w",
+              {cg, p.kernel_h, p.kernel_w, oh, ow});
+  CheckBuffer("packing row words*(in_w+2*pad_w)", {p.TapWords(), wp});
+  const int64_t phases = p.Phases(), rows = (hp + phases - 1) / phases;
+  CheckBuffer("plane (in_h+2*pad_h)/phases*out_w", {rows, ow});
+  CheckBuffer("planes batch*groups*kernel_w*phases*words*plane",
+              {p.batch, p.groups, p.kernel_w, phases, p.TapWords(),
+               rows * ow + internal::kVecSlack});
+}
+
+int64_t BconvPlaneWords(const Conv2dParams& p) {
+  const int64_t hp = p.in_h + 2 * p.pad_h, phases = p.Phases();
+  const int64_t plane = (hp + phases - 1) / phases * p.OutW() + internal::kVecSlack;
+  return p.batch * p.groups * p.kernel_w * phases * p.TapWords() * plane;
 }
 
 int64_t PackedConvWeightWords(const Conv2dParams& p) {

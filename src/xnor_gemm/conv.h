@@ -53,11 +53,44 @@ struct Conv2dParams {
   int64_t TapWords() const { return WordsFor(channels / groups); }
   // Float weights per filter: C/groups * kh * kw.
   int64_t FilterSize() const { return (channels / groups) * kernel_h * kernel_w; }
+  // Row phases of the direct convolution's planes: min(stride_h, in_h + 2 pad_h) (a stride
+  // past the padded input has one phase per row that exists).
+  int64_t Phases() const {
+    const int64_t hp = in_h + 2 * pad_h;
+    return stride_h < hp ? stride_h : hp;
+  }
 };
 
-// Throws std::invalid_argument naming the first bad field (non-positive sizes, negative pad,
-// channels or num_filter not divisible by groups, empty output, pad_value not in {0,1,-1}).
+// Upper bounds of the geometry (docs/reliability.md): every size field (batch,
+// channels, in_h, in_w, num_filter, kernel, pad, groups) is at most kMaxConvDim, and every
+// product that sizes a buffer (input, output, float weights, packed weight words, the direct
+// convolution's planes and packing row, the float path's per-image im2col block) is at most
+// kMaxConvElements elements. stride and dilate are only required to be positive: a stride
+// larger than the padded input gives one output row, and the dilated kernel extent
+// dilate * (kernel - 1) + 1 must fit the padded input (computed without overflow). All
+// arithmetic is in int64 with overflow-checked products (__builtin_mul_overflow), so no
+// attribute value, however large, makes a check wrap around.
+constexpr int64_t kMaxConvDim = (int64_t{1} << 31) - 1;
+constexpr int64_t kMaxConvElements = int64_t{1} << 40;
+
+// Throws std::invalid_argument naming the first bad field or product (its name and value):
+// sizes outside [1, kMaxConvDim] (batch and pad: [0, kMaxConvDim]), stride or dilate < 1,
+// channels or num_filter not divisible by groups, pad_value not in {0, 1, -1}, a dilated
+// kernel larger than the padded input, or a buffer of more than kMaxConvElements elements.
+// The single complete check: BinaryConv2d, PackConvWeights(Fast), UnpackConvWeights, the
+// float convolutions, the operators and the runtime all rely on it; after it, every index
+// and size product of those functions fits int64.
 void ValidateConv2dParams(const Conv2dParams& p);
+
+// The checks of ValidateConv2dParams that do not read batch, channels, in_h or in_w (the
+// attributes alone: kernel, stride, dilate, pad, num_filter, groups, pad_value, and the
+// dilated kernel extent fitting 64 bits), for shape inference with an unknown input shape.
+void ValidateConv2dAttrs(const Conv2dParams& p);
+
+// Words of the direct binary convolution's input planes for the whole batch (bconv.cc):
+// batch * groups * kernel_w * Phases() * TapWords() * (ceil((in_h + 2 pad_h) / phases) * OutW()
+// + slack), phases = min(stride_h, in_h + 2 pad_h). Valid only after ValidateConv2dParams.
+int64_t BconvPlaneWords(const Conv2dParams& p);
 
 // Number of uint64 words of the packed weight: num_filter * kh * kw * TapWords().
 int64_t PackedConvWeightWords(const Conv2dParams& p);

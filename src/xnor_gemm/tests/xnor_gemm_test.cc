@@ -1,7 +1,10 @@
 /*
  * binmx core test (self-contained, no framework): every available ISA path against a tiny
  * reference written here, over odd sizes, both output kinds and several thread counts (x86-64:
- * scalar, avx2, avx512; aarch64: scalar, neon); the packers; argument errors; ParallelFor coverage, nesting, concurrent callers and exceptions.
+ * scalar, avx2, avx512; aarch64: scalar, neon); the packers; argument errors; ParallelFor
+ * coverage, nesting, concurrent callers and exceptions; the convolution geometry checks (every
+ * field and buffer product, overflow-proof) and the direct convolution at extreme strides and
+ * with stray tail bits in packed weights.
  * Run under AddressSanitizer + UBSan by tests/test_core_sanitizers.py. Exit code 0 = pass.
  */
 #include <algorithm>
@@ -15,6 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include <string>
+
+#include "bconv.h"
+#include "conv.h"
 #include "parallel.h"
 #include "xnor_gemm.h"
 
@@ -198,6 +205,192 @@ void TestParallelFor() {
   CHECK(after == 2, "pool broken after exception");
 }
 
+// ValidateConv2dParams: the message of the first failed check ("" when it passes).
+std::string GeometryError(const binmx::Conv2dParams& p) {
+  try {
+    binmx::ValidateConv2dParams(p);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+binmx::Conv2dParams SmallConv() {
+  binmx::Conv2dParams p;
+  p.batch = 2;
+  p.channels = 8;
+  p.in_h = 10;
+  p.in_w = 9;
+  p.num_filter = 4;
+  p.kernel_h = 3;
+  p.kernel_w = 3;
+  return p;
+}
+
+// Direct O(everything) reference of the binary convolution (zero padding, no alpha/bias).
+std::vector<float> RefConv(const std::vector<float>& x, const std::vector<float>& w,
+                           const binmx::Conv2dParams& p) {
+  const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels(), fg = p.GroupFilters();
+  std::vector<float> out(p.batch * p.num_filter * oh * ow, 0.0f);
+  for (int64_t n = 0; n < p.batch; ++n) {
+    for (int64_t f = 0; f < p.num_filter; ++f) {
+      const int64_t g = f / fg;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          int64_t dot = 0;
+          for (int64_t c = 0; c < cg; ++c) {
+            for (int64_t i = 0; i < p.kernel_h; ++i) {
+              for (int64_t j = 0; j < p.kernel_w; ++j) {
+                const int64_t y = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+                const int64_t xx = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+                if (y < 0 || y >= p.in_h || xx < 0 || xx >= p.in_w) continue;
+                const float a = x[((n * p.channels + g * cg + c) * p.in_h + y) * p.in_w + xx];
+                const float b = w[((f * cg + c) * p.kernel_h + i) * p.kernel_w + j];
+                dot += ((a < 0) == (b < 0)) ? 1 : -1;
+              }
+            }
+          }
+          out[((n * p.num_filter + f) * oh + oy) * ow + ox] = static_cast<float>(dot);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void TestGeometry() {
+  using binmx::Conv2dParams;
+  CHECK(GeometryError(SmallConv()).empty(), "valid: %s", GeometryError(SmallConv()).c_str());
+  struct Bad {
+    void (*edit)(Conv2dParams*);
+    const char* needle;
+  };
+  const Bad bad[] = {
+      {[](Conv2dParams* p) { p->kernel_h = (int64_t{1} << 58) + 1; p->dilate_h = 64; },
+       "kernel_h"},
+      {[](Conv2dParams* p) { p->dilate_h = int64_t{1} << 62; }, "dilated kernel"},
+      {[](Conv2dParams* p) { p->dilate_w = INT64_MAX; }, "dilated kernel"},
+      {[](Conv2dParams* p) { p->kernel_h = 1; p->dilate_h = INT64_MAX; p->kernel_w = 0; },
+       "kernel_w"},
+      {[](Conv2dParams* p) { p->pad_h = int64_t{1} << 31; }, "pad_h"},
+      {[](Conv2dParams* p) { p->pad_w = -1; }, "pad_w"},
+      {[](Conv2dParams* p) { p->pad_h = p->pad_w = int64_t{1} << 25; }, "exceeds 2^40"},
+      {[](Conv2dParams* p) { p->in_h = int64_t{1} << 31; }, "in_h"},
+      {[](Conv2dParams* p) { p->in_w = 0; }, "in_w"},
+      {[](Conv2dParams* p) { p->batch = -1; }, "batch"},
+      {[](Conv2dParams* p) { p->channels = INT64_MAX; }, "channels"},
+      {[](Conv2dParams* p) { p->num_filter = 0; }, "num_filter"},
+      {[](Conv2dParams* p) { p->stride_w = 0; }, "stride_w"},
+      {[](Conv2dParams* p) { p->dilate_h = -3; }, "dilate_h"},
+      {[](Conv2dParams* p) { p->groups = 3; }, "divisible"},
+      {[](Conv2dParams* p) { p->pad_value = 2; }, "pad_value"},
+      {[](Conv2dParams* p) { p->in_h = 2; }, "dilated kernel"},
+      {[](Conv2dParams* p) {
+         p->batch = p->in_h = p->in_w = binmx::kMaxConvDim;
+         p->kernel_h = p->kernel_w = 1;
+       },
+       "exceeds 2^40"},
+      {[](Conv2dParams* p) {
+         p->channels = p->num_filter = int64_t{1} << 30;
+         p->kernel_h = p->kernel_w = 1 << 10;
+         p->in_h = p->in_w = 1 << 10;
+         p->batch = 1;
+       },
+       "exceeds 2^40"},
+  };
+  for (const Bad& b : bad) {
+    Conv2dParams p = SmallConv();
+    b.edit(&p);
+    const std::string e = GeometryError(p);
+    CHECK(e.find(b.needle) != std::string::npos, "want '%s', got '%s'", b.needle, e.c_str());
+  }
+  // Valid extremes: a stride past the padded input (one output row), dilation with kernel 1.
+  Conv2dParams p = SmallConv();
+  p.stride_h = int64_t{1} << 62;
+  p.stride_w = INT64_MAX;
+  p.pad_h = 1;
+  CHECK(GeometryError(p).empty() && p.OutH() == 1 && p.OutW() == 1, "huge stride: %s",
+        GeometryError(p).c_str());
+  p = SmallConv();
+  p.kernel_h = 1;
+  p.dilate_h = INT64_MAX;
+  CHECK(GeometryError(p).empty(), "kernel 1 with any dilation: %s", GeometryError(p).c_str());
+
+  // The direct convolution at those strides, and with every tail bit of the packed weights
+  // set, on every path: equal to the reference.
+  std::mt19937_64 gen(7);
+  for (int64_t channels : {5, 64, 70}) {
+    for (int64_t stride : {int64_t{1}, int64_t{4}, int64_t{1} << 40}) {
+      Conv2dParams q = SmallConv();
+      q.channels = channels;
+      q.stride_h = stride;
+      q.stride_w = stride == 4 ? 1 : stride;
+      q.pad_h = q.pad_w = 1;
+      const std::vector<float> x = RandomFloats(gen, q.batch * q.channels * q.in_h * q.in_w);
+      const std::vector<float> w = RandomFloats(gen, q.num_filter * q.FilterSize());
+      const std::vector<float> want = RefConv(x, w, q);
+      std::vector<uint64_t> packed(binmx::PackedConvWeightWords(q));
+      binmx::PackConvWeights(w.data(), q, packed.data());
+      const int64_t words = q.TapWords();
+      if (channels % 64 != 0) {
+        for (size_t i = words - 1; i < packed.size(); i += words) {
+          packed[i] |= ~((uint64_t{1} << (channels % 64)) - 1);
+        }
+      }
+      for (binmx::Isa isa : binmx::AvailableIsas()) {
+        for (int threads : {1, 2}) {
+          std::vector<float> out(want.size(), -99.0f);
+          binmx::BinaryConvArgs args;
+          args.x = x.data();
+          args.w_packed = packed.data();
+          args.out = out.data();
+          binmx::BinaryConv2d(args, q, binmx::GemmConfig{isa, threads});
+          CHECK(out == want, "bconv isa=%s threads=%d C=%lld stride=%lld", binmx::IsaName(isa),
+                threads, (long long)channels, (long long)stride);
+        }
+      }
+    }
+  }
+  // Dense: stray tail bits in the packed weights are ignored too.
+  for (int64_t depth : {1, 63, 65, 200}) {
+    const int64_t rows = 3, hidden = 5, words = binmx::WordsFor(depth);
+    const std::vector<float> x = RandomFloats(gen, rows * depth);
+    const std::vector<float> w = RandomFloats(gen, hidden * depth);
+    std::vector<uint64_t> packed = RefPack(w, hidden, depth);
+    if (depth % 64 != 0) {
+      for (int64_t h = 0; h < hidden; ++h) {
+        packed[h * words + words - 1] |= ~((uint64_t{1} << (depth % 64)) - 1);
+      }
+    }
+    for (binmx::Isa isa : binmx::AvailableIsas()) {
+      std::vector<float> out(rows * hidden);
+      binmx::BinaryDenseArgs args;
+      args.x = x.data();
+      args.w_packed = packed.data();
+      args.out = out.data();
+      binmx::BinaryDense(args, rows, depth, hidden, binmx::GemmConfig{isa, 2});
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int64_t h = 0; h < hidden; ++h) {
+          CHECK(out[m * hidden + h] == static_cast<float>(RefDot(x, m, w, h, depth)),
+                "dense isa=%s depth=%lld [%lld,%lld]", binmx::IsaName(isa), (long long)depth,
+                (long long)m, (long long)h);
+        }
+      }
+    }
+  }
+  CHECK(Throws([&] {
+          binmx::BinaryDenseArgs args;
+          float f = 0.0f;
+          uint64_t u = 0;
+          args.x = &f;
+          args.w_packed = &u;
+          args.out = &f;
+          binmx::BinaryDense(args, int64_t{1} << 40, int64_t{1} << 20, 1,
+                             binmx::DefaultGemmConfig());
+        }),
+        "dense sizes past 2^40");
+}
+
 }  // namespace
 
 int main() {
@@ -225,6 +418,7 @@ int main() {
   cases += 3;
   TestErrors();
   TestParallelFor();
+  TestGeometry();
   std::printf("%d gemm cases, %d failures\n", cases, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
