@@ -105,13 +105,23 @@ for cpu in $CPUS; do
     echo "--packed $packed: $(grep -c 'same bits' <<<"$out") layers with the scalar path's bits"
   done
 
-  # ---- HOOK: runtime checks on aarch64 -------------------------------------------------
-  # The runtime's own checks go here (its owner adds them): its self-tests
-  # ($BUILD/src/runtime/rt_*), and the stored fixtures (LeNet and a ResNet converted on x86,
-  # with their inputs and x86 outputs) run through binmx-run at 1 and 2 threads, aarch64
-  # outputs compared with the x86 ones (binary layers exact; whole network within
-  # 1e-4 x max |output|, argmax identical). Use `run "$cpu" EXE ARGS...` to run under qemu.
-  # ---------------------------------------------------------------------------------------
+  # ---- runtime checks on aarch64 ----------------------------------------------------------
+  # The stored fixtures (converted on x86 by tools/make_runtime_fixtures.py: LeNet, ResNets,
+  # a Gluon export, every supported operator, a binary layer with integer outputs) with their
+  # x86 MXNet outputs, through the runtime's C API at 1 and 2 threads: the binary layer exact,
+  # whole networks within 1e-4 x max |output| with the same argmax. Then the runtime's own
+  # self-tests (file readers, float kernels).
+  say "qemu-aarch64 -cpu $cpu: runtime fixtures (aarch64 outputs vs x86 MXNet outputs)"
+  out=$(run "$cpu" "$BUILD/src/runtime/rt_fixtures_test" "$ROOT/runtime/tests/fixtures" 2>&1) \
+    || { echo "$out" | tail -30; die "rt_fixtures_test on $cpu"; }
+  echo "$out" | tail -1
+  # The float kernels' grid (~45 s of CPU under qemu) on the first CPU model only.
+  tests="rt_formats_test"
+  [[ "$cpu" == "${CPUS%% *}" ]] && tests="$tests rt_float_ops_test"
+  for t in $tests; do
+    out=$(run "$cpu" "$BUILD/src/runtime/$t" 2>&1) || { echo "$out" | tail -30; die "$t on $cpu"; }
+    echo "$t: $(echo "$out" | tail -1)"
+  done
 done
 
 say "arm64_check: all passed ($(( $(date +%s) - T0 )) s)"
