@@ -79,9 +79,19 @@ def make_models(tmp: str) -> dict:
     rc.save(os.path.join(tmp, "lenet"), sym, args, aux)
     out["lenet"] = os.path.join(tmp, "lenet")
     # One layer: relu of one value (what a run costs besides the work).
-    graph = {"nodes": [{"op": "null", "name": "data", "inputs": []},
-                       {"op": "Activation", "name": "relu", "attrs": {"act_type": "relu"},
-                        "inputs": [[0, 0, 0]]}], "arg_nodes": [0], "heads": [[1, 0, 0]]}
+    graph = {
+        "nodes": [
+            {"op": "null", "name": "data", "inputs": []},
+            {
+                "op": "Activation",
+                "name": "relu",
+                "attrs": {"act_type": "relu"},
+                "inputs": [[0, 0, 0]],
+            },
+        ],
+        "arg_nodes": [0],
+        "heads": [[1, 0, 0]],
+    }
     with open(os.path.join(tmp, "one-symbol.json"), "w") as f:
         json.dump(graph, f)
     with open(os.path.join(tmp, "one-0001.params"), "wb") as f:
@@ -103,8 +113,12 @@ def float_resnet18_executor(mx, batch: int):
     shutil.rmtree(tmp)
     data = mx.nd.zeros((batch, 3, 224, 224))
     values = {**args, "data": data}
-    return sym.bind(mx.cpu(), {k: values[k] for k in sym.list_arguments()},
-                    aux_states={k: aux[k] for k in sym.list_auxiliary_states()}, grad_req="null")
+    return sym.bind(
+        mx.cpu(),
+        {k: values[k] for k in sym.list_arguments()},
+        aux_states={k: aux[k] for k in sym.list_auxiliary_states()},
+        grad_req="null",
+    )
 
 
 def float_lenet_executor(mx, binmx, batch: int):
@@ -113,10 +127,17 @@ def float_lenet_executor(mx, binmx, batch: int):
 
     sym = binmx.models.binary_lenet(binary=False)
     args, aux = rc.random_params(sym, (batch, 1, 28, 28), seed=2)
-    values = {**args, "data": mx.nd.zeros((batch, 1, 28, 28)),
-              "softmax_label": mx.nd.zeros((batch,))}
-    return sym.bind(mx.cpu(), {k: values[k] for k in sym.list_arguments()},
-                    aux_states={k: aux[k] for k in sym.list_auxiliary_states()}, grad_req="null")
+    values = {
+        **args,
+        "data": mx.nd.zeros((batch, 1, 28, 28)),
+        "softmax_label": mx.nd.zeros((batch,)),
+    }
+    return sym.bind(
+        mx.cpu(),
+        {k: values[k] for k in sym.list_arguments()},
+        aux_states={k: aux[k] for k in sym.list_auxiliary_states()},
+        grad_req="null",
+    )
 
 
 def alternate(fns: dict, reps: int, warm: int = 5) -> dict:
@@ -135,11 +156,10 @@ def alternate(fns: dict, reps: int, warm: int = 5) -> dict:
 
 def worker(threads: int, quick: bool, prefixes: dict) -> dict:
     """Runs in a subprocess with OMP_NUM_THREADS=threads."""
-    import mxnet as mx
-    import numpy as np
-
     import binmx
     import binmx_runtime
+    import mxnet as mx
+    import numpy as np
 
     res = {"threads": threads}
     reps = 20 if quick else 60
@@ -190,7 +210,8 @@ def worker(threads: int, quick: bool, prefixes: dict) -> dict:
         prefix = prefixes["resnet18"]
         compiled = ovb.compile_openvino(
             ovb.build_openvino_model(prefix + "-symbol.json", prefix + "-0001.params", x1.shape),
-            threads)
+            threads,
+        )
         request = ovb._request(compiled, x1)
         y_ov, y_rt = ovb.run_openvino(compiled, x1), rt1.run(x1)
         res["openvino_check"] = {
@@ -210,9 +231,24 @@ def engine_overhead(binmx_run: str, prefix: str, tmp: str, n: int) -> float:
 
     path = os.path.join(tmp, "one.npy")
     np.save(path, np.ones((1, 1), np.float32))
-    out = subprocess.run([binmx_run, "--model", prefix, "--epoch", "1", "--input", path,
-                          "--threads", "1", "--bench", str(n)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [
+            binmx_run,
+            "--model",
+            prefix,
+            "--epoch",
+            "1",
+            "--input",
+            path,
+            "--threads",
+            "1",
+            "--bench",
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     line = next(s for s in out.splitlines() if s.startswith("bench:"))
     return float(line.split("median")[1].split("ms")[0]) * 1e3  # microseconds
 
@@ -224,8 +260,23 @@ def peak_memory(binmx_run: str, prefix: str, tmp: str) -> int:
     path = os.path.join(tmp, "x.npy")
     np.save(path, np.zeros((1, 3, 224, 224), np.float32))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([binmx_run, "--model", prefix, "--epoch", "1", "--input", path, "--threads",
-                    "2", "--bench", "20"], capture_output=True, check=True)
+    subprocess.run(
+        [
+            binmx_run,
+            "--model",
+            prefix,
+            "--epoch",
+            "1",
+            "--input",
+            path,
+            "--threads",
+            "2",
+            "--bench",
+            "20",
+        ],
+        capture_output=True,
+        check=True,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(after, before) * 1024
 
@@ -253,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         for threads in [int(t) for t in ns.threads.split(",")]:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
             spec = json.dumps({"threads": threads, "quick": ns.quick, "prefixes": prefixes})
-            proc = subprocess.run([sys.executable, __file__, "--worker", spec], env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", spec],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 sys.stderr.write(proc.stderr[-4000:])
                 return 1
@@ -265,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| case | threads | float (ms) | binmx runtime (ms) | ratio |")
     print("|---|---|---|---|---|")
     for r in results:
-        for key, label in (("resnet18_b1", "ResNet-18 224, batch 1"),
-                           ("lenet_b1", "LeNet, batch 1"), ("lenet_b64", "LeNet, batch 64")):
+        for key, label in (
+            ("resnet18_b1", "ResNet-18 224, batch 1"),
+            ("lenet_b1", "LeNet, batch 1"),
+            ("lenet_b64", "LeNet, batch 64"),
+        ):
             f, b = r[key]["float"][0], r[key]["binary"][0]
             print(f"| {label} | {r['threads']} | {f:.3f} | {b:.3f} | {f / b:.2f}x |")
     by_t = {r["threads"]: r for r in results}
@@ -274,16 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for key, label in (("resnet18_b1", "batch 1"), ("resnet18_b16", "batch 16")):
             t1, t2 = by_t[1][key]["binary"][0], by_t[2][key]["binary"][0]
-            print(f"runtime ResNet-18 224 {label}: 1 thread {t1:.3f} ms, 2 threads {t2:.3f} ms, "
-                  f"speed-up {t1 / t2:.2f}x")
+            print(
+                f"runtime ResNet-18 224 {label}: 1 thread {t1:.3f} ms, 2 threads {t2:.3f} ms, "
+                f"speed-up {t1 / t2:.2f}x"
+            )
     for r in results:
         if "openvino_b1" in r:
             o, b = r["openvino_b1"]["openvino"][0], r["openvino_b1"]["binary"][0]
             c = r["openvino_check"]
-            print(f"OpenVINO binary ResNet-18, {r['threads']} thread(s): {o:.3f} ms, binmx runtime "
-                  f"{b:.3f} ms (OpenVINO / binmx {o / b:.2f}x); outputs max|diff| "
-                  f"{c['max_abs_diff']:.3g} of max|out| {c['max_abs_output']:.3g}, argmax equal "
-                  f"{c['argmax_equal']}")
+            print(
+                f"OpenVINO binary ResNet-18, {r['threads']} thread(s): {o:.3f} ms, binmx runtime "
+                f"{b:.3f} ms (OpenVINO / binmx {o / b:.2f}x); outputs max|diff| "
+                f"{c['max_abs_diff']:.3g} of max|out| {c['max_abs_output']:.3g}, argmax equal "
+                f"{c['argmax_equal']}"
+            )
         elif "openvino_missing" in r:
             print(f"OpenVINO: not run ({r['openvino_missing']})")
     r1 = results[0]
@@ -291,10 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engine overhead (one-layer model, binmx-run --bench, 1 thread): {overhead:.2f} us/run")
     print(f"load ResNet-18: {r1['load_ms']:.1f} ms (median)")
     wa = r1["weight_bytes"] + r1["arena_bytes"]
-    print(f"peak RSS of binmx-run (load + 20 runs, 2 threads): {peak / 2**20:.1f} MiB; weights "
-          f"{r1['weight_bytes'] / 2**20:.2f} MiB + activations/scratch "
-          f"{r1['arena_bytes'] / 2**20:.2f} MiB = {wa / 2**20:.2f} MiB; "
-          f"excess {(peak - wa) / 2**20:.1f} MiB")
+    print(
+        f"peak RSS of binmx-run (load + 20 runs, 2 threads): {peak / 2**20:.1f} MiB; weights "
+        f"{r1['weight_bytes'] / 2**20:.2f} MiB + activations/scratch "
+        f"{r1['arena_bytes'] / 2**20:.2f} MiB = {wa / 2**20:.2f} MiB; "
+        f"excess {(peak - wa) / 2**20:.1f} MiB"
+    )
     print()
     print(f"runtime per-layer profile, ResNet-18 224 batch 1, {r1['threads']} thread(s):")
     total = sum(p["ms"] for p in r1["profile"])

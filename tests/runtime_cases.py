@@ -50,8 +50,9 @@ def random_params(sym: mx.sym.Symbol, data_shape: tuple[int, ...], seed: int):
 def bmxnet_ops_net() -> mx.sym.Symbol:
     """The float operators of BMXNet-era symbol files, each attribute form the runtime takes."""
     data = mx.sym.var("data")  # (N, 4, 9, 9)
-    c1 = mx.sym.Convolution(data, kernel=(3, 3), pad=(2, 2), dilate=(2, 2), num_filter=8,
-                            num_group=2, name="c1")
+    c1 = mx.sym.Convolution(
+        data, kernel=(3, 3), pad=(2, 2), dilate=(2, 2), num_filter=8, num_group=2, name="c1"
+    )
     b1 = mx.sym.BatchNorm(c1, fix_gamma=False, use_global_stats=True, eps=1e-3, name="b1")
     a1 = mx.sym.Activation(b1, act_type="sigmoid", name="a1")
     a2 = mx.sym.Activation(b1, act_type="tanh", name="a2")
@@ -63,13 +64,26 @@ def bmxnet_ops_net() -> mx.sym.Symbol:
     l2 = mx.sym.LeakyReLU(s2 - 1.0, act_type="prelu", name="l2")
     l3 = mx.sym.LeakyReLU(b1, act_type="elu", slope=0.3, name="l3")
     cat = mx.sym.Concat(l1, l2, l3, dim=1, name="cat")  # 24 channels
-    p1 = mx.sym.Pooling(cat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max",
-                        pooling_convention="full", name="p1")
-    p2 = mx.sym.Pooling(cat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
-                        count_include_pad=False, name="p2")
+    p1 = mx.sym.Pooling(
+        cat,
+        kernel=(3, 3),
+        stride=(2, 2),
+        pad=(1, 1),
+        pool_type="max",
+        pooling_convention="full",
+        name="p1",
+    )
+    p2 = mx.sym.Pooling(
+        cat,
+        kernel=(3, 3),
+        stride=(2, 2),
+        pad=(1, 1),
+        pool_type="avg",
+        count_include_pad=False,
+        name="p2",
+    )
     p3 = mx.sym.Pooling(cat, kernel=(2, 2), stride=(2, 2), pool_type="sum", name="p3")
-    p4 = mx.sym.Pooling(cat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
-                        name="p4")
+    p4 = mx.sym.Pooling(cat, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg", name="p4")
     g = mx.sym.Pooling(cat, global_pool=True, kernel=(1, 1), pool_type="avg", name="g")
     bsum = mx.sym.broadcast_add(p4, g, name="bsum")
     r = mx.sym.relu(mx.sym.Activation(bsum, act_type="relu", name="r0"), name="r1")
@@ -77,12 +91,19 @@ def bmxnet_ops_net() -> mx.sym.Symbol:
     seq = mx.sym.Reshape(t, shape=(0, -1, 24), name="seq")  # (N, 25, 24)
     fc_seq = mx.sym.FullyConnected(seq, num_hidden=6, flatten=False, name="fc_seq")
     sm = mx.sym.softmax(fc_seq, axis=-1, name="sm")
-    flat = mx.sym.Concat(mx.sym.Flatten(p1), mx.sym.Flatten(p2), mx.sym.Flatten(p3),
-                         mx.sym.Flatten(sm), dim=1, name="flat")
+    flat = mx.sym.Concat(
+        mx.sym.Flatten(p1),
+        mx.sym.Flatten(p2),
+        mx.sym.Flatten(p3),
+        mx.sym.Flatten(sm),
+        dim=1,
+        name="flat",
+    )
     cl = mx.sym.clip(flat, a_min=-0.5, a_max=2.0, name="cl")
     fc = mx.sym.FullyConnected(cl, num_hidden=12, name="fc")
-    sa = mx.sym.SoftmaxActivation(mx.sym.Reshape(fc, shape=(0, 3, 4), name="r3"), mode="channel",
-                                  name="sa")
+    sa = mx.sym.SoftmaxActivation(
+        mx.sym.Reshape(fc, shape=(0, 3, 4), name="r3"), mode="channel", name="sa"
+    )
     fc2 = mx.sym.FullyConnected(sa, num_hidden=7, name="fc2")
     return mx.sym.SoftmaxOutput(fc2, name="softmax")
 
@@ -104,8 +125,9 @@ def more_ops_net() -> mx.sym.Symbol:
     back = mx.sym.Reshape(c, shape=(-1, 6, 5, 4), name="back")
     gm = mx.sym.Pooling(back, global_pool=True, kernel=(1, 1), pool_type="max", name="gmax")
     bm = mx.sym.broadcast_mul(back, gm, name="bmul")
-    bs = mx.sym.broadcast_sub(bm, mx.sym.Pooling(back, kernel=(5, 4), pool_type="avg", name="pa"),
-                              name="bsub")
+    bs = mx.sym.broadcast_sub(
+        bm, mx.sym.Pooling(back, kernel=(5, 4), pool_type="avg", name="pa"), name="bsub"
+    )
     t = mx.sym.transpose(bs, name="tdef")  # (4, 5, 6, N): default axes reverse
     t = mx.sym.transpose(t, name="tback")
     sm = mx.sym.softmax(t, axis=1, temperature=2.5, name="smt")
@@ -118,25 +140,56 @@ def qops_net() -> mx.sym.Symbol:
     data = mx.sym.var("data")  # (N, 6, 11, 11)
     x = mx.sym.BatchNorm(data, fix_gamma=False, name="bn0")
     q2 = mx.sym.QActivation(x, act_bit=2, name="qa2")
-    k1 = mx.sym.QConvolution(q2, kernel=(3, 3), pad=(1, 1), num_filter=8, act_bit=2,
-                             weight_bit=2, scaling_factor=True, name="k1")
-    k2 = mx.sym.QConvolution(k1, kernel=(3, 3), pad=(1, 1), num_filter=8, act_bit=4,
-                             weight_bit=3, pad_value=1, no_bias=True, name="k2")
+    k1 = mx.sym.QConvolution(
+        q2,
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=8,
+        act_bit=2,
+        weight_bit=2,
+        scaling_factor=True,
+        name="k1",
+    )
+    k2 = mx.sym.QConvolution(
+        k1,
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=8,
+        act_bit=4,
+        weight_bit=3,
+        pad_value=1,
+        no_bias=True,
+        name="k2",
+    )
     b = mx.sym.BatchNorm(k2, fix_gamma=False, name="bn1")
     s = mx.sym.QActivation(b, act_bit=1, name="qa1")
-    c1 = mx.sym.QConvolution(s, kernel=(3, 3), pad=(2, 2), dilate=(2, 2), stride=(2, 2),
-                             num_filter=10, num_group=2, pad_value=1, scaling_factor=True,
-                             name="c1")
-    c2 = mx.sym.QConvolution(mx.sym.QActivation(c1, backward_only=True, name="qb"),
-                             kernel=(3, 3), pad=(1, 1), num_filter=70, pad_value=-1,
-                             no_bias=True, name="c2")
-    c3 = mx.sym.QConvolution(c2, kernel=(1, 1), num_filter=65, act_bit=32, weight_bit=1,
-                             name="c3")
-    f1 = mx.sym.QFullyConnected(mx.sym.Flatten(c3), num_hidden=33, act_bit=4, weight_bit=3,
-                                scaling_factor=True, name="f1")
+    c1 = mx.sym.QConvolution(
+        s,
+        kernel=(3, 3),
+        pad=(2, 2),
+        dilate=(2, 2),
+        stride=(2, 2),
+        num_filter=10,
+        num_group=2,
+        pad_value=1,
+        scaling_factor=True,
+        name="c1",
+    )
+    c2 = mx.sym.QConvolution(
+        mx.sym.QActivation(c1, backward_only=True, name="qb"),
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=70,
+        pad_value=-1,
+        no_bias=True,
+        name="c2",
+    )
+    c3 = mx.sym.QConvolution(c2, kernel=(1, 1), num_filter=65, act_bit=32, weight_bit=1, name="c3")
+    f1 = mx.sym.QFullyConnected(
+        mx.sym.Flatten(c3), num_hidden=33, act_bit=4, weight_bit=3, scaling_factor=True, name="f1"
+    )
     f2 = mx.sym.QFullyConnected(f1, num_hidden=17, scaling_factor=True, name="f2")
-    f3 = mx.sym.QFullyConnected(f2, num_hidden=5, act_bit=8, weight_bit=8, no_bias=True,
-                                name="f3")
+    f3 = mx.sym.QFullyConnected(f2, num_hidden=5, act_bit=8, weight_bit=8, no_bias=True, name="f3")
     return mx.sym.SoftmaxOutput(f3, name="softmax")
 
 
@@ -173,13 +226,19 @@ CASES = {
     "lenet_float_weights": (lambda d: models.binary_lenet(), (1, 1, 28, 28), "none"),
     "resnet_cifar_fold": (
         lambda d: models.resnet(depth=18, num_classes=10, image_shape=(3, 32, 32), width=16),
-        (2, 3, 32, 32), "fold"),
+        (2, 3, 32, 32),
+        "fold",
+    ),
     "resnet_imagenet_fold": (
         lambda d: models.resnet(depth=18, num_classes=10, image_shape=(3, 64, 64), width=16),
-        (1, 3, 64, 64), "fold"),
+        (1, 3, 64, 64),
+        "fold",
+    ),
     "resnet_imagenet_convert": (
         lambda d: models.resnet(depth=10, num_classes=10, image_shape=(3, 64, 64), width=16),
-        (2, 3, 64, 64), "convert"),
+        (2, 3, 64, 64),
+        "convert",
+    ),
     "bmxnet_ops": (lambda d: bmxnet_ops_net(), (2, 4, 9, 9), "none"),
     "more_ops": (lambda d: more_ops_net(), (2, 6, 5, 4), "none"),
     "qops_fold": (lambda d: qops_net(), (2, 6, 11, 11), "fold"),

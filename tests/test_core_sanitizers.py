@@ -1,6 +1,7 @@
 """Build the C++ core tests (src/xnor_gemm/tests) under AddressSanitizer + UBSan and run them:
-xnor_gemm_test (packing, the xnor GEMM, ParallelFor) and bconv_sanitizer_test (the direct binary
-convolution and dense layer, whose kernels read past the valid pixels by design).
+xnor_gemm_test (packing, the xnor GEMM, ParallelFor), bconv_sanitizer_test (the direct binary
+convolution and dense layer, whose kernels read past the valid pixels by design) and bconv_test
+(every path against a naive reference over the boundary grid and 600 random configurations).
 
 The sanitizer build lives in its own directory (build/asan) so the flags never reach the
 static library that the Python modules link.
@@ -9,53 +10,25 @@ static library that the Python modules link.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cmake_build import ROOT, SANITIZER_ENV, build_targets
 
-ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "asan"
-
-
-def _cmake() -> str | None:
-    local = Path(sys.executable).parent / "cmake"
-    return str(local) if local.exists() else shutil.which("cmake")
 
 
 @pytest.mark.slow
 def test_core_under_asan_and_ubsan() -> None:
-    cmake = _cmake()
-    if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("needs cmake and a C++ compiler")
-    configure = [
-        cmake,
-        "-S",
-        str(ROOT),
-        "-B",
-        str(BUILD),
-        "-DBINMX_PYTHON=OFF",
-        "-DBINMX_TESTS=ON",
-        "-DBINMX_SANITIZE=ON",
-        "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-    ]
-    res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    targets = ["xnor_gemm_test", "bconv_sanitizer_test"]
-    res = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", *targets, "-j", "2"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
-    for target, summary in (("xnor_gemm_test", "gemm cases"), ("bconv_sanitizer_test", "bconv")):
-        exe = next(BUILD.rglob(target))
+    targets = ["xnor_gemm_test", "bconv_sanitizer_test", "bconv_test"]
+    exes = build_targets(BUILD, targets, sanitize=True)
+    env = {**os.environ, **SANITIZER_ENV}
+    for target, summary in (
+        ("xnor_gemm_test", "gemm cases"),
+        ("bconv_sanitizer_test", "bconv"),
+        ("bconv_test", "bconv_test"),
+    ):
+        exe = exes[target]
         res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)
         out = res.stdout + res.stderr
         assert res.returncode == 0, f"{target}:\n" + out[-8000:]

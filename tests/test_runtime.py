@@ -68,10 +68,30 @@ def test_cases_cover_the_operators(saved_cases) -> None:
     ops = set()
     for _, _, _, sym in saved_cases.values():
         ops.update(rc.ops_of(sym))
-    want = {"QConvolution", "QFullyConnected", "QActivation", "QChannelAffine", "QNHWCToNCHW",
-            "transpose", "Convolution", "FullyConnected", "BatchNorm", "Activation", "LeakyReLU",
-            "Pooling", "Flatten", "Reshape", "elemwise_add", "broadcast_add", "Concat",
-            "Dropout", "softmax", "SoftmaxOutput", "SoftmaxActivation", "clip"}
+    want = {
+        "QConvolution",
+        "QFullyConnected",
+        "QActivation",
+        "QChannelAffine",
+        "QNHWCToNCHW",
+        "transpose",
+        "Convolution",
+        "FullyConnected",
+        "BatchNorm",
+        "Activation",
+        "LeakyReLU",
+        "Pooling",
+        "Flatten",
+        "Reshape",
+        "elemwise_add",
+        "broadcast_add",
+        "Concat",
+        "Dropout",
+        "softmax",
+        "SoftmaxOutput",
+        "SoftmaxActivation",
+        "clip",
+    }
     assert want <= ops, want - ops
 
 
@@ -99,9 +119,17 @@ def sign_conv_reference(x, w, kernel, stride, pad, dilate, groups):
     """MXNet's own Convolution on sign()ed data (sgn(0) = +1, as binmx's convention)."""
     sx = np.where(x < 0, -1.0, 1.0).astype(np.float32)
     sw = np.where(w < 0, -1.0, 1.0).astype(np.float32)
-    return mx.nd.Convolution(mx.nd.array(sx), mx.nd.array(sw), kernel=kernel, stride=stride,
-                             pad=pad, dilate=dilate, num_group=groups,
-                             num_filter=w.shape[0], no_bias=True).asnumpy()
+    return mx.nd.Convolution(
+        mx.nd.array(sx),
+        mx.nd.array(sw),
+        kernel=kernel,
+        stride=stride,
+        pad=pad,
+        dilate=dilate,
+        num_group=groups,
+        num_filter=w.shape[0],
+        no_bias=True,
+    ).asnumpy()
 
 
 @pytest.mark.parametrize(
@@ -117,15 +145,25 @@ def sign_conv_reference(x, w, kernel, stride, pad, dilate, groups):
         (513, 9, (3, 3), (1, 1), (1, 1), (1, 1), 1, (4, 4)),
     ],
 )
-def test_binary_layer_is_exact(tmp_path, channels, filters, kernel, stride, pad, dilate, groups,
-                               hw) -> None:
+def test_binary_layer_is_exact(
+    tmp_path, channels, filters, kernel, stride, pad, dilate, groups, hw
+) -> None:
     rng = np.random.default_rng(channels * 1000 + filters)
     shape = (2, channels, *hw)
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, 0, 0, :2] = [0.0, -0.0]  # exact zeros binarize to +1
     data = mx.sym.var("data")
-    sym = mx.sym.QConvolution(data, kernel=kernel, stride=stride, pad=pad, dilate=dilate,
-                              num_group=groups, num_filter=filters, no_bias=True, name="b")
+    sym = mx.sym.QConvolution(
+        data,
+        kernel=kernel,
+        stride=stride,
+        pad=pad,
+        dilate=dilate,
+        num_group=groups,
+        num_filter=filters,
+        no_bias=True,
+        name="b",
+    )
     w = rng.standard_normal((filters, channels // groups, *kernel)).astype(np.float32)
     ref = sign_conv_reference(x, w, kernel, stride, pad, dilate, groups)
     for convert in (False, True):
@@ -164,9 +202,19 @@ def test_summary_has_the_measured_column(saved_cases) -> None:
 def test_model_converter_summary_prints_runtime_latency(saved_cases) -> None:
     prefix, x, _, _ = saved_cases["lenet_fold"]
     r = subprocess.run(
-        [sys.executable, "-m", "binmx.converter_cli", "--summary", prefix + "-0001.params",
-         "--data-shape", ",".join(map(str, x.shape))],
-        capture_output=True, text=True, timeout=300, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "binmx.converter_cli",
+            "--summary",
+            prefix + "-0001.params",
+            "--data-shape",
+            ",".join(map(str, x.shape)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
     )
     assert r.returncode == 0, r.stderr
     assert "runtime ms" in r.stdout and "binmx runtime:" in r.stdout

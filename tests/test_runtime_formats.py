@@ -11,43 +11,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cmake_build import ROOT, build_targets
 
-ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "rt-tests"
 DTYPES = ["float32", "float64", "float16", "uint8", "int32", "int8", "int64"]
 FLOAT_DTYPES = {"float32", "float64", "float16"}
 
 
-def _cmake() -> str | None:
-    local = Path(sys.executable).parent / "cmake"
-    return str(local) if local.exists() else shutil.which("cmake")
-
-
 @pytest.fixture(scope="module")
 def tools() -> dict[str, Path]:
-    cmake = _cmake()
-    if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("needs cmake and a C++ compiler")
-    configure = [cmake, "-S", str(ROOT), "-B", str(BUILD), "-DBINMX_PYTHON=OFF", "-DBINMX_TESTS=ON"]
-    res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    targets = ["rt_formats_test", "rt_formats_dump_test"]
-    res = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", *targets, "-j", "2"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    return {name: next(p for p in BUILD.rglob(name) if p.is_file()) for name in targets}
+    return build_targets(BUILD, ["rt_formats_test", "rt_formats_dump_test"])
 
 
 def _mxnet():

@@ -11,53 +11,29 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cmake_build import ROOT, SANITIZER_ENV, build_targets
 
-ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "rt-asan"
-TARGETS = ["params", "params_file", "symbol_json", "npy", "npy_file", "model_symbol_lenet_fold",
-           "model_params_lenet_fold", "model_symbol_qops_fold", "model_params_qops_fold"]
-
-
-def _cmake() -> str | None:
-    local = Path(sys.executable).parent / "cmake"
-    return str(local) if local.exists() else shutil.which("cmake")
+TARGETS = [
+    "params",
+    "params_file",
+    "symbol_json",
+    "npy",
+    "npy_file",
+    "model_symbol_lenet_fold",
+    "model_params_lenet_fold",
+    "model_symbol_qops_fold",
+    "model_params_qops_fold",
+]
 
 
 @pytest.mark.slow
 def test_loaders_survive_mutations_under_asan_and_ubsan() -> None:
-    cmake = _cmake()
-    if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("needs cmake and a C++ compiler")
-    configure = [
-        cmake,
-        "-S",
-        str(ROOT),
-        "-B",
-        str(BUILD),
-        "-DBINMX_PYTHON=OFF",
-        "-DBINMX_TESTS=ON",
-        "-DBINMX_SANITIZE=ON",
-        "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-    ]
-    res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    res = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", "rt_loader_fuzz_test", "-j", "2"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    exe = next(p for p in BUILD.rglob("rt_loader_fuzz_test") if p.is_file())
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    exe = build_targets(BUILD, ["rt_loader_fuzz_test"], sanitize=True)["rt_loader_fuzz_test"]
+    env = {**os.environ, **SANITIZER_ENV}
     res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-8000:]

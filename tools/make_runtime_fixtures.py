@@ -2,9 +2,10 @@
 
     .venv/bin/python tools/make_runtime_fixtures.py [--out runtime/tests/fixtures]
 
-For every case of tests/runtime_cases.py (and a single binary convolution whose output is an
-integer, for the exact check; all but the 4.5 MB unconverted LeNet) it writes ``CASE/model-symbol.json``, ``CASE/model-0001.params``,
-``CASE/input.npy`` and ``CASE/output.npy`` (MXNet's forward of the same files, inference mode).
+For every case of tests/runtime_cases.py but the 4.5 MB unconverted LeNet (and a single binary
+convolution whose output is an integer, for the exact check) it writes ``CASE/model-symbol.json``,
+``CASE/model-0001.params``, ``CASE/input.npy`` and ``CASE/output.npy`` (MXNet's forward of the
+same files, inference mode).
 The runtime's tests (runtime/tests, with no MXNet; the aarch64 check under qemu) compare
 against them. Needs MXNet and binmx (the main venv).
 """
@@ -29,8 +30,9 @@ from binmx.converter import convert  # noqa: E402
 def binary_layer_case():
     """One converted 1-bit QConvolution (no alpha, no bias): its outputs are exact integers."""
     data = mx.sym.var("data")
-    sym = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=67, no_bias=True,
-                              name="bconv")
+    sym = mx.sym.QConvolution(
+        data, kernel=(3, 3), pad=(1, 1), num_filter=67, no_bias=True, name="bconv"
+    )
     shape = (2, 130, 9, 7)
     args, aux = rc.random_params(sym, shape, seed=3)
     sym, args, aux = convert(sym, args, aux)
@@ -46,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         # lenet_float_weights (4.5 MB of float weights) stays out; the unconverted float path
         # is in qops_none and bmxnet_ops.
-        cases = {name: (lambda n=name: rc.build(n, tmp)) for name in rc.CASES
-                 if name != "lenet_float_weights"}
+        cases = {
+            name: (lambda n=name: rc.build(n, tmp))
+            for name in rc.CASES
+            if name != "lenet_float_weights"
+        }
         cases["binary_layer_exact"] = binary_layer_case
         for name, make in cases.items():
             sym, args, aux, shape = make()
@@ -58,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             y = rc.mxnet_output(sym, args, aux, x)
             np.save(os.path.join(d, "input.npy"), x)
             np.save(os.path.join(d, "output.npy"), y)
-            index[name] = {"input_shape": list(shape), "output_shape": list(y.shape),
-                           "exact": name == "binary_layer_exact", "ops": rc.ops_of(sym)}
+            index[name] = {
+                "input_shape": list(shape),
+                "output_shape": list(y.shape),
+                "exact": name == "binary_layer_exact",
+                "ops": rc.ops_of(sym),
+            }
             print(f"{name}: input {shape} output {y.shape}")
     with open(os.path.join(ns.out, "index.json"), "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)

@@ -54,15 +54,25 @@ def _lib() -> ctypes.CDLL:
         if _LIB is None:
             path = library_path()
             if not os.path.exists(path):
-                raise ImportError(f"binmx runtime library not found at {path!r}; reinstall "
-                                  "binmx-runtime (pip install ./runtime)")
+                raise ImportError(
+                    f"binmx runtime library not found at {path!r}; reinstall "
+                    "binmx-runtime (pip install ./runtime)"
+                )
             lib = ctypes.CDLL(path)
             sig = {
                 "binmx_last_error": (ctypes.c_char_p, []),
                 "binmx_runtime_version": (ctypes.c_char_p, []),
-                "binmx_model_load": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_int, _I64P,
-                                                    ctypes.c_int, ctypes.c_int,
-                                                    ctypes.POINTER(ctypes.c_void_p)]),
+                "binmx_model_load": (
+                    ctypes.c_int,
+                    [
+                        ctypes.c_char_p,
+                        ctypes.c_int,
+                        _I64P,
+                        ctypes.c_int,
+                        ctypes.c_int,
+                        ctypes.POINTER(ctypes.c_void_p),
+                    ],
+                ),
                 "binmx_model_free": (None, [ctypes.c_void_p]),
                 "binmx_model_input_shape": (ctypes.c_int, [ctypes.c_void_p, _I64P, ctypes.c_int]),
                 "binmx_model_output_shape": (ctypes.c_int, [ctypes.c_void_p, _I64P, ctypes.c_int]),
@@ -72,18 +82,36 @@ def _lib() -> ctypes.CDLL:
                 "binmx_model_isa": (ctypes.c_char_p, [ctypes.c_void_p]),
                 "binmx_model_arena_bytes": (ctypes.c_int64, [ctypes.c_void_p]),
                 "binmx_model_weight_bytes": (ctypes.c_int64, [ctypes.c_void_p]),
-                "binmx_model_run": (ctypes.c_int, [ctypes.c_void_p, _F32P, ctypes.c_int64, _F32P,
-                                                   ctypes.c_int64]),
+                "binmx_model_run": (
+                    ctypes.c_int,
+                    [ctypes.c_void_p, _F32P, ctypes.c_int64, _F32P, ctypes.c_int64],
+                ),
                 "binmx_model_num_layers": (ctypes.c_int, [ctypes.c_void_p]),
-                "binmx_model_layer": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int,
-                                                     ctypes.POINTER(ctypes.c_char_p),
-                                                     ctypes.POINTER(ctypes.c_char_p), _I64P,
-                                                     ctypes.c_int,
-                                                     ctypes.POINTER(ctypes.c_int), _I64P, _I64P]),
-                "binmx_model_profile": (ctypes.c_int, [ctypes.c_void_p, _F32P, ctypes.c_int64,
-                                                       ctypes.c_int,
-                                                       ctypes.POINTER(ctypes.c_double),
-                                                       ctypes.c_int]),
+                "binmx_model_layer": (
+                    ctypes.c_int,
+                    [
+                        ctypes.c_void_p,
+                        ctypes.c_int,
+                        ctypes.POINTER(ctypes.c_char_p),
+                        ctypes.POINTER(ctypes.c_char_p),
+                        _I64P,
+                        ctypes.c_int,
+                        ctypes.POINTER(ctypes.c_int),
+                        _I64P,
+                        _I64P,
+                    ],
+                ),
+                "binmx_model_profile": (
+                    ctypes.c_int,
+                    [
+                        ctypes.c_void_p,
+                        _F32P,
+                        ctypes.c_int64,
+                        ctypes.c_int,
+                        ctypes.POINTER(ctypes.c_double),
+                        ctypes.c_int,
+                    ],
+                ),
             }
             for name, (restype, argtypes) in sig.items():
                 fn = getattr(lib, name)
@@ -130,9 +158,11 @@ class Model:
             self._handle = None
 
     def __repr__(self) -> str:
-        return (f"binmx_runtime.Model({self.prefix!r}, {self.epoch}, input_shape="
-                f"{self.input_shape}, output_shape={self.output_shape}, threads={self.threads}, "
-                f"isa={self.isa!r})")
+        return (
+            f"binmx_runtime.Model({self.prefix!r}, {self.epoch}, input_shape="
+            f"{self.input_shape}, output_shape={self.output_shape}, threads={self.threads}, "
+            f"isa={self.isa!r})"
+        )
 
     def _input(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -140,16 +170,19 @@ class Model:
         if x.dtype != np.float32:
             raise TypeError(f"Expected `x` to have dtype float32, got {x.dtype}")
         if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"Expected `x` of shape {self.input_shape} (the shape the model was "
-                             f"loaded for), got {tuple(x.shape)}")
+            raise ValueError(
+                f"Expected `x` of shape {self.input_shape} (the shape the model was "
+                f"loaded for), got {tuple(x.shape)}"
+            )
         return np.ascontiguousarray(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The model's first output for the float32 NCHW input ``x`` (a new array)."""
         x = self._input(x)
         y = np.empty(self.output_shape, np.float32)
-        rc = _lib().binmx_model_run(self._handle, x.ctypes.data_as(_F32P), x.size,
-                                    y.ctypes.data_as(_F32P), y.size)
+        rc = _lib().binmx_model_run(
+            self._handle, x.ctypes.data_as(_F32P), x.size, y.ctypes.data_as(_F32P), y.size
+        )
         if rc != 0:
             raise RuntimeRunError(_error())
         return y
@@ -163,17 +196,30 @@ class Model:
             shape = (ctypes.c_int64 * 16)()
             rank = ctypes.c_int()
             bm, fm = ctypes.c_int64(), ctypes.c_int64()
-            if lib.binmx_model_layer(self._handle, i, ctypes.byref(name), ctypes.byref(op), shape,
-                                     16, ctypes.byref(rank), ctypes.byref(bm),
-                                     ctypes.byref(fm)) != 0:
+            if (
+                lib.binmx_model_layer(
+                    self._handle,
+                    i,
+                    ctypes.byref(name),
+                    ctypes.byref(op),
+                    shape,
+                    16,
+                    ctypes.byref(rank),
+                    ctypes.byref(bm),
+                    ctypes.byref(fm),
+                )
+                != 0
+            ):
                 raise RuntimeRunError(_error())
-            out.append({
-                "name": name.value.decode(),
-                "op": op.value.decode(),
-                "output_shape": tuple(int(shape[k]) for k in range(rank.value)),
-                "binary_macs": int(bm.value),
-                "float_macs": int(fm.value),
-            })
+            out.append(
+                {
+                    "name": name.value.decode(),
+                    "op": op.value.decode(),
+                    "output_shape": tuple(int(shape[k]) for k in range(rank.value)),
+                    "binary_macs": int(bm.value),
+                    "float_macs": int(fm.value),
+                }
+            )
         return out
 
     def profile(self, x: np.ndarray, repeat: int = 20) -> list[dict]:
@@ -187,8 +233,9 @@ class Model:
         x = self._input(x)
         layers = self.layers()
         ms = (ctypes.c_double * len(layers))()
-        rc = _lib().binmx_model_profile(self._handle, x.ctypes.data_as(_F32P), x.size, repeat,
-                                        ms, len(layers))
+        rc = _lib().binmx_model_profile(
+            self._handle, x.ctypes.data_as(_F32P), x.size, repeat, ms, len(layers)
+        )
         if rc != 0:
             raise RuntimeRunError(_error())
         for i, layer in enumerate(layers):
@@ -204,24 +251,31 @@ class Model:
             x = np.random.default_rng(0).standard_normal(self.input_shape).astype(np.float32)
         rows = self.profile(x, repeat=repeat)
         total = sum(r["ms"] for r in rows) or 1.0
-        head = (f"{'layer':<36} {'op':<16} {'output':<20} {'binary MACs':>14} {'float MACs':>14} "
-                f"{'ms':>9} {'share':>7} {'Gop/s':>8}")
+        head = (
+            f"{'layer':<36} {'op':<16} {'output':<20} {'binary MACs':>14} {'float MACs':>14} "
+            f"{'ms':>9} {'share':>7} {'Gop/s':>8}"
+        )
         lines = [head, "-" * len(head)]
         for r in rows:
             macs = r["binary_macs"] + r["float_macs"]
             gops = 2.0 * macs / (r["ms"] * 1e6) if r["ms"] > 0 else 0.0
-            lines.append(f"{r['name'][:36]:<36} {r['op'][:16]:<16} {str(r['output_shape']):<20} "
-                         f"{r['binary_macs']:>14,} {r['float_macs']:>14,} {r['ms']:>9.4f} "
-                         f"{100.0 * r['ms'] / total:>6.1f}% {gops:>8.1f}")
-        lines.append(f"total {sum(r['ms'] for r in rows):.4f} ms (sum of medians), "
-                     f"{self.threads} thread(s), isa {self.isa}")
+            lines.append(
+                f"{r['name'][:36]:<36} {r['op'][:16]:<16} {str(r['output_shape']):<20} "
+                f"{r['binary_macs']:>14,} {r['float_macs']:>14,} {r['ms']:>9.4f} "
+                f"{100.0 * r['ms'] / total:>6.1f}% {gops:>8.1f}"
+            )
+        lines.append(
+            f"total {sum(r['ms'] for r in rows):.4f} ms (sum of medians), "
+            f"{self.threads} thread(s), isa {self.isa}"
+        )
         text = "\n".join(lines)
         print(text)
         return text
 
 
-def load(prefix: str | os.PathLike, epoch: int, *, input_shape: Sequence[int],
-         threads: int | None = None) -> Model:
+def load(
+    prefix: str | os.PathLike, epoch: int, *, input_shape: Sequence[int], threads: int | None = None
+) -> Model:
     """Load ``PREFIX-symbol.json`` and ``PREFIX-%04d.params`` for a fixed input shape.
 
     Args:
@@ -237,12 +291,18 @@ def load(prefix: str | os.PathLike, epoch: int, *, input_shape: Sequence[int],
         ValueError / TypeError: bad arguments.
     """
     prefix = os.fspath(prefix)
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 0 <= epoch <= 9999:
+    if (
+        isinstance(epoch, bool)
+        or not isinstance(epoch, (int, np.integer))
+        or not 0 <= epoch <= 9999
+    ):
         raise ValueError(f"Expected `epoch` to be an int in [0, 9999], got {epoch!r}")
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"Expected `input_shape` to be a sequence of ints, got {input_shape!r}") from exc
+        raise TypeError(
+            f"Expected `input_shape` to be a sequence of ints, got {input_shape!r}"
+        ) from exc
     if not 1 <= len(shape) <= 8 or any(d <= 0 for d in shape):
         raise ValueError(f"Expected `input_shape` to be 1 to 8 positive ints, got {input_shape!r}")
     if threads is None:
@@ -256,8 +316,9 @@ def load(prefix: str | os.PathLike, epoch: int, *, input_shape: Sequence[int],
     lib = _lib()
     handle = ctypes.c_void_p()
     arr = (ctypes.c_int64 * len(shape))(*shape)
-    rc = lib.binmx_model_load(prefix.encode(), int(epoch), arr, len(shape), nthreads,
-                              ctypes.byref(handle))
+    rc = lib.binmx_model_load(
+        prefix.encode(), int(epoch), arr, len(shape), nthreads, ctypes.byref(handle)
+    )
     if rc != 0:
         raise RuntimeLoadError(_error())
     return Model(handle, prefix, int(epoch))

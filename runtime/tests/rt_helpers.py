@@ -7,7 +7,6 @@ import os
 import struct
 from pathlib import Path
 
-
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -38,8 +37,15 @@ def available_isas() -> list[str]:
     return out
 
 
-_DTYPE_FLAGS = {"float32": 0, "float64": 1, "float16": 2, "uint8": 3, "int32": 4, "int8": 5,
-                "int64": 6}
+_DTYPE_FLAGS = {
+    "float32": 0,
+    "float64": 1,
+    "float16": 2,
+    "uint8": 3,
+    "int32": 4,
+    "int8": 5,
+    "int64": 6,
+}
 
 
 def write_params(path, arrays: dict) -> None:
@@ -68,8 +74,12 @@ def dense_model(prefix, weight, bias) -> None:
             {"op": "null", "name": "data", "inputs": []},
             {"op": "null", "name": "fc_weight", "inputs": []},
             {"op": "null", "name": "fc_bias", "inputs": []},
-            {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": str(len(bias))},
-             "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]},
+            {
+                "op": "FullyConnected",
+                "name": "fc",
+                "attrs": {"num_hidden": str(len(bias))},
+                "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0]],
+            },
         ],
         "arg_nodes": [0, 1, 2],
         "heads": [[3, 0, 0]],

@@ -39,8 +39,9 @@ INPUT = str(FIXTURES / "resnet_cifar_fold" / "input.npy")
 
 def test_output_matches_mxnet(tmp_path) -> None:
     out = tmp_path / "y.npy"
-    r = run("--model", MODEL, "--epoch", "1", "--input", INPUT, "--output", str(out),
-            "--threads", "2")
+    r = run(
+        "--model", MODEL, "--epoch", "1", "--input", INPUT, "--output", str(out), "--threads", "2"
+    )
     assert r.returncode == 0, r.stderr
     y, ref = np.load(out), np.load(FIXTURES / "resnet_cifar_fold" / "output.npy")
     assert y.shape == ref.shape
@@ -56,8 +57,21 @@ def test_prints_argmax_without_output() -> None:
 
 
 def test_profile_and_bench() -> None:
-    r = run("--model", MODEL, "--epoch", "1", "--input", INPUT, "--profile", "--repeat", "3",
-            "--bench", "5", "--threads", "1")
+    r = run(
+        "--model",
+        MODEL,
+        "--epoch",
+        "1",
+        "--input",
+        INPUT,
+        "--profile",
+        "--repeat",
+        "3",
+        "--bench",
+        "5",
+        "--threads",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     header = next(line for line in lines if line.startswith("layer"))

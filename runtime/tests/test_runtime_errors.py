@@ -6,12 +6,11 @@ import json
 import shutil
 import struct
 
+import binmx_runtime
 import numpy as np
 import pytest
-from rt_helpers import FIXTURES, dense_model
-
-import binmx_runtime
 from binmx_runtime import RuntimeLoadError
+from rt_helpers import FIXTURES, dense_model
 
 LENET = FIXTURES / "lenet_fold"
 
@@ -35,6 +34,17 @@ def test_missing_files(tmp_path) -> None:
         binmx_runtime.load(p, 2, input_shape=(2, 1, 28, 28))
 
 
+DATA = '{"op": "null", "name": "data", "inputs": []}'
+
+
+def graph(*nodes: str, heads: str = "[[1, 0, 0]]") -> str:
+    return '{"nodes": [' + ", ".join(nodes) + '], "heads": ' + heads + "}"
+
+
+def flatten(attrs: str = "", src: int = 0) -> str:
+    return '{"op": "Flatten", "name": "f", ' + attrs + f'"inputs": [[{src}, 0, 0]]' + "}"
+
+
 @pytest.mark.parametrize(
     "text, match",
     [
@@ -42,19 +52,25 @@ def test_missing_files(tmp_path) -> None:
         ("[1, 2, 3]", "not a symbol graph|object"),
         ('{"nodes": 3, "heads": []}', "nodes"),
         ('{"nodes": [], "heads": []}', "no nodes"),
-        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}], "heads": []}', "no outputs"),
-        ('{"nodes": [{"op": "Flatten", "name": "f", "inputs": [[0, 0, 0]]}], "heads": [[0, 0, 0]]}',
-         "does not come before|cycle"),
-        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Flatten", "name": "f",'
-         ' "inputs": [[7, 0, 0]]}], "heads": [[1, 0, 0]]}', "names node 7"),
-        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Bogus", "name": "b",'
-         ' "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}', "'Bogus' is not supported"),
-        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Activation", "name":'
-         ' "a", "attrs": {"act_type": "swish"}, "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}',
-         "act_type"),
-        ('{"nodes": [{"op": "null", "name": "data", "inputs": []}, {"op": "Flatten", "name": "f",'
-         ' "attrs": {"colour": "red"}, "inputs": [[0, 0, 0]]}], "heads": [[1, 0, 0]]}',
-         "node 'f' \\(Flatten\\): attribute `colour`"),
+        (graph(DATA, heads="[]"), "no outputs"),
+        (graph(flatten(), heads="[[0, 0, 0]]"), "does not come before|cycle"),
+        (graph(DATA, flatten(src=7)), "names node 7"),
+        (
+            graph(DATA, '{"op": "Bogus", "name": "b", "inputs": [[0, 0, 0]]}'),
+            "'Bogus' is not supported",
+        ),
+        (
+            graph(
+                DATA,
+                '{"op": "Activation", "name": "a", "attrs": {"act_type": "swish"}, '
+                '"inputs": [[0, 0, 0]]}',
+            ),
+            "act_type",
+        ),
+        (
+            graph(DATA, flatten('"attrs": {"colour": "red"}, ')),
+            "node 'f' \\(Flatten\\): attribute `colour`",
+        ),
         ('{"nodes": [' + "[" * 5000 + "]" * 5000 + '], "heads": []}', "deep|depth|nest"),
     ],
 )

@@ -9,11 +9,10 @@ output. Binary layers are integer-exact (the `exact` case: ==); whole networks a
 
 from __future__ import annotations
 
+import binmx_runtime
 import numpy as np
 import pytest
 from rt_helpers import FIXTURES, available_isas, fixture_index
-
-import binmx_runtime
 
 INDEX = fixture_index()
 ISAS = available_isas()
@@ -42,8 +41,10 @@ def test_matches_mxnet(name: str, threads: int, isa: str, monkeypatch) -> None:
     assert y.shape == ref.shape and y.dtype == np.float32
     if case["exact"]:
         bad = np.argwhere(y != ref)
-        assert bad.size == 0, f"{len(bad)} outputs differ, first at {bad[0]}: {y[tuple(bad[0])]} " \
-                              f"vs {ref[tuple(bad[0])]}"
+        assert bad.size == 0, (
+            f"{len(bad)} outputs differ, first at {bad[0]}: {y[tuple(bad[0])]} "
+            f"vs {ref[tuple(bad[0])]}"
+        )
     else:
         diff = np.abs(y - ref).max()
         # Float layers (stem, classifier, k-bit) sum in a different order than MXNet/oneDNN.
@@ -57,10 +58,13 @@ def test_matches_mxnet(name: str, threads: int, isa: str, monkeypatch) -> None:
 
 def test_profile_and_summary(capsys) -> None:
     x = np.load(FIXTURES / "resnet_cifar_fold" / "input.npy")
-    model = binmx_runtime.load(FIXTURES / "resnet_cifar_fold" / "model", 1, input_shape=x.shape,
-                               threads=1)
+    model = binmx_runtime.load(
+        FIXTURES / "resnet_cifar_fold" / "model", 1, input_shape=x.shape, threads=1
+    )
     rows = model.profile(x, repeat=3)
-    assert rows and {"name", "op", "output_shape", "binary_macs", "float_macs", "ms"} <= set(rows[0])
+    assert rows and {"name", "op", "output_shape", "binary_macs", "float_macs", "ms"} <= set(
+        rows[0]
+    )
     ops = [r["op"] for r in rows]
     assert "QConvolution" in ops and "Convolution" in ops
     binary = sum(r["binary_macs"] for r in rows)
