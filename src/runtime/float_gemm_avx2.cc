@@ -131,6 +131,9 @@ void Panel(const PanelArgs& p) {
 }
 
 struct Ops {
+  static bool Row(float*, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int) {
+    return false;
+  }
   // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
   static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                       int64_t stride, int64_t count) {
@@ -201,7 +204,8 @@ void PoolRow(const PoolRowArgs& a) {
   }
 }
 
-const FloatKernels kAvx2 = {"avx2", kNr, kMaxMr, &Panel, &Im2col, &PoolRow};
+const FloatKernels kAvx2 = {"avx2", kNr, kMaxMr, &Panel, &Im2col, &PoolRow,
+                            0,      nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 

@@ -85,6 +85,9 @@ void PortablePanel(const PanelArgs& p) {
 }
 
 struct PortableOps {
+  static bool Row(float*, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int) {
+    return false;
+  }
   static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                       int64_t stride, int64_t count) {
     ExtractScalar(ph, ld, row, width, start, stride, count);
@@ -99,7 +102,8 @@ void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
 }
 
 const FloatKernels kPortable = {"portable", kPortableNr, kPortableMr, &PortablePanel,
-                                &PortableIm2col, &PoolRowScalar};
+                                &PortableIm2col, &PoolRowScalar, 0, nullptr, nullptr, nullptr,
+                                nullptr};
 
 // ---- helpers ----
 
@@ -314,15 +318,56 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
     CheckElements(Mul(Mul(g.filters, buf_rows_, "pool buffer"), out_w_, "pool buffer"),
                   "the pool row buffer");
   }
-  col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
-  buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
-  tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
-                                          pool_w_)
-                          : 0;
-  mr_ = TileRows(fg_, kern_->max_mr);
-  wpack_.resize(static_cast<size_t>(g.filters * kg_));
-  for (int64_t gr = 0; gr < g.groups; ++gr) {
-    PackTiles(weight + gr * fg_ * kg_, kg_, fg_, kg_, mr_, wpack_.data() + gr * fg_ * kg_);
+  // The direct path: for few input channels (the stem's 3, LeNet's 1), where an im2col panel
+  // would be mostly copying, and filters in whole vectors; stride along a row 1 or 2.
+  // Its tiles are direct_px pixels wide, so it is taken only where rounding out_w up to them
+  // wastes at most 1/16 (the stem's 112 = 8 x 14; LeNet's 24 would waste 1/6: panels win).
+  const int64_t px_tile = kern_->direct_px;
+  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 &&
+                 (g.stride_w == 1 || g.stride_w == 2) &&
+                 16 * ((out_w_ + px_tile - 1) / px_tile * px_tile - out_w_) <= out_w_;
+  if (direct_path_) {
+    const int64_t px = kern_->direct_px;
+    out_wr_ = (out_w_ + px - 1) / px * px;
+    xp_h_ = g.in_h + 2 * g.pad_h;
+    xp_w_ = std::max(g.in_w + 2 * g.pad_w, (out_wr_ - 1) * g.stride_w +
+                                               (g.kernel_w - 1) * g.dilate_w + 1);
+    shared_floats_ = RoundUp16(Mul(Mul(g.batch, g.channels, "padded input"),
+                                   Mul(xp_h_, xp_w_, "padded input"), "padded input"));
+    CheckElements(shared_floats_, "the padded input");
+    // Per thread: without a pool, one conv row [out_wr][F]; with one, the conv row inside its
+    // -FLT_MAX-padded pooling row (tmp), a ring of buf_rows_ x-pooled rows and the output row.
+    if (has_pool_) {
+      const int64_t cells = std::max(pool_w_ * pool_.stride_w + pool_.kernel_w,
+                                     pool_.pad_w + out_wr_) + 1;
+      tmp_floats_ = RoundUp16(Mul(cells, g.filters, "pool buffer"));
+      buf_floats_ = RoundUp16(Mul(Mul(buf_rows_, pool_w_, "pool buffer"), g.filters,
+                                  "pool buffer"));
+      out_floats_ = RoundUp16(Mul(pool_w_, g.filters, "pool buffer"));
+      CheckElements(buf_floats_ + tmp_floats_, "the pool buffers");
+    } else {
+      buf_floats_ = RoundUp16(Mul(out_wr_, g.filters, "row buffer"));
+    }
+    // Weights [g][k][f]: w[(g * fg + f)][k] -> wpack[(g * kg + k) * fg + f].
+    wpack_.resize(static_cast<size_t>(g.filters * kg_));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      for (int64_t f = 0; f < fg_; ++f) {
+        for (int64_t k = 0; k < kg_; ++k) {
+          wpack_[(gr * kg_ + k) * fg_ + f] = weight[(gr * fg_ + f) * kg_ + k];
+        }
+      }
+    }
+  } else {
+    col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
+    buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
+    tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
+                                            pool_w_)
+                            : 0;
+    mr_ = TileRows(fg_, kern_->max_mr);
+    wpack_.resize(static_cast<size_t>(g.filters * kg_));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      PackTiles(weight + gr * fg_ * kg_, kg_, fg_, kg_, mr_, wpack_.data() + gr * fg_ * kg_);
+    }
   }
   if (bias != nullptr) bias_.assign(bias, bias + g.filters);
 }
@@ -334,8 +379,8 @@ std::vector<int64_t> FloatConv::OutputShape() const {
 
 size_t FloatConv::ScratchBytes(int threads) const {
   CheckThreads(threads);
-  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
-  return static_cast<size_t>(Mul(per, threads, "scratch")) * sizeof(float);
+  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_ + out_floats_;
+  return static_cast<size_t>(shared_floats_ + Mul(per, threads, "scratch")) * sizeof(float);
 }
 
 const char* FloatConv::PathName() const { return kern_->name; }
@@ -386,7 +431,14 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
     Fail("FloatConv::Run: scratch is null but " + std::to_string(ScratchBytes(threads)) +
          " bytes are needed");
   }
-  float* base = static_cast<float*>(scratch);
+  if (direct_path_) {
+    RunDirect(x, y, static_cast<float*>(scratch), threads);
+  } else {
+    RunPanels(x, y, static_cast<float*>(scratch), threads);
+  }
+}
+
+void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) const {
   const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
   Slots slots(threads);
   const int64_t ohw = out_h_ * out_w_;
@@ -450,6 +502,105 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
         pa.out = y + (n * g_.filters + f) * pooled + py * pool_w_;
         kern_->pool_row(pa);
       }
+    }
+  });
+}
+
+// One conv row (all filters) of image n by the direct kernel into cl[ox * F + f], ox < out_wr_.
+void FloatConv::DirectRow(const float* xpad, int64_t n, int64_t oy, float* cl) const {
+  for (int64_t gr = 0; gr < g_.groups; ++gr) {
+    DirectRowArgs a;
+    a.x = xpad + ((n * g_.channels + gr * cg_) * xp_h_ + oy * g_.stride_h) * xp_w_;
+    a.chan_stride = xp_h_ * xp_w_;
+    a.row_stride = xp_w_;
+    a.channels = cg_;
+    a.kernel_h = g_.kernel_h;
+    a.kernel_w = g_.kernel_w;
+    a.stride_w = g_.stride_w;
+    a.dilate_h = g_.dilate_h;
+    a.dilate_w = g_.dilate_w;
+    a.filters = fg_;
+    a.w = wpack_.data() + gr * kg_ * fg_;
+    a.bias = bias_.empty() ? nullptr : bias_.data() + gr * fg_;
+    a.relu = relu_;
+    a.out = cl + gr * fg_;
+    a.ld_pix = g_.filters;
+    a.out_w = out_wr_;
+    kern_->direct_row(a);
+  }
+}
+
+void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) const {
+  // 1. The zero-padded input of every image, shared by all tasks.
+  float* xpad = base;
+  const int64_t rows = g_.batch * g_.channels * xp_h_;
+  ParallelFor(rows, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t nc = r / xp_h_;
+      const int64_t iy = r - nc * xp_h_ - g_.pad_h;
+      float* dst = xpad + r * xp_w_;
+      std::fill(dst, dst + xp_w_, 0.0f);
+      if (iy >= 0 && iy < g_.in_h) {
+        std::memcpy(dst + g_.pad_w, x + (nc * g_.in_h + iy) * g_.in_w,
+                    sizeof(float) * static_cast<size_t>(g_.in_w));
+      }
+    }
+  });
+  // 2. Conv rows into a channels-last buffer, pooled there, transposed into y.
+  const int64_t per = buf_floats_ + tmp_floats_ + out_floats_;
+  float* slots_base = base + shared_floats_;
+  Slots slots(threads);
+  const int64_t f = g_.filters;
+  if (!has_pool_) {
+    const int64_t ohw = out_h_ * out_w_;
+    ParallelFor(g_.batch * out_h_, threads, [&](int64_t begin, int64_t end) {
+      SlotLease lease(&slots);
+      float* cl = slots_base + lease.index() * per;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / out_h_;
+        const int64_t oy = t - n * out_h_;
+        DirectRow(xpad, n, oy, cl);
+        kern_->to_nchw(cl, out_w_, f, f, y + n * f * ohw + oy * out_w_, ohw);
+      }
+    });
+    return;
+  }
+  // With a pool: conv row oy is computed straight into the middle of the padded pooling row
+  // tmp (its rounding pixels reset to -FLT_MAX), pooled along x into ring slot oy % buf_rows_,
+  // and each pooled row is the max of its window's slots (max pooling is separable).
+  const MaxPoolSpec& p = pool_;
+  const int64_t pooled = pool_h_ * pool_w_;
+  const int64_t hrow = pool_w_ * f;
+  ParallelFor(g_.batch * pool_h_, threads, [&](int64_t begin, int64_t end) {
+    SlotLease lease(&slots);
+    float* ring = slots_base + lease.index() * per;
+    float* tmp = ring + buf_floats_;
+    float* out = tmp + tmp_floats_;
+    float* mid = tmp + p.pad_w * f;
+    const float lowest = std::numeric_limits<float>::lowest();
+    std::fill(tmp, tmp + tmp_floats_, lowest);
+    std::vector<const float*> window(static_cast<size_t>(buf_rows_));
+    int64_t cur_n = -1, done = 0;  // conv rows [.., done) of image cur_n are in the ring
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / pool_h_;
+      const int64_t py = t - n * pool_h_;
+      const int64_t start = py * p.stride_h - p.pad_h;
+      const int64_t lo = std::max<int64_t>(start, 0);
+      const int64_t hi = std::min<int64_t>(start + p.kernel_h, out_h_);
+      if (n != cur_n || lo > done) {
+        cur_n = n;
+        done = lo;
+      }
+      for (; done < hi; ++done) {
+        DirectRow(xpad, n, done, mid);
+        std::fill(mid + out_w_ * f, mid + out_wr_ * f, lowest);
+        kern_->hpool_cl(tmp, f, p.kernel_w, p.stride_w, pool_w_,
+                        ring + (done % buf_rows_) * hrow);
+      }
+      int64_t rows = 0;
+      for (int64_t r = lo; r < hi; ++r) window[rows++] = ring + (r % buf_rows_) * hrow;
+      kern_->vmax(window.data(), rows, hrow, out);
+      kern_->to_nchw(out, pool_w_, f, f, y + n * f * pooled + py * pool_w_, pooled);
     }
   });
 }

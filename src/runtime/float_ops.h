@@ -76,20 +76,29 @@ class FloatConv {
  private:
   void ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count, float* c, int64_t ldc,
                    float* col) const;
+  void DirectRow(const float* xpad, int64_t n, int64_t oy, float* cl) const;
+  void RunPanels(const float* x, float* y, float* scratch, int threads) const;
+  void RunDirect(const float* x, float* y, float* scratch, int threads) const;
 
   FloatConvGeometry g_;
   bool relu_;
   bool has_pool_;
   MaxPoolSpec pool_{};
   const FloatKernels* kern_;
-  std::vector<float> wpack_;  // per group: tiles of mr_ filters, k-major inside a tile
+  bool direct_path_ = false;  // the kernel path's direct channels-last conv (few channels)
+  std::vector<float> wpack_;  // panels: per group, tiles of mr_ filters, k-major in a tile;
+                              // direct: per group [k][filters / groups]
   std::vector<float> bias_;   // empty: none
-  int mr_;
-  bool direct_;  // 1x1, stride 1, no padding: the input is the im2col matrix
+  int mr_ = 0;
+  bool direct_ = false;  // panels, 1x1 stride 1 unpadded: the input is the im2col matrix
   int64_t out_h_, out_w_, pool_h_ = 0, pool_w_ = 0;
-  int64_t cg_, fg_, kg_;          // channels and filters per group, K = cg * kh * kw
-  int64_t buf_rows_ = 0;          // conv rows the pool buffer holds
-  int64_t col_floats_, buf_floats_, tmp_floats_;  // per-thread scratch parts (64-B multiples)
+  int64_t cg_, fg_, kg_;   // channels and filters per group, K = cg * kh * kw
+  int64_t buf_rows_ = 0;   // conv rows the pool buffer holds
+  int64_t xp_h_ = 0, xp_w_ = 0, out_wr_ = 0;  // direct: padded input, out_w rounded up
+  // Scratch: `shared_floats_` once (direct: the padded input), then per thread the parts below
+  // (each a multiple of 16 floats).
+  int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0,
+          out_floats_ = 0;
 };
 
 class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)
