@@ -35,33 +35,55 @@ namespace {
 
 // ---- portable kernel path (plain loops; the compiler vectorises the 16-wide column loops) ----
 
+// Tile sizes by register file: 32 vector registers on aarch64 (4 x 16: 16 accumulators),
+// 16 on x86-64 (4 x 8: 8 accumulators, room for SSE's two-operand temporaries).
+#if defined(__aarch64__)
 constexpr int kPortableNr = 16;
+#else
+constexpr int kPortableNr = 8;
+#endif
 constexpr int kPortableMr = 4;
 
+// GCC/Clang vector extension (SSE on x86-64, NEON on aarch64; no intrinsics): 4 floats.
+using V4 = float __attribute__((vector_size(16)));
+
+inline V4 LoadV4(const float* p) {
+  V4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// MR x 16 tile: MR * 4 vector accumulators; per k, 4 vector loads of B and MR scalar
+// broadcasts, acc += a * b as a multiply then an add (the library builds with
+// -ffp-contract=off).
 template <int MR>
 void PortableTile(const float* a, const PanelArgs& p, const float* bias_rows, float* c) {
   constexpr int NR = kPortableNr;
-  float acc[MR][NR];
+  V4 acc[MR][NR / 4];
   for (int r = 0; r < MR; ++r) {
-    for (int q = 0; q < NR; ++q) acc[r][q] = 0.0f;
+    for (int v = 0; v < NR / 4; ++v) acc[r][v] = V4{0.0f, 0.0f, 0.0f, 0.0f};
   }
-  const int cols = p.b_full ? NR : p.n;
+  float pad[NR] = {};
   for (int64_t k = 0; k < p.depth; ++k) {
     const float* bk = p.b + k * p.ldb;
+    if (!p.b_full) {  // a partial panel read in place: copy its n columns, zeros after
+      std::memcpy(pad, bk, sizeof(float) * static_cast<size_t>(p.n));
+      bk = pad;
+    }
+    V4 b[NR / 4];
+    for (int v = 0; v < NR / 4; ++v) b[v] = LoadV4(bk + 4 * v);
     const float* ak = a + k * MR;
     for (int r = 0; r < MR; ++r) {
       const float av = ak[r];
-      if (cols == NR) {
-        for (int q = 0; q < NR; ++q) acc[r][q] += av * bk[q];
-      } else {
-        for (int q = 0; q < cols; ++q) acc[r][q] += av * bk[q];
-      }
+      for (int v = 0; v < NR / 4; ++v) acc[r][v] += av * b[v];
     }
   }
   for (int r = 0; r < MR; ++r) {
+    float out[NR];
+    std::memcpy(out, acc[r], sizeof(out));
     float* cr = c + r * p.ldc;
     for (int q = 0; q < p.n; ++q) {
-      float v = acc[r][q];
+      float v = out[q];
       if (p.bias != nullptr) v += p.bias_per_col ? p.bias[q] : bias_rows[r];
       if (p.relu) v = v > 0.0f ? v : 0.0f;
       cr[q] = v;
