@@ -3,14 +3,19 @@
  * validation, weight packing and threaded drivers, plus the portable kernel path (see
  * float_ops.h for the formulas, float_kernels.h for the kernel contracts).
  *
- * Conv without a pool: task = (image n, panel of nr output pixels of the flattened OH x OW
- * plane); per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by
- * the group's filter tiles, written straight into y (row stride OH * OW).
- * Conv with a pool: task = (image n, pooled row py). Pooled row py needs conv rows
+ * Panels, no pool: task = (image n, panel of nr output pixels of the flattened OH x OW plane);
+ * per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by the
+ * group's filter tiles, written straight into y (row stride OH * OW).
+ * Panels with a pool: task = (image n, pooled row py). Pooled row py needs conv rows
  * [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a chunk of consecutive tasks keeps those
  * rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still needed by the
  * next window are moved to the front, the missing ones computed as one flattened pixel range,
  * then every filter's window is pooled into y.
+ * Direct: the input is first copied zero-padded into shared scratch (one parallel pass); task =
+ * (image, conv row) or, with a pool, (image, pooled row). A conv row comes out channels-last
+ * [ox][F]; without a pool it is transposed into y; with one it is computed into the middle of a
+ * -FLT_MAX-padded row, max-pooled along x into a ring of buf_rows x-pooled rows, and each pooled
+ * row is the max over its window's ring rows (max pooling is separable), transposed into y.
  * Dense: task = panel of nr hidden units; x is packed once into tiles of mr rows (for rows = 1
  * the row itself is the tile), W^T was packed into [depth][nr] panels at construction.
  * Per-thread scratch: a ParallelFor chunk claims one of `threads` slots (an atomic flag each)
@@ -406,6 +411,10 @@ size_t FloatConv::ScratchBytes(int threads) const {
 }
 
 const char* FloatConv::PathName() const { return kern_->name; }
+
+const char* FloatConv::Method() const {
+  return direct_path_ ? "direct" : (direct_ ? "panels-1x1" : "panels");
+}
 
 // Conv outputs for flattened pixels [q0, q0 + count) of image n, all filters:
 // C[f][q - q0] at c + f * ldc.

@@ -13,15 +13,20 @@
  *   window with no cell inside the input gives -FLT_MAX, as MXNet 1.9.1 does).
  * Dense: y[r][h] = sum_d x[r][d] * W[h][d] + bias[h], then max(., 0) with relu.
  *
- * Method: one register-blocked SGEMM micro-kernel per ISA (float_gemm_avx512.cc: 14 x 32 FMA
- * tile; float_gemm_avx2.cc: 6 x 16; a portable 4 x 16 one in float_ops.cc). The weights are
- * packed once into tiles of filters; a panel of output pixels is im2col'ed into per-thread
- * scratch (a 1x1 stride-1 unpadded conv reads the input itself) and multiplied by every filter
- * tile while it is in cache, bias and relu in the tile's epilogue. With a pool, the conv rows a
- * pooled row needs are computed into a small row buffer and pooled at once (a row shared by two
- * windows is kept, not recomputed, except at the start of a thread's chunk). Every output value
- * is summed over k = (c, i, j) in one fixed order by one task, so the result is identical for
- * every thread count; different ISAs differ in rounding (FMA vs multiply + add).
+ * Method: register-blocked SGEMM micro-kernels per ISA (float_gemm_avx512.cc: 14 x 32 FMA
+ * tiles; float_gemm_avx2.cc: 6 x 16; a portable 4 x 16 / 4 x 8 one in float_ops.cc).
+ * - Panels (any geometry): the weights are packed once into tiles of filters; a panel of output
+ *   pixels is im2col'ed into per-thread scratch (a 1x1 stride-1 unpadded conv reads the input
+ *   itself) and multiplied by every filter tile while in cache, bias and relu in the epilogue.
+ * - Direct (AVX-512, <= 8 input channels a group, filters a group a multiple of 16, stride 1 or
+ *   2 along x: the ResNet stem): no im2col; 14 output pixels x 32 filters FMA tiles broadcast
+ *   the zero-padded input and produce channels-last rows, transposed into NCHW by 16 x 16
+ *   blocks.
+ * With a pool, the conv rows a pooled row needs are computed into a small per-thread buffer and
+ * pooled at once (a row shared by two windows is kept, not recomputed, except at the start of a
+ * thread's chunk). Every output value is summed over k = (c, i, j) in one fixed order by one
+ * task, so the result is identical for every thread count; different ISAs differ in rounding
+ * (FMA vs multiply + add).
  * See docs/design.md (runtime).
  */
 #ifndef BINMX_RT_FLOAT_OPS_H_
@@ -71,7 +76,10 @@ class FloatConv {
   // x: NCHW input, y: NCHW output (never aliasing x). const: several threads may Run at once
   // with their own scratch.
   void Run(const float* x, float* y, void* scratch, int threads) const;
-  const char* PathName() const;
+  const char* PathName() const;  // the kernel path: "avx512", "avx2", "portable"
+  // The method: "direct" (channels-last, few input channels), "panels" (im2col panels) or
+  // "panels-1x1" (the input read as the im2col matrix).
+  const char* Method() const;
 
  private:
   void ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count, float* c, int64_t ldc,

@@ -69,7 +69,8 @@ FloatConvGeometry Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int
 
 void BenchConv(const char* name, const FloatConvGeometry& g, bool relu, const MaxPoolSpec* pool,
                binmx::Isa isa, int reps, std::mt19937* rng) {
-  const std::vector<float> w = Random(g.filters * g.channels / g.groups * g.kernel_h * g.kernel_w, rng);
+  const std::vector<float> w =
+      Random(g.filters * g.channels / g.groups * g.kernel_h * g.kernel_w, rng);
   const std::vector<float> b = Random(g.filters, rng);
   const std::vector<float> x = Random(g.batch * g.channels * g.in_h * g.in_w, rng);
   FloatConv conv(g, w.data(), b.data(), relu, pool, isa);
@@ -79,7 +80,8 @@ void BenchConv(const char* name, const FloatConvGeometry& g, bool relu, const Ma
                        g.kernel_h * g.kernel_w;
   for (int threads : {1, 2}) {
     Aligned scratch(conv.ScratchBytes(threads) / sizeof(float));
-    const double ms = MedianMs(reps, [&] { conv.Run(x.data(), y.data(), scratch.data(), threads); });
+    const double ms =
+        MedianMs(reps, [&] { conv.Run(x.data(), y.data(), scratch.data(), threads); });
     std::printf("%-44s %-8s threads=%d  %8.3f ms  %7.1f GFLOP/s\n", name, conv.PathName(), threads,
                 ms, flops / ms * 1e-6);
   }
