@@ -242,6 +242,13 @@ class SlotLease {
   int i_;
 };
 
+// The pooled paths split the batch * pool_h pooled rows into 2 * threads contiguous parts (not
+// more: each part recomputes the conv row it shares with the previous one; not fewer: a late
+// thread can hand a part over). Values do not depend on the split.
+int64_t PoolParts(int64_t units, int threads) {
+  return std::min<int64_t>(units, 2 * static_cast<int64_t>(threads));
+}
+
 void CheckThreads(int threads) {
   if (threads < 1) Fail("float layer: threads must be >= 1, got " + std::to_string(threads));
 }
@@ -491,7 +498,9 @@ void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) co
   const MaxPoolSpec& p = pool_;
   const int64_t pooled = pool_h_ * pool_w_;
   const int64_t buf_ld = buf_rows_ * out_w_;
-  ParallelFor(g_.batch * pool_h_, threads, [&](int64_t begin, int64_t end) {
+  const int64_t units = g_.batch * pool_h_, parts = PoolParts(units, threads);
+  ParallelFor(parts, threads, [&](int64_t part_begin, int64_t part_end) {
+    const int64_t begin = units * part_begin / parts, end = units * part_end / parts;
     SlotLease lease(&slots);
     float* col = base + lease.index() * per;
     float* buf = col + col_floats_;
@@ -602,7 +611,9 @@ void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) co
   const MaxPoolSpec& p = pool_;
   const int64_t pooled = pool_h_ * pool_w_;
   const int64_t hrow = pool_w_ * f;
-  ParallelFor(g_.batch * pool_h_, threads, [&](int64_t begin, int64_t end) {
+  const int64_t units = g_.batch * pool_h_, parts = PoolParts(units, threads);
+  ParallelFor(parts, threads, [&](int64_t part_begin, int64_t part_end) {
+    const int64_t begin = units * part_begin / parts, end = units * part_end / parts;
     SlotLease lease(&slots);
     float* ring = slots_base + lease.index() * per;
     float* tmp = ring + buf_floats_;
