@@ -107,6 +107,9 @@ const FloatKernels* Avx2FloatKernels();
 #ifdef BINMX_RT_BUILT_AVX512
 const FloatKernels* Avx512FloatKernels();
 #endif
+#ifdef BINMX_RT_BUILT_NEON
+const FloatKernels* NeonFloatKernels();
+#endif
 
 // tmp length a pool row needs: room for every window and for a vector's overhang.
 inline int64_t PoolTmpFloats(int64_t width, int64_t pad_w, int64_t kernel_w, int64_t stride_w,
@@ -193,9 +196,17 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
   }
 }
 
-// Scalar phase split (Ops::Extract's contract).
+// Scalar phase split (Ops::Extract's contract); stride 1 is a zero-padded copy.
 inline void ExtractScalar(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                           int64_t stride, int64_t count) {
+  if (stride == 1) {
+    const int64_t t0 = std::min(std::max<int64_t>(-start, 0), count);
+    const int64_t t1 = std::max(std::min<int64_t>(width - start, count), t0);
+    std::fill(ph, ph + t0, 0.0f);
+    std::copy(row + start + t0, row + start + t1, ph + t0);
+    std::fill(ph + t1, ph + count, 0.0f);
+    return;
+  }
   for (int64_t phi = 0; phi < stride; ++phi) {
     float* out = ph + phi * ld;
     for (int64_t t = 0; t < count; ++t) {

@@ -188,8 +188,15 @@ const FloatKernels* Resolve(Isa isa) {
   }
 #endif
 #endif
+#ifdef BINMX_RT_BUILT_NEON
+  // aarch64: Advanced SIMD is baseline, so every Isa value (kScalar included, and a NEON value
+  // when one is added) takes the NEON kernels.
+  (void)isa;
+  return NeonFloatKernels();
+#else
   (void)isa;
   return PortableFloatKernels();
+#endif
 }
 
 // Tile height for m rows: as few tiles of at most max_mr rows as possible, balanced.

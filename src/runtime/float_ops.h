@@ -14,7 +14,8 @@
  * Dense: y[r][h] = sum_d x[r][d] * W[h][d] + bias[h], then max(., 0) with relu.
  *
  * Method: register-blocked SGEMM micro-kernels per ISA (float_gemm_avx512.cc: 14 x 32 FMA
- * tiles; float_gemm_avx2.cc: 6 x 16; a portable 4 x 16 / 4 x 8 one in float_ops.cc).
+ * tiles; float_gemm_avx2.cc: 6 x 16; float_gemm_neon.cc: 6 x 16; a portable 4 x 16 / 4 x 8
+ * one in float_ops.cc).
  * - Panels (any geometry): the weights are packed once into tiles of filters; a panel of output
  *   pixels is im2col'ed into per-thread scratch (a 1x1 stride-1 unpadded conv reads the input
  *   itself) and multiplied by every filter tile while in cache, bias and relu in the epilogue.
@@ -59,8 +60,9 @@ struct MaxPoolSpec {  // MXNet Pooling(pool_type='max'), applied after bias + re
   // k <= H + 2p; so does FloatConv.
 };
 
-// Which kernel path an Isa value maps to here: "avx512", "avx2" or "portable" (a path that was
-// not built or that this CPU lacks falls back to the next one down).
+// Which kernel path an Isa value maps to here: "avx512", "avx2" or "portable" on x86-64 (a path
+// that was not built or that this CPU lacks falls back to the next one down); "neon" for every
+// value on aarch64, where Advanced SIMD is baseline.
 const char* FloatPathName(binmx::Isa isa);
 
 struct FloatKernels;  // float_kernels.h
@@ -76,7 +78,7 @@ class FloatConv {
   // x: NCHW input, y: NCHW output (never aliasing x). const: several threads may Run at once
   // with their own scratch.
   void Run(const float* x, float* y, void* scratch, int threads) const;
-  const char* PathName() const;  // the kernel path: "avx512", "avx2", "portable"
+  const char* PathName() const;  // the kernel path (FloatPathName)
   // The method: "direct" (channels-last, few input channels), "panels" (im2col panels) or
   // "panels-1x1" (the input read as the im2col matrix).
   const char* Method() const;
