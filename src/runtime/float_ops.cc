@@ -359,12 +359,12 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
     CheckElements(Mul(Mul(g.filters, buf_rows_, "pool buffer"), out_w_, "pool buffer"),
                   "the pool row buffer");
   }
-  // The direct path: for few input channels (the stem's 3, LeNet's 1), where an im2col panel
-  // would be mostly copying, and filters in whole vectors; stride along a row 1 or 2.
-  // Its tiles are direct_px pixels wide, so it is taken only where rounding out_w up to them
-  // wastes at most 1/16 (the stem's 112 = 8 x 14; LeNet's 24 would waste 1/6: panels win).
+  // The direct path: for few input channels (the stem's 3), where an im2col panel would be
+  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken only where
+  // a tile's work covers its epilogue and transposes (K >= 64: the stem's 147, not LeNet's 25,
+  // measured) and rounding out_w up to whole tiles wastes at most 1/16 (the stem's 112).
   const int64_t px_tile = kern_->direct_px;
-  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 &&
+  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 64 &&
                  (g.stride_w == 1 || g.stride_w == 2) &&
                  16 * ((out_w_ + px_tile - 1) / px_tile * px_tile - out_w_) <= out_w_;
   if (direct_path_) {

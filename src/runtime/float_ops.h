@@ -28,7 +28,6 @@
  * thread's chunk). Every output value is summed over k = (c, i, j) in one fixed order by one
  * task, so the result is identical for every thread count; different ISAs differ in rounding
  * (FMA vs multiply + add).
- * See docs/design.md (runtime).
  */
 #ifndef BINMX_RT_FLOAT_OPS_H_
 #define BINMX_RT_FLOAT_OPS_H_
