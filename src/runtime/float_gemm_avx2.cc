@@ -212,9 +212,9 @@ void PoolRow(const PoolRowArgs& a) {
 constexpr int kDirectPx = 6;
 
 // One tile: kDirectPx output pixels x 16 filters (2 ymm), 12 ymm accumulators (with the two
-// weight vectors and the broadcast, 15 of the 16 ymm registers: 7 pixels would spill). Per tap k: two
-// weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding two
-// FMAs. SW (the stride along the row) is a template argument: fixed displacements.
+// weight vectors and the broadcast, 15 of the 16 ymm registers: 7 pixels would spill). Per tap
+// k: two weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding
+// two FMAs. SW (the stride along the row) is a template argument: fixed displacements.
 template <int SW>
 void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
   __m256 acc[kDirectPx][2];
@@ -290,15 +290,9 @@ void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t strid
   }
 }
 
-void VMax(const float* const* rows, int64_t n_rows, int64_t count, float* out) {
-  const __m256 lowest = _mm256_set1_ps(std::numeric_limits<float>::lowest());
+void VMax(const float* row, int64_t count, float* out) {
   for (int64_t x = 0; x < count; x += 8) {
-    __m256 v = lowest;
-    if (n_rows > 0) {
-      v = _mm256_loadu_ps(rows[0] + x);
-      for (int64_t r = 1; r < n_rows; ++r) v = _mm256_max_ps(_mm256_loadu_ps(rows[r] + x), v);
-    }
-    _mm256_storeu_ps(out + x, v);
+    _mm256_storeu_ps(out + x, _mm256_max_ps(_mm256_loadu_ps(row + x), _mm256_loadu_ps(out + x)));
   }
 }
 

@@ -346,15 +346,9 @@ void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t strid
   }
 }
 
-void VMax(const float* const* rows, int64_t n_rows, int64_t count, float* out) {
-  const __m512 lowest = _mm512_set1_ps(std::numeric_limits<float>::lowest());
+void VMax(const float* row, int64_t count, float* out) {
   for (int64_t x = 0; x < count; x += 16) {
-    __m512 v = lowest;
-    if (n_rows > 0) {
-      v = _mm512_loadu_ps(rows[0] + x);
-      for (int64_t r = 1; r < n_rows; ++r) v = _mm512_max_ps(_mm512_loadu_ps(rows[r] + x), v);
-    }
-    _mm512_storeu_ps(out + x, v);
+    _mm512_storeu_ps(out + x, _mm512_max_ps(_mm512_loadu_ps(row + x), _mm512_loadu_ps(out + x)));
   }
 }
 

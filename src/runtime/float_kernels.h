@@ -90,11 +90,11 @@ struct FloatKernels {
   // Channels-last max-pool, separable: hpool_cl pools one conv row along x,
   //   out[px * channels + c] = max_{j < kernel_w} tmp[(px * stride_w + j) * channels + c],
   // px < out_w, where tmp is the row with -FLT_MAX in its padding cells (channels a multiple of
-  // 16); vmax takes the max over rows, out[i] = max_{r < n_rows} rows[r][i] for i < count
-  // (a multiple of 16), -FLT_MAX for n_rows = 0.
+  // 16); vmax folds one more row into a running max, out[i] = max(row[i], out[i]) for
+  // i < count (a multiple of 16; NaN semantics those of vmaxps(row, out)).
   void (*hpool_cl)(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
                    int64_t out_w, float* out);
-  void (*vmax)(const float* const* rows, int64_t n_rows, int64_t count, float* out);
+  void (*vmax)(const float* row, int64_t count, float* out);
   // out[c * ld_chan + p] = cl[p * ld_pix + c] for p < pixels, c < channels (a multiple of 16).
   void (*to_nchw)(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, float* out,
                   int64_t ld_chan);

@@ -6,16 +6,17 @@
  * Panels, no pool: task = (image n, panel of nr output pixels of the flattened OH x OW plane);
  * per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by the
  * group's filter tiles, written straight into y (row stride OH * OW).
- * Panels with a pool: task = (image n, pooled row py). Pooled row py needs conv rows
- * [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a chunk of consecutive tasks keeps those
- * rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still needed by the
- * next window are moved to the front, the missing ones computed as one flattened pixel range,
- * then every filter's window is pooled into y.
+ * Panels with a pool: the batch x POH pooled rows are split into 2 x threads contiguous parts.
+ * Pooled row py needs conv rows [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a part
+ * keeps those rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still
+ * needed by the next window are moved to the front, the missing ones computed as one flattened
+ * pixel range, then every filter's window is pooled into y.
  * Direct: the input is first copied zero-padded into shared scratch (one parallel pass); task =
- * (image, conv row) or, with a pool, (image, pooled row). A conv row comes out channels-last
- * [ox][F]; without a pool it is transposed into y; with one it is computed into the middle of a
- * -FLT_MAX-padded row, max-pooled along x into a ring of buf_rows x-pooled rows, and each pooled
- * row is the max over its window's ring rows (max pooling is separable), transposed into y.
+ * (image, conv row) or, with a pool, a part of the pooled rows as above. A conv row comes out
+ * channels-last [ox][F]; without a pool it is transposed into y; with one it is computed into
+ * the middle of a -FLT_MAX-padded row, max-pooled along x into a ring of buf_rows x-pooled
+ * rows, and each pooled row is the max over its window's ring rows (max pooling is
+ * separable), transposed into y.
  * Dense: task = panel of nr hidden units; x is packed once into tiles of mr rows (for rows = 1
  * the row itself is the tile), W^T was packed into [depth][nr] panels at construction.
  * Per-thread scratch: a ParallelFor chunk claims one of `threads` slots (an atomic flag each)
@@ -27,7 +28,6 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <string>
 
 #include "float_kernels.h"
@@ -38,7 +38,7 @@ namespace rt {
 
 namespace {
 
-// ---- portable kernel path (plain loops; the compiler vectorises the 16-wide column loops) ----
+// ---- portable kernel path ----
 
 // Tile sizes by register file: 32 vector registers on aarch64 (4 x 16: 16 accumulators),
 // 16 on x86-64 (4 x 8: 8 accumulators, room for SSE's two-operand temporaries).
@@ -217,12 +217,15 @@ void PackTiles(const float* a, int64_t lda, int64_t m, int64_t depth, int mr, fl
   }
 }
 
-// `threads` flags; a running chunk holds one, so at most `threads` chunks run at once (the
-// ParallelFor contract) and each has scratch of its own.
+// `threads` flags (at most kMaxSlots: ParallelFor never runs more threads than that); a
+// running chunk holds one, so at most `threads` chunks run at once (the ParallelFor contract)
+// and each has scratch of its own. No allocation: Run allocates nothing.
+constexpr int kMaxSlots = 256;
+
 class Slots {
  public:
-  explicit Slots(int n) : n_(n), busy_(new std::atomic<bool>[static_cast<size_t>(n)]) {
-    for (int i = 0; i < n; ++i) busy_[i].store(false, std::memory_order_relaxed);
+  explicit Slots(int n) : n_(std::min(n, kMaxSlots)) {
+    for (int i = 0; i < n_; ++i) busy_[i].store(false, std::memory_order_relaxed);
   }
   int Acquire() {
     for (int i = 0; i < n_; ++i) {
@@ -235,7 +238,7 @@ class Slots {
 
  private:
   int n_;
-  std::unique_ptr<std::atomic<bool>[]> busy_;
+  std::atomic<bool> busy_[kMaxSlots];
 };
 
 class SlotLease {
@@ -628,7 +631,6 @@ void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) co
     float* mid = tmp + p.pad_w * f;
     const float lowest = std::numeric_limits<float>::lowest();
     std::fill(tmp, tmp + tmp_floats_, lowest);
-    std::vector<const float*> window(static_cast<size_t>(buf_rows_));
     int64_t cur_n = -1, done = 0;  // conv rows [.., done) of image cur_n are in the ring
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / pool_h_;
@@ -646,9 +648,14 @@ void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) co
         kern_->hpool_cl(tmp, f, p.kernel_w, p.stride_w, pool_w_,
                         ring + (done % buf_rows_) * hrow);
       }
-      int64_t rows = 0;
-      for (int64_t r = lo; r < hi; ++r) window[rows++] = ring + (r % buf_rows_) * hrow;
-      kern_->vmax(window.data(), rows, hrow, out);
+      if (hi > lo) {
+        std::memcpy(out, ring + (lo % buf_rows_) * hrow, sizeof(float) * hrow);
+        for (int64_t r = lo + 1; r < hi; ++r) {
+          kern_->vmax(ring + (r % buf_rows_) * hrow, hrow, out);
+        }
+      } else {
+        std::fill(out, out + hrow, lowest);
+      }
       kern_->to_nchw(out, pool_w_, f, f, y + n * f * pooled + py * pool_w_, pooled);
     }
   });
