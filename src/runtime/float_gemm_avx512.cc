@@ -6,12 +6,15 @@
  * accumulators). Per k: two vector loads of B[k][0..31] and, per row r, one broadcast of
  * A[r][k] feeding two FMAs (acc[r][h] = fma(A[r][k], B[k][16h..16h+15], acc[r][h])).
  * Epilogue: + bias, max(., 0) with relu (vmaxps(v, 0) gives 0 for NaN), masked store.
- * Im2col (float_kernels.h's Im2colPanel): an input row is split into its stride phases with
- * masked loads (stride 1) or masked loads + vpermt2ps even/odd (stride 2; other strides
- * scalar), then each tap is a 32-float copy. Masked-off lanes are never read (AVX-512 masked
- * loads suppress them).
+ * Im2col (float_kernels.h's Im2colPanel): for stride 1 or 2 an input row is held in registers
+ * as its stride phases (masked loads, vpermt2ps even/odd) and each tap is two vpermt2ps of
+ * them; otherwise the phases go through a small buffer (strides > 2: scalar). Masked-off lanes
+ * are never read (AVX-512 masked loads suppress them).
  * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
  * or 2 (even lanes of shifted loads); other strides scalar.
+ * Direct path (few input channels, see float_kernels.h): 14 output pixels x 32 (or 16) filters
+ * FMA tiles broadcasting the padded input, channels-last max-pool, 16 x 16 transposes into
+ * NCHW.
  */
 #include <immintrin.h>
 
