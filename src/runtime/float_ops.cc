@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -259,6 +260,13 @@ int64_t PoolParts(int64_t units, int threads) {
   return std::min<int64_t>(units, 2 * static_cast<int64_t>(threads));
 }
 
+// True when [a, a + na) and [b, b + nb) share an element (compared as addresses).
+bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + sizeof(float) * static_cast<uintptr_t>(nb) &&
+         pb < pa + sizeof(float) * static_cast<uintptr_t>(na);
+}
+
 void CheckThreads(int threads) {
   if (threads < 1) Fail("float layer: threads must be >= 1, got " + std::to_string(threads));
 }
@@ -479,6 +487,10 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
     Fail("FloatConv::Run: scratch is null but " + std::to_string(ScratchBytes(threads)) +
          " bytes are needed");
   }
+  const int64_t in_count = g_.batch * g_.channels * g_.in_h * g_.in_w;
+  const std::vector<int64_t> shape = OutputShape();
+  const int64_t out_count = shape[0] * shape[1] * shape[2] * shape[3];
+  if (Overlap(x, in_count, y, out_count)) Fail("FloatConv::Run: y overlaps x");
   if (direct_path_) {
     RunDirect(x, y, static_cast<float*>(scratch), threads);
   } else {
@@ -706,6 +718,7 @@ void FloatDense::Run(const float* x, int64_t rows, float* y, void* scratch, int 
   const size_t need = ScratchBytes(rows, threads);
   if (rows == 0) return;
   if (x == nullptr || y == nullptr) Fail("FloatDense::Run: x and y must not be null");
+  if (Overlap(x, rows * depth_, y, rows * hidden_)) Fail("FloatDense::Run: y overlaps x");
   if (need > 0 && scratch == nullptr) {
     Fail("FloatDense::Run: scratch is null but " + std::to_string(need) + " bytes are needed");
   }

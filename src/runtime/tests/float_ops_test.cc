@@ -359,12 +359,15 @@ void CheckErrors() {
   ExpectError("threads = 0 (Run)", [&] { ok.Run(x.data(), y.data(), scratch.data(), 0); });
   ExpectError("null x", [&] { ok.Run(nullptr, y.data(), scratch.data(), 1); });
   ExpectError("null scratch", [&] { ok.Run(x.data(), y.data(), nullptr, 1); });
+  std::vector<float> big(256);
+  ExpectError("y overlapping x", [&] { ok.Run(big.data(), big.data() + 40, scratch.data(), 1); });
   ExpectError("dense depth 0", [&] { FloatDense(0, 4, w.data(), nullptr, false, isa); });
   ExpectError("dense null weight", [&] { FloatDense(4, 4, nullptr, nullptr, false, isa); });
   FloatDense dense(4, 4, w.data(), nullptr, false, isa);
   ExpectError("dense rows < 0", [&] { dense.ScratchBytes(-1, 1); });
   ExpectError("dense threads = 0", [&] { dense.ScratchBytes(2, 0); });
   ExpectError("dense null scratch", [&] { dense.Run(x.data(), 2, y.data(), nullptr, 1); });
+  ExpectError("dense y overlapping x", [&] { dense.Run(big.data(), 1, big.data(), nullptr, 1); });
 }
 
 // Two threads running one FloatConv at once (own scratch each) give the single-run result.
