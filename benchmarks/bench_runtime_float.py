@@ -112,6 +112,9 @@ def main() -> None:
     mx_rounds, rt_rounds = [], []
     for _ in range(2):
         mx_rounds.append({name: _mxnet_times(mx, np, spec, reps) for name, spec in LAYERS.items()})
+        # MXNet's OpenMP threads spin for a while after its last region; on 2 cores they would
+        # take the driver's second core (measured: 20-50 ms instead of 1.4 ms at 2 threads).
+        time.sleep(2.0)
         out = subprocess.run(
             [str(driver), "--reps", str(reps)], check=True, capture_output=True, text=True
         ).stdout
