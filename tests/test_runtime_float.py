@@ -75,6 +75,8 @@ CONV_CASES = [
     (1, 128, 28, 28, 256, 1, 2, 0, 1, 1, False, False, None),  # 1x1 stride-2 shortcut
     (1, 2, 5, 5, 3, 1, 1, 0, 1, 1, True, False, (1, 3, 0, "full")),  # empty windows: -FLT_MAX
     (2, 3, 10, 9, 5, (1, 3), (2, 1), (0, 1), 1, 1, True, True, (2, 2, 1, "full")),
+    (2, 4, 15, 28, 32, 3, 1, 1, 1, 2, True, True, (2, 2, 0, "full")),  # direct, groups
+    (1, 2, 12, 28, 16, 3, 1, 1, 1, 1, False, False, None),  # direct, no pool
 ]
 
 

@@ -10,6 +10,9 @@
  * vmaskmovps loads (masked-off lanes are not read), for stride 2 shuffled into even and odd
  * lanes (other strides scalar); then each tap is a 16-float copy.
  * Pool row: vertical vmaxps, horizontal max for stride 1 and 2 (even lanes), else scalar.
+ * Direct path (few input channels, see float_kernels.h): 6 output pixels x 16 filters FMA
+ * tiles (12 ymm accumulators) broadcasting the padded input; channels-last max-pool; 8 x 8
+ * transposes into NCHW.
  */
 #include <immintrin.h>
 
@@ -131,6 +134,9 @@ void Panel(const PanelArgs& p) {
 }
 
 struct Ops {
+  static bool Row(float*, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int) {
+    return false;
+  }
   // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
   static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                       int64_t stride, int64_t count) {
@@ -201,7 +207,132 @@ void PoolRow(const PoolRowArgs& a) {
   }
 }
 
-const FloatKernels kAvx2 = {"avx2", kNr, kMaxMr, &Panel, &Im2col, &PoolRow};
+// ---- direct (channels-last) path ----
+
+constexpr int kDirectPx = 6;
+
+// One tile: kDirectPx output pixels x 16 filters (2 ymm), 12 ymm accumulators (with the two
+// weight vectors and the broadcast, 15 of the 16 ymm registers: 7 pixels would spill). Per tap
+// k: two weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding
+// two FMAs. SW (the stride along the row) is a template argument: fixed displacements.
+template <int SW>
+void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
+  __m256 acc[kDirectPx][2];
+#pragma GCC unroll 6
+  for (int t = 0; t < kDirectPx; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  const float* wk = a.w + f0;
+  const float* xc = a.x + ox0 * SW;
+  for (int64_t c = 0; c < a.channels; ++c, xc += a.chan_stride) {
+    const float* xr = xc;
+    for (int64_t i = 0; i < a.kernel_h; ++i, xr += a.dilate_h * a.row_stride) {
+      const float* xp = xr;
+      for (int64_t j = 0; j < a.kernel_w; ++j, xp += a.dilate_w, wk += a.filters) {
+        const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
+#pragma GCC unroll 6
+        for (int t = 0; t < kDirectPx; ++t) {
+          const __m256 b = _mm256_broadcast_ss(xp + t * SW);
+          acc[t][0] = _mm256_fmadd_ps(b, w0, acc[t][0]);
+          acc[t][1] = _mm256_fmadd_ps(b, w1, acc[t][1]);
+        }
+      }
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 bias0 = zero, bias1 = zero;
+  if (a.bias != nullptr) {
+    bias0 = _mm256_loadu_ps(a.bias + f0);
+    bias1 = _mm256_loadu_ps(a.bias + f0 + 8);
+  }
+#pragma GCC unroll 6
+  for (int t = 0; t < kDirectPx; ++t) {
+    __m256 r0 = acc[t][0], r1 = acc[t][1];
+    if (a.bias != nullptr) {
+      r0 = _mm256_add_ps(r0, bias0);
+      r1 = _mm256_add_ps(r1, bias1);
+    }
+    if (a.relu) {
+      r0 = _mm256_max_ps(r0, zero);
+      r1 = _mm256_max_ps(r1, zero);
+    }
+    float* o = a.out + (ox0 + t) * a.ld_pix + f0;
+    _mm256_storeu_ps(o, r0);
+    _mm256_storeu_ps(o + 8, r1);
+  }
+}
+
+template <int SW>
+void DirectRowT(const DirectRowArgs& a) {
+  for (int64_t f0 = 0; f0 < a.filters; f0 += 16) {
+    for (int64_t ox0 = 0; ox0 < a.out_w; ox0 += kDirectPx) DirectTile<SW>(a, ox0, f0);
+  }
+}
+
+void DirectRow(const DirectRowArgs& a) {
+  if (a.stride_w == 1) {
+    DirectRowT<1>(a);
+  } else {
+    DirectRowT<2>(a);
+  }
+}
+
+void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
+             int64_t out_w, float* out) {
+  for (int64_t px = 0; px < out_w; ++px) {
+    const float* t = tmp + px * stride_w * channels;
+    float* o = out + px * channels;
+    for (int64_t c = 0; c < channels; c += 8) {
+      __m256 v = _mm256_loadu_ps(t + c);
+      for (int64_t j = 1; j < kernel_w; ++j) {
+        v = _mm256_max_ps(_mm256_loadu_ps(t + j * channels + c), v);
+      }
+      _mm256_storeu_ps(o + c, v);
+    }
+  }
+}
+
+void VMax(const float* row, int64_t count, float* out) {
+  for (int64_t x = 0; x < count; x += 8) {
+    _mm256_storeu_ps(out + x, _mm256_max_ps(_mm256_loadu_ps(row + x), _mm256_loadu_ps(out + x)));
+  }
+}
+
+// In-register 8 x 8 transpose: after it, r[i][l] is the old r[l][i].
+inline void Transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);      // r_i0 r_j0 r_i1 r_j1 | r_i4 r_j4 r_i5 r_j5
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // r_i2 r_j2 r_i3 r_j3 | r_i6 ...
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);      // columns 0 (and 4)
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);  // columns 1 (and 5)
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);  // columns 2 (and 6)
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);  // columns 3 (and 7)
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x20);
+    r[c + 4] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x31);
+  }
+}
+
+void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, float* out,
+            int64_t ld_chan) {
+  for (int64_t p0 = 0; p0 < pixels; p0 += 8) {
+    const int64_t np = pixels - p0 < 8 ? pixels - p0 : 8;
+    const __m256i m = Lanes(0, np);
+    for (int64_t c0 = 0; c0 < channels; c0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        r[i] = i < np ? _mm256_loadu_ps(cl + (p0 + i) * ld_pix + c0) : _mm256_setzero_ps();
+      }
+      Transpose8(r);
+      for (int c = 0; c < 8; ++c) _mm256_maskstore_ps(out + (c0 + c) * ld_chan + p0, m, r[c]);
+    }
+  }
+}
+
+const FloatKernels kAvx2 = {"avx2",    kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
+                            kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw};
 
 }  // namespace
 

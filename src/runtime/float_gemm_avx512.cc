@@ -6,12 +6,15 @@
  * accumulators). Per k: two vector loads of B[k][0..31] and, per row r, one broadcast of
  * A[r][k] feeding two FMAs (acc[r][h] = fma(A[r][k], B[k][16h..16h+15], acc[r][h])).
  * Epilogue: + bias, max(., 0) with relu (vmaxps(v, 0) gives 0 for NaN), masked store.
- * Im2col (float_kernels.h's Im2colPanel): an input row is split into its stride phases with
- * masked loads (stride 1) or masked loads + vpermt2ps even/odd (stride 2; other strides
- * scalar), then each tap is a 32-float copy. Masked-off lanes are never read (AVX-512 masked
- * loads suppress them).
+ * Im2col (float_kernels.h's Im2colPanel): for stride 1 or 2 an input row is held in registers
+ * as its stride phases (masked loads, vpermt2ps even/odd) and each tap is two vpermt2ps of
+ * them; otherwise the phases go through a small buffer (strides > 2: scalar). Masked-off lanes
+ * are never read (AVX-512 masked loads suppress them).
  * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
  * or 2 (even lanes of shifted loads); other strides scalar.
+ * Direct path (few input channels, see float_kernels.h): 14 output pixels x 32 (or 16) filters
+ * FMA tiles broadcasting the padded input, channels-last max-pool, 16 x 16 transposes into
+ * NCHW.
  */
 #include <immintrin.h>
 
@@ -134,6 +137,53 @@ void Panel(const PanelArgs& p) {
 }
 
 struct Ops {
+  // A whole input row in registers, for stride 1 or 2 and taps reaching at most 16 phase steps
+  // past the first (qmax <= 16): the row's phases P[phi][0 .. 48) are 3 zmm each (masked loads,
+  // vpermt2ps even/odd for stride 2), and tap j = (q * stride + phi) / dilate is the pair
+  // P[phi][q .. q + 32) taken with vpermt2ps by index (lane + q). No store is read back.
+  static bool Row(float* dst, int nr, const float* row, int64_t width, int64_t start,
+                  int64_t stride, int64_t dilate, int64_t kernel_w, int len) {
+    if (stride > 2 || (kernel_w - 1) * dilate / stride > 16) return false;
+    const int64_t lo = -start, hi = width - start;  // valid source offsets from row + start
+    const float* src = row + start;
+    __m512 ph[2][3];
+    if (stride == 1) {
+      for (int u = 0; u < 3; ++u) {
+        ph[0][u] = _mm512_maskz_loadu_ps(Lanes(lo - 16 * u, hi - 16 * u), src + 16 * u);
+      }
+    } else {
+      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
+                                            4, 2, 0);
+      const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
+                                           3, 1);
+      for (int u = 0; u < 3; ++u) {
+        const int64_t e = 32 * u;
+        const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo - e, hi - e), src + e);
+        const __m512 c1 = _mm512_maskz_loadu_ps(Lanes(lo - e - 16, hi - e - 16), src + e + 16);
+        ph[0][u] = _mm512_permutex2var_ps(c0, even, c1);
+        ph[1][u] = _mm512_permutex2var_ps(c0, odd, c1);
+      }
+    }
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __mmask16 m0 = Lanes(0, len), m1 = Lanes(0, len - 16);
+    for (int64_t j = 0; j < kernel_w; ++j) {
+      const int64_t off = j * dilate;
+      const int64_t q = off / stride;
+      const __m512* p = ph[off - q * stride];
+      const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(q)));
+      const __m512 v0 = _mm512_permutex2var_ps(p[0], idx, p[1]);
+      const __m512 v1 = _mm512_permutex2var_ps(p[1], idx, p[2]);
+      float* d = dst + j * nr;
+      if (len == kNr) {
+        _mm512_storeu_ps(d, v0);
+        _mm512_storeu_ps(d + 16, v1);
+      } else {
+        _mm512_mask_storeu_ps(d, m0, v0);
+        _mm512_mask_storeu_ps(d + 16, m1, v1);
+      }
+    }
+    return true;
+  }
   // ph[phi * ld + t] = row[start + phi + stride * t] inside [0, width), else 0, t < count.
   static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                       int64_t stride, int64_t count) {
@@ -214,7 +264,147 @@ void PoolRow(const PoolRowArgs& a) {
   }
 }
 
-const FloatKernels kAvx512 = {"avx512", kNr, kMaxMr, &Panel, &Im2col, &PoolRow};
+// ---- direct (channels-last) path ----
+
+constexpr int kDirectPx = 14;
+
+// One tile: kDirectPx output pixels x 16 * NV filters, NV * 14 zmm accumulators. Per tap k:
+// NV weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding NV
+// FMAs. SW (the stride along the row) is a template argument so that the 14 broadcasts are
+// fixed displacements off one pointer.
+template <int NV, int SW>
+void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
+  __m512 acc[kDirectPx][NV];
+#pragma GCC unroll 14
+  for (int t = 0; t < kDirectPx; ++t) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
+  }
+  const float* wk = a.w + f0;
+  const float* xc = a.x + ox0 * SW;
+  for (int64_t c = 0; c < a.channels; ++c, xc += a.chan_stride) {
+    const float* xr = xc;
+    for (int64_t i = 0; i < a.kernel_h; ++i, xr += a.dilate_h * a.row_stride) {
+      const float* xp = xr;
+      for (int64_t j = 0; j < a.kernel_w; ++j, xp += a.dilate_w, wk += a.filters) {
+        __m512 wv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
+#pragma GCC unroll 14
+        for (int t = 0; t < kDirectPx; ++t) {
+          const __m512 b = _mm512_set1_ps(xp[t * SW]);
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_fmadd_ps(b, wv[v], acc[t][v]);
+        }
+      }
+    }
+  }
+  __m512 bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = a.bias != nullptr ? _mm512_loadu_ps(a.bias + f0 + 16 * v) : _mm512_setzero_ps();
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 14
+  for (int t = 0; t < kDirectPx; ++t) {
+    float* o = a.out + (ox0 + t) * a.ld_pix + f0;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512 r = acc[t][v];
+      if (a.bias != nullptr) r = _mm512_add_ps(r, bias[v]);
+      if (a.relu) r = _mm512_max_ps(r, zero);
+      _mm512_storeu_ps(o + 16 * v, r);
+    }
+  }
+}
+
+template <int NV, int SW>
+void DirectRowT(const DirectRowArgs& a) {
+  for (int64_t f0 = 0; f0 < a.filters; f0 += 16 * NV) {
+    for (int64_t ox0 = 0; ox0 < a.out_w; ox0 += kDirectPx) DirectTile<NV, SW>(a, ox0, f0);
+  }
+}
+
+void DirectRow(const DirectRowArgs& a) {
+  const bool two = a.filters % 32 == 0;
+  if (a.stride_w == 1) {
+    two ? DirectRowT<2, 1>(a) : DirectRowT<1, 1>(a);
+  } else {
+    two ? DirectRowT<2, 2>(a) : DirectRowT<1, 2>(a);
+  }
+}
+
+void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
+             int64_t out_w, float* out) {
+  for (int64_t px = 0; px < out_w; ++px) {
+    const float* t = tmp + px * stride_w * channels;
+    float* o = out + px * channels;
+    for (int64_t c = 0; c < channels; c += 16) {
+      __m512 v = _mm512_loadu_ps(t + c);
+      for (int64_t j = 1; j < kernel_w; ++j) {
+        v = _mm512_max_ps(_mm512_loadu_ps(t + j * channels + c), v);
+      }
+      _mm512_storeu_ps(o + c, v);
+    }
+  }
+}
+
+void VMax(const float* row, int64_t count, float* out) {
+  for (int64_t x = 0; x < count; x += 16) {
+    _mm512_storeu_ps(out + x, _mm512_max_ps(_mm512_loadu_ps(row + x), _mm512_loadu_ps(out + x)));
+  }
+}
+
+// In-register 16 x 16 transpose: after it, r[i][l] is the old r[l][i]. Four butterfly stages;
+// stage s (block b = 1, 2, 4, 8) swaps the off-diagonal b x b blocks of every 2b x 2b block:
+// lane l of the new r[i] (i & b == 0) is r[i][l] or r[i + b][l - b], of the new r[i + b]
+// r[i][l + b] or r[i + b][l] (kTransLo / kTransHi: index l or 16 + l - b, l + b or 16 + l).
+alignas(64) const int32_t kTransLo[4][16] = {
+    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}};
+alignas(64) const int32_t kTransHi[4][16] = {
+    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
+    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+    {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+
+inline void Transpose16(__m512 r[16]) {
+#pragma GCC unroll 4
+  for (int s = 0; s < 4; ++s) {
+    const int b = 1 << s;
+    const __m512i ilo = _mm512_load_si512(kTransLo[s]), ihi = _mm512_load_si512(kTransHi[s]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      if (i & b) continue;
+      const __m512 a0 = r[i], a1 = r[i + b];
+      r[i] = _mm512_permutex2var_ps(a0, ilo, a1);
+      r[i + b] = _mm512_permutex2var_ps(a0, ihi, a1);
+    }
+  }
+}
+
+void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, float* out,
+            int64_t ld_chan) {
+  for (int64_t p0 = 0; p0 < pixels; p0 += 16) {
+    const int64_t np = pixels - p0 < 16 ? pixels - p0 : 16;
+    const __mmask16 m = Lanes(0, np);
+    for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        r[i] = i < np ? _mm512_loadu_ps(cl + (p0 + i) * ld_pix + c0) : _mm512_setzero_ps();
+      }
+      Transpose16(r);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(out + (c0 + c) * ld_chan + p0, m, r[c]);
+    }
+  }
+}
+
+const FloatKernels kAvx512 = {"avx512",  kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
+                              kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw};
 
 }  // namespace
 

@@ -59,6 +59,24 @@ struct PoolRowArgs {
   float* out;
 };
 
+// Direct (channels-last) conv row, for few input channels: no im2col. x points at the
+// zero-padded input xp of one image and group, at padded row oy * stride_h; for ox < out_w
+// (a multiple of direct_px; xp is wide enough) and f < filters (a multiple of 16):
+//   out[ox * ld_pix + f] = epi(sum_{c, i, j} xp[c * chan_stride + i * dilate_h * row_stride +
+//                                               ox * stride_w + j * dilate_w] * w[k * filters + f])
+// with k = (c * kernel_h + i) * kernel_w + j summed in increasing order (one FMA each), epi =
+// + bias[f] (when not null), then max(., 0) with relu. stride_w is 1 or 2.
+struct DirectRowArgs {
+  const float* x;
+  int64_t chan_stride, row_stride, channels, kernel_h, kernel_w, stride_w, dilate_h, dilate_w;
+  int64_t filters;
+  const float* w;
+  const float* bias;
+  bool relu;
+  float* out;
+  int64_t ld_pix, out_w;
+};
+
 struct FloatKernels {
   const char* name;
   int nr;      // panel width (columns per tile)
@@ -66,6 +84,20 @@ struct FloatKernels {
   void (*panel)(const PanelArgs& args);
   void (*im2col)(const Im2colArgs& args, int64_t q0, int n, float* col);
   void (*pool_row)(const PoolRowArgs& args);
+  // The direct path (null where a kernel path has none; then every conv uses the panels).
+  int direct_px;  // pixels per direct tile
+  void (*direct_row)(const DirectRowArgs& args);
+  // Channels-last max-pool, separable: hpool_cl pools one conv row along x,
+  //   out[px * channels + c] = max_{j < kernel_w} tmp[(px * stride_w + j) * channels + c],
+  // px < out_w, where tmp is the row with -FLT_MAX in its padding cells (channels a multiple of
+  // 16); vmax folds one more row into a running max, out[i] = max(row[i], out[i]) for
+  // i < count (a multiple of 16; NaN semantics those of vmaxps(row, out)).
+  void (*hpool_cl)(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
+                   int64_t out_w, float* out);
+  void (*vmax)(const float* row, int64_t count, float* out);
+  // out[c * ld_chan + p] = cl[p * ld_pix + c] for p < pixels, c < channels (a multiple of 16).
+  void (*to_nchw)(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, float* out,
+                  int64_t ld_chan);
 };
 
 const FloatKernels* PortableFloatKernels();
@@ -74,6 +106,9 @@ const FloatKernels* Avx2FloatKernels();
 #endif
 #ifdef BINMX_RT_BUILT_AVX512
 const FloatKernels* Avx512FloatKernels();
+#endif
+#ifdef BINMX_RT_BUILT_NEON
+const FloatKernels* NeonFloatKernels();
 #endif
 
 // tmp length a pool row needs: room for every window and for a vector's overhang.
@@ -104,6 +139,8 @@ inline void CopyRowScalar(float* dst, const float* row, int64_t width, int64_t i
 // with start = ox0 * stride - pad_w; tap j (offset j * dilate = qq * stride + phi) is then the
 // contiguous run ph[phi * ld + qq ..][0 .. len). So the strided, bounds-checked reads happen once
 // per input row instead of once per tap.
+// Ops::Row(dst, nr, row, width, start, stride, dilate, kernel_w, len) may do a whole input row
+// in registers instead (dst[j * nr + t] for j < kernel_w, t < len) and return true, or false.
 // Ops::Extract(ph, ld, row, width, start, stride, count) fills the phases (count <= ld - 16);
 // Ops::Copy(dst, src, len) copies len <= nr floats (it may read src[0 .. nr), never write past
 // dst[len)).
@@ -140,6 +177,7 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
           continue;
         }
         const float* row = a.x + (c * a.in_h + iy) * a.in_w;
+        if (Ops::Row(dst, nr, row, a.in_w, start, s, a.dilate_w, a.kernel_w, len)) continue;
         if (phased) {
           Ops::Extract(ph, ld, row, a.in_w, start, s, len + qmax);
           for (int64_t j = 0; j < a.kernel_w; ++j) {
@@ -158,9 +196,17 @@ inline void Im2colPanel(const Im2colArgs& a, int64_t q0, int n, int nr, float* c
   }
 }
 
-// Scalar phase split (Ops::Extract's contract).
+// Scalar phase split (Ops::Extract's contract); stride 1 is a zero-padded copy.
 inline void ExtractScalar(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                           int64_t stride, int64_t count) {
+  if (stride == 1) {
+    const int64_t t0 = std::min(std::max<int64_t>(-start, 0), count);
+    const int64_t t1 = std::max(std::min<int64_t>(width - start, count), t0);
+    std::fill(ph, ph + t0, 0.0f);
+    std::copy(row + start + t0, row + start + t1, ph + t0);
+    std::fill(ph + t1, ph + count, 0.0f);
+    return;
+  }
   for (int64_t phi = 0; phi < stride; ++phi) {
     float* out = ph + phi * ld;
     for (int64_t t = 0; t < count; ++t) {

@@ -3,14 +3,20 @@
  * validation, weight packing and threaded drivers, plus the portable kernel path (see
  * float_ops.h for the formulas, float_kernels.h for the kernel contracts).
  *
- * Conv without a pool: task = (image n, panel of nr output pixels of the flattened OH x OW
- * plane); per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by
- * the group's filter tiles, written straight into y (row stride OH * OW).
- * Conv with a pool: task = (image n, pooled row py). Pooled row py needs conv rows
- * [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a chunk of consecutive tasks keeps those
- * rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still needed by the
- * next window are moved to the front, the missing ones computed as one flattened pixel range,
- * then every filter's window is pooled into y.
+ * Panels, no pool: task = (image n, panel of nr output pixels of the flattened OH x OW plane);
+ * per group, the panel is im2col'ed (K x nr) into the thread's scratch and multiplied by the
+ * group's filter tiles, written straight into y (row stride OH * OW).
+ * Panels with a pool: the batch x POH pooled rows are split into 2 x threads contiguous parts.
+ * Pooled row py needs conv rows [py * ps - pp, py * ps - pp + pk) clipped to [0, OH); a part
+ * keeps those rows in a buffer [F][buf_rows * OW] (rows in order, the oldest first): rows still
+ * needed by the next window are moved to the front, the missing ones computed as one flattened
+ * pixel range, then every filter's window is pooled into y.
+ * Direct: the input is first copied zero-padded into shared scratch (one parallel pass); task =
+ * (image, conv row) or, with a pool, a part of the pooled rows as above. A conv row comes out
+ * channels-last [ox][F]; without a pool it is transposed into y; with one it is computed into
+ * the middle of a -FLT_MAX-padded row, max-pooled along x into a ring of buf_rows x-pooled
+ * rows, and each pooled row is the max over its window's ring rows (max pooling is
+ * separable), transposed into y.
  * Dense: task = panel of nr hidden units; x is packed once into tiles of mr rows (for rows = 1
  * the row itself is the tile), W^T was packed into [depth][nr] panels at construction.
  * Per-thread scratch: a ParallelFor chunk claims one of `threads` slots (an atomic flag each)
@@ -20,9 +26,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <string>
 
 #include "float_kernels.h"
@@ -33,35 +39,57 @@ namespace rt {
 
 namespace {
 
-// ---- portable kernel path (plain loops; the compiler vectorises the 16-wide column loops) ----
+// ---- portable kernel path ----
 
+// Tile sizes by register file: 32 vector registers on aarch64 (4 x 16: 16 accumulators),
+// 16 on x86-64 (4 x 8: 8 accumulators, room for SSE's two-operand temporaries).
+#if defined(__aarch64__)
 constexpr int kPortableNr = 16;
+#else
+constexpr int kPortableNr = 8;
+#endif
 constexpr int kPortableMr = 4;
 
+// GCC/Clang vector extension (SSE on x86-64, NEON on aarch64; no intrinsics): 4 floats.
+using V4 = float __attribute__((vector_size(16)));
+
+inline V4 LoadV4(const float* p) {
+  V4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// MR x 16 tile: MR * 4 vector accumulators; per k, 4 vector loads of B and MR scalar
+// broadcasts, acc += a * b as a multiply then an add (the library builds with
+// -ffp-contract=off).
 template <int MR>
 void PortableTile(const float* a, const PanelArgs& p, const float* bias_rows, float* c) {
   constexpr int NR = kPortableNr;
-  float acc[MR][NR];
+  V4 acc[MR][NR / 4];
   for (int r = 0; r < MR; ++r) {
-    for (int q = 0; q < NR; ++q) acc[r][q] = 0.0f;
+    for (int v = 0; v < NR / 4; ++v) acc[r][v] = V4{0.0f, 0.0f, 0.0f, 0.0f};
   }
-  const int cols = p.b_full ? NR : p.n;
+  float pad[NR] = {};
   for (int64_t k = 0; k < p.depth; ++k) {
     const float* bk = p.b + k * p.ldb;
+    if (!p.b_full) {  // a partial panel read in place: copy its n columns, zeros after
+      std::memcpy(pad, bk, sizeof(float) * static_cast<size_t>(p.n));
+      bk = pad;
+    }
+    V4 b[NR / 4];
+    for (int v = 0; v < NR / 4; ++v) b[v] = LoadV4(bk + 4 * v);
     const float* ak = a + k * MR;
     for (int r = 0; r < MR; ++r) {
       const float av = ak[r];
-      if (cols == NR) {
-        for (int q = 0; q < NR; ++q) acc[r][q] += av * bk[q];
-      } else {
-        for (int q = 0; q < cols; ++q) acc[r][q] += av * bk[q];
-      }
+      for (int v = 0; v < NR / 4; ++v) acc[r][v] += av * b[v];
     }
   }
   for (int r = 0; r < MR; ++r) {
+    float out[NR];
+    std::memcpy(out, acc[r], sizeof(out));
     float* cr = c + r * p.ldc;
     for (int q = 0; q < p.n; ++q) {
-      float v = acc[r][q];
+      float v = out[q];
       if (p.bias != nullptr) v += p.bias_per_col ? p.bias[q] : bias_rows[r];
       if (p.relu) v = v > 0.0f ? v : 0.0f;
       cr[q] = v;
@@ -85,6 +113,9 @@ void PortablePanel(const PanelArgs& p) {
 }
 
 struct PortableOps {
+  static bool Row(float*, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int) {
+    return false;
+  }
   static void Extract(float* ph, int64_t ld, const float* row, int64_t width, int64_t start,
                       int64_t stride, int64_t count) {
     ExtractScalar(ph, ld, row, width, start, stride, count);
@@ -99,7 +130,8 @@ void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
 }
 
 const FloatKernels kPortable = {"portable", kPortableNr, kPortableMr, &PortablePanel,
-                                &PortableIm2col, &PoolRowScalar};
+                                &PortableIm2col, &PoolRowScalar, 0, nullptr, nullptr, nullptr,
+                                nullptr};
 
 // ---- helpers ----
 
@@ -157,8 +189,15 @@ const FloatKernels* Resolve(Isa isa) {
   }
 #endif
 #endif
+#ifdef BINMX_RT_BUILT_NEON
+  // aarch64: Advanced SIMD is baseline, so every Isa value (kScalar included, and a NEON value
+  // when one is added) takes the NEON kernels.
+  (void)isa;
+  return NeonFloatKernels();
+#else
   (void)isa;
   return PortableFloatKernels();
+#endif
 }
 
 // Tile height for m rows: as few tiles of at most max_mr rows as possible, balanced.
@@ -179,12 +218,15 @@ void PackTiles(const float* a, int64_t lda, int64_t m, int64_t depth, int mr, fl
   }
 }
 
-// `threads` flags; a running chunk holds one, so at most `threads` chunks run at once (the
-// ParallelFor contract) and each has scratch of its own.
+// `threads` flags (at most kMaxSlots: ParallelFor never runs more threads than that); a
+// running chunk holds one, so at most `threads` chunks run at once (the ParallelFor contract)
+// and each has scratch of its own. No allocation: Run allocates nothing.
+constexpr int kMaxSlots = 256;
+
 class Slots {
  public:
-  explicit Slots(int n) : n_(n), busy_(new std::atomic<bool>[static_cast<size_t>(n)]) {
-    for (int i = 0; i < n; ++i) busy_[i].store(false, std::memory_order_relaxed);
+  explicit Slots(int n) : n_(std::min(n, kMaxSlots)) {
+    for (int i = 0; i < n_; ++i) busy_[i].store(false, std::memory_order_relaxed);
   }
   int Acquire() {
     for (int i = 0; i < n_; ++i) {
@@ -197,7 +239,7 @@ class Slots {
 
  private:
   int n_;
-  std::unique_ptr<std::atomic<bool>[]> busy_;
+  std::atomic<bool> busy_[kMaxSlots];
 };
 
 class SlotLease {
@@ -210,6 +252,20 @@ class SlotLease {
   Slots* s_;
   int i_;
 };
+
+// The pooled paths split the batch * pool_h pooled rows into 2 * threads contiguous parts (not
+// more: each part recomputes the conv row it shares with the previous one; not fewer: a late
+// thread can hand a part over). Values do not depend on the split.
+int64_t PoolParts(int64_t units, int threads) {
+  return std::min<int64_t>(units, 2 * static_cast<int64_t>(threads));
+}
+
+// True when [a, a + na) and [b, b + nb) share an element (compared as addresses).
+bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + sizeof(float) * static_cast<uintptr_t>(nb) &&
+         pb < pa + sizeof(float) * static_cast<uintptr_t>(na);
+}
 
 void CheckThreads(int threads) {
   if (threads < 1) Fail("float layer: threads must be >= 1, got " + std::to_string(threads));
@@ -314,15 +370,56 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
     CheckElements(Mul(Mul(g.filters, buf_rows_, "pool buffer"), out_w_, "pool buffer"),
                   "the pool row buffer");
   }
-  col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
-  buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
-  tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
-                                          pool_w_)
-                          : 0;
-  mr_ = TileRows(fg_, kern_->max_mr);
-  wpack_.resize(static_cast<size_t>(g.filters * kg_));
-  for (int64_t gr = 0; gr < g.groups; ++gr) {
-    PackTiles(weight + gr * fg_ * kg_, kg_, fg_, kg_, mr_, wpack_.data() + gr * fg_ * kg_);
+  // The direct path: for few input channels (the stem's 3), where an im2col panel would be
+  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken only where
+  // a tile's work covers its epilogue and transposes (K >= 64: the stem's 147, not LeNet's 25,
+  // measured) and rounding out_w up to whole tiles wastes at most 1/16 (the stem's 112).
+  const int64_t px_tile = kern_->direct_px;
+  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 64 &&
+                 (g.stride_w == 1 || g.stride_w == 2) &&
+                 16 * ((out_w_ + px_tile - 1) / px_tile * px_tile - out_w_) <= out_w_;
+  if (direct_path_) {
+    const int64_t px = kern_->direct_px;
+    out_wr_ = (out_w_ + px - 1) / px * px;
+    xp_h_ = g.in_h + 2 * g.pad_h;
+    xp_w_ = std::max(g.in_w + 2 * g.pad_w, (out_wr_ - 1) * g.stride_w +
+                                               (g.kernel_w - 1) * g.dilate_w + 1);
+    shared_floats_ = RoundUp16(Mul(Mul(g.batch, g.channels, "padded input"),
+                                   Mul(xp_h_, xp_w_, "padded input"), "padded input"));
+    CheckElements(shared_floats_, "the padded input");
+    // Per thread: without a pool, one conv row [out_wr][F]; with one, the conv row inside its
+    // -FLT_MAX-padded pooling row (tmp), a ring of buf_rows_ x-pooled rows and the output row.
+    if (has_pool_) {
+      const int64_t cells = std::max(pool_w_ * pool_.stride_w + pool_.kernel_w,
+                                     pool_.pad_w + out_wr_) + 1;
+      tmp_floats_ = RoundUp16(Mul(cells, g.filters, "pool buffer"));
+      buf_floats_ = RoundUp16(Mul(Mul(buf_rows_, pool_w_, "pool buffer"), g.filters,
+                                  "pool buffer"));
+      out_floats_ = RoundUp16(Mul(pool_w_, g.filters, "pool buffer"));
+      CheckElements(buf_floats_ + tmp_floats_, "the pool buffers");
+    } else {
+      buf_floats_ = RoundUp16(Mul(out_wr_, g.filters, "row buffer"));
+    }
+    // Weights [g][k][f]: w[(g * fg + f)][k] -> wpack[(g * kg + k) * fg + f].
+    wpack_.resize(static_cast<size_t>(g.filters * kg_));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      for (int64_t f = 0; f < fg_; ++f) {
+        for (int64_t k = 0; k < kg_; ++k) {
+          wpack_[(gr * kg_ + k) * fg_ + f] = weight[(gr * fg_ + f) * kg_ + k];
+        }
+      }
+    }
+  } else {
+    col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
+    buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
+    tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
+                                            pool_w_)
+                            : 0;
+    mr_ = TileRows(fg_, kern_->max_mr);
+    wpack_.resize(static_cast<size_t>(g.filters * kg_));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      PackTiles(weight + gr * fg_ * kg_, kg_, fg_, kg_, mr_, wpack_.data() + gr * fg_ * kg_);
+    }
   }
   if (bias != nullptr) bias_.assign(bias, bias + g.filters);
 }
@@ -334,11 +431,15 @@ std::vector<int64_t> FloatConv::OutputShape() const {
 
 size_t FloatConv::ScratchBytes(int threads) const {
   CheckThreads(threads);
-  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
-  return static_cast<size_t>(Mul(per, threads, "scratch")) * sizeof(float);
+  const int64_t per = col_floats_ + buf_floats_ + tmp_floats_ + out_floats_;
+  return static_cast<size_t>(shared_floats_ + Mul(per, threads, "scratch")) * sizeof(float);
 }
 
 const char* FloatConv::PathName() const { return kern_->name; }
+
+const char* FloatConv::Method() const {
+  return direct_path_ ? "direct" : (direct_ ? "panels-1x1" : "panels");
+}
 
 // Conv outputs for flattened pixels [q0, q0 + count) of image n, all filters:
 // C[f][q - q0] at c + f * ldc.
@@ -386,7 +487,18 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
     Fail("FloatConv::Run: scratch is null but " + std::to_string(ScratchBytes(threads)) +
          " bytes are needed");
   }
-  float* base = static_cast<float*>(scratch);
+  const int64_t in_count = g_.batch * g_.channels * g_.in_h * g_.in_w;
+  const std::vector<int64_t> shape = OutputShape();
+  const int64_t out_count = shape[0] * shape[1] * shape[2] * shape[3];
+  if (Overlap(x, in_count, y, out_count)) Fail("FloatConv::Run: y overlaps x");
+  if (direct_path_) {
+    RunDirect(x, y, static_cast<float*>(scratch), threads);
+  } else {
+    RunPanels(x, y, static_cast<float*>(scratch), threads);
+  }
+}
+
+void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) const {
   const int64_t per = col_floats_ + buf_floats_ + tmp_floats_;
   Slots slots(threads);
   const int64_t ohw = out_h_ * out_w_;
@@ -408,7 +520,9 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
   const MaxPoolSpec& p = pool_;
   const int64_t pooled = pool_h_ * pool_w_;
   const int64_t buf_ld = buf_rows_ * out_w_;
-  ParallelFor(g_.batch * pool_h_, threads, [&](int64_t begin, int64_t end) {
+  const int64_t units = g_.batch * pool_h_, parts = PoolParts(units, threads);
+  ParallelFor(parts, threads, [&](int64_t part_begin, int64_t part_end) {
+    const int64_t begin = units * part_begin / parts, end = units * part_end / parts;
     SlotLease lease(&slots);
     float* col = base + lease.index() * per;
     float* buf = col + col_floats_;
@@ -450,6 +564,111 @@ void FloatConv::Run(const float* x, float* y, void* scratch, int threads) const 
         pa.out = y + (n * g_.filters + f) * pooled + py * pool_w_;
         kern_->pool_row(pa);
       }
+    }
+  });
+}
+
+// One conv row (all filters) of image n by the direct kernel into cl[ox * F + f], ox < out_wr_.
+void FloatConv::DirectRow(const float* xpad, int64_t n, int64_t oy, float* cl) const {
+  for (int64_t gr = 0; gr < g_.groups; ++gr) {
+    DirectRowArgs a;
+    a.x = xpad + ((n * g_.channels + gr * cg_) * xp_h_ + oy * g_.stride_h) * xp_w_;
+    a.chan_stride = xp_h_ * xp_w_;
+    a.row_stride = xp_w_;
+    a.channels = cg_;
+    a.kernel_h = g_.kernel_h;
+    a.kernel_w = g_.kernel_w;
+    a.stride_w = g_.stride_w;
+    a.dilate_h = g_.dilate_h;
+    a.dilate_w = g_.dilate_w;
+    a.filters = fg_;
+    a.w = wpack_.data() + gr * kg_ * fg_;
+    a.bias = bias_.empty() ? nullptr : bias_.data() + gr * fg_;
+    a.relu = relu_;
+    a.out = cl + gr * fg_;
+    a.ld_pix = g_.filters;
+    a.out_w = out_wr_;
+    kern_->direct_row(a);
+  }
+}
+
+void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) const {
+  // 1. The zero-padded input of every image, shared by all tasks.
+  float* xpad = base;
+  const int64_t rows = g_.batch * g_.channels * xp_h_;
+  ParallelFor(rows, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t nc = r / xp_h_;
+      const int64_t iy = r - nc * xp_h_ - g_.pad_h;
+      float* dst = xpad + r * xp_w_;
+      std::fill(dst, dst + xp_w_, 0.0f);
+      if (iy >= 0 && iy < g_.in_h) {
+        std::memcpy(dst + g_.pad_w, x + (nc * g_.in_h + iy) * g_.in_w,
+                    sizeof(float) * static_cast<size_t>(g_.in_w));
+      }
+    }
+  });
+  // 2. Conv rows into a channels-last buffer, pooled there, transposed into y.
+  const int64_t per = buf_floats_ + tmp_floats_ + out_floats_;
+  float* slots_base = base + shared_floats_;
+  Slots slots(threads);
+  const int64_t f = g_.filters;
+  if (!has_pool_) {
+    const int64_t ohw = out_h_ * out_w_;
+    ParallelFor(g_.batch * out_h_, threads, [&](int64_t begin, int64_t end) {
+      SlotLease lease(&slots);
+      float* cl = slots_base + lease.index() * per;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / out_h_;
+        const int64_t oy = t - n * out_h_;
+        DirectRow(xpad, n, oy, cl);
+        kern_->to_nchw(cl, out_w_, f, f, y + n * f * ohw + oy * out_w_, ohw);
+      }
+    });
+    return;
+  }
+  // With a pool: conv row oy is computed straight into the middle of the padded pooling row
+  // tmp (its rounding pixels reset to -FLT_MAX), pooled along x into ring slot oy % buf_rows_,
+  // and each pooled row is the max of its window's slots (max pooling is separable).
+  const MaxPoolSpec& p = pool_;
+  const int64_t pooled = pool_h_ * pool_w_;
+  const int64_t hrow = pool_w_ * f;
+  const int64_t units = g_.batch * pool_h_, parts = PoolParts(units, threads);
+  ParallelFor(parts, threads, [&](int64_t part_begin, int64_t part_end) {
+    const int64_t begin = units * part_begin / parts, end = units * part_end / parts;
+    SlotLease lease(&slots);
+    float* ring = slots_base + lease.index() * per;
+    float* tmp = ring + buf_floats_;
+    float* out = tmp + tmp_floats_;
+    float* mid = tmp + p.pad_w * f;
+    const float lowest = std::numeric_limits<float>::lowest();
+    std::fill(tmp, tmp + tmp_floats_, lowest);
+    int64_t cur_n = -1, done = 0;  // conv rows [.., done) of image cur_n are in the ring
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / pool_h_;
+      const int64_t py = t - n * pool_h_;
+      const int64_t start = py * p.stride_h - p.pad_h;
+      const int64_t lo = std::max<int64_t>(start, 0);
+      const int64_t hi = std::min<int64_t>(start + p.kernel_h, out_h_);
+      if (n != cur_n || lo > done) {
+        cur_n = n;
+        done = lo;
+      }
+      for (; done < hi; ++done) {
+        DirectRow(xpad, n, done, mid);
+        std::fill(mid + out_w_ * f, mid + out_wr_ * f, lowest);
+        kern_->hpool_cl(tmp, f, p.kernel_w, p.stride_w, pool_w_,
+                        ring + (done % buf_rows_) * hrow);
+      }
+      if (hi > lo) {
+        std::memcpy(out, ring + (lo % buf_rows_) * hrow, sizeof(float) * hrow);
+        for (int64_t r = lo + 1; r < hi; ++r) {
+          kern_->vmax(ring + (r % buf_rows_) * hrow, hrow, out);
+        }
+      } else {
+        std::fill(out, out + hrow, lowest);
+      }
+      kern_->to_nchw(out, pool_w_, f, f, y + n * f * pooled + py * pool_w_, pooled);
     }
   });
 }
@@ -499,6 +718,7 @@ void FloatDense::Run(const float* x, int64_t rows, float* y, void* scratch, int 
   const size_t need = ScratchBytes(rows, threads);
   if (rows == 0) return;
   if (x == nullptr || y == nullptr) Fail("FloatDense::Run: x and y must not be null");
+  if (Overlap(x, rows * depth_, y, rows * hidden_)) Fail("FloatDense::Run: y overlaps x");
   if (need > 0 && scratch == nullptr) {
     Fail("FloatDense::Run: scratch is null but " + std::to_string(need) + " bytes are needed");
   }

@@ -13,16 +13,21 @@
  *   window with no cell inside the input gives -FLT_MAX, as MXNet 1.9.1 does).
  * Dense: y[r][h] = sum_d x[r][d] * W[h][d] + bias[h], then max(., 0) with relu.
  *
- * Method: one register-blocked SGEMM micro-kernel per ISA (float_gemm_avx512.cc: 14 x 32 FMA
- * tile; float_gemm_avx2.cc: 6 x 16; a portable 4 x 16 one in float_ops.cc). The weights are
- * packed once into tiles of filters; a panel of output pixels is im2col'ed into per-thread
- * scratch (a 1x1 stride-1 unpadded conv reads the input itself) and multiplied by every filter
- * tile while it is in cache, bias and relu in the tile's epilogue. With a pool, the conv rows a
- * pooled row needs are computed into a small row buffer and pooled at once (a row shared by two
- * windows is kept, not recomputed, except at the start of a thread's chunk). Every output value
- * is summed over k = (c, i, j) in one fixed order by one task, so the result is identical for
- * every thread count; different ISAs differ in rounding (FMA vs multiply + add).
- * See docs/design.md (runtime).
+ * Method: register-blocked SGEMM micro-kernels per ISA (float_gemm_avx512.cc: 14 x 32 FMA
+ * tiles; float_gemm_avx2.cc: 6 x 16; float_gemm_neon.cc: 6 x 16; a portable 4 x 16 / 4 x 8
+ * one in float_ops.cc).
+ * - Panels (any geometry): the weights are packed once into tiles of filters; a panel of output
+ *   pixels is im2col'ed into per-thread scratch (a 1x1 stride-1 unpadded conv reads the input
+ *   itself) and multiplied by every filter tile while in cache, bias and relu in the epilogue.
+ * - Direct (AVX-512, <= 8 input channels a group, filters a group a multiple of 16, stride 1 or
+ *   2 along x: the ResNet stem): no im2col; 14 output pixels x 32 filters FMA tiles broadcast
+ *   the zero-padded input and produce channels-last rows, transposed into NCHW by 16 x 16
+ *   blocks.
+ * With a pool, the conv rows a pooled row needs are computed into a small per-thread buffer and
+ * pooled at once (a row shared by two windows is kept, not recomputed, except at the start of a
+ * thread's chunk). Every output value is summed over k = (c, i, j) in one fixed order by one
+ * task, so the result is identical for every thread count; different ISAs differ in rounding
+ * (FMA vs multiply + add).
  */
 #ifndef BINMX_RT_FLOAT_OPS_H_
 #define BINMX_RT_FLOAT_OPS_H_
@@ -54,8 +59,9 @@ struct MaxPoolSpec {  // MXNet Pooling(pool_type='max'), applied after bias + re
   // k <= H + 2p; so does FloatConv.
 };
 
-// Which kernel path an Isa value maps to here: "avx512", "avx2" or "portable" (a path that was
-// not built or that this CPU lacks falls back to the next one down).
+// Which kernel path an Isa value maps to here: "avx512", "avx2" or "portable" on x86-64 (a path
+// that was not built or that this CPU lacks falls back to the next one down); "neon" for every
+// value on aarch64, where Advanced SIMD is baseline.
 const char* FloatPathName(binmx::Isa isa);
 
 struct FloatKernels;  // float_kernels.h
@@ -71,25 +77,37 @@ class FloatConv {
   // x: NCHW input, y: NCHW output (never aliasing x). const: several threads may Run at once
   // with their own scratch.
   void Run(const float* x, float* y, void* scratch, int threads) const;
-  const char* PathName() const;
+  const char* PathName() const;  // the kernel path (FloatPathName)
+  // The method: "direct" (channels-last, few input channels), "panels" (im2col panels) or
+  // "panels-1x1" (the input read as the im2col matrix).
+  const char* Method() const;
 
  private:
   void ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count, float* c, int64_t ldc,
                    float* col) const;
+  void DirectRow(const float* xpad, int64_t n, int64_t oy, float* cl) const;
+  void RunPanels(const float* x, float* y, float* scratch, int threads) const;
+  void RunDirect(const float* x, float* y, float* scratch, int threads) const;
 
   FloatConvGeometry g_;
   bool relu_;
   bool has_pool_;
   MaxPoolSpec pool_{};
   const FloatKernels* kern_;
-  std::vector<float> wpack_;  // per group: tiles of mr_ filters, k-major inside a tile
+  bool direct_path_ = false;  // the kernel path's direct channels-last conv (few channels)
+  std::vector<float> wpack_;  // panels: per group, tiles of mr_ filters, k-major in a tile;
+                              // direct: per group [k][filters / groups]
   std::vector<float> bias_;   // empty: none
-  int mr_;
-  bool direct_;  // 1x1, stride 1, no padding: the input is the im2col matrix
+  int mr_ = 0;
+  bool direct_ = false;  // panels, 1x1 stride 1 unpadded: the input is the im2col matrix
   int64_t out_h_, out_w_, pool_h_ = 0, pool_w_ = 0;
-  int64_t cg_, fg_, kg_;          // channels and filters per group, K = cg * kh * kw
-  int64_t buf_rows_ = 0;          // conv rows the pool buffer holds
-  int64_t col_floats_, buf_floats_, tmp_floats_;  // per-thread scratch parts (64-B multiples)
+  int64_t cg_, fg_, kg_;   // channels and filters per group, K = cg * kh * kw
+  int64_t buf_rows_ = 0;   // conv rows the pool buffer holds
+  int64_t xp_h_ = 0, xp_w_ = 0, out_wr_ = 0;  // direct: padded input, out_w rounded up
+  // Scratch: `shared_floats_` once (direct: the padded input), then per thread the parts below
+  // (each a multiple of 16 floats).
+  int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0,
+          out_floats_ = 0;
 };
 
 class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)

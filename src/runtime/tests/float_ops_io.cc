@@ -74,8 +74,8 @@ int Conv(char** a) {
   const binmx::Isa isa = ParseIsaOrThrow(a[4]);
   const int threads = std::atoi(a[5]);
   const std::vector<float> x = Read(a[6], g.batch * g.channels * g.in_h * g.in_w);
-  const std::vector<float> w =
-      Read(a[7], g.filters * (g.channels / (g.groups > 0 ? g.groups : 1)) * g.kernel_h * g.kernel_w);
+  const int64_t cg = g.channels / (g.groups > 0 ? g.groups : 1);
+  const std::vector<float> w = Read(a[7], g.filters * cg * g.kernel_h * g.kernel_w);
   const std::vector<float> b = bias ? Read(a[8], g.filters) : std::vector<float>();
   binmx::rt::FloatConv conv(g, w.data(), bias ? b.data() : nullptr, relu,
                             has_pool ? &pool : nullptr, isa);

@@ -359,19 +359,23 @@ void CheckErrors() {
   ExpectError("threads = 0 (Run)", [&] { ok.Run(x.data(), y.data(), scratch.data(), 0); });
   ExpectError("null x", [&] { ok.Run(nullptr, y.data(), scratch.data(), 1); });
   ExpectError("null scratch", [&] { ok.Run(x.data(), y.data(), nullptr, 1); });
+  std::vector<float> big(256);
+  ExpectError("y overlapping x", [&] { ok.Run(big.data(), big.data() + 40, scratch.data(), 1); });
   ExpectError("dense depth 0", [&] { FloatDense(0, 4, w.data(), nullptr, false, isa); });
   ExpectError("dense null weight", [&] { FloatDense(4, 4, nullptr, nullptr, false, isa); });
   FloatDense dense(4, 4, w.data(), nullptr, false, isa);
   ExpectError("dense rows < 0", [&] { dense.ScratchBytes(-1, 1); });
   ExpectError("dense threads = 0", [&] { dense.ScratchBytes(2, 0); });
   ExpectError("dense null scratch", [&] { dense.Run(x.data(), 2, y.data(), nullptr, 1); });
+  ExpectError("dense y overlapping x", [&] { dense.Run(big.data(), 1, big.data(), nullptr, 1); });
 }
 
 // Two threads running one FloatConv at once (own scratch each) give the single-run result.
-void CheckConcurrentRuns(std::mt19937* rng) {
-  const FloatConvGeometry g = Geo(2, 3, 23, 19, 17, 5, 5, 2, 2);
+// (Panels, and on AVX-512 the direct method.)
+void CheckConcurrentRuns(const FloatConvGeometry& g, std::mt19937* rng) {
   MaxPoolSpec pool{3, 3, 2, 2, 1, 1, false};
-  std::vector<float> x = Random(2 * 3 * 23 * 19, rng), w = Random(17 * 3 * 25, rng);
+  std::vector<float> x = Random(g.batch * g.channels * g.in_h * g.in_w, rng);
+  std::vector<float> w = Random(g.filters * g.channels * g.kernel_h * g.kernel_w, rng);
   for (Isa isa : Isas()) {
     ++g_checks;
     FloatConv conv(g, w.data(), nullptr, true, &pool, isa);
@@ -380,11 +384,16 @@ void CheckConcurrentRuns(std::mt19937* rng) {
     std::vector<float> want(count), a(count), b(count);
     Buffer s0(conv.ScratchBytes(1)), s1(conv.ScratchBytes(2)), s2(conv.ScratchBytes(2));
     conv.Run(x.data(), want.data(), s0.data(), 1);
-    std::thread t1([&] { for (int i = 0; i < 20; ++i) conv.Run(x.data(), a.data(), s1.data(), 2); });
-    std::thread t2([&] { for (int i = 0; i < 20; ++i) conv.Run(x.data(), b.data(), s2.data(), 2); });
+    auto many = [&](std::vector<float>* out, Buffer* s) {
+      for (int i = 0; i < 20; ++i) conv.Run(x.data(), out->data(), s->data(), 2);
+    };
+    std::thread t1(many, &a, &s1);
+    std::thread t2(many, &b, &s2);
     t1.join();
     t2.join();
-    if (want != a || want != b) Failure(std::string("concurrent runs differ [") + conv.PathName() + "]");
+    if (want != a || want != b) {
+      Failure(std::string("concurrent runs differ [") + conv.PathName() + "]");
+    }
   }
 }
 
@@ -398,7 +407,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
 
   CheckErrors();
-  CheckConcurrentRuns(&rng);
+  CheckConcurrentRuns(Geo(2, 3, 23, 19, 17, 5, 5, 2, 2), &rng);
+  CheckConcurrentRuns(Geo(2, 3, 21, 55, 32, 7, 7, 2, 3), &rng);
 
   // Real model shapes: ResNet-18 stem (conv 7x7/2 + relu + pool 3x3/2 pad 1), LeNet conv0.
   {
@@ -412,6 +422,43 @@ int main(int argc, char** argv) {
     CheckConv(Geo(1, 128, 9, 9, 256, 1, 1, 2), false, false, nullptr, &rng);  // 1x1 stride 2
     CheckConv(Geo(2, 17, 7, 9, 33, 1, 1), true, false, nullptr, &rng);        // 1x1 direct, tail
     CheckConv(Geo(1, 16, 35, 35, 17, 1, 1), true, true, nullptr, &rng);       // 1225 px: tail
+  }
+  // Geometries for the direct path (AVX-512, AVX2: <= 8 channels a group, filters a group a
+  // multiple of 16, K >= 64, stride 1 or 2 along x, out_w near whole tiles); most take it, and
+  // at least 20 must on each of those ISAs.
+  int direct_cases[3] = {0, 0, 0};
+  for (int64_t c : {1, 2, 3, 8}) {
+    for (int64_t f : {16, 32, 48, 64}) {
+      for (int64_t s : {1, 2}) {
+        const int64_t k = c >= 3 ? 3 + 2 * ((c + f / 16 + s) % 3) : 7;  // 3, 5, 7; 7 for c < 3
+        const int64_t p = (c + s) % 4 < k ? (c + s) % 4 : 0;
+        for (int64_t ow : {12, 14, 27, 28, 42}) {
+          const int64_t d = (f == 48 && ow == 14) ? 2 : 1;
+          const int64_t span = d * (k - 1) + 1;
+          FloatConvGeometry g = Geo(1 + (c == 2), c, 4 + c + span, (ow - 1) * s + span - 2 * p,
+                                    f, k, k, s, p, d);
+          if (f == 32 && ow == 27) g.groups = 2, g.channels = 2 * c;
+          MaxPoolSpec pool{3, 3, 2, 2, 1, 1, ow == 27};
+          const bool with_pool = (f / 16 + ow) % 2 == 0;
+          CheckConv(g, f != 48, ow != 42, with_pool ? &pool : nullptr, &rng);
+          for (Isa isa : Isas()) {
+            std::vector<float> w(f * (g.channels / g.groups) * k * k, 0.5f);
+            FloatConv conv(g, w.data(), nullptr, false, nullptr, isa);
+            if (std::strcmp(conv.Method(), "direct") == 0) ++direct_cases[static_cast<int>(isa)];
+          }
+        }
+      }
+    }
+  }
+  for (Isa isa : Isas()) {
+    if (isa == Isa::kScalar) continue;
+    std::printf("direct method on %s: %d geometries\n", binmx::IsaName(isa),
+                direct_cases[static_cast<int>(isa)]);
+    ++g_checks;
+    if (direct_cases[static_cast<int>(isa)] < 20) {
+      Failure(std::string("only ") + std::to_string(direct_cases[static_cast<int>(isa)]) +
+              " geometries took the direct method on " + binmx::IsaName(isa));
+    }
   }
   // Widths around the panel width (16 / 32) and outputs of width 1.
   for (int64_t w : {1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65}) {
