@@ -9,42 +9,21 @@ few real model shapes with ``mx.nd.Convolution`` + ``Activation`` + ``Pooling`` 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cmake_build import ROOT, build_targets
 
-ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "rt-tests"
 EXE_DIR = BUILD / "src" / "runtime"
 ISAS = ["scalar", "avx2", "avx512"]  # rt_float_io maps an unavailable one to the next path down
 
 
-def _cmake() -> str | None:
-    local = Path(sys.executable).parent / "cmake"
-    return str(local) if local.exists() else shutil.which("cmake")
-
-
 @pytest.fixture(scope="module")
 def exe_dir() -> Path:
-    cmake = _cmake()
-    if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("needs cmake and a C++ compiler")
-    subprocess.run(
-        [cmake, "-S", str(ROOT), "-B", str(BUILD), "-DBINMX_PYTHON=OFF", "-DBINMX_TESTS=ON"],
-        check=True,
-        capture_output=True,
-    )
-    build = subprocess.run(
-        [cmake, "--build", str(BUILD), "-j2", "--target", "rt_float_ops_test", "rt_float_io"],
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    build_targets(BUILD, ["rt_float_ops_test", "rt_float_io"])
     return EXE_DIR
 
 
