@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -259,26 +258,14 @@ def peak_memory(binmx_run: str, prefix: str, tmp: str) -> int:
 
     path = os.path.join(tmp, "x.npy")
     np.save(path, np.zeros((1, 3, 224, 224), np.float32))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [
-            binmx_run,
-            "--model",
-            prefix,
-            "--epoch",
-            "1",
-            "--input",
-            path,
-            "--threads",
-            "2",
-            "--bench",
-            "20",
-        ],
-        capture_output=True,
-        check=True,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) * 1024
+    args = [binmx_run, "--model", prefix, "--epoch", "1", "--input", path, "--threads", "2",
+            "--bench", "20"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"binmx-run failed with exit code {proc.returncode}")
+    return usage.ru_maxrss * 1024
 
 
 def find_binmx_run() -> str:

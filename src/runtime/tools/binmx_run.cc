@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
     std::vector<double> sorted = t;
     std::sort(sorted.begin(), sorted.end());
     const double p90 = sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.9 * sorted.size()))];
-    std::printf("bench: %ld runs, median %.4f ms, p90 %.4f ms\n", bench, Median(t), p90);
+    std::printf("bench: %ld runs, median %.6f ms, p90 %.6f ms\n", bench, Median(t), p90);
   }
   binmx_model_free(m);
   return 0;
