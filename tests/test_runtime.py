@@ -225,3 +225,33 @@ def test_fixture_index_matches_directories() -> None:
     with open(FIXTURES / "index.json") as f:
         index = json.load(f)
     assert set(index) == {p.name for p in FIXTURES.iterdir() if p.is_dir()}
+
+
+def test_trained_demo_lenet_on_mnist() -> None:
+    """The demo's trained, converted LeNet (fixture lenet_trained) on all 10,000 MNIST test
+    images: the runtime classifies them as MXNet + binmx does."""
+    d = FIXTURES / "lenet_trained"
+    if not d.is_dir():
+        pytest.skip("no lenet_trained fixture (tools/make_runtime_fixtures.py --trained ...)")
+    from binmx.data import DataNotFoundError, load_mnist
+
+    try:
+        x, y = load_mnist("test")
+    except DataNotFoundError as exc:
+        pytest.skip(f"MNIST is not installed: {exc}")
+    sym, args, aux = mx.model.load_checkpoint(str(d / "model"), 1)
+    batch = 500
+    model = binmx_runtime.load(d / "model", 1, input_shape=(batch, 1, 28, 28), threads=2)
+    ours, theirs = [], []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        ref = rc.mxnet_output(sym, args, aux, xb)
+        out = model.run(xb)
+        # Float layers (conv0, fc) sum in another order than oneDNN.
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+        ours.append(out.argmax(1))
+        theirs.append(ref.argmax(1))
+    ours, theirs = np.concatenate(ours), np.concatenate(theirs)
+    assert (ours == theirs).all(), np.flatnonzero(ours != theirs)[:10]
+    accuracy = float((ours == y).mean())
+    assert accuracy > 0.98, accuracy  # a trained LeNet; the README's demo reaches 99%

@@ -39,9 +39,24 @@ def binary_layer_case():
     return sym, args, aux, shape
 
 
+def trained_case(params_path: str):
+    """A trained, converted checkpoint (the demo's LeNet) as it is, for 100 MNIST test images."""
+    from binmx.converter import load_checkpoint
+
+    sym, args, aux = load_checkpoint(params_path)
+    return sym, args, aux, (100, 1, 28, 28)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("runtime", "tests", "fixtures"))
+    parser.add_argument(
+        "--trained",
+        metavar="PARAMS",
+        help="also store this converted checkpoint (e.g. the demo's "
+        "runs/mnist/binarized_lenet-0005.params) as lenet_trained, with the first 100 MNIST test "
+        "images as its input",
+    )
     ns = parser.parse_args(argv)
     os.makedirs(ns.out, exist_ok=True)
     index = {}
@@ -54,12 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             if name != "lenet_float_weights"
         }
         cases["binary_layer_exact"] = binary_layer_case
+        if ns.trained:
+            cases["lenet_trained"] = lambda: trained_case(ns.trained)
         for name, make in cases.items():
             sym, args, aux, shape = make()
             d = os.path.join(ns.out, name)
             os.makedirs(d, exist_ok=True)
             rc.save(os.path.join(d, "model"), sym, args, aux)
-            x = np.random.default_rng(len(name)).standard_normal(shape).astype(np.float32)
+            if name == "lenet_trained":
+                from binmx.data import load_mnist
+
+                x = load_mnist("test")[0][: shape[0]]
+            else:
+                x = np.random.default_rng(len(name)).standard_normal(shape).astype(np.float32)
             y = rc.mxnet_output(sym, args, aux, x)
             np.save(os.path.join(d, "input.npy"), x)
             np.save(os.path.join(d, "output.npy"), y)
