@@ -107,9 +107,28 @@ class Planner {
   // The node that is the only reader of `node`'s output 0 (no other reader, not a graph
   // output), or -1.
   int SoleReader(int node) const;
+  // The nodes that read `node`'s output 0, each once and as its first input, when nothing
+  // else reads it (no other output, no other input slot, not a graph output); else empty.
+  std::vector<int> FirstInputReaders(int node) const;
   // Marks a later node as computed by the current builder: its output is `v`.
   void Absorb(int node, int v);
   bool absorbed(int node) const { return absorbed_[node]; }
+
+  // A BatchNorm (and the sign layers after it) that a binary convolution takes as its input
+  // affine, sgn(x * scale + shift): recorded by the BatchNorm's builder, used by the
+  // convolution's (which then reads `value`, the BatchNorm's input).
+  struct PendingAffine {
+    int value = -1;
+    std::vector<float> scale, shift;
+    std::string names;  // the absorbed nodes, "bn+act"
+  };
+  void SetPendingAffine(int conv_node, PendingAffine affine) {
+    pending_[conv_node] = std::move(affine);
+  }
+  const PendingAffine* pending_affine(int conv_node) const {
+    auto it = pending_.find(conv_node);
+    return it == pending_.end() ? nullptr : &it->second;
+  }
 
   // Used by the model.
   std::vector<Value>& values() { return values_; }
@@ -128,7 +147,10 @@ class Planner {
   std::vector<int> node_value_;
   std::vector<int> readers_;
   std::vector<int> reader_of_;
+  std::vector<std::vector<Edge>> reader_list_;  // {reader node, output of this node it reads}
+  std::vector<bool> heads_read_;
   std::vector<bool> absorbed_;
+  std::map<int, PendingAffine> pending_;
 };
 
 using Builder = std::function<void(Planner& planner, int node)>;

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "engine.h"
 #include "parallel.h"
@@ -759,6 +760,49 @@ int64_t BatchNormChannels(Planner& pl, int node, const std::vector<int64_t>& sha
 
 namespace {
 
+// Attribute `key` of a node as text, or `def` when absent (names starting "__" never asked).
+std::string AttrOr(const Node& n, const char* key, const std::string& def) {
+  auto it = n.attrs.find(key);
+  return it == n.attrs.end() ? def : it->second;
+}
+
+bool IsTrueText(const std::string& v) { return v == "True" || v == "true" || v == "1"; }
+
+// Only known attributes with the given values (plus MXNet's "__" ones).
+bool OnlyAttrs(const Node& n, const std::set<std::string>& allowed) {
+  for (const auto& kv : n.attrs) {
+    if (kv.first.rfind("__", 0) != 0 && allowed.count(kv.first) == 0) return false;
+  }
+  return true;
+}
+
+// A QActivation that passes the sign through to a binary layer: act_bit 1 (sgn) or
+// backward_only (identity); either way the next binary layer's sign is the same.
+bool IsSignPassThrough(const Node& n) {
+  if (n.op != "QActivation" || !OnlyAttrs(n, {"act_bit", "backward_only", "grad_cancel"})) {
+    return false;
+  }
+  return AttrOr(n, "act_bit", "1") == "1" || IsTrueText(AttrOr(n, "backward_only", "False"));
+}
+
+// A 1-bit QConvolution that takes the sign of a float input itself (no input affine yet).
+bool IsSignConv(const Node& n) {
+  if (n.op != "QConvolution") return false;
+  const std::string act = AttrOr(n, "act_bit", "1");
+  return act == "1" && AttrOr(n, "weight_bit", act) == "1" &&
+         !IsTrueText(AttrOr(n, "input_affine", "False")) &&
+         !IsTrueText(AttrOr(n, "in_packed", "False"));
+}
+
+// A 1-bit QFullyConnected that takes the sign of its (flattened) input itself.
+bool IsSignDense(const Node& n) {
+  if (n.op != "QFullyConnected") return false;
+  const std::string act = AttrOr(n, "act_bit", "1");
+  return act == "1" && AttrOr(n, "weight_bit", act) == "1" &&
+         !IsTrueText(AttrOr(n, "input_affine", "False")) &&
+         IsTrueText(AttrOr(n, "flatten", "True"));
+}
+
 void BuildBatchNorm(Planner& pl, int node) {
   const int in = pl.FloatInput(node, 0, "data");
   const std::vector<int64_t>& s = pl.value(in).shape;
@@ -768,6 +812,60 @@ void BuildBatchNorm(Planner& pl, int node) {
   BatchNormAffine(pl, node, BatchNormChannels(pl, node, s), &scale, &shift, &axis);
   AttrReader r(pl.graph().nodes[node]);
   axis = NormAxis(r, "axis", axis, s.size());
+  // BatchNorm [-> sign QActivations] -> binary QConvolution, each the only reader of the one
+  // before: the convolution computes sgn(x * scale + shift) in its packing pass (docs/design.md
+  // §9; the converter's fold rewrite 1 at load time).
+  // The same for a binary QFullyConnected (flatten=True): the per-channel affine repeated
+  // over each channel's H * W features. The readers may fan out (a residual unit's 3x3 conv
+  // and its 1x1 shortcut read one sign): every path must end in such a layer.
+  if (axis == 1 && (s.size() == 4 || s.size() == 2)) {
+    std::vector<int> layers, passes;
+    bool all = true;
+    std::vector<int> todo = {node};
+    while (!todo.empty() && all) {
+      const int x = todo.back();
+      todo.pop_back();
+      const std::vector<int> readers = pl.FirstInputReaders(x);
+      if (readers.empty()) all = false;
+      for (int r : readers) {
+        const Node& rn = pl.graph().nodes[r];
+        if (IsSignPassThrough(rn)) {
+          passes.push_back(r);
+          todo.push_back(r);
+        } else if ((s.size() == 4 && IsSignConv(rn)) || IsSignDense(rn)) {
+          layers.push_back(r);
+        } else {
+          all = false;
+        }
+      }
+    }
+    if (all && !layers.empty()) {
+      std::string names = pl.graph().nodes[node].name;
+      for (int c : passes) {
+        names += "+" + pl.graph().nodes[c].name;
+        AttrReader qa(pl.graph().nodes[c]);  // still checked: act_bit's range
+        qa.Int("act_bit", 1, 1, 32);
+        qa.Bool("backward_only", false);
+        qa.Float("grad_cancel", 1.0);
+        qa.Finish();
+        pl.Absorb(c, -1);
+      }
+      for (int layer : layers) {
+        Planner::PendingAffine affine;
+        affine.value = in;
+        const bool dense = pl.graph().nodes[layer].op == "QFullyConnected";
+        const int64_t inner = s.size() == 4 && dense ? s[2] * s[3] : 1;
+        for (size_t c = 0; c < scale.size(); ++c) {
+          affine.scale.insert(affine.scale.end(), inner, scale[c]);
+          affine.shift.insert(affine.shift.end(), inner, shift[c]);
+        }
+        affine.names = names;
+        pl.SetPendingAffine(layer, std::move(affine));
+      }
+      pl.Absorb(node, -1);
+      return;
+    }
+  }
   // A relu that is its only reader joins it.
   bool relu = false;
   const int reader = pl.SoleReader(node);

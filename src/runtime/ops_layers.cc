@@ -469,8 +469,15 @@ void BuildQConvolution(Planner& pl, int node) {
                       (q.input_affine ? ", in_scale, in_shift" : "") +
                       (q.out_packed ? ", out_scale, out_shift" : "") +
                       (q.residual ? ", residual" : ""));
-  // The data input: floats (N, C, H, W) or packed words (N, H, W, ceil(C/64)).
-  const Operand d = pl.Input(node, 0);
+  // The data input: floats (N, C, H, W) or packed words (N, H, W, ceil(C/64)); or the input of
+  // a BatchNorm this layer takes as its input affine (ops_basic.cc, BuildBatchNorm).
+  const Planner::PendingAffine* pending = pl.pending_affine(node);
+  Operand d;
+  if (pending != nullptr) {
+    d.value = pending->value;
+  } else {
+    d = pl.Input(node, 0);
+  }
   if (d.param != nullptr || d.value < 0) {
     r.FailNode("input `data` ('" + d.name + "') is not a computed array");
   }
@@ -504,6 +511,9 @@ void BuildQConvolution(Planner& pl, int node) {
   if (q.input_affine) {
     in_scale = pl.ParamFloat(node, k++, "in_scale", {p.channels});
     in_shift = pl.ParamFloat(node, k++, "in_shift", {p.channels});
+  } else if (pending != nullptr) {
+    in_scale = pending->scale;
+    in_shift = pending->shift;
   }
   if (q.out_packed) {
     out_scale = pl.ParamFloat(node, k++, "out_scale", {f});
@@ -552,7 +562,8 @@ void BuildQConvolution(Planner& pl, int node) {
     if (residual >= 0) ins.push_back(residual);
     const int out = q.out_packed ? pl.NewValue({p.batch, oh, ow, WordsFor(f)}, ValueKind::kBits, f)
                                  : pl.NewValue({p.batch, f, oh, ow});
-    Finish(pl, node, std::move(step), ins, out, "");
+    Finish(pl, node, std::move(step), ins, out,
+           pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
   // k-bit path.
@@ -651,7 +662,9 @@ void BuildQFullyConnected(Planner& pl, int node) {
                   "data, weight" + std::string(no_bias ? "" : ", bias") +
                       (q.packed && q.scaling ? ", alpha" : "") +
                       (q.input_affine ? ", in_scale, in_shift" : ""));
-  const int in = pl.FloatInput(node, 0, "data");
+  // The input, or that of a BatchNorm this layer takes as its input affine (BuildBatchNorm).
+  const Planner::PendingAffine* pending = pl.pending_affine(node);
+  const int in = pending != nullptr ? pending->value : pl.FloatInput(node, 0, "data");
   int64_t rows = 0, depth = 0;
   std::vector<int64_t> oshape;
   DenseShapes(r, pl.value(in).shape, flatten, hidden, &rows, &depth, &oshape);
@@ -662,6 +675,13 @@ void BuildQFullyConnected(Planner& pl, int node) {
   if (q.input_affine) {
     in_scale = pl.ParamFloat(node, k++, "in_scale", {depth});
     in_shift = pl.ParamFloat(node, k++, "in_shift", {depth});
+  } else if (pending != nullptr) {
+    if (static_cast<int64_t>(pending->scale.size()) != depth) {
+      r.FailNode("internal: folded BatchNorm has " + std::to_string(pending->scale.size()) +
+                 " features, the layer " + std::to_string(depth));
+    }
+    in_scale = pending->scale;
+    in_shift = pending->shift;
   }
   const int out = pl.NewValue(oshape);
   if (q.binary()) {
@@ -690,7 +710,8 @@ void BuildQFullyConnected(Planner& pl, int node) {
     step->in_scale = in_scale;
     step->in_shift = in_shift;
     step->binary_macs = rows * depth * hidden;
-    Finish(pl, node, std::move(step), {in}, out, "");
+    Finish(pl, node, std::move(step), {in}, out,
+           pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
   const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});

@@ -40,14 +40,20 @@ Planner::Planner(const Graph& graph, const std::map<std::string, Tensor>& params
   node_value_.assign(n, -1);
   readers_.assign(n, 0);
   reader_of_.assign(n, -1);
+  reader_list_.assign(n, {});
+  heads_read_.assign(n, false);
   absorbed_.assign(n, false);
   for (size_t i = 0; i < n; ++i) {
     for (const Edge& e : graph.nodes[i].inputs) {
       readers_[e.node] += e.output == 0 ? 1 : 2;  // another output read: never absorbed
       reader_of_[e.node] = static_cast<int>(i);
+      reader_list_[e.node].push_back({static_cast<int>(i), e.output});
     }
   }
-  for (const Edge& e : graph.heads) readers_[e.node] += 2;
+  for (const Edge& e : graph.heads) {
+    readers_[e.node] += 2;
+    heads_read_[e.node] = true;
+  }
 }
 
 const Tensor* Planner::FindParam(const std::string& name) const {
@@ -176,6 +182,20 @@ int Planner::SoleReader(int node) const {
   const Node& rn = graph_.nodes[r];
   if (rn.inputs.empty() || rn.inputs[0].node != node) return -1;
   return r;
+}
+
+std::vector<int> Planner::FirstInputReaders(int node) const {
+  if (heads_read_[node]) return {};
+  std::vector<int> out;
+  for (const Edge& r : reader_list_[node]) {  // r.node reads this node; r.output: its output
+    const Node& rn = graph_.nodes[r.node];
+    if (r.output != 0 || rn.inputs.empty() || rn.inputs[0].node != node) return {};
+    int count = 0;
+    for (const Edge& e : rn.inputs) count += e.node == node;
+    if (count != 1) return {};
+    out.push_back(r.node);
+  }
+  return out;
 }
 
 void Planner::Absorb(int node, int v) {
