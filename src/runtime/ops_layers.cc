@@ -13,6 +13,9 @@
  *   input_affine the activation is sgn(x * in_scale_c + in_shift_c); out_packed / in_packed
  *   hand sign words from one binary layer to the next; residual adds the last input in the
  *   epilogue. All as the MXNet operators compute them.
+ *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
+ *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
+ *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
  *   Other bit widths (the "correct if slower" path): a = Qa(x) (sgn, or DoReFa
  *   round((2^k-1) clip(x, 0, 1)) / (2^k-1), or x for 32), Wq = DoReFa weight quantiser over the
  *   whole weight tensor, then a float convolution / dense layer with alpha_f * Wq_f and the
@@ -26,6 +29,7 @@
 #include "conv.h"
 #include "engine.h"
 #include "float_ops.h"
+#include "kbit.h"
 #include "parallel.h"
 #include "rt_common.h"
 
@@ -461,6 +465,38 @@ class KbitConvStep : public Step {
   std::unique_ptr<FloatConv> conv;
 };
 
+// k-bit convolution / dense on the integer kernels of kbit.h (bit-serial or int8): the weights
+// quantised and laid out once at load, the activation levels made inside the call.
+class KbitIntConvStep : public Step {
+ public:
+  void Run(const RunCtx& ctx) const override {
+    KbitArgs args;
+    args.x = ctx.F(inputs[0]);
+    args.alpha = alpha.empty() ? nullptr : alpha.data();
+    args.bias = bias.empty() ? nullptr : bias.data();
+    args.out = ctx.MutF(output);
+    KbitConv2d(args, weights, params, GemmConfig{weights.isa, ctx.threads});
+  }
+  Conv2dParams params;
+  KbitWeights weights;
+  std::vector<float> alpha, bias;
+};
+
+class KbitIntDenseStep : public Step {
+ public:
+  void Run(const RunCtx& ctx) const override {
+    KbitArgs args;
+    args.x = ctx.F(inputs[0]);
+    args.alpha = alpha.empty() ? nullptr : alpha.data();
+    args.bias = bias.empty() ? nullptr : bias.data();
+    args.out = ctx.MutF(output);
+    KbitDense(args, weights, rows, GemmConfig{weights.isa, ctx.threads});
+  }
+  int64_t rows = 0;
+  KbitWeights weights;
+  std::vector<float> alpha, bias;
+};
+
 size_t Align64(size_t n) { return (n + 63) / 64 * 64; }
 
 void BuildQConvolution(Planner& pl, int node) {
@@ -567,6 +603,18 @@ void BuildQConvolution(Planner& pl, int node) {
   // k-bit path.
   const std::vector<float> w =
       pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  if (q.act_bit >= 2 && in_scale.empty() &&
+      KbitPathFor(q.act_bit, q.weight_bit, fsize) != KbitPath::kNone) {
+    auto step = std::make_unique<KbitIntConvStep>();
+    step->params = p;
+    PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+    if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    step->bias = bias;
+    step->float_macs = p.batch * oh * ow * f * fsize;
+    const int out = pl.NewValue({p.batch, f, oh, ow});
+    Finish(pl, node, std::move(step), {d.value}, out, "");
+    return;
+  }
   std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
   if (q.scaling) {
     const std::vector<float> alpha = MeanAbsRows(w, f, fsize);
@@ -703,6 +751,17 @@ void BuildQFullyConnected(Planner& pl, int node) {
     return;
   }
   const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  if (q.act_bit >= 2 && in_scale.empty() &&
+      KbitPathFor(q.act_bit, q.weight_bit, depth) != KbitPath::kNone) {
+    auto step = std::make_unique<KbitIntDenseStep>();
+    step->rows = rows;
+    PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+    if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    step->bias = bias;
+    step->float_macs = rows * depth * hidden;
+    Finish(pl, node, std::move(step), {in}, out, "");
+    return;
+  }
   std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
   if (q.scaling) {
     const std::vector<float> alpha = MeanAbsRows(w, hidden, depth);
