@@ -138,6 +138,7 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
   }
   const int64_t f_chunks = (f_pad + f_chunk - 1) / f_chunk;
   const int64_t pad_level = static_cast<int64_t>(p.pad_value) * a_max;
+  const bool merge_row = g_count == 1 && p.dilate_w == 1;  // a tap row is contiguous in lv
   const bool need_corr = pad_level != 0 && (p.pad_h > 0 || p.pad_w > 0);
 
   ParallelFor(base_tasks * f_chunks, threads, [&](int64_t begin, int64_t end) {
@@ -165,6 +166,17 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
         int64_t sum = 0;
         for (int64_t i = 0; i < kh; ++i) {
           const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+          const int64_t ix0 = ox * p.stride_w - p.pad_w;
+          if (merge_row && iy >= 0 && iy < h && ix0 >= 0 && ix0 + kw <= wd_in) {
+            // The kw taps of this row are kw consecutive pixels: one copy of kw * C bytes.
+            std::memcpy(row + i * kw * cg, lv_img + (iy * wd_in + ix0) * c_all,
+                        static_cast<size_t>(kw * cg));
+            for (int64_t j = 0; j < kw; ++j) {
+              sum += s_img[iy * wd_in + ix0 + j];
+              padded[pi * taps + i * kw + j] = 0;
+            }
+            continue;
+          }
           for (int64_t j = 0; j < kw; ++j) {
             const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
             const int64_t t = i * kw + j;
@@ -282,11 +294,16 @@ void KbitWeightLevels(const float* w, int64_t n, int weight_bit, uint8_t* out) {
     for (int64_t i = 0; i < n; ++i) out[i] = w[i] < 0.0f ? 0 : 1;  // NaN -> +1, as sgn
     return;
   }
+  thread_local std::vector<double> th;
+  th.resize(static_cast<size_t>(n));
   double max_t = 0.0;
-  for (int64_t i = 0; i < n; ++i) max_t = std::max(max_t, std::fabs(std::tanh(double{w[i]})));
+  for (int64_t i = 0; i < n; ++i) {
+    th[i] = std::tanh(double{w[i]});
+    max_t = std::max(max_t, std::fabs(th[i]));
+  }
   const double levels = static_cast<double>((1 << weight_bit) - 1);
   for (int64_t i = 0; i < n; ++i) {
-    const double t = max_t > 0.0 ? std::tanh(double{w[i]}) / (2.0 * max_t) : 0.0;
+    const double t = max_t > 0.0 ? th[i] / (2.0 * max_t) : 0.0;
     out[i] = static_cast<uint8_t>(std::nearbyint(levels * (t + 0.5)));
   }
 }
@@ -311,13 +328,12 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
   RequireIsa(isa);
   const KbitSpec spec = internal::KbitFor(isa);
   const int64_t n_w = p.num_filter * p.FilterSize();
-  const int b_lim = 1 << weight_bit;
-  for (int64_t i = 0; i < n_w; ++i) {
-    Require(levels[i] < b_lim, "PrepareKbitConv: weight level " + std::to_string(levels[i]) +
-                                   " at " + std::to_string(i) + " is not below 2^weight_bit");
-  }
-  KbitWeights& w = *out;
-  w = KbitWeights();
+  uint8_t max_level = 0;
+  for (int64_t i = 0; i < n_w; ++i) max_level = std::max(max_level, levels[i]);
+  Require(max_level < (1 << weight_bit), "PrepareKbitConv: weight level " +
+                                             std::to_string(max_level) +
+                                             " is not below 2^weight_bit");
+  KbitWeights& w = *out;  // vectors keep their capacity from an earlier call
   w.path = path;
   w.isa = isa;
   w.act_bit = act_bit;
@@ -331,35 +347,57 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
   const int64_t f_pad = w.f_pad;
   const bool pairs = path == KbitPath::kInt8 && spec.int8_format == Int8Format::kPair;
   w.pairs = pairs;
-  const int64_t b_max = (int64_t{1} << weight_bit) - 1;
+  const int32_t b_max = (1 << weight_bit) - 1;
   if (path == KbitPath::kBitSerial) {
     w.units = (depth + 63) / 64;
     w.planes.assign(static_cast<size_t>(g_count * w.units * weight_bit * f_pad), 0);
+    w.packed.clear();
   } else {
     w.units = (depth + 3) / 4;
     w.packed.assign(static_cast<size_t>(g_count * w.units * (pairs ? 2 : 1) * f_pad), 0);
+    w.planes.clear();
   }
   w.tap_sums.assign(static_cast<size_t>(g_count * taps * f_pad), 0);
+  // Per group: lt[d][f] = level of filter f at depth d = t * cg + c' (blocks of 64 filters,
+  // so that the reads are 64 sequential streams and the writes contiguous), then every
+  // layout is written with the filter index innermost.
+  thread_local std::vector<uint8_t> lt;
+  lt.assign(static_cast<size_t>(depth * f_pad), 0);
   for (int64_t g = 0; g < g_count; ++g) {
-    for (int64_t f = 0; f < fg; ++f) {
-      const uint8_t* wf = levels + (g * fg + f) * cg * taps;  // OIHW: [c'][i][j]
+    for (int64_t fb = 0; fb < fg; fb += 64) {
+      const int64_t fe = std::min(fg, fb + 64);
       for (int64_t c = 0; c < cg; ++c) {
         for (int64_t t = 0; t < taps; ++t) {
-          const int64_t lw = wf[c * taps + t];
-          const int64_t d = t * cg + c;
-          w.tap_sums[(g * taps + t) * f_pad + f] += static_cast<int32_t>(2 * lw - b_max);
-          if (path == KbitPath::kBitSerial) {
-            for (int j = 0; j < weight_bit; ++j) {
-              w.planes[((g * w.units + d / 64) * weight_bit + j) * f_pad + f] |=
-                  static_cast<uint64_t>((lw >> j) & 1) << (d % 64);
-            }
-          } else if (pairs) {
-            const uint32_t v = static_cast<uint16_t>(static_cast<int16_t>(lw - 128));
-            w.packed[(g * 2 * w.units + d / 2) * f_pad + f] |= v << (16 * (d % 2));
-          } else {
-            const uint32_t v = static_cast<uint8_t>(static_cast<int8_t>(lw - 128));
-            w.packed[(g * w.units + d / 4) * f_pad + f] |= v << (8 * (d % 4));
-          }
+          uint8_t* dst = lt.data() + (t * cg + c) * f_pad;
+          const uint8_t* src = levels + ((g * fg) * cg + c) * taps + t;
+          for (int64_t f = fb; f < fe; ++f) dst[f] = src[f * cg * taps];
+        }
+      }
+    }
+    int32_t* ts = w.tap_sums.data() + g * taps * f_pad;
+    for (int64_t d = 0; d < depth; ++d) {
+      const uint8_t* row = lt.data() + d * f_pad;
+      int32_t* tsr = ts + (d / cg) * f_pad;
+      for (int64_t f = 0; f < fg; ++f) tsr[f] += 2 * static_cast<int32_t>(row[f]) - b_max;
+      if (path == KbitPath::kBitSerial) {
+        const int sh = static_cast<int>(d % 64);
+        for (int j = 0; j < weight_bit; ++j) {
+          uint64_t* dst = w.planes.data() + ((g * w.units + d / 64) * weight_bit + j) * f_pad;
+          for (int64_t f = 0; f < fg; ++f) dst[f] |= static_cast<uint64_t>((row[f] >> j) & 1) << sh;
+        }
+      } else if (pairs) {
+        const int sh = static_cast<int>(16 * (d % 2));
+        uint32_t* dst = w.packed.data() + (g * 2 * w.units + d / 2) * f_pad;
+        for (int64_t f = 0; f < fg; ++f) {
+          dst[f] |= static_cast<uint32_t>(static_cast<uint16_t>(static_cast<int16_t>(row[f] - 128)))
+                    << sh;
+        }
+      } else {
+        const int sh = static_cast<int>(8 * (d % 4));
+        uint32_t* dst = w.packed.data() + (g * w.units + d / 4) * f_pad;
+        for (int64_t f = 0; f < fg; ++f) {
+          dst[f] |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(row[f] - 128)))
+                    << sh;
         }
       }
     }
@@ -371,7 +409,8 @@ void PrepareKbitConv(const float* wf, const Conv2dParams& p, int act_bit, int we
   ValidateConv2dParams(p);
   Require(wf != nullptr, "PrepareKbitConv: null pointer");
   const int64_t n = p.num_filter * p.FilterSize();
-  std::vector<uint8_t> levels(static_cast<size_t>(n));
+  thread_local std::vector<uint8_t> levels;
+  levels.resize(static_cast<size_t>(n));
   KbitWeightLevels(wf, n, weight_bit, levels.data());
   PrepareKbitConvLevels(levels.data(), p, act_bit, weight_bit, isa, out);
 }
