@@ -2,18 +2,18 @@
  * binmx core: driver of the integer k-bit convolution and dense layer (formulas in kbit.h,
  * kernel contract in kbit_kernels.h). ISA-neutral, base flags.
  *
- * 1. Levels: the NCHW input is quantised in one vectorised pass into u8 levels la (NCHW), then
- *    transposed to channels-last lv[n][y][x][c]; S[n][g][y][x] = sum of a group's levels at a
- *    pixel. (Dense: the (rows, depth) input already is channels-last.)
+ * 1. Levels: the NCHW input is quantised into channels-last u8 levels lv[n][y][x][c] in one
+ *    vectorised pass (16 x 16 byte transposes). (Dense: the (rows, depth) input already is
+ *    channels-last.)
  * 2. Tasks (image, group, chunk of kPixChunk output pixels, chunk of filters), on ParallelFor.
  *    A task builds the im2col rows of its pixels, row[(i * kw + j) * Cg + c'] = lv at tap (i, j)
- *    or 0 outside the image, with L[p] = sum of S over the pixel's valid taps, then
+ *    or 0 outside the image, with L[p] = the sum of the row, then
  *      bit-serial: the rows' bit planes (PlanesFn), the tile R = sum la * lw, D = 2R - B L;
  *      int8:       the rows as they are (4 levels a 32-bit word), R = sum la (lw - 128),
  *                  D = 2R + (256 - B) L;
  *    plus, for pad_value +-1 and a pixel with padded taps, corr[p][f] = pad_value * A *
  *    sum over its padded taps of tap_sums[f][tap]. The epilogue writes float(D * ds[f]) + bias
- *    into a [pixel][filter] tile that is copied to NCHW (conv) or stored as is (dense rows).
+ *    to NCHW (conv; 8 x 8 transposes) or to (rows, filters) (dense).
  * Every value is an exact integer until D * ds, so results do not depend on the ISA, the
  * chunking or the thread count.
  */
@@ -99,9 +99,25 @@ class Scratch {
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// memcpy of n bytes without a library call for the short runs of im2col (a 7x7 stem copies
+// 21 bytes a row): 8-byte moves, the last one overlapping.
+inline void CopyBytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+  if (n < 8) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  if (n > 256) {
+    std::memcpy(dst, src, static_cast<size_t>(n));
+    return;
+  }
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) std::memcpy(dst + i, src + i, 8);
+  if (i < n) std::memcpy(dst + n - 8, src + n - 8, 8);
+}
+
 // The shared body of KbitConv2d / KbitDense on channels-last levels lv (N, H, W, C) with
 // per-(image, group, pixel) level sums s. rows_out: out is (OH * OW, F) per image (dense).
-void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const KbitWeights& w,
+void RunKbit(const uint8_t* lv, const KbitArgs& args, const KbitWeights& w,
              const Conv2dParams& p, const KbitSpec& spec, int threads, bool rows_out) {
   const int64_t n_img = p.batch, c_all = p.channels, h = p.in_h, wd_in = p.in_w;
   const int64_t g_count = p.groups, cg = p.GroupChannels(), fg = p.GroupFilters();
@@ -146,7 +162,6 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
     thread_local Scratch<uint64_t> planes_s;
     thread_local Scratch<int32_t> r_s, corr_s;
     thread_local Scratch<int64_t> l_s;
-    thread_local Scratch<float> t_s;
     thread_local Scratch<char> padded_s;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t fc = task % f_chunks, rest = task / f_chunks;
@@ -159,21 +174,17 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
       char* padded = padded_s.Get(static_cast<size_t>(np * taps));
       bool any_padded = false;
       const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
-      const int64_t* s_img = s + (n * g_count + g) * h * wd_in;
       for (int64_t pi = 0; pi < np; ++pi) {
         const int64_t q = q0 + pi, oy = q / ow, ox = q % ow;
         uint8_t* row = rows + pi * row_bytes;
-        int64_t sum = 0;
         for (int64_t i = 0; i < kh; ++i) {
           const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
           const int64_t ix0 = ox * p.stride_w - p.pad_w;
           if (merge_row && iy >= 0 && iy < h && ix0 >= 0 && ix0 + kw <= wd_in) {
             // The kw taps of this row are kw consecutive pixels: one copy of kw * C bytes.
-            std::memcpy(row + i * kw * cg, lv_img + (iy * wd_in + ix0) * c_all,
-                        static_cast<size_t>(kw * cg));
-            for (int64_t j = 0; j < kw; ++j) {
-              sum += s_img[iy * wd_in + ix0 + j];
-              padded[pi * taps + i * kw + j] = 0;
+            CopyBytes(row + i * kw * cg, lv_img + (iy * wd_in + ix0) * c_all, kw * cg);
+            if (need_corr) {
+              for (int64_t j = 0; j < kw; ++j) padded[pi * taps + i * kw + j] = 0;
             }
             continue;
           }
@@ -186,14 +197,13 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
               padded[pi * taps + t] = 1;
               any_padded = true;
             } else {
-              std::memcpy(dst, lv_img + (iy * wd_in + ix) * c_all, static_cast<size_t>(cg));
-              sum += s_img[iy * wd_in + ix];
+              CopyBytes(dst, lv_img + (iy * wd_in + ix) * c_all, cg);
               padded[pi * taps + t] = 0;
             }
           }
         }
         std::memset(row + depth, 0, static_cast<size_t>(row_bytes - depth));
-        l[pi] = sum;
+        l[pi] = spec.row_sum(row, depth);
       }
       int32_t* r = r_s.Get(static_cast<size_t>(np * nf));
       if (bitserial) {
@@ -242,14 +252,10 @@ void RunKbit(const uint8_t* lv, const int64_t* s, const KbitArgs& args, const Kb
       const double* dsp = ds.data() + g * f_pad + f0;
       if (rows_out) {
         spec.epilogue(r, corr, nf, l, coff, np, nvalid, dsp, bias,
-                      args.out + (n * ohw + q0) * f_all + g * fg + f0, f_all);
-        continue;
-      }
-      float* t = t_s.Get(static_cast<size_t>(np * nf));
-      spec.epilogue(r, corr, nf, l, coff, np, nvalid, dsp, bias, t, nf);
-      for (int64_t f = 0; f < nvalid; ++f) {
-        float* dst = args.out + (n * f_all + g * fg + f0 + f) * ohw + q0;
-        for (int64_t pi = 0; pi < np; ++pi) dst[pi] = t[pi * nf + f];
+                      args.out + (n * ohw + q0) * f_all + g * fg + f0, f_all, false);
+      } else {
+        spec.epilogue(r, corr, nf, l, coff, np, nvalid, dsp, bias,
+                      args.out + (n * f_all + g * fg + f0) * ohw + q0, ohw, true);
       }
     }
   });
@@ -454,45 +460,22 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
   const KbitSpec spec = internal::KbitFor(config.isa);
   const int64_t n_img = p.batch, c_all = p.channels, hw = p.in_h * p.in_w;
-  const int64_t g_count = p.groups, cg = p.GroupChannels();
-  thread_local Scratch<uint8_t> planar_s, lv_s;
-  thread_local Scratch<int64_t> s_s;
-  const int64_t total = n_img * c_all * hw;
-  uint8_t* planar = planar_s.Get(static_cast<size_t>(total));
-  uint8_t* lv = lv_s.Get(static_cast<size_t>(total));
-  int64_t* s = s_s.Get(static_cast<size_t>(n_img * g_count * hw));
-  constexpr int64_t kLevelChunk = 16384;
+  thread_local Scratch<uint8_t> lv_s;
+  uint8_t* lv = lv_s.Get(static_cast<size_t>(n_img * c_all * hw));
   const float* x = args.x;
   const int ka = w.act_bit;
-  ParallelFor((total + kLevelChunk - 1) / kLevelChunk, threads, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) {
-      const int64_t i0 = c * kLevelChunk, n = std::min(kLevelChunk, total - i0);
-      spec.levels(x + i0, n, ka, planar + i0);
-    }
-  });
-  // NCHW -> NHWC levels and the per-group pixel sums, one task per (image, pixel block).
-  constexpr int64_t kPixBlock = 64;
+  // Quantise + NCHW -> NHWC, one task per (image, block of pixels).
+  constexpr int64_t kPixBlock = 256;
   const int64_t blocks = (hw + kPixBlock - 1) / kPixBlock;
   ParallelFor(n_img * blocks, threads, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int64_t n = task / blocks, q0 = (task % blocks) * kPixBlock;
-      const int64_t q1 = std::min(hw, q0 + kPixBlock);
-      const uint8_t* src = planar + n * c_all * hw;
-      uint8_t* dst = lv + n * hw * c_all;
-      for (int64_t c = 0; c < c_all; ++c) {
-        for (int64_t q = q0; q < q1; ++q) dst[q * c_all + c] = src[c * hw + q];
-      }
-      for (int64_t g = 0; g < g_count; ++g) {
-        for (int64_t q = q0; q < q1; ++q) {
-          const uint8_t* px = dst + q * c_all + g * cg;
-          int64_t sum = 0;
-          for (int64_t c = 0; c < cg; ++c) sum += px[c];
-          s[(n * g_count + g) * hw + q] = sum;
-        }
-      }
+      const int64_t nq = std::min(kPixBlock, hw - q0);
+      spec.levels_nhwc(x + n * c_all * hw + q0, c_all, hw, nq, ka,
+                       lv + (n * hw + q0) * c_all);
     }
   });
-  RunKbit(lv, s, args, w, p, spec, threads, /*rows_out=*/false);
+  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/false);
 }
 
 void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows,
@@ -508,19 +491,14 @@ void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows,
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
   const KbitSpec spec = internal::KbitFor(config.isa);
   thread_local Scratch<uint8_t> lv_s;
-  thread_local Scratch<int64_t> s_s;
   uint8_t* lv = lv_s.Get(static_cast<size_t>(rows * depth));
-  int64_t* s = s_s.Get(static_cast<size_t>(rows));
   const int ka = w.act_bit;
   ParallelFor(rows, threads, [&](int64_t b, int64_t e) {
     for (int64_t m = b; m < e; ++m) {
       spec.levels(args.x + m * depth, depth, ka, lv + m * depth);
-      int64_t sum = 0;
-      for (int64_t d = 0; d < depth; ++d) sum += lv[m * depth + d];
-      s[m] = sum;
     }
   });
-  RunKbit(lv, s, args, w, p, spec, threads, /*rows_out=*/true);
+  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/true);
 }
 
 }  // namespace binmx

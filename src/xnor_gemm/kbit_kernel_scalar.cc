@@ -66,9 +66,28 @@ void Levels(const float* x, int64_t n, int ka, uint8_t* out) {
   }
 }
 
+void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
+                uint8_t* out) {
+  constexpr int64_t kBlock = 64;
+  uint8_t tmp[kBlock];
+  for (int64_t q0 = 0; q0 < hw; q0 += kBlock) {
+    const int64_t nq = std::min(kBlock, hw - q0);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      Levels(x + ch * stride + q0, nq, ka, tmp);
+      for (int64_t q = 0; q < nq; ++q) out[(q0 + q) * c + ch] = tmp[q];
+    }
+  }
+}
+
+int64_t RowSum(const uint8_t* row, int64_t n) {
+  int64_t s = 0;
+  for (int64_t i = 0; i < n; ++i) s += row[i];
+  return s;
+}
+
 void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
               int64_t np, int64_t nf, const double* ds, const float* bias, float* out,
-              int64_t os) {
+              int64_t os, bool transposed) {
   for (int64_t p = 0; p < np; ++p) {
     const double base = static_cast<double>(coff * l[p]);
     for (int64_t f = 0; f < nf; ++f) {
@@ -76,7 +95,7 @@ void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* 
       if (corr != nullptr) d += static_cast<double>(corr[p * rs + f]);
       float v = static_cast<float>(d * ds[f]);
       if (bias != nullptr) v += bias[f];
-      out[p * os + f] = v;
+      out[transposed ? f * os + p : p * os + f] = v;
     }
   }
 }
@@ -84,7 +103,7 @@ void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* 
 }  // namespace
 
 KbitSpec ScalarKbit() {
-  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels, Epilogue};
+  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels, LevelsNhwc, RowSum, Epilogue};
 }
 
 }  // namespace internal

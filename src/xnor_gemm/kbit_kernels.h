@@ -14,9 +14,14 @@
  * Planes: one row of n u8 levels (< 2^ka) -> ceil(n / 64) words x ka planes, [wd][i], bit
  *   d % 64 of word d / 64 of plane i = bit i of row[d]; tail bits 0.
  * Levels: out[i] = rint(A * min(1, max(0, double(x[i])))) (NaN -> 0), A = 2^ka - 1.
+ * LevelsNhwc: the same for hw pixels of c channels (channel planes `stride` floats apart),
+ *   written channels-last: out[q * c + ch] = level of x[ch * stride + q], q < hw (vector
+ *   kernels: 16 x 16 byte transposes).
+ * RowSum: sum of n u8 values.
  * Epilogue: for p < np, f < nf:
  *   D = 2 R[p * rs + f] + coff * L[p] + (corr ? corr[p * rs + f] : 0)   (exact, in double)
- *   out[p * os + f] = float(D * ds[f]) + bias[f]      (bias null: no add)
+ *   out[p * os + f] (transposed: out[f * os + p]) = float(D * ds[f]) + bias[f]  (bias null:
+ *   no add); the transposed form writes NCHW rows directly (8 x 8 transposes).
  * Like kernels.h: kernel files must not define inline functions with external linkage.
  */
 #ifndef BINMX_KBIT_KERNELS_H_
@@ -36,9 +41,13 @@ using Int8TileFn = void (*)(const uint32_t* x, int64_t np, int64_t kq, const uin
                             int64_t nf, int64_t fs, int32_t* r, int64_t rs);
 using PlanesFn = void (*)(const uint8_t* row, int64_t n, int ka, uint64_t* out);
 using LevelsFn = void (*)(const float* x, int64_t n, int ka, uint8_t* out);
+using LevelsNhwcFn = void (*)(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
+                              uint8_t* out);
+using RowSumFn = int64_t (*)(const uint8_t* row, int64_t n);
 using KbitEpilogueFn = void (*)(const int32_t* r, const int32_t* corr, int64_t rs,
                                 const int64_t* l, int64_t coff, int64_t np, int64_t nf,
-                                const double* ds, const float* bias, float* out, int64_t os);
+                                const double* ds, const float* bias, float* out, int64_t os,
+                                bool transposed);
 
 struct KbitSpec {
   BitSerialTileFn bitserial;
@@ -46,6 +55,8 @@ struct KbitSpec {
   Int8Format int8_format;
   PlanesFn planes;
   LevelsFn levels;
+  LevelsNhwcFn levels_nhwc;
+  RowSumFn row_sum;
   KbitEpilogueFn epilogue;
 };
 
