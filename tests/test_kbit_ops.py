@@ -155,3 +155,47 @@ def test_summary_names_the_kernel():
     kernels = {layer.name: layer.kernel for layer in s.layers}
     assert kernels == {"a2w1": "bitserial", "a8w8": "int8", "a12": "float", "binary": "xnor"}
     assert "bitserial" in s.table() and "kernel" in s.table()
+
+
+def _mxnet_forward(sym: mx.sym.Symbol, args: dict, x: np.ndarray) -> np.ndarray:
+    ex = sym.simple_bind(mx.cpu(), data=x.shape, grad_req="null")
+    for k, v in args.items():
+        ex.arg_dict[k][:] = v
+    return ex.forward(is_train=False, data=mx.nd.array(x))[0].asnumpy()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(bits=(8, 8), chans=3, kernel=7, stride=2, pad=3, relu=True, pool="valid"),  # stem
+        dict(bits=(2, 1), chans=17, kernel=3, stride=1, pad=1, relu=True, pool="full"),
+        dict(bits=(4, 3), chans=64, kernel=3, stride=1, pad=1, relu=True, pool=None),
+        dict(bits=(5, 2), chans=9, kernel=3, stride=2, pad=0, relu=False, pool="valid"),
+    ],
+)
+def test_runtime_kbit_conv_with_relu_and_pool_equals_mxnet(rng, tmp_path, case):
+    """The runtime's integer k-bit conv (relu and max-pool fused, as for the 8-bit stem) gives
+    MXNet's bits: the same core kernels, then exact relu / max."""
+    runtime = pytest.importorskip("binmx_runtime", reason="needs the binmx-runtime distribution")
+    act_bit, weight_bit = case["bits"]
+    k = case["kernel"]
+    x = _acts(rng, (2, case["chans"], 23, 21))
+    x[np.isnan(x)] = 0.5
+    w = rng.standard_normal((24, case["chans"], k, k)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    net = mx.sym.QConvolution(mx.sym.var("data"), kernel=(k, k), stride=(case["stride"],) * 2,
+                              pad=(case["pad"],) * 2, num_filter=24, act_bit=act_bit,
+                              weight_bit=weight_bit, scaling_factor=True, name="q")
+    if case["relu"]:
+        net = mx.sym.Activation(net, act_type="relu", name="r")
+    if case["pool"]:
+        net = mx.sym.Pooling(net, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max",
+                             pooling_convention=case["pool"], name="p")
+    args = {"q_weight": w, "q_bias": b}
+    want = _mxnet_forward(net, args, x)
+    prefix = str(tmp_path / "m")
+    mx.model.save_checkpoint(prefix, 1, net, {k: mx.nd.array(v) for k, v in args.items()}, {})
+    model = runtime.load(prefix, 1, input_shape=x.shape, threads=2)
+    got = model.run(x)
+    assert len(model.layers()) == 1, "relu / pool not fused into the k-bit convolution"
+    _assert_equal(got, want, "runtime vs MXNet")

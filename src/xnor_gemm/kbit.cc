@@ -303,10 +303,13 @@ void KbitWeightLevels(const float* w, int64_t n, int weight_bit, uint8_t* out) {
   thread_local std::vector<double> th;
   th.resize(static_cast<size_t>(n));
   double max_t = 0.0;
+  bool nan = false;
   for (int64_t i = 0; i < n; ++i) {
     th[i] = std::tanh(double{w[i]});
     max_t = std::max(max_t, std::fabs(th[i]));
+    nan = nan || std::isnan(w[i]);
   }
+  Require(!nan, "KbitWeightLevels: the weights contain NaN (no quantisation level)");
   const double levels = static_cast<double>((1 << weight_bit) - 1);
   for (int64_t i = 0; i < n; ++i) {
     const double t = max_t > 0.0 ? th[i] / (2.0 * max_t) : 0.0;
