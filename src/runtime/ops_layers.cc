@@ -492,19 +492,33 @@ void ReluMaxPool(const float* x, int64_t planes, int64_t h, int64_t w, const Max
     for (int64_t pl = b; pl < e; ++pl) {
       const float* xp = x + pl * h * w;
       float* yp = y + pl * oh * ow;
+      // Without a NaN in the plane, max(m, v) = v > m ? v : m (vectorised); with one, the
+      // NaN-aware form.
+      unsigned nan_seen = 0;
+      for (int64_t i = 0; i < h * w; ++i) nan_seen |= static_cast<unsigned>(xp[i] != xp[i]);
+      const bool nan = nan_seen != 0;
       for (int64_t oy = 0; oy < oh; ++oy) {
         const int64_t y0 = std::max<int64_t>(oy * ps.stride_h - ps.pad_h, 0);
         const int64_t y1 = std::min(oy * ps.stride_h - ps.pad_h + ps.kernel_h, h);
         std::fill(colmax.begin(), colmax.end(), -INFINITY);
+        float* cm = colmax.data();
         for (int64_t yy = y0; yy < y1; ++yy) {
           const float* row = xp + yy * w;
-          for (int64_t xx = 0; xx < w; ++xx) colmax[xx] = MaxNan(colmax[xx], row[xx]);
+          if (nan) {
+            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = MaxNan(cm[xx], row[xx]);
+          } else {
+            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = row[xx] > cm[xx] ? row[xx] : cm[xx];
+          }
         }
         for (int64_t ox = 0; ox < ow; ++ox) {
           const int64_t x0 = std::max<int64_t>(ox * ps.stride_w - ps.pad_w, 0);
           const int64_t x1 = std::min(ox * ps.stride_w - ps.pad_w + ps.kernel_w, w);
           float m = -INFINITY;
-          for (int64_t xx = x0; xx < x1; ++xx) m = MaxNan(m, colmax[xx]);
+          if (nan) {
+            for (int64_t xx = x0; xx < x1; ++xx) m = MaxNan(m, cm[xx]);
+          } else {
+            for (int64_t xx = x0; xx < x1; ++xx) m = cm[xx] > m ? cm[xx] : m;
+          }
           // relu(max) = max(relu): both orders give NaN for a NaN; an empty window stays -inf.
           yp[oy * ow + ox] = relu && y0 < y1 && x0 < x1 ? Relu(m) : m;
         }
