@@ -199,3 +199,44 @@ def test_runtime_kbit_conv_with_relu_and_pool_equals_mxnet(rng, tmp_path, case):
     got = model.run(x)
     assert len(model.layers()) == 1, "relu / pool not fused into the k-bit convolution"
     _assert_equal(got, want, "runtime vs MXNet")
+
+
+@pytest.mark.parametrize("net", ["lenet", "resnet"])
+def test_int8_stem_models_train_convert_and_run(rng, tmp_path, net):
+    """``stem="int8"``: conv0 / conv1 is a QConvolution(8, 8) on the pixel / 255 input (no
+    bn_data); a training step runs (its forward on the integer kernel), and the converted,
+    folded model gives MXNet's predictions in the runtime."""
+    from binmx import models
+
+    if net == "lenet":
+        sym, shape, first = models.binary_lenet(stem="int8"), (4, 1, 28, 28), "conv1"
+    else:
+        sym = models.resnet(depth=10, num_classes=10, image_shape=(1, 28, 28), width=16,
+                            stem="int8", stem_stride=2)
+        shape, first = (4, 1, 28, 28), "conv0"
+    nodes = {n["name"]: n for n in __import__("json").loads(sym.tojson())["nodes"]}
+    assert nodes[first]["op"] == "QConvolution"
+    assert nodes[first]["attrs"]["act_bit"] == "8" and nodes[first]["attrs"]["weight_bit"] == "8"
+    assert "bn_data" not in nodes
+    x = (rng.integers(0, 256, shape) / 255.0).astype(np.float32)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["softmax_label"])
+    mod.bind(data_shapes=[("data", shape)], label_shapes=[("softmax_label", (shape[0],))])
+    mod.init_params(mx.init.Xavier(magnitude=2.0))
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.1})
+    batch = mx.io.DataBatch([mx.nd.array(x)], [mx.nd.array(rng.integers(0, 10, shape[0]))])
+    mod.forward_backward(batch)
+    mod.update()
+    grads = mod._exec_group.grad_arrays[mod._exec_group.param_names.index(f"{first}_weight")]
+    assert float(np.abs(grads[0].asnumpy()).sum()) > 0.0, "no gradient reached the int8 stem"
+    args, aux = mod.get_params()
+    csym, cargs, caux = binmx.convert(sym, args, aux, fold=True)
+    ref = csym.bind(mx.cpu(), {**cargs, "data": mx.nd.array(x),
+                               "softmax_label": mx.nd.zeros(shape[0])},
+                    aux_states=caux).forward()[0].asnumpy()
+    runtime = pytest.importorskip("binmx_runtime", reason="needs the binmx-runtime distribution")
+    prefix = str(tmp_path / "m")
+    mx.model.save_checkpoint(prefix, 1, csym, cargs, caux)
+    got = runtime.load(prefix, 1, input_shape=shape, threads=1).run(x)
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    s = binmx.summary(sym, shape)
+    assert {layer.name: layer.kernel for layer in s.layers}[first] == "int8"
