@@ -115,10 +115,13 @@ inline void CopyBytes(uint8_t* dst, const uint8_t* src, int64_t n) {
   if (i < n) std::memcpy(dst + n - 8, src + n - 8, 8);
 }
 
-// The shared body of KbitConv2d / KbitDense on channels-last levels lv (N, H, W, C) with
-// per-(image, group, pixel) level sums s. rows_out: out is (OH * OW, F) per image (dense).
-void RunKbit(const uint8_t* lv, const KbitArgs& args, const KbitWeights& w,
-             const Conv2dParams& p, const KbitSpec& spec, int threads, bool rows_out) {
+// The shared body of KbitConv2d / KbitDense on channels-last levels lv (N, H, W, C).
+// rows_out: out is (OH * OW, F) per image (dense). pimg / psum (bit-serial with C/g a multiple
+// of 64, else null): every input pixel's plane words [n][g][y][x][C/g / 64][ka] and level sums
+// [n][g][y][x], so that a pixel's row is a copy of whole words per tap.
+void RunKbit(const uint8_t* lv, const uint64_t* pimg, const int64_t* psum, const KbitArgs& args,
+             const KbitWeights& w, const Conv2dParams& p, const KbitSpec& spec, int threads,
+             bool rows_out) {
   const int64_t n_img = p.batch, c_all = p.channels, h = p.in_h, wd_in = p.in_w;
   const int64_t g_count = p.groups, cg = p.GroupChannels(), fg = p.GroupFilters();
   const int64_t f_all = p.num_filter, f_pad = w.f_pad;
@@ -169,53 +172,86 @@ void RunKbit(const uint8_t* lv, const KbitArgs& args, const KbitWeights& w,
       const int64_t g = ng % g_count, n = ng / g_count;
       const int64_t q0 = qc * kPixChunk, np = std::min(kPixChunk, ohw - q0);
       const int64_t f0 = fc * f_chunk, nf = std::min(f_chunk, f_pad - f0);
-      uint8_t* rows = rows_s.Get(static_cast<size_t>(np * row_bytes));
       int64_t* l = l_s.Get(static_cast<size_t>(np));
       char* padded = padded_s.Get(static_cast<size_t>(np * taps));
       bool any_padded = false;
-      const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
-      for (int64_t pi = 0; pi < np; ++pi) {
-        const int64_t q = q0 + pi, oy = q / ow, ox = q % ow;
-        uint8_t* row = rows + pi * row_bytes;
-        for (int64_t i = 0; i < kh; ++i) {
-          const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-          const int64_t ix0 = ox * p.stride_w - p.pad_w;
-          if (merge_row && iy >= 0 && iy < h && ix0 >= 0 && ix0 + kw <= wd_in) {
-            // The kw taps of this row are kw consecutive pixels: one copy of kw * C bytes.
-            CopyBytes(row + i * kw * cg, lv_img + (iy * wd_in + ix0) * c_all, kw * cg);
-            if (need_corr) {
-              for (int64_t j = 0; j < kw; ++j) padded[pi * taps + i * kw + j] = 0;
-            }
-            continue;
-          }
-          for (int64_t j = 0; j < kw; ++j) {
-            const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-            const int64_t t = i * kw + j;
-            uint8_t* dst = row + t * cg;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= wd_in) {
-              std::memset(dst, 0, static_cast<size_t>(cg));
-              padded[pi * taps + t] = 1;
-              any_padded = true;
-            } else {
-              CopyBytes(dst, lv_img + (iy * wd_in + ix) * c_all, cg);
-              padded[pi * taps + t] = 0;
-            }
-          }
-        }
-        std::memset(row + depth, 0, static_cast<size_t>(row_bytes - depth));
-        l[pi] = spec.row_sum(row, depth);
-      }
       int32_t* r = r_s.Get(static_cast<size_t>(np * nf));
-      if (bitserial) {
+      if (pimg != nullptr) {
+        // Rows of whole plane words: tap t of pixel q is the tw words of its input pixel.
+        const int64_t tw = cg / 64 * ka;
         uint64_t* xb = planes_s.Get(static_cast<size_t>(np * units * ka));
+        const int64_t img = (n * g_count + g) * h * wd_in;
         for (int64_t pi = 0; pi < np; ++pi) {
-          spec.planes(rows + pi * row_bytes, depth, ka, xb + pi * units * ka);
+          const int64_t q = q0 + pi, oy = q / ow, ox = q % ow;
+          uint64_t* dst = xb + pi * units * ka;
+          int64_t sum = 0;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+            for (int64_t j = 0; j < kw; ++j) {
+              const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+              const int64_t t = i * kw + j;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= wd_in) {
+                for (int64_t k = 0; k < tw; ++k) dst[t * tw + k] = 0;
+                padded[pi * taps + t] = 1;
+                any_padded = true;
+              } else {
+                const int64_t px = img + iy * wd_in + ix;
+                const uint64_t* src = pimg + px * tw;
+                for (int64_t k = 0; k < tw; ++k) dst[t * tw + k] = src[k];  // no library call
+                sum += psum[px];
+                padded[pi * taps + t] = 0;
+              }
+            }
+          }
+          l[pi] = sum;
         }
         spec.bitserial(xb, np, units, ka, w.planes.data() + g * w_rows * f_pad + f0, kwb, nf,
                        f_pad, r, nf);
       } else {
-        spec.int8(reinterpret_cast<const uint32_t*>(rows), np, units,
-                  w.packed.data() + g * w_rows * f_pad + f0, nf, f_pad, r, nf);
+        uint8_t* rows = rows_s.Get(static_cast<size_t>(np * row_bytes));
+        const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
+        for (int64_t pi = 0; pi < np; ++pi) {
+          const int64_t q = q0 + pi, oy = q / ow, ox = q % ow;
+          uint8_t* row = rows + pi * row_bytes;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
+            const int64_t ix0 = ox * p.stride_w - p.pad_w;
+            if (merge_row && iy >= 0 && iy < h && ix0 >= 0 && ix0 + kw <= wd_in) {
+              // The kw taps of this row are kw consecutive pixels: one copy of kw * C bytes.
+              CopyBytes(row + i * kw * cg, lv_img + (iy * wd_in + ix0) * c_all, kw * cg);
+              if (need_corr) {
+                for (int64_t j = 0; j < kw; ++j) padded[pi * taps + i * kw + j] = 0;
+              }
+              continue;
+            }
+            for (int64_t j = 0; j < kw; ++j) {
+              const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
+              const int64_t t = i * kw + j;
+              uint8_t* dst = row + t * cg;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= wd_in) {
+                std::memset(dst, 0, static_cast<size_t>(cg));
+                padded[pi * taps + t] = 1;
+                any_padded = true;
+              } else {
+                CopyBytes(dst, lv_img + (iy * wd_in + ix) * c_all, cg);
+                padded[pi * taps + t] = 0;
+              }
+            }
+          }
+          std::memset(row + depth, 0, static_cast<size_t>(row_bytes - depth));
+          l[pi] = spec.row_sum(row, depth);
+        }
+        if (bitserial) {
+          uint64_t* xb = planes_s.Get(static_cast<size_t>(np * units * ka));
+          for (int64_t pi = 0; pi < np; ++pi) {
+            spec.planes(rows + pi * row_bytes, depth, ka, xb + pi * units * ka);
+          }
+          spec.bitserial(xb, np, units, ka, w.planes.data() + g * w_rows * f_pad + f0, kwb, nf,
+                         f_pad, r, nf);
+        } else {
+          spec.int8(reinterpret_cast<const uint32_t*>(rows), np, units,
+                    w.packed.data() + g * w_rows * f_pad + f0, nf, f_pad, r, nf);
+        }
       }
       const int32_t* corr = nullptr;
       if (need_corr && any_padded) {
@@ -478,7 +514,34 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
                        lv + (n * hw + q0) * c_all);
     }
   });
-  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/false);
+  const uint64_t* pimg = nullptr;
+  const int64_t* psum = nullptr;
+  if (w.path == KbitPath::kBitSerial && p.GroupChannels() % 64 == 0) {
+    // Plane words and level sums of every input pixel and group, made once (a row then
+    // copies whole words per tap instead of re-extracting planes for every output pixel).
+    const int64_t g_count = p.groups, cg = p.GroupChannels(), tw = cg / 64 * ka;
+    thread_local Scratch<uint64_t> pimg_s;
+    thread_local Scratch<int64_t> psum_s;
+    uint64_t* pi_w = pimg_s.Get(static_cast<size_t>(n_img * g_count * hw * tw));
+    int64_t* ps_w = psum_s.Get(static_cast<size_t>(n_img * g_count * hw));
+    ParallelFor(n_img * blocks, threads, [&](int64_t b, int64_t e) {
+      for (int64_t task = b; task < e; ++task) {
+        const int64_t n = task / blocks, q0 = (task % blocks) * kPixBlock;
+        const int64_t q1 = std::min(hw, q0 + kPixBlock);
+        for (int64_t g = 0; g < g_count; ++g) {
+          for (int64_t q = q0; q < q1; ++q) {
+            const uint8_t* src = lv + (n * hw + q) * c_all + g * cg;
+            const int64_t px = (n * g_count + g) * hw + q;
+            spec.planes(src, cg, ka, pi_w + px * tw);
+            ps_w[px] = spec.row_sum(src, cg);
+          }
+        }
+      }
+    });
+    pimg = pi_w;
+    psum = ps_w;
+  }
+  RunKbit(lv, pimg, psum, args, w, p, spec, threads, /*rows_out=*/false);
 }
 
 void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows,
@@ -501,7 +564,7 @@ void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows,
       spec.levels(args.x + m * depth, depth, ka, lv + m * depth);
     }
   });
-  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/true);
+  RunKbit(lv, nullptr, nullptr, args, w, p, spec, threads, /*rows_out=*/true);
 }
 
 }  // namespace binmx
