@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--act-bit", type=int, default=1)
     p.add_argument("--weight-bit", type=int, default=1)
     p.add_argument(
+        "--stem",
+        default="float",
+        choices=["float", "int8"],
+        help="conv1: float, or QConvolution act_bit=weight_bit=8 (integer int8 kernel)",
+    )
+    p.add_argument(
         "--float",
         dest="float_model",
         action="store_true",
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     if batches == 0:
         raise ValueError(f"Expected at least --batch-size ({args.batch_size}) training images")
 
+    if args.gluon and args.stem != "float":
+        raise SystemExit("--stem int8 is built with the Module API (drop --gluon)")
     if args.gluon:
         net = lenet_gluon(binary=binary, **bits)
         history, train_seconds = common.fit_gluon(
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
             x_test, y_test, batch_size=common.divisor_batch(x_test.shape[0])
         )
         _, history, train_seconds = common.fit_module(
-            lenet_symbol(binary=binary, **bits),
+            lenet_symbol(binary=binary, stem=args.stem, **bits),
             train_iter,
             test_iter,
             kv=kv,
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {
         "model": model + (" (Gluon)" if args.gluon else ""),
         "dataset": "mnist",
+        "stem": args.stem,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,

@@ -58,6 +58,7 @@ def resnet_symbol(
     act_bit: int = 1,
     weight_bit: int = 1,
     stem_stride: int = 1,
+    stem: str = "auto",
 ) -> mx.sym.Symbol:
     """Binary pre-activation ResNet for ``dataset`` (binmx.models.resnet; ``binary=False``: the
     float network of the same shape)."""
@@ -70,6 +71,7 @@ def resnet_symbol(
         act_bit=act_bit,
         weight_bit=weight_bit,
         stem_stride=stem_stride,
+        stem=stem,
     )
 
 
@@ -145,6 +147,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         choices=[1, 2],
         help="stride of conv0 for 28x28/32x32 inputs (2 halves the cost of every stage)",
+    )
+    p.add_argument(
+        "--stem",
+        default="auto",
+        choices=["auto", "int8"],
+        help="conv0: float after bn_data, or QConvolution act_bit=weight_bit=8 on pixel / 255 "
+        "(integer int8 kernel; not for the mean/std-normalised ImageNet input)",
     )
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=128)
@@ -263,8 +272,15 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"Expected at least --batch-size ({args.batch_size}) training images")
 
     model = f"{'binary' if binary else 'float'} ResNet-{args.depth} (width {args.width})"
+    if args.stem == "int8" and args.dataset == "imagenet":
+        raise SystemExit("--stem int8 quantises clip(x, 0, 1): it needs pixel / 255 inputs, and "
+                         "the ImageNet reader normalises with the channel mean / std")
     sym_kw = dict(
-        dataset=args.dataset, depth=args.depth, width=args.width, stem_stride=args.stem_stride
+        dataset=args.dataset,
+        depth=args.depth,
+        width=args.width,
+        stem_stride=args.stem_stride,
+        stem=args.stem,
     )
     sym = resnet_symbol(binary=binary, act_bit=args.act_bit, weight_bit=args.weight_bit, **sym_kw)
     prefix = str(out_dir / f"resnet{args.depth}")
@@ -289,6 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         "depth": args.depth,
         "width": args.width,
         "stem_stride": args.stem_stride,
+        "stem": args.stem,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,

@@ -14,6 +14,8 @@ the binary layer. Rastegari et al., "XNOR-Net" (2016); Yang et al., "BMXNet" (20
 
 from __future__ import annotations
 
+import functools
+
 import mxnet as mx
 
 __all__ = ["RESNET_UNITS", "binary_lenet", "resnet"]
@@ -25,7 +27,8 @@ RESNET_UNITS: dict[int, tuple[int, int, int, int]] = {
     34: (3, 4, 6, 3),
 }
 
-_STEMS = ("auto", "imagenet", "cifar")
+_STEMS = ("auto", "imagenet", "cifar", "int8")
+_LENET_STEMS = ("float", "int8")
 
 
 def _check_bits(act_bit: int, weight_bit: int) -> dict[str, int]:
@@ -35,7 +38,9 @@ def _check_bits(act_bit: int, weight_bit: int) -> dict[str, int]:
     return {"act_bit": act_bit, "weight_bit": weight_bit}
 
 
-def binary_lenet(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1) -> mx.sym.Symbol:
+def binary_lenet(
+    *, binary: bool = True, act_bit: int = 1, weight_bit: int = 1, stem: str = "float"
+) -> mx.sym.Symbol:
     """BMXNet's binary LeNet (MNIST, 28x28x1 input, 10 classes).
 
     Layers (``binary=False`` replaces ``QActivation -> QConvolution / QFullyConnected`` by
@@ -48,10 +53,22 @@ def binary_lenet(*, binary: bool = True, act_bit: int = 1, weight_bit: int = 1) 
 
     The same graph as ``lenet_symbol`` in ``examples/train_mnist.py``; converted, its
     parameters take <= 206,511 bytes (the original BMXNet result).
+
+    ``stem="int8"`` makes conv1 a ``QConvolution`` with ``act_bit = weight_bit = 8`` (trained
+    quantisation-aware like every Q layer; the runtime and the operator run it on the integer
+    kernels, docs/design.md §3). Its activation quantiser reads ``clip(x, 0, 1)``: the input
+    must be pixel / 255 (as ``binmx.data`` gives), which it then quantises without loss.
     """
     bits = _check_bits(act_bit, weight_bit)
+    if stem not in _LENET_STEMS:
+        raise ValueError(f"Expected `stem` in {_LENET_STEMS}, got {stem!r}")
     data = mx.sym.Variable("data")
-    x = mx.sym.Convolution(data, kernel=(5, 5), num_filter=64, name="conv1")
+    if stem == "int8" and binary:
+        x = mx.sym.QConvolution(
+            data, kernel=(5, 5), num_filter=64, act_bit=8, weight_bit=8, name="conv1"
+        )
+    else:
+        x = mx.sym.Convolution(data, kernel=(5, 5), num_filter=64, name="conv1")
     x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn1")
     x = mx.sym.Activation(x, act_type="relu", name="relu1")
     x = mx.sym.Pooling(x, pool_type="max", kernel=(2, 2), stride=(2, 2), name="pool1")
@@ -176,6 +193,11 @@ def resnet(
         bn1 -> relu1 -> pool1 global average -> flatten -> fc (float, ``num_classes``) -> softmax
 
     ``stem="auto"`` picks "imagenet" for inputs of 64 pixels or more, else "cifar".
+    ``stem="int8"``: the "auto" geometry with conv0 a ``QConvolution`` at ``act_bit =
+    weight_bit = 8`` (the integer int8 kernel, docs/design.md §3) reading the input directly,
+    without bn_data: its quantiser takes ``clip(x, 0, 1)``, so the input must be pixel / 255
+    (``binmx.data``'s Fashion-MNIST / CIFAR-10), which it quantises without loss. With
+    ``binary=False`` conv0 is a float ``Convolution`` on the same input (same parameters).
     ``binary=False`` gives the float network of the same shape: ``Activation(relu)`` and
     ``Convolution`` where the binary one has ``QActivation`` and ``QConvolution``.
     ``image_shape`` (C, H, W) only selects the stem; the symbol accepts any input size that
@@ -195,13 +217,20 @@ def resnet(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Expected `{key}` to be a positive int, got {value!r}")
     bits = _check_bits(act_bit, weight_bit)
-    if stem == "auto":
+    int8 = stem == "int8"
+    if stem in ("auto", "int8"):
         stem = "imagenet" if min(image_shape[1:]) >= 64 else "cifar"
 
     data = mx.sym.Variable("data")
-    x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
+    if int8:
+        x = data  # the 8-bit quantiser reads pixel / 255 exactly; no bn_data
+    else:
+        x = mx.sym.BatchNorm(data, fix_gamma=True, momentum=0.9, eps=2e-5, name="bn_data")
+    conv0 = mx.sym.Convolution
+    if int8 and binary:
+        conv0 = functools.partial(mx.sym.QConvolution, act_bit=8, weight_bit=8)
     if stem == "imagenet":
-        x = mx.sym.Convolution(
+        x = conv0(
             x,
             kernel=(7, 7),
             stride=(2, 2),
@@ -215,7 +244,7 @@ def resnet(
             x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="pool0"
         )
     else:
-        x = mx.sym.Convolution(
+        x = conv0(
             x,
             kernel=(3, 3),
             stride=(stem_stride, stem_stride),

@@ -1,7 +1,9 @@
 """Per-layer model summary: precision, shapes, 1-bit and 32-bit parameters, memory and MACs.
 
 For each operator node of a symbol: the input precision (1 for a QConvolution /
-QFullyConnected / QActivation with act_bit 1, k for k-bit, 32 for float), the output shape,
+QFullyConnected / QActivation with act_bit 1, k for k-bit, 32 for float), the kernel a Q layer's
+forward runs (``xnor``; ``bitserial`` or ``int8``, the integer k-bit kernels; ``float``, the
+fake-quant floats, for bit widths without an integer kernel), the output shape,
 the number of 1-bit and 32-bit parameters (a Q layer with weight_bit 1 stores its weight at
 one bit per element; biases, scales, BatchNorm parameters and statistics and every float
 layer are 32-bit), the memory they take, and the multiply-accumulates: 1-bit MACs for Q layers
@@ -26,6 +28,8 @@ from typing import Any
 
 import mxnet as mx
 
+from binmx import xnor
+
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
 _CONV_OPS = ("Convolution", "QConvolution")
@@ -39,6 +43,9 @@ class LayerSummary:
     op: str
     precision: str
     output_shape: tuple[int, ...]
+    # The forward kernel of a Q layer: "xnor" (binary), "bitserial" / "int8" (integer k-bit,
+    # binmx.xnor.kbit_path), "float" (fake-quant floats or act_bit 32); "" for other ops.
+    kernel: str = ""
     params_1bit: int = 0
     params_32bit: int = 0
     macs_1bit: int = 0
@@ -87,6 +94,7 @@ class ModelSummary:
             "layer",
             "op",
             "in bits",
+            "kernel",
             "output shape",
             "1-bit par",
             "32-bit par",
@@ -103,6 +111,7 @@ class ModelSummary:
                 layer.name,
                 layer.op,
                 layer.precision,
+                layer.kernel or "-",
                 str(layer.output_shape),
                 f"{layer.params_1bit:,}",
                 f"{layer.params_32bit:,}",
@@ -122,7 +131,7 @@ class ModelSummary:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
             "  ".join(
-                c.ljust(w) if i < 4 else c.rjust(w)
+                c.ljust(w) if i < 5 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
             for r in rows
@@ -233,6 +242,14 @@ def summary(
             depth = math.prod(in_shape[1:]) if flatten else in_shape[-1]
             weight = out[-1] * depth
             macs = math.prod(out[:-1]) * weight
+        if op in _Q_OPS and weight:
+            depth = weight // out[1] if op in _CONV_OPS else weight // out[-1]
+            if binary:
+                layer.kernel = "xnor"
+            elif act == 1:
+                layer.kernel = "float"
+            else:
+                layer.kernel = xnor.kbit_path(act, wbit, depth)
         if weight:
             if op in _Q_OPS and wbit == 1:
                 layer.params_1bit = weight

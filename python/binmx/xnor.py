@@ -26,6 +26,7 @@ __all__ = [
     "binary_dense",
     "current_isa",
     "default_threads",
+    "kbit_path",
     "pack_bits",
     "pack_conv_weights",
     "xnor_gemm",
@@ -110,6 +111,17 @@ def current_isa() -> str:
 def default_threads() -> int:
     """Threads used when ``threads=None``: ``OMP_NUM_THREADS`` if a positive int, else all."""
     return int(_xnor.default_threads())
+
+
+def kbit_path(act_bit: int, weight_bit: int, depth: int) -> str:
+    """The kernel a k-bit QConvolution / QFullyConnected forward runs (kbit.h).
+
+    ``"bitserial"`` (act_bit 2..4, weight_bit 1..4: AND + popcount over bit planes),
+    ``"int8"`` (act_bit 2..8, weight_bit 1..8 otherwise: u8 x s8 dot products, VNNI where the
+    CPU has it) or ``"float"`` (no integer kernel: im2col + GEMM on the fake-quantised floats).
+    ``depth`` is kh * kw * C / groups (or the dense depth); above 65536 the path is float.
+    """
+    return str(_xnor.kbit_path(int(act_bit), int(weight_bit), int(depth)))
 
 
 def pack_bits(x: np.ndarray, *, isa: str | None = None) -> np.ndarray:

@@ -26,7 +26,9 @@
  * Forward: out = alpha_f * conv(Qa(x), Qw(W)) + bias_f, padding per pad_value (0 = zeros,
  *   +1 / -1 constants), Qa / Qw the act_bit / weight_bit quantisers (op_common.h), alpha_f =
  *   mean |W_f| with scaling_factor (else 1). act_bit = weight_bit = 1 runs the direct xnor
- *   convolution of bconv.h (exact integers); other bit widths run a float convolution.
+ *   convolution of bconv.h (exact integers); act_bit 2..8 with weight_bit 1..8 the integer
+ *   k-bit kernels of kbit.h (exact integer levels, one final rounding); other bit widths run
+ *   a float convolution on the fake-quantised values.
  * Backward (straight-through estimator):
  *   dx = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (mask only if act_bit < 32)
  *   G  = d loss / d Qw without alpha = sum dy * Qa(x)pad;  dW = G, or with scaling_factor
@@ -41,6 +43,7 @@
 #include "bconv.h"
 #include "conv.h"
 #include "float_conv.h"
+#include "kbit.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "xnor_gemm.h"
@@ -440,6 +443,19 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
       FloatConv2dForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, p,
                          DefaultThreads());
+    } else if (KbitPathFor(a.act_bit, a.weight_bit, p.FilterSize()) != KbitPath::kNone) {
+      // k-bit with an integer kernel (kbit.h: bit-serial or int8): the fake-quant result from
+      // exact integer levels. Weights are re-quantised on every call, as on the float path.
+      const GemmConfig config = DefaultGemmConfig();
+      thread_local KbitWeights kbit_w;
+      PrepareKbitConv(static_cast<const float*>(wt.data_ptr), p, a.act_bit, a.weight_bit,
+                      config.isa, &kbit_w);
+      KbitArgs args;
+      args.x = x;
+      args.alpha = alpha;
+      args.bias = bias;
+      args.out = out;
+      KbitConv2d(args, kbit_w, p, config);
     } else {
       // k-bit / float: im2col + OpenBLAS GEMM; a 1-bit input is read through sgn directly.
       const int64_t xn = xt.size(), wn = wt.size();

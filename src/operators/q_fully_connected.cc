@@ -13,7 +13,8 @@
  *   and sum rounded separately in float32; computed in the packing pass; no backward.
  *
  * Forward: out[m][h] = alpha_h * sum_d Qa(x)[m][d] * Qw(W)[h][d] + bias_h (quantisers and
- *   alpha_h = mean |W_h| as in QConvolution); act_bit = weight_bit = 1 uses the xnor GEMM.
+ *   alpha_h = mean |W_h| as in QConvolution); act_bit = weight_bit = 1 uses the xnor GEMM,
+ *   act_bit 2..8 with weight_bit 1..8 the integer k-bit kernels of kbit.h.
  * Backward (STE): dx = (alpha * dy) Qw(W) * 1[|x| <= grad_cancel] (mask only if act_bit < 32);
  *   G = dy^T Qa(x); dW = G, or with scaling_factor alpha * G + sgn(W) / D * dalpha,
  *   dalpha_h = sum_d G_hd Qw(W)_hd; dbias = sum dy. Packed weights get a zero gradient.
@@ -27,6 +28,7 @@
 #include "bconv.h"
 #include "conv.h"
 #include "float_conv.h"
+#include "kbit.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "xnor_gemm.h"
@@ -318,6 +320,18 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                      wq.data());
       FloatDenseForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, rows, depth,
                         hid, DefaultThreads());
+    } else if (KbitPathFor(a.act_bit, a.weight_bit, depth) != KbitPath::kNone) {
+      // k-bit with an integer kernel (kbit.h): exact integer levels, one final rounding.
+      const GemmConfig config = DefaultGemmConfig();
+      thread_local KbitWeights kbit_w;
+      PrepareKbitDense(static_cast<const float*>(wt.data_ptr), depth, hid, a.act_bit,
+                       a.weight_bit, config.isa, &kbit_w);
+      KbitArgs args;
+      args.x = x;
+      args.alpha = alpha;
+      args.bias = bias;
+      args.out = out;
+      KbitDense(args, kbit_w, rows, config);
     } else {
       // k-bit / float: OpenBLAS GEMM; a 1-bit input is read through sgn.
       std::vector<float> xq, wq(hid * depth);

@@ -19,6 +19,7 @@
 
 #include "bconv.h"
 #include "conv.h"
+#include "kbit.h"
 #include "xnor_gemm.h"
 
 namespace py = pybind11;
@@ -328,4 +329,7 @@ PYBIND11_MODULE(_xnor, m) {
   m.def("available_isas", &AvailableIsas);
   m.def("current_isa", [] { return std::string(binmx::IsaName(DefaultIsaOrValueError())); });
   m.def("default_threads", &binmx::DefaultThreads);
+  m.def("kbit_path", [](int act_bit, int weight_bit, int64_t depth) {
+    return std::string(binmx::KbitPathName(binmx::KbitPathFor(act_bit, weight_bit, depth)));
+  });
 }

@@ -13,6 +13,9 @@
  *   input_affine the activation is sgn(x * in_scale_c + in_shift_c); out_packed / in_packed
  *   hand sign words from one binary layer to the next; residual adds the last input in the
  *   epilogue. All as the MXNet operators compute them.
+ *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
+ *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
+ *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
  *   Other bit widths (the "correct if slower" path): a = Qa(x) (sgn, or DoReFa
  *   round((2^k-1) clip(x, 0, 1)) / (2^k-1), or x for 32), Wq = DoReFa weight quantiser over the
  *   whole weight tensor, then a float convolution / dense layer with alpha_f * Wq_f and the
@@ -26,6 +29,7 @@
 #include "conv.h"
 #include "engine.h"
 #include "float_ops.h"
+#include "kbit.h"
 #include "parallel.h"
 #include "rt_common.h"
 
@@ -189,6 +193,42 @@ FloatConvGeometry Geometry(const Conv2dParams& p) {
   return g;
 }
 
+// Absorbs, after node `*last` whose sole reader is `*reader`, a relu Activation and then a max
+// Pooling (each the only reader of the one before) into the layer with geometry p: sets relu,
+// pool / has_pool, extends name, moves *last to the last absorbed node.
+void AbsorbReluMaxPool(Planner& pl, const Conv2dParams& p, int* last, int* reader,
+                       std::string* name, bool* relu, MaxPoolSpec* pool, bool* has_pool) {
+  *relu = false;
+  *has_pool = false;
+  if (*reader >= 0 && IsReluNode(pl.graph().nodes[*reader])) {
+    *relu = true;
+    *name += "+" + pl.graph().nodes[*reader].name;
+    pl.Absorb(*reader, -1);
+    *last = *reader;
+    *reader = pl.SoleReader(*last);
+  }
+  if (*reader >= 0 && pl.graph().nodes[*reader].op == "Pooling") {
+    const PoolParams pp = ParsePooling(pl.graph().nodes[*reader]);
+    if (pp.type == "max" && !pp.global) {
+      pool->kernel_h = pp.kernel[0];
+      pool->kernel_w = pp.kernel[1];
+      pool->stride_h = pp.stride[0];
+      pool->stride_w = pp.stride[1];
+      pool->pad_h = pp.pad[0];
+      pool->pad_w = pp.pad[1];
+      pool->full_convention = pp.full;
+      const int64_t oh = PoolOut(p.OutH(), pool->kernel_h, pool->stride_h, pool->pad_h, pp.full);
+      const int64_t ow = PoolOut(p.OutW(), pool->kernel_w, pool->stride_w, pool->pad_w, pp.full);
+      if (oh > 0 && ow > 0) {
+        *has_pool = true;
+        *name += "+" + pl.graph().nodes[*reader].name;
+        pl.Absorb(*reader, -1);
+        *last = *reader;
+      }
+    }
+  }
+}
+
 void BuildConvolution(Planner& pl, int node) {
   const Node& n = pl.graph().nodes[node];
   AttrReader r(n);
@@ -224,36 +264,9 @@ void BuildConvolution(Planner& pl, int node) {
       reader = pl.SoleReader(last);
     }
   }
-  bool relu = false;
-  if (reader >= 0 && IsReluNode(pl.graph().nodes[reader])) {
-    relu = true;
-    name += "+" + pl.graph().nodes[reader].name;
-    pl.Absorb(reader, -1);
-    last = reader;
-    reader = pl.SoleReader(last);
-  }
+  bool relu = false, has_pool = false;
   MaxPoolSpec pool;
-  bool has_pool = false;
-  if (reader >= 0 && pl.graph().nodes[reader].op == "Pooling") {
-    const PoolParams pp = ParsePooling(pl.graph().nodes[reader]);
-    if (pp.type == "max" && !pp.global) {
-      pool.kernel_h = pp.kernel[0];
-      pool.kernel_w = pp.kernel[1];
-      pool.stride_h = pp.stride[0];
-      pool.stride_w = pp.stride[1];
-      pool.pad_h = pp.pad[0];
-      pool.pad_w = pp.pad[1];
-      pool.full_convention = pp.full;
-      const int64_t oh = PoolOut(p.OutH(), pool.kernel_h, pool.stride_h, pool.pad_h, pp.full);
-      const int64_t ow = PoolOut(p.OutW(), pool.kernel_w, pool.stride_w, pool.pad_w, pp.full);
-      if (oh > 0 && ow > 0) {
-        has_pool = true;
-        name += "+" + pl.graph().nodes[reader].name;
-        pl.Absorb(reader, -1);
-        last = reader;
-      }
-    }
-  }
+  AbsorbReluMaxPool(pl, p, &last, &reader, &name, &relu, &pool, &has_pool);
   auto conv = std::make_unique<FloatConv>(Geometry(p), w.data(), bias.data(), relu,
                                           has_pool ? &pool : nullptr, pl.isa());
   const int out = pl.NewValue(conv->OutputShape());
@@ -454,6 +467,108 @@ class KbitConvStep : public Step {
 
 size_t Align64(size_t n) { return (n + 63) / 64 * 64; }
 
+// relu as the Activation node computes it: max(x, 0), NaN kept.
+inline float Relu(float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }
+// The max of a Pooling window as that node takes it: a NaN wins.
+inline float MaxNan(float m, float v) { return (v > m || v != v) ? v : m; }
+
+// relu (when asked) then MXNet max Pooling of (planes, h, w) into (planes, oh, ow) (a window
+// clipped to the image, cells in the padding never win, an empty window gives -inf): per
+// output row the column maxima over the window's rows, then the maxima along the row; the
+// relu is applied to the maximum (the same value, NaN included).
+void ReluMaxPool(const float* x, int64_t planes, int64_t h, int64_t w, const MaxPoolSpec& ps,
+                 int64_t oh, int64_t ow, bool relu, float* y, int threads) {
+  ParallelFor(planes, threads, [&](int64_t b, int64_t e) {
+    std::vector<float> colmax(static_cast<size_t>(w));
+    for (int64_t pl = b; pl < e; ++pl) {
+      const float* xp = x + pl * h * w;
+      float* yp = y + pl * oh * ow;
+      // Without a NaN in the plane, max(m, v) = v > m ? v : m (vectorised); with one, the
+      // NaN-aware form.
+      unsigned nan_seen = 0;
+      for (int64_t i = 0; i < h * w; ++i) nan_seen |= static_cast<unsigned>(xp[i] != xp[i]);
+      const bool nan = nan_seen != 0;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        const int64_t y0 = std::max<int64_t>(oy * ps.stride_h - ps.pad_h, 0);
+        const int64_t y1 = std::min(oy * ps.stride_h - ps.pad_h + ps.kernel_h, h);
+        std::fill(colmax.begin(), colmax.end(), -INFINITY);
+        float* cm = colmax.data();
+        for (int64_t yy = y0; yy < y1; ++yy) {
+          const float* row = xp + yy * w;
+          if (nan) {
+            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = MaxNan(cm[xx], row[xx]);
+          } else {
+            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = row[xx] > cm[xx] ? row[xx] : cm[xx];
+          }
+        }
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const int64_t x0 = std::max<int64_t>(ox * ps.stride_w - ps.pad_w, 0);
+          const int64_t x1 = std::min(ox * ps.stride_w - ps.pad_w + ps.kernel_w, w);
+          float m = -INFINITY;
+          if (nan) {
+            for (int64_t xx = x0; xx < x1; ++xx) m = MaxNan(m, cm[xx]);
+          } else {
+            for (int64_t xx = x0; xx < x1; ++xx) m = cm[xx] > m ? cm[xx] : m;
+          }
+          // relu(max) = max(relu): both orders give NaN for a NaN; an empty window stays -inf.
+          yp[oy * ow + ox] = relu && y0 < y1 && x0 < x1 ? Relu(m) : m;
+        }
+      }
+    }
+  });
+}
+
+// k-bit convolution / dense on the integer kernels of kbit.h (bit-serial or int8): the weights
+// quantised and laid out once at load, the activation levels made inside the call.
+class KbitIntConvStep : public Step {
+ public:
+  void Run(const RunCtx& ctx) const override {
+    KbitArgs args;
+    args.x = ctx.F(inputs[0]);
+    args.alpha = alpha.empty() ? nullptr : alpha.data();
+    args.bias = bias.empty() ? nullptr : bias.data();
+    float* y = ctx.MutF(output);
+    args.out = has_pool ? reinterpret_cast<float*>(ctx.scratch) : y;
+    KbitConv2d(args, weights, params, GemmConfig{weights.isa, ctx.threads});
+    const int64_t planes = params.batch * params.num_filter;
+    const int64_t h = params.OutH(), w = params.OutW();
+    if (has_pool) {
+      ReluMaxPool(args.out, planes, h, w, pool, pool_h, pool_w, relu, y, ctx.threads);
+    } else if (relu) {
+      ParallelFor(planes, ctx.threads, [&](int64_t b, int64_t e) {
+        for (int64_t i = b * h * w; i < e * h * w; ++i) y[i] = Relu(y[i]);
+      });
+    }
+  }
+  size_t ScratchBytes() const override {
+    return has_pool ? Align64(static_cast<size_t>(params.batch * params.num_filter *
+                                                  params.OutH() * params.OutW()) * sizeof(float))
+                    : 0;
+  }
+  Conv2dParams params;
+  KbitWeights weights;
+  std::vector<float> alpha, bias;
+  bool relu = false, has_pool = false;  // absorbed relu Activation / max Pooling
+  MaxPoolSpec pool{};
+  int64_t pool_h = 0, pool_w = 0;
+};
+
+class KbitIntDenseStep : public Step {
+ public:
+  void Run(const RunCtx& ctx) const override {
+    KbitArgs args;
+    args.x = ctx.F(inputs[0]);
+    args.alpha = alpha.empty() ? nullptr : alpha.data();
+    args.bias = bias.empty() ? nullptr : bias.data();
+    args.out = ctx.MutF(output);
+    KbitDense(args, weights, rows, GemmConfig{weights.isa, ctx.threads});
+  }
+  int64_t rows = 0;
+  KbitWeights weights;
+  std::vector<float> alpha, bias;
+};
+
+
 void BuildQConvolution(Planner& pl, int node) {
   const Node& n = pl.graph().nodes[node];
   AttrReader r(n);
@@ -569,6 +684,31 @@ void BuildQConvolution(Planner& pl, int node) {
   // k-bit path.
   const std::vector<float> w =
       pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  if (q.act_bit >= 2 && in_scale.empty() &&
+      KbitPathFor(q.act_bit, q.weight_bit, fsize) != KbitPath::kNone) {
+    auto step = std::make_unique<KbitIntConvStep>();
+    step->params = p;
+    PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+    if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    step->bias = bias;
+    step->float_macs = p.batch * oh * ow * f * fsize;
+    // A relu and a max-pool right behind (an 8-bit stem) are fused as for a float conv.
+    std::string name = n.name;
+    int last = node, reader = pl.SoleReader(node);
+    AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
+    std::vector<int64_t> oshape = {p.batch, f, oh, ow};
+    if (step->has_pool) {
+      step->pool_h = PoolOut(oh, step->pool.kernel_h, step->pool.stride_h, step->pool.pad_h,
+                             step->pool.full_convention);
+      step->pool_w = PoolOut(ow, step->pool.kernel_w, step->pool.stride_w, step->pool.pad_w,
+                             step->pool.full_convention);
+      oshape = {p.batch, f, step->pool_h, step->pool_w};
+    }
+    const int out = pl.NewValue(oshape);
+    Finish(pl, node, std::move(step), {d.value}, out, name);
+    pl.SetOutput(last, out);
+    return;
+  }
   std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
   if (q.scaling) {
     const std::vector<float> alpha = MeanAbsRows(w, f, fsize);
@@ -715,6 +855,17 @@ void BuildQFullyConnected(Planner& pl, int node) {
     return;
   }
   const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  if (q.act_bit >= 2 && in_scale.empty() &&
+      KbitPathFor(q.act_bit, q.weight_bit, depth) != KbitPath::kNone) {
+    auto step = std::make_unique<KbitIntDenseStep>();
+    step->rows = rows;
+    PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+    if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    step->bias = bias;
+    step->float_macs = rows * depth * hidden;
+    Finish(pl, node, std::move(step), {in}, out, "");
+    return;
+  }
   std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
   if (q.scaling) {
     const std::vector<float> alpha = MeanAbsRows(w, hidden, depth);
