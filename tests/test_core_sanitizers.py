@@ -1,4 +1,4 @@
-"""Build the C++ core test (src/xnor_gemm/tests) under AddressSanitizer + UBSan and run it.
+"""Build the C++ core tests (src/xnor_gemm/tests) under AddressSanitizer + UBSan and run them.
 
 The sanitizer build lives in its own directory (build/asan) so the flags never reach the
 static library that the Python modules link.
@@ -24,7 +24,8 @@ def _cmake() -> str | None:
 
 
 @pytest.mark.slow
-def test_core_under_asan_and_ubsan() -> None:
+@pytest.mark.parametrize("target", ["xnor_gemm_test", "bconv_test"])
+def test_core_under_asan_and_ubsan(target: str) -> None:
     cmake = _cmake()
     if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("needs cmake and a C++ compiler")
@@ -42,13 +43,13 @@ def test_core_under_asan_and_ubsan() -> None:
     res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     res = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", "xnor_gemm_test", "-j", "2"],
+        [cmake, "--build", str(BUILD), "--target", target, "-j", "2"],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    exe = next(BUILD.rglob("xnor_gemm_test"))
+    exe = next(p for p in BUILD.rglob(target) if p.is_file())
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:halt_on_error=1"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"

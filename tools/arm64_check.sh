@@ -59,7 +59,8 @@ say "cross-build into $BUILD"
   -DBINMX_PYTHON=OFF -DBINMX_TESTS=ON >"$BUILD.configure.log" 2>&1 \
   || { cat "$BUILD.configure.log"; die "cmake configure"; }
 "$CMAKE" --build "$BUILD" -j"$JOBS" 2>&1 | grep -Ev '^\[ *[0-9]+%\]' || true
-"$CMAKE" --build "$BUILD" -j"$JOBS" >/dev/null 2>&1 || die "cmake build (run it again to see the error)"
+"$CMAKE" --build "$BUILD" -j"$JOBS" >/dev/null 2>&1 \
+  || die "cmake build (run it again to see the error)"
 GEMM_TEST=$BUILD/src/xnor_gemm/xnor_gemm_test
 BCONV_TEST=$BUILD/src/xnor_gemm/bconv_test
 BENCH=$BUILD/src/xnor_gemm/bench_arm64
