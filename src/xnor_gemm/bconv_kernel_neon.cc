@@ -25,6 +25,10 @@
  */
 #include <arm_neon.h>
 
+#if defined(__AARCH64EB__)
+#error "the NEON kernels assume little-endian lane order (aarch64, not aarch64_be)"
+#endif
+
 #include "bconv_kernels.h"
 
 namespace binmx {
