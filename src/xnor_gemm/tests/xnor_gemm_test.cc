@@ -61,6 +61,8 @@ std::vector<float> RandomFloats(std::mt19937_64& gen, int64_t count) {
   // Exact zeros of both signs must pack as +1.
   if (count > 0) v[0] = -0.0f;
   if (count > 2) v[count / 2] = 0.0f;
+  // NaN packs as +1 too (x < 0 is false).
+  if (count > 3) v[count / 3 + 1] = std::nanf("");
   return v;
 }
 
