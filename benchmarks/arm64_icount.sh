@@ -16,7 +16,8 @@ BUILD=${BINMX_ARM64_BUILD:-$PWD/build-arm64}
 BENCH=$BUILD/src/xnor_gemm/bench_arm64
 [[ -x "$BENCH" ]] || { echo "build $BENCH first (bash tools/arm64_check.sh)" >&2; exit 1; }
 LAYERS=("$@")
-((${#LAYERS[@]})) || LAYERS=(conv2_x conv3_1 conv3_x down3 conv4_1 conv4_x down4 conv5_1 conv5_x down5)
+((${#LAYERS[@]})) \
+  || LAYERS=(conv2_x conv3_1 conv3_x down3 conv4_1 conv4_x down4 conv5_1 conv5_x down5)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -59,5 +60,6 @@ for layer in "${LAYERS[@]}"; do
   mmac=$(qemu-aarch64 -L /usr/aarch64-linux-gnu "$BENCH" --layer "$layer" --baseline 0 \
     --isa neon --quick | awk -v l="$layer" '$1 == l { print $5 }')
   awk -v l="$layer" -v m="$mmac" -v a="${n[neon]}" -v b="${n[scalar]}" 'BEGIN {
-    printf "%-8s %10.1f %14.0f %10.1f %14.0f %10.1f %8.2f\n", l, m, a, m * 1e6 / a, b, m * 1e6 / b, b / a }'
+    printf "%-8s %10.1f %14.0f %10.1f %14.0f %10.1f %8.2f\n",
+           l, m, a, m * 1e6 / a, b, m * 1e6 / b, b / a }'
 done

@@ -7,7 +7,7 @@
  * the scalar path's first. With reps = 1 it makes exactly one timed call per layer, which is
  * what `valgrind --tool=callgrind` instruction counts want.
  *
- *   bench_bconv_core [--reps N] [--batch B] [--threads T] [--isa scalar|avx2|avx512|all]
+ *   bench_bconv_core [--reps N] [--batch B] [--threads T] [--isa scalar|avx2|avx512|neon|all]
  *                    [--layer 56|28|14|7|all] [--check 0|1]
  * (--check 0 skips the scalar reference call, e.g. under callgrind).
  * Built by CMake with -DBINMX_TESTS=ON (target bench_bconv_core), or ad hoc:
@@ -57,15 +57,15 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Available paths up to the default one (BINMX_ISA caps it), fastest first, scalar last.
   std::vector<std::pair<std::string, binmx::Isa>> isas;
   const binmx::Isa best = binmx::DefaultIsa();
-  if (isa_arg == "all" || isa_arg == "avx512") {
-    if (best == binmx::Isa::kAvx512) isas.push_back({"avx512", binmx::Isa::kAvx512});
+  const std::vector<binmx::Isa> available = binmx::AvailableIsas();  // slowest first
+  const size_t cap = std::find(available.begin(), available.end(), best) - available.begin();
+  for (size_t i = cap + 1; i-- > 0;) {
+    const std::string name = binmx::IsaName(available[i]);
+    if (isa_arg == "all" || isa_arg == name) isas.push_back({name, available[i]});
   }
-  if (isa_arg == "all" || isa_arg == "avx2") {
-    if (best != binmx::Isa::kScalar) isas.push_back({"avx2", binmx::Isa::kAvx2});
-  }
-  if (isa_arg == "all" || isa_arg == "scalar") isas.push_back({"scalar", binmx::Isa::kScalar});
 
   const Layer layers[] = {{56, 64}, {28, 128}, {14, 256}, {7, 512}};
   std::mt19937 gen(0);
@@ -103,7 +103,6 @@ int main(int argc, char** argv) {
       std::fill(out.begin(), out.end(), 0.0f);
       const int warm = reps > 1 ? 3 : 0;
       for (int i = 0; i < warm; ++i) binmx::BinaryConv2d(args, p, cfg);
-      const bool same = std::memcmp(out.data(), ref.data(), out_n * sizeof(float)) == 0;
       std::vector<double> t;
       for (int i = 0; i < reps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -112,6 +111,8 @@ int main(int argc, char** argv) {
                                                               t0)
                         .count());
       }
+      // Compared after the timed calls (with reps = 1 there is no warm-up call before them).
+      const bool same = std::memcmp(out.data(), ref.data(), out_n * sizeof(float)) == 0;
       std::printf("%2dx%-2dx%-3d %-6s %8.4f %8.4f %s\n", L.size, L.size, L.ch, name.c_str(),
                   Median(t), *std::min_element(t.begin(), t.end()),
                   !check ? "(unchecked)" : same ? "" : "MISMATCH vs scalar");

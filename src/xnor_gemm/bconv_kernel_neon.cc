@@ -25,6 +25,10 @@
  */
 #include <arm_neon.h>
 
+#if defined(__AARCH64EB__)
+#error "the NEON kernels assume little-endian lane order (aarch64, not aarch64_be)"
+#endif
+
 #include "bconv_kernels.h"
 
 namespace binmx {
@@ -303,7 +307,9 @@ void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
     const uint64_t* row = w + r * words;
     uint32_t s = 0;
     int64_t i = 0;
-    for (; i + 2 <= words; i += 2) s += vaddlvq_u8(vcntq_u8(vreinterpretq_u8_u64(vld1q_u64(row + i))));
+    for (; i + 2 <= words; i += 2) {
+      s += vaddlvq_u8(vcntq_u8(vreinterpretq_u8_u64(vld1q_u64(row + i))));
+    }
     if (i < words) s += vaddv_u8(vcnt_u8(vcreate_u8(row[i])));
     pop[r] = static_cast<int32_t>(s);
   }

@@ -23,6 +23,10 @@
  */
 #include <arm_neon.h>
 
+#if defined(__AARCH64EB__)
+#error "the NEON kernels assume little-endian lane order (aarch64, not aarch64_be)"
+#endif
+
 #include <cstring>
 
 #include "kernels.h"
