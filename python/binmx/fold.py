@@ -81,118 +81,32 @@ Rewrite 5 therefore only sees BatchNorms that read oneDNN outputs. They run in t
 
 from __future__ import annotations
 
-import itertools
-import json
 from typing import Any
 
 import mxnet as mx
 import numpy as np
 
+from binmx._graph import (
+    BINARY_OPS,
+    Graph,
+    is_binary,
+    op_inputs,
+    output_shapes,
+    parse_ints,
+)
+from binmx._graph import bool_attr as _true
+from binmx._graph import float_attr as _float
+from binmx._graph import int_attr as _int
+
 __all__ = ["fold"]
 
-_BINARY = ("QConvolution", "QFullyConnected")
+_BINARY = BINARY_OPS
 _ADDS = ("elemwise_add", "add_n")  # add_n only with two inputs
-_TRUE = ("true", "1")
-
-
-def _true(attrs: dict[str, str], key: str, default: bool = False) -> bool:
-    value = attrs.get(key)
-    return default if value is None else str(value).strip().lower() in _TRUE
-
-
-def _int(attrs: dict[str, str], key: str, default: int) -> int:
-    value = attrs.get(key)
-    return default if value is None else int(str(value).strip())
-
-
-def _float(attrs: dict[str, str], key: str, default: float) -> float:
-    value = attrs.get(key)
-    return default if value is None else float(str(value).strip())
-
-
-def _is_binary(node: dict[str, Any]) -> bool:
-    if node["op"] not in _BINARY:
-        return False
-    attrs = node.get("attrs", {})
-    act = _int(attrs, "act_bit", 1)
-    return act == 1 and _int(attrs, "weight_bit", act) == 1
-
-
-class _Graph:
-    """A symbol's nodes keyed by id, inputs as ``[id, output_index, version]``."""
-
-    def __init__(self, sym: mx.sym.Symbol) -> None:
-        data = json.loads(sym.tojson())
-        self.attrs = data.get("attrs", {})
-        self.nodes: dict[int, dict[str, Any]] = dict(enumerate(data["nodes"]))
-        self.heads: list[list[int]] = [list(h) for h in data["heads"]]
-        self._ids = itertools.count(len(self.nodes))
-
-    def consumers(self) -> dict[int, list[int]]:
-        """Node id -> ids of the nodes (reachable from the heads) that read it."""
-        out: dict[int, list[int]] = {i: [] for i in self.nodes}
-        for i in self.reachable():
-            for entry in self.nodes[i]["inputs"]:
-                out[entry[0]].append(i)
-        return out
-
-    def head_ids(self) -> set[int]:
-        return {h[0] for h in self.heads}
-
-    def reachable(self) -> list[int]:
-        """Ids in a topological order (inputs first), from the heads."""
-        order: list[int] = []
-        seen: set[int] = set()
-        stack: list[tuple[int, bool]] = [(h[0], False) for h in reversed(self.heads)]
-        while stack:
-            nid, done = stack.pop()
-            if done:
-                order.append(nid)
-                continue
-            if nid in seen:
-                continue
-            seen.add(nid)
-            stack.append((nid, True))
-            for entry in reversed(self.nodes[nid]["inputs"]):
-                if entry[0] not in seen:
-                    stack.append((entry[0], False))
-        return order
-
-    def redirect(self, old: int, new: int) -> None:
-        """Every reader of node ``old``, and every head naming it, reads node ``new`` instead."""
-        for node in self.nodes.values():
-            node["inputs"] = [[new, 0, e[2]] if e[0] == old else e for e in node["inputs"]]
-        self.heads = [[new, 0, h[2]] if h[0] == old else h for h in self.heads]
-
-    def add_variable(self, name: str, shape: tuple[int, ...]) -> int:
-        nid = next(self._ids)
-        self.nodes[nid] = {
-            "op": "null",
-            "name": name,
-            "attrs": {"__dtype__": "0", "__shape__": str(tuple(shape))},
-            "inputs": [],
-        }
-        return nid
-
-    def to_symbol(self) -> mx.sym.Symbol:
-        order = self.reachable()
-        index = {nid: i for i, nid in enumerate(order)}
-        nodes = []
-        for nid in order:
-            node = dict(self.nodes[nid])
-            node["inputs"] = [[index[e[0]], e[1], e[2]] for e in node["inputs"]]
-            nodes.append(node)
-        graph = {
-            "nodes": nodes,
-            "arg_nodes": [i for i, n in enumerate(nodes) if n["op"] == "null"],
-            "heads": [[index[h[0]], h[1], h[2]] for h in self.heads],
-            "attrs": self.attrs,
-        }
-        return mx.sym.load_json(json.dumps(graph))
+_is_binary = is_binary
 
 
 def _bn_affine(
-    node: dict[str, Any], graph: _Graph, args: dict[str, Any], aux: dict[str, Any]
+    node: dict[str, Any], graph: Graph, args: dict[str, Any], aux: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale, shift) of an inference-mode BatchNorm over axis 1, or None if not foldable."""
     attrs = node.get("attrs", {})
@@ -218,21 +132,12 @@ def _bn_affine(
     return scale.astype(np.float32), shift.astype(np.float32)
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
-
-
-def _add_param(
-    graph: _Graph, args: dict[str, Any], taken: set[str], name: str, value: np.ndarray
-) -> list[int]:
+def _add_param(graph: Graph, args: dict[str, Any], name: str, value: np.ndarray) -> list[int]:
     """A new float32 parameter (a unique name from ``name``) in the graph and in ``args``; its
     input entry."""
-    vname = _unique(name, taken)
-    args[vname] = mx.nd.array(value, dtype=np.float32)
-    return [graph.add_variable(vname, value.shape), 0, 0]
+    nid = graph.add_variable(name, value.shape)
+    args[graph.nodes[nid]["name"]] = mx.nd.array(value, dtype=np.float32)
+    return [nid, 0, 0]
 
 
 def fold(
@@ -254,11 +159,12 @@ def fold(
     graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
     4-d tensor into a fully connected layer through a Flatten (inferred when not given).
     """
-    graph = _Graph(sym)
+    graph = Graph.from_symbol(sym)
     args = dict(arg_params)
     aux = dict(aux_params)
-    taken = {n["name"] for n in graph.nodes.values()} | set(args) | set(aux)
-    shapes = _output_shapes(sym, arg_params, data_shape)
+    graph.reserve(args)
+    graph.reserve(aux)
+    shapes = output_shapes(sym, arg_params, data_shape)
 
     # 1. BatchNorm -> [QActivation | Flatten]* -> binary layer: input affine.
     consumers = graph.consumers()
@@ -296,16 +202,15 @@ def fold(
             scale, shift = np.repeat(scale, per), np.repeat(shift, per)
         elif node["op"] == "QFullyConnected" and bn_out is None:
             continue
-        node["inputs"][0] = list(bn["inputs"][0])
-        node.setdefault("attrs", {})["input_affine"] = "True"
+        inputs = graph.named_inputs(nid)
+        inputs["data"] = list(bn["inputs"][0])
+        attrs = node.setdefault("attrs", {})
+        attrs["input_affine"] = "True"
         if flattened and node["op"] == "QFullyConnected":
             attrs["flatten"] = "True"
-        residual = node["inputs"][-1:] if _true(attrs, "residual") else []
-        if residual:
-            node["inputs"] = node["inputs"][:-1]
         for suffix, value in (("in_scale", scale), ("in_shift", shift)):
-            node["inputs"].append(_add_param(graph, args, taken, f"{node['name']}_{suffix}", value))
-        node["inputs"] += residual  # inputs: ..., in_scale, in_shift, [residual]
+            inputs[suffix] = _add_param(graph, args, f"{node['name']}_{suffix}", value)
+        graph.set_named_inputs(nid, inputs)
     del consumers
 
     # 2. converted binary layer -> BatchNorm (its only reader): fold into alpha and bias.
@@ -330,27 +235,25 @@ def fold(
         if affine is None:
             continue
         scale, shift = affine
-        names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
-        no_bias = _true(lattrs, "no_bias")
-        scaling = _true(lattrs, "scaling_factor")
+        inputs = graph.named_inputs(src)
         n_out = scale.shape[0]
-        bias = np.zeros(n_out, np.float32) if no_bias else args[names[2]].asnumpy()
+        bias = (
+            graph.param_array(inputs["bias"], args).asnumpy()
+            if "bias" in inputs
+            else np.zeros(n_out, np.float32)
+        )
         alpha = (
-            args[names[2 if no_bias else 3]].asnumpy() if scaling else np.ones(n_out, np.float32)
+            graph.param_array(inputs["alpha"], args).asnumpy()
+            if "alpha" in inputs
+            else np.ones(n_out, np.float32)
         )
         new_alpha = (scale.astype(np.float64) * alpha).astype(np.float32)
         new_bias = (scale.astype(np.float64) * bias + shift).astype(np.float32)
-        rest = layer["inputs"][2:]
-        if not no_bias:
-            rest = rest[1:]
-        if scaling:
-            rest = rest[1:]
-        inputs = layer["inputs"][:2]
-        for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
-            inputs.append(_add_param(graph, args, taken, f"{layer['name']}_{suffix}_folded", value))
-        layer["inputs"] = inputs + rest  # data, weight, bias, alpha, [in_scale, in_shift]
         lattrs["no_bias"] = "False"
         lattrs["scaling_factor"] = "True"
+        for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
+            inputs[suffix] = _add_param(graph, args, f"{layer['name']}_{suffix}_folded", value)
+        graph.set_named_inputs(src, inputs)
         graph.redirect(nid, src)  # readers of the BatchNorm now read the layer
         consumers = graph.consumers()
         heads = graph.head_ids()
@@ -394,8 +297,8 @@ def fold(
         new_b = (bias * scale64 + shift).astype(np.float32)
         layer["inputs"] = [
             layer["inputs"][0],
-            _add_param(graph, args, taken, f"{names[1]}_folded", new_w),
-            _add_param(graph, args, taken, f"{layer['name']}_bias_folded", new_b),
+            _add_param(graph, args, f"{names[1]}_folded", new_w),
+            _add_param(graph, args, f"{layer['name']}_bias_folded", new_b),
         ]
         lattrs["no_bias"] = "False"
         graph.redirect(nid, src)
@@ -472,15 +375,16 @@ def fold(
             or any(e[0] == src for e in second["inputs"][1:])
         ):
             continue
-        k = _num_params(sattrs)
-        scale_shift = second["inputs"][k : k + 2]
-        second["inputs"] = second["inputs"][:k] + second["inputs"][k + 2 :]
+        second_in = graph.named_inputs(nid)
+        first_in = graph.named_inputs(src)
+        first_in["out_scale"] = second_in.pop("in_scale")
+        first_in["out_shift"] = second_in.pop("in_shift")
         sattrs["input_affine"] = "False"
         sattrs["in_packed"] = "True"
         sattrs["in_channels"] = str(_int(fattrs, "num_filter", 0))
-        at = _num_params(fattrs) + (2 if _true(fattrs, "input_affine") else 0)
-        first["inputs"] = first["inputs"][:at] + scale_shift + first["inputs"][at:]
         fattrs["out_packed"] = "True"
+        graph.set_named_inputs(nid, second_in)
+        graph.set_named_inputs(src, first_in)
         consumers = graph.consumers()
 
     # 8. Inference BatchNorm [-> relu] on a plain-layout array -> QChannelAffine [relu].
@@ -508,7 +412,7 @@ def fold(
                 relu_id = consumers[nid][0]
         inputs = [list(bn["inputs"][0])]
         for suffix, value in zip(("scale", "shift"), affine, strict=True):
-            inputs.append(_add_param(graph, args, taken, f"{bn['name']}_{suffix}", value))
+            inputs.append(_add_param(graph, args, f"{bn['name']}_{suffix}", value))
         graph.nodes[nid] = {
             "op": "QChannelAffine",
             "name": bn["name"],
@@ -538,8 +442,8 @@ def fold(
             "attrs": {"kernel": "(1, 1)", "num_filter": str(channels), "no_bias": "False"},
             "inputs": [
                 list(bn["inputs"][0]),
-                _add_param(graph, args, taken, f"{bn['name']}_diag_weight", weight),
-                _add_param(graph, args, taken, f"{bn['name']}_diag_bias", shift),
+                _add_param(graph, args, f"{bn['name']}_diag_weight", weight),
+                _add_param(graph, args, f"{bn['name']}_diag_bias", shift),
             ],
         }
 
@@ -558,27 +462,15 @@ def fold(
         convs_only = all(_reads_nchw(graph.nodes[r], k) for r, k in readers)
         if convs_only and (len(readers) >= 2 or node["op"] in _ONEDNN_BLOCKED):
             # oneDNN's reorder to plain NHWC, then binmx's NHWC -> NCHW (4-d data only).
-            tid, bid = next(graph._ids), next(graph._ids)
-            graph.nodes[tid] = {
-                "op": "transpose",
-                "name": _unique(f"{node['name']}_nhwc", taken),
-                "attrs": {"axes": "(0, 2, 3, 1)"},
-                "inputs": [[nid, 0, 0]],
-            }
-            graph.nodes[bid] = {
-                "op": "QNHWCToNCHW",
-                "name": _unique(f"{node['name']}_nchw", taken),
-                "attrs": {},
-                "inputs": [[tid, 0, 0]],
-            }
+            tid = graph.add_node(
+                "transpose", f"{node['name']}_nhwc", {"axes": "(0, 2, 3, 1)"}, [[nid, 0, 0]]
+            )
+            bid = graph.add_node("QNHWCToNCHW", f"{node['name']}_nchw", {}, [[tid, 0, 0]])
         elif len(readers) >= 2:
-            bid = next(graph._ids)
-            graph.nodes[bid] = {
-                "op": "Reshape",  # shape -2: copy every input dimension
-                "name": _unique(f"{node['name']}_plain", taken),
-                "attrs": {"shape": "(-2,)"},
-                "inputs": [[nid, 0, 0]],
-            }
+            # shape -2: copy every input dimension
+            bid = graph.add_node(
+                "Reshape", f"{node['name']}_plain", {"shape": "(-2,)"}, [[nid, 0, 0]]
+            )
         else:
             continue
         for r, k in readers:
@@ -608,9 +500,10 @@ def _reads_nchw(reader: dict[str, Any], k: int) -> bool:
     if reader["op"] != "QConvolution":
         return False
     attrs = reader.get("attrs", {})
-    if k == 0:
-        return not _true(attrs, "in_packed")
-    return _true(attrs, "residual") and k == len(reader["inputs"]) - 1
+    names = op_inputs(reader["op"], attrs)
+    if k >= len(names):
+        return False
+    return names[k] == "residual" or (names[k] == "data" and not _true(attrs, "in_packed"))
 
 
 def _is_reshape_barrier(node: dict[str, Any]) -> bool:
@@ -628,14 +521,8 @@ def _packed_conv(node: dict[str, Any]) -> bool:
     )
 
 
-def _num_params(attrs: dict[str, str]) -> int:
-    """data, weight, [bias], [alpha]: the inputs before a QConvolution's optional ones."""
-    scaling = _true(attrs, "binarized_weights_only") and _true(attrs, "scaling_factor")
-    return 2 + (0 if _true(attrs, "no_bias") else 1) + (1 if scaling else 0)
-
-
 def _ndim(
-    graph: _Graph, nid: int, consumers: dict[int, list[int]], shapes: dict[str, tuple[int, ...]]
+    graph: Graph, nid: int, consumers: dict[int, list[int]], shapes: dict[str, tuple[int, ...]]
 ) -> int | None:
     """Rank of a node's output: from the inferred shapes, else 4 when a 2-d Convolution
     reads it; None when unknown."""
@@ -644,31 +531,7 @@ def _ndim(
         return len(shape)
     for r in consumers[nid]:
         reader = graph.nodes[r]
-        kernel = reader.get("attrs", {}).get("kernel", "")
-        if (
-            reader["op"] == "Convolution"
-            and len([d for d in kernel.strip("()[] ").split(",") if d.strip()]) == 2
-        ):
+        kernel = parse_ints(reader.get("attrs", {}).get("kernel"))
+        if reader["op"] == "Convolution" and kernel is not None and len(kernel) == 2:
             return 4
     return None
-
-
-def _output_shapes(
-    sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data_shape: tuple[int, ...] | None
-) -> dict[str, tuple[int, ...]]:
-    """Node name -> output shape, where the data shape is known or can be inferred."""
-    from binmx.converter import ConversionError, _random_inputs
-
-    try:
-        inputs = _random_inputs(sym, params, data_shape)
-    except ConversionError:
-        if data_shape is not None:
-            raise
-        return {}
-    internals = sym.get_internals()
-    _, out_shapes, _ = internals.infer_shape_partial(**inputs)
-    result = {}
-    for name, shape in zip(internals.list_outputs(), out_shapes or [], strict=False):
-        if name.endswith("_output"):
-            result[name[: -len("_output")]] = tuple(shape)
-    return result
