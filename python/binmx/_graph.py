@@ -13,6 +13,8 @@
 - :func:`op_inputs` / :func:`input_index`: the input order of every Q operator as a function of
   its attributes (the table of docs/design.md §3). The C++ operators implement the same table
   (``QConvAttrs`` / ``InputName`` in ``src/operators/``); in Python this is the one definition.
+- :class:`ModelGraph`: a graph with its parameters and inferred shapes, as the fold's passes
+  rewrite it (new parameters, BatchNorm's inference affine).
 - Shape inference for a model's free inputs (:func:`input_shapes`, :func:`output_shapes`),
   random inputs (:func:`random_inputs`) and an inference run (:func:`run_model`,
   :func:`without_subgraph_fusion`) for the converter's verification and the fold.
@@ -283,13 +285,6 @@ class Graph:
             )
         node["inputs"] = [list(inputs[n]) for n in names]
 
-    def param_array(
-        self, entry: list[int], params: dict[str, mx.nd.NDArray]
-    ) -> mx.nd.NDArray | None:
-        """The parameter array an input entry names (a variable in ``params``), else None."""
-        node = self.nodes[entry[0]]
-        return params.get(node["name"]) if node["op"] == "null" else None
-
     # -- changing -------------------------------------------------------------------------
 
     def reserve(self, names: Iterable[str]) -> None:
@@ -322,6 +317,15 @@ class Graph:
             "null", name, {"__dtype__": dtype_code, "__shape__": str(tuple(shape))}, []
         )
 
+    def replace(self, nid: int, op: str, attrs: dict[str, str], inputs: list[list[int]]) -> None:
+        """Node ``nid`` becomes a new ``op`` under the same name and id (its readers stay)."""
+        self.nodes[nid] = {
+            "op": op,
+            "name": self.nodes[nid]["name"],
+            "attrs": dict(attrs),
+            "inputs": [list(e) for e in inputs],
+        }
+
     def redirect(self, old: int, new: int) -> None:
         """Every reader of node ``old``, and every head naming it, reads node ``new`` instead."""
         for node in self.nodes.values():
@@ -349,6 +353,85 @@ class Graph:
 
     def to_symbol(self) -> mx.sym.Symbol:
         return mx.sym.load_json(json.dumps(self.to_json()))
+
+
+class ModelGraph:
+    """A :class:`Graph` with its parameters, what the fold's passes rewrite: ``args`` / ``aux``
+    are copies (a pass adds to them, never changes an array), ``shapes`` maps node names to
+    output shapes where they could be inferred."""
+
+    def __init__(
+        self,
+        sym: mx.sym.Symbol,
+        arg_params: dict[str, mx.nd.NDArray],
+        aux_params: dict[str, mx.nd.NDArray],
+        *,
+        data_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.graph = Graph.from_symbol(sym)
+        self.args = dict(arg_params)
+        self.aux = dict(aux_params)
+        self.graph.reserve(self.args)
+        self.graph.reserve(self.aux)
+        self.shapes = output_shapes(sym, arg_params, data_shape)
+
+    def add_param(self, name: str, value: np.ndarray) -> list[int]:
+        """A new float32 parameter (a unique name from ``name``) in the graph and in ``args``;
+        its input entry."""
+        nid = self.graph.add_variable(name, value.shape)
+        self.args[self.graph.nodes[nid]["name"]] = mx.nd.array(value, dtype=np.float32)
+        return [nid, 0, 0]
+
+    def param(self, entry: list[int]) -> np.ndarray | None:
+        """The value of the ``args`` parameter an input entry reads, else None."""
+        node = self.graph.nodes[entry[0]]
+        value = self.args.get(node["name"]) if node["op"] == "null" else None
+        return None if value is None else value.asnumpy()
+
+    def batchnorm_affine(self, nid: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(scale, shift)`` (float32) of an inference-mode BatchNorm over axis 1, or None when
+        it is not one (another axis, ``output_mean_var``, parameters not given)::
+
+            scale_c = gamma_c / sqrt(var_c + eps),  shift_c = beta_c - mean_c * scale_c
+
+        computed in float64, ``gamma_c = 1`` with ``fix_gamma`` (MXNet's defaults: fix_gamma
+        True, eps 1e-3)."""
+        node = self.graph.nodes[nid]
+        attrs = node.get("attrs", {})
+        if int_attr(attrs, "axis", 1) != 1 or bool_attr(attrs, "output_mean_var"):
+            return None
+        names = self.graph.input_names(nid)
+        if len(names) != 5:
+            return None
+        _, gamma_n, beta_n, mean_n, var_n = names
+        args, aux = self.args, self.aux
+        if gamma_n not in args or beta_n not in args or mean_n not in aux or var_n not in aux:
+            return None
+        mean = aux[mean_n].asnumpy().astype(np.float64)
+        var = aux[var_n].asnumpy().astype(np.float64)
+        beta = args[beta_n].asnumpy().astype(np.float64)
+        gamma = (
+            np.ones_like(mean)
+            if bool_attr(attrs, "fix_gamma", True)
+            else args[gamma_n].asnumpy().astype(np.float64)
+        )
+        eps = float_attr(attrs, "eps", 1e-3)
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        return scale.astype(np.float32), shift.astype(np.float32)
+
+    def result(
+        self,
+    ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
+        """The symbol and the parameters it still reads."""
+        sym = self.graph.to_symbol()
+        keep_args = set(sym.list_arguments())
+        keep_aux = set(sym.list_auxiliary_states())
+        return (
+            sym,
+            {k: v for k, v in self.args.items() if k in keep_args},
+            {k: v for k, v in self.aux.items() if k in keep_aux},
+        )
 
 
 # ---------------------------------------------------------------------------------------------
