@@ -37,7 +37,7 @@ using Attrs = std::unordered_map<std::string, std::string>;
 // lib_api keeps every MX_ERROR_MSG ever written and MXNet prints them all with each new
 // failure; entry points that run on the caller's thread (parseAttrs, inferType, inferShape)
 // drop the old ones first, so an error shows only its own messages. Defined in
-// q_activation.cc.
+// library.cc.
 void ResetErrorMessages();
 
 // Runs `body` (returning MXReturnValue) at a lib_api entry point: no C++ exception crosses into
