@@ -1,12 +1,12 @@
 """QConvolution training step (forward + STE backward) per backward method, vs MXNet's Convolution.
 
 The binary forward runs on the xnor kernels; the STE gradients (dx, dW) run on OpenBLAS in one of
-three ways (src/xnor_gemm/float_conv.cc), chosen by shape or forced with BINMX_FLOAT_CONV:
-im2col + GEMM, shifted GEMMs on a shared-padding grid ("shift", stride 1), or a channels-last
-im2col ("rows"). For each layer shape this times ``autograd.record(); QConvolution; backward``
-with every method and "auto" (the choice binmx makes), and the same step of MXNet's own float
-Convolution (oneDNN) on the same shapes, interleaved in one process under NaiveEngine; median of
-N. The env variable is read on every call, so one process can compare the methods.
+three ways (src/float/: float_conv.cc, conv_shift.cc, conv_rows.cc), chosen by shape or forced with
+BINMX_FLOAT_CONV: im2col + GEMM, shifted GEMMs on a shared-padding grid ("shift", stride 1), or a
+channels-last im2col ("rows"). For each layer shape this times ``autograd.record(); QConvolution;
+backward`` with every method and "auto" (the choice binmx makes), and the same step of MXNet's own
+float Convolution (oneDNN) on the same shapes, interleaved in one process under NaiveEngine; median
+of N. The env variable is read on every call, so one process can compare the methods.
 
     python benchmarks/bench_float_backward.py               # 1 thread
     OMP_NUM_THREADS=2 python benchmarks/bench_float_backward.py

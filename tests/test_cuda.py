@@ -746,7 +746,7 @@ def test_mean_abs_rows_is_bit_identical_to_the_cpu(
     rng: np.random.Generator, rows: int, size: int
 ) -> None:
     w = plain_data(rng, (rows, size))
-    # op_common.h MeanAbsRows: sequential float64 sum, i ascending (np.add.accumulate is
+    # src/float/quantize.h MeanAbsRows: sequential float64 sum, i ascending (np.add.accumulate is
     # sequential), divided by size, rounded to float32.
     acc = np.add.accumulate(np.abs(w.astype(np.float64)), axis=1)[:, -1]
     want = (acc / size).astype(np.float32)

@@ -108,7 +108,7 @@ def test_fold_lenet(rng: np.random.Generator) -> None:
         "Convolution",
         "Activation",
         "Pooling",
-        "transpose",  # the oneDNN max-pool's output handed over as NHWC (rewrite 6)
+        "transpose",  # the oneDNN max-pool's output handed over as NHWC (pass 9)
         "QNHWCToNCHW",
         "QConvolution",
         "Pooling",
@@ -137,7 +137,7 @@ def test_fold_preact_resnet_units(rng: np.random.Generator) -> None:
     ops = ops_of(fsym)
     # bn1/bn2 of both units fold into the binary convs (the downsampling unit's bn1 feeds the
     # 3x3 conv and the 1x1 shortcut: both take it as input affine); bn_final and its relu,
-    # reading the last binary conv's plain output, become one QChannelAffine (rewrite 8).
+    # reading the last binary conv's plain output, become one QChannelAffine (pass 7).
     assert ops.count("BatchNorm") == 0
     assert ops.count("QChannelAffine") == 1 and "Activation" not in ops
     assert ops.count("QActivation") == 0
@@ -207,7 +207,7 @@ def test_fold_keeps_batchnorm_with_other_readers(rng: np.random.Generator) -> No
     csym, cargs, caux = binmx.convert(out, args, aux)
     fsym, fargs, faux = binmx.fold(csym, cargs, caux)
     # The relu still reads it, so it stays; on the data it becomes QChannelAffine with the
-    # relu fused (rewrite 8).
+    # relu fused (pass 7).
     assert ops_of(fsym).count("BatchNorm") == 0 and "relu" not in ops_of(fsym)
     assert ops_of(fsym).count("QChannelAffine") == 1
     assert "q_in_scale" in fargs
@@ -326,7 +326,7 @@ def stem_net(in_channels: int) -> mx.sym.Symbol:
 def test_fold_input_batchnorm_and_layout_barrier(
     in_channels: int, rng: np.random.Generator
 ) -> None:
-    """Rewrite 8 (the input BatchNorm -> QChannelAffine) and rewrite 6 (one NHWC hand-over
+    """Pass 7 (the input BatchNorm -> QChannelAffine) and pass 9 (one NHWC hand-over
     where two binmx inputs read the max-pool), against the unfolded model; folding twice
     changes nothing."""
     sym = stem_net(in_channels)
@@ -372,8 +372,8 @@ def fargs_beta(args: dict[str, mx.nd.NDArray], bn: str) -> np.ndarray:
 def test_fold_small_batchnorm_after_onednn_op_is_diagonal_conv(
     channels: int, rng: np.random.Generator
 ) -> None:
-    """Rewrite 5: an inference BatchNorm over <= 4 channels that reads a oneDNN operator
-    (here a pooling; rewrite 8 takes only plain-layout inputs) becomes a 1x1 Convolution with
+    """Pass 8: an inference BatchNorm over <= 4 channels that reads a oneDNN operator
+    (here a pooling; pass 7 takes only plain-layout inputs) becomes a 1x1 Convolution with
     a diagonal weight; over more channels it stays."""
     data = mx.sym.var("data")
     x = mx.sym.Pooling(data, kernel=(2, 2), stride=(2, 2), pool_type="avg", name="pool")
@@ -400,14 +400,14 @@ def test_fold_small_batchnorm_after_onednn_op_is_diagonal_conv(
 
 
 def test_fold_channel_affine_after_binary_layer(rng: np.random.Generator) -> None:
-    """Rewrite 8: an inference BatchNorm reading a binmx operator's (plain NCHW) output, with
+    """Pass 7: an inference BatchNorm reading a binmx operator's (plain NCHW) output, with
     the relu that is its only reader, becomes one QChannelAffine(relu=True); with a second
     reader of the BatchNorm the relu stays separate; channel_affine=False keeps the
     BatchNorm."""
     data = mx.sym.var("data")
     q = mx.sym.QConvolution(data, kernel=(3, 3), pad=(1, 1), num_filter=6, name="q")
     bn = mx.sym.BatchNorm(q, fix_gamma=False, eps=2e-5, name="bn")
-    # q has a second reader, so rewrite 2 cannot take the BatchNorm into its epilogue.
+    # q has a second reader, so pass 2 cannot take the BatchNorm into its epilogue.
     other = mx.sym.sum(q, axis=1, name="qs")
     one = mx.sym.Group([mx.sym.Activation(bn, act_type="relu", name="act"), other])
     two = mx.sym.Group([mx.sym.relu(bn, name="r"), mx.sym.sum(bn, axis=1, name="s"), other])
@@ -433,7 +433,7 @@ def test_fold_channel_affine_after_binary_layer(rng: np.random.Generator) -> Non
 
 
 def test_fold_packs_activations_between_binary_convs(rng: np.random.Generator) -> None:
-    """Rewrite 7: each unit's conv1 hands conv2 sign words (its only reader, through the folded
+    """Pass 6: each unit's conv1 hands conv2 sign words (its only reader, through the folded
     BatchNorm + sign); the outputs are bit-identical to the float hand-over, and the shortcut
     conv (read by the residual add, not by a sign) stays float."""
     sym = preact_block_net()
@@ -482,9 +482,9 @@ def test_fold_layout_barrier_reshape_for_mixed_readers(rng: np.random.Generator)
 
 
 def test_nhwc_hand_over_only_for_float_data_and_residual() -> None:
-    """Rewrite 6's NHWC pair is 4-d only: a QConvolution's data or fused residual, never one of
+    """Pass 9's NHWC pair is 4-d only: a QConvolution's data or fused residual, never one of
     its parameters (an operator could compute a bias) nor packed words."""
-    from binmx.fold import _reads_nchw
+    from binmx._onednn_layout import _reads_nchw
 
     conv = {"op": "QConvolution", "attrs": {"residual": "True"}, "inputs": [[0, 0, 0]] * 4}
     assert _reads_nchw(conv, 0) and _reads_nchw(conv, 3)
@@ -492,3 +492,51 @@ def test_nhwc_hand_over_only_for_float_data_and_residual() -> None:
     assert not _reads_nchw({**conv, "attrs": {}}, 3)  # no residual: the last input is a param
     assert not _reads_nchw({**conv, "attrs": {"in_packed": "True"}}, 0)
     assert not _reads_nchw({"op": "QFullyConnected", "attrs": {}, "inputs": [[0, 0, 0]]}, 0)
+
+
+def test_passes_are_numbered_in_run_order() -> None:
+    """binmx.fold.PASSES: one named function each, numbered 1.. in the order they run; the
+    oneDNN layout hand-overs last, all behind the `onednn_layout` switch."""
+    from binmx.fold import PASSES
+
+    assert [p.number for p in PASSES] == list(range(1, len(PASSES) + 1))
+    assert [p.name for p in PASSES] == [
+        "bn_to_input_affine",
+        "bn_into_binary_epilogue",
+        "bn_into_float_layer",
+        "drop_sign_activations",
+        "fuse_residual_add",
+        "pack_activations",
+        "bn_to_channel_affine",
+        "small_bn_to_conv",
+        "nhwc_handover",
+    ]
+    assert all(p.run.__name__ == p.name for p in PASSES)
+    assert [p.number for p in PASSES if "onednn_layout" in p.switches] == [7, 8, 9]
+
+
+def test_onednn_layout_switch_skips_the_hand_overs(rng: np.random.Generator) -> None:
+    """onednn_layout=False: no QChannelAffine, transpose, QNHWCToNCHW, Reshape or diagonal
+    Convolution is made; the binary folds still happen and the outputs stay the same."""
+    data = mx.sym.Variable("data")
+    bn0 = mx.sym.BatchNorm(data, fix_gamma=False, name="bn0")
+    pool = mx.sym.Pooling(bn0, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
+    q = mx.sym.QConvolution(pool, kernel=(3, 3), num_filter=8, pad=(1, 1), name="q")
+    bn1 = mx.sym.BatchNorm(q, fix_gamma=False, name="bn1")
+    sym = mx.sym.Activation(bn1, act_type="relu", name="relu")
+    shape = (2, 3, 8, 8)
+    args, aux = random_params(sym, shape, rng, label=False)
+    csym, cargs, caux = binmx.convert(sym, args, aux)
+    full = binmx.fold(csym, cargs, caux)[0]
+    plain, pargs, paux = binmx.fold(csym, cargs, caux, onednn_layout=False)
+    ops_full = {n["op"] for n in json.loads(full.tojson())["nodes"]}
+    ops_plain = {n["op"] for n in json.loads(plain.tojson())["nodes"]}
+    assert ops_full & {"QChannelAffine", "QNHWCToNCHW", "Convolution"}
+    assert not ops_plain & {"QChannelAffine", "QNHWCToNCHW", "transpose", "Reshape"}
+    assert "Convolution" not in ops_plain  # bn0 stays a BatchNorm
+    assert "BatchNorm" in ops_plain
+    x = {"data": rng.standard_normal(shape).astype(np.float32)}
+    (want,) = run_model(csym, cargs, caux, x)
+    (got,) = run_model(plain, pargs, paux, x)
+    # Folded BatchNorm rounds as one affine map: float rounding only, through 2 layers.
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -564,7 +564,7 @@ def test_nhwc_to_nchw_operator(rng, isa):
 
 
 def test_channel_affine_operator(rng):
-    """QChannelAffine (binmx.fold's rewrite 8): out = x * scale + shift per channel, rounded as a
+    """QChannelAffine (binmx.fold's pass 7): out = x * scale + shift per channel, rounded as a
     float32 multiply then add (== NumPy's), relu with NaN kept; the backward against NumPy;
     shapes and dtypes checked."""
     for shape in [(2, 5, 3, 4), (3, 7), (1, 64, 7, 7), (2, 3, 2, 2, 3)]:

@@ -1,7 +1,7 @@
 """What it costs MXNet to hand a oneDNN-blocked array to a plain-layout reader.
 
 A 1x1 ``Convolution`` (oneDNN, output in its blocked layout) is followed by one of:
-``Reshape(shape=(-2,))`` (the plain NCHW copy ``binmx.fold`` inserts, rewrite 6),
+``Reshape(shape=(-2,))`` (the plain NCHW copy ``binmx.fold`` inserts, pass 9),
 ``transpose(axes=(0, 2, 3, 1))`` (plain NHWC) or ``transpose(axes=(0, 1, 2, 3))``. The cost is
 the graph's time minus the convolution alone, median of N forwards, 1 thread by default.
 

@@ -25,32 +25,40 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import mxnet as mx
 import numpy as np
 
-from binmx._quiet import filtered_stderr
+from binmx._graph import (
+    BINARY_OPS,
+    INT64_DTYPE_CODE,
+    ConversionError,
+    Graph,
+    bits,
+    bool_attr,
+    check_graph_json,
+    first_line,
+    input_shapes,
+    random_inputs,
+    run_model,
+    without_subgraph_fusion,
+)
+from binmx.fold import fold as fold_bn
 
 __all__ = [
+    "BINARY_OPS",
     "ConversionError",
     "ConversionReport",
     "convert",
     "convert_checkpoint",
     "load_checkpoint",
+    "run_model",
     "split_checkpoint_path",
+    "verify",
     "without_subgraph_fusion",
 ]
-
-BINARY_OPS = ("QConvolution", "QFullyConnected")
-_INT64_DTYPE_CODE = "6"  # mshadow::kInt64, as MXNet writes it in __dtype__
-_TRUE = ("true", "1")
-
-
-class ConversionError(Exception):
-    """A model cannot be converted; the message is one line saying why."""
 
 
 @dataclass
@@ -65,25 +73,6 @@ class ConversionReport:
     @property
     def ratio(self) -> float:
         return self.bytes_before / self.bytes_after if self.bytes_after else float("nan")
-
-
-def _is_true(value: str | None) -> bool:
-    return value is not None and str(value).strip().lower() in _TRUE
-
-
-def _int_attr(attrs: dict[str, str], key: str, default: int) -> int:
-    value = attrs.get(key)
-    if value is None:
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError as exc:
-        raise ConversionError(f"attribute {key}={value!r} is not an integer") from exc
-
-
-def _bits(attrs: dict[str, str]) -> tuple[int, int]:
-    act_bit = _int_attr(attrs, "act_bit", 1)
-    return act_bit, _int_attr(attrs, "weight_bit", act_bit)
 
 
 def split_checkpoint_path(path: str) -> tuple[str, int]:
@@ -114,15 +103,15 @@ def load_checkpoint(
     try:
         with open(json_path, encoding="utf-8") as f:
             text = f.read()
-        _check_graph(json.loads(text))
+        check_graph_json(json.loads(text))
         sym = mx.sym.load_json(text)
     except (ValueError, mx.base.MXNetError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"invalid symbol file {json_path}: {_first_line(exc)}") from exc
+        raise ConversionError(f"invalid symbol file {json_path}: {first_line(exc)}") from exc
     try:
         saved = mx.nd.load(params_path)
     except (mx.base.MXNetError, ValueError, OSError) as exc:
         raise ConversionError(
-            f"cannot read params file {params_path} (truncated or corrupt?): {_first_line(exc)}"
+            f"cannot read params file {params_path} (truncated or corrupt?): {first_line(exc)}"
         ) from exc
     if not isinstance(saved, dict) or not saved:
         raise ConversionError(f"params file {params_path} holds no named arrays")
@@ -141,72 +130,8 @@ def load_checkpoint(
     return sym, arg_params, aux_params
 
 
-def _check_graph(graph: object) -> None:
-    """The structure MXNet's symbol JSON must have, checked before MXNet or the converter reads
-    it (ValueError naming what is wrong): an object with a list of nodes, each with a string
-    ``op`` and ``name`` and ``inputs`` [node, output, version] referring to an earlier node;
-    ``heads`` referring to nodes."""
-    if not isinstance(graph, dict):
-        raise ValueError(f"expected a JSON object with `nodes`, got {type(graph).__name__}")
-    nodes = graph.get("nodes")
-    if not isinstance(nodes, list) or not nodes:
-        raise ValueError("expected `nodes` to be a non-empty list")
-    for i, node in enumerate(nodes):
-        if not isinstance(node, dict):
-            raise ValueError(f"node {i} is not an object")
-        if not isinstance(node.get("op"), str) or not isinstance(node.get("name"), str):
-            raise ValueError(f"node {i} needs string `op` and `name`")
-        if not isinstance(node.get("attrs", {}), dict):
-            raise ValueError(f"node {i} ({node['name']!r}): `attrs` is not an object")
-        inputs = node.get("inputs", [])
-        if not isinstance(inputs, list):
-            raise ValueError(f"node {i} ({node['name']!r}): `inputs` is not a list")
-        for entry in inputs:
-            if (
-                not isinstance(entry, list)
-                or len(entry) not in (2, 3)
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
-                or not 0 <= entry[0] < i
-                or entry[1] < 0
-            ):
-                raise ValueError(
-                    f"node {i} ({node['name']!r}): input {entry!r} does not refer to an "
-                    "earlier node"
-                )
-    heads = graph.get("heads")
-    if not isinstance(heads, list) or not heads:
-        raise ValueError("expected `heads` to be a non-empty list")
-    for entry in heads:
-        if (
-            not isinstance(entry, list)
-            or len(entry) not in (2, 3)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
-            or not 0 <= entry[0] < len(nodes)
-        ):
-            raise ValueError(f"head {entry!r} does not refer to a node")
-
-
-# lib_api's "Extension Traceback" line prefix: "[0] /path/to/q_convolution.cc[299]: ".
-_EXT_PREFIX = re.compile(r"^\[\d+\] \S+\[\d+\]: ")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The useful line of an error (MXNetError texts end with it), short, without the
-    extension library's source-location prefix."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if not ln.startswith(("Stack trace", "[bt]", "File ")):
-            return _EXT_PREFIX.sub("", ln)[:400]
-    return text[:400]
-
-
 def _nbytes(params: dict[str, mx.nd.NDArray]) -> int:
     return int(sum(v.size * np.dtype(v.dtype).itemsize for v in params.values()))
-
-
-def _graph_inputs(node: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
-    return [nodes[entry[0]]["name"] for entry in node["inputs"]]
 
 
 def _check_matches(
@@ -260,8 +185,6 @@ def convert(
     """
     new_sym, new_args, new_aux, _ = _convert(sym, arg_params, aux_params)
     if fold:
-        from binmx.fold import fold as fold_bn
-
         new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux)
     return new_sym, new_args, new_aux
 
@@ -272,57 +195,46 @@ def _convert(
     aux_params: dict[str, mx.nd.NDArray],
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray], ConversionReport]:
     _check_matches(sym, arg_params, aux_params)
-    graph = json.loads(sym.tojson())
-    nodes: list[dict[str, Any]] = graph["nodes"]
+    graph = Graph.from_symbol(sym)
+    graph.reserve(arg_params)
     report = ConversionReport(bytes_before=_nbytes(arg_params) + _nbytes(aux_params))
     new_args = dict(arg_params)
-
-    new_nodes: list[dict[str, Any]] = []
-    remap: dict[int, int] = {}
-    taken = {n["name"] for n in nodes}
-    for old_id, node in enumerate(nodes):
-        node = json.loads(json.dumps(node))  # deep copy
-        node["inputs"] = [[remap[e[0]], e[1], e[2]] for e in node["inputs"]]
-        attrs = node.get("attrs", {})
-        if node["op"] in BINARY_OPS:
-            if _is_true(attrs.get("binarized_weights_only")):
+    for nid in sorted(graph.nodes):  # the symbol's node order; new variables come last
+        node = graph.nodes[nid]
+        if node["op"] not in BINARY_OPS:
+            continue
+        attrs = node.setdefault("attrs", {})
+        try:
+            if bool_attr(attrs, "binarized_weights_only"):
                 raise ConversionError(
                     f"model is already converted: layer {node['name']!r} has "
                     "binarized_weights_only=True"
                 )
-            if _bits(attrs) == (1, 1):
-                _convert_node(node, new_nodes, nodes, old_id, new_args, taken, report)
-        remap[old_id] = len(new_nodes)
-        new_nodes.append(node)
-
-    graph["nodes"] = new_nodes
-    graph["arg_nodes"] = [i for i, n in enumerate(new_nodes) if n["op"] == "null"]
-    graph["heads"] = [[remap[h[0]], h[1], h[2]] for h in graph["heads"]]
-    # node_row_ptr: prefix sums of output counts; variables have one output. Recomputing it
-    # needs each op's output count, so let MXNet rebuild it from the remaining fields.
-    graph.pop("node_row_ptr", None)
-    new_sym = mx.sym.load_json(json.dumps(graph))
+            binary = bits(attrs) == (1, 1)
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from exc
+        if binary:
+            _convert_node(graph, nid, new_args, report)
+    new_sym = graph.to_symbol()
     new_aux = dict(aux_params)
     report.bytes_after = _nbytes(new_args) + _nbytes(new_aux)
     return new_sym, new_args, new_aux, report
 
 
 def _convert_node(
-    node: dict[str, Any],
-    new_nodes: list[dict[str, Any]],
-    old_nodes: list[dict[str, Any]],
-    old_id: int,
-    new_args: dict[str, mx.nd.NDArray],
-    taken: set[str],
-    report: ConversionReport,
+    graph: Graph, nid: int, new_args: dict[str, mx.nd.NDArray], report: ConversionReport
 ) -> None:
+    node = graph.nodes[nid]
     name = node["name"]
-    attrs = node.setdefault("attrs", {})
-    inputs = _graph_inputs(old_nodes[old_id], old_nodes)
-    if len(inputs) < 2:
+    attrs = node["attrs"]
+    if len(node["inputs"]) < 2:
         raise ConversionError(f"layer {name!r} has no weight input")
-    weight_name = inputs[1]
-    weight_node = new_nodes[node["inputs"][1][0]]
+    try:
+        inputs = graph.named_inputs(nid)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from exc
+    weight_node = graph.nodes[inputs["weight"][0]]
+    weight_name = weight_node["name"]
     if weight_node["op"] != "null":
         raise ConversionError(
             f"layer {name!r}: weight input {weight_name!r} is computed, not a parameter"
@@ -342,27 +254,17 @@ def _convert_node(
     packed = _pack(weight, node["op"], name, weight_name)
     new_args[weight_name] = mx.nd.array(packed, dtype=np.int64)
     wattrs = weight_node.setdefault("attrs", {})
-    wattrs["__dtype__"] = _INT64_DTYPE_CODE
+    wattrs["__dtype__"] = INT64_DTYPE_CODE
     wattrs["__shape__"] = str(tuple(packed.shape))
     wattrs.pop("__init__", None)
     attrs["binarized_weights_only"] = "True"
 
-    if _is_true(attrs.get("scaling_factor")):
-        alpha_name = f"{name}_alpha"
-        while alpha_name in taken or alpha_name in new_args:
-            alpha_name += "_"
-        taken.add(alpha_name)
+    if bool_attr(attrs, "scaling_factor"):
         alpha = _alpha(weight)
-        new_nodes.append(
-            {
-                "op": "null",
-                "name": alpha_name,
-                "attrs": {"__dtype__": "0", "__shape__": str(tuple(alpha.shape))},
-                "inputs": [],
-            }
-        )
-        node["inputs"].append([len(new_nodes) - 1, 0, 0])
-        new_args[alpha_name] = mx.nd.array(alpha, dtype=np.float32)
+        alpha_id = graph.add_variable(f"{name}_alpha", alpha.shape)
+        inputs["alpha"] = [alpha_id, 0, 0]
+        new_args[graph.nodes[alpha_id]["name"]] = mx.nd.array(alpha, dtype=np.float32)
+    graph.set_named_inputs(nid, inputs)
     report.converted.append(name)
 
 
@@ -488,206 +390,6 @@ def _roll_back(placed: list[str], backups: dict[str, str]) -> None:
                 os.unlink(path)
 
 
-def _random_inputs(
-    sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data_shape: tuple[int, ...] | None
-) -> dict[str, tuple[int, ...]]:
-    """Shapes of the non-parameter inputs; inferred from the graph when not given."""
-    free = [a for a in sym.list_arguments() if a not in params]
-    labels = [a for a in free if a.endswith("label")]
-    data = [a for a in free if a not in labels]
-    if len(data) != 1:
-        raise ConversionError(
-            f"cannot tell the data input among {data}; the model must have exactly one"
-        )
-    _check_layers(sym)
-    if data_shape is not None:
-        candidates = [tuple(data_shape)]
-    else:
-        candidates = _candidate_shapes(sym, params, data[0])
-    args = set(sym.list_arguments())
-    # Every parameter's shape is given, so no operator sees an input of unknown rank (MXNet
-    # 1.9.1's extension-operator shape inference mis-sizes a buffer for one) and a data shape
-    # that does not fit the parameters fails inference.
-    known = {k: tuple(v.shape) for k, v in params.items() if k in args}
-    for shape in candidates:
-        shapes = {data[0]: shape}
-        try:
-            arg_shapes, out_shapes, _ = sym.infer_shape_partial(**shapes, **known)
-        except mx.base.MXNetError:
-            continue
-        if arg_shapes is None or not out_shapes or any(not s or min(s) <= 0 for s in out_shapes):
-            continue
-        table = dict(zip(sym.list_arguments(), arg_shapes, strict=True))
-        if all(tuple(table[k]) == tuple(v) for k, v in known.items()):
-            for lab in labels:
-                shapes[lab] = tuple(table[lab])
-            return shapes
-    _explain_mismatch(sym, params, data[0], candidates, given=data_shape is not None)
-    if data_shape is not None:
-        raise ConversionError(
-            f"--data-shape {tuple(data_shape)} does not fit the model's parameters"
-        )
-    raise ConversionError(
-        "cannot infer the data shape from the graph; give it with --data-shape N,C,H,W"
-    )
-
-
-def _explain_mismatch(
-    sym: mx.sym.Symbol,
-    params: dict[str, mx.nd.NDArray],
-    data: str,
-    candidates: list[tuple[int, ...]],
-    *,
-    given: bool,
-) -> None:
-    """ConversionError naming a parameter whose shape the symbol contradicts, for the data
-    shape (of ``candidates``) that leaves the fewest such parameters (parameters given by rank
-    only, -1 = unknown dims), or the inference error of the first data shape."""
-    args = sym.list_arguments()
-    ranks = {k: (-1,) * v.ndim for k, v in params.items() if k in args}
-    best: tuple[int, str] | None = None
-    first_error: str | None = None
-    for shape in candidates:
-        what = f"--data-shape {shape}" if given else f"data shape {shape}"
-        try:
-            arg_shapes, _, _ = sym.infer_shape_partial(**{data: shape}, **ranks)
-        except mx.base.MXNetError as exc:
-            if first_error is None:
-                first_error = f"{what}: {_first_line(exc)}"
-            continue
-        wrong = []
-        for name, inferred in zip(args, arg_shapes or [], strict=False):
-            if name not in params or not inferred or any(d <= 0 for d in inferred):
-                continue
-            have = tuple(params[name].shape)
-            if tuple(inferred) != have:
-                wrong.append(
-                    f"parameter {name!r} has shape {have}, but the symbol gives it "
-                    f"{tuple(inferred)} for {what}"
-                )
-        if wrong and (best is None or len(wrong) < best[0]):
-            best = (len(wrong), wrong[0])
-            if len(wrong) == 1:
-                break
-    if best is not None:
-        raise ConversionError(best[1])
-    if first_error is not None:
-        hint = "" if given else "; give the data shape with --data-shape N,C,H,W"
-        raise ConversionError(f"cannot infer the model's shapes: {first_error}{hint}")
-
-
-def _check_layers(sym: mx.sym.Symbol) -> None:
-    """Each binmx layer's attributes, checked alone (its inputs of known rank, unknown size):
-    a crafted attribute (a kernel of 2^58, a dilation of 2^62) is named here, before any data
-    shape is tried. ConversionError with the operator's own message."""
-    from binmx.ops import op_inputs
-
-    graph = json.loads(sym.tojson())
-    for node in graph["nodes"]:
-        if node["op"] not in BINARY_OPS:
-            continue
-        attrs = node.get("attrs", {})
-        try:
-            names = op_inputs(node["op"], attrs)
-        except ValueError as exc:
-            raise ConversionError(f"layer {node['name']!r}: {exc}") from exc
-        conv = node["op"] == "QConvolution"
-        rank = {"data": 4 if conv else 2, "weight": 4 if conv else 2, "residual": 4}
-        nodes = [
-            {
-                "op": "null",
-                "name": f"in{i}",
-                "attrs": {"__shape__": str((-1,) * rank.get(n, 1))},
-                "inputs": [],
-            }
-            for i, n in enumerate(names)
-        ]
-        nodes.append(
-            {
-                "op": node["op"],
-                "name": node["name"],
-                "attrs": attrs,
-                "inputs": [[i, 0, 0] for i in range(len(names))],
-            }
-        )
-        mini = {
-            "nodes": nodes,
-            "arg_nodes": list(range(len(names))),
-            "heads": [[len(names), 0, 0]],
-            "attrs": graph.get("attrs", {}),
-        }
-        try:
-            mx.sym.load_json(json.dumps(mini)).infer_shape_partial()
-        except mx.base.MXNetError as exc:
-            raise ConversionError(f"layer {node['name']!r}: {_first_line(exc)}") from exc
-
-
-def _candidate_shapes(
-    sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data: str
-) -> list[tuple[int, ...]]:
-    graph = json.loads(sym.tojson())
-    nodes = graph["nodes"]
-    for node in nodes:
-        if node["name"] == data and "__shape__" in node.get("attrs", {}):
-            shape = tuple(int(s) for s in re.findall(r"-?\d+", node["attrs"]["__shape__"]))
-            if shape and all(d > 0 for d in shape[1:]):
-                return [(1, *shape[1:])]
-    # The first layer that reads the data fixes its channels (conv) or width (fc).
-    data_id = next(i for i, n in enumerate(nodes) if n["name"] == data)
-    for node in nodes:
-        ins = [e[0] for e in node["inputs"]]
-        if data_id in ins and len(ins) > 1 and nodes[ins[1]]["name"] in params:
-            w = params[nodes[ins[1]]["name"]].shape
-            if node["op"] in ("Convolution", "QConvolution") and len(w) == 4:
-                groups = _int_attr(node.get("attrs", {}), "num_group", 1)
-                c = w[1] * groups
-                common = [28, 32, 224, 227, 299, 64, 96, 112, 128, 256]
-                sizes = common + [s for s in range(1, 300) if s not in common]
-                return [(1, c, s, s) for s in sizes]
-            if node["op"] in ("FullyConnected", "QFullyConnected") and len(w) == 2:
-                return [(1, w[1])]
-    return []
-
-
-@contextlib.contextmanager
-def without_subgraph_fusion() -> Iterator[None]:
-    """Bind executors inside this block without MXNet's MKLDNN subgraph pass.
-
-    MXNet 1.9.1's MKLDNN subgraph pass (on by default for inference binds) fuses a Convolution
-    with a following BatchNorm even when the convolution's output has other readers, which then
-    see the normalised values -- a pre-activation ResNet's conv0 feeds both a BatchNorm and the
-    first residual add, so its outputs change. Reference runs (verification, accuracy) bind
-    inside this block; the variable is read when an executor is bound. MXNet's line
-    "MXNET_SUBGRAPH_BACKEND=NONE is detected" for each bind is kept off stderr
-    (binmx._quiet.filtered_stderr); keep the block to the binds.
-    """
-    saved = os.environ.get("MXNET_SUBGRAPH_BACKEND")
-    os.environ["MXNET_SUBGRAPH_BACKEND"] = "NONE"
-    try:
-        with filtered_stderr():
-            yield
-    finally:
-        if saved is None:
-            del os.environ["MXNET_SUBGRAPH_BACKEND"]
-        else:
-            os.environ["MXNET_SUBGRAPH_BACKEND"] = saved
-
-
-def run_model(
-    sym: mx.sym.Symbol,
-    arg_params: dict[str, mx.nd.NDArray],
-    aux_params: dict[str, mx.nd.NDArray],
-    inputs: dict[str, np.ndarray],
-) -> list[np.ndarray]:
-    """Forward (inference mode) of a bound executor; returns the outputs as numpy."""
-    args = dict(arg_params)
-    args.update({k: mx.nd.array(v, dtype=v.dtype) for k, v in inputs.items()})
-    with without_subgraph_fusion():
-        exe = sym.bind(mx.cpu(), args=args, aux_states=dict(aux_params), grad_req="null")
-    exe.forward(is_train=False)
-    return [o.asnumpy() for o in exe.outputs]
-
-
 def verify(
     sym: mx.sym.Symbol,
     arg_params: dict[str, mx.nd.NDArray],
@@ -706,19 +408,12 @@ def verify(
     rounding size is allowed only for the per-filter scale ``alpha`` (summed by NumPy here and
     by the operator on the float path). Returns the largest absolute difference.
     """
-    shapes = _random_inputs(sym, arg_params, data_shape)
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for name, shape in shapes.items():
-        if name.endswith("label"):
-            inputs[name] = np.zeros(shape, dtype=np.float32)
-        else:
-            inputs[name] = rng.standard_normal(shape).astype(np.float32)
+    inputs = random_inputs(input_shapes(sym, arg_params, data_shape), seed=seed)
     try:
         before = run_model(sym, arg_params, aux_params, inputs)
         after = run_model(new_sym, new_args, new_aux, inputs)
     except mx.base.MXNetError as exc:
-        raise ConversionError(f"verification run failed: {_first_line(exc)}") from exc
+        raise ConversionError(f"verification run failed: {first_line(exc)}") from exc
     worst = 0.0
     for i, (a, b) in enumerate(zip(before, after, strict=True)):
         if a.shape != b.shape:
@@ -757,12 +452,10 @@ def convert_checkpoint(
     if not rep.converted:
         raise ConversionError("no QConvolution/QFullyConnected layer with act_bit=weight_bit=1")
     if fold:
-        from binmx.fold import fold as fold_bn
-
         try:
             new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux, data_shape=data_shape)
         except mx.base.MXNetError as exc:
-            raise ConversionError(f"folding failed: {_first_line(exc)}") from exc
+            raise ConversionError(f"folding failed: {first_line(exc)}") from exc
         rep.bytes_after = _nbytes(new_args) + _nbytes(new_aux)
     if verify_outputs:
         # Folded BatchNorm is one affine map instead of MXNet's normalise-then-scale: float
@@ -790,7 +483,7 @@ def convert_checkpoint(
     try:
         params_bytes = _params_bytes(to_save)
     except (OSError, mx.base.MXNetError) as exc:
-        raise ConversionError(f"cannot serialise the parameters: {_first_line(exc)}") from exc
+        raise ConversionError(f"cannot serialise the parameters: {first_line(exc)}") from exc
     json_bytes = new_sym.tojson().encode("utf-8")
     _write_all_atomic({params_path: params_bytes, json_path: json_bytes})
     if report is not None:

@@ -75,12 +75,8 @@ def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
     import mxnet as mx
 
     import binmx
-    from binmx.converter import (
-        ConversionError,
-        _random_inputs,
-        load_checkpoint,
-        split_checkpoint_path,
-    )
+    from binmx._graph import input_shapes
+    from binmx.converter import ConversionError, load_checkpoint, split_checkpoint_path
 
     checkpoint = None
     if path.endswith(".params"):
@@ -88,7 +84,7 @@ def _print_summary(path: str, data_shape: tuple[int, ...] | None) -> int:
         checkpoint = split_checkpoint_path(path)
         if data_shape is None:
             data_shape = next(
-                v for k, v in _random_inputs(sym, args, None).items() if not k.endswith("label")
+                v for k, v in input_shapes(sym, args, None).items() if not k.endswith("label")
             )
     else:
         try:

@@ -1,282 +1,79 @@
-"""Inference-time folding of BatchNorm into binmx's binary layers.
+"""Inference-time folding of BatchNorm, signs and residual adds into binmx's binary layers.
 
-Rewrites, all exact up to float rounding (docs/design.md §5):
+:func:`fold` runs the named passes of :data:`PASSES` in their order, each one function that
+rewrites a :class:`binmx._graph.ModelGraph` in place (docs/design.md §5). All are exact up to
+float rounding:
 
-1. BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign of its
-   input. When that input is a BatchNorm (in inference mode, through any number of
-   ``QActivation`` layers with ``act_bit=1`` or ``backward_only=True``, and ``Flatten`` for
-   a fully connected layer), the BatchNorm is a per-channel affine map:
+1. ``bn_to_input_affine``: BatchNorm -> [QActivation | Flatten]* -> 1-bit layer: the layer
+   takes ``sgn(x * scale + shift)`` itself (``input_affine``).
+2. ``bn_into_binary_epilogue``: converted 1-bit layer -> BatchNorm: the BatchNorm goes into
+   ``alpha`` and ``bias``.
+3. ``bn_into_float_layer``: float Convolution / FullyConnected -> BatchNorm: into the weights
+   and bias.
+4. ``drop_sign_activations``: a sign QActivation read only by 1-bit layers goes.
+5. ``fuse_residual_add``: 1-bit QConvolution -> elemwise_add: the add goes into the epilogue
+   (``residual``; switch ``fuse_residual``).
+6. ``pack_activations``: conv -> conv through a folded sign: sign words between them
+   (``out_packed`` / ``in_packed``; switch ``pack_activations``).
 
-       bn(x)_c = scale_c * x_c + shift_c,   scale_c = gamma_c / sqrt(var_c + eps),
-                                            shift_c = beta_c - mean_c * scale_c
+7-9. The oneDNN layout hand-overs (:mod:`binmx._onednn_layout`, switch ``onednn_layout``):
+   ``bn_to_channel_affine`` (also switch ``channel_affine``), ``small_bn_to_conv``,
+   ``nhwc_handover``.
 
-   (``gamma_c = 1`` when ``fix_gamma``), so ``sgn(bn(x)) = sgn(x * scale + shift)``. The layer
-   gets ``input_affine=True`` and the inputs ``in_scale`` / ``in_shift``; its packing pass
-   computes the bits directly from the un-normalised input, and the BatchNorm and QActivation
-   nodes disappear when nothing else reads them. A sign can differ from the unfolded model
-   only where the BatchNorm output is within float rounding of 0.
-
-2. binary layer -> BatchNorm. A converted (``binarized_weights_only``) 1-bit layer computes
-   ``y = alpha_f * dot + bias_f``; a BatchNorm that is its only reader gives
-   ``scale_f * y + shift_f = (scale_f * alpha_f) * dot + (scale_f * bias_f + shift_f)``, so the
-   layer takes the folded ``alpha`` and ``bias`` (``scaling_factor=True``, ``no_bias=False``)
-   in its fused epilogue and the BatchNorm disappears.
-
-A float ``Convolution`` / ``FullyConnected`` whose only reader is a BatchNorm takes it into its
-weights and bias the same way (``W_f * scale_f``, ``b_f * scale_f + shift_f``).
-
-3. A ``QActivation`` (``act_bit=1`` or ``backward_only``) read only by 1-bit layers is dropped:
-   those layers take the sign of their input themselves.
-
-4. 1-bit ``QConvolution`` -> ``elemwise_add`` (its only reader, e.g. a residual unit's
-   ``conv2 + shortcut``): the add moves into the convolution's epilogue. The layer gets
-   ``residual=True`` and the add's other operand as its last input ``residual``, computing
-   ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
-   commutative), one operator and one pass over the output fewer.
-
-5. A BatchNorm left over (in inference mode, over at most 4 channels of a 4-d tensor that a
-   oneDNN operator produced) becomes a 1x1 ``Convolution`` whose weight is the
-   diagonal matrix of its scales and whose bias is its shifts: the same per-channel affine map,
-   rounded as ``x * scale + shift``. oneDNN runs a BatchNorm over 3 channels with plain C++
-   loops (about 0.2 ms on a 224x224 image, 1 thread) and the convolution with its JIT kernels
-   (about 0.06 ms). The off-diagonal weights are 0, so a non-finite input value makes every
-   channel of its pixel NaN instead of one (the unfolded model's output is not finite there
-   either).
-
-6. MXNet hands a binmx operator its inputs in the plain (NCHW) layout. An array that a oneDNN
-   operator left in a blocked layout (the max-pool after a float stem) is reordered once for
-   every binmx operator that reads it, on every forward, and that reorder to NCHW is slow
-   (0.34 ms for 64x56x56, 4.2 ms for 64x112x112), while oneDNN's reorder to plain NHWC is not
-   (0.056 / 0.31 ms; ``benchmarks/investigations/bench_reorder.py``). So where binmx
-   convolutions read the output of a oneDNN operator (Convolution, Pooling, BatchNorm,
-   Activation, elemwise_add, add_n; or of any operator when two or more binmx inputs read it),
-   the graph gets ``transpose(axes=(0, 2, 3, 1))`` and binmx's ``QNHWCToNCHW`` in between, once
-   for all of them: exact copies. When other binmx operators read it too, two or more readers
-   share one identity ``Reshape`` (``shape=(-2,)``) instead, which does the NCHW reorder once.
-
-7. Packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no residual) whose
-   only reader is the data input of another converted 1-bit ``QConvolution`` with an input
-   affine (rewrite 1: the BatchNorm + sign between them, e.g. a residual unit's conv1 ->
-   conv2) hands it sign bits instead of floats: the first gets ``out_packed=True`` and the
-   second's ``in_scale`` / ``in_shift`` as its ``out_scale`` / ``out_shift``, and writes
-   int64 words ``(N, OH, OW, ceil(F/64))``; the second gets ``in_packed=True`` and
-   ``in_channels=F`` and loses its input affine. The bits are exactly the ones the second
-   layer's packing pass took from the float tensor (bit-identical outputs), without writing,
-   reading and re-packing that tensor.
-
-8. An inference BatchNorm whose input is a plain-layout array (the output of a binmx operator,
-   or the graph's data input), and the relu that is its only reader if there is one, become
-   one binmx ``QChannelAffine(data, scale, shift, relu=...)``: ``x * scale + shift`` per
-   channel in one pass (then ``max(., 0)``). MXNet's BatchNorm on the plain arrays extension
-   operators return is slow (ResNet-18's final 512x7x7 BatchNorm + relu: about 0.1 ms, 1
-   thread), and so is its BatchNorm over the 3 channels of an input image. BatchNorms that
-   read a oneDNN output stay with MXNet (rewrite 5 for small ones): an extension operator
-   would get that array through MXNet's slow reorder (rewrite 6).
-
-Rewrite 5 therefore only sees BatchNorms that read oneDNN outputs. They run in the order 1, 2,
-3, 4, 7, 8, 5, 6.
-
-:func:`fold` never modifies its arguments. It is used by the converter (``--fold``).
+Each pass function's docstring is the detailed statement. :func:`fold` never modifies its
+arguments. It is used by the converter (``--fold``).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
 
-__all__ = ["fold"]
+from binmx import _onednn_layout
+from binmx._graph import ModelGraph, bool_attr, int_attr, is_binary
 
-_BINARY = ("QConvolution", "QFullyConnected")
+__all__ = ["PASSES", "FoldPass", "fold"]
+
 _ADDS = ("elemwise_add", "add_n")  # add_n only with two inputs
-_TRUE = ("true", "1")
 
 
-def _true(attrs: dict[str, str], key: str, default: bool = False) -> bool:
-    value = attrs.get(key)
-    return default if value is None else str(value).strip().lower() in _TRUE
+def bn_to_input_affine(model: ModelGraph) -> None:
+    """Pass 1, BatchNorm -> sign. A 1-bit ``QConvolution`` / ``QFullyConnected`` takes the sign
+    of its input. When that input is a BatchNorm (in inference mode, through any number of
+    ``QActivation`` layers with ``act_bit=1`` or ``backward_only=True``, and ``Flatten`` for a
+    fully connected layer), the BatchNorm is a per-channel affine map::
 
+        bn(x)_c = scale_c * x_c + shift_c,   scale_c = gamma_c / sqrt(var_c + eps),
+                                             shift_c = beta_c - mean_c * scale_c
 
-def _int(attrs: dict[str, str], key: str, default: int) -> int:
-    value = attrs.get(key)
-    return default if value is None else int(str(value).strip())
-
-
-def _float(attrs: dict[str, str], key: str, default: float) -> float:
-    value = attrs.get(key)
-    return default if value is None else float(str(value).strip())
-
-
-def _is_binary(node: dict[str, Any]) -> bool:
-    if node["op"] not in _BINARY:
-        return False
-    attrs = node.get("attrs", {})
-    act = _int(attrs, "act_bit", 1)
-    return act == 1 and _int(attrs, "weight_bit", act) == 1
-
-
-class _Graph:
-    """A symbol's nodes keyed by id, inputs as ``[id, output_index, version]``."""
-
-    def __init__(self, sym: mx.sym.Symbol) -> None:
-        data = json.loads(sym.tojson())
-        self.attrs = data.get("attrs", {})
-        self.nodes: dict[int, dict[str, Any]] = dict(enumerate(data["nodes"]))
-        self.heads: list[list[int]] = [list(h) for h in data["heads"]]
-        self._ids = itertools.count(len(self.nodes))
-
-    def consumers(self) -> dict[int, list[int]]:
-        """Node id -> ids of the nodes (reachable from the heads) that read it."""
-        out: dict[int, list[int]] = {i: [] for i in self.nodes}
-        for i in self.reachable():
-            for entry in self.nodes[i]["inputs"]:
-                out[entry[0]].append(i)
-        return out
-
-    def head_ids(self) -> set[int]:
-        return {h[0] for h in self.heads}
-
-    def reachable(self) -> list[int]:
-        """Ids in a topological order (inputs first), from the heads."""
-        order: list[int] = []
-        seen: set[int] = set()
-        stack: list[tuple[int, bool]] = [(h[0], False) for h in reversed(self.heads)]
-        while stack:
-            nid, done = stack.pop()
-            if done:
-                order.append(nid)
-                continue
-            if nid in seen:
-                continue
-            seen.add(nid)
-            stack.append((nid, True))
-            for entry in reversed(self.nodes[nid]["inputs"]):
-                if entry[0] not in seen:
-                    stack.append((entry[0], False))
-        return order
-
-    def redirect(self, old: int, new: int) -> None:
-        """Every reader of node ``old``, and every head naming it, reads node ``new`` instead."""
-        for node in self.nodes.values():
-            node["inputs"] = [[new, 0, e[2]] if e[0] == old else e for e in node["inputs"]]
-        self.heads = [[new, 0, h[2]] if h[0] == old else h for h in self.heads]
-
-    def add_variable(self, name: str, shape: tuple[int, ...]) -> int:
-        nid = next(self._ids)
-        self.nodes[nid] = {
-            "op": "null",
-            "name": name,
-            "attrs": {"__dtype__": "0", "__shape__": str(tuple(shape))},
-            "inputs": [],
-        }
-        return nid
-
-    def to_symbol(self) -> mx.sym.Symbol:
-        order = self.reachable()
-        index = {nid: i for i, nid in enumerate(order)}
-        nodes = []
-        for nid in order:
-            node = dict(self.nodes[nid])
-            node["inputs"] = [[index[e[0]], e[1], e[2]] for e in node["inputs"]]
-            nodes.append(node)
-        graph = {
-            "nodes": nodes,
-            "arg_nodes": [i for i, n in enumerate(nodes) if n["op"] == "null"],
-            "heads": [[index[h[0]], h[1], h[2]] for h in self.heads],
-            "attrs": self.attrs,
-        }
-        return mx.sym.load_json(json.dumps(graph))
-
-
-def _bn_affine(
-    node: dict[str, Any], graph: _Graph, args: dict[str, Any], aux: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scale, shift) of an inference-mode BatchNorm over axis 1, or None if not foldable."""
-    attrs = node.get("attrs", {})
-    if _int(attrs, "axis", 1) != 1 or _true(attrs, "output_mean_var"):
-        return None
-    names = [graph.nodes[e[0]]["name"] for e in node["inputs"]]
-    if len(names) != 5:
-        return None
-    _, gamma_n, beta_n, mean_n, var_n = names
-    if gamma_n not in args or beta_n not in args or mean_n not in aux or var_n not in aux:
-        return None
-    mean = aux[mean_n].asnumpy().astype(np.float64)
-    var = aux[var_n].asnumpy().astype(np.float64)
-    beta = args[beta_n].asnumpy().astype(np.float64)
-    gamma = (
-        np.ones_like(mean)
-        if _true(attrs, "fix_gamma", True)
-        else args[gamma_n].asnumpy().astype(np.float64)
-    )
-    eps = _float(attrs, "eps", 1e-3)
-    scale = gamma / np.sqrt(var + eps)
-    shift = beta - mean * scale
-    return scale.astype(np.float32), shift.astype(np.float32)
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
-
-
-def _add_param(
-    graph: _Graph, args: dict[str, Any], taken: set[str], name: str, value: np.ndarray
-) -> list[int]:
-    """A new float32 parameter (a unique name from ``name``) in the graph and in ``args``; its
-    input entry."""
-    vname = _unique(name, taken)
-    args[vname] = mx.nd.array(value, dtype=np.float32)
-    return [graph.add_variable(vname, value.shape), 0, 0]
-
-
-def fold(
-    sym: mx.sym.Symbol,
-    arg_params: dict[str, mx.nd.NDArray],
-    aux_params: dict[str, mx.nd.NDArray],
-    *,
-    data_shape: tuple[int, ...] | None = None,
-    fuse_residual: bool = True,
-    pack_activations: bool = True,
-    channel_affine: bool = True,
-) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
-    """Fold BatchNorm layers and residual adds into the neighbouring binary layers (see the
-    module docstring). ``fuse_residual=False`` skips rewrite 4, ``pack_activations=False``
-    rewrite 7 and ``channel_affine=False`` rewrite 8 (they make operators or attributes that
-    run on the CPU path only).
-
-    Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
-    graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
-    4-d tensor into a fully connected layer through a Flatten (inferred when not given).
+    (``gamma_c = 1`` when ``fix_gamma``), so ``sgn(bn(x)) = sgn(x * scale + shift)``. The layer
+    gets ``input_affine=True`` and the inputs ``in_scale`` / ``in_shift``; its packing pass
+    computes the bits directly from the un-normalised input, and the BatchNorm and QActivation
+    nodes disappear when nothing else reads them. A sign can differ from the unfolded model
+    only where the BatchNorm output is within float rounding of 0. A fully connected layer
+    reading a 4-d BatchNorm through a Flatten gets the per-channel affine repeated H*W times
+    (the shapes must be known).
     """
-    graph = _Graph(sym)
-    args = dict(arg_params)
-    aux = dict(aux_params)
-    taken = {n["name"] for n in graph.nodes.values()} | set(args) | set(aux)
-    shapes = _output_shapes(sym, arg_params, data_shape)
-
-    # 1. BatchNorm -> [QActivation | Flatten]* -> binary layer: input affine.
-    consumers = graph.consumers()
+    graph = model.graph
     for nid in graph.reachable():
         node = graph.nodes[nid]
         attrs = node.get("attrs", {})
-        if not _is_binary(node) or _true(attrs, "input_affine"):
+        if not is_binary(node) or bool_attr(attrs, "input_affine"):
             continue
+        fc = node["op"] == "QFullyConnected"
         src = node["inputs"][0][0]
-        flattened = node["op"] == "QFullyConnected" and _true(attrs, "flatten", True)
+        flattened = fc and bool_attr(attrs, "flatten", True)
         while True:
             s = graph.nodes[src]
             sattrs = s.get("attrs", {})
             if s["op"] == "QActivation" and (
-                _int(sattrs, "act_bit", 1) == 1 or _true(sattrs, "backward_only")
+                int_attr(sattrs, "act_bit", 1) == 1 or bool_attr(sattrs, "backward_only")
             ):
                 src = s["inputs"][0][0]
-            elif s["op"] == "Flatten" and node["op"] == "QFullyConnected":
+            elif s["op"] == "Flatten" and fc:
                 flattened = True
                 src = s["inputs"][0][0]
             else:
@@ -284,31 +81,39 @@ def fold(
         bn = graph.nodes[src]
         if bn["op"] != "BatchNorm":
             continue
-        affine = _bn_affine(bn, graph, args, aux)
+        affine = model.batchnorm_affine(src)
         if affine is None:
             continue
         scale, shift = affine
-        bn_out = shapes.get(bn["name"])
-        if node["op"] == "QFullyConnected" and bn_out is not None and len(bn_out) > 2:
+        bn_out = model.shapes.get(bn["name"])
+        if fc and bn_out is None:
+            continue
+        if fc and len(bn_out) > 2:
             if not flattened:
                 continue
             per = int(np.prod(bn_out[2:]))
             scale, shift = np.repeat(scale, per), np.repeat(shift, per)
-        elif node["op"] == "QFullyConnected" and bn_out is None:
-            continue
-        node["inputs"][0] = list(bn["inputs"][0])
-        node.setdefault("attrs", {})["input_affine"] = "True"
-        if flattened and node["op"] == "QFullyConnected":
+        inputs = graph.named_inputs(nid)
+        inputs["data"] = list(bn["inputs"][0])
+        attrs = node.setdefault("attrs", {})
+        attrs["input_affine"] = "True"
+        if flattened:
             attrs["flatten"] = "True"
-        residual = node["inputs"][-1:] if _true(attrs, "residual") else []
-        if residual:
-            node["inputs"] = node["inputs"][:-1]
         for suffix, value in (("in_scale", scale), ("in_shift", shift)):
-            node["inputs"].append(_add_param(graph, args, taken, f"{node['name']}_{suffix}", value))
-        node["inputs"] += residual  # inputs: ..., in_scale, in_shift, [residual]
-    del consumers
+            inputs[suffix] = model.add_param(f"{node['name']}_{suffix}", value)
+        graph.set_named_inputs(nid, inputs)
 
-    # 2. converted binary layer -> BatchNorm (its only reader): fold into alpha and bias.
+
+def bn_into_binary_epilogue(model: ModelGraph) -> None:
+    """Pass 2, binary layer -> BatchNorm. A converted (``binarized_weights_only``) 1-bit layer
+    computes ``y = alpha_f * dot + bias_f``; a BatchNorm that is its only reader gives::
+
+        scale_f * y + shift_f = (scale_f * alpha_f) * dot + (scale_f * bias_f + shift_f)
+
+    so the layer takes the folded ``alpha`` and ``bias`` (``scaling_factor=True``,
+    ``no_bias=False``) in its fused epilogue and the BatchNorm disappears. Not for a layer with
+    a fused residual (the add comes after the epilogue)."""
+    graph = model.graph
     consumers = graph.consumers()
     heads = graph.head_ids()
     for nid in graph.reachable():
@@ -319,45 +124,40 @@ def fold(
         layer = graph.nodes[src]
         lattrs = layer.get("attrs", {})
         if (
-            not _is_binary(layer)
-            or not _true(lattrs, "binarized_weights_only")
-            or _true(lattrs, "residual")
+            not is_binary(layer)
+            or not bool_attr(lattrs, "binarized_weights_only")
+            or bool_attr(lattrs, "residual")
             or consumers[src] != [nid]
             or src in heads
         ):
             continue
-        affine = _bn_affine(bn, graph, args, aux)
+        affine = model.batchnorm_affine(nid)
         if affine is None:
             continue
         scale, shift = affine
-        names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
-        no_bias = _true(lattrs, "no_bias")
-        scaling = _true(lattrs, "scaling_factor")
+        inputs = graph.named_inputs(src)
         n_out = scale.shape[0]
-        bias = np.zeros(n_out, np.float32) if no_bias else args[names[2]].asnumpy()
-        alpha = (
-            args[names[2 if no_bias else 3]].asnumpy() if scaling else np.ones(n_out, np.float32)
-        )
+        bias = model.param(inputs["bias"]) if "bias" in inputs else np.zeros(n_out, np.float32)
+        alpha = model.param(inputs["alpha"]) if "alpha" in inputs else np.ones(n_out, np.float32)
+        if bias is None or alpha is None:  # computed, not parameters
+            continue
         new_alpha = (scale.astype(np.float64) * alpha).astype(np.float32)
         new_bias = (scale.astype(np.float64) * bias + shift).astype(np.float32)
-        rest = layer["inputs"][2:]
-        if not no_bias:
-            rest = rest[1:]
-        if scaling:
-            rest = rest[1:]
-        inputs = layer["inputs"][:2]
-        for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
-            inputs.append(_add_param(graph, args, taken, f"{layer['name']}_{suffix}_folded", value))
-        layer["inputs"] = inputs + rest  # data, weight, bias, alpha, [in_scale, in_shift]
         lattrs["no_bias"] = "False"
         lattrs["scaling_factor"] = "True"
+        for suffix, value in (("bias", new_bias), ("alpha", new_alpha)):
+            inputs[suffix] = model.add_param(f"{layer['name']}_{suffix}_folded", value)
+        graph.set_named_inputs(src, inputs)
         graph.redirect(nid, src)  # readers of the BatchNorm now read the layer
         consumers = graph.consumers()
         heads = graph.head_ids()
 
-    # 2b. float Convolution / FullyConnected -> BatchNorm (its only reader): the BatchNorm's
-    #     per-channel scale goes into the weights, its shift into the bias (standard inference
-    #     folding; float rounding differs from normalise-then-scale).
+
+def bn_into_float_layer(model: ModelGraph) -> None:
+    """Pass 3. A float ``Convolution`` / ``FullyConnected`` whose only reader is a BatchNorm
+    takes it into its weights and bias (``W_f * scale_f``, ``b_f * scale_f + shift_f``):
+    standard inference folding; the float rounding differs from normalise-then-scale."""
+    graph = model.graph
     consumers = graph.consumers()
     heads = graph.head_ids()
     for nid in graph.reachable():
@@ -373,37 +173,41 @@ def fold(
         ):
             continue
         lattrs = layer.setdefault("attrs", {})
-        names = [graph.nodes[e[0]]["name"] for e in layer["inputs"]]
+        names = graph.input_names(src)  # MXNet's order: data, weight, [bias]
         if (
             len(names) < 2
-            or names[1] not in args
+            or names[1] not in model.args
             or graph.nodes[layer["inputs"][1][0]]["op"] != "null"
         ):
             continue
-        affine = _bn_affine(bn, graph, args, aux)
+        affine = model.batchnorm_affine(nid)
         if affine is None:
             continue
         scale, shift = affine
-        weight = args[names[1]].asnumpy()
+        weight = model.args[names[1]].asnumpy()
         if weight.dtype != np.float32 or weight.shape[0] != scale.shape[0]:
             continue
-        no_bias = _true(lattrs, "no_bias")
-        bias = np.zeros(scale.shape[0], np.float32) if no_bias else args[names[2]].asnumpy()
+        no_bias = bool_attr(lattrs, "no_bias")
+        bias = np.zeros(scale.shape[0], np.float32) if no_bias else model.args[names[2]].asnumpy()
         scale64 = scale.astype(np.float64)
         new_w = (weight * scale64.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(np.float32)
         new_b = (bias * scale64 + shift).astype(np.float32)
         layer["inputs"] = [
             layer["inputs"][0],
-            _add_param(graph, args, taken, f"{names[1]}_folded", new_w),
-            _add_param(graph, args, taken, f"{layer['name']}_bias_folded", new_b),
+            model.add_param(f"{names[1]}_folded", new_w),
+            model.add_param(f"{layer['name']}_bias_folded", new_b),
         ]
         lattrs["no_bias"] = "False"
         graph.redirect(nid, src)
         consumers = graph.consumers()
         heads = graph.head_ids()
 
-    # 3. A QActivation read only by 1-bit layers is a no-op in inference: the layer takes the
-    #    sign itself (sgn(sgn x) = sgn x; backward_only is the identity forward).
+
+def drop_sign_activations(model: ModelGraph) -> None:
+    """Pass 4. A ``QActivation`` (``act_bit=1`` or ``backward_only``) read only by 1-bit
+    layers, as their data, is a no-op in inference: those layers take the sign of their input
+    themselves (``sgn(sgn x) = sgn x``; ``backward_only`` is the identity forward)."""
+    graph = model.graph
     consumers = graph.consumers()
     heads = graph.head_ids()
     for nid in graph.reachable():
@@ -411,11 +215,11 @@ def fold(
         aattrs = act.get("attrs", {})
         if act["op"] != "QActivation" or nid in heads or not consumers[nid]:
             continue
-        if not (_int(aattrs, "act_bit", 1) == 1 or _true(aattrs, "backward_only")):
+        if not (int_attr(aattrs, "act_bit", 1) == 1 or bool_attr(aattrs, "backward_only")):
             continue
         readers = [graph.nodes[c] for c in consumers[nid]]
         if not all(
-            _is_binary(r) and r["inputs"][0][0] == nid and all(e[0] != nid for e in r["inputs"][1:])
+            is_binary(r) and r["inputs"][0][0] == nid and all(e[0] != nid for e in r["inputs"][1:])
             for r in readers
         ):
             continue
@@ -423,10 +227,17 @@ def fold(
             r["inputs"][0] = list(act["inputs"][0])
         consumers = graph.consumers()
 
-    # 4. 1-bit QConvolution -> elemwise_add (its only reader): the add goes into the epilogue.
+
+def fuse_residual_add(model: ModelGraph) -> None:
+    """Pass 5. 1-bit ``QConvolution`` -> ``elemwise_add`` (its only reader, e.g. a residual
+    unit's ``conv2 + shortcut``): the add moves into the convolution's epilogue. The layer
+    gets ``residual=True`` and the add's other operand as its input ``residual``, computing
+    ``(alpha * dot + bias) + residual`` in float32: bit-identical to the add (float addition is
+    commutative), one operator and one pass over the output fewer."""
+    graph = model.graph
     consumers = graph.consumers()
     heads = graph.head_ids()
-    for nid in graph.reachable() if fuse_residual else []:
+    for nid in graph.reachable():
         add = graph.nodes[nid]
         if add["op"] not in _ADDS or len(add["inputs"]) != 2:
             continue
@@ -436,28 +247,52 @@ def fold(
             conv = graph.nodes[src]
             if (
                 conv["op"] != "QConvolution"
-                or not _is_binary(conv)
+                or not is_binary(conv)
                 or out_index != 0
-                or _true(conv.get("attrs", {}), "residual")
+                or bool_attr(conv.get("attrs", {}), "residual")
                 or consumers[src] != [nid]
                 or src in heads
                 or other[0] == src
             ):
                 continue
-            conv["inputs"].append(list(other))
+            inputs = graph.named_inputs(src)
+            inputs["residual"] = list(other)
             conv.setdefault("attrs", {})["residual"] = "True"
+            graph.set_named_inputs(src, inputs)
             graph.redirect(nid, src)
             consumers = graph.consumers()
             heads = graph.head_ids()
             break
 
-    # 7. conv -> conv through a folded sign: packed activations.
+
+def _packed_conv(node: dict) -> bool:
+    """A converted 1-bit QConvolution with one group (what packed activations need)."""
+    attrs = node.get("attrs", {})
+    return (
+        node["op"] == "QConvolution"
+        and is_binary(node)
+        and bool_attr(attrs, "binarized_weights_only")
+        and int_attr(attrs, "num_group", 1) == 1
+    )
+
+
+def pack_activations(model: ModelGraph) -> None:
+    """Pass 6, packed activations. A converted 1-bit ``QConvolution`` (``num_group=1``, no
+    residual) whose only reader is the data input of another converted 1-bit ``QConvolution``
+    with an input affine (pass 1: the BatchNorm + sign between them, e.g. a residual unit's
+    conv1 -> conv2) hands it sign bits instead of floats: the first gets ``out_packed=True``
+    and the second's ``in_scale`` / ``in_shift`` as its ``out_scale`` / ``out_shift``, and
+    writes int64 words ``(N, OH, OW, ceil(F/64))``; the second gets ``in_packed=True`` and
+    ``in_channels=F`` and loses its input affine. The bits are exactly the ones the second
+    layer's packing pass took from the float tensor (bit-identical outputs), without writing,
+    reading and re-packing that tensor."""
+    graph = model.graph
     consumers = graph.consumers()
     heads = graph.head_ids()
-    for nid in graph.reachable() if pack_activations else []:
+    for nid in graph.reachable():
         second = graph.nodes[nid]
         sattrs = second.get("attrs", {})
-        if not _packed_conv(second) or not _true(sattrs, "input_affine"):
+        if not _packed_conv(second) or not bool_attr(sattrs, "input_affine"):
             continue
         src, out_index, _ = second["inputs"][0]
         first = graph.nodes[src]
@@ -465,210 +300,90 @@ def fold(
         if (
             not _packed_conv(first)
             or out_index != 0
-            or _true(fattrs, "residual")
-            or _true(fattrs, "out_packed")
+            or bool_attr(fattrs, "residual")
+            or bool_attr(fattrs, "out_packed")
             or consumers[src] != [nid]
             or src in heads
             or any(e[0] == src for e in second["inputs"][1:])
         ):
             continue
-        k = _num_params(sattrs)
-        scale_shift = second["inputs"][k : k + 2]
-        second["inputs"] = second["inputs"][:k] + second["inputs"][k + 2 :]
+        second_in = graph.named_inputs(nid)
+        first_in = graph.named_inputs(src)
+        first_in["out_scale"] = second_in.pop("in_scale")
+        first_in["out_shift"] = second_in.pop("in_shift")
         sattrs["input_affine"] = "False"
         sattrs["in_packed"] = "True"
-        sattrs["in_channels"] = str(_int(fattrs, "num_filter", 0))
-        at = _num_params(fattrs) + (2 if _true(fattrs, "input_affine") else 0)
-        first["inputs"] = first["inputs"][:at] + scale_shift + first["inputs"][at:]
+        sattrs["in_channels"] = str(int_attr(fattrs, "num_filter", 0))
         fattrs["out_packed"] = "True"
+        graph.set_named_inputs(nid, second_in)
+        graph.set_named_inputs(src, first_in)
         consumers = graph.consumers()
 
-    # 8. Inference BatchNorm [-> relu] on a plain-layout array -> QChannelAffine [relu].
-    consumers = graph.consumers()
-    heads = graph.head_ids()
-    for nid in graph.reachable() if channel_affine else []:
-        bn = graph.nodes[nid]
-        if bn["op"] != "BatchNorm":
-            continue
-        src = graph.nodes[bn["inputs"][0][0]]
-        if not (
-            src["op"] in _PLAIN_OUTPUT
-            or (src["op"] == "null" and src["name"] not in args and src["name"] not in aux)
-        ):
-            continue
-        affine = _bn_affine(bn, graph, args, aux)
-        if affine is None:
-            continue
-        relu_id = None
-        if nid not in heads and len(consumers[nid]) == 1:
-            r = graph.nodes[consumers[nid][0]]
-            if r["op"] == "relu" or (
-                r["op"] == "Activation" and r.get("attrs", {}).get("act_type") == "relu"
-            ):
-                relu_id = consumers[nid][0]
-        inputs = [list(bn["inputs"][0])]
-        for suffix, value in zip(("scale", "shift"), affine, strict=True):
-            inputs.append(_add_param(graph, args, taken, f"{bn['name']}_{suffix}", value))
-        graph.nodes[nid] = {
-            "op": "QChannelAffine",
-            "name": bn["name"],
-            "attrs": {"relu": str(relu_id is not None)},
-            "inputs": inputs,
-        }
-        if relu_id is not None:
-            graph.redirect(relu_id, nid)
-            consumers = graph.consumers()
-            heads = graph.head_ids()
 
-    # 5. Small-channel inference BatchNorm -> 1x1 Convolution with a diagonal weight.
-    consumers = graph.consumers()
-    for nid in graph.reachable():
-        bn = graph.nodes[nid]
-        if bn["op"] != "BatchNorm" or _ndim(graph, nid, consumers, shapes) != 4:
-            continue
-        affine = _bn_affine(bn, graph, args, aux)
-        if affine is None or affine[0].shape[0] > 4:
-            continue
-        scale, shift = affine
-        channels = scale.shape[0]
-        weight = np.diag(scale).reshape(channels, channels, 1, 1).astype(np.float32)
-        graph.nodes[nid] = {
-            "op": "Convolution",
-            "name": bn["name"],
-            "attrs": {"kernel": "(1, 1)", "num_filter": str(channels), "no_bias": "False"},
-            "inputs": [
-                list(bn["inputs"][0]),
-                _add_param(graph, args, taken, f"{bn['name']}_diag_weight", weight),
-                _add_param(graph, args, taken, f"{bn['name']}_diag_bias", shift),
-            ],
-        }
+@dataclass(frozen=True)
+class FoldPass:
+    """One pass of :func:`fold`: its number (the order it runs in), name, function and the
+    :func:`fold` keywords that must all be true for it to run."""
 
-    # 6. One plain-layout copy of a non-binmx output that several binmx inputs read.
-    binmx_ops = _BINARY + ("QActivation",)
-    binmx_reads: dict[int, list[tuple[int, int]]] = {}  # node id -> (reader id, input index)
-    for r in graph.reachable():
-        if graph.nodes[r]["op"] in binmx_ops:
-            for k, e in enumerate(graph.nodes[r]["inputs"]):
-                if e[1] == 0:
-                    binmx_reads.setdefault(e[0], []).append((r, k))
-    for nid, readers in binmx_reads.items():
-        node = graph.nodes[nid]
-        if node["op"] in ("null", *_PLAIN_OUTPUT) or _is_reshape_barrier(node):
-            continue
-        convs_only = all(_reads_nchw(graph.nodes[r], k) for r, k in readers)
-        if convs_only and (len(readers) >= 2 or node["op"] in _ONEDNN_BLOCKED):
-            # oneDNN's reorder to plain NHWC, then binmx's NHWC -> NCHW (4-d data only).
-            tid, bid = next(graph._ids), next(graph._ids)
-            graph.nodes[tid] = {
-                "op": "transpose",
-                "name": _unique(f"{node['name']}_nhwc", taken),
-                "attrs": {"axes": "(0, 2, 3, 1)"},
-                "inputs": [[nid, 0, 0]],
-            }
-            graph.nodes[bid] = {
-                "op": "QNHWCToNCHW",
-                "name": _unique(f"{node['name']}_nchw", taken),
-                "attrs": {},
-                "inputs": [[tid, 0, 0]],
-            }
-        elif len(readers) >= 2:
-            bid = next(graph._ids)
-            graph.nodes[bid] = {
-                "op": "Reshape",  # shape -2: copy every input dimension
-                "name": _unique(f"{node['name']}_plain", taken),
-                "attrs": {"shape": "(-2,)"},
-                "inputs": [[nid, 0, 0]],
-            }
-        else:
-            continue
-        for r, k in readers:
-            graph.nodes[r]["inputs"][k] = [bid, 0, 0]
-
-    new_sym = graph.to_symbol()
-    keep_args = set(new_sym.list_arguments())
-    keep_aux = set(new_sym.list_auxiliary_states())
-    return (
-        new_sym,
-        {k: v for k, v in args.items() if k in keep_args},
-        {k: v for k, v in aux.items() if k in keep_aux},
-    )
+    number: int
+    name: str
+    run: Callable[[ModelGraph], None]
+    switches: tuple[str, ...] = ()
 
 
-# binmx operators: their outputs are plain (NCHW) arrays, never in oneDNN's blocked layout.
-_PLAIN_OUTPUT = (*_BINARY, "QActivation", "QNHWCToNCHW", "QChannelAffine")
-
-# MXNet operators that run on oneDNN and leave their output in its blocked layout (given a
-# blocked input, or always for Convolution): what rewrite 6 hands a binmx convolution as NHWC.
-_ONEDNN_BLOCKED = ("Convolution", "Pooling", "BatchNorm", "Activation", "elemwise_add", "add_n")
+def _numbered(
+    passes: list[tuple[str, Callable[[ModelGraph], None], tuple[str, ...]]],
+) -> tuple[FoldPass, ...]:
+    return tuple(FoldPass(i, *p) for i, p in enumerate(passes, start=1))
 
 
-def _reads_nchw(reader: dict[str, Any], k: int) -> bool:
-    """Whether input k of a binmx node is a QConvolution's float NCHW data or residual (what
-    the NHWC hand-over may feed; not a parameter, not packed words)."""
-    if reader["op"] != "QConvolution":
-        return False
-    attrs = reader.get("attrs", {})
-    if k == 0:
-        return not _true(attrs, "in_packed")
-    return _true(attrs, "residual") and k == len(reader["inputs"]) - 1
+PASSES: tuple[FoldPass, ...] = _numbered(
+    [
+        ("bn_to_input_affine", bn_to_input_affine, ()),
+        ("bn_into_binary_epilogue", bn_into_binary_epilogue, ()),
+        ("bn_into_float_layer", bn_into_float_layer, ()),
+        ("drop_sign_activations", drop_sign_activations, ()),
+        ("fuse_residual_add", fuse_residual_add, ("fuse_residual",)),
+        ("pack_activations", pack_activations, ("pack_activations",)),
+        *[
+            (name, run, ("onednn_layout", *switches))
+            for name, run, switches in _onednn_layout.PASSES
+        ],
+    ]
+)
 
 
-def _is_reshape_barrier(node: dict[str, Any]) -> bool:
-    return node["op"] == "Reshape" and node.get("attrs", {}).get("shape") == "(-2,)"
+def fold(
+    sym: mx.sym.Symbol,
+    arg_params: dict[str, mx.nd.NDArray],
+    aux_params: dict[str, mx.nd.NDArray],
+    *,
+    data_shape: tuple[int, ...] | None = None,
+    fuse_residual: bool = True,
+    pack_activations: bool = True,
+    channel_affine: bool = True,
+    onednn_layout: bool = True,
+) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
+    """Fold BatchNorm layers, signs and residual adds into the neighbouring binary layers: the
+    passes of :data:`PASSES`, in order (see the module docstring).
 
+    ``fuse_residual=False`` skips pass 5 and ``pack_activations=False`` pass 6 (they make
+    attributes that run on the CPU path only); ``onednn_layout=False`` skips the oneDNN layout
+    hand-overs (passes 7-9, :mod:`binmx._onednn_layout`), and ``channel_affine=False`` pass 7
+    alone (QChannelAffine runs on the CPU only).
 
-def _packed_conv(node: dict[str, Any]) -> bool:
-    """A converted 1-bit QConvolution with one group (what packed activations need)."""
-    attrs = node.get("attrs", {})
-    return (
-        node["op"] == "QConvolution"
-        and _is_binary(node)
-        and _true(attrs, "binarized_weights_only")
-        and _int(attrs, "num_group", 1) == 1
-    )
-
-
-def _num_params(attrs: dict[str, str]) -> int:
-    """data, weight, [bias], [alpha]: the inputs before a QConvolution's optional ones."""
-    scaling = _true(attrs, "binarized_weights_only") and _true(attrs, "scaling_factor")
-    return 2 + (0 if _true(attrs, "no_bias") else 1) + (1 if scaling else 0)
-
-
-def _ndim(
-    graph: _Graph, nid: int, consumers: dict[int, list[int]], shapes: dict[str, tuple[int, ...]]
-) -> int | None:
-    """Rank of a node's output: from the inferred shapes, else 4 when a 2-d Convolution
-    reads it; None when unknown."""
-    shape = shapes.get(graph.nodes[nid]["name"])
-    if shape is not None:
-        return len(shape)
-    for r in consumers[nid]:
-        reader = graph.nodes[r]
-        kernel = reader.get("attrs", {}).get("kernel", "")
-        if (
-            reader["op"] == "Convolution"
-            and len([d for d in kernel.strip("()[] ").split(",") if d.strip()]) == 2
-        ):
-            return 4
-    return None
-
-
-def _output_shapes(
-    sym: mx.sym.Symbol, params: dict[str, mx.nd.NDArray], data_shape: tuple[int, ...] | None
-) -> dict[str, tuple[int, ...]]:
-    """Node name -> output shape, where the data shape is known or can be inferred."""
-    from binmx.converter import ConversionError, _random_inputs
-
-    try:
-        inputs = _random_inputs(sym, params, data_shape)
-    except ConversionError:
-        if data_shape is not None:
-            raise
-        return {}
-    internals = sym.get_internals()
-    _, out_shapes, _ = internals.infer_shape_partial(**inputs)
-    result = {}
-    for name, shape in zip(internals.list_outputs(), out_shapes or [], strict=False):
-        if name.endswith("_output"):
-            result[name[: -len("_output")]] = tuple(shape)
-    return result
+    Returns a new ``(sym, arg_params, aux_params)`` for inference; parameters that the folded
+    graph no longer reads are dropped. ``data_shape`` is needed only to fold a BatchNorm on a
+    4-d tensor into a fully connected layer through a Flatten (inferred when not given).
+    """
+    switches = {
+        "fuse_residual": fuse_residual,
+        "pack_activations": pack_activations,
+        "channel_affine": channel_affine,
+        "onednn_layout": onednn_layout,
+    }
+    model = ModelGraph(sym, arg_params, aux_params, data_shape=data_shape)
+    for p in PASSES:
+        if all(switches[s] for s in p.switches):
+            p.run(model)
+    return model.result()

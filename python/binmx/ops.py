@@ -13,7 +13,8 @@ the call forms of ``Convolution`` / ``FullyConnected`` / ``Activation``:
 
 Inputs, in order: ``data, weight, [bias] (unless no_bias), [alpha] (binarized_weights_only and
 scaling_factor), [in_scale, in_shift] (input_affine), [out_scale, out_shift] (QConvolution,
-out_packed), [residual] (QConvolution, residual)``.
+out_packed), [residual] (QConvolution, residual)`` (:func:`op_inputs`, defined in
+``binmx._graph`` with the attribute readers; a boolean attribute follows MXNet's rule).
 
 ``out_packed=True`` / ``in_packed=True, in_channels=C`` (QConvolution, converted 1-bit layers
 with ``num_group=1``; inference, made by :func:`binmx.fold` between a conv and the next conv's
@@ -49,6 +50,8 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
+from binmx._graph import Q_OPS, bool_attr, op_inputs, parse_ints
+
 __all__ = [
     "QActivation",
     "QConvolution",
@@ -60,49 +63,9 @@ __all__ = [
     "nd",
 ]
 
-_OPS = ("QConvolution", "QFullyConnected", "QActivation")
+_OPS = Q_OPS
 _INPUT_KEYS = ("data", "weight", "bias", "alpha", "in_scale", "in_shift", "out_scale", "out_shift")
 _RAW: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip() in ("True", "true", "1")
-    return bool(value)
-
-
-def _flag(attrs: dict[str, Any], key: str) -> bool:
-    """A boolean attribute, strictly: what the operators accept (True/False/true/false/1/0)."""
-    value = attrs.get(key, False)
-    if value is None:
-        return False
-    if isinstance(value, str):
-        text = value.strip()
-        if text in ("True", "true", "1"):
-            return True
-        if text in ("False", "false", "0", "None", ""):
-            return False
-    elif isinstance(value, (bool, np.bool_, int, np.integer)) and int(value) in (0, 1):
-        return bool(value)
-    raise ValueError(f"Expected `{key}` to be True or False, got {value!r}")
-
-
-def op_inputs(op: str, attrs: dict[str, Any]) -> list[str]:
-    """Input names of ``op`` for the given attributes, in positional order."""
-    if op == "QActivation":
-        return ["data"]
-    names = ["data", "weight"]
-    if not _flag(attrs, "no_bias"):
-        names.append("bias")
-    if _flag(attrs, "binarized_weights_only") and _flag(attrs, "scaling_factor"):
-        names.append("alpha")
-    if _flag(attrs, "input_affine"):
-        names += ["in_scale", "in_shift"]
-    if op == "QConvolution" and _flag(attrs, "out_packed"):
-        names += ["out_scale", "out_shift"]
-    if op == "QConvolution" and _flag(attrs, "residual"):
-        names.append("residual")
-    return names
 
 
 def _attr_text(key: str, value: Any) -> str:
@@ -208,14 +171,6 @@ def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
     return wrapper
 
 
-def _tuple_of_ints(text: str | None) -> tuple[int, ...] | None:
-    try:
-        vals = tuple(int(v) for v in (text or "").strip("()[] ").split(",") if v.strip())
-    except ValueError:
-        return None
-    return vals or None
-
-
 def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Partial shapes (-1 = unknown) of the parameter inputs of ``op``, as far as attrs tell.
 
@@ -223,16 +178,16 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     under ``mx.util.set_np_shape(True)`` a 0 is a known zero size, while -1 is unknown in both.
     """
     if op == "QConvolution":
-        kernel = _tuple_of_ints(str(attrs.get("kernel")))
-        out = _tuple_of_ints(str(attrs.get("num_filter")))
+        kernel = parse_ints(attrs.get("kernel"))
+        out = parse_ints(attrs.get("num_filter"))
         if kernel is None or len(kernel) != 2 or out is None:
             return {}
-        if _truthy(attrs.get("binarized_weights_only", False)):
+        if bool_attr(attrs, "binarized_weights_only"):
             wshape = (out[0], kernel[0], kernel[1], -1)
         else:
             wshape = (out[0], -1, kernel[0], kernel[1])
     elif op == "QFullyConnected":
-        out = _tuple_of_ints(str(attrs.get("num_hidden")))
+        out = parse_ints(attrs.get("num_hidden"))
         if out is None:
             return {}
         wshape = (out[0], -1)

@@ -20,21 +20,19 @@ BatchNorm, relu or max-pool after a float convolution) show ``fused``.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import mxnet as mx
 
 from binmx import xnor
+from binmx._graph import Q_OPS, Graph, bits, bool_attr, int_attr, parse_ints
 
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
 _CONV_OPS = ("Convolution", "QConvolution")
 _FC_OPS = ("FullyConnected", "QFullyConnected")
-_Q_OPS = ("QConvolution", "QFullyConnected", "QActivation")
+_Q_OPS = Q_OPS
 
 
 @dataclass
@@ -164,15 +162,6 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _ints(text: str | None) -> tuple[int, ...]:
-    return tuple(int(v) for v in re.findall(r"-?\d+", text or ""))
-
-
-def _bits(attrs: dict[str, str]) -> tuple[int, int]:
-    act = int(attrs.get("act_bit", "1"))
-    return act, int(attrs.get("weight_bit", str(act)))
-
-
 def summary(
     sym: mx.sym.Symbol,
     data_shape: tuple[int, ...],
@@ -199,8 +188,7 @@ def summary(
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape_partial(**{data_name: tuple(data_shape)})
     shapes = dict(zip(internals.list_outputs(), out_shapes or [], strict=False))
-    graph = json.loads(sym.tojson())
-    nodes: list[dict[str, Any]] = graph["nodes"]
+    nodes = Graph.from_symbol(sym).nodes
 
     def entry_shape(entry: list[int]) -> tuple[int, ...]:
         node = nodes[entry[0]]
@@ -213,14 +201,14 @@ def summary(
         return tuple(shapes.get(key, ()))
 
     result = ModelSummary()
-    for node_id, node in enumerate(nodes):
+    for node_id, node in nodes.items():
         op = node["op"]
         if op == "null":
             continue
         attrs = node.get("attrs", {})
         out = entry_shape([node_id, 0, 0])
         in_shape = entry_shape(node["inputs"][0]) if node["inputs"] else ()
-        act, wbit = _bits(attrs) if op in _Q_OPS else (32, 32)
+        act, wbit = bits(attrs) if op in _Q_OPS else (32, 32)
         binary = op in _Q_OPS and act == 1 and wbit == 1
         layer = LayerSummary(node["name"], op, str(act), out)
         param_inputs = [
@@ -233,12 +221,12 @@ def summary(
         macs = 0
         weight = 0
         if op in _CONV_OPS and len(in_shape) == 4 and len(out) == 4:
-            kernel = _ints(attrs.get("kernel"))
-            groups = int(attrs.get("num_group", "1"))
+            kernel = parse_ints(attrs.get("kernel")) or ()
+            groups = int_attr(attrs, "num_group", 1)
             weight = out[1] * (in_shape[1] // groups) * math.prod(kernel)
             macs = out[0] * out[2] * out[3] * weight
         elif op in _FC_OPS and in_shape and out:
-            flatten = attrs.get("flatten", "True").lower() in ("true", "1")
+            flatten = bool_attr(attrs, "flatten", True)
             depth = math.prod(in_shape[1:]) if flatten else in_shape[-1]
             weight = out[-1] * depth
             macs = math.prod(out[:-1]) * weight

@@ -1,5 +1,5 @@
 /*
- * binmx operator QActivation (CPU) and the library entry point `initialize`.
+ * binmx operator QActivation (CPU).
  *
  * Forward:  act_bit = 1: sgn(x) (+1 for x >= 0, also -0.0; -1 otherwise);
  *           act_bit 2..31: q(clip(x, 0, 1), act_bit) (DoReFa); act_bit = 32: x.
@@ -9,7 +9,6 @@
  *           (act_bit < 32) or backward_only=True; dx = dy for a plain act_bit = 32 layer.
  */
 #include <algorithm>
-#include <sstream>
 #include <exception>
 #include <string>
 #include <vector>
@@ -27,27 +26,6 @@ using mxnet::ext::OpResource;
 
 namespace binmx {
 namespace ops {
-
-namespace {
-// Access to MXerrorMsgs' private message list through the explicit-instantiation rule
-// (access checks do not apply to the template arguments of an explicit instantiation).
-struct MessagesTag {
-  using type = std::vector<std::stringstream*> mxnet::ext::MXerrorMsgs::*;
-  friend type MessagesMember(MessagesTag);
-};
-template <typename Tag, typename Tag::type kMember>
-struct MemberAccess {
-  friend typename Tag::type MessagesMember(Tag) { return kMember; }
-};
-template struct MemberAccess<MessagesTag, &mxnet::ext::MXerrorMsgs::messages>;
-}  // namespace
-
-void ResetErrorMessages() {
-  auto& messages = mxnet::ext::MXerrorMsgs::get()->*MessagesMember(MessagesTag());
-  for (std::stringstream* m : messages) delete m;
-  messages.clear();
-}
-
 namespace {
 
 constexpr const char* kOp = "QActivation";
@@ -194,11 +172,3 @@ REGISTER_OP(QActivation)
     .setBackward(binmx::ops::BackwardGpuFn, "gpu")
 #endif
     ;
-
-mxnet::ext::MXReturnValue initialize(int version) {
-  if (version < 10900) {
-    MX_ERROR_MSG << "binmx operators need MXNet >= 1.9.0, got version " << version;
-    return MX_FAIL;
-  }
-  return MX_SUCCESS;
-}

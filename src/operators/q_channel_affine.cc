@@ -8,7 +8,7 @@
  *   backward: d data = dy * m * scale, d scale = sum dy * m * data, d shift = sum dy * m, with
  *           m = 1, or the relu mask out > 0.
  *
- * What it is for: binmx.fold (rewrite 8) turns an inference BatchNorm (and the relu after it)
+ * What it is for: binmx.fold (pass 7) turns an inference BatchNorm (and the relu after it)
  * that reads a binmx operator's output into this operator. MXNet's BatchNorm is slow on the
  * plain NCHW arrays that extension operators return (0.05-0.1 ms for ResNet-18's final 512x7x7
  * BatchNorm, plus a separate relu), and so is its BatchNorm over the 3 channels of an input

@@ -46,6 +46,7 @@
 #include "kbit.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
+#include "weight_grad.h"
 #include "xnor_gemm.h"
 
 using mxnet::ext::MX_FAIL;
@@ -515,58 +516,20 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       xin = xq.data();
     }
     std::vector<float> wq(f_all * fsize);
-    const float* w_float = nullptr;
-    if (a.packed) {
-      UnpackConvWeights(static_cast<const uint64_t*>(fwd_in[1].data_ptr), p, wq.data());
-    } else {
-      w_float = static_cast<const float*>(fwd_in[1].data_ptr);
-      QuantizeWeight(w_float, f_all * fsize, a.weight_bit, wq.data());
-    }
-    std::vector<float> alpha_buf;
-    const float* alpha = nullptr;
-    if (a.scaling) {
-      if (a.packed) {
-        alpha = static_cast<const float*>(fwd_in[a.alpha_index()].data_ptr);
-      } else {
-        alpha_buf.resize(f_all);
-        MeanAbsRows(w_float, f_all, fsize, alpha_buf.data());
-        alpha = alpha_buf.data();
-      }
-    }
+    QuantizedWeight(fwd_in[1], a.packed, a.weight_bit, p, wq.data());
+    const int alpha_at = a.alpha_index();
+    WeightGradChain chain(
+        a.packed, a.scaling, a.packed ? nullptr : static_cast<const float*>(fwd_in[1].data_ptr),
+        alpha_at >= 0 ? static_cast<const float*>(fwd_in[alpha_at].data_ptr) : nullptr, f_all,
+        fsize, &(*outputs)[1],
+        alpha_at >= 0 ? static_cast<float*>((*outputs)[alpha_at].data_ptr) : nullptr);
 
     // dx = conv_transpose(dy, alpha * Wq) * mask;  G = sum dy * Qa(x)pad (one pass, BLAS).
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
-    std::vector<float> g;
-    float* g_out = nullptr;  // G straight into dW when dW = G
-    MXTensor& dwt = (*outputs)[1];
-    if (alpha == nullptr && !a.packed) {
-      g_out = static_cast<float*>(dwt.data_ptr);
-    } else if (alpha != nullptr) {
-      g.resize(f_all * fsize);
-      g_out = g.data();
-    }
-    std::vector<float> w_dx;
-    const float* w_for_dx = wq.data();
-    if (alpha != nullptr) {
-      w_dx.resize(f_all * fsize);
-      for (int64_t f = 0; f < f_all; ++f) {
-        for (int64_t i = 0; i < fsize; ++i) w_dx[f * fsize + i] = wq[f * fsize + i] * alpha[f];
-      }
-      w_for_dx = w_dx.data();
-    }
-    FloatConv2dBackward(xin, quant, w_for_dx, dy, a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx,
-                        g_out, p, threads);
-
-    if (a.packed) {
-      std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
-      if (a.scaling) {
-        float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
-        FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, f_all, fsize, nullptr, dalpha);
-      }
-    } else if (alpha != nullptr) {
-      FinishWeightGrad(g.data(), w_float, wq.data(), alpha, f_all, fsize,
-                       static_cast<float*>(dwt.data_ptr), nullptr);
-    }
+    FloatConv2dBackward(xin, quant, chain.ScaledWeights(wq.data()), dy,
+                        a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx, chain.GradTarget(), p,
+                        threads);
+    chain.Finish(wq.data());
     if (a.bias_index() >= 0) {
       BiasGrad(dy, p.batch, f_all, ohw, static_cast<float*>((*outputs)[a.bias_index()].data_ptr),
                threads);

@@ -31,6 +31,7 @@
 #include "kbit.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
+#include "weight_grad.h"
 #include "xnor_gemm.h"
 
 using mxnet::ext::MX_FAIL;
@@ -379,67 +380,33 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       QuantizeAct(x, rows * depth, a.act_bit, xq.data());
       xin = xq.data();
     }
-    const float* w_float = nullptr;
+    const float* w_float =
+        a.packed ? nullptr : static_cast<const float*>(fwd_in[1].data_ptr);
     // 1-bit float weights without scaling: FloatDenseBackward applies sgn to W block by block
     // itself, so Qw(W) is never made whole here.
     const bool sign_in_gemm = !a.packed && !a.scaling && a.weight_bit == 1;
     // Otherwise Qw(W) goes to a per-thread buffer that is only grown (a fresh value-initialised
     // vector of hid * depth floats per call cost about 0.3 ms on the LeNet 1024 -> 1000 layer).
     thread_local std::vector<float> wq;
-    if (!sign_in_gemm) wq.resize(static_cast<size_t>(hid * depth));
-    if (a.packed) {
+    if (!sign_in_gemm) {
+      wq.resize(static_cast<size_t>(hid * depth));
       Conv2dParams p;  // a dense layer is a 1x1 convolution over a 1x1 image
       p.channels = depth;
       p.num_filter = hid;
-      UnpackConvWeights(static_cast<const uint64_t*>(fwd_in[1].data_ptr), p, wq.data());
-    } else {
-      w_float = static_cast<const float*>(fwd_in[1].data_ptr);
-      if (!sign_in_gemm) QuantizeWeight(w_float, hid * depth, a.weight_bit, wq.data());
+      QuantizedWeight(fwd_in[1], a.packed, a.weight_bit, p, wq.data());
     }
-    std::vector<float> alpha_buf;
-    const float* alpha = nullptr;
-    if (a.scaling) {
-      if (a.packed) {
-        alpha = static_cast<const float*>(fwd_in[a.alpha_index()].data_ptr);
-      } else {
-        alpha_buf.resize(hid);
-        MeanAbsRows(w_float, hid, depth, alpha_buf.data());
-        alpha = alpha_buf.data();
-      }
-    }
+    const int alpha_at = a.alpha_index();
+    WeightGradChain chain(
+        a.packed, a.scaling, w_float,
+        alpha_at >= 0 ? static_cast<const float*>(fwd_in[alpha_at].data_ptr) : nullptr, hid,
+        depth, &(*outputs)[1],
+        alpha_at >= 0 ? static_cast<float*>((*outputs)[alpha_at].data_ptr) : nullptr);
     // dx = dy (alpha * Wq) * mask;  G = dy^T Qa(x)  (OpenBLAS).
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
-    MXTensor& dwt = (*outputs)[1];
-    std::vector<float> g;
-    float* g_out = nullptr;  // G straight into dW when dW = G
-    if (alpha == nullptr && !a.packed) {
-      g_out = static_cast<float*>(dwt.data_ptr);
-    } else if (alpha != nullptr) {
-      g.resize(hid * depth);
-      g_out = g.data();
-    }
-    std::vector<float> w_dx;
-    const float* w_for_dx = wq.data();
-    if (alpha != nullptr) {
-      w_dx.resize(hid * depth);
-      for (int64_t h = 0; h < hid; ++h) {
-        for (int64_t d = 0; d < depth; ++d) w_dx[h * depth + d] = wq[h * depth + d] * alpha[h];
-      }
-      w_for_dx = w_dx.data();
-    }
-    FloatDenseBackward(xin, quant, sign_in_gemm ? w_float : w_for_dx, dy,
-                       a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx, g_out, rows, depth, hid,
-                       threads, sign_in_gemm ? InputQuant::kSign : InputQuant::kNone);
-    if (a.packed) {
-      std::memset(dwt.data_ptr, 0, sizeof(int64_t) * dwt.size());
-      if (a.scaling) {
-        float* dalpha = static_cast<float*>((*outputs)[a.alpha_index()].data_ptr);
-        FinishWeightGrad(g.data(), nullptr, wq.data(), alpha, hid, depth, nullptr, dalpha);
-      }
-    } else if (alpha != nullptr) {
-      FinishWeightGrad(g.data(), w_float, wq.data(), alpha, hid, depth,
-                       static_cast<float*>(dwt.data_ptr), nullptr);
-    }
+    FloatDenseBackward(xin, quant, sign_in_gemm ? w_float : chain.ScaledWeights(wq.data()), dy,
+                       a.act_bit < 32 ? x : nullptr, a.grad_cancel, dx, chain.GradTarget(), rows,
+                       depth, hid, threads, sign_in_gemm ? InputQuant::kSign : InputQuant::kNone);
+    chain.Finish(wq.data());
     if (a.bias_index() >= 0) {
       BiasGrad(dy, rows, hid, 1, static_cast<float*>((*outputs)[a.bias_index()].data_ptr),
                threads);

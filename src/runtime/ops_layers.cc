@@ -51,7 +51,7 @@ void Finish(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<int> 
   pl.AddStep(std::move(step));
 }
 
-// DoReFa weight quantiser over all n weights (op_common.h's QuantizeWeight).
+// DoReFa weight quantiser over all n weights (src/float/quantize.h's QuantizeWeight).
 std::vector<float> QuantizeWeights(const std::vector<float>& w, int bits) {
   std::vector<float> out(w.size());
   if (bits == 1) {
@@ -80,7 +80,7 @@ std::vector<float> MeanAbsRows(const std::vector<float>& w, int64_t rows, int64_
   return alpha;
 }
 
-// Activation quantiser of one value (op_common.h's QuantizeAct), act_bit < 32.
+// Activation quantiser of one value (src/float/quantize.h's QuantizeAct), act_bit < 32.
 inline float QuantAct(float x, int bits, double levels) {
   if (bits == 1) return x < 0.0f ? -1.0f : 1.0f;
   const double a = std::min(1.0, std::max(0.0, static_cast<double>(x)));

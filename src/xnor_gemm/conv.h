@@ -104,7 +104,8 @@ void PackConvWeights(const float* w, const Conv2dParams& p, uint64_t* out);
 void UnpackConvWeights(const uint64_t* words, const Conv2dParams& p, float* w);
 
 // The binary convolution itself (direct, channels-last, no im2col) is in bconv.h.
-// The float helpers (k-bit forward, STE gradients) live in float_conv.h.
+// The float helpers (k-bit forward, STE gradients) live in float_conv.h (src/float/, the
+// binmx_float target on OpenBLAS).
 
 }  // namespace binmx
 

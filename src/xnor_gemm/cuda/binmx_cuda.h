@@ -151,7 +151,7 @@ int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* p,
  * All give bit-identical results. */
 
 /* ---- API version 2: what the MXNet "gpu" operators need beyond the binary kernels ---------
- * (train.cu). Quantisers as docs/design.md §3 / src/operators/op_common.h:
+ * (train.cu). Quantisers as docs/design.md §3 / src/float/quantize.h:
  *   Qa: bits 1 sgn(x); 2..31 q(clip(x, 0, 1), k), q(a, k) = rint((2^k - 1) a) / (2^k - 1);
  *       32 identity.   Qw: bits 1 sgn(w); 2..31 2 q(tanh(w) / (2 max|tanh w|) + 1/2, k) - 1;
  *       32 identity. k-bit maths in double, rint = round half to even.

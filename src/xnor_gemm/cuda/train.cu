@@ -7,7 +7,7 @@
  * Exactness (see binmx_cuda.h): element-wise maps use explicit round-to-nearest intrinsics
  * (__fmul_rn, __fadd_rn, __dmul_rn, __dadd_rn) so nvcc cannot contract them into an FMA the CPU
  * does not do. MeanAbsRows sums each row sequentially in double, i ascending, exactly as
- * op_common.h's MeanAbsRows: the same IEEE operations in the same order, so alpha is
+ * src/float/quantize.h's MeanAbsRows: the same IEEE operations in the same order, so alpha is
  * bit-identical. Block reductions (bias gradient, dalpha) use a fixed tree: deterministic, but
  * in another order than the CPU.
  *

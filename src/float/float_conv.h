@@ -1,5 +1,6 @@
 /*
- * binmx core: float math of the k-bit forward and of every straight-through-estimator (STE)
+ * binmx float math (src/float/, the binmx_float target; not part of the framework-free core,
+ * since it links OpenBLAS): the k-bit forward and every straight-through-estimator (STE)
  * backward, on OpenBLAS's single-precision GEMM (PyPI package scipy-openblas32, prefixed CBLAS
  * symbols scipy_cblas_*). Framework-free (no MXNet, no Python).
  *
@@ -23,7 +24,7 @@
  * The backward picks one of three equivalent methods by shape (BINMX_FLOAT_CONV=im2col|shift|
  * rows forces one): the im2col above; shifted GEMMs on a shared-padding grid (stride 1, little
  * padding waste); or a channels-last im2col ("rows", >= 8 channels a group and >= 192 output
- * pixels a thread), whose col rows are runs of Cg floats instead of OW floats (float_conv.cc).
+ * pixels a thread), whose col rows are runs of Cg floats instead of OW floats (conv_rows.cc).
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_FLOAT_CONV_H_
