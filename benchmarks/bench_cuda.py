@@ -30,8 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("CUPY_TF32", "0")  # cuBLAS SGEMM in true FP32, not TF32
 
-import cupy as cp  # noqa: E402
-import numpy as np  # noqa: E402
+import cupy as cp
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("binmx_cuda_bench", ROOT / "python/binmx/cuda.py")
@@ -81,7 +81,7 @@ class Timer:
             finally:
                 graph = self.stream.end_capture()
             return lambda: graph.launch(self.stream)
-        except Exception as exc:  # noqa: BLE001  (any capture problem: fall back to plain calls)
+        except Exception as exc:
             print(f"  (graph capture unavailable: {type(exc).__name__}: {exc}; timing plain calls)")
             self.stream.synchronize()
             return None

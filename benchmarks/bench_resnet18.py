@@ -320,7 +320,7 @@ def _print_layers(case: str, res: dict) -> None:
         ratio = f"{fms / bms:6.1f}" if f and b else "     -"
         print(
             f"{name:<22} {(f[1] if f else '-'):<16} {(b[1] if b else '(folded)'):<14} "
-            f"{str(shape):<18} {fms:9.3f} {bms:9.3f} {ratio}"
+            f"{shape!s:<18} {fms:9.3f} {bms:9.3f} {ratio}"
         )
     print(f"{'sum':<22} {'':<16} {'':<14} {'':<18} {tot_f:9.3f} {tot_b:9.3f} {tot_f / tot_b:6.1f}")
     groups: dict[str, list[float]] = {}

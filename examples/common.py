@@ -383,9 +383,11 @@ def predict_accuracy(
 
 def logits_symbol(sym: mx.sym.Symbol) -> mx.sym.Symbol:
     """Drop a trailing SoftmaxOutput (and its label) so the model runs without labels."""
-    if any(a.endswith("_label") for a in sym.list_arguments()):
-        if json.loads(sym.tojson())["nodes"][-1]["op"] == "SoftmaxOutput":
-            return sym.get_children()[0]
+    if (
+        any(a.endswith("_label") for a in sym.list_arguments())
+        and json.loads(sym.tojson())["nodes"][-1]["op"] == "SoftmaxOutput"
+    ):
+        return sym.get_children()[0]
     return sym
 
 

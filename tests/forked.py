@@ -55,17 +55,17 @@ def run_forked(fn: Callable[[], Any], timeout: float = 60.0) -> Outcome:
             os.close(r)
             try:
                 payload: tuple[str, str, Any] = ("ok", "", fn())
-            except BaseException as exc:  # noqa: BLE001 (every error is an answer)
+            except BaseException as exc:
                 payload = ("error", f"{type(exc).__name__}: {exc}", None)
             try:
                 data = pickle.dumps(payload)
-            except Exception as exc:  # noqa: BLE001 (an unpicklable value)
+            except Exception as exc:
                 data = pickle.dumps(
                     (payload[0], f"{payload[1]} (value not picklable: {exc})", None)
                 )
             with os.fdopen(w, "wb") as f:
                 f.write(data)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             code = 3
         finally:
             os._exit(code)

@@ -37,7 +37,7 @@ def random_params(sym: mx.sym.Symbol, data_shape: tuple[int, ...], seed: int):
     for k, v in args.items():
         if k.endswith(("_gamma", "_beta")):
             args[k] = mx.nd.array(rng.standard_normal(v.shape).astype(np.float32))
-        elif k.endswith("_alpha_prelu") or k.endswith("prelu_gamma"):
+        elif k.endswith(("_alpha_prelu", "prelu_gamma")):
             args[k] = mx.nd.array(rng.uniform(0.05, 0.5, v.shape).astype(np.float32))
     for k, v in aux.items():
         if k.endswith("_moving_mean"):

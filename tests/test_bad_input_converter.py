@@ -28,14 +28,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import binmx  # noqa: F401  (loads the operators)
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
 from binmx.converter_cli import main as converter_main
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from forked import Tally, run_forked  # noqa: E402
+from forked import Tally, run_forked
 
 TIMEOUT = float(os.environ.get("BINMX_BAD_INPUT_TIMEOUT", "120"))
 PREFIX = "net"
@@ -451,9 +451,8 @@ def _fill(mnt: Path, free_pages: int) -> None:
     """Fill the tmpfs until only ``free_pages`` 4 KiB pages are left."""
     st = os.statvfs(mnt)
     free = st.f_bavail * st.f_frsize - free_pages * 4096
-    with open(mnt / ".filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            f.write(b"\0" * max(free, 0))
+    with open(mnt / ".filler", "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * max(free, 0))
     st = os.statvfs(mnt)
     assert st.f_bavail <= free_pages, (st.f_bavail, free_pages)
 

@@ -23,13 +23,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import binmx  # noqa: F401  (loads the operators)
+import binmx
 import mxnet as mx
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from forked import Tally, classify, run_forked  # noqa: E402
+from forked import Tally, classify, run_forked
 
 TIMEOUT = float(os.environ.get("BINMX_BAD_INPUT_TIMEOUT", "60"))
 BIG = 2**62

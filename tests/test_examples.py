@@ -53,7 +53,7 @@ def run_example(script: str, *args: str, timeout: float = 300) -> subprocess.Com
 def check_run(proc: subprocess.CompletedProcess, out: Path, prefix: str, epoch: int = 1) -> dict:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert RESULT_KEYS <= set(results), sorted(RESULT_KEYS - set(results))
+    assert set(results) >= RESULT_KEYS, sorted(RESULT_KEYS - set(results))
     float_params = out / f"{prefix}-{epoch:04d}.params"
     bin_params = out / f"binarized_{prefix}-{epoch:04d}.params"
     for path in [

@@ -157,7 +157,7 @@ def test_sign_flips_only_at_rounding_of_zero(rng: np.random.Generator) -> None:
     csym, cargs, caux = binmx.convert(sym, args, aux)
     _, fargs, _ = binmx.fold(csym, cargs, caux)
     x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
-    nd = {k: v for k, v in {**args, **aux}.items()}
+    nd = {**args, **aux}
     conv0_nd = mx.nd.Convolution(
         mx.nd.array(x),
         nd["conv0_weight"],

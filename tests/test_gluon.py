@@ -134,7 +134,8 @@ def test_gluon_conv_matches_convolution_and_exports(tmp_path, rng):
     np.testing.assert_array_equal(y, want)
     prefix = str(tmp_path / "qnet")
     net.export(prefix)
-    js = open(prefix + "-symbol.json").read()
+    with open(prefix + "-symbol.json") as f:
+        js = f.read()
     assert '"op": "QConvolution"' in js
     back = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
     np.testing.assert_array_equal(back(mx.nd.array(x)).asnumpy(), y)
@@ -238,7 +239,8 @@ def test_shapeless_json_variables_bind(tmp_path):
     f = raw_fc(mx.sym.Flatten(c), mx.sym.var("f_weight"), mx.sym.var("f_bias"), num_hidden="3")
     path = str(tmp_path / "net-symbol.json")
     f.save(path)
-    assert "__shape__" not in open(path).read()
+    with open(path) as fh:
+        assert "__shape__" not in fh.read()
     loaded = mx.sym.load(path)
     mod = mx.mod.Module(loaded, data_names=["data"], label_names=None)
     mod.bind(data_shapes=[("data", (2, 5, 6, 6))])

@@ -129,7 +129,7 @@ def test_resnet_binary_vs_float_structure() -> None:
     for name in ("stage2_unit1_sc", "stage3_unit1_sc", "stage4_unit1_sc"):
         sc = nodes[name]
         assert sc["op"] == "QConvolution" and sc["attrs"]["kernel"] == "(1, 1)"
-        src = [n for n in json.loads(binary.tojson())["nodes"]][sc["inputs"][0][0]]
+        src = json.loads(binary.tojson())["nodes"][sc["inputs"][0][0]]
         assert src["name"] == name.replace("_sc", "_qact1")  # reads the first QActivation
     assert nodes["stage1_unit1_conv1"]["attrs"]["no_bias"] == "True"
     assert nodes["stage1_unit1_qact1"]["attrs"]["backward_only"] == "True"

@@ -38,7 +38,10 @@ def _assert_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 
 def test_all_three_paths_available_here() -> None:
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     if "avx512_vpopcntdq" not in flags:
         pytest.skip("this CPU has no AVX-512 VPOPCNTDQ")
     assert ISAS == ["scalar", "avx2", "avx512"]

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import mxnet as mx  # noqa: E402
-import runtime_cases as rc  # noqa: E402
-from binmx.converter import convert  # noqa: E402
+import mxnet as mx
+import runtime_cases as rc
+from binmx.converter import convert
 
 
 def binary_layer_case():

@@ -8,7 +8,7 @@ _library.load()  # registers QActivation / QConvolution / QFullyConnected in mx.
 
 from binmx import (  # noqa: E402  (needs the operators loaded)
     gluon,
-    models,  # noqa: E402  (needs the operators loaded)
+    models,
     ops,
 )
 from binmx.converter import ConversionError, convert, convert_checkpoint  # noqa: E402

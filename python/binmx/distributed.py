@@ -23,6 +23,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -82,22 +83,16 @@ def _kill_all(procs: list[_Proc], grace: float) -> list[str]:
     live = [p for p in procs if p.popen.poll() is None]
     for p in live:
         killed.append(f"{p.role}:{p.popen.pid}")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.popen.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
     for p in live:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     for p in procs:
         # Also sweep groups whose leader already exited but may have left children behind.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if p.popen.poll() is None:
             p.popen.wait()
     return killed

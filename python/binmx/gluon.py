@@ -194,7 +194,7 @@ class QConv2D(HybridBlock):
             )
             self.act = Activation(activation, prefix=activation + "_") if activation else None
 
-    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):  # noqa: N803 (Gluon API)
+    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):
         inputs = [x, weight] + ([bias] if bias is not None else [])
         inputs += [alpha] if alpha is not None else []
         out = F.QConvolution(*inputs, name="fwd", **self._kwargs)
@@ -327,7 +327,7 @@ class QDense(HybridBlock):
             )
             self.act = Activation(activation, prefix=activation + "_") if activation else None
 
-    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):  # noqa: N803
+    def hybrid_forward(self, F, x, weight, bias=None, alpha=None):
         inputs = [x, weight] + ([bias] if bias is not None else [])
         inputs += [alpha] if alpha is not None else []
         out = F.QFullyConnected(*inputs, name="fwd", **self._kwargs)
@@ -392,7 +392,7 @@ class QActivation(HybridBlock):
             "grad_cancel": float(grad_cancel),
         }
 
-    def hybrid_forward(self, F, x):  # noqa: N803
+    def hybrid_forward(self, F, x):
         return F.QActivation(x, name="fwd", **self._kwargs)
 
     def __repr__(self) -> str:

@@ -350,7 +350,7 @@ def install() -> None:
                 setattr(mod, fn_name, fn)
 
 
-def QConvolution(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (MXNet's op name)
+def QConvolution(*args: Any, **kwargs: Any) -> Any:
     """Binary / k-bit 2-D convolution (NCHW), a drop-in replacement for ``Convolution``.
 
     Available as ``mx.sym.QConvolution``, ``mx.nd.QConvolution`` and this function (which picks
@@ -410,7 +410,7 @@ def QConvolution(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (MXNet's op na
     return _dispatch("QConvolution", args, kwargs)
 
 
-def QFullyConnected(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+def QFullyConnected(*args: Any, **kwargs: Any) -> Any:
     """Binary / k-bit fully connected layer, a drop-in replacement for ``FullyConnected``.
 
     Available as ``mx.sym.QFullyConnected``, ``mx.nd.QFullyConnected`` and this function (which
@@ -461,7 +461,7 @@ def QFullyConnected(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
     return _dispatch("QFullyConnected", args, kwargs)
 
 
-def QActivation(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+def QActivation(*args: Any, **kwargs: Any) -> Any:
     """Quantised activation: ``sgn(x)``, DoReFa k-bit, or identity with a clipped STE.
 
     Available as ``mx.sym.QActivation``, ``mx.nd.QActivation`` and this function (which picks

@@ -260,7 +260,7 @@ class Model:
             macs = r["binary_macs"] + r["float_macs"]
             gops = 2.0 * macs / (r["ms"] * 1e6) if r["ms"] > 0 else 0.0
             lines.append(
-                f"{r['name'][:36]:<36} {r['op'][:16]:<16} {str(r['output_shape']):<20} "
+                f"{r['name'][:36]:<36} {r['op'][:16]:<16} {r['output_shape']!s:<20} "
                 f"{r['binary_macs']:>14,} {r['float_macs']:>14,} {r['ms']:>9.4f} "
                 f"{100.0 * r['ms'] / total:>6.1f}% {gops:>8.1f}"
             )
