@@ -105,11 +105,13 @@ def worker(repeats: int) -> dict:
                                    x.shape)
             kernel = binmx.xnor.kbit_path(act_bit, weight_bit, 9 * ch)
             fns = {
-                "float": lambda: mx.nd.Convolution(xn, wn, **conv).wait_to_read(),
-                "runtime": lambda m=model: m.run(x),
-                "op": lambda b=bits: mx.nd.QConvolution(xn, wn, **conv, **b).wait_to_read(),
-                "fake": lambda: mx.nd.QConvolution(xn, wn, **conv, act_bit=9,
-                                                   weight_bit=9).wait_to_read(),
+                "float": lambda xn=xn, wn=wn, conv=conv: mx.nd.Convolution(
+                    xn, wn, **conv).wait_to_read(),
+                "runtime": lambda m=model, x=x: m.run(x),
+                "op": lambda b=bits, xn=xn, wn=wn, conv=conv: mx.nd.QConvolution(
+                    xn, wn, **conv, **b).wait_to_read(),
+                "fake": lambda xn=xn, wn=wn, conv=conv: mx.nd.QConvolution(
+                    xn, wn, **conv, act_bit=9, weight_bit=9).wait_to_read(),
             }
             t = _time(fns, repeats)
             rows.append(dict(layer=f"{size}x{size}x{ch}", bits=f"a{act_bit}/w{weight_bit}",
