@@ -17,7 +17,9 @@ MXNet is imported). Rows:
                does not depend on the bit width)
   the 8-bit stem: conv 7x7/2 3->64 at 224x224 (+ relu + max-pool 3x3/2): MXNet's float
   Convolution + Activation + Pooling (oneDNN) vs the runtime's QConvolution(8, 8) + relu +
-  max-pool, and vs the runtime's own float stem (conv + relu + pool fused).
+  max-pool, and vs the runtime's own float stem (conv + relu + pool fused);
+  ResNet-18 end to end: MXNet's float resnet18_v1 vs the binary ResNet-18 (converted, folded,
+  random weights) in the runtime, float stem and stem="int8".
 Calls of the compared paths alternate after a warm-up; medians of N; ratios = float / other.
 """
 
@@ -137,7 +139,37 @@ def worker(repeats: int) -> dict:
 
     t = _time({"float": mx_stem, "runtime": lambda: int8.run(x),
                "runtime_float": lambda: flt.run(x)}, repeats)
-    return dict(rows=rows, stem=t, isa=binmx.xnor.current_isa())
+    return dict(rows=rows, stem=t, resnet=_resnet18(tmp, x, repeats),
+                isa=binmx.xnor.current_isa())
+
+
+def _resnet18(tmp: str, x, repeats: int) -> dict:
+    """ResNet-18 at 224x224, batch 1: MXNet's float resnet18_v1 (bound executor, as
+    bench_runtime.py) vs the binary ResNet-18 (binmx.models, converted + folded, random
+    weights) in the runtime with the float stem and with stem="int8"."""
+    import binmx_runtime
+    from binmx import models
+    from binmx.converter import convert
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_runtime as br
+    import mxnet as mx
+    import runtime_cases as rc
+
+    fns = {}
+    fex = br.float_resnet18_executor(mx, 1)
+    fex.arg_dict["data"][:] = x
+    fns["float"] = lambda: fex.forward(is_train=False)[0].wait_to_read()
+    for stem in ("imagenet", "int8"):
+        sym = models.resnet(depth=18, num_classes=1000, image_shape=(3, 224, 224), stem=stem)
+        args, aux = rc.random_params(sym, x.shape, seed=0)
+        sym, args, aux = convert(sym, args, aux, fold=True)
+        prefix = os.path.join(tmp, f"resnet18_{stem}")
+        rc.save(prefix, sym, args, aux)
+        model = binmx_runtime.load(prefix, 1, input_shape=x.shape, threads=1)
+        fns[stem] = lambda m=model: m.run(x)
+    return _time(fns, max(5, repeats // 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['float'] / s['runtime_float']:.2f}x |")
     print(f"| runtime int8 stem (QConvolution a8/w8) | {s['runtime']:.3f} | "
           f"{s['float'] / s['runtime']:.2f}x |")
+    r = data["resnet"]
+    print()
+    print("| ResNet-18, 224x224, batch 1 | ms | MXNet float / this |")
+    print("|---|---:|---:|")
+    print(f"| MXNet float resnet18_v1 (bound executor) | {r['float']:.3f} | 1.00x |")
+    print(f"| binary ResNet-18, float stem, runtime | {r['imagenet']:.3f} | "
+          f"{r['float'] / r['imagenet']:.2f}x |")
+    print(f"| binary ResNet-18, int8 stem, runtime | {r['int8']:.3f} | "
+          f"{r['float'] / r['int8']:.2f}x |")
     return 0
 
 
