@@ -690,9 +690,29 @@ void BuildQConvolution(Planner& pl, int node) {
     if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
     step->bias = bias;
     step->float_macs = p.batch * oh * ow * f * fsize;
-    // A relu and a max-pool right behind (an 8-bit stem) are fused as for a float conv.
+    // A BatchNorm, a relu and a max-pool right behind (an 8-bit stem) are fused as for a float
+    // conv: the BatchNorm's scale s_f and shift t_f become alpha_f s_f and bias_f s_f + t_f (one
+    // rounding less than the separate layers, as a folded float conv).
     std::string name = n.name;
     int last = node, reader = pl.SoleReader(node);
+    if (reader >= 0 && pl.graph().nodes[reader].op == "BatchNorm") {
+      const Node& bn = pl.graph().nodes[reader];
+      auto ax = bn.attrs.find("axis");
+      if (ax == bn.attrs.end() || ax->second == "1") {
+        std::vector<float> scale, shift;
+        BatchNormAffine(pl, reader, f, &scale, &shift, nullptr);
+        if (step->alpha.empty()) step->alpha.assign(static_cast<size_t>(f), 1.0f);
+        if (step->bias.empty()) step->bias.assign(static_cast<size_t>(f), 0.0f);
+        for (int64_t k = 0; k < f; ++k) {
+          step->alpha[k] *= scale[k];
+          step->bias[k] = step->bias[k] * scale[k] + shift[k];
+        }
+        name += "+" + bn.name;
+        pl.Absorb(reader, -1);
+        last = reader;
+        reader = pl.SoleReader(last);
+      }
+    }
     AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
     std::vector<int64_t> oshape = {p.batch, f, oh, ow};
     if (step->has_pool) {
