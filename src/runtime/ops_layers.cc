@@ -713,7 +713,29 @@ void BuildQConvolution(Planner& pl, int node) {
         reader = pl.SoleReader(last);
       }
     }
+    // binmx.fold's form of that BatchNorm (+ relu): a QChannelAffine with stored scale / shift.
+    bool affine_relu = false;
+    if (reader >= 0 && pl.graph().nodes[reader].op == "QChannelAffine" &&
+        pl.num_inputs(reader) == 3 && pl.Input(reader, 1).param != nullptr &&
+        pl.Input(reader, 2).param != nullptr) {
+      AttrReader ar(pl.graph().nodes[reader]);
+      affine_relu = ar.Bool("relu", false);
+      ar.Finish();
+      const std::vector<float> scale = pl.ParamFloat(reader, 1, "scale", {f});
+      const std::vector<float> shift = pl.ParamFloat(reader, 2, "shift", {f});
+      if (step->alpha.empty()) step->alpha.assign(static_cast<size_t>(f), 1.0f);
+      if (step->bias.empty()) step->bias.assign(static_cast<size_t>(f), 0.0f);
+      for (int64_t k = 0; k < f; ++k) {
+        step->alpha[k] *= scale[k];
+        step->bias[k] = step->bias[k] * scale[k] + shift[k];
+      }
+      name += "+" + pl.graph().nodes[reader].name;
+      pl.Absorb(reader, -1);
+      last = reader;
+      reader = pl.SoleReader(last);
+    }
     AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
+    step->relu = step->relu || affine_relu;
     std::vector<int64_t> oshape = {p.batch, f, oh, ow};
     if (step->has_pool) {
       step->pool_h = PoolOut(oh, step->pool.kernel_h, step->pool.stride_h, step->pool.pad_h,
