@@ -336,8 +336,7 @@ void KbitWeightLevels(const float* w, int64_t n, int weight_bit, uint8_t* out) {
     for (int64_t i = 0; i < n; ++i) out[i] = w[i] < 0.0f ? 0 : 1;  // NaN -> +1, as sgn
     return;
   }
-  thread_local std::vector<double> th;
-  th.resize(static_cast<size_t>(n));
+  std::vector<double> th(static_cast<size_t>(n));  // per call: 8 bytes a weight, not kept
   double max_t = 0.0;
   bool nan = false;
   for (int64_t i = 0; i < n; ++i) {
