@@ -17,8 +17,11 @@ MXNet is imported). Rows:
                does not depend on the bit width)
   the 8-bit stem: conv 7x7/2 3->64 at 224x224 (+ relu + max-pool 3x3/2): MXNet's float
   Convolution + Activation + Pooling (oneDNN) vs the runtime's QConvolution(8, 8) + relu +
-  max-pool, and vs the runtime's own float stem (conv + relu + pool fused).
+  max-pool, and vs the runtime's own float stem (conv + relu + pool fused);
+  ResNet-18 end to end: MXNet's float resnet18_v1 vs the binary ResNet-18 (converted, folded,
+  random weights) in the runtime, float stem and stem="int8".
 Calls of the compared paths alternate after a warm-up; medians of N; ratios = float / other.
+The minima are printed too: on a loaded machine they show what the code does when it runs.
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ def _time(fns: dict, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+    out = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+    out.update({f"{k}_min": float(np.min(v)) * 1e3 for k, v in samples.items()})
+    return out
 
 
 def _runtime_model(tmp: str, name: str, sym, args: dict, shape):
@@ -139,7 +144,37 @@ def worker(repeats: int) -> dict:
 
     t = _time({"float": mx_stem, "runtime": lambda: int8.run(x),
                "runtime_float": lambda: flt.run(x)}, repeats)
-    return dict(rows=rows, stem=t, isa=binmx.xnor.current_isa())
+    return dict(rows=rows, stem=t, resnet=_resnet18(tmp, x, repeats),
+                isa=binmx.xnor.current_isa())
+
+
+def _resnet18(tmp: str, x, repeats: int) -> dict:
+    """ResNet-18 at 224x224, batch 1: MXNet's float resnet18_v1 (bound executor, as
+    bench_runtime.py) vs the binary ResNet-18 (binmx.models, converted + folded, random
+    weights) in the runtime with the float stem and with stem="int8"."""
+    import binmx_runtime
+    from binmx import models
+    from binmx.converter import convert
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_runtime as br
+    import mxnet as mx
+    import runtime_cases as rc
+
+    fns = {}
+    fex = br.float_resnet18_executor(mx, 1)
+    fex.arg_dict["data"][:] = x
+    fns["float"] = lambda: fex.forward(is_train=False)[0].wait_to_read()
+    for stem in ("imagenet", "int8"):
+        sym = models.resnet(depth=18, num_classes=1000, image_shape=(3, 224, 224), stem=stem)
+        args, aux = rc.random_params(sym, x.shape, seed=0)
+        sym, args, aux = convert(sym, args, aux, fold=True)
+        prefix = os.path.join(tmp, f"resnet18_{stem}")
+        rc.save(prefix, sym, args, aux)
+        model = binmx_runtime.load(prefix, 1, input_shape=x.shape, threads=1)
+        fns[stem] = lambda m=model: m.run(x)
+    return _time(fns, max(5, repeats // 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,21 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_name()} [{cpu_flags()}]; binmx ISA {data['isa']}; 1 thread, batch 1; "
           f"load average {load}; median of {repeats}")
     print("| layer | bits | kernel | float ms | runtime ms | ratio | op ms | ratio | "
-          "fake-quant op ms | op vs fake-quant |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "fake-quant op ms | op vs fake-quant | ratio of minima (runtime) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in data["rows"]:
         print(f"| {r['layer']} | {r['bits']} | {r['kernel']} | {r['float']:.3f} | "
               f"{r['runtime']:.3f} | {r['float'] / r['runtime']:.2f}x | {r['op']:.3f} | "
-              f"{r['float'] / r['op']:.2f}x | {r['fake']:.3f} | {r['fake'] / r['op']:.2f}x |")
-    s = data["stem"]
-    print()
-    print("| stem (7x7/2 conv + relu + max-pool, 224x224) | ms | MXNet float / this |")
-    print("|---|---:|---:|")
-    print(f"| MXNet float (oneDNN, 3 ops) | {s['float']:.3f} | 1.00x |")
-    print(f"| runtime float stem (fused) | {s['runtime_float']:.3f} | "
-          f"{s['float'] / s['runtime_float']:.2f}x |")
-    print(f"| runtime int8 stem (QConvolution a8/w8) | {s['runtime']:.3f} | "
-          f"{s['float'] / s['runtime']:.2f}x |")
+              f"{r['float'] / r['op']:.2f}x | {r['fake']:.3f} | {r['fake'] / r['op']:.2f}x | "
+              f"{r['float_min']:.3f} / {r['runtime_min']:.3f} = "
+              f"{r['float_min'] / r['runtime_min']:.2f}x |")
+    def table(title: str, t: dict, rows: list[tuple[str, str]]) -> None:
+        print()
+        print(f"| {title} | median ms | MXNet float / this | min ms | ratio of minima |")
+        print("|---|---:|---:|---:|---:|")
+        for label, key in rows:
+            print(f"| {label} | {t[key]:.3f} | {t['float'] / t[key]:.2f}x | "
+                  f"{t[key + '_min']:.3f} | {t['float_min'] / t[key + '_min']:.2f}x |")
+
+    table("stem (7x7/2 conv + relu + max-pool, 224x224)", data["stem"],
+          [("MXNet float (oneDNN, 3 ops)", "float"),
+           ("runtime float stem (fused)", "runtime_float"),
+           ("runtime int8 stem (QConvolution a8/w8, fused)", "runtime")])
+    table("ResNet-18, 224x224, batch 1", data["resnet"],
+          [("MXNet float resnet18_v1 (bound executor)", "float"),
+           ("binary ResNet-18, float stem, runtime", "imagenet"),
+           ("binary ResNet-18, int8 stem, runtime", "int8")])
     return 0
 
 

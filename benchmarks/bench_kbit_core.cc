@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     if (r >= 3) t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
   std::sort(t.begin(), t.end());
-  std::printf("%s a%d/w%d %s: median %.3f ms, min %.3f ms\n", binmx::KbitPathName(kw_prep.path),
-              ka, kw, binmx::IsaName(isa), t[t.size() / 2], t[0]);
+  std::printf("%s a%d/w%d %s: median %.3f ms, min %.3f ms\n", binmx::KbitPathName(kw_prep.path), ka,
+              kw, binmx::IsaName(isa), t[t.size() / 2], t[0]);
   return 0;
 }

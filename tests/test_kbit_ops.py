@@ -240,3 +240,33 @@ def test_int8_stem_models_train_convert_and_run(rng, tmp_path, net):
     assert (got.argmax(1) == ref.argmax(1)).all()
     s = binmx.summary(sym, shape)
     assert {layer.name: layer.kernel for layer in s.layers}[first] == "int8"
+
+
+def test_runtime_kbit_conv_folds_a_batchnorm(rng, tmp_path):
+    """QConvolution(8, 8) -> BatchNorm -> relu -> max-pool (the int8 ResNet stem) is one runtime
+    layer; the BatchNorm goes into alpha and bias."""
+    runtime = pytest.importorskip("binmx_runtime", reason="needs the binmx-runtime distribution")
+    x = rng.uniform(0.0, 1.0, (1, 3, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    net = mx.sym.QConvolution(mx.sym.var("data"), kernel=(7, 7), stride=(2, 2), pad=(3, 3),
+                              num_filter=16, act_bit=8, weight_bit=8, no_bias=True, name="q")
+    net = mx.sym.BatchNorm(net, fix_gamma=False, name="bn")
+    net = mx.sym.Activation(net, act_type="relu", name="r")
+    net = mx.sym.Pooling(net, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="p")
+    args = {"q_weight": w, "bn_gamma": rng.uniform(-2, 2, 16).astype(np.float32),
+            "bn_beta": rng.standard_normal(16).astype(np.float32)}
+    aux = {"bn_moving_mean": rng.standard_normal(16).astype(np.float32),
+           "bn_moving_var": rng.uniform(0.5, 2.0, 16).astype(np.float32)}
+    ex = net.simple_bind(mx.cpu(), data=x.shape, grad_req="null")
+    for k, v in {**args, **aux}.items():
+        (ex.arg_dict if k in ex.arg_dict else ex.aux_dict)[k][:] = v
+    want = ex.forward(is_train=False, data=mx.nd.array(x))[0].asnumpy()
+    prefix = str(tmp_path / "m")
+    mx.model.save_checkpoint(prefix, 1, net, {k: mx.nd.array(v) for k, v in args.items()},
+                             {k: mx.nd.array(v) for k, v in aux.items()})
+    model = runtime.load(prefix, 1, input_shape=x.shape, threads=1)
+    got = model.run(x)
+    assert len(model.layers()) == 1, "BatchNorm / relu / pool not fused"
+    # Folding rounds alpha * s once and skips the float rounding of the conv output before the
+    # BatchNorm: a few float32 ulps of the largest output.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

@@ -692,10 +692,52 @@ void BuildQConvolution(Planner& pl, int node) {
     if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
     step->bias = bias;
     step->float_macs = p.batch * oh * ow * f * fsize;
-    // A relu and a max-pool right behind (an 8-bit stem) are fused as for a float conv.
+    // A BatchNorm, a relu and a max-pool right behind (an 8-bit stem) are fused as for a float
+    // conv: the BatchNorm's scale s_f and shift t_f become alpha_f s_f and bias_f s_f + t_f (one
+    // rounding less than the separate layers, as a folded float conv).
     std::string name = n.name;
     int last = node, reader = pl.SoleReader(node);
+    if (reader >= 0 && pl.graph().nodes[reader].op == "BatchNorm") {
+      const Node& bn = pl.graph().nodes[reader];
+      auto ax = bn.attrs.find("axis");
+      if (ax == bn.attrs.end() || ax->second == "1") {
+        std::vector<float> scale, shift;
+        BatchNormAffine(pl, reader, f, &scale, &shift, nullptr);
+        if (step->alpha.empty()) step->alpha.assign(static_cast<size_t>(f), 1.0f);
+        if (step->bias.empty()) step->bias.assign(static_cast<size_t>(f), 0.0f);
+        for (int64_t k = 0; k < f; ++k) {
+          step->alpha[k] *= scale[k];
+          step->bias[k] = step->bias[k] * scale[k] + shift[k];
+        }
+        name += "+" + bn.name;
+        pl.Absorb(reader, -1);
+        last = reader;
+        reader = pl.SoleReader(last);
+      }
+    }
+    // binmx.fold's form of that BatchNorm (+ relu): a QChannelAffine with stored scale / shift.
+    bool affine_relu = false;
+    if (reader >= 0 && pl.graph().nodes[reader].op == "QChannelAffine" &&
+        pl.num_inputs(reader) == 3 && pl.Input(reader, 1).param != nullptr &&
+        pl.Input(reader, 2).param != nullptr) {
+      AttrReader ar(pl.graph().nodes[reader]);
+      affine_relu = ar.Bool("relu", false);
+      ar.Finish();
+      const std::vector<float> scale = pl.ParamFloat(reader, 1, "scale", {f});
+      const std::vector<float> shift = pl.ParamFloat(reader, 2, "shift", {f});
+      if (step->alpha.empty()) step->alpha.assign(static_cast<size_t>(f), 1.0f);
+      if (step->bias.empty()) step->bias.assign(static_cast<size_t>(f), 0.0f);
+      for (int64_t k = 0; k < f; ++k) {
+        step->alpha[k] *= scale[k];
+        step->bias[k] = step->bias[k] * scale[k] + shift[k];
+      }
+      name += "+" + pl.graph().nodes[reader].name;
+      pl.Absorb(reader, -1);
+      last = reader;
+      reader = pl.SoleReader(last);
+    }
     AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
+    step->relu = step->relu || affine_relu;
     std::vector<int64_t> oshape = {p.batch, f, oh, ow};
     if (step->has_pool) {
       step->pool_h = PoolOut(oh, step->pool.kernel_h, step->pool.stride_h, step->pool.pad_h,

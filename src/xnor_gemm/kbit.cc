@@ -207,8 +207,8 @@ void RunKbit(const uint8_t* lv, const uint64_t* pimg, const int64_t* psum, const
           }
           l[pi] = sum;
         }
-        spec.bitserial(xb, np, units, ka, w.planes.data() + g * w_rows * f_pad + f0, kwb, nf,
-                       f_pad, r, nf);
+        spec.bitserial(xb, np, units, ka, w.planes.data() + g * w_rows * f_pad + f0, kwb, nf, f_pad,
+                       r, nf);
       } else {
         uint8_t* rows = rows_s.Get(static_cast<size_t>(np * row_bytes));
         const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
@@ -275,12 +275,12 @@ void RunKbit(const uint8_t* lv, const uint64_t* pimg, const int64_t* psum, const
       if (args.out_dot != nullptr) {
         for (int64_t pi = 0; pi < np; ++pi) {
           for (int64_t f = 0; f < nvalid; ++f) {
-            const int64_t d = 2 * int64_t{r[pi * nf + f]} + coff * l[pi] +
-                              (corr ? corr[pi * nf + f] : 0);
+            const int64_t d =
+                2 * int64_t{r[pi * nf + f]} + coff * l[pi] + (corr ? corr[pi * nf + f] : 0);
             Require(d >= INT32_MIN && d <= INT32_MAX, "KbitConv2d: out_dot overflows int32");
             const int64_t fo = g * fg + f0 + f;
-            const int64_t idx = rows_out ? (n * ohw + q0 + pi) * f_all + fo
-                                         : (n * f_all + fo) * ohw + q0 + pi;
+            const int64_t idx =
+                rows_out ? (n * ohw + q0 + pi) * f_all + fo : (n * f_all + fo) * ohw + q0 + pi;
             args.out_dot[idx] = static_cast<int32_t>(d);
           }
         }
@@ -338,8 +338,7 @@ void KbitWeightLevels(const float* w, int64_t n, int weight_bit, uint8_t* out) {
     for (int64_t i = 0; i < n; ++i) out[i] = w[i] < 0.0f ? 0 : 1;  // NaN -> +1, as sgn
     return;
   }
-  thread_local std::vector<double> th;
-  th.resize(static_cast<size_t>(n));
+  std::vector<double> th(static_cast<size_t>(n));  // per call: 8 bytes a weight, not kept
   double max_t = 0.0;
   bool nan = false;
   for (int64_t i = 0; i < n; ++i) {
@@ -377,9 +376,9 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
   const int64_t n_w = p.num_filter * p.FilterSize();
   uint8_t max_level = 0;
   for (int64_t i = 0; i < n_w; ++i) max_level = std::max(max_level, levels[i]);
-  Require(max_level < (1 << weight_bit), "PrepareKbitConv: weight level " +
-                                             std::to_string(max_level) +
-                                             " is not below 2^weight_bit");
+  Require(
+      max_level < (1 << weight_bit),
+      "PrepareKbitConv: weight level " + std::to_string(max_level) + " is not below 2^weight_bit");
   KbitWeights& w = *out;  // vectors keep their capacity from an earlier call
   w.path = path;
   w.isa = isa;
@@ -451,8 +450,8 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
   }
 }
 
-void PrepareKbitConv(const float* wf, const Conv2dParams& p, int act_bit, int weight_bit,
-                     Isa isa, KbitWeights* out) {
+void PrepareKbitConv(const float* wf, const Conv2dParams& p, int act_bit, int weight_bit, Isa isa,
+                     KbitWeights* out) {
   ValidateConv2dParams(p);
   Require(wf != nullptr, "PrepareKbitConv: null pointer");
   const int64_t n = p.num_filter * p.FilterSize();
@@ -482,8 +481,8 @@ void PrepareKbitDenseLevels(const uint8_t* levels, int64_t depth, int64_t hidden
   PrepareKbitConvLevels(levels, DenseParams(1, depth, hidden), act_bit, weight_bit, isa, out);
 }
 
-void PrepareKbitDense(const float* wf, int64_t depth, int64_t hidden, int act_bit,
-                      int weight_bit, Isa isa, KbitWeights* out) {
+void PrepareKbitDense(const float* wf, int64_t depth, int64_t hidden, int act_bit, int weight_bit,
+                      Isa isa, KbitWeights* out) {
   Require(depth > 0 && hidden > 0, "PrepareKbitDense: bad sizes");
   PrepareKbitConv(wf, DenseParams(1, depth, hidden), act_bit, weight_bit, isa, out);
 }
@@ -512,8 +511,7 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
     for (int64_t task = b; task < e; ++task) {
       const int64_t n = task / blocks, q0 = (task % blocks) * kPixBlock;
       const int64_t nq = std::min(kPixBlock, hw - q0);
-      spec.levels_nhwc(x + n * c_all * hw + q0, c_all, hw, nq, ka,
-                       lv + (n * hw + q0) * c_all);
+      spec.levels_nhwc(x + n * c_all * hw + q0, c_all, hw, nq, ka, lv + (n * hw + q0) * c_all);
     }
   });
   const uint64_t* pimg = nullptr;
@@ -546,8 +544,7 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
   RunKbit(lv, pimg, psum, args, w, p, spec, threads, /*rows_out=*/false);
 }
 
-void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows,
-               const GemmConfig& config) {
+void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows, const GemmConfig& config) {
   CheckWeights(w, config, "KbitDense");
   Require(rows >= 0, "KbitDense: rows must be >= 0");
   Require(w.groups == 1 && w.taps == 1, "KbitDense: weights were not prepared for a dense layer");

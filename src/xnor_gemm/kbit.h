@@ -12,7 +12,8 @@
  *                                     max over the whole tensor; all-zero tensor: lw = rint(B/2))
  *   weight_bit 1:                    w = sgn(W) = mw, B = 1, lw = (W >= 0) (NaN gives +1)
  * Convolution (layouts and Conv2dParams of conv.h, NCHW / OIHW):
- *   D[n][f][oy][ox] = sum_{c', i, j} lpad[n][g*Cg+c'][oy*sh-ph+i*dh][ox*sw-pw+j*dw] * mw[f][c'][i][j]
+ *   D[n][f][oy][ox] = sum_{c', i, j} lpad[n][g*Cg+c'][oy*sh-ph+i*dh][ox*sw-pw+j*dw]
+ *                                     * mw[f][c'][i][j]
  *   lpad = la extended by pad_value * A (pad_value 0: zero padding; +-1: the constant +-1 border
  *   of the float path, which pads the quantised activation with the float pad_value)
  *   out = float(double(D) * ds[f]) + bias[f],  ds[f] = double(alpha[f]) / (A * B)  (alpha 1 when
@@ -72,8 +73,8 @@ struct KbitWeights {
   int act_bit = 0, weight_bit = 0;
   int64_t groups = 1, filters_per_group = 0, f_pad = 0;  // f_pad: filters_per_group rounded to 16
   int64_t taps = 1, group_channels = 0, depth = 0;       // depth = taps * group_channels
-  int64_t units = 0;  // bit-serial: words of 64 depth elements; int8: quads of 4
-  bool pairs = false;  // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
+  int64_t units = 0;              // bit-serial: words of 64 depth elements; int8: quads of 4
+  bool pairs = false;             // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
   std::vector<uint64_t> planes;   // bit-serial: [g][word][j][f_pad]
   std::vector<uint32_t> packed;   // int8: [g][quad (x2 with pairs)][f_pad] of lw - 128
   std::vector<int32_t> tap_sums;  // [g][tap][f_pad]: sum over c' of mw

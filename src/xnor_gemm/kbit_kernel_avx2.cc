@@ -20,8 +20,8 @@ namespace internal {
 namespace {
 
 template <int MR>
-void BitSerialMicro(const uint64_t* x, int64_t words, int ka, const uint64_t* w, int kw,
-                    int64_t fs, int32_t* r, int64_t rs) {
+void BitSerialMicro(const uint64_t* x, int64_t words, int ka, const uint64_t* w, int kw, int64_t fs,
+                    int32_t* r, int64_t rs) {
   // 16 filters x MR pixels of 64-bit sums.
   int64_t acc[MR][16];
   for (int p = 0; p < MR; ++p) {
@@ -47,8 +47,8 @@ void BitSerialMicro(const uint64_t* x, int64_t words, int ka, const uint64_t* w,
   }
 }
 
-void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w,
-                   int kw, int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
+void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w, int kw,
+                   int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
   for (int64_t f = 0; f < nf; f += 16) {
     int64_t p = 0;
     for (; p + 4 <= np; p += 4) {
@@ -69,8 +69,7 @@ void Int8Micro(const uint32_t* x, int64_t kq, const uint32_t* w, int64_t fs, int
   for (int64_t k = 0; k < kq; ++k) {
     const __m256i w00 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * k * fs));
     const __m256i w01 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * k * fs + 8));
-    const __m256i w10 =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (2 * k + 1) * fs));
+    const __m256i w10 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (2 * k + 1) * fs));
     const __m256i w11 =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (2 * k + 1) * fs + 8));
 #pragma GCC unroll 4
@@ -92,8 +91,8 @@ void Int8Micro(const uint32_t* x, int64_t kq, const uint32_t* w, int64_t fs, int
   }
 }
 
-void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf,
-              int64_t fs, int32_t* r, int64_t rs) {
+void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf, int64_t fs,
+              int32_t* r, int64_t rs) {
   for (int64_t f = 0; f < nf; f += 16) {
     int64_t p = 0;
     for (; p + 4 <= np; p += 4) Int8Micro<4>(x + p * kq, kq, w + f, fs, r + p * rs + f, rs);
@@ -195,8 +194,7 @@ __m128i Level16(const float* x, int64_t n, int ka) {
   return _mm_packus_epi16(w01, w23);
 }
 
-void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
-                uint8_t* out) {
+void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka, uint8_t* out) {
   for (int64_t q0 = 0; q0 < hw; q0 += 16) {
     const int64_t nq = hw - q0 < 16 ? hw - q0 : 16;
     int64_t c0 = 0;
@@ -222,9 +220,9 @@ int64_t RowSum(const uint8_t* row, int64_t n) {
   __m256i acc = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_loadu_si256(
-                                                    reinterpret_cast<const __m256i*>(row + i)),
-                                                _mm256_setzero_si256()));
+    acc = _mm256_add_epi64(
+        acc, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)),
+                             _mm256_setzero_si256()));
   }
   alignas(32) int64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
@@ -234,8 +232,8 @@ int64_t RowSum(const uint8_t* row, int64_t n) {
 }
 
 // One output: D = 2 R + coff L (+ corr), float(D * ds) + bias (the scalar form of the vectors).
-float EpilogueOne(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l,
-                  int64_t coff, int64_t p, int64_t f, const double* ds, const float* bias) {
+float EpilogueOne(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
+                  int64_t p, int64_t f, const double* ds, const float* bias) {
   double d = 2.0 * static_cast<double>(r[p * rs + f]) + static_cast<double>(coff * l[p]);
   if (corr != nullptr) d += static_cast<double>(corr[p * rs + f]);
   float v = static_cast<float>(d * ds[f]);
@@ -254,8 +252,8 @@ __m256 EpilogueVec(const int32_t* r, const int32_t* corr, int64_t rs, const int6
     __m256d d = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + i)));
     d = _mm256_add_pd(_mm256_mul_pd(d, two), base);  // exact: integers below 2^53
     if (corr != nullptr) {
-      d = _mm256_add_pd(d, _mm256_cvtepi32_pd(
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(corr + i))));
+      d = _mm256_add_pd(
+          d, _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(corr + i))));
     }
     half[h] = _mm256_cvtpd_ps(_mm256_mul_pd(d, _mm256_loadu_pd(ds + f + 4 * h)));
   }
@@ -285,8 +283,8 @@ void Transpose8(__m256 v[8]) {
 }
 
 void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
-              int64_t np, int64_t nf, const double* ds, const float* bias, float* out,
-              int64_t os, bool transposed) {
+              int64_t np, int64_t nf, const double* ds, const float* bias, float* out, int64_t os,
+              bool transposed) {
   const int64_t nf8 = nf / 8 * 8;
   if (!transposed) {
     for (int64_t p = 0; p < np; ++p) {
@@ -323,7 +321,8 @@ void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* 
 }  // namespace
 
 KbitSpec Avx2Kbit() {
-  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kPair, Planes, Levels, LevelsNhwc, RowSum, Epilogue};
+  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kPair, Planes, Levels,
+                  LevelsNhwc,    RowSum,   Epilogue};
 }
 
 }  // namespace internal

@@ -93,8 +93,8 @@ void BitSerialKa(const uint64_t* x, int64_t np, int64_t words, const uint64_t* w
   }
 }
 
-void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w,
-                   int kw, int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
+void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w, int kw,
+                   int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
   switch (ka) {
     case 2:
       return BitSerialKa<2>(x, np, words, w, kw, nf, fs, r, rs);
@@ -133,15 +133,15 @@ void Int8Micro(const uint32_t* x, int64_t kq, const uint32_t* w, int64_t fs, int
 }
 
 template <int NV>
-void Int8Cols(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t fs,
-              int32_t* r, int64_t rs) {
+void Int8Cols(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t fs, int32_t* r,
+              int64_t rs) {
   int64_t p = 0;
   for (; p + 4 <= np; p += 4) Int8Micro<4, NV>(x + p * kq, kq, w, fs, r + p * rs, rs);
   for (; p < np; ++p) Int8Micro<1, NV>(x + p * kq, kq, w, fs, r + p * rs, rs);
 }
 
-void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf,
-              int64_t fs, int32_t* r, int64_t rs) {
+void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf, int64_t fs,
+              int32_t* r, int64_t rs) {
   int64_t f = 0;
   for (; f + 64 <= nf; f += 64) Int8Cols<4>(x, np, kq, w + f, fs, r + f, rs);
   for (; f < nf; f += 16) Int8Cols<1>(x, np, kq, w + f, fs, r + f, rs);
@@ -171,8 +171,8 @@ void Levels(const float* x, int64_t n, int ka, uint8_t* out) {
   int64_t i = 0;
   for (; i < n; i += 8) {
     const int64_t left = n - i;
-    const __mmask8 m = left >= 8 ? static_cast<__mmask8>(0xFF)
-                                 : static_cast<__mmask8>((1u << left) - 1u);
+    const __mmask8 m =
+        left >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << left) - 1u);
     const __m256 xf = _mm256_maskz_loadu_ps(m, x + i);
     __m512d d = _mm512_cvtps_pd(xf);
     d = _mm512_max_pd(d, zero);  // second operand when either is NaN: NaN -> 0
@@ -220,19 +220,20 @@ __m128i Level16(const float* x, __mmask16 m, int ka) {
   __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1)));
   lo = _mm512_min_pd(_mm512_max_pd(lo, zero), one);  // max: NaN -> 0
   hi = _mm512_min_pd(_mm512_max_pd(hi, zero), one);
-  lo = _mm512_roundscale_pd(_mm512_mul_pd(lo, a_levels), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  hi = _mm512_roundscale_pd(_mm512_mul_pd(hi, a_levels), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(lo)),
-                                       _mm512_cvtpd_epi32(hi), 1);
+  lo = _mm512_roundscale_pd(_mm512_mul_pd(lo, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  hi = _mm512_roundscale_pd(_mm512_mul_pd(hi, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512i q =
+      _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(lo)), _mm512_cvtpd_epi32(hi), 1);
   return _mm512_cvtepi32_epi8(q);
 }
 
-void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
-                uint8_t* out) {
+void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka, uint8_t* out) {
   for (int64_t q0 = 0; q0 < hw; q0 += 16) {
     const int64_t nq = hw - q0 < 16 ? hw - q0 : 16;
-    const __mmask16 m = nq == 16 ? static_cast<__mmask16>(0xFFFF)
-                                 : static_cast<__mmask16>((1u << nq) - 1u);
+    const __mmask16 m =
+        nq == 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nq) - 1u);
     int64_t c0 = 0;
     if (nq == 16) {
       for (; c0 + 16 <= c; c0 += 16) {
@@ -257,15 +258,15 @@ int64_t RowSum(const uint8_t* row, int64_t n) {
   for (int64_t i = 0; i < n; i += 64) {
     const int64_t left = n - i;
     const __mmask64 m = left >= 64 ? ~uint64_t{0} : (~uint64_t{0}) >> (64 - left);
-    acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, row + i),
-                                                _mm512_setzero_si512()));
+    acc = _mm512_add_epi64(
+        acc, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, row + i), _mm512_setzero_si512()));
   }
   return _mm512_reduce_add_epi64(acc);
 }
 
 // One output: D = 2 R + coff L (+ corr), float(D * ds) + bias (the scalar form of the vectors).
-float EpilogueOne(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l,
-                  int64_t coff, int64_t p, int64_t f, const double* ds, const float* bias) {
+float EpilogueOne(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
+                  int64_t p, int64_t f, const double* ds, const float* bias) {
   double d = 2.0 * static_cast<double>(r[p * rs + f]) + static_cast<double>(coff * l[p]);
   if (corr != nullptr) d += static_cast<double>(corr[p * rs + f]);
   float v = static_cast<float>(d * ds[f]);
@@ -276,12 +277,13 @@ float EpilogueOne(const int32_t* r, const int32_t* corr, int64_t rs, const int64
 // 8 filters [f, f + 8) of pixel p.
 __m256 EpilogueVec(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l,
                    int64_t coff, int64_t p, int64_t f, const double* ds, const float* bias) {
-  __m512d d = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + p * rs + f)));
+  __m512d d =
+      _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + p * rs + f)));
   d = _mm512_add_pd(_mm512_mul_pd(d, _mm512_set1_pd(2.0)),
                     _mm512_set1_pd(static_cast<double>(coff * l[p])));  // exact: below 2^53
   if (corr != nullptr) {
-    d = _mm512_add_pd(d, _mm512_cvtepi32_pd(
-                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr + p * rs + f))));
+    d = _mm512_add_pd(d, _mm512_cvtepi32_pd(_mm256_loadu_si256(
+                             reinterpret_cast<const __m256i*>(corr + p * rs + f))));
   }
   __m256 v = _mm512_cvtpd_ps(_mm512_mul_pd(d, _mm512_loadu_pd(ds + f)));
   if (bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + f));
@@ -309,8 +311,8 @@ void Transpose8(__m256 v[8]) {
 }
 
 void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
-              int64_t np, int64_t nf, const double* ds, const float* bias, float* out,
-              int64_t os, bool transposed) {
+              int64_t np, int64_t nf, const double* ds, const float* bias, float* out, int64_t os,
+              bool transposed) {
   const int64_t nf8 = nf / 8 * 8;
   if (!transposed) {
     for (int64_t p = 0; p < np; ++p) {
@@ -347,7 +349,8 @@ void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* 
 }  // namespace
 
 KbitSpec Avx512Kbit() {
-  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels, LevelsNhwc, RowSum, Epilogue};
+  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels,
+                  LevelsNhwc,    RowSum,   Epilogue};
 }
 
 }  // namespace internal

@@ -12,8 +12,8 @@ namespace binmx {
 namespace internal {
 namespace {
 
-void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w,
-                   int kw, int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
+void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const uint64_t* w, int kw,
+                   int64_t nf, int64_t fs, int32_t* r, int64_t rs) {
   for (int64_t p = 0; p < np; ++p) {
     for (int64_t f = 0; f < nf; ++f) {
       int64_t sum = 0;
@@ -31,8 +31,8 @@ void BitSerialTile(const uint64_t* x, int64_t np, int64_t words, int ka, const u
   }
 }
 
-void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf,
-              int64_t fs, int32_t* r, int64_t rs) {
+void Int8Tile(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t nf, int64_t fs,
+              int32_t* r, int64_t rs) {
   for (int64_t p = 0; p < np; ++p) {
     for (int64_t f = 0; f < nf; ++f) {
       int64_t sum = 0;
@@ -66,8 +66,7 @@ void Levels(const float* x, int64_t n, int ka, uint8_t* out) {
   }
 }
 
-void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
-                uint8_t* out) {
+void LevelsNhwc(const float* x, int64_t c, int64_t stride, int64_t hw, int ka, uint8_t* out) {
   constexpr int64_t kBlock = 64;
   uint8_t tmp[kBlock];
   for (int64_t q0 = 0; q0 < hw; q0 += kBlock) {
@@ -86,8 +85,8 @@ int64_t RowSum(const uint8_t* row, int64_t n) {
 }
 
 void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l, int64_t coff,
-              int64_t np, int64_t nf, const double* ds, const float* bias, float* out,
-              int64_t os, bool transposed) {
+              int64_t np, int64_t nf, const double* ds, const float* bias, float* out, int64_t os,
+              bool transposed) {
   for (int64_t p = 0; p < np; ++p) {
     const double base = static_cast<double>(coff * l[p]);
     for (int64_t f = 0; f < nf; ++f) {
@@ -103,7 +102,8 @@ void Epilogue(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* 
 }  // namespace
 
 KbitSpec ScalarKbit() {
-  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels, LevelsNhwc, RowSum, Epilogue};
+  return KbitSpec{BitSerialTile, Int8Tile, Int8Format::kQuad, Planes, Levels,
+                  LevelsNhwc,    RowSum,   Epilogue};
 }
 
 }  // namespace internal

@@ -44,10 +44,9 @@ using LevelsFn = void (*)(const float* x, int64_t n, int ka, uint8_t* out);
 using LevelsNhwcFn = void (*)(const float* x, int64_t c, int64_t stride, int64_t hw, int ka,
                               uint8_t* out);
 using RowSumFn = int64_t (*)(const uint8_t* row, int64_t n);
-using KbitEpilogueFn = void (*)(const int32_t* r, const int32_t* corr, int64_t rs,
-                                const int64_t* l, int64_t coff, int64_t np, int64_t nf,
-                                const double* ds, const float* bias, float* out, int64_t os,
-                                bool transposed);
+using KbitEpilogueFn = void (*)(const int32_t* r, const int32_t* corr, int64_t rs, const int64_t* l,
+                                int64_t coff, int64_t np, int64_t nf, const double* ds,
+                                const float* bias, float* out, int64_t os, bool transposed);
 
 struct KbitSpec {
   BitSerialTileFn bitserial;

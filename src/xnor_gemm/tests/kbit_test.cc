@@ -16,6 +16,8 @@
  * Sizes: depths and channel counts at word / vector boundaries (1..10, 63-65, 127-129,
  * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups.
  */
+#include "kbit.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,7 +30,6 @@
 #include <vector>
 
 #include "conv.h"
-#include "kbit.h"
 #include "xnor_gemm.h"
 
 namespace {
@@ -58,13 +59,20 @@ std::vector<float> RandomActs(std::mt19937_64& gen, int64_t count, int ka) {
   std::vector<float> v(static_cast<size_t>(count));
   for (auto& x : v) {
     const uint64_t r = gen() % 32;
-    if (r == 0) x = 0.0f;
-    else if (r == 1) x = -0.0f;
-    else if (r == 2) x = 1.0f;
-    else if (r == 3) x = std::numeric_limits<float>::quiet_NaN();
-    else if (r == 4) x = (gen() % 2) ? INFINITY : -INFINITY;
-    else if (r < 9) x = static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max));
-    else x = dist(gen);
+    if (r == 0)
+      x = 0.0f;
+    else if (r == 1)
+      x = -0.0f;
+    else if (r == 2)
+      x = 1.0f;
+    else if (r == 3)
+      x = std::numeric_limits<float>::quiet_NaN();
+    else if (r == 4)
+      x = (gen() % 2) ? INFINITY : -INFINITY;
+    else if (r < 9)
+      x = static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max));
+    else
+      x = dist(gen);
   }
   return v;
 }
@@ -130,7 +138,8 @@ std::vector<int64_t> RefConv(const std::vector<float>& x, const std::vector<int>
                 const int64_t xx = ox * p.stride_w - p.pad_w + j * p.dilate_w;
                 const bool inside = y >= 0 && y < p.in_h && xx >= 0 && xx < p.in_w;
                 const int64_t lv =
-                    inside ? RefActLevel(x[((n * p.channels + g * cg + c) * p.in_h + y) * p.in_w + xx], ka)
+                    inside ? RefActLevel(
+                                 x[((n * p.channels + g * cg + c) * p.in_h + y) * p.in_w + xx], ka)
                            : p.pad_value * a_max;
                 dot += lv * mw[((f * cg + c) * p.kernel_h + i) * p.kernel_w + j];
               }
@@ -150,14 +159,15 @@ double Ulp(float v) {
   return static_cast<double>(std::nextafter(a, INFINITY) - a);
 }
 
-void CheckOutputs(const char* what, const std::vector<int64_t>& ref, const std::vector<int32_t>& dot,
-                  const std::vector<float>& out, const std::vector<float>& alpha,
-                  const std::vector<float>* bias, int64_t per_f_inner, int64_t f_all, bool rows,
-                  int ka, int kw, Isa isa, int threads) {
+void CheckOutputs(const char* what, const std::vector<int64_t>& ref,
+                  const std::vector<int32_t>& dot, const std::vector<float>& out,
+                  const std::vector<float>& alpha, const std::vector<float>* bias,
+                  int64_t per_f_inner, int64_t f_all, bool rows, int ka, int kw, Isa isa,
+                  int threads) {
   const double denom = static_cast<double>(((1 << ka) - 1) * ((1 << kw) - 1));
   for (size_t i = 0; i < ref.size(); ++i) {
-    const int64_t f = rows ? static_cast<int64_t>(i) % f_all
-                           : (static_cast<int64_t>(i) / per_f_inner) % f_all;
+    const int64_t f =
+        rows ? static_cast<int64_t>(i) % f_all : (static_cast<int64_t>(i) / per_f_inner) % f_all;
     if (dot[i] != ref[i]) {
       CHECK(false, "%s isa=%s threads=%d ka=%d kw=%d: D[%zu] = %d, expected %lld", what,
             binmx::IsaName(isa), threads, ka, kw, i, dot[i], static_cast<long long>(ref[i]));
@@ -223,7 +233,8 @@ void RunDenseCase(std::mt19937_64& gen, int64_t rows, int64_t depth, int64_t hid
   for (int64_t m = 0; m < rows; ++m) {
     for (int64_t h = 0; h < hidden; ++h) {
       int64_t d = 0;
-      for (int64_t k = 0; k < depth; ++k) d += RefActLevel(x[m * depth + k], ka) * mw[h * depth + k];
+      for (int64_t k = 0; k < depth; ++k)
+        d += RefActLevel(x[m * depth + k], ka) * mw[h * depth + k];
       ref[m * hidden + h] = d;
     }
   }
@@ -302,11 +313,12 @@ int main(int argc, char** argv) {
   for (Isa isa : binmx::AvailableIsas()) std::printf(" %s", binmx::IsaName(isa));
   std::printf("\n");
   CheckErrors();
-  const int pairs[][2] = {{2, 1}, {2, 2}, {2, 3}, {2, 4}, {3, 1}, {3, 2}, {3, 3}, {3, 4},
-                          {4, 1}, {4, 2}, {4, 3}, {4, 4}, {5, 5}, {8, 8}, {8, 1}, {2, 8},
-                          {6, 3}, {7, 8}, {8, 5}};
+  const int pairs[][2] = {{2, 1}, {2, 2}, {2, 3}, {2, 4}, {3, 1}, {3, 2}, {3, 3},
+                          {3, 4}, {4, 1}, {4, 2}, {4, 3}, {4, 4}, {5, 5}, {8, 8},
+                          {8, 1}, {2, 8}, {6, 3}, {7, 8}, {8, 5}};
   // Depth boundaries with 1x1 kernels (depth = C) and dense layers.
-  const int64_t depths[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 63, 64, 65, 127, 128, 129, 511, 512, 513};
+  const int64_t depths[] = {1,  2,  3,  4,   5,   6,   7,   8,   9,  10,
+                            63, 64, 65, 127, 128, 129, 511, 512, 513};
   for (const auto& kk : pairs) {
     const int ka = kk[0], kw = kk[1];
     for (int64_t d : depths) {
