@@ -8,7 +8,7 @@
  * from it. Without --output the argmax of each row of the output is printed. --profile prints
  * the per-layer table (op, output shape, binary and float MACs, median ms over --repeat runs,
  * share of the total, Gop/s with 2 ops per MAC); --bench N prints the median and p90 latency
- * of N runs. Errors: one line "binmx-run: error: ..." on stderr and exit status 1 (2 for a
+ * of N runs and the process's peak resident memory. Errors: one line "binmx-run: error: ..." on stderr and exit status 1 (2 for a
  * usage error).
  */
 #include <algorithm>
@@ -54,6 +54,20 @@ std::string ShapeStr(const int64_t* s, int n) {
   std::string out = "(";
   for (int i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (n == 1 ? ",)" : ")");
+}
+
+// The process's peak resident memory in KiB (Linux: VmHWM of /proc/self/status, which counts
+// this program only, not what a parent held before the exec), or -1.
+long PeakRssKiB() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, "VmHWM:", 6) == 0) kib = std::strtol(line + 6, nullptr, 10);
+  }
+  std::fclose(f);
+  return kib;
 }
 
 double Median(std::vector<double> v) {
@@ -186,6 +200,8 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double p90 = sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.9 * sorted.size()))];
     std::printf("bench: %ld runs, median %.6f ms, p90 %.6f ms\n", bench, Median(t), p90);
+    const long kib = PeakRssKiB();
+    if (kib >= 0) std::printf("peak resident memory: %.1f MiB\n", kib / 1024.0);
   }
   binmx_model_free(m);
   return 0;
