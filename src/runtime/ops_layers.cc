@@ -80,6 +80,20 @@ std::vector<float> MeanAbsRows(const std::vector<float>& w, int64_t rows, int64_
   return alpha;
 }
 
+// The float path's weights: Qw(W) (over the whole tensor), each of `rows` rows of `size`
+// multiplied by alpha_r = mean |W_r| with scaling_factor.
+std::vector<float> AlphaQuantizedWeights(const std::vector<float>& w, int64_t rows, int64_t size,
+                                         int bits, bool scaling) {
+  std::vector<float> wq = QuantizeWeights(w, bits);
+  if (scaling) {
+    const std::vector<float> alpha = MeanAbsRows(w, rows, size);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < size; ++j) wq[i * size + j] *= alpha[i];
+    }
+  }
+  return wq;
+}
+
 // Activation quantiser of one value (src/float/quantize.h's QuantizeAct), act_bit < 32.
 inline float QuantAct(float x, int bits, double levels) {
   if (bits == 1) return x < 0.0f ? -1.0f : 1.0f;
@@ -751,13 +765,7 @@ void BuildQConvolution(Planner& pl, int node) {
     pl.SetOutput(last, out);
     return;
   }
-  std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
-  if (q.scaling) {
-    const std::vector<float> alpha = MeanAbsRows(w, f, fsize);
-    for (int64_t i = 0; i < f; ++i) {
-      for (int64_t j = 0; j < fsize; ++j) wq[i * fsize + j] *= alpha[i];
-    }
-  }
+  const std::vector<float> wq = AlphaQuantizedWeights(w, f, fsize, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitConvStep>();
   step->src = p;
   step->act_bit = q.act_bit;
@@ -908,13 +916,7 @@ void BuildQFullyConnected(Planner& pl, int node) {
     Finish(pl, node, std::move(step), {in}, out, "");
     return;
   }
-  std::vector<float> wq = QuantizeWeights(w, q.weight_bit);
-  if (q.scaling) {
-    const std::vector<float> alpha = MeanAbsRows(w, hidden, depth);
-    for (int64_t i = 0; i < hidden; ++i) {
-      for (int64_t j = 0; j < depth; ++j) wq[i * depth + j] *= alpha[i];
-    }
-  }
+  const std::vector<float> wq = AlphaQuantizedWeights(w, hidden, depth, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitDenseStep>();
   step->rows = rows;
   step->depth = depth;
