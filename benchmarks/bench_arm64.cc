@@ -55,11 +55,11 @@ struct Layer {
 };
 
 constexpr Layer kLayers[] = {
-    {"conv2_x", 56, 64, 64, 3, 1, 4},    {"conv3_1", 56, 64, 128, 3, 2, 1},
-    {"conv3_x", 28, 128, 128, 3, 1, 3},  {"down3", 56, 64, 128, 1, 2, 1},
-    {"conv4_1", 28, 128, 256, 3, 2, 1},  {"conv4_x", 14, 256, 256, 3, 1, 3},
-    {"down4", 28, 128, 256, 1, 2, 1},    {"conv5_1", 14, 256, 512, 3, 2, 1},
-    {"conv5_x", 7, 512, 512, 3, 1, 3},   {"down5", 14, 256, 512, 1, 2, 1},
+    {"conv2_x", 56, 64, 64, 3, 1, 4},   {"conv3_1", 56, 64, 128, 3, 2, 1},
+    {"conv3_x", 28, 128, 128, 3, 1, 3}, {"down3", 56, 64, 128, 1, 2, 1},
+    {"conv4_1", 28, 128, 256, 3, 2, 1}, {"conv4_x", 14, 256, 256, 3, 1, 3},
+    {"down4", 28, 128, 256, 1, 2, 1},   {"conv5_1", 14, 256, 512, 3, 2, 1},
+    {"conv5_x", 7, 512, 512, 3, 1, 3},  {"down5", 14, 256, 512, 1, 2, 1},
 };
 
 double Median(std::vector<double> v) {
@@ -143,8 +143,8 @@ struct Timing {
   bool same = true;
 };
 
-Timing TimeLayer(const LayerData& d, binmx::Isa isa, int threads, bool packed, int warmup,
-                 int reps, std::vector<float>* out, std::vector<uint64_t>* bits,
+Timing TimeLayer(const LayerData& d, binmx::Isa isa, int threads, bool packed, int warmup, int reps,
+                 std::vector<float>* out, std::vector<uint64_t>* bits,
                  const std::vector<float>* ref, const std::vector<uint64_t>* ref_bits) {
   binmx::BinaryConvArgs args;
   args.w_packed = d.wp.data();
@@ -222,9 +222,8 @@ int main(int argc, char** argv) {
       (baseline != 0 && baseline != 1)) {
     return Usage("(reps, warmup and threads must be >= 1; packed and baseline 0 or 1)");
   }
-  if (!layer_arg.empty() &&
-      std::none_of(std::begin(kLayers), std::end(kLayers),
-                   [&](const Layer& L) { return layer_arg == L.name; })) {
+  if (!layer_arg.empty() && std::none_of(std::begin(kLayers), std::end(kLayers),
+                                         [&](const Layer& L) { return layer_arg == L.name; })) {
     return Usage(layer_arg.c_str());
   }
   std::vector<binmx::Isa> isas;
@@ -252,9 +251,10 @@ int main(int argc, char** argv) {
   }
 
   PrintMachine(threads);
-  std::printf("ResNet-18 binary layers, 224x224, batch 1, %s in/out; warm-up %d, median of %d; "
-              "Gop/s = 2 x binary MACs / s; ratio = scalar ms / path ms\n",
-              packed ? "packed sign words" : "float NCHW", warmup, reps);
+  std::printf(
+      "ResNet-18 binary layers, 224x224, batch 1, %s in/out; warm-up %d, median of %d; "
+      "Gop/s = 2 x binary MACs / s; ratio = scalar ms / path ms\n",
+      packed ? "packed sign words" : "float NCHW", warmup, reps);
   std::printf("%-8s %-22s %7s %3s", "layer", "shape", "MMAC", "x");
   for (binmx::Isa isa : isas) std::printf(" %9s ms %7s", binmx::IsaName(isa), "Gop/s");
   std::printf(" %7s %s\n", "ratio", "check");
@@ -268,8 +268,8 @@ int main(int argc, char** argv) {
     const LayerData d = MakeLayer(L, gen);
     const int64_t out_n = int64_t{L.cout} * d.p.OutH() * d.p.OutW();
     std::vector<float> ref(static_cast<size_t>(out_n)), out(ref.size());
-    std::vector<uint64_t> ref_bits(static_cast<size_t>(d.p.OutH() * d.p.OutW() *
-                                                       binmx::WordsFor(L.cout))),
+    std::vector<uint64_t> ref_bits(
+        static_cast<size_t>(d.p.OutH() * d.p.OutW() * binmx::WordsFor(L.cout))),
         bits(ref_bits.size());
     char shape[64];
     std::snprintf(shape, sizeof(shape), "%dx%d %d->%d %dx%d/%d", L.in_size, L.in_size, L.cin,
@@ -279,9 +279,8 @@ int main(int argc, char** argv) {
     bool same = true;
     for (size_t i = 0; i < isas.size(); ++i) {
       const bool base = i == 0 && baseline;
-      const Timing t = TimeLayer(d, isas[i], threads, packed != 0, warmup, reps,
-                                 base ? &ref : &out, base ? &ref_bits : &bits,
-                                 base || !baseline ? nullptr : &ref,
+      const Timing t = TimeLayer(d, isas[i], threads, packed != 0, warmup, reps, base ? &ref : &out,
+                                 base ? &ref_bits : &bits, base || !baseline ? nullptr : &ref,
                                  base || !baseline ? nullptr : &ref_bits);
       same = same && t.same;
       if (base) scalar_ms = t.ms;
@@ -293,15 +292,17 @@ int main(int argc, char** argv) {
     all_same = all_same && same;
     macs_all += d.macs * L.count;
     std::printf(" %7.2f %s\n", best_ratio,
-                !baseline ? "(unchecked)" : same ? "same bits" : "MISMATCH vs scalar");
+                !baseline ? "(unchecked)"
+                : same    ? "same bits"
+                          : "MISMATCH vs scalar");
   }
   std::printf("\nResNet-18 binary layers (%.2f G binary MACs), latency sum in ms:\n",
               macs_all / 1e9);
   for (size_t i = 0; i < isas.size(); ++i) {
-    std::printf("  %-7s all binary layers %9.2f ms (%6.1f Gop/s)   without the 1x1 shortcuts "
-                "%9.2f ms\n",
-                binmx::IsaName(isas[i]), total[i], 2.0 * macs_all / (total[i] * 1e6),
-                total_no_down[i]);
+    std::printf(
+        "  %-7s all binary layers %9.2f ms (%6.1f Gop/s)   without the 1x1 shortcuts "
+        "%9.2f ms\n",
+        binmx::IsaName(isas[i]), total[i], 2.0 * macs_all / (total[i] * 1e6), total_no_down[i]);
   }
   if (!all_same) {
     std::printf("MISMATCH: a path's output differs from the scalar path's\n");

@@ -46,12 +46,18 @@ int main(int argc, char** argv) {
   std::string isa_arg = "all", layer_arg = "all";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
-    if (k == "--reps") reps = std::atoi(argv[i + 1]);
-    else if (k == "--batch") batch = std::atoi(argv[i + 1]);
-    else if (k == "--threads") threads = std::atoi(argv[i + 1]);
-    else if (k == "--isa") isa_arg = argv[i + 1];
-    else if (k == "--layer") layer_arg = argv[i + 1];
-    else if (k == "--check") check = std::atoi(argv[i + 1]);
+    if (k == "--reps")
+      reps = std::atoi(argv[i + 1]);
+    else if (k == "--batch")
+      batch = std::atoi(argv[i + 1]);
+    else if (k == "--threads")
+      threads = std::atoi(argv[i + 1]);
+    else if (k == "--isa")
+      isa_arg = argv[i + 1];
+    else if (k == "--layer")
+      layer_arg = argv[i + 1];
+    else if (k == "--check")
+      check = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -107,15 +113,16 @@ int main(int argc, char** argv) {
       for (int i = 0; i < reps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         binmx::BinaryConv2d(args, p, cfg);
-        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              t0)
+        t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                         .count());
       }
       // Compared after the timed calls (with reps = 1 there is no warm-up call before them).
       const bool same = std::memcmp(out.data(), ref.data(), out_n * sizeof(float)) == 0;
       std::printf("%2dx%-2dx%-3d %-6s %8.4f %8.4f %s\n", L.size, L.size, L.ch, name.c_str(),
                   Median(t), *std::min_element(t.begin(), t.end()),
-                  !check ? "(unchecked)" : same ? "" : "MISMATCH vs scalar");
+                  !check ? "(unchecked)"
+                  : same ? ""
+                         : "MISMATCH vs scalar");
     }
   }
   return 0;

@@ -106,21 +106,31 @@ def worker(repeats: int) -> dict:
         for act_bit, weight_bit in PAIRS:
             bits = dict(act_bit=act_bit, weight_bit=weight_bit)
             sym = mx.sym.QConvolution(data, name="q", **conv, **bits)
-            model = _runtime_model(tmp, f"q{size}_{act_bit}{weight_bit}", sym, {"q_weight": w},
-                                   x.shape)
+            model = _runtime_model(
+                tmp, f"q{size}_{act_bit}{weight_bit}", sym, {"q_weight": w}, x.shape
+            )
             kernel = binmx.xnor.kbit_path(act_bit, weight_bit, 9 * ch)
             fns = {
                 "float": lambda xn=xn, wn=wn, conv=conv: mx.nd.Convolution(
-                    xn, wn, **conv).wait_to_read(),
+                    xn, wn, **conv
+                ).wait_to_read(),
                 "runtime": lambda m=model, x=x: m.run(x),
                 "op": lambda b=bits, xn=xn, wn=wn, conv=conv: mx.nd.QConvolution(
-                    xn, wn, **conv, **b).wait_to_read(),
+                    xn, wn, **conv, **b
+                ).wait_to_read(),
                 "fake": lambda xn=xn, wn=wn, conv=conv: mx.nd.QConvolution(
-                    xn, wn, **conv, act_bit=9, weight_bit=9).wait_to_read(),
+                    xn, wn, **conv, act_bit=9, weight_bit=9
+                ).wait_to_read(),
             }
             t = _time(fns, repeats)
-            rows.append(dict(layer=f"{size}x{size}x{ch}", bits=f"a{act_bit}/w{weight_bit}",
-                             kernel=kernel, **t))
+            rows.append(
+                dict(
+                    layer=f"{size}x{size}x{ch}",
+                    bits=f"a{act_bit}/w{weight_bit}",
+                    kernel=kernel,
+                    **t,
+                )
+            )
     # The stem: conv 7x7/2, 3 -> 64, 224x224, + relu + max-pool 3x3/2.
     x = rng.uniform(0.0, 1.0, (1, 3, 224, 224)).astype(np.float32)
     w = (rng.standard_normal((64, 3, 7, 7)) * 0.1).astype(np.float32)
@@ -132,20 +142,30 @@ def worker(repeats: int) -> dict:
     def stem(c):
         return mx.sym.Pooling(mx.sym.Activation(c, act_type="relu"), **pool)
 
-    int8 = _runtime_model(tmp, "stem8", stem(mx.sym.QConvolution(data, name="s", act_bit=8,
-                                                                 weight_bit=8, **conv)),
-                          {"s_weight": w, "s_bias": b}, x.shape)
-    flt = _runtime_model(tmp, "stemf", stem(mx.sym.Convolution(data, name="s", **conv)),
-                         {"s_weight": w, "s_bias": b}, x.shape)
+    int8 = _runtime_model(
+        tmp,
+        "stem8",
+        stem(mx.sym.QConvolution(data, name="s", act_bit=8, weight_bit=8, **conv)),
+        {"s_weight": w, "s_bias": b},
+        x.shape,
+    )
+    flt = _runtime_model(
+        tmp,
+        "stemf",
+        stem(mx.sym.Convolution(data, name="s", **conv)),
+        {"s_weight": w, "s_bias": b},
+        x.shape,
+    )
 
     def mx_stem():
         y = mx.nd.Convolution(xn, wn, bn, **conv)
         mx.nd.Pooling(mx.nd.Activation(y, act_type="relu"), **pool).wait_to_read()
 
-    t = _time({"float": mx_stem, "runtime": lambda: int8.run(x),
-               "runtime_float": lambda: flt.run(x)}, repeats)
-    return dict(rows=rows, stem=t, resnet=_resnet18(tmp, x, repeats),
-                isa=binmx.xnor.current_isa())
+    t = _time(
+        {"float": mx_stem, "runtime": lambda: int8.run(x), "runtime_float": lambda: flt.run(x)},
+        repeats,
+    )
+    return dict(rows=rows, stem=t, resnet=_resnet18(tmp, x, repeats), isa=binmx.xnor.current_isa())
 
 
 def _resnet18(tmp: str, x, repeats: int) -> dict:
@@ -187,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     repeats = 7 if ns.quick else 25
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine")
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(repeats)],
-                         env=env, capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", str(repeats)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if res.returncode != 0 or line is None:
         print(res.stdout[-3000:] + res.stderr[-3000:])
@@ -198,33 +223,52 @@ def main(argv: list[str] | None = None) -> int:
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         load = "?"
-    print(f"CPU: {cpu_name()} [{cpu_flags()}]; binmx ISA {data['isa']}; 1 thread, batch 1; "
-          f"load average {load}; median of {repeats}")
-    print("| layer | bits | kernel | float ms | runtime ms | ratio | op ms | ratio | "
-          "fake-quant op ms | op vs fake-quant | ratio of minima (runtime) |")
+    print(
+        f"CPU: {cpu_name()} [{cpu_flags()}]; binmx ISA {data['isa']}; 1 thread, batch 1; "
+        f"load average {load}; median of {repeats}"
+    )
+    print(
+        "| layer | bits | kernel | float ms | runtime ms | ratio | op ms | ratio | "
+        "fake-quant op ms | op vs fake-quant | ratio of minima (runtime) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in data["rows"]:
-        print(f"| {r['layer']} | {r['bits']} | {r['kernel']} | {r['float']:.3f} | "
-              f"{r['runtime']:.3f} | {r['float'] / r['runtime']:.2f}x | {r['op']:.3f} | "
-              f"{r['float'] / r['op']:.2f}x | {r['fake']:.3f} | {r['fake'] / r['op']:.2f}x | "
-              f"{r['float_min']:.3f} / {r['runtime_min']:.3f} = "
-              f"{r['float_min'] / r['runtime_min']:.2f}x |")
+        print(
+            f"| {r['layer']} | {r['bits']} | {r['kernel']} | {r['float']:.3f} | "
+            f"{r['runtime']:.3f} | {r['float'] / r['runtime']:.2f}x | {r['op']:.3f} | "
+            f"{r['float'] / r['op']:.2f}x | {r['fake']:.3f} | {r['fake'] / r['op']:.2f}x | "
+            f"{r['float_min']:.3f} / {r['runtime_min']:.3f} = "
+            f"{r['float_min'] / r['runtime_min']:.2f}x |"
+        )
+
     def table(title: str, t: dict, rows: list[tuple[str, str]]) -> None:
         print()
         print(f"| {title} | median ms | MXNet float / this | min ms | ratio of minima |")
         print("|---|---:|---:|---:|---:|")
         for label, key in rows:
-            print(f"| {label} | {t[key]:.3f} | {t['float'] / t[key]:.2f}x | "
-                  f"{t[key + '_min']:.3f} | {t['float_min'] / t[key + '_min']:.2f}x |")
+            print(
+                f"| {label} | {t[key]:.3f} | {t['float'] / t[key]:.2f}x | "
+                f"{t[key + '_min']:.3f} | {t['float_min'] / t[key + '_min']:.2f}x |"
+            )
 
-    table("stem (7x7/2 conv + relu + max-pool, 224x224)", data["stem"],
-          [("MXNet float (oneDNN, 3 ops)", "float"),
-           ("runtime float stem (fused)", "runtime_float"),
-           ("runtime int8 stem (QConvolution a8/w8, fused)", "runtime")])
-    table("ResNet-18, 224x224, batch 1", data["resnet"],
-          [("MXNet float resnet18_v1 (bound executor)", "float"),
-           ("binary ResNet-18, float stem, runtime", "imagenet"),
-           ("binary ResNet-18, int8 stem, runtime", "int8")])
+    table(
+        "stem (7x7/2 conv + relu + max-pool, 224x224)",
+        data["stem"],
+        [
+            ("MXNet float (oneDNN, 3 ops)", "float"),
+            ("runtime float stem (fused)", "runtime_float"),
+            ("runtime int8 stem (QConvolution a8/w8, fused)", "runtime"),
+        ],
+    )
+    table(
+        "ResNet-18, 224x224, batch 1",
+        data["resnet"],
+        [
+            ("MXNet float resnet18_v1 (bound executor)", "float"),
+            ("binary ResNet-18, float stem, runtime", "imagenet"),
+            ("binary ResNet-18, int8 stem, runtime", "int8"),
+        ],
+    )
     return 0
 
 

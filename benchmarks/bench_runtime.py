@@ -259,9 +259,24 @@ def peak_memory(binmx_run: str, prefix: str, tmp: str) -> int:
 
     path = os.path.join(tmp, "x.npy")
     np.save(path, np.zeros((1, 3, 224, 224), np.float32))
-    out = subprocess.run([binmx_run, "--model", prefix, "--epoch", "1", "--input", path,
-                          "--threads", "2", "--bench", "20"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [
+            binmx_run,
+            "--model",
+            prefix,
+            "--epoch",
+            "1",
+            "--input",
+            path,
+            "--threads",
+            "2",
+            "--bench",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     line = next(s for s in out.splitlines() if s.startswith("peak resident memory:"))
     return int(float(line.split(":")[1].split("MiB")[0]) * 2**20)
 

@@ -273,8 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = f"{'binary' if binary else 'float'} ResNet-{args.depth} (width {args.width})"
     if args.stem == "int8" and args.dataset == "imagenet":
-        raise SystemExit("--stem int8 quantises clip(x, 0, 1): it needs pixel / 255 inputs, and "
-                         "the ImageNet reader normalises with the channel mean / std")
+        raise SystemExit(
+            "--stem int8 quantises clip(x, 0, 1): it needs pixel / 255 inputs, and "
+            "the ImageNet reader normalises with the channel mean / std"
+        )
     sym_kw = dict(
         dataset=args.dataset,
         depth=args.depth,

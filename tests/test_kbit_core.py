@@ -27,12 +27,25 @@ def _build_and_run(build: Path, extra: list[str], args: list[str]) -> str:
     cmake = _cmake()
     if cmake is None or shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("needs cmake and a C++ compiler")
-    configure = [cmake, "-S", str(ROOT), "-B", str(build), "-DBINMX_PYTHON=OFF",
-                 "-DBINMX_RUNTIME=OFF", "-DBINMX_TESTS=ON", *extra]
+    configure = [
+        cmake,
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        "-DBINMX_PYTHON=OFF",
+        "-DBINMX_RUNTIME=OFF",
+        "-DBINMX_TESTS=ON",
+        *extra,
+    ]
     res = subprocess.run(configure, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    res = subprocess.run([cmake, "--build", str(build), "--target", "kbit_test", "-j", "2"],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [cmake, "--build", str(build), "--target", "kbit_test", "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     exe = next(build.rglob("kbit_test"))
     env = dict(os.environ)

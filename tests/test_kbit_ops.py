@@ -41,7 +41,7 @@ def _ints(q: np.ndarray, scale: int) -> np.ndarray:
 def _want(d: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None, a: int, b: int, axis: int):
     shape = [1] * d.ndim
     shape[axis] = -1
-    out = (d.astype(np.float64) * (alpha.astype(np.float64) / (a * b)).reshape(shape))
+    out = d.astype(np.float64) * (alpha.astype(np.float64) / (a * b)).reshape(shape)
     out = out.astype(np.float32)
     if bias is not None:
         out = out + bias.reshape(shape)
@@ -74,13 +74,29 @@ def test_qconv_integer_path_is_exact(rng, monkeypatch, act_bit, weight_bit, geo)
     a_max, b_max = 2**act_bit - 1, 2**weight_bit - 1
     la = _ints(ref.quantize_act(x, act_bit), a_max)
     mw = _ints(ref.quantize_weight(w, weight_bit), b_max)
-    d = ref.conv2d(la, mw, stride=geo["stride"], pad=geo["pad"], dilate=geo["dilate"],
-                   groups=groups, pad_value=float(geo["pad_value"] * a_max))
+    d = ref.conv2d(
+        la,
+        mw,
+        stride=geo["stride"],
+        pad=geo["pad"],
+        dilate=geo["dilate"],
+        groups=groups,
+        pad_value=float(geo["pad_value"] * a_max),
+    )
     alpha = ref.scaling_alpha(w) if geo["scaling"] else np.ones(filters, np.float32)
     want = _want(d, alpha, b, a_max, b_max, axis=1)
-    attrs = dict(kernel=(3, 3), num_filter=filters, num_group=groups, stride=geo["stride"],
-                 dilate=geo["dilate"], pad=geo["pad"], pad_value=geo["pad_value"],
-                 scaling_factor=geo["scaling"], act_bit=act_bit, weight_bit=weight_bit)
+    attrs = dict(
+        kernel=(3, 3),
+        num_filter=filters,
+        num_group=groups,
+        stride=geo["stride"],
+        dilate=geo["dilate"],
+        pad=geo["pad"],
+        pad_value=geo["pad_value"],
+        scaling_factor=geo["scaling"],
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+    )
     depth = chans // groups * 9
     assert xnor.kbit_path(act_bit, weight_bit, depth) in ("bitserial", "int8")
     for isa in xnor.available_isas():
@@ -93,13 +109,24 @@ def test_qconv_integer_path_is_exact(rng, monkeypatch, act_bit, weight_bit, geo)
     xq = np.asarray(ref.quantize_act(x, act_bit))
     pad = geo["pad"]
     if geo["pad_value"] != 0:  # MXNet pads with zeros: pad by hand with the +-1 constant
-        xq = np.pad(xq, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2),
-                    constant_values=float(geo["pad_value"]))
+        xq = np.pad(
+            xq,
+            ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2),
+            constant_values=float(geo["pad_value"]),
+        )
         pad = (0, 0)
     wq = ref.quantize_weight(w, weight_bit) * alpha[:, None, None, None]
-    conv = mx.nd.Convolution(mx.nd.array(xq), mx.nd.array(wq), mx.nd.array(b), kernel=(3, 3),
-                             num_filter=filters, num_group=groups, stride=geo["stride"],
-                             dilate=geo["dilate"], pad=pad).asnumpy()
+    conv = mx.nd.Convolution(
+        mx.nd.array(xq),
+        mx.nd.array(wq),
+        mx.nd.array(b),
+        kernel=(3, 3),
+        num_filter=filters,
+        num_group=groups,
+        stride=geo["stride"],
+        dilate=geo["dilate"],
+        pad=pad,
+    ).asnumpy()
     # float32 sums of depth (<= 1188) products of magnitude <= max alpha: relative 1e-5 of the
     # absolute sum bounds their rounding.
     bound = 1e-5 * (np.abs(d).max() / (a_max * b_max) * alpha.max() + np.abs(b).max()) + 1e-6
@@ -123,9 +150,15 @@ def test_qfc_integer_path_is_exact(rng, monkeypatch, act_bit, weight_bit, depth)
         for threads in ("1", "2"):
             monkeypatch.setenv("BINMX_ISA", isa)
             monkeypatch.setenv("OMP_NUM_THREADS", threads)
-            y = mx.nd.QFullyConnected(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b),
-                                      num_hidden=hidden, act_bit=act_bit, weight_bit=weight_bit,
-                                      scaling_factor=True)
+            y = mx.nd.QFullyConnected(
+                mx.nd.array(x),
+                mx.nd.array(w),
+                mx.nd.array(b),
+                num_hidden=hidden,
+                act_bit=act_bit,
+                weight_bit=weight_bit,
+                scaling_factor=True,
+            )
             _assert_equal(y.asnumpy(), want, f"isa={isa} threads={threads}")
 
 
@@ -134,22 +167,38 @@ def test_bit_widths_without_integer_kernel_run_the_float_path(rng, act_bit, weig
     assert xnor.kbit_path(act_bit, weight_bit, 36) == "float"
     x = _acts(rng, (1, 4, 5, 5))
     w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)
-    y = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), kernel=(3, 3), num_filter=3,
-                           pad=(1, 1), no_bias=True, act_bit=act_bit, weight_bit=weight_bit)
-    want = ref.q_conv2d(np.nan_to_num(x, nan=0.0) if act_bit > 1 else x, w, pad=(1, 1),
-                        act_bit=act_bit, weight_bit=weight_bit)
+    y = mx.nd.QConvolution(
+        mx.nd.array(x),
+        mx.nd.array(w),
+        kernel=(3, 3),
+        num_filter=3,
+        pad=(1, 1),
+        no_bias=True,
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+    )
+    want = ref.q_conv2d(
+        np.nan_to_num(x, nan=0.0) if act_bit > 1 else x,
+        w,
+        pad=(1, 1),
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+    )
     # float32 sums of 36 products of magnitude <= 1 (act_bit 32: |x| <= 1.2)
     np.testing.assert_allclose(y.asnumpy(), want, rtol=0, atol=1e-5)
 
 
 def test_summary_names_the_kernel():
     data = mx.sym.var("data")
-    net = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=64, act_bit=2, weight_bit=1,
-                              name="a2w1")
-    net = mx.sym.QConvolution(net, kernel=(3, 3), num_filter=64, act_bit=8, weight_bit=8,
-                              name="a8w8")
-    net = mx.sym.QConvolution(net, kernel=(3, 3), num_filter=64, act_bit=12, weight_bit=12,
-                              name="a12")
+    net = mx.sym.QConvolution(
+        data, kernel=(3, 3), num_filter=64, act_bit=2, weight_bit=1, name="a2w1"
+    )
+    net = mx.sym.QConvolution(
+        net, kernel=(3, 3), num_filter=64, act_bit=8, weight_bit=8, name="a8w8"
+    )
+    net = mx.sym.QConvolution(
+        net, kernel=(3, 3), num_filter=64, act_bit=12, weight_bit=12, name="a12"
+    )
     net = mx.sym.QConvolution(net, kernel=(3, 3), num_filter=64, name="binary")
     s = binmx.summary(net, (1, 64, 12, 12))
     kernels = {layer.name: layer.kernel for layer in s.layers}
@@ -183,14 +232,29 @@ def test_runtime_kbit_conv_with_relu_and_pool_equals_mxnet(rng, tmp_path, case):
     x[np.isnan(x)] = 0.5
     w = rng.standard_normal((24, case["chans"], k, k)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
-    net = mx.sym.QConvolution(mx.sym.var("data"), kernel=(k, k), stride=(case["stride"],) * 2,
-                              pad=(case["pad"],) * 2, num_filter=24, act_bit=act_bit,
-                              weight_bit=weight_bit, scaling_factor=True, name="q")
+    net = mx.sym.QConvolution(
+        mx.sym.var("data"),
+        kernel=(k, k),
+        stride=(case["stride"],) * 2,
+        pad=(case["pad"],) * 2,
+        num_filter=24,
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+        scaling_factor=True,
+        name="q",
+    )
     if case["relu"]:
         net = mx.sym.Activation(net, act_type="relu", name="r")
     if case["pool"]:
-        net = mx.sym.Pooling(net, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max",
-                             pooling_convention=case["pool"], name="p")
+        net = mx.sym.Pooling(
+            net,
+            kernel=(3, 3),
+            stride=(2, 2),
+            pad=(1, 1),
+            pool_type="max",
+            pooling_convention=case["pool"],
+            name="p",
+        )
     args = {"q_weight": w, "q_bias": b}
     want = _mxnet_forward(net, args, x)
     prefix = str(tmp_path / "m")
@@ -211,8 +275,9 @@ def test_int8_stem_models_train_convert_and_run(rng, tmp_path, net):
     if net == "lenet":
         sym, shape, first = models.binary_lenet(stem="int8"), (4, 1, 28, 28), "conv1"
     else:
-        sym = models.resnet(depth=10, num_classes=10, image_shape=(1, 28, 28), width=16,
-                            stem="int8", stem_stride=2)
+        sym = models.resnet(
+            depth=10, num_classes=10, image_shape=(1, 28, 28), width=16, stem="int8", stem_stride=2
+        )
         shape, first = (4, 1, 28, 28), "conv0"
     nodes = {n["name"]: n for n in __import__("json").loads(sym.tojson())["nodes"]}
     assert nodes[first]["op"] == "QConvolution"
@@ -230,9 +295,15 @@ def test_int8_stem_models_train_convert_and_run(rng, tmp_path, net):
     assert float(np.abs(grads[0].asnumpy()).sum()) > 0.0, "no gradient reached the int8 stem"
     args, aux = mod.get_params()
     csym, cargs, caux = binmx.convert(sym, args, aux, fold=True)
-    ref = csym.bind(mx.cpu(), {**cargs, "data": mx.nd.array(x),
-                               "softmax_label": mx.nd.zeros(shape[0])},
-                    aux_states=caux).forward()[0].asnumpy()
+    ref = (
+        csym.bind(
+            mx.cpu(),
+            {**cargs, "data": mx.nd.array(x), "softmax_label": mx.nd.zeros(shape[0])},
+            aux_states=caux,
+        )
+        .forward()[0]
+        .asnumpy()
+    )
     runtime = pytest.importorskip("binmx_runtime", reason="needs the binmx-runtime distribution")
     prefix = str(tmp_path / "m")
     mx.model.save_checkpoint(prefix, 1, csym, cargs, caux)
@@ -248,22 +319,41 @@ def test_runtime_kbit_conv_folds_a_batchnorm(rng, tmp_path):
     runtime = pytest.importorskip("binmx_runtime", reason="needs the binmx-runtime distribution")
     x = rng.uniform(0.0, 1.0, (1, 3, 30, 30)).astype(np.float32)
     w = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
-    net = mx.sym.QConvolution(mx.sym.var("data"), kernel=(7, 7), stride=(2, 2), pad=(3, 3),
-                              num_filter=16, act_bit=8, weight_bit=8, no_bias=True, name="q")
+    net = mx.sym.QConvolution(
+        mx.sym.var("data"),
+        kernel=(7, 7),
+        stride=(2, 2),
+        pad=(3, 3),
+        num_filter=16,
+        act_bit=8,
+        weight_bit=8,
+        no_bias=True,
+        name="q",
+    )
     net = mx.sym.BatchNorm(net, fix_gamma=False, name="bn")
     net = mx.sym.Activation(net, act_type="relu", name="r")
     net = mx.sym.Pooling(net, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max", name="p")
-    args = {"q_weight": w, "bn_gamma": rng.uniform(-2, 2, 16).astype(np.float32),
-            "bn_beta": rng.standard_normal(16).astype(np.float32)}
-    aux = {"bn_moving_mean": rng.standard_normal(16).astype(np.float32),
-           "bn_moving_var": rng.uniform(0.5, 2.0, 16).astype(np.float32)}
+    args = {
+        "q_weight": w,
+        "bn_gamma": rng.uniform(-2, 2, 16).astype(np.float32),
+        "bn_beta": rng.standard_normal(16).astype(np.float32),
+    }
+    aux = {
+        "bn_moving_mean": rng.standard_normal(16).astype(np.float32),
+        "bn_moving_var": rng.uniform(0.5, 2.0, 16).astype(np.float32),
+    }
     ex = net.simple_bind(mx.cpu(), data=x.shape, grad_req="null")
     for k, v in {**args, **aux}.items():
         (ex.arg_dict if k in ex.arg_dict else ex.aux_dict)[k][:] = v
     want = ex.forward(is_train=False, data=mx.nd.array(x))[0].asnumpy()
     prefix = str(tmp_path / "m")
-    mx.model.save_checkpoint(prefix, 1, net, {k: mx.nd.array(v) for k, v in args.items()},
-                             {k: mx.nd.array(v) for k, v in aux.items()})
+    mx.model.save_checkpoint(
+        prefix,
+        1,
+        net,
+        {k: mx.nd.array(v) for k, v in args.items()},
+        {k: mx.nd.array(v) for k, v in aux.items()},
+    )
     model = runtime.load(prefix, 1, input_shape=x.shape, threads=1)
     got = model.run(x)
     assert len(model.layers()) == 1, "BatchNorm / relu / pool not fused"

@@ -51,9 +51,7 @@ def _check_options(isa: str | None, threads: int | None) -> tuple[str, int]:
         if not isinstance(isa, str):
             raise TypeError(f"Expected `isa` to be a str or None, got {isa!r}")
         if isa not in ("scalar", "avx2", "avx512", "neon"):
-            raise ValueError(
-                f"Expected `isa` to be one of scalar, avx2, avx512, neon, got {isa!r}"
-            )
+            raise ValueError(f"Expected `isa` to be one of scalar, avx2, avx512, neon, got {isa!r}")
         if isa not in available_isas():
             raise ValueError(f"`isa`={isa!r} is not available here (available: {available_isas()})")
     if threads is not None:

@@ -53,9 +53,9 @@ using float_detail::kMinSplitWork;
 using float_detail::Require;
 using float_detail::Threads;
 
-void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-           int64_t ldc, int threads) {
+void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+           int threads) {
   Require(m >= 0 && n >= 0 && k >= 0, "Sgemm: sizes must be >= 0");
   Require(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n,
           "Sgemm: a leading dimension is smaller than its row");

@@ -180,20 +180,20 @@ void RowsBackward(const float* x, InputQuant quant, const float* w, const float*
           }
           if (acc_p) {
             for (int64_t n = 0; n < cnt; ++n) {
-              ToChannelsLast(x + ((n0 + n) * p.channels + g * cg) * hw, cg, hw, cg, sign,
-                             tile16, xt + n * hw * cg);
+              ToChannelsLast(x + ((n0 + n) * p.channels + g * cg) * hw, cg, hw, cg, sign, tile16,
+                             xt + n * hw * cg);
             }
             for (int64_t n = 0; n < cnt; ++n) {
               RowsIm2Col(xt + n * hw * cg, p, runs.data(), colt + n * ohw * kdim);
             }
-            Gemm1(true, false, kdim, fg, rows, 1.0f, colt, kdim, dyt, fg,
-                  ch == first ? 0.0f : 1.0f, acc_p + g * fg * kdim, fg);
+            Gemm1(true, false, kdim, fg, rows, 1.0f, colt, kdim, dyt, fg, ch == first ? 0.0f : 1.0f,
+                  acc_p + g * fg * kdim, fg);
           }
           if (dx) {
             // dcol is all zeros between uses (RowsCol2ImAdd clears what it read), so the GEMM
             // accumulates (beta = 1) instead of OpenBLAS clearing the whole block first.
-            Gemm1(false, false, rows, kdim, fg, 1.0f, dyt, fg, wt + g * fg * kdim, kdim, 1.0f,
-                  dcol, kdim);
+            Gemm1(false, false, rows, kdim, fg, 1.0f, dyt, fg, wt + g * fg * kdim, kdim, 1.0f, dcol,
+                  kdim);
             float* dxt = xt;
             std::fill(dxt, dxt + cnt * hw * cg, 0.0f);
             for (int64_t n = 0; n < cnt; ++n) {

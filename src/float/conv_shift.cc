@@ -43,8 +43,9 @@ ShiftGeo MakeShiftGeo(const Conv2dParams& p, int64_t nb) {
 }
 
 // X[c][..] for images n0 .. n0+cnt of group g, channels-planar with shared padding.
-BINMX_FLOAT_CLONES void FillShiftInput(const float* x, const Conv2dParams& p, const ShiftGeo& s, int64_t n0,
-                    int64_t cnt, int64_t g, InputQuant quant, float* xs) {
+BINMX_FLOAT_CLONES void FillShiftInput(const float* x, const Conv2dParams& p, const ShiftGeo& s,
+                                       int64_t n0, int64_t cnt, int64_t g, InputQuant quant,
+                                       float* xs) {
   const int64_t cg = p.GroupChannels(), hw = p.in_h * p.in_w;
   const float pad = static_cast<float>(p.pad_value);
   const bool sign = quant == InputQuant::kSign;
@@ -65,8 +66,8 @@ BINMX_FLOAT_CLONES void FillShiftInput(const float* x, const Conv2dParams& p, co
 }
 
 // D[f][n * S + oy * Wq + ox] = dy[n0 + n][g * fg + f][oy][ox], zeros elsewhere.
-BINMX_FLOAT_CLONES void FillShiftDy(const float* dy, const Conv2dParams& p, const ShiftGeo& s, int64_t n0,
-                 int64_t cnt, int64_t g, float* d) {
+BINMX_FLOAT_CLONES void FillShiftDy(const float* dy, const Conv2dParams& p, const ShiftGeo& s,
+                                    int64_t n0, int64_t cnt, int64_t g, float* d) {
   const int64_t fg = p.GroupFilters(), oh = p.OutH(), ow = p.OutW(), ohw = oh * ow;
   for (int64_t f = 0; f < fg; ++f) {
     for (int64_t n = 0; n < cnt; ++n) {
@@ -140,7 +141,8 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
       for (int64_t fi = 0; fi < fg; ++fi) {
         const float* wf = w + (g * fg + fi) * kdim;
         for (int64_t c = 0; c < cg; ++c) {
-          for (int64_t t = 0; t < taps; ++t) wt[((g * taps + t) * fg + fi) * cg + c] = wf[c * taps + t];
+          for (int64_t t = 0; t < taps; ++t)
+            wt[((g * taps + t) * fg + fi) * cg + c] = wf[c * taps + t];
         }
       }
     }
@@ -162,7 +164,8 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
           if (dw) {
             FillShiftInput(x, p, geo, n0, cnt, g, quant, xs);
             for (int64_t t = 0; t < taps; ++t) {
-              const int64_t off = (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
+              const int64_t off =
+                  (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
               Gemm1(false, true, fg, cg, geo.len, 1.0f, d, geo.len, xs + off, geo.ld, 1.0f,
                     acc_p + (g * taps + t) * fg * cg, cg);
             }
@@ -170,7 +173,8 @@ void ShiftBackward(const float* x, InputQuant quant, const float* w, const float
           if (dx) {
             std::fill(dxs, dxs + cg * geo.ld, 0.0f);
             for (int64_t t = 0; t < taps; ++t) {
-              const int64_t off = (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
+              const int64_t off =
+                  (t / p.kernel_w) * p.dilate_h * geo.wq + (t % p.kernel_w) * p.dilate_w;
               Gemm1(true, false, cg, geo.len, fg, 1.0f, wt.data() + (g * taps + t) * fg * cg, cg, d,
                     geo.len, 1.0f, dxs + off, geo.ld);
             }

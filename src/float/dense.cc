@@ -15,8 +15,8 @@ namespace binmx {
 using namespace float_detail;  // NOLINT(build/namespaces): this target's own helpers
 
 void FloatDenseForward(const float* x, InputQuant quant, const float* w, const float* alpha,
-                       const float* bias, float* out, int64_t rows, int64_t depth,
-                       int64_t hidden, int threads) {
+                       const float* bias, float* out, int64_t rows, int64_t depth, int64_t hidden,
+                       int threads) {
   Require(rows >= 0 && depth > 0 && hidden > 0, "FloatDenseForward: bad sizes");
   if (rows == 0) return;
   Require(x != nullptr && w != nullptr && out != nullptr, "FloatDenseForward: null pointer");
@@ -39,9 +39,8 @@ void FloatDenseForward(const float* x, InputQuant quant, const float* w, const f
 }
 
 void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
-                        const float* x_mask, float grad_cancel, float* dx, float* dw,
-                        int64_t rows, int64_t depth, int64_t hidden, int threads,
-                        InputQuant w_quant) {
+                        const float* x_mask, float grad_cancel, float* dx, float* dw, int64_t rows,
+                        int64_t depth, int64_t hidden, int threads, InputQuant w_quant) {
   Require(rows >= 0 && depth > 0 && hidden > 0, "FloatDenseBackward: bad sizes");
   threads = Threads(threads);
   if (dx && rows > 0 && w_quant == InputQuant::kSign) {
@@ -53,8 +52,8 @@ void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const 
     constexpr int64_t kBlockRows = 128;
     InitBlas();
     const int64_t groups = (depth + 15) / 16;
-    const int parts = static_cast<int>(std::min<int64_t>(
-        {threads, rows * depth * hidden / kMinSplitWork + 1, groups}));
+    const int parts = static_cast<int>(
+        std::min<int64_t>({threads, rows * depth * hidden / kMinSplitWork + 1, groups}));
     ParallelFor(parts, threads, [&](int64_t begin, int64_t end) {
       for (int64_t part = begin; part < end; ++part) {
         const int64_t d0 = std::min(depth, groups * part / parts * 16);
@@ -71,8 +70,8 @@ void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const 
           } else {
             for (int64_t h = 0; h < hb; ++h) SignRange(w + (h0 + h) * depth + d0, dd, wq + h * dd);
           }
-          Gemm1(false, false, rows, dd, hb, 1.0f, dy + h0, hidden, wq, dd,
-                h0 == 0 ? 0.0f : 1.0f, dx + d0, depth);
+          Gemm1(false, false, rows, dd, hb, 1.0f, dy + h0, hidden, wq, dd, h0 == 0 ? 0.0f : 1.0f,
+                dx + d0, depth);
         }
         if (x_mask) {
           for (int64_t r = 0; r < rows; ++r) {
@@ -83,8 +82,7 @@ void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const 
       }
     });
   } else if (dx && rows > 0) {
-    Sgemm(false, false, rows, depth, hidden, 1.0f, dy, hidden, w, depth, 0.0f, dx, depth,
-          threads);
+    Sgemm(false, false, rows, depth, hidden, 1.0f, dy, hidden, w, depth, 0.0f, dx, depth, threads);
     if (x_mask) SteMask(x_mask, dx, rows * depth, grad_cancel, dx, threads);
   }
   if (dw) {
@@ -95,8 +93,7 @@ void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const 
       SignInto(x, rows * depth, xq.data(), threads);
       xin = xq.data();
     }
-    Sgemm(true, false, hidden, depth, rows, 1.0f, dy, hidden, xin, depth, 0.0f, dw, depth,
-          threads);
+    Sgemm(true, false, hidden, depth, rows, 1.0f, dy, hidden, xin, depth, 0.0f, dw, depth, threads);
   }
 }
 

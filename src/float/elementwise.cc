@@ -67,9 +67,8 @@ template <typename Fn>
 void ElementwiseBlocks(int64_t n, int threads, Fn&& fn) {
   if (n <= 0) return;
   constexpr int64_t kBlock = 1 << 16;
-  ParallelFor((n + kBlock - 1) / kBlock, Threads(threads), [&](int64_t begin, int64_t end) {
-    fn(begin * kBlock, std::min(n, end * kBlock));
-  });
+  ParallelFor((n + kBlock - 1) / kBlock, Threads(threads),
+              [&](int64_t begin, int64_t end) { fn(begin * kBlock, std::min(n, end * kBlock)); });
 }
 
 }  // namespace
@@ -82,9 +81,8 @@ void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, floa
 }
 
 void SignInto(const float* x, int64_t n, float* out, int threads) {
-  ElementwiseBlocks(n, threads, [&](int64_t i0, int64_t i1) {
-    SignRange(x + i0, i1 - i0, out + i0);
-  });
+  ElementwiseBlocks(n, threads,
+                    [&](int64_t i0, int64_t i1) { SignRange(x + i0, i1 - i0, out + i0); });
 }
 
 void ChannelAffine(const float* x, int64_t batch, int64_t channels, int64_t inner,

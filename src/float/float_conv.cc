@@ -35,8 +35,8 @@ void ValidRange(int64_t out, int64_t in, int64_t stride, int64_t off, int64_t* l
 }
 
 // col[((c * kh + i) * kw + j) * ld + oy * ow + ox] = Q(xpad)[g * cg + c][..], one image.
-BINMX_FLOAT_CLONES void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g, InputQuant quant, float* col,
-            int64_t ld) {
+BINMX_FLOAT_CLONES void Im2Col(const float* x_img, const Conv2dParams& p, int64_t g,
+                               InputQuant quant, float* col, int64_t ld) {
   const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
   const float pad = static_cast<float>(p.pad_value);
   const bool sign = quant == InputQuant::kSign;
@@ -68,7 +68,8 @@ BINMX_FLOAT_CLONES void Im2Col(const float* x_img, const Conv2dParams& p, int64_
 }
 
 // dx_img[g * cg + c][iy][ix] += col[...] for the positions inside the image, one image.
-BINMX_FLOAT_CLONES void Col2ImAdd(const float* col, int64_t ld, const Conv2dParams& p, int64_t g, float* dx_img) {
+BINMX_FLOAT_CLONES void Col2ImAdd(const float* col, int64_t ld, const Conv2dParams& p, int64_t g,
+                                  float* dx_img) {
   const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
   for (int64_t c = 0; c < cg; ++c) {
     float* dxc = dx_img + (g * cg + c) * p.in_h * p.in_w;
@@ -146,7 +147,8 @@ void FloatConv2dForward(const float* x, InputQuant quant, const float* w, const 
          ch < plan.ChunkBegin(static_cast<int>(end)); ++ch) {
       const int64_t n0 = ch * plan.nb, cnt = std::min(plan.nb, p.batch - n0), cols = cnt * ohw;
       for (int64_t g = 0; g < p.groups; ++g) {
-        for (int64_t s = 0; s < cnt; ++s) Im2Col(x + (n0 + s) * chw, p, g, quant, col + s * ohw, cols);
+        for (int64_t s = 0; s < cnt; ++s)
+          Im2Col(x + (n0 + s) * chw, p, g, quant, col + s * ohw, cols);
         const float* wg = w + g * fg * kdim;
         if (cnt == 1) {
           Gemm1(false, false, fg, cols, kdim, 1.0f, wg, kdim, col, cols, 0.0f,

@@ -42,9 +42,9 @@ enum class InputQuant : int { kNone = 0, kSign = 1 };
 // Row-major C = alpha * op(A) op(B) + beta * C, C m x n, depth k; op(X) = X^T when trans_x.
 // lda / ldb / ldc are the row strides of A, B, C as stored. OpenBLAS sgemm, split over row or
 // column blocks of C on `threads` threads (small products run on the caller alone).
-void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-           int64_t ldc, int threads);
+void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+           int threads);
 
 // out = conv(Q(x), w) * alpha[f] + bias[f]   (alpha, bias may be null: 1 and 0).
 void FloatConv2dForward(const float* x, InputQuant quant, const float* w, const float* alpha,
@@ -62,16 +62,16 @@ void FloatConv2dBackward(const float* x, InputQuant quant, const float* w, const
 // Dense layer: out (rows x hidden) = Q(x) (rows x depth) . w^T (w: hidden x depth), then
 // out[m][h] = out[m][h] * alpha[h] + bias[h] (alpha, bias may be null).
 void FloatDenseForward(const float* x, InputQuant quant, const float* w, const float* alpha,
-                       const float* bias, float* out, int64_t rows, int64_t depth,
-                       int64_t hidden, int threads);
+                       const float* bias, float* out, int64_t rows, int64_t depth, int64_t hidden,
+                       int threads);
 
 // Dense gradients: dx (rows x depth) = dy . Qw(w), masked by 1[|x_mask| <= grad_cancel] when
 // x_mask is not null; dw (hidden x depth) = dy^T . Q(x). Null outputs are skipped; both
 // overwritten. Qw is the identity or, with w_quant = kSign, sgn: then Qw(w) is made and used
 // a block of hidden rows at a time (it never exists whole).
 void FloatDenseBackward(const float* x, InputQuant quant, const float* w, const float* dy,
-                        const float* x_mask, float grad_cancel, float* dx, float* dw,
-                        int64_t rows, int64_t depth, int64_t hidden, int threads,
+                        const float* x_mask, float grad_cancel, float* dx, float* dw, int64_t rows,
+                        int64_t depth, int64_t hidden, int threads,
                         InputQuant w_quant = InputQuant::kNone);
 
 // db[f] = sum over n < batch and q < inner of dy[(n * channels + f) * inner + q], summed in
@@ -80,8 +80,7 @@ void BiasGrad(const float* dy, int64_t batch, int64_t channels, int64_t inner, f
               int threads);
 
 // dx[i] = dy[i] * 1[|x[i]| <= grad_cancel] for i < n (dx may be dy).
-void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, float* dx,
-             int threads);
+void SteMask(const float* x, const float* dy, int64_t n, float grad_cancel, float* dx, int threads);
 
 // out[i] = sgn(x[i]) for i < n.
 void SignInto(const float* x, int64_t n, float* out, int threads);

@@ -184,8 +184,8 @@ class AttrReader {
     if (v == nullptr || Trim(*v) == "None") return def;
     double out;
     if (!ParseFloat(*v, &out) || out < lo) {
-      Fail("expected `" + std::string(name) + "` to be a finite number >= " +
-           std::to_string(lo) + ", got '" + *v + "'");
+      Fail("expected `" + std::string(name) + "` to be a finite number >= " + std::to_string(lo) +
+           ", got '" + *v + "'");
       return def;
     }
     return out;
@@ -220,8 +220,7 @@ class AttrReader {
     }
     if (out.size() != rank) {
       Fail("expected `" + std::string(name) + "` to have " + std::to_string(rank) +
-           " elements (2-D convolution), got " + std::to_string(out.size()) + " in '" + *v +
-           "'");
+           " elements (2-D convolution), got " + std::to_string(out.size()) + " in '" + *v + "'");
       return std::vector<int64_t>(rank, def);
     }
     for (int64_t x : out) {

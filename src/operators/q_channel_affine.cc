@@ -101,8 +101,8 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, InputName)) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[0].shape, &batch, &channels, &inner);
-    ChannelAffine(F((*inputs)[0]), batch, channels, inner, F((*inputs)[1]), F((*inputs)[2]),
-                  relu, F((*outputs)[0]), DefaultThreads());
+    ChannelAffine(F((*inputs)[0]), batch, channels, inner, F((*inputs)[1]), F((*inputs)[2]), relu,
+                  F((*outputs)[0]), DefaultThreads());
     return MX_SUCCESS;
   });
 }
@@ -115,8 +115,8 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     if (!Parse(attrs, &relu) || !InputsOnCpu(kOp, *inputs, 3, InputName)) return MX_FAIL;
     int64_t batch, channels, inner;
     Dims((*inputs)[1].shape, &batch, &channels, &inner);
-    ChannelAffineBackward(F((*inputs)[0]), F((*inputs)[1]), F((*inputs)[4]), batch, channels,
-                          inner, F((*inputs)[2]), relu, F((*outputs)[0]), F((*outputs)[1]),
+    ChannelAffineBackward(F((*inputs)[0]), F((*inputs)[1]), F((*inputs)[4]), batch, channels, inner,
+                          F((*inputs)[2]), relu, F((*outputs)[0]), F((*outputs)[1]),
                           F((*outputs)[2]), DefaultThreads());
     return MX_SUCCESS;
   });

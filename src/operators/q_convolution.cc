@@ -92,10 +92,28 @@ struct QConvAttrs {
 bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error, bool check_known) {
   AttrReader r(kOp, attrs);
   if (check_known) {
-    r.CheckKnown({"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
-                "layout", "act_bit", "weight_bit", "binarized_weights_only", "scaling_factor",
-                "pad_value", "grad_cancel", "input_affine", "residual", "in_packed",
-                "in_channels", "out_packed", "workspace", "cudnn_tune", "cudnn_off"});
+    r.CheckKnown({"kernel",
+                  "stride",
+                  "dilate",
+                  "pad",
+                  "num_filter",
+                  "num_group",
+                  "no_bias",
+                  "layout",
+                  "act_bit",
+                  "weight_bit",
+                  "binarized_weights_only",
+                  "scaling_factor",
+                  "pad_value",
+                  "grad_cancel",
+                  "input_affine",
+                  "residual",
+                  "in_packed",
+                  "in_channels",
+                  "out_packed",
+                  "workspace",
+                  "cudnn_tune",
+                  "cudnn_off"});
   }
   a->kernel = r.Tuple("kernel", 2, 1, false, /*required=*/true);
   a->stride = r.Tuple("stride", 2, 1, false);
@@ -118,7 +136,8 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error, bool chec
   if (r.ok() && (a->in_packed || a->out_packed)) {
     const char* which = a->in_packed ? "in_packed=True" : "out_packed=True";
     if (!a->packed || !a->binary() || a->num_group != 1) {
-      r.Fail(std::string(which) + " needs binarized_weights_only=True, act_bit=1, weight_bit=1 "
+      r.Fail(std::string(which) +
+             " needs binarized_weights_only=True, act_bit=1, weight_bit=1 "
              "and num_group=1 (packed activations between converted binary layers)");
     } else if (a->in_packed && a->input_affine) {
       r.Fail("in_packed=True takes no input_affine (the bits already are the signs)");
@@ -131,9 +150,10 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error, bool chec
            std::to_string(a->act_bit));
   }
   if (r.ok() && a->residual && !a->binary()) {
-    r.Fail("residual=True needs act_bit=1 and weight_bit=1 (the fused xnor epilogue), got "
-           "act_bit=" + std::to_string(a->act_bit) + ", weight_bit=" +
-           std::to_string(a->weight_bit));
+    r.Fail(
+        "residual=True needs act_bit=1 and weight_bit=1 (the fused xnor epilogue), got "
+        "act_bit=" +
+        std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
   }
   if (const std::string* layout = r.Find("layout")) {
     const std::string l = Trim(*layout);
@@ -219,7 +239,7 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
       } else if (t != want) {
         MX_ERROR_MSG << kOp << ": expected input `" << InputName(a, i) << "` to have dtype "
                      << DtypeName(want)
-                     << (i == 1 && a.packed ? " (packed words, binarized_weights_only=True)"
+                     << (i == 1 && a.packed      ? " (packed words, binarized_weights_only=True)"
                          : i == 0 && a.in_packed ? " (packed sign words, in_packed=True)"
                                                  : "")
                      << ", got " << DtypeName(t);
@@ -380,8 +400,8 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const MXTensor& xt = (*inputs)[0];
     const MXTensor& wt = (*inputs)[1];
     const float* x = a.in_packed ? nullptr : static_cast<const float*>(xt.data_ptr);
-    const float* bias =
-        a.bias_index() >= 0 ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
+    const float* bias = a.bias_index() >= 0
+                            ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
                             : nullptr;
     float* out = a.out_packed ? nullptr : static_cast<float*>((*outputs)[0].data_ptr);
     std::vector<float> alpha_buf;
@@ -421,9 +441,8 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       args.bias = bias;
       args.in_scale = in_scale;
       args.in_shift = in_shift;
-      args.residual = a.residual
-                          ? static_cast<const float*>((*inputs)[a.residual_index()].data_ptr)
-                          : nullptr;
+      args.residual =
+          a.residual ? static_cast<const float*>((*inputs)[a.residual_index()].data_ptr) : nullptr;
       args.out = out;
       if (a.in_packed) args.x_bits = static_cast<const uint64_t*>(xt.data_ptr);
       if (a.out_packed) {
@@ -555,8 +574,9 @@ bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data,
   QConvAttrs a;
   if (!Parse(attrs, &a)) return false;
   if (a.residual || a.in_packed || a.out_packed) {  // CPU-only inference features
-    MX_ERROR_MSG << kOp << " (gpu): residual / in_packed / out_packed are not supported on gpu; "
-                 << "fold with binmx.fold(..., fuse_residual=False, pack_activations=False), or run on cpu";
+    MX_ERROR_MSG
+        << kOp << " (gpu): residual / in_packed / out_packed are not supported on gpu; "
+        << "fold with binmx.fold(..., fuse_residual=False, pack_activations=False), or run on cpu";
     return false;
   }
   if (in.size() <= data || in[data].shape.size() != 4) {

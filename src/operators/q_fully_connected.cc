@@ -161,7 +161,6 @@ MXReturnValue InferTypeFn(const Attrs& attrs, std::vector<int>* in_types,
   });
 }
 
-
 MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
                            std::vector<std::vector<unsigned int>>* out_shapes) {
   ResetErrorMessages();
@@ -223,7 +222,8 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     if (a.bias_index() >= 0 && !MatchShape(kOp, "bias", {h}, &(*in_shapes)[a.bias_index()], "")) {
       return MX_FAIL;
     }
-    if (a.alpha_index() >= 0 && !MatchShape(kOp, "alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
+    if (a.alpha_index() >= 0 &&
+        !MatchShape(kOp, "alpha", {h}, &(*in_shapes)[a.alpha_index()], "")) {
       return MX_FAIL;
     }
     if (a.input_affine) {
@@ -265,8 +265,8 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     CheckDenseSizes(rows, depth, hid);
     const float* x = static_cast<const float*>((*inputs)[0].data_ptr);
     const MXTensor& wt = (*inputs)[1];
-    const float* bias =
-        a.bias_index() >= 0 ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
+    const float* bias = a.bias_index() >= 0
+                            ? static_cast<const float*>((*inputs)[a.bias_index()].data_ptr)
                             : nullptr;
     float* out = static_cast<float*>((*outputs)[0].data_ptr);
     std::vector<float> alpha_buf;
@@ -317,16 +317,15 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
           xa[m * depth + d] = prod + in_shift[d] < 0.0f ? -1.0f : 1.0f;
         }
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit,
-                     wq.data());
-      FloatDenseForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, rows, depth,
-                        hid, DefaultThreads());
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit, wq.data());
+      FloatDenseForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, rows, depth, hid,
+                        DefaultThreads());
     } else if (KbitPathFor(a.act_bit, a.weight_bit, depth) != KbitPath::kNone) {
       // k-bit with an integer kernel (kbit.h): exact integer levels, one final rounding.
       const GemmConfig config = DefaultGemmConfig();
       thread_local KbitWeights kbit_w;
-      PrepareKbitDense(static_cast<const float*>(wt.data_ptr), depth, hid, a.act_bit,
-                       a.weight_bit, config.isa, &kbit_w);
+      PrepareKbitDense(static_cast<const float*>(wt.data_ptr), depth, hid, a.act_bit, a.weight_bit,
+                       config.isa, &kbit_w);
       KbitArgs args;
       args.x = x;
       args.alpha = alpha;
@@ -342,8 +341,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         QuantizeAct(x, rows * depth, a.act_bit, xq.data());
         xin = xq.data();
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit,
-                     wq.data());
+      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit, wq.data());
       FloatDenseForward(xin, a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone, wq.data(),
                         alpha, bias, out, rows, depth, hid, DefaultThreads());
     }
@@ -380,8 +378,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       QuantizeAct(x, rows * depth, a.act_bit, xq.data());
       xin = xq.data();
     }
-    const float* w_float =
-        a.packed ? nullptr : static_cast<const float*>(fwd_in[1].data_ptr);
+    const float* w_float = a.packed ? nullptr : static_cast<const float*>(fwd_in[1].data_ptr);
     // 1-bit float weights without scaling: FloatDenseBackward applies sgn to W block by block
     // itself, so Qw(W) is never made whole here.
     const bool sign_in_gemm = !a.packed && !a.scaling && a.weight_bit == 1;
@@ -398,8 +395,8 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     const int alpha_at = a.alpha_index();
     WeightGradChain chain(
         a.packed, a.scaling, w_float,
-        alpha_at >= 0 ? static_cast<const float*>(fwd_in[alpha_at].data_ptr) : nullptr, hid,
-        depth, &(*outputs)[1],
+        alpha_at >= 0 ? static_cast<const float*>(fwd_in[alpha_at].data_ptr) : nullptr, hid, depth,
+        &(*outputs)[1],
         alpha_at >= 0 ? static_cast<float*>((*outputs)[alpha_at].data_ptr) : nullptr);
     // dx = dy (alpha * Wq) * mask;  G = dy^T Qa(x)  (OpenBLAS).
     float* dx = static_cast<float*>((*outputs)[0].data_ptr);
@@ -408,8 +405,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
                        depth, hid, threads, sign_in_gemm ? InputQuant::kSign : InputQuant::kNone);
     chain.Finish(wq.data());
     if (a.bias_index() >= 0) {
-      BiasGrad(dy, rows, hid, 1, static_cast<float*>((*outputs)[a.bias_index()].data_ptr),
-               threads);
+      BiasGrad(dy, rows, hid, 1, static_cast<float*>((*outputs)[a.bias_index()].data_ptr), threads);
     }
     return MX_SUCCESS;
   });

@@ -5,8 +5,9 @@
  * its reorder of an array that a oneDNN operator left in a blocked layout to NCHW is slow
  * (0.34 ms for 64x56x56, 4.2 ms for 64x112x112, 1 thread;
  * benchmarks/investigations/bench_reorder.py), while its `transpose(axes=(0, 2, 3, 1))` of the
- * same array to plain NHWC is a fast oneDNN reorder (0.056 / 0.31 ms). binmx.fold (pass 9) therefore hands binmx's convolutions a oneDNN output
- * as transpose-to-NHWC followed by this operator. Backward: dx = dy transposed back to NHWC.
+ * same array to plain NHWC is a fast oneDNN reorder (0.056 / 0.31 ms). binmx.fold (pass 9)
+ * therefore hands binmx's convolutions a oneDNN output as transpose-to-NHWC followed by this
+ * operator. Backward: dx = dy transposed back to NHWC.
  */
 #include <string>
 #include <vector>

@@ -75,9 +75,8 @@ bool CheckGpuInputs(const char* op, const std::vector<MXTensor>& in, size_t firs
   const int dev = in[first].ctx.dev_id;
   for (size_t i = first; i < first + count; ++i) {
     if (in[i].ctx.dev_type != "gpu" || in[i].ctx.dev_id != dev) {
-      MX_ERROR_MSG << op << " (gpu): input " << i - first << " is on " << in[i].ctx.dev_type
-                   << "(" << in[i].ctx.dev_id << "), expected every input on gpu(" << dev
-                   << ")";
+      MX_ERROR_MSG << op << " (gpu): input " << i - first << " is on " << in[i].ctx.dev_type << "("
+                   << in[i].ctx.dev_id << "), expected every input on gpu(" << dev << ")";
       return false;
     }
   }
@@ -118,7 +117,7 @@ constexpr const char* kAct = "QActivation";
 // ---- QConvolution ----------------------------------------------------------------------------
 
 MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
-                          std::vector<MXTensor>* outputs, const OpResource& res) {
+                              std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!GpuLayoutMatches(kConv, s) || !CheckGpuInputs(kConv, *inputs, 0, s.num_inputs)) {
     return MX_FAIL;
   }
@@ -171,17 +170,17 @@ MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* input
     }
     if (s.input_affine) {
       uint64_t* xp = arena.At<uint64_t>(o_ws);
-      BINMX_GPU_CALL(kConv, binmx_cuda_pack_nchw_affine(
-                                x, p.batch, p.channels, p.in_h, p.in_w, p.groups,
-                                Ptr<float>(in, s.in_scale_index), Ptr<float>(in, s.in_shift_index),
-                                xp, stream));
-      BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d_packed_ws(
-                                &cp, xp, wp, alpha, bias, out, arena.At<void>(o_pws), pws_bytes,
-                                BINMX_CUDA_ALGO_AUTO, stream));
+      BINMX_GPU_CALL(kConv,
+                     binmx_cuda_pack_nchw_affine(x, p.batch, p.channels, p.in_h, p.in_w, p.groups,
+                                                 Ptr<float>(in, s.in_scale_index),
+                                                 Ptr<float>(in, s.in_shift_index), xp, stream));
+      BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d_packed_ws(&cp, xp, wp, alpha, bias, out,
+                                                               arena.At<void>(o_pws), pws_bytes,
+                                                               BINMX_CUDA_ALGO_AUTO, stream));
     } else {
-      BINMX_GPU_CALL(kConv, binmx_cuda_binary_conv2d(&cp, x, wp, alpha, bias, out,
-                                                     arena.At<void>(o_ws), ws_bytes,
-                                                     BINMX_CUDA_ALGO_AUTO, stream));
+      BINMX_GPU_CALL(kConv,
+                     binmx_cuda_binary_conv2d(&cp, x, wp, alpha, bias, out, arena.At<void>(o_ws),
+                                              ws_bytes, BINMX_CUDA_ALGO_AUTO, stream));
     }
     return MX_SUCCESS;
   }
@@ -210,7 +209,7 @@ MXReturnValue QConvForwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* input
 
 // inputs: dy, data, weight, [bias], [alpha], out;  outputs: dx, dweight, [dbias], [dalpha].
 MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inputs,
-                           std::vector<MXTensor>* outputs, const OpResource& res) {
+                               std::vector<MXTensor>* outputs, const OpResource& res) {
   if (s.input_affine) {
     MX_ERROR_MSG << kConv << ": input_affine=True is an inference feature (folded BatchNorm); "
                  << "it has no backward. Train with BatchNorm + QConvolution, then fold.";
@@ -253,15 +252,14 @@ MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inpu
   float* wq = arena.At<float>(o_wq);
   const float* w_float = nullptr;
   if (s.packed) {
-    BINMX_GPU_CALL(kConv, binmx_cuda_unpack_conv_weight(Ptr<uint64_t>(fwd, 1), f_all,
-                                                        p.GroupChannels(), p.kernel_h,
-                                                        p.kernel_w, wq, stream));
+    BINMX_GPU_CALL(kConv,
+                   binmx_cuda_unpack_conv_weight(Ptr<uint64_t>(fwd, 1), f_all, p.GroupChannels(),
+                                                 p.kernel_h, p.kernel_w, wq, stream));
   } else {
     w_float = Ptr<float>(fwd, 1);
-    BINMX_GPU_CALL(kConv, binmx_cuda_quantize_weight(w_float, f_all * fsize, s.weight_bit, wq,
-                                                     arena.At<void>(o_qws),
-                                                     binmx_cuda_quantize_weight_workspace(),
-                                                     stream));
+    BINMX_GPU_CALL(kConv, binmx_cuda_quantize_weight(
+                              w_float, f_all * fsize, s.weight_bit, wq, arena.At<void>(o_qws),
+                              binmx_cuda_quantize_weight_workspace(), stream));
   }
   const float* alpha = s.scaling ? Ptr<float>(fwd, s.alpha_index) : nullptr;
   if (own_alpha) {
@@ -286,8 +284,8 @@ MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inpu
                             &cp, xin, quant, w_for_dx, dy, s.act_bit < 32 ? x : nullptr,
                             s.grad_cancel, dx, g_out, arena.At<void>(o_ws), ws_bytes, stream));
   if (s.packed) {
-    BINMX_GPU_CALL(kConv, binmx_cuda_fill_zero(out[1].data_ptr, sizeof(int64_t) * out[1].size(),
-                                               stream));
+    BINMX_GPU_CALL(kConv,
+                   binmx_cuda_fill_zero(out[1].data_ptr, sizeof(int64_t) * out[1].size(), stream));
     if (s.scaling) {
       BINMX_GPU_CALL(kConv, binmx_cuda_finish_weight_grad(
                                 g_out, nullptr, wq, alpha, f_all, fsize, nullptr,
@@ -299,9 +297,9 @@ MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inpu
                                                         nullptr, stream));
   }
   if (s.bias_index >= 0) {
-    BINMX_GPU_CALL(kConv, binmx_cuda_bias_grad(dy, p.batch, f_all, ohw,
-                                               static_cast<float*>(out[s.bias_index].data_ptr),
-                                               stream));
+    BINMX_GPU_CALL(kConv,
+                   binmx_cuda_bias_grad(dy, p.batch, f_all, ohw,
+                                        static_cast<float*>(out[s.bias_index].data_ptr), stream));
   }
   return MX_SUCCESS;
 }
@@ -309,7 +307,7 @@ MXReturnValue QConvBackwardGpu(const GpuConvSpec& s, std::vector<MXTensor>* inpu
 // ---- QFullyConnected -------------------------------------------------------------------------
 
 MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
-                        std::vector<MXTensor>* outputs, const OpResource& res) {
+                            std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!GpuLayoutMatches(kFc, s) || !CheckGpuInputs(kFc, *inputs, 0, s.num_inputs)) {
     return MX_FAIL;
   }
@@ -346,19 +344,17 @@ MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
     const uint64_t* wp = Ptr<uint64_t>(in, 1);
     if (!s.packed) {
       uint64_t* packed = arena.At<uint64_t>(o_wp);
-      BINMX_GPU_CALL(kFc, binmx_cuda_pack_rows(Ptr<float>(in, 1), hid, depth, depth, packed,
-                                               stream));
+      BINMX_GPU_CALL(kFc,
+                     binmx_cuda_pack_rows(Ptr<float>(in, 1), hid, depth, depth, packed, stream));
       wp = packed;
     }
     if (s.input_affine) {
       uint64_t* xp = arena.At<uint64_t>(o_ws);
-      BINMX_GPU_CALL(kFc, binmx_cuda_pack_rows_affine(x, rows, depth, depth,
-                                                      Ptr<float>(in, s.in_scale_index),
-                                                      Ptr<float>(in, s.in_shift_index), xp,
-                                                      stream));
-      BINMX_GPU_CALL(kFc, binmx_cuda_fully_connected_packed(xp, rows, depth, wp, hid, alpha,
-                                                            bias, out, BINMX_CUDA_ALGO_AUTO,
-                                                            stream));
+      BINMX_GPU_CALL(
+          kFc, binmx_cuda_pack_rows_affine(x, rows, depth, depth, Ptr<float>(in, s.in_scale_index),
+                                           Ptr<float>(in, s.in_shift_index), xp, stream));
+      BINMX_GPU_CALL(kFc, binmx_cuda_fully_connected_packed(xp, rows, depth, wp, hid, alpha, bias,
+                                                            out, BINMX_CUDA_ALGO_AUTO, stream));
     } else {
       BINMX_GPU_CALL(kFc, binmx_cuda_fully_connected(x, rows, depth, wp, hid, alpha, bias, out,
                                                      arena.At<void>(o_ws), ws_bytes,
@@ -370,9 +366,9 @@ MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
   int quant = s.act_bit == 1 ? BINMX_CUDA_QUANT_SIGN : BINMX_CUDA_QUANT_NONE;
   if (s.input_affine) {
     float* xa = arena.At<float>(o_xq);
-    BINMX_GPU_CALL(kFc, binmx_cuda_affine_sign(x, rows * depth, depth, 1,
-                                               Ptr<float>(in, s.in_scale_index),
-                                               Ptr<float>(in, s.in_shift_index), xa, stream));
+    BINMX_GPU_CALL(
+        kFc, binmx_cuda_affine_sign(x, rows * depth, depth, 1, Ptr<float>(in, s.in_scale_index),
+                                    Ptr<float>(in, s.in_shift_index), xa, stream));
     xin = xa;
     quant = BINMX_CUDA_QUANT_NONE;
   } else if (need_xq) {
@@ -390,7 +386,7 @@ MXReturnValue QFcForwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
 }
 
 MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
-                         std::vector<MXTensor>* outputs, const OpResource& res) {
+                             std::vector<MXTensor>* outputs, const OpResource& res) {
   if (s.input_affine) {
     MX_ERROR_MSG << kFc << ": input_affine=True is an inference feature (folded BatchNorm); "
                  << "it has no backward. Train with BatchNorm + QFullyConnected, then fold.";
@@ -427,14 +423,13 @@ MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
   float* wq = arena.At<float>(o_wq);
   const float* w_float = nullptr;
   if (s.packed) {  // a dense layer is a 1x1 convolution over a 1x1 image
-    BINMX_GPU_CALL(kFc, binmx_cuda_unpack_conv_weight(Ptr<uint64_t>(fwd, 1), hid, depth, 1, 1,
-                                                      wq, stream));
+    BINMX_GPU_CALL(
+        kFc, binmx_cuda_unpack_conv_weight(Ptr<uint64_t>(fwd, 1), hid, depth, 1, 1, wq, stream));
   } else {
     w_float = Ptr<float>(fwd, 1);
     BINMX_GPU_CALL(kFc, binmx_cuda_quantize_weight(w_float, hid * depth, s.weight_bit, wq,
                                                    arena.At<void>(o_qws),
-                                                   binmx_cuda_quantize_weight_workspace(),
-                                                   stream));
+                                                   binmx_cuda_quantize_weight_workspace(), stream));
   }
   const float* alpha = s.scaling ? Ptr<float>(fwd, s.alpha_index) : nullptr;
   if (own_alpha) {
@@ -455,26 +450,26 @@ MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
     BINMX_GPU_CALL(kFc, binmx_cuda_scale_rows(wq, alpha, hid, depth, wdx, stream));
     w_for_dx = wdx;
   }
-  BINMX_GPU_CALL(kFc, binmx_cuda_float_dense_backward(xin, quant, w_for_dx, dy,
-                                                      s.act_bit < 32 ? x : nullptr, s.grad_cancel,
-                                                      dx, g_out, rows, depth, hid, stream));
+  BINMX_GPU_CALL(
+      kFc, binmx_cuda_float_dense_backward(xin, quant, w_for_dx, dy, s.act_bit < 32 ? x : nullptr,
+                                           s.grad_cancel, dx, g_out, rows, depth, hid, stream));
   if (s.packed) {
-    BINMX_GPU_CALL(kFc, binmx_cuda_fill_zero(out[1].data_ptr, sizeof(int64_t) * out[1].size(),
-                                             stream));
+    BINMX_GPU_CALL(kFc,
+                   binmx_cuda_fill_zero(out[1].data_ptr, sizeof(int64_t) * out[1].size(), stream));
     if (s.scaling) {
       BINMX_GPU_CALL(kFc, binmx_cuda_finish_weight_grad(
                               g_out, nullptr, wq, alpha, hid, depth, nullptr,
                               static_cast<float*>(out[s.alpha_index].data_ptr), stream));
     }
   } else if (alpha != nullptr) {
-    BINMX_GPU_CALL(kFc, binmx_cuda_finish_weight_grad(g_out, w_float, wq, alpha, hid, depth,
-                                                      static_cast<float*>(out[1].data_ptr),
-                                                      nullptr, stream));
+    BINMX_GPU_CALL(
+        kFc, binmx_cuda_finish_weight_grad(g_out, w_float, wq, alpha, hid, depth,
+                                           static_cast<float*>(out[1].data_ptr), nullptr, stream));
   }
   if (s.bias_index >= 0) {
-    BINMX_GPU_CALL(kFc, binmx_cuda_bias_grad(dy, rows, hid, 1,
-                                             static_cast<float*>(out[s.bias_index].data_ptr),
-                                             stream));
+    BINMX_GPU_CALL(
+        kFc, binmx_cuda_bias_grad(dy, rows, hid, 1, static_cast<float*>(out[s.bias_index].data_ptr),
+                                  stream));
   }
   return MX_SUCCESS;
 }
@@ -482,7 +477,7 @@ MXReturnValue QFcBackwardGpu(const GpuFcSpec& s, std::vector<MXTensor>* inputs,
 // ---- QActivation -----------------------------------------------------------------------------
 
 MXReturnValue QActForwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
-                         std::vector<MXTensor>* outputs, const OpResource& res) {
+                             std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!CheckGpuInputs(kAct, *inputs, 0, 1)) return MX_FAIL;
   const int64_t n = (*inputs)[0].size();
   // backward_only: the identity (quantize_act with 32 bits is a copy).
@@ -495,7 +490,7 @@ MXReturnValue QActForwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
 
 // inputs: dy, x, y;  outputs: dx.
 MXReturnValue QActBackwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs,
-                          std::vector<MXTensor>* outputs, const OpResource& res) {
+                              std::vector<MXTensor>* outputs, const OpResource& res) {
   if (!CheckGpuInputs(kAct, *inputs, 0, 2)) return MX_FAIL;
   const float* dy = Ptr<float>(*inputs, 0);
   const float* x = Ptr<float>(*inputs, 1);
@@ -511,8 +506,8 @@ MXReturnValue QActBackwardGpu(const GpuActSpec& s, std::vector<MXTensor>* inputs
 }
 
 bool GpuLayoutMatches(const char* op, const GpuLayerSpec& s) {
-  const int want = 2 + (s.no_bias ? 0 : 1) + (s.packed && s.scaling ? 1 : 0) +
-                   (s.input_affine ? 2 : 0);
+  const int want =
+      2 + (s.no_bias ? 0 : 1) + (s.packed && s.scaling ? 1 : 0) + (s.input_affine ? 2 : 0);
   if (s.num_inputs != want) {
     MX_ERROR_MSG << op << " (gpu): these attributes give " << s.num_inputs
                  << " inputs; the gpu path implements data, weight, [bias], [alpha], "

@@ -30,8 +30,7 @@ struct GpuLayerSpec {
   int act_bit = 1, weight_bit = 1;
   bool no_bias = false, packed = false, scaling = false, input_affine = false;
   float grad_cancel = 1.0f;
-  int num_inputs = 2, bias_index = -1, alpha_index = -1, in_scale_index = -1,
-      in_shift_index = -1;
+  int num_inputs = 2, bias_index = -1, alpha_index = -1, in_scale_index = -1, in_shift_index = -1;
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
 };
 

@@ -52,7 +52,11 @@ class WeightGradChain {
   // gradient (packed with scaling, else nullptr).
   WeightGradChain(bool packed, bool scaling, const float* w_float, const float* alpha_input,
                   int64_t rows, int64_t size, mxnet::ext::MXTensor* dweight, float* dalpha)
-      : packed_(packed), w_float_(w_float), rows_(rows), size_(size), dweight_(dweight),
+      : packed_(packed),
+        w_float_(w_float),
+        rows_(rows),
+        size_(size),
+        dweight_(dweight),
         dalpha_(dalpha) {
     if (scaling) {
       if (packed) {

@@ -94,8 +94,8 @@ py::array_t<int32_t> XnorGemm(const I64Array& a, const I64Array& b, int64_t k,
   {
     py::gil_scoped_release release;
     binmx::XnorGemm(reinterpret_cast<const uint64_t*>(a.data()),
-                    reinterpret_cast<const uint64_t*>(b.data()), m, n, words, k,
-                    c.mutable_data(), n, config);
+                    reinterpret_cast<const uint64_t*>(b.data()), m, n, words, k, c.mutable_data(),
+                    n, config);
   }
   return c;
 }
@@ -183,10 +183,10 @@ binmx::Conv2dParams ConvParams(int64_t batch, int64_t channels, int64_t h, int64
 py::array BinaryConv2d(const I64Array& w_packed, const std::vector<int64_t>& stride,
                        const std::vector<int64_t>& pad, const std::vector<int64_t>& dilate,
                        const std::optional<F32Array>& x, const std::optional<I64Array>& x_bits,
-                       int64_t channels, int64_t groups, int pad_value,
-                       const OptF32& alpha, const OptF32& bias, const OptF32& in_scale,
-                       const OptF32& in_shift, const OptF32& residual, const OptF32& out_scale,
-                       const OptF32& out_shift, const std::string& isa, int threads) {
+                       int64_t channels, int64_t groups, int pad_value, const OptF32& alpha,
+                       const OptF32& bias, const OptF32& in_scale, const OptF32& in_shift,
+                       const OptF32& residual, const OptF32& out_scale, const OptF32& out_shift,
+                       const std::string& isa, int threads) {
   if (x.has_value() == x_bits.has_value()) {
     throw py::value_error("exactly one of x and x_bits is required");
   }
@@ -315,7 +315,8 @@ PYBIND11_MODULE(_xnor, m) {
         py::arg("out").noconvert() = py::none());
   m.def("binary_conv2d", &BinaryConv2d, py::arg("w_packed").noconvert(), py::arg("stride"),
         py::arg("pad"), py::arg("dilate"), py::arg("x").noconvert() = py::none(),
-        py::arg("x_bits").noconvert() = py::none(), py::arg("channels") = 0, py::arg("groups") = 1, py::arg("pad_value") = 0, py::arg("alpha").noconvert() = py::none(),
+        py::arg("x_bits").noconvert() = py::none(), py::arg("channels") = 0, py::arg("groups") = 1,
+        py::arg("pad_value") = 0, py::arg("alpha").noconvert() = py::none(),
         py::arg("bias").noconvert() = py::none(), py::arg("in_scale").noconvert() = py::none(),
         py::arg("in_shift").noconvert() = py::none(), py::arg("residual").noconvert() = py::none(),
         py::arg("out_scale").noconvert() = py::none(),

@@ -77,8 +77,7 @@ BINMX_RT_API int binmx_model_layer(const binmx_model* model, int index, const ch
                                    int64_t* binary_macs, int64_t* float_macs);
 /* Runs once untimed, then `repeat` times; ms_out[i] = median ms of layer i. */
 BINMX_RT_API int binmx_model_profile(const binmx_model* model, const float* input,
-                                     int64_t input_len, int repeat, double* ms_out,
-                                     int num_layers);
+                                     int64_t input_len, int repeat, double* ms_out, int num_layers);
 
 #ifdef __cplusplus
 }

@@ -78,7 +78,8 @@ int binmx_model_load(const char* prefix, int epoch, const int64_t* input_shape, 
   if (out == nullptr) return SetError("out is null");
   *out = nullptr;
   if (prefix == nullptr) return SetError("prefix is null");
-  if (epoch < 0 || epoch > 9999) return SetError("epoch must be in [0, 9999], got " + std::to_string(epoch));
+  if (epoch < 0 || epoch > 9999)
+    return SetError("epoch must be in [0, 9999], got " + std::to_string(epoch));
   char suffix[32];
   std::snprintf(suffix, sizeof(suffix), "-%04d.params", epoch);
   const std::string p(prefix);

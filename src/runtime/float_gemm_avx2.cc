@@ -123,12 +123,24 @@ void Panel(const PanelArgs& p) {
     const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
     float* c = p.c + m0 * p.ldc;
     switch (rows) {
-      case 1: Tile<1>(a, p, bias_rows, c); break;
-      case 2: Tile<2>(a, p, bias_rows, c); break;
-      case 3: Tile<3>(a, p, bias_rows, c); break;
-      case 4: Tile<4>(a, p, bias_rows, c); break;
-      case 5: Tile<5>(a, p, bias_rows, c); break;
-      default: Tile<6>(a, p, bias_rows, c); break;
+      case 1:
+        Tile<1>(a, p, bias_rows, c);
+        break;
+      case 2:
+        Tile<2>(a, p, bias_rows, c);
+        break;
+      case 3:
+        Tile<3>(a, p, bias_rows, c);
+        break;
+      case 4:
+        Tile<4>(a, p, bias_rows, c);
+        break;
+      case 5:
+        Tile<5>(a, p, bias_rows, c);
+        break;
+      default:
+        Tile<6>(a, p, bias_rows, c);
+        break;
     }
   }
 }
@@ -275,8 +287,8 @@ void DirectRow(const DirectRowArgs& a) {
   }
 }
 
-void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
-             int64_t out_w, float* out) {
+void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w, int64_t out_w,
+             float* out) {
   for (int64_t px = 0; px < out_w; ++px) {
     const float* t = tmp + px * stride_w * channels;
     float* o = out + px * channels;
@@ -304,8 +316,8 @@ inline void Transpose8(__m256 r[8]) {
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // r_i2 r_j2 r_i3 r_j3 | r_i6 ...
   }
   for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);      // columns 0 (and 4)
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);  // columns 1 (and 5)
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);          // columns 0 (and 4)
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);      // columns 1 (and 5)
     u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);  // columns 2 (and 6)
     u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);  // columns 3 (and 7)
   }

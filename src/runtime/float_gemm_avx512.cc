@@ -118,20 +118,48 @@ void Panel(const PanelArgs& p) {
     const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
     float* c = p.c + m0 * p.ldc;
     switch (rows) {
-      case 1: Tile<1>(a, p, bias_rows, c); break;
-      case 2: Tile<2>(a, p, bias_rows, c); break;
-      case 3: Tile<3>(a, p, bias_rows, c); break;
-      case 4: Tile<4>(a, p, bias_rows, c); break;
-      case 5: Tile<5>(a, p, bias_rows, c); break;
-      case 6: Tile<6>(a, p, bias_rows, c); break;
-      case 7: Tile<7>(a, p, bias_rows, c); break;
-      case 8: Tile<8>(a, p, bias_rows, c); break;
-      case 9: Tile<9>(a, p, bias_rows, c); break;
-      case 10: Tile<10>(a, p, bias_rows, c); break;
-      case 11: Tile<11>(a, p, bias_rows, c); break;
-      case 12: Tile<12>(a, p, bias_rows, c); break;
-      case 13: Tile<13>(a, p, bias_rows, c); break;
-      default: Tile<14>(a, p, bias_rows, c); break;
+      case 1:
+        Tile<1>(a, p, bias_rows, c);
+        break;
+      case 2:
+        Tile<2>(a, p, bias_rows, c);
+        break;
+      case 3:
+        Tile<3>(a, p, bias_rows, c);
+        break;
+      case 4:
+        Tile<4>(a, p, bias_rows, c);
+        break;
+      case 5:
+        Tile<5>(a, p, bias_rows, c);
+        break;
+      case 6:
+        Tile<6>(a, p, bias_rows, c);
+        break;
+      case 7:
+        Tile<7>(a, p, bias_rows, c);
+        break;
+      case 8:
+        Tile<8>(a, p, bias_rows, c);
+        break;
+      case 9:
+        Tile<9>(a, p, bias_rows, c);
+        break;
+      case 10:
+        Tile<10>(a, p, bias_rows, c);
+        break;
+      case 11:
+        Tile<11>(a, p, bias_rows, c);
+        break;
+      case 12:
+        Tile<12>(a, p, bias_rows, c);
+        break;
+      case 13:
+        Tile<13>(a, p, bias_rows, c);
+        break;
+      default:
+        Tile<14>(a, p, bias_rows, c);
+        break;
     }
   }
 }
@@ -152,10 +180,10 @@ struct Ops {
         ph[0][u] = _mm512_maskz_loadu_ps(Lanes(lo - 16 * u, hi - 16 * u), src + 16 * u);
       }
     } else {
-      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
-                                            4, 2, 0);
-      const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
-                                           3, 1);
+      const __m512i even =
+          _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i odd =
+          _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
       for (int u = 0; u < 3; ++u) {
         const int64_t e = 32 * u;
         const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo - e, hi - e), src + e);
@@ -195,10 +223,10 @@ struct Ops {
         _mm512_storeu_ps(ph + t, _mm512_maskz_loadu_ps(Lanes(lo - t, hi - t), src + t));
       }
     } else if (stride == 2) {
-      const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6,
-                                            4, 2, 0);
-      const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5,
-                                           3, 1);
+      const __m512i even =
+          _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i odd =
+          _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
       for (int64_t t = 0; t < count; t += 16) {
         const int64_t e = 2 * t;
         const __m512 c0 = _mm512_maskz_loadu_ps(Lanes(lo - e, hi - e), src + e);
@@ -244,8 +272,7 @@ void PoolRow(const PoolRowArgs& a) {
     }
     _mm512_mask_storeu_ps(mid + x, m, v);
   }
-  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2,
-                                        0);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   for (int64_t px = 0; px < a.out_w; px += 16) {
     const float* t = a.tmp + px * a.stride_w;
     __m512 v;
@@ -334,8 +361,8 @@ void DirectRow(const DirectRowArgs& a) {
   }
 }
 
-void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w,
-             int64_t out_w, float* out) {
+void HPoolCl(const float* tmp, int64_t channels, int64_t kernel_w, int64_t stride_w, int64_t out_w,
+             float* out) {
   for (int64_t px = 0; px < out_w; ++px) {
     const float* t = tmp + px * stride_w * channels;
     float* o = out + px * channels;

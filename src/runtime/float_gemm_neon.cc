@@ -70,12 +70,24 @@ void Panel(const PanelArgs& p) {
     const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
     float* c = p.c + m0 * p.ldc;
     switch (rows) {
-      case 1: Tile<1>(a, p, bias_rows, c); break;
-      case 2: Tile<2>(a, p, bias_rows, c); break;
-      case 3: Tile<3>(a, p, bias_rows, c); break;
-      case 4: Tile<4>(a, p, bias_rows, c); break;
-      case 5: Tile<5>(a, p, bias_rows, c); break;
-      default: Tile<6>(a, p, bias_rows, c); break;
+      case 1:
+        Tile<1>(a, p, bias_rows, c);
+        break;
+      case 2:
+        Tile<2>(a, p, bias_rows, c);
+        break;
+      case 3:
+        Tile<3>(a, p, bias_rows, c);
+        break;
+      case 4:
+        Tile<4>(a, p, bias_rows, c);
+        break;
+      case 5:
+        Tile<5>(a, p, bias_rows, c);
+        break;
+      default:
+        Tile<6>(a, p, bias_rows, c);
+        break;
     }
   }
 }
@@ -123,8 +135,8 @@ void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
   Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
-const FloatKernels kNeon = {"neon",  kNr,    kMaxMr,  &Panel,  &Im2col, &PoolRowScalar,
-                            0,       nullptr, nullptr, nullptr, nullptr};
+const FloatKernels kNeon = {"neon", kNr,     kMaxMr,  &Panel,  &Im2col, &PoolRowScalar,
+                            0,      nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 

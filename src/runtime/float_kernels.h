@@ -124,8 +124,8 @@ inline int64_t PoolTmpFloats(int64_t width, int64_t pad_w, int64_t kernel_w, int
 namespace {
 
 // Scalar strided copy with zeros outside [0, width).
-inline void CopyRowScalar(float* dst, const float* row, int64_t width, int64_t ix0,
-                          int64_t stride, int len) {
+inline void CopyRowScalar(float* dst, const float* row, int64_t width, int64_t ix0, int64_t stride,
+                          int len) {
   for (int t = 0; t < len; ++t) {
     const int64_t ix = ix0 + t * stride;
     dst[t] = (ix >= 0 && ix < width) ? row[ix] : 0.0f;

@@ -104,10 +104,18 @@ void PortablePanel(const PanelArgs& p) {
     const float* bias_rows = (p.bias != nullptr && !p.bias_per_col) ? p.bias + m0 : nullptr;
     float* c = p.c + m0 * p.ldc;
     switch (rows) {
-      case 1: PortableTile<1>(a, p, bias_rows, c); break;
-      case 2: PortableTile<2>(a, p, bias_rows, c); break;
-      case 3: PortableTile<3>(a, p, bias_rows, c); break;
-      default: PortableTile<4>(a, p, bias_rows, c); break;
+      case 1:
+        PortableTile<1>(a, p, bias_rows, c);
+        break;
+      case 2:
+        PortableTile<2>(a, p, bias_rows, c);
+        break;
+      case 3:
+        PortableTile<3>(a, p, bias_rows, c);
+        break;
+      default:
+        PortableTile<4>(a, p, bias_rows, c);
+        break;
     }
   }
 }
@@ -129,9 +137,9 @@ void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
   Im2colPanel<PortableOps>(a, q0, n, kPortableNr, col);
 }
 
-const FloatKernels kPortable = {"portable", kPortableNr, kPortableMr, &PortablePanel,
-                                &PortableIm2col, &PoolRowScalar, 0, nullptr, nullptr, nullptr,
-                                nullptr};
+const FloatKernels kPortable = {"portable",      kPortableNr,    kPortableMr, &PortablePanel,
+                                &PortableIm2col, &PoolRowScalar, 0,           nullptr,
+                                nullptr,         nullptr,        nullptr};
 
 // ---- helpers ----
 
@@ -288,13 +296,12 @@ int64_t FloatConvGeometry::OutW() const {
 
 // ---- FloatConv ----
 
-FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const float* bias,
-                     bool relu, const MaxPoolSpec* pool, Isa isa)
+FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const float* bias, bool relu,
+                     const MaxPoolSpec* pool, Isa isa)
     : g_(g), relu_(relu), has_pool_(pool != nullptr), kern_(Resolve(isa)) {
   auto positive = [](int64_t v, const char* name) {
     if (v <= 0 || v > kMaxElements) {
-      Fail(std::string("FloatConv: ") + name + " must be in [1, 2^40], got " +
-           std::to_string(v));
+      Fail(std::string("FloatConv: ") + name + " must be in [1, 2^40], got " + std::to_string(v));
     }
   };
   positive(g.batch, "batch");
@@ -315,8 +322,8 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
   }
   if (g.channels % g.groups != 0 || g.filters % g.groups != 0) {
     Fail("FloatConv: channels (" + std::to_string(g.channels) + ") and filters (" +
-         std::to_string(g.filters) + ") must be multiples of groups (" +
-         std::to_string(g.groups) + ")");
+         std::to_string(g.filters) + ") must be multiples of groups (" + std::to_string(g.groups) +
+         ")");
   }
   if (weight == nullptr) Fail("FloatConv: weight is null");
   out_h_ = g.OutH();
@@ -342,8 +349,8 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
   if (has_pool_) {
     pool_ = *pool;
     const MaxPoolSpec& p = pool_;
-    if (p.kernel_h <= 0 || p.kernel_w <= 0 || p.stride_h <= 0 || p.stride_w <= 0 ||
-        p.pad_h < 0 || p.pad_w < 0 || p.kernel_h > kMaxElements || p.kernel_w > kMaxElements ||
+    if (p.kernel_h <= 0 || p.kernel_w <= 0 || p.stride_h <= 0 || p.stride_w <= 0 || p.pad_h < 0 ||
+        p.pad_w < 0 || p.kernel_h > kMaxElements || p.kernel_w > kMaxElements ||
         p.stride_h > kMaxElements || p.stride_w > kMaxElements) {
       Fail("FloatConv: pool kernel and stride must be positive and pad >= 0, got kernel " +
            std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w) + ", stride " +
@@ -351,9 +358,11 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
            std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w));
     }
     if (p.pad_h >= p.kernel_h || p.pad_w >= p.kernel_w) {
-      Fail("FloatConv: pool pad must be smaller than the pool kernel (as MXNet requires), got "
-           "pad " + std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w) + ", kernel " +
-           std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w));
+      Fail(
+          "FloatConv: pool pad must be smaller than the pool kernel (as MXNet requires), got "
+          "pad " +
+          std::to_string(p.pad_h) + "x" + std::to_string(p.pad_w) + ", kernel " +
+          std::to_string(p.kernel_h) + "x" + std::to_string(p.kernel_w));
     }
     if (p.kernel_h > out_h_ + 2 * p.pad_h || p.kernel_w > out_w_ + 2 * p.pad_w) {
       Fail("FloatConv: pool kernel " + std::to_string(p.kernel_h) + "x" +
@@ -363,8 +372,7 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
     }
     pool_h_ = PoolOut(out_h_, p.kernel_h, p.stride_h, p.pad_h, p.full_convention);
     pool_w_ = PoolOut(out_w_, p.kernel_w, p.stride_w, p.pad_w, p.full_convention);
-    CheckElements(Mul(Mul(g.batch, g.filters, "output"), Mul(pool_h_, pool_w_, "output"),
-                      "output"),
+    CheckElements(Mul(Mul(g.batch, g.filters, "output"), Mul(pool_h_, pool_w_, "output"), "output"),
                   "the pooled output");
     buf_rows_ = std::min(p.kernel_h, out_h_);
     CheckElements(Mul(Mul(g.filters, buf_rows_, "pool buffer"), out_w_, "pool buffer"),
@@ -382,19 +390,19 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
     const int64_t px = kern_->direct_px;
     out_wr_ = (out_w_ + px - 1) / px * px;
     xp_h_ = g.in_h + 2 * g.pad_h;
-    xp_w_ = std::max(g.in_w + 2 * g.pad_w, (out_wr_ - 1) * g.stride_w +
-                                               (g.kernel_w - 1) * g.dilate_w + 1);
+    xp_w_ = std::max(g.in_w + 2 * g.pad_w,
+                     (out_wr_ - 1) * g.stride_w + (g.kernel_w - 1) * g.dilate_w + 1);
     shared_floats_ = RoundUp16(Mul(Mul(g.batch, g.channels, "padded input"),
                                    Mul(xp_h_, xp_w_, "padded input"), "padded input"));
     CheckElements(shared_floats_, "the padded input");
     // Per thread: without a pool, one conv row [out_wr][F]; with one, the conv row inside its
     // -FLT_MAX-padded pooling row (tmp), a ring of buf_rows_ x-pooled rows and the output row.
     if (has_pool_) {
-      const int64_t cells = std::max(pool_w_ * pool_.stride_w + pool_.kernel_w,
-                                     pool_.pad_w + out_wr_) + 1;
+      const int64_t cells =
+          std::max(pool_w_ * pool_.stride_w + pool_.kernel_w, pool_.pad_w + out_wr_) + 1;
       tmp_floats_ = RoundUp16(Mul(cells, g.filters, "pool buffer"));
-      buf_floats_ = RoundUp16(Mul(Mul(buf_rows_, pool_w_, "pool buffer"), g.filters,
-                                  "pool buffer"));
+      buf_floats_ =
+          RoundUp16(Mul(Mul(buf_rows_, pool_w_, "pool buffer"), g.filters, "pool buffer"));
       out_floats_ = RoundUp16(Mul(pool_w_, g.filters, "pool buffer"));
       CheckElements(buf_floats_ + tmp_floats_, "the pool buffers");
     } else {
@@ -412,9 +420,8 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
   } else {
     col_floats_ = direct_ ? 0 : RoundUp16(kg_ * kern_->nr);
     buf_floats_ = has_pool_ ? RoundUp16(g.filters * buf_rows_ * out_w_) : 0;
-    tmp_floats_ = has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w,
-                                            pool_w_)
-                            : 0;
+    tmp_floats_ =
+        has_pool_ ? PoolTmpFloats(out_w_, pool_.pad_w, pool_.kernel_w, pool_.stride_w, pool_w_) : 0;
     mr_ = TileRows(fg_, kern_->max_mr);
     wpack_.resize(static_cast<size_t>(g.filters * kg_));
     for (int64_t gr = 0; gr < g.groups; ++gr) {
@@ -461,9 +468,9 @@ void FloatConv::ComputeRows(const float* x, int64_t n, int64_t q0, int64_t count
         a.ldb = hw_in;
         a.b_full = cnt == nr;
       } else {
-        const Im2colArgs ia{xg,           cg_,          g_.in_h,      g_.in_w,    g_.kernel_h,
-                            g_.kernel_w,  g_.stride_h,  g_.stride_w,  g_.pad_h,   g_.pad_w,
-                            g_.dilate_h,  g_.dilate_w,  out_w_};
+        const Im2colArgs ia{xg,          cg_,         g_.in_h,     g_.in_w,  g_.kernel_h,
+                            g_.kernel_w, g_.stride_h, g_.stride_w, g_.pad_h, g_.pad_w,
+                            g_.dilate_h, g_.dilate_w, out_w_};
         kern_->im2col(ia, q0 + p0, cnt, col);
         a.b = col;
         a.ldb = nr;
@@ -511,8 +518,8 @@ void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) co
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n = t / panels;
         const int64_t q0 = (t - n * panels) * nr;
-        ComputeRows(x, n, q0, std::min<int64_t>(nr, ohw - q0),
-                    y + n * g_.filters * ohw + q0, ohw, col);
+        ComputeRows(x, n, q0, std::min<int64_t>(nr, ohw - q0), y + n * g_.filters * ohw + q0, ohw,
+                    col);
       }
     });
     return;
@@ -539,8 +546,8 @@ void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) co
       const int64_t start = py * p.stride_h - p.pad_h;
       const int64_t lo = std::max<int64_t>(start, 0);
       const int64_t hi = std::min<int64_t>(start + p.kernel_h, out_h_);
-      PoolRowArgs pa{buf, 0, out_w_, out_w_, p.kernel_w, p.stride_w, p.pad_w, pool_w_, tmp,
-                     nullptr};
+      PoolRowArgs pa{buf,        0,       out_w_,  out_w_, p.kernel_w,
+                     p.stride_w, p.pad_w, pool_w_, tmp,    nullptr};
       if (hi > lo) {
         if (lo >= buf_hi || lo < buf_lo) {
           buf_lo = buf_hi = lo;
@@ -657,8 +664,7 @@ void FloatConv::RunDirect(const float* x, float* y, float* base, int threads) co
       for (; done < hi; ++done) {
         DirectRow(xpad, n, done, mid);
         std::fill(mid + out_w_ * f, mid + out_wr_ * f, lowest);
-        kern_->hpool_cl(tmp, f, p.kernel_w, p.stride_w, pool_w_,
-                        ring + (done % buf_rows_) * hrow);
+        kern_->hpool_cl(tmp, f, p.kernel_w, p.stride_w, pool_w_, ring + (done % buf_rows_) * hrow);
       }
       if (hi > lo) {
         std::memcpy(out, ring + (lo % buf_rows_) * hrow, sizeof(float) * hrow);
@@ -679,8 +685,8 @@ FloatDense::FloatDense(int64_t depth, int64_t hidden, const float* weight, const
                        bool relu, Isa isa)
     : depth_(depth), hidden_(hidden), relu_(relu), kern_(Resolve(isa)) {
   if (depth <= 0 || hidden <= 0 || depth > kMaxElements || hidden > kMaxElements) {
-    Fail("FloatDense: depth and hidden must be in [1, 2^40], got depth " +
-         std::to_string(depth) + ", hidden " + std::to_string(hidden));
+    Fail("FloatDense: depth and hidden must be in [1, 2^40], got depth " + std::to_string(depth) +
+         ", hidden " + std::to_string(hidden));
   }
   if (weight == nullptr) Fail("FloatDense: weight is null");
   const int nr = kern_->nr;

@@ -43,8 +43,8 @@ namespace binmx {
 namespace rt {
 
 struct FloatConvGeometry {  // NCHW input, OIHW weight (F, C/groups, kh, kw), NCHW output
-  int64_t batch, channels, in_h, in_w, filters, kernel_h, kernel_w, stride_h = 1, stride_w = 1,
-      pad_h = 0, pad_w = 0, dilate_h = 1, dilate_w = 1, groups = 1;
+  int64_t batch, channels, in_h, in_w, filters, kernel_h, kernel_w,
+      stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilate_h = 1, dilate_w = 1, groups = 1;
   // MXNet Convolution: (in + 2 * pad - (dilate * (kernel - 1) + 1)) / stride + 1; 0 where that
   // is not a positive size (or a field is out of range).
   int64_t OutH() const;
@@ -73,7 +73,7 @@ class FloatConv {
   FloatConv(const FloatConvGeometry& g, const float* weight, const float* bias, bool relu,
             const MaxPoolSpec* pool, binmx::Isa isa);
   std::vector<int64_t> OutputShape() const;  // NCHW, after the pool
-  size_t ScratchBytes(int threads) const;     // scratch one Run needs (threads >= 1)
+  size_t ScratchBytes(int threads) const;    // scratch one Run needs (threads >= 1)
   // x: NCHW input, y: NCHW output (never aliasing x). const: several threads may Run at once
   // with their own scratch.
   void Run(const float* x, float* y, void* scratch, int threads) const;
@@ -101,13 +101,12 @@ class FloatConv {
   int mr_ = 0;
   bool direct_ = false;  // panels, 1x1 stride 1 unpadded: the input is the im2col matrix
   int64_t out_h_, out_w_, pool_h_ = 0, pool_w_ = 0;
-  int64_t cg_, fg_, kg_;   // channels and filters per group, K = cg * kh * kw
-  int64_t buf_rows_ = 0;   // conv rows the pool buffer holds
+  int64_t cg_, fg_, kg_;                      // channels and filters per group, K = cg * kh * kw
+  int64_t buf_rows_ = 0;                      // conv rows the pool buffer holds
   int64_t xp_h_ = 0, xp_w_ = 0, out_wr_ = 0;  // direct: padded input, out_w rounded up
   // Scratch: `shared_floats_` once (direct: the padded input), then per thread the parts below
   // (each a multiple of 16 floats).
-  int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0,
-          out_floats_ = 0;
+  int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0, out_floats_ = 0;
 };
 
 class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)

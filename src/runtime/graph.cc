@@ -58,8 +58,8 @@ bool SplitTuple(const std::string& text, std::vector<std::string>* items) {
   size_t start = 0;
   for (;;) {
     const size_t comma = t.find(',', start);
-    const std::string item = Trim(t.substr(start, comma == std::string::npos ? std::string::npos
-                                                                               : comma - start));
+    const std::string item =
+        Trim(t.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (item.empty()) {
       if (comma == std::string::npos && !items->empty()) return true;  // "(3,)"
       return false;
@@ -104,9 +104,11 @@ Graph ParseGraph(const std::string& json_text, const std::string& what) {
     Fail(what + ": not a symbol graph (no \"nodes\" list)");
   }
   const Json* heads = root.Find("heads");
-  if (heads == nullptr || !heads->IsArray()) Fail(what + ": not a symbol graph (no \"heads\" list)");
+  if (heads == nullptr || !heads->IsArray())
+    Fail(what + ": not a symbol graph (no \"heads\" list)");
   if (nodes->size() == 0) Fail(what + ": the graph has no nodes");
-  if (nodes->size() > 1000000) Fail(what + ": too many nodes (" + std::to_string(nodes->size()) + ")");
+  if (nodes->size() > 1000000)
+    Fail(what + ": too many nodes (" + std::to_string(nodes->size()) + ")");
   Graph g;
   g.nodes.resize(nodes->size());
   for (size_t i = 0; i < nodes->size(); ++i) {
@@ -142,11 +144,13 @@ Graph ParseGraph(const std::string& json_text, const std::string& what) {
         n.inputs.push_back(e);
       }
     }
-    if (n.op == "null" && !n.inputs.empty()) Fail(where + " ('" + n.name + "'): a variable with inputs");
+    if (n.op == "null" && !n.inputs.empty())
+      Fail(where + " ('" + n.name + "'): a variable with inputs");
   }
   if (heads->size() == 0) Fail(what + ": the graph has no outputs (\"heads\" is empty)");
   for (size_t k = 0; k < heads->size(); ++k) {
-    g.heads.push_back(ParseEdge(heads->at(k), g.nodes.size(), what + ": head " + std::to_string(k)));
+    g.heads.push_back(
+        ParseEdge(heads->at(k), g.nodes.size(), what + ": head " + std::to_string(k)));
   }
   return g;
 }
@@ -190,8 +194,8 @@ int64_t AttrReader::Int(const std::string& key, int64_t def, int64_t lo, int64_t
   int64_t x = 0;
   if (!ParseInt(*v, &x)) Fail(key, "expected an integer, got '" + *v + "'");
   if (x < lo || x > hi) {
-    Fail(key, "expected a value in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                  "], got " + std::to_string(x));
+    Fail(key, "expected a value in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                  std::to_string(x));
   }
   return x;
 }

@@ -46,7 +46,8 @@ struct AlignedBuffer {
 constexpr size_t kMaxSymbolBytes = size_t{16} << 20;
 
 int ResolveThreads(int threads) {
-  if (threads < 0) Fail("threads must be >= 1 (or 0 for the default), got " + std::to_string(threads));
+  if (threads < 0)
+    Fail("threads must be >= 1 (or 0 for the default), got " + std::to_string(threads));
   if (threads > 256) Fail("threads must be at most 256, got " + std::to_string(threads));
   if (threads == 0) threads = DefaultThreads();
   return std::max(1, std::min(threads, 256));
@@ -191,7 +192,8 @@ void Model::Impl::Build(const Graph& g, std::map<std::string, Tensor>& params,
   }
   output_value = pl.NodeValue(head.node);
   if (output_value < 0) {
-    Fail(what + ": the first output ('" + g.nodes[head.node].name + "') is not computed from the input");
+    Fail(what + ": the first output ('" + g.nodes[head.node].name +
+         "') is not computed from the input");
   }
   if (pl.values()[output_value].kind != ValueKind::kFloat) {
     Fail(what + ": the first output holds packed sign bits");
@@ -297,8 +299,8 @@ void CheckInputShape(const std::vector<int64_t>& input_shape) {
 
 }  // namespace
 
-std::unique_ptr<Model> Model::FromParts(const std::string& symbol_json, const std::string& json_what,
-                                        std::vector<Tensor> list,
+std::unique_ptr<Model> Model::FromParts(const std::string& symbol_json,
+                                        const std::string& json_what, std::vector<Tensor> list,
                                         const std::vector<int64_t>& input_shape, int threads,
                                         const std::string& what) {
   std::unique_ptr<Model> m(new Model());
@@ -321,8 +323,8 @@ std::unique_ptr<Model> Model::FromParts(const std::string& symbol_json, const st
 
 std::unique_ptr<Model> Model::LoadFromMemory(const std::string& symbol_json,
                                              const std::string& params_bytes,
-                                             const std::vector<int64_t>& input_shape,
-                                             int threads, const std::string& what) {
+                                             const std::vector<int64_t>& input_shape, int threads,
+                                             const std::string& what) {
   CheckInputShape(input_shape);
   ResolveThreads(threads);
   std::vector<Tensor> list = ParseParams(reinterpret_cast<const uint8_t*>(params_bytes.data()),
@@ -354,7 +356,8 @@ void Model::Run(const float* x, float* y) const {
 }
 
 std::vector<double> Model::Profile(const float* x, int repeat) const {
-  if (repeat < 1 || repeat > 100000) Fail("repeat must be in [1, 100000], got " + std::to_string(repeat));
+  if (repeat < 1 || repeat > 100000)
+    Fail("repeat must be in [1, 100000], got " + std::to_string(repeat));
   std::vector<float> y(static_cast<size_t>(output_count()));
   Run(x, y.data());
   const size_t n = impl_->steps.size();

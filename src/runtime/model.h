@@ -34,14 +34,13 @@ struct LayerInfo {
 class Model {
  public:
   // threads: >= 1, or 0 for the default (OMP_NUM_THREADS if set, else the hardware threads).
-  static std::unique_ptr<Model> Load(const std::string& symbol_path,
-                                     const std::string& params_path,
+  static std::unique_ptr<Model> Load(const std::string& symbol_path, const std::string& params_path,
                                      const std::vector<int64_t>& input_shape, int threads);
   // The same from bytes in memory (`what` names them in errors).
   static std::unique_ptr<Model> LoadFromMemory(const std::string& symbol_json,
                                                const std::string& params_bytes,
-                                               const std::vector<int64_t>& input_shape,
-                                               int threads, const std::string& what);
+                                               const std::vector<int64_t>& input_shape, int threads,
+                                               const std::string& what);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;

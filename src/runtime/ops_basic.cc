@@ -103,7 +103,8 @@ inline float FastTanh(float x) {
   const float e = FastExp(2.0f * a);
   const float big = 1.0f - 2.0f / (e + 1.0f);
   const float x2 = x * x;
-  const float small = a * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f + x2 * (-17.0f / 315.0f))));
+  const float small =
+      a * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f + x2 * (-17.0f / 315.0f))));
   const float t = a < 0.0625f ? small : big;
   return x != x ? x : std::copysign(t, x);
 }
@@ -145,8 +146,8 @@ void BuildLeakyRelu(Planner& pl, int node) {
     const int64_t c = shape[1];
     const int64_t gc = g.NumElements();
     if (!(gc == c || gc == 1) || g.shape.size() != 1) {
-      r.FailNode("prelu gamma ('" + g.name + "') has shape " + ShapeText(g.shape) +
-                 ", expected (" + std::to_string(c) + ",) or (1,)");
+      r.FailNode("prelu gamma ('" + g.name + "') has shape " + ShapeText(g.shape) + ", expected (" +
+                 std::to_string(c) + ",) or (1,)");
     }
     std::vector<float> gamma = ToFloat32(g);
     if (gc == 1) gamma.assign(c, gamma[0]);
@@ -175,17 +176,15 @@ void BuildLeakyRelu(Planner& pl, int node) {
     const float s = static_cast<float>((lower + upper) / 2.0);
     AddElementwise(pl, node, in, [s](float x) { return x > 0.0f ? x : s * x; });
   } else if (act == "elu") {
-    AddElementwise(pl, node, in,
-                   [slope](float x) { return x > 0.0f ? x : slope * std::expm1(x); });
+    AddElementwise(pl, node, in, [slope](float x) { return x > 0.0f ? x : slope * std::expm1(x); });
   } else if (act == "selu") {
     AddElementwise(pl, node, in, [](float x) {
       const float a = 1.6732632423543772f, l = 1.0507009873554805f;
       return x > 0.0f ? l * x : l * a * std::expm1(x);
     });
   } else if (act == "gelu") {
-    AddElementwise(pl, node, in, [](float x) {
-      return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-    });
+    AddElementwise(pl, node, in,
+                   [](float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); });
   } else {
     r.Fail("act_type", "'" + act + "' is not supported (leaky, prelu, elu, selu, gelu, rrelu)");
   }
@@ -357,8 +356,8 @@ void BuildNamedActivation(Planner& pl, int node) {
 int NormAxis(AttrReader& r, const char* key, int64_t axis, size_t ndim) {
   const int64_t nd = static_cast<int64_t>(ndim);
   if (axis < -nd || axis >= nd) {
-    r.Fail(key, std::to_string(axis) + " is out of range for a rank-" + std::to_string(nd) +
-                    " input");
+    r.Fail(key,
+           std::to_string(axis) + " is out of range for a rank-" + std::to_string(nd) + " input");
   }
   return static_cast<int>(axis < 0 ? axis + nd : axis);
 }
@@ -414,8 +413,10 @@ void BuildIdentity(Planner& pl, int node) {
   AttrReader r(n);
   if (n.op == "Dropout") {
     const std::string mode = r.Str("mode", "training");
-    if (mode != "training") r.Fail("mode", "'" + mode + "' applies dropout at inference; "
-                                           "only mode='training' (identity) is supported");
+    if (mode != "training")
+      r.Fail("mode", "'" + mode +
+                         "' applies dropout at inference; "
+                         "only mode='training' (identity) is supported");
     r.Float("p", 0.5);
     r.Ignore("axes");
     r.Ignore("cudnn_off");
@@ -439,8 +440,8 @@ void BuildFlatten(Planner& pl, int node) {
 }
 
 // MXNet's Reshape codes: 0 copy, -1 infer, -2 copy the rest, -3 merge two, -4 split one in two.
-std::vector<int64_t> ReshapeShape(AttrReader& r, std::vector<int64_t> in,
-                                  std::vector<int64_t> spec, bool reverse) {
+std::vector<int64_t> ReshapeShape(AttrReader& r, std::vector<int64_t> in, std::vector<int64_t> spec,
+                                  bool reverse) {
   if (reverse) {
     std::reverse(in.begin(), in.end());
     std::reverse(spec.begin(), spec.end());
@@ -476,8 +477,8 @@ std::vector<int64_t> ReshapeShape(AttrReader& r, std::vector<int64_t> in,
       const int64_t d = in[i++];
       if (a == -1 && b > 0 && d % b == 0) a = d / b;
       if (b == -1 && a > 0 && d % a == 0) b = d / a;
-      if (a <= 0 || b <= 0 || a * b != d) r.Fail("shape", "-4 split does not match dim " +
-                                                         std::to_string(d));
+      if (a <= 0 || b <= 0 || a * b != d)
+        r.Fail("shape", "-4 split does not match dim " + std::to_string(d));
       out.push_back(a);
       out.push_back(b);
       k += 2;
@@ -583,8 +584,9 @@ void BuildTranspose(Planner& pl, int node) {
   if (axes.empty()) {
     for (size_t d = nd; d-- > 0;) axes.push_back(static_cast<int64_t>(d));
   }
-  if (axes.size() != nd) r.Fail("axes", "has " + std::to_string(axes.size()) +
-                                            " entries for a rank-" + std::to_string(nd) + " input");
+  if (axes.size() != nd)
+    r.Fail("axes", "has " + std::to_string(axes.size()) + " entries for a rank-" +
+                       std::to_string(nd) + " input");
   std::vector<bool> seen(nd, false);
   for (int64_t& a : axes) {
     a = NormAxis(r, "axes", a, nd);
@@ -665,8 +667,8 @@ void BuildSoftmax(Planner& pl, int node) {
   } else if (n.op == "SoftmaxOutput" || n.op == "Softmax") {
     const bool multi = r.Bool("multi_output", false);
     const bool preserve = r.Bool("preserve_shape", false);
-    for (const char* k : {"grad_scale", "ignore_label", "use_ignore", "normalization",
-                          "out_grad", "smooth_alpha"}) {
+    for (const char* k : {"grad_scale", "ignore_label", "use_ignore", "normalization", "out_grad",
+                          "smooth_alpha"}) {
       r.Ignore(k);
     }
     r.Finish();
@@ -1050,9 +1052,9 @@ void RegisterBasicOps(std::map<std::string, Builder>* t) {
   (*t)["LeakyReLU"] = BuildLeakyRelu;
   (*t)["clip"] = BuildClip;
   (*t)["QActivation"] = BuildQActivation;
-  for (const char* op : {"elemwise_add", "_Plus", "_plus", "broadcast_add", "elemwise_sub",
-                         "_Minus", "_minus", "broadcast_sub", "elemwise_mul", "_Mul", "_mul",
-                         "broadcast_mul"}) {
+  for (const char* op :
+       {"elemwise_add", "_Plus", "_plus", "broadcast_add", "elemwise_sub", "_Minus", "_minus",
+        "broadcast_sub", "elemwise_mul", "_Mul", "_mul", "broadcast_mul"}) {
     (*t)[op] = BuildAdd;
   }
   for (const char* op : {"_plus_scalar", "_minus_scalar", "_rminus_scalar", "_mul_scalar",

@@ -40,8 +40,8 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
-void Finish(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<int> inputs,
-            int output, const std::string& name) {
+void Finish(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<int> inputs, int output,
+            const std::string& name) {
   const Node& n = pl.graph().nodes[node];
   step->name = name.empty() ? n.name : name;
   step->op = n.op;
@@ -152,8 +152,8 @@ ConvAttrs ReadConvAttrs(AttrReader& r) {
   }
   for (const char* k : {"workspace", "cudnn_tune", "cudnn_off"}) r.Ignore(k);
   if (a.num_filter % a.num_group != 0) {
-    r.Fail("num_filter", std::to_string(a.num_filter) + " is not divisible by num_group=" +
-                             std::to_string(a.num_group));
+    r.Fail("num_filter", std::to_string(a.num_filter) +
+                             " is not divisible by num_group=" + std::to_string(a.num_group));
   }
   return a;
 }
@@ -176,14 +176,14 @@ Conv2dParams MakeParams(const ConvAttrs& a, int64_t n, int64_t c, int64_t h, int
   p.dilate_w = a.dilate[1];
   p.groups = a.num_group;
   if (c % a.num_group != 0) {
-    r.FailNode("the input channels (" + std::to_string(c) + ") are not divisible by num_group=" +
-               std::to_string(a.num_group));
+    r.FailNode("the input channels (" + std::to_string(c) +
+               ") are not divisible by num_group=" + std::to_string(a.num_group));
   }
   try {
     ValidateConv2dParams(p);
   } catch (const std::exception& e) {
-    r.FailNode("input (" + std::to_string(n) + ", " + std::to_string(c) + ", " +
-               std::to_string(h) + ", " + std::to_string(w) + "): " + e.what());
+    r.FailNode("input (" + std::to_string(n) + ", " + std::to_string(c) + ", " + std::to_string(h) +
+               ", " + std::to_string(w) + "): " + e.what());
   }
   return p;
 }
@@ -256,8 +256,8 @@ void BuildConvolution(Planner& pl, int node) {
   const int64_t f = p.num_filter, fsize = p.FilterSize();
   std::vector<float> w =
       pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
-  std::vector<float> bias = a.no_bias ? std::vector<float>(f, 0.0f)
-                                      : pl.ParamFloat(node, 2, "bias", {f});
+  std::vector<float> bias =
+      a.no_bias ? std::vector<float>(f, 0.0f) : pl.ParamFloat(node, 2, "bias", {f});
   std::string name = n.name;
   // Absorb BatchNorm -> relu -> max-pool, each the only reader of the one before.
   int last = node;
@@ -340,7 +340,8 @@ void BuildFullyConnected(Planner& pl, int node) {
   std::vector<int64_t> oshape;
   DenseShapes(r, pl.value(in).shape, flatten, hidden, &rows, &depth, &oshape);
   const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
-  const std::vector<float> bias = no_bias ? std::vector<float>() : pl.ParamFloat(node, 2, "bias", {hidden});
+  const std::vector<float> bias =
+      no_bias ? std::vector<float>() : pl.ParamFloat(node, 2, "bias", {hidden});
   bool relu = false;
   std::string name = n.name;
   const int reader = pl.SoleReader(node);
@@ -555,8 +556,9 @@ class KbitIntConvStep : public Step {
     }
   }
   size_t ScratchBytes() const override {
-    return has_pool ? Align64(static_cast<size_t>(params.batch * params.num_filter *
-                                                  params.OutH() * params.OutW()) * sizeof(float))
+    return has_pool ? Align64(static_cast<size_t>(params.batch * params.num_filter * params.OutH() *
+                                                  params.OutW()) *
+                              sizeof(float))
                     : 0;
   }
   Conv2dParams params;
@@ -582,7 +584,6 @@ class KbitIntDenseStep : public Step {
   std::vector<float> alpha, bias;
 };
 
-
 void BuildQConvolution(Planner& pl, int node) {
   const Node& n = pl.graph().nodes[node];
   AttrReader r(n);
@@ -590,8 +591,8 @@ void BuildQConvolution(Planner& pl, int node) {
   const QAttrs q = ReadQAttrs(r, true);
   r.Finish();
   const int num_params = 2 + (a.no_bias ? 0 : 1) + (q.packed && q.scaling ? 1 : 0);
-  const int num_inputs = num_params + (q.input_affine ? 2 : 0) + (q.out_packed ? 2 : 0) +
-                         (q.residual ? 1 : 0);
+  const int num_inputs =
+      num_params + (q.input_affine ? 2 : 0) + (q.out_packed ? 2 : 0) + (q.residual ? 1 : 0);
   pl.ExpectInputs(node, num_inputs,
                   "data, weight" + std::string(a.no_bias ? "" : ", bias") +
                       (q.packed && q.scaling ? ", alpha" : "") +
@@ -613,8 +614,8 @@ void BuildQConvolution(Planner& pl, int node) {
   const Value& dv = pl.value(d.value);
   Conv2dParams p;
   if (q.in_packed) {
-    if (dv.kind != ValueKind::kBits || dv.shape.size() != 4 ||
-        dv.bit_channels != q.in_channels || dv.shape[3] != WordsFor(q.in_channels)) {
+    if (dv.kind != ValueKind::kBits || dv.shape.size() != 4 || dv.bit_channels != q.in_channels ||
+        dv.shape[3] != WordsFor(q.in_channels)) {
       r.FailNode("in_packed=True needs the packed output of a binary convolution with " +
                  std::to_string(q.in_channels) + " filters (out_packed=True), got " +
                  (dv.kind == ValueKind::kBits ? "packed words of shape " : "floats of shape ") +
@@ -625,7 +626,8 @@ void BuildQConvolution(Planner& pl, int node) {
     if (dv.kind != ValueKind::kFloat) {
       r.FailNode("input `data` holds packed sign bits but in_packed is not set");
     }
-    if (dv.shape.size() != 4) r.FailNode("expected a rank-4 NCHW input, got " + ShapeText(dv.shape));
+    if (dv.shape.size() != 4)
+      r.FailNode("expected a rank-4 NCHW input, got " + ShapeText(dv.shape));
     p = MakeParams(a, dv.shape[0], dv.shape[1], dv.shape[2], dv.shape[3], r);
   }
   p.pad_value = q.pad_value;
@@ -671,8 +673,7 @@ void BuildQConvolution(Planner& pl, int node) {
                    ShapeText(wt.shape) + ", expected packed int64 words " + ShapeText(ws) +
                    " (binarized_weights_only=True)");
       }
-      step->weights = PackedWords(wt, f * p.kernel_h * p.kernel_w, p.TapWords(),
-                                  p.GroupChannels());
+      step->weights = PackedWords(wt, f * p.kernel_h * p.kernel_w, p.TapWords(), p.GroupChannels());
       step->alpha = stored_alpha;
     } else {
       const std::vector<float> w =
@@ -780,11 +781,10 @@ void BuildQConvolution(Planner& pl, int node) {
     cp.in_w += 2 * p.pad_w;
     cp.pad_h = cp.pad_w = 0;
   }
-  step->quant_bytes = Align64(static_cast<size_t>(cp.batch * cp.channels * cp.in_h * cp.in_w) *
-                              sizeof(float));
-  step->conv = std::make_unique<FloatConv>(Geometry(cp), wq.data(),
-                                           bias.empty() ? nullptr : bias.data(), false, nullptr,
-                                           pl.isa());
+  step->quant_bytes =
+      Align64(static_cast<size_t>(cp.batch * cp.channels * cp.in_h * cp.in_w) * sizeof(float));
+  step->conv = std::make_unique<FloatConv>(
+      Geometry(cp), wq.data(), bias.empty() ? nullptr : bias.data(), false, nullptr, pl.isa());
   step->float_macs = p.batch * oh * ow * f * fsize;
   const int out = pl.NewValue({p.batch, f, oh, ow});
   Finish(pl, node, std::move(step), {d.value}, out, "");

@@ -62,8 +62,8 @@ void SpinPool::WorkerLoop() {
       while (GenOf(s = state_.load(std::memory_order_acquire)) == seen) {
         if (stop_.load(std::memory_order_relaxed)) return;
         BINMX_RT_PAUSE();
-        if (++iter % 256 == 0 && std::chrono::steady_clock::now() - start >
-                                     std::chrono::microseconds(kSpinMicros)) {
+        if (++iter % 256 == 0 &&
+            std::chrono::steady_clock::now() - start > std::chrono::microseconds(kSpinMicros)) {
           std::unique_lock<std::mutex> lock(mu_);
           sleepers_.fetch_add(1);
           cv_.wait(lock, [&] { return stop_.load() || GenOf(state_.load()) != seen; });

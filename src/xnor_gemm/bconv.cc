@@ -235,8 +235,7 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
           continue;
         }
         spec.pack(x + (n * c_all + c0) * hw + (r - ph) * w, hw, n_ch, w,
-                  in_scale ? in_scale + c0 : nullptr, in_shift ? in_shift + c0 : nullptr,
-                  row + pw);
+                  in_scale ? in_scale + c0 : nullptr, in_shift ? in_shift + c0 : nullptr, row + pw);
       }
       const int64_t rr = r / sh, phase = r % sh;
       uint64_t* base = planes + ng * ig_words + rr * ow;
@@ -385,8 +384,8 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
       spec.tile(t);
       uint64_t* bits = args.out_bits + (n * ohw + q0) * out_words + fc;  // word fc: f0 = 64 fc
       uint64_t* dst = out_words == 1 ? bits : tile_words.Get(static_cast<size_t>(nq));
-      spec.pack(sc, kPixChunk, static_cast<int>(nf), nq, args.out_scale + f0,
-                args.out_shift + f0, dst);
+      spec.pack(sc, kPixChunk, static_cast<int>(nf), nq, args.out_scale + f0, args.out_shift + f0,
+                dst);
       if (out_words != 1) {
         for (int64_t q = 0; q < nq; ++q) bits[q * out_words] = dst[q];
       }
@@ -404,8 +403,9 @@ void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64
       !fits(rows, depth) || !fits(hidden, depth) || !fits(rows, hidden)) {
     throw std::invalid_argument(
         "BinaryDense: need rows >= 0, 1 <= depth, hidden <= 2^31-1 and rows*depth, "
-        "hidden*depth, rows*hidden <= 2^40; got rows=" + std::to_string(rows) + " depth=" +
-        std::to_string(depth) + " hidden=" + std::to_string(hidden));
+        "hidden*depth, rows*hidden <= 2^40; got rows=" +
+        std::to_string(rows) + " depth=" + std::to_string(depth) +
+        " hidden=" + std::to_string(hidden));
   }
   if (rows == 0) return;
   Require(args.x != nullptr && args.w_packed != nullptr && args.out != nullptr,
@@ -425,13 +425,11 @@ void BinaryDense(const BinaryDenseArgs& args, int64_t rows, int64_t depth, int64
   }
   if (rows == 1) {
     // C[h][0] = out[h]: the per-row epilogue of the GEMM is the per-hidden-unit one.
-    XnorGemmF32(w_packed, xb, hidden, 1, words, depth, args.alpha, args.bias, args.out, 1,
-                config);
+    XnorGemmF32(w_packed, xb, hidden, 1, words, depth, args.alpha, args.bias, args.out, 1, config);
     return;
   }
   float* tmp = s.dense_t.Get(static_cast<size_t>(hidden * rows));
-  XnorGemmF32(w_packed, xb, hidden, rows, words, depth, args.alpha, args.bias, tmp, rows,
-              config);
+  XnorGemmF32(w_packed, xb, hidden, rows, words, depth, args.alpha, args.bias, tmp, rows, config);
   constexpr int64_t kBlock = 32;  // cache-blocked transpose into (rows, hidden)
   for (int64_t h0 = 0; h0 < hidden; h0 += kBlock) {
     for (int64_t m0 = 0; m0 < rows; m0 += kBlock) {

@@ -45,14 +45,14 @@
 namespace binmx {
 
 struct BinaryConvArgs {
-  const float* x = nullptr;          // (N, C, H, W)
+  const float* x = nullptr;            // (N, C, H, W)
   const uint64_t* w_packed = nullptr;  // (F, kh, kw, TapWords()) contract layout
-  const float* alpha = nullptr;      // (F,) or null
-  const float* bias = nullptr;       // (F,) or null
-  const float* in_scale = nullptr;   // (C,) or null; given together with in_shift
-  const float* in_shift = nullptr;   // (C,) or null
-  const float* residual = nullptr;   // (N, F, OH, OW) or null, added last
-  float* out = nullptr;              // (N, F, OH, OW); must not alias x or residual
+  const float* alpha = nullptr;        // (F,) or null
+  const float* bias = nullptr;         // (F,) or null
+  const float* in_scale = nullptr;     // (C,) or null; given together with in_shift
+  const float* in_shift = nullptr;     // (C,) or null
+  const float* residual = nullptr;     // (N, F, OH, OW) or null, added last
+  float* out = nullptr;                // (N, F, OH, OW); must not alias x or residual
   // Packed activations between two binary layers (groups = 1 only; see "Packed chaining"):
   const uint64_t* x_bits = nullptr;  // instead of x: (N, H, W, WordsFor(C)) sign words
   uint64_t* out_bits = nullptr;      // instead of out: (N, OH, OW, WordsFor(F)) sign words

@@ -91,8 +91,7 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
     }
     for (int r = 0; r < FB; ++r) {
       const int64_t fr = f + r;
-      const __m128i pop =
-          _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc[r][v], even));
+      const __m128i pop = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(acc[r][v], even));
       __m128i dot = _mm_sub_epi32(kv, _mm_add_epi32(pop, pop));
       if (any_border) {
         const __m128i corr = _mm_mask_i32gather_epi32(
@@ -150,8 +149,8 @@ void Pack(const float* x, int64_t ch_stride, int n_ch, int64_t width, const floa
     __m256i bit = _mm256_set1_epi64x(1);
     const float* xp = x + p0;
     for (int c = 0; c < n_ch; ++c) {
-      __m256 v = n == 8 ? _mm256_loadu_ps(xp + c * ch_stride)
-                        : _mm256_maskload_ps(xp + c * ch_stride, lm);
+      __m256 v =
+          n == 8 ? _mm256_loadu_ps(xp + c * ch_stride) : _mm256_maskload_ps(xp + c * ch_stride, lm);
       if (scale != nullptr) {
         v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(scale[c])), _mm256_set1_ps(shift[c]));
       }

@@ -47,10 +47,9 @@ template <int FB>
 inline void Epilogue16(const BconvTile& t, int64_t f, int64_t qv, const __m512i* lo,
                        const __m512i* hi, int lo_stride) {
   const int64_t left = t.q1 - qv;
-  const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff)
-                                    : static_cast<__mmask16>((1u << left) - 1u);
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                         28, 30);
+  const __mmask16 mask =
+      left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i kv = _mm512_set1_epi32(t.k_depth);
   const float* alpha = t.alpha;
   const float* bias = t.bias;
@@ -60,9 +59,8 @@ inline void Epilogue16(const BconvTile& t, int64_t f, int64_t qv, const __m512i*
   __m512i dots[FB];
 #pragma GCC unroll 8
   for (int r = 0; r < FB; ++r) {
-    const __m512i pop = _mm512_permutex2var_epi32(lo[r * lo_stride], even,
-                                                  hi != nullptr ? hi[r * lo_stride]
-                                                                : _mm512_setzero_si512());
+    const __m512i pop = _mm512_permutex2var_epi32(
+        lo[r * lo_stride], even, hi != nullptr ? hi[r * lo_stride] : _mm512_setzero_si512());
     dots[r] = _mm512_sub_epi32(kv, _mm512_add_epi32(pop, pop));
   }
   if (t.pid != nullptr) {
@@ -80,9 +78,9 @@ inline void Epilogue16(const BconvTile& t, int64_t f, int64_t qv, const __m512i*
       } else {
 #pragma GCC unroll 8
         for (int r = 0; r < FB; ++r) {
-          dots[r] = _mm512_sub_epi32(dots[r], _mm512_mask_i32gather_epi32(
-                                                  _mm512_setzero_si512(), border, pidv,
-                                                  row + r * cs, 4));
+          dots[r] = _mm512_sub_epi32(
+              dots[r],
+              _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), border, pidv, row + r * cs, 4));
         }
       }
     }
@@ -199,8 +197,8 @@ void MicroK(const BconvTile& t, int64_t f, int64_t q, const uint64_t* xb, int64_
   const uint64_t* wr = t.w + f * kwords;
   for (int64_t j = 0; j < xstride; j += 8) {
     const int64_t left = kwords - j;
-    const __mmask8 m = left >= 8 ? static_cast<__mmask8>(0xff)
-                                 : static_cast<__mmask8>((1u << left) - 1u);
+    const __mmask8 m =
+        left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
     __m512i xv[NP];
 #pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) xv[p] = _mm512_load_si512(xb + p * xstride + j);
@@ -215,10 +213,9 @@ void MicroK(const BconvTile& t, int64_t f, int64_t q, const uint64_t* xb, int64_
   }
   const __mmask8 fm = static_cast<__mmask8>((1u << FB) - 1u);
   const __m256i kv = _mm256_set1_epi32(t.k_depth);
-  const __m256 a = t.alpha != nullptr ? _mm256_maskz_loadu_ps(fm, t.alpha + f)
-                                      : _mm256_set1_ps(1.0f);
-  const __m256 b = t.bias != nullptr ? _mm256_maskz_loadu_ps(fm, t.bias + f)
-                                     : _mm256_setzero_ps();
+  const __m256 a =
+      t.alpha != nullptr ? _mm256_maskz_loadu_ps(fm, t.alpha + f) : _mm256_set1_ps(1.0f);
+  const __m256 b = t.bias != nullptr ? _mm256_maskz_loadu_ps(fm, t.bias + f) : _mm256_setzero_ps();
   const int64_t fstride = t.out_fstride;
 #pragma GCC unroll 4
   for (int p = 0; p < NP; ++p) {
@@ -348,8 +345,7 @@ void PackChunk(const float* xp, int64_t ch_stride, int n_ch, int64_t n, const fl
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
     const int64_t left = n - 16 * v;
-    lm[v] = left >= 16 ? static_cast<__mmask16>(0xffff)
-                       : static_cast<__mmask16>((1u << left) - 1u);
+    lm[v] = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
   }
   __m512i acc[2][NV];
   for (int half = 0; half < 2; ++half) {
@@ -460,8 +456,7 @@ void PopRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* pop) {
         }
         v[i] = acc;
       }
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + r),
-                          _mm512_cvtepi64_epi32(SumLanes8(v)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + r), _mm512_cvtepi64_epi32(SumLanes8(v)));
     }
   } else {
     // Short rows (up to 192 channels per tap): 8 rows = 8 * words consecutive words, popcounted

@@ -126,8 +126,7 @@ void Micro(const BconvTile& t, int64_t f, int64_t q) {
     for (int r = 0; r < FB; ++r) {
       // Pixel pops: uint64 lanes of registers v4 and v4 + 1 (absent past PV: zero).
       const uint32x2_t p01 = vmovn_u64(vpaddlq_u32(sum[r][v4]));
-      const uint32x2_t p23 =
-          v4 + 1 < PV ? vmovn_u64(vpaddlq_u32(sum[r][v4 + 1])) : vdup_n_u32(0);
+      const uint32x2_t p23 = v4 + 1 < PV ? vmovn_u64(vpaddlq_u32(sum[r][v4 + 1])) : vdup_n_u32(0);
       const int32x4_t pop = vreinterpretq_s32_u32(vcombine_u32(p01, p23));
       int32x4_t dot = vsubq_s32(kv, vaddq_s32(pop, pop));
       if (any_border) {
@@ -235,8 +234,8 @@ void PackHalf(const float* x, int64_t ch_stride, int c_lo, int c_hi, const float
 }
 
 template <int NP>
-void PackPixels(const float* x, int64_t ch_stride, int n_ch, const float* scale,
-                const float* shift, uint64_t* out) {
+void PackPixels(const float* x, int64_t ch_stride, int n_ch, const float* scale, const float* shift,
+                uint64_t* out) {
   uint32x4_t lo[NP], hi[NP];
   PackHalf<NP>(x, ch_stride, 0, n_ch < 32 ? n_ch : 32, scale, shift, lo);
   PackHalf<NP>(x, ch_stride, 32, n_ch, scale, shift, hi);  // empty when n_ch <= 32
@@ -285,8 +284,8 @@ void PackAffine(const float* x, int64_t rows, int64_t k, int64_t ld, const float
       uint8x16_t b[4];
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        b[i] = vandq_u8(AffineSignBytes16(row + j + 16 * i, scale + j + 16 * i,
-                                          shift + j + 16 * i), wt);
+        b[i] = vandq_u8(AffineSignBytes16(row + j + 16 * i, scale + j + 16 * i, shift + j + 16 * i),
+                        wt);
       }
       const uint8x16_t t2 = vpaddq_u8(vpaddq_u8(b[0], b[1]), vpaddq_u8(b[2], b[3]));
       out[r * words + wd] = vgetq_lane_u64(vreinterpretq_u64_u8(vpaddq_u8(t2, t2)), 0);

@@ -77,8 +77,8 @@ void ValidateConv2dAttrs(const Conv2dParams& p) {
   InRange("pad_w", p.pad_w, 0, kMaxConvDim);
   InRange("groups", p.groups, 1, kMaxConvDim);
   if (p.num_filter % p.groups != 0) {
-    Fail(Field("num_filter", p.num_filter) + " must be divisible by groups=" +
-         std::to_string(p.groups));
+    Fail(Field("num_filter", p.num_filter) +
+         " must be divisible by groups=" + std::to_string(p.groups));
   }
   if (p.pad_value != 0 && p.pad_value != 1 && p.pad_value != -1) {
     Fail(Field("pad_value", p.pad_value) + " must be 0, 1 or -1");
@@ -103,8 +103,8 @@ void ValidateConv2dParams(const Conv2dParams& p) {
   InRange("in_w", p.in_w, 1, kMaxConvDim);
   ValidateConv2dAttrs(p);
   if (p.channels % p.groups != 0) {
-    Fail(Field("channels", p.channels) + " must be divisible by groups=" +
-         std::to_string(p.groups));
+    Fail(Field("channels", p.channels) +
+         " must be divisible by groups=" + std::to_string(p.groups));
   }
   // Every term below is < 2^33 after the range checks: no overflow.
   const int64_t hp = p.in_h + 2 * p.pad_h, wp = p.in_w + 2 * p.pad_w;
@@ -112,8 +112,8 @@ void ValidateConv2dParams(const Conv2dParams& p) {
   const int64_t ew = DilatedExtent(p.dilate_w, p.kernel_w);
   if (hp < eh || wp < ew) {
     Fail("Conv2dParams: the dilated kernel (" + std::to_string(eh) + "x" + std::to_string(ew) +
-         ") is larger than the padded input (" + std::to_string(hp) + "x" +
-         std::to_string(wp) + ")");
+         ") is larger than the padded input (" + std::to_string(hp) + "x" + std::to_string(wp) +
+         ")");
   }
   const int64_t oh = p.OutH(), ow = p.OutW(), cg = p.GroupChannels();
   CheckBuffer("input batch*channels*in_h*in_w", {p.batch, p.channels, p.in_h, p.in_w});
@@ -127,9 +127,9 @@ void ValidateConv2dParams(const Conv2dParams& p) {
   CheckBuffer("packing row words*(in_w+2*pad_w)", {p.TapWords(), wp});
   const int64_t phases = p.Phases(), rows = (hp + phases - 1) / phases;
   CheckBuffer("plane (in_h+2*pad_h)/phases*out_w", {rows, ow});
-  CheckBuffer("planes batch*groups*kernel_w*phases*words*plane",
-              {p.batch, p.groups, p.kernel_w, phases, p.TapWords(),
-               rows * ow + internal::kVecSlack});
+  CheckBuffer(
+      "planes batch*groups*kernel_w*phases*words*plane",
+      {p.batch, p.groups, p.kernel_w, phases, p.TapWords(), rows * ow + internal::kVecSlack});
 }
 
 int64_t BconvPlaneWords(const Conv2dParams& p) {

@@ -37,15 +37,15 @@ void CheckGemmArgs(const void* a, const void* b, int64_t m, int64_t n, int64_t w
                                 " n=" + std::to_string(n) + " words=" + std::to_string(words));
   }
   if (k < 0 || k > 64 * words) {
-    throw std::invalid_argument("XnorGemm: k=" + std::to_string(k) + " must be in [0, 64*words=" +
-                                std::to_string(64 * words) + "]");
+    throw std::invalid_argument("XnorGemm: k=" + std::to_string(k) +
+                                " must be in [0, 64*words=" + std::to_string(64 * words) + "]");
   }
   if (k > INT32_MAX) {
     throw std::invalid_argument("XnorGemm: k=" + std::to_string(k) + " does not fit int32");
   }
   if (ldc < n) {
-    throw std::invalid_argument("XnorGemm: ldc=" + std::to_string(ldc) + " < n=" +
-                                std::to_string(n));
+    throw std::invalid_argument("XnorGemm: ldc=" + std::to_string(ldc) +
+                                " < n=" + std::to_string(n));
   }
   if ((m > 0 && words > 0 && a == nullptr) || (n > 0 && words > 0 && b == nullptr) ||
       (m > 0 && n > 0 && c == nullptr)) {
@@ -113,8 +113,8 @@ void RunGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t
 
 }  // namespace
 
-void XnorGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words,
-              int64_t k, int32_t* c, int64_t ldc, const GemmConfig& config) {
+void XnorGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words, int64_t k,
+              int32_t* c, int64_t ldc, const GemmConfig& config) {
   CheckGemmArgs(a, b, m, n, words, k, c, ldc);
   RunGemm(a, b, m, n, words, GemmOut{c, nullptr, nullptr, nullptr, ldc, k}, config);
 }

@@ -43,8 +43,7 @@ void Micro(const uint64_t* a, int64_t words, const uint64_t* panel, int64_t m, i
       const __m512i av = _mm512_set1_epi64(static_cast<long long>(ar[r][w]));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        acc[r][v] =
-            _mm512_add_epi64(acc[r][v], _mm512_popcnt_epi64(_mm512_xor_si512(av, bv[v])));
+        acc[r][v] = _mm512_add_epi64(acc[r][v], _mm512_popcnt_epi64(_mm512_xor_si512(av, bv[v])));
       }
     }
   }
@@ -55,8 +54,8 @@ void Micro(const uint64_t* a, int64_t words, const uint64_t* panel, int64_t m, i
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const int64_t left = ncols - 8 * v;
-      const __mmask8 mask = left >= 8 ? static_cast<__mmask8>(0xff)
-                                      : static_cast<__mmask8>((1u << left) - 1u);
+      const __mmask8 mask =
+          left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
       const __m256i pop = _mm512_maskz_cvtepi64_epi32(static_cast<__mmask8>(0xff), acc[r][v]);
       const __m256i dot = _mm256_sub_epi32(kv, _mm256_add_epi32(pop, pop));
       const int64_t offset = row * out.ldc + n0 + 8 * v;

@@ -20,9 +20,9 @@ KernelSpec KernelFor(Isa isa);  // dispatch.cc
 
 void PackRows(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out, Isa isa) {
   if (rows < 0 || k < 0 || ld < k) {
-    throw std::invalid_argument("PackRows: need rows >= 0, k >= 0, ld >= k; got rows=" +
-                                std::to_string(rows) + " k=" + std::to_string(k) +
-                                " ld=" + std::to_string(ld));
+    throw std::invalid_argument(
+        "PackRows: need rows >= 0, k >= 0, ld >= k; got rows=" + std::to_string(rows) +
+        " k=" + std::to_string(k) + " ld=" + std::to_string(ld));
   }
   if (rows > 0 && k > 0 && (x == nullptr || out == nullptr)) {
     throw std::invalid_argument("PackRows: null pointer");

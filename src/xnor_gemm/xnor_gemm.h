@@ -69,8 +69,8 @@ GemmConfig DefaultGemmConfig();
 // C[i * ldc + j] = k - 2 * popcount(A[i] XOR B[j]) for i < m, j < n.
 // A: m x words, B: n x words (row-major packed rows); requires 0 <= k <= 64 * words and the
 // tail bits beyond k zero in both operands (as PackRows produces).
-void XnorGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words,
-              int64_t k, int32_t* c, int64_t ldc, const GemmConfig& config);
+void XnorGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words, int64_t k,
+              int32_t* c, int64_t ldc, const GemmConfig& config);
 
 // Float output with a fused per-row epilogue:
 // C[i * ldc + j] = dot(A[i], B[j]) * (scale ? scale[i] : 1) + (bias ? bias[i] : 0).

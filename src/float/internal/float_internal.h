@@ -43,11 +43,11 @@ namespace float_detail {
 #define BINMX_FLOAT_CLONES
 #endif
 
-constexpr int64_t kTargetCols = 1024;          // GEMM columns per chunk worth aiming for
-constexpr int64_t kRowsTargetCols = 256;       // the same for the channels-last path (its col
-                                               // rows are taps * Cg floats; smaller chunks
-                                               // stay in L2: 256 measured best of 128-1024)
-constexpr int64_t kMaxColFloats = 1 << 22;     // 16 MiB col buffer per thread at most
+constexpr int64_t kTargetCols = 1024;                // GEMM columns per chunk worth aiming for
+constexpr int64_t kRowsTargetCols = 256;             // the same for the channels-last path (its col
+                                                     // rows are taps * Cg floats; smaller chunks
+                                                     // stay in L2: 256 measured best of 128-1024)
+constexpr int64_t kMaxColFloats = 1 << 22;           // 16 MiB col buffer per thread at most
 constexpr int64_t kMinSplitWork = int64_t{1} << 20;  // m*n*k below which a GEMM is not split
 
 inline void Require(bool ok, const char* what) {
@@ -110,7 +110,7 @@ void Gemm1(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const
 
 // dst[k] = Q(src[k * stride]) for k < n.
 BINMX_INLINE void CopyRow(const float* __restrict src, int64_t stride, int64_t n, bool sign,
-                                float* __restrict dst) {
+                          float* __restrict dst) {
   if (stride == 1) {
     if (sign) {
       for (int64_t k = 0; k < n; ++k) dst[k] = src[k] < 0.0f ? -1.0f : 1.0f;
@@ -128,7 +128,7 @@ BINMX_INLINE void CopyRow(const float* __restrict src, int64_t stride, int64_t n
 
 // dst[k * stride] += src[k] for k < n.
 BINMX_INLINE void AddRow(const float* __restrict src, int64_t n, int64_t stride,
-                               float* __restrict dst) {
+                         float* __restrict dst) {
   if (stride == 1) {
     for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
   } else {
@@ -201,14 +201,13 @@ bool UseTranspose16();
 // Planar (rows x n, row stride n) -> interleaved (n x rows, row stride ld): dst[i * ld + r] =
 // Q(src[r * n + i]), in blocks of 16 rows so that each output line is written whole (tile16:
 // in 16 x 16 AVX-512 tiles).
-void ToChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
-                                       bool sign, bool tile16, float* dst);
+void ToChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld, bool sign, bool tile16,
+                    float* dst);
 
 // The inverse: dst[r * n + i] = src[i * ld + r], times the STE mask 1[|mask[r * n + i]| <=
 // grad_cancel] when mask is not null.
-void FromChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld,
-                                         const float* mask, float grad_cancel, bool tile16,
-                                         float* dst);
+void FromChannelsLast(const float* src, int64_t rows, int64_t n, int64_t ld, const float* mask,
+                      float grad_cancel, bool tile16, float* dst);
 
 }  // namespace float_detail
 }  // namespace binmx

@@ -60,13 +60,13 @@ Timing Time(int reps, Fn fn) {
 
 void Print(const char* name, const char* path, const char* method, int threads, Timing t,
            double flops) {
-  std::printf("%-42s %-7s %-10s t=%d  median %8.3f ms %6.1f GFLOP/s   best %8.3f ms %6.1f\n",
-              name, path, method, threads, t.median_ms, flops / t.median_ms * 1e-6, t.best_ms,
+  std::printf("%-42s %-7s %-10s t=%d  median %8.3f ms %6.1f GFLOP/s   best %8.3f ms %6.1f\n", name,
+              path, method, threads, t.median_ms, flops / t.median_ms * 1e-6, t.best_ms,
               flops / t.best_ms * 1e-6);
 }
 
-FloatConvGeometry Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t k,
-                      int64_t s, int64_t p) {
+FloatConvGeometry Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t k, int64_t s,
+                      int64_t p) {
   FloatConvGeometry g{};
   g.batch = n;
   g.channels = c;
@@ -92,8 +92,7 @@ void BenchConv(const char* name, const FloatConvGeometry& g, bool relu, const Ma
                        g.kernel_h * g.kernel_w;
   for (int threads : {1, 2}) {
     Aligned scratch(conv.ScratchBytes(threads) / sizeof(float));
-    const Timing t =
-        Time(reps, [&] { conv.Run(x.data(), y.data(), scratch.data(), threads); });
+    const Timing t = Time(reps, [&] { conv.Run(x.data(), y.data(), scratch.data(), threads); });
     Print(name, conv.PathName(), conv.Method(), threads, t, flops);
   }
 }
@@ -137,18 +136,18 @@ int main(int argc, char** argv) {
   const MaxPoolSpec stem_pool{3, 3, 2, 2, 1, 1, false};
   BenchConv("resnet18 stem 7x7/2 3->64 224 +relu+pool", Geo(1, 3, 224, 224, 64, 7, 2, 3), true,
             &stem_pool, isa, reps, &rng);
-  BenchConv("resnet18 stem 7x7/2 3->64 224 +relu", Geo(1, 3, 224, 224, 64, 7, 2, 3), true,
-            nullptr, isa, reps, &rng);
+  BenchConv("resnet18 stem 7x7/2 3->64 224 +relu", Geo(1, 3, 224, 224, 64, 7, 2, 3), true, nullptr,
+            isa, reps, &rng);
   BenchConv("3x3 64->64 56x56 pad 1 +relu", Geo(1, 64, 56, 56, 64, 3, 1, 1), true, nullptr, isa,
             reps, &rng);
   BenchConv("1x1/2 128->256 28x28 (shortcut)", Geo(1, 128, 28, 28, 256, 1, 2, 0), false, nullptr,
             isa, reps, &rng);
   BenchConv("1x1 128->128 28x28 (no im2col)", Geo(1, 128, 28, 28, 128, 1, 1, 0), false, nullptr,
             isa, reps, &rng);
-  BenchConv("lenet conv0 5x5 1->64 28x28 batch 1", Geo(1, 1, 28, 28, 64, 5, 1, 0), false,
-            nullptr, isa, reps, &rng);
-  BenchConv("lenet conv0 5x5 1->64 28x28 batch 64", Geo(64, 1, 28, 28, 64, 5, 1, 0), false,
-            nullptr, isa, std::max(1, reps / 5), &rng);
+  BenchConv("lenet conv0 5x5 1->64 28x28 batch 1", Geo(1, 1, 28, 28, 64, 5, 1, 0), false, nullptr,
+            isa, reps, &rng);
+  BenchConv("lenet conv0 5x5 1->64 28x28 batch 64", Geo(64, 1, 28, 28, 64, 5, 1, 0), false, nullptr,
+            isa, std::max(1, reps / 5), &rng);
   BenchDense("fc 512->1000 rows 1", 1, 512, 1000, isa, reps, &rng);
   BenchDense("fc 512->1000 rows 16", 16, 512, 1000, isa, reps, &rng);
   return 0;

@@ -75,10 +75,9 @@ std::string Describe(const FloatConvGeometry& g, bool bias, bool relu, const Max
                 (long long)g.groups, bias ? 1 : 0, relu ? 1 : 0);
   std::string s = b;
   if (p != nullptr) {
-    std::snprintf(b, sizeof(b), " pool k%lldx%lld s%lldx%lld p%lldx%lld %s",
-                  (long long)p->kernel_h, (long long)p->kernel_w, (long long)p->stride_h,
-                  (long long)p->stride_w, (long long)p->pad_h, (long long)p->pad_w,
-                  p->full_convention ? "full" : "valid");
+    std::snprintf(b, sizeof(b), " pool k%lldx%lld s%lldx%lld p%lldx%lld %s", (long long)p->kernel_h,
+                  (long long)p->kernel_w, (long long)p->stride_h, (long long)p->stride_w,
+                  (long long)p->pad_h, (long long)p->pad_w, p->full_convention ? "full" : "valid");
     s += b;
   }
   return s;
@@ -135,10 +134,10 @@ void ReferenceConv(const FloatConvGeometry& g, const float* x, const float* w, c
     const int64_t num = in + 2 * p - k;
     return full ? 1 + static_cast<int64_t>(std::ceil(static_cast<double>(num) / s)) : 1 + num / s;
   };
-  const int64_t ph = pool_out(oh, pool->kernel_h, pool->stride_h, pool->pad_h,
-                              pool->full_convention);
-  const int64_t pw = pool_out(ow, pool->kernel_w, pool->stride_w, pool->pad_w,
-                              pool->full_convention);
+  const int64_t ph =
+      pool_out(oh, pool->kernel_h, pool->stride_h, pool->pad_h, pool->full_convention);
+  const int64_t pw =
+      pool_out(ow, pool->kernel_w, pool->stride_w, pool->pad_w, pool->full_convention);
   out->assign(g.batch * g.filters * ph * pw, 0.0);
   tol->assign(out->size(), 0.0);
   for (int64_t nf = 0; nf < g.batch * g.filters; ++nf) {
@@ -264,8 +263,8 @@ void CheckDense(int64_t rows, int64_t depth, int64_t hidden, bool with_bias, boo
           }
           first = y;
         } else if (std::memcmp(first.data(), y.data(), y.size() * sizeof(float)) != 0) {
-          Failure(std::string(what) + " [" + dense.PathName() + "]: threads=" +
-                  std::to_string(threads) + " differs from threads=1");
+          Failure(std::string(what) + " [" + dense.PathName() +
+                  "]: threads=" + std::to_string(threads) + " differs from threads=1");
         }
       } catch (const std::exception& e) {
         Failure(std::string(what) + ": threw " + e.what());
@@ -275,8 +274,8 @@ void CheckDense(int64_t rows, int64_t depth, int64_t hidden, bool with_bias, boo
   }
 }
 
-FloatConvGeometry Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t kh,
-                      int64_t kw, int64_t s = 1, int64_t p = 0, int64_t d = 1, int64_t g = 1) {
+FloatConvGeometry Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t kh, int64_t kw,
+                      int64_t s = 1, int64_t p = 0, int64_t d = 1, int64_t g = 1) {
   FloatConvGeometry geo{};
   geo.batch = n;
   geo.channels = c;
@@ -327,20 +326,18 @@ void CheckErrors() {
   ExpectError("negative pad", [&] {
     FloatConv(Geo(1, 1, 5, 5, 1, 3, 3, 1, -1), w.data(), nullptr, false, nullptr, isa);
   });
-  ExpectError("zero batch", [&] {
-    FloatConv(Geo(0, 1, 5, 5, 1, 3, 3), w.data(), nullptr, false, nullptr, isa);
-  });
+  ExpectError("zero batch",
+              [&] { FloatConv(Geo(0, 1, 5, 5, 1, 3, 3), w.data(), nullptr, false, nullptr, isa); });
   ExpectError("overflowing sizes", [&] {
-    FloatConv(Geo(int64_t{1} << 30, 1 << 20, 1 << 20, 1 << 20, 1, 1, 1), w.data(), nullptr,
-              false, nullptr, isa);
+    FloatConv(Geo(int64_t{1} << 30, 1 << 20, 1 << 20, 1 << 20, 1, 1, 1), w.data(), nullptr, false,
+              nullptr, isa);
   });
   ExpectError("huge kernel", [&] {
     FloatConv(Geo(1, 1, int64_t{1} << 62, 5, 1, int64_t{1} << 61, 1), w.data(), nullptr, false,
               nullptr, isa);
   });
-  ExpectError("null weight", [&] {
-    FloatConv(Geo(1, 1, 5, 5, 1, 3, 3), nullptr, nullptr, false, nullptr, isa);
-  });
+  ExpectError("null weight",
+              [&] { FloatConv(Geo(1, 1, 5, 5, 1, 3, 3), nullptr, nullptr, false, nullptr, isa); });
   MaxPoolSpec bad_pad{3, 3, 2, 2, 3, 3, false};
   ExpectError("pool pad >= kernel", [&] {
     FloatConv(Geo(1, 1, 8, 8, 1, 1, 1), w.data(), nullptr, false, &bad_pad, isa);
@@ -413,8 +410,8 @@ int main(int argc, char** argv) {
   // Real model shapes: ResNet-18 stem (conv 7x7/2 + relu + pool 3x3/2 pad 1), LeNet conv0.
   {
     MaxPoolSpec stem_pool{3, 3, 2, 2, 1, 1, false};
-    CheckConv(Geo(1, 3, quick ? 64 : 224, quick ? 64 : 224, 64, 7, 7, 2, 3), true, true,
-              &stem_pool, &rng);
+    CheckConv(Geo(1, 3, quick ? 64 : 224, quick ? 64 : 224, 64, 7, 7, 2, 3), true, true, &stem_pool,
+              &rng);
     CheckConv(Geo(2, 1, 28, 28, 64, 5, 5), true, false, nullptr, &rng);
     MaxPoolSpec lenet_pool{2, 2, 2, 2, 0, 0, false};
     CheckConv(Geo(3, 1, 28, 28, 20, 5, 5), true, true, &lenet_pool, &rng);
@@ -435,8 +432,8 @@ int main(int argc, char** argv) {
         for (int64_t ow : {12, 14, 27, 28, 42}) {
           const int64_t d = (f == 48 && ow == 14) ? 2 : 1;
           const int64_t span = d * (k - 1) + 1;
-          FloatConvGeometry g = Geo(1 + (c == 2), c, 4 + c + span, (ow - 1) * s + span - 2 * p,
-                                    f, k, k, s, p, d);
+          FloatConvGeometry g =
+              Geo(1 + (c == 2), c, 4 + c + span, (ow - 1) * s + span - 2 * p, f, k, k, s, p, d);
           if (f == 32 && ow == 27) g.groups = 2, g.channels = 2 * c;
           MaxPoolSpec pool{3, 3, 2, 2, 1, 1, ow == 27};
           const bool with_pool = (f / 16 + ow) % 2 == 0;
@@ -517,8 +514,8 @@ int main(int argc, char** argv) {
     MaxPoolSpec pool{1 + pick(3), 1 + pick(3), 1 + pick(3), 1 + pick(3), 0, 0, pick(2) == 1};
     pool.pad_h = pick(static_cast<int>(pool.kernel_h));
     pool.pad_w = pick(static_cast<int>(pool.kernel_w));
-    if (with_pool && (pool.kernel_h > g.OutH() + 2 * pool.pad_h ||
-                      pool.kernel_w > g.OutW() + 2 * pool.pad_w)) {
+    if (with_pool &&
+        (pool.kernel_h > g.OutH() + 2 * pool.pad_h || pool.kernel_w > g.OutW() + 2 * pool.pad_w)) {
       --t;
       continue;
     }

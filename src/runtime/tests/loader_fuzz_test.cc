@@ -618,11 +618,15 @@ void AddModelTargets(std::vector<FuzzTarget>* t, const std::string& name,
                      const std::vector<int64_t>& shape) {
   const std::string json = ReadFixture(name + "/model-symbol.json");
   const std::string params = ReadFixture(name + "/model-0001.params");
-  t->push_back({"model_symbol_" + name, {Seed{json, {}}},
-                [params, shape](const std::string& b) { LoadAndRun(b, params, shape); }, 1000,
+  t->push_back({"model_symbol_" + name,
+                {Seed{json, {}}},
+                [params, shape](const std::string& b) { LoadAndRun(b, params, shape); },
+                1000,
                 true});
-  t->push_back({"model_params_" + name, {Seed{params, {}}},
-                [json, shape](const std::string& b) { LoadAndRun(json, b, shape); }, 1000,
+  t->push_back({"model_params_" + name,
+                {Seed{params, {}}},
+                [json, shape](const std::string& b) { LoadAndRun(json, b, shape); },
+                1000,
                 false});
 }
 

@@ -8,8 +8,8 @@
  * from it. Without --output the argmax of each row of the output is printed. --profile prints
  * the per-layer table (op, output shape, binary and float MACs, median ms over --repeat runs,
  * share of the total, Gop/s with 2 ops per MAC); --bench N prints the median and p90 latency
- * of N runs and the process's peak resident memory. Errors: one line "binmx-run: error: ..." on stderr and exit status 1 (2 for a
- * usage error).
+ * of N runs and the process's peak resident memory. Errors: one line "binmx-run: error: ..." on
+ * stderr and exit status 1 (2 for a usage error).
  */
 #include <algorithm>
 #include <cerrno>
@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
   if (profile) {
     const int n = binmx_model_num_layers(m);
     std::vector<double> ms(static_cast<size_t>(n));
-    if (binmx_model_profile(m, x.data.data(), in_len, static_cast<int>(repeat), ms.data(), n) != 0) {
+    if (binmx_model_profile(m, x.data.data(), in_len, static_cast<int>(repeat), ms.data(), n) !=
+        0) {
       Die(binmx_last_error());
     }
     double total = 0.0;
@@ -179,18 +180,18 @@ int main(int argc, char** argv) {
       const double gops = ms[i] > 0.0 ? 2.0 * static_cast<double>(bm + fm) / (ms[i] * 1e6) : 0.0;
       std::printf("%-36.36s %-16.16s %-20s %14lld %14lld %9.4f %6.1f%% %8.1f\n", name, op,
                   ShapeStr(shape, std::min(rank, 16)).c_str(), static_cast<long long>(bm),
-                  static_cast<long long>(fm), ms[i], total > 0 ? 100.0 * ms[i] / total : 0.0,
-                  gops);
+                  static_cast<long long>(fm), ms[i], total > 0 ? 100.0 * ms[i] / total : 0.0, gops);
     }
-    std::printf("%-36s %-16s %-20s %14lld %14lld %9.4f %6.1f%%\n", "total (sum of medians)", "",
-                "", static_cast<long long>(tb), static_cast<long long>(tf), total, 100.0);
+    std::printf("%-36s %-16s %-20s %14lld %14lld %9.4f %6.1f%%\n", "total (sum of medians)", "", "",
+                static_cast<long long>(tb), static_cast<long long>(tf), total, 100.0);
   }
   if (bench > 0) {
     std::vector<double> t;
     t.reserve(static_cast<size_t>(bench));
     for (long r = 0; r < bench; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      if (binmx_model_run(m, x.data.data(), in_len, y.data(), static_cast<int64_t>(y.size())) != 0) {
+      if (binmx_model_run(m, x.data.data(), in_len, y.data(), static_cast<int64_t>(y.size())) !=
+          0) {
         Die(binmx_last_error());
       }
       const auto t1 = std::chrono::steady_clock::now();
@@ -198,7 +199,8 @@ int main(int argc, char** argv) {
     }
     std::vector<double> sorted = t;
     std::sort(sorted.begin(), sorted.end());
-    const double p90 = sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.9 * sorted.size()))];
+    const double p90 =
+        sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.9 * sorted.size()))];
     std::printf("bench: %ld runs, median %.6f ms, p90 %.6f ms\n", bench, Median(t), p90);
     const long kib = PeakRssKiB();
     if (kib >= 0) std::printf("peak resident memory: %.1f MiB\n", kib / 1024.0);

@@ -41,8 +41,8 @@ int FailCuda(cudaError_t err, const char* what) {
   const int code = (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver)
                        ? BINMX_CUDA_ERR_NO_DEVICE
                        : BINMX_CUDA_ERR_CUDA;
-  return Fail(code, std::string(what) + ": " + cudaGetErrorName(err) + ": " +
-                        cudaGetErrorString(err));
+  return Fail(code,
+              std::string(what) + ": " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
 }
 
 namespace {
@@ -68,9 +68,8 @@ __global__ void PackRowsKernel(const float* __restrict__ x, int64_t rows, int64_
   if (lane == 0) out[warp] = (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
-__global__ void PackNchwKernel(const float* __restrict__ x, int64_t n, int64_t channels,
-                               int64_t hw, int64_t groups, int64_t cg, int64_t cw,
-                               uint64_t* __restrict__ out) {
+__global__ void PackNchwKernel(const float* __restrict__ x, int64_t n, int64_t channels, int64_t hw,
+                               int64_t groups, int64_t cg, int64_t cw, uint64_t* __restrict__ out) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * groups * cw * hw) return;
   const int64_t pix = idx % hw;
@@ -137,9 +136,9 @@ __device__ void PackSection(const PrepArgs& a, I idx) {
   const int64_t left = a.cg - c0;  // channels of this group from c0 on
   const int len = left <= 0 ? 0 : (left < 8 ? static_cast<int>(left) : 8);
   const float* src =
-      a.x + ((static_cast<int64_t>(img) * a.channels + static_cast<int64_t>(group) * a.cg + c0) *
-                 a.hw +
-             static_cast<int64_t>(pix));
+      a.x +
+      ((static_cast<int64_t>(img) * a.channels + static_cast<int64_t>(group) * a.cg + c0) * a.hw +
+       static_cast<int64_t>(pix));
   unsigned bits = 0;
 #pragma unroll
   for (int t = 0; t < 8; ++t) {
@@ -147,7 +146,9 @@ __device__ void PackSection(const PrepArgs& a, I idx) {
   }
   const int64_t word_index =
       ((static_cast<int64_t>(img) * a.hw + static_cast<int64_t>(pix)) * a.groups +
-       static_cast<int64_t>(group)) * a.cw + static_cast<int64_t>(word);
+       static_cast<int64_t>(group)) *
+          a.cw +
+      static_cast<int64_t>(word);
   reinterpret_cast<uint8_t*>(a.xp)[word_index * 8 + static_cast<int64_t>(byte)] =
       static_cast<uint8_t>(bits);
 }
@@ -167,14 +168,14 @@ __device__ void BorderSection(const PrepArgs& a, unsigned block) {
     const int j = t - i * kw;
     s[(i + 1) * stride + (j + 1)] = a.wcg - 2 * pc;
   }
-  for (int j = lane; j <= kw; j += 32) s[j] = 0;                // row 0
-  for (int i = lane + 1; i <= kh; i += 32) s[i * stride] = 0;   // column 0
-  __syncwarp();  // (also orders the warp's global writes and reads)
-  for (int i = lane + 1; i <= kh; i += 32) {                    // running sums along row i
+  for (int j = lane; j <= kw; j += 32) s[j] = 0;               // row 0
+  for (int i = lane + 1; i <= kh; i += 32) s[i * stride] = 0;  // column 0
+  __syncwarp();                               // (also orders the warp's global writes and reads)
+  for (int i = lane + 1; i <= kh; i += 32) {  // running sums along row i
     for (int j = 1; j <= kw; ++j) s[i * stride + j] += s[i * stride + j - 1];
   }
   __syncwarp();
-  for (int j = lane + 1; j <= kw; j += 32) {                    // then along column j
+  for (int j = lane + 1; j <= kw; j += 32) {  // then along column j
     for (int i = 1; i <= kh; ++i) s[i * stride + j] += s[(i - 1) * stride + j];
   }
 }
@@ -255,7 +256,8 @@ int QueryDevice(DeviceInfo* info) {
   if (err != cudaSuccess) return FailCuda(err, "cudaGetDevice");
   int major = 0, minor = 0, sms = 0;
   err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err != cudaSuccess) return FailCuda(err, "cudaDeviceGetAttribute");
   info->capability = major * 10 + minor;
@@ -338,12 +340,11 @@ int CheckGemm(const void* a, const void* b, int64_t m, int64_t n, int64_t words,
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected 0 <= `words` < 2^31, got " + Str(words));
   }
   if (k < 0 || k > 64 * words) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected 0 <= `k` <= 64 * words = " +
-                                             Str(64 * words) + ", got " + Str(k));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected 0 <= `k` <= 64 * words = " + Str(64 * words) + ", got " + Str(k));
   }
   if (ldc < n) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT,
-                "Expected `ldc` >= n = " + Str(n) + ", got " + Str(ldc));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `ldc` >= n = " + Str(n) + ", got " + Str(ldc));
   }
   if (m > 0 && n > 0 && (a == nullptr || b == nullptr || c == nullptr)) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`a`, `b` and `c` must be non-null device pointers");
@@ -373,13 +374,12 @@ int CheckConv(const binmx_cuda_conv2d_params* p, ConvGeom* geom) {
     const char* name;
     int64_t value;
     int64_t min;
-  } fields[] = {{"batch", p->batch, 0},       {"channels", p->channels, 1},
-                {"height", p->height, 1},     {"width", p->width, 1},
-                {"num_filter", p->num_filter, 1}, {"kernel_h", p->kernel_h, 1},
-                {"kernel_w", p->kernel_w, 1}, {"stride_h", p->stride_h, 1},
-                {"stride_w", p->stride_w, 1}, {"pad_h", p->pad_h, 0},
-                {"pad_w", p->pad_w, 0},       {"dilate_h", p->dilate_h, 1},
-                {"dilate_w", p->dilate_w, 1}, {"num_group", p->num_group, 1}};
+  } fields[] = {
+      {"batch", p->batch, 0},       {"channels", p->channels, 1},     {"height", p->height, 1},
+      {"width", p->width, 1},       {"num_filter", p->num_filter, 1}, {"kernel_h", p->kernel_h, 1},
+      {"kernel_w", p->kernel_w, 1}, {"stride_h", p->stride_h, 1},     {"stride_w", p->stride_w, 1},
+      {"pad_h", p->pad_h, 0},       {"pad_w", p->pad_w, 0},           {"dilate_h", p->dilate_h, 1},
+      {"dilate_w", p->dilate_w, 1}, {"num_group", p->num_group, 1}};
   for (const auto& f : fields) {
     if (f.value < f.min || f.value > (int64_t{1} << 30)) {
       return Fail(BINMX_CUDA_ERR_ARGUMENT, std::string("Expected `") + f.name + "` in [" +
@@ -388,13 +388,13 @@ int CheckConv(const binmx_cuda_conv2d_params* p, ConvGeom* geom) {
   }
   if (p->channels % p->num_group != 0) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `channels` (" + Str(p->channels) +
-                                             ") divisible by `num_group` (" +
-                                             Str(p->num_group) + ")");
+                                             ") divisible by `num_group` (" + Str(p->num_group) +
+                                             ")");
   }
   if (p->num_filter % p->num_group != 0) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `num_filter` (" + Str(p->num_filter) +
-                                             ") divisible by `num_group` (" +
-                                             Str(p->num_group) + ")");
+                                             ") divisible by `num_group` (" + Str(p->num_group) +
+                                             ")");
   }
   if (p->pad_value < -1 || p->pad_value > 1) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT,
@@ -403,14 +403,13 @@ int CheckConv(const binmx_cuda_conv2d_params* p, ConvGeom* geom) {
   const int64_t span_h = p->dilate_h * (p->kernel_h - 1) + 1;
   const int64_t span_w = p->dilate_w * (p->kernel_w - 1) + 1;
   if (p->height + 2 * p->pad_h < span_h || p->width + 2 * p->pad_w < span_w) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT,
-                "Dilated kernel (" + Str(span_h) + ", " + Str(span_w) +
-                    ") larger than the padded input (" + Str(p->height + 2 * p->pad_h) + ", " +
-                    Str(p->width + 2 * p->pad_w) + ")");
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Dilated kernel (" + Str(span_h) + ", " + Str(span_w) +
+                                             ") larger than the padded input (" +
+                                             Str(p->height + 2 * p->pad_h) + ", " +
+                                             Str(p->width + 2 * p->pad_w) + ")");
   }
   if (p->num_group > 65535) {  // one grid z slice per group
-    return Fail(BINMX_CUDA_ERR_ARGUMENT,
-                "Expected `num_group` <= 65535, got " + Str(p->num_group));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `num_group` <= 65535, got " + Str(p->num_group));
   }
   const int64_t cg = p->channels / p->num_group;
   const int64_t cw = WordsFor(cg);
@@ -455,9 +454,9 @@ int LaunchPackNchw(const float* x, int64_t n, int64_t channels, int64_t hw, int6
 int LaunchPrepare(PrepArgs a, cudaStream_t stream) {
   a.pack_blocks = static_cast<unsigned>((a.pack_total + kPrepThreads - 1) / kPrepThreads);
   a.border_blocks =
-      a.border != nullptr ? static_cast<unsigned>((a.num_filter + kPrepThreads / 32 - 1) /
-                                                  (kPrepThreads / 32))
-                          : 0;
+      a.border != nullptr
+          ? static_cast<unsigned>((a.num_filter + kPrepThreads / 32 - 1) / (kPrepThreads / 32))
+          : 0;
   a.taps_blocks =
       a.taps != nullptr ? static_cast<unsigned>((a.words + kPrepThreads - 1) / kPrepThreads) : 0;
   const unsigned blocks = a.pack_blocks + a.border_blocks + a.taps_blocks;
@@ -542,7 +541,8 @@ int PlanConv(const ConvGeom& g, bool pack, ConvPlan* plan) {
     } else {
       return Fail(BINMX_CUDA_ERR_ARGUMENT,
                   std::string("Expected BINMX_CUDA_CONV to be auto, im2col, table, legacy or "
-                              "implicit, got '") + env + "'");
+                              "implicit, got '") +
+                      env + "'");
     }
   }
   int64_t cap = kIm2colDefaultBytes;
@@ -553,7 +553,8 @@ int PlanConv(const ConvGeom& g, bool pack, ConvPlan* plan) {
     if (end == cap_env || *end != '\0' || v < 1 || v > (int64_t{1} << 33)) {
       return Fail(BINMX_CUDA_ERR_ARGUMENT,
                   std::string("Expected BINMX_CUDA_IM2COL_MAX_BYTES to be an integer in "
-                              "[1, 2^33], got '") + cap_env + "'");
+                              "[1, 2^33], got '") +
+                      cap_env + "'");
     }
     cap = v;
   }
@@ -684,8 +685,8 @@ int RunConv(const ConvGeom& g, const ConvPlan& plan, void* ws, const float* x,
 // binmx_cuda_binary_conv2d (x != nullptr) and _packed_ws (x_packed): plan, workspace check or
 // stream-ordered allocation, RunConv, free.
 int ConvCall(const binmx_cuda_conv2d_params* params, const float* x, const uint64_t* x_packed,
-             const uint64_t* w, const float* alpha, const float* bias, float* out,
-             void* workspace, size_t workspace_bytes, int algo, void* stream) {
+             const uint64_t* w, const float* alpha, const float* bias, float* out, void* workspace,
+             size_t workspace_bytes, int algo, void* stream) {
   ConvGeom g;
   int rc = CheckConv(params, &g);
   if (rc != BINMX_CUDA_OK) return rc;
@@ -701,8 +702,8 @@ int ConvCall(const binmx_cuda_conv2d_params* params, const float* x, const uint6
   if (rc != BINMX_CUDA_OK) return rc;
   const size_t need = plan.Bytes();
   if (workspace != nullptr && workspace_bytes < need) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `workspace_bytes` >= " + Str(need) +
-                                             ", got " + Str(workspace_bytes));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected `workspace_bytes` >= " + Str(need) + ", got " + Str(workspace_bytes));
   }
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   void* ws = workspace;
@@ -820,7 +821,8 @@ int binmx_cuda_pack_nchw(const float* x, int64_t n, int64_t channels, int64_t h,
   if (n < 0 || channels < 1 || h < 1 || w < 1 || groups < 1 || channels % groups != 0) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT,
                 "Expected n >= 0, channels, h, w, groups >= 1 and channels divisible by groups, "
-                "got n = " + Str(n) + ", channels = " + Str(channels) + ", h = " + Str(h) +
+                "got n = " +
+                    Str(n) + ", channels = " + Str(channels) + ", h = " + Str(h) +
                     ", w = " + Str(w) + ", groups = " + Str(groups));
   }
   if (n > 0 && (x == nullptr || out == nullptr)) {
@@ -829,9 +831,8 @@ int binmx_cuda_pack_nchw(const float* x, int64_t n, int64_t channels, int64_t h,
   return LaunchPackBytes(x, n, channels, h * w, groups, out, static_cast<cudaStream_t>(stream));
 }
 
-int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
-                         int64_t words, int64_t k, int32_t* c, int64_t ldc, int algo,
-                         void* stream) {
+int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words,
+                         int64_t k, int32_t* c, int64_t ldc, int algo, void* stream) {
   int rc = CheckGemm(a, b, m, n, words, k, c, ldc);
   if (rc != BINMX_CUDA_OK) return rc;
   Problem p = GemmProblem(a, b, m, n, words, k);
@@ -876,8 +877,8 @@ int binmx_cuda_fully_connected(const float* x, int64_t batch, int64_t d, const u
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   void* ws = workspace;
   if (ws != nullptr && workspace_bytes < need) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `workspace_bytes` >= " + Str(need) +
-                                             ", got " + Str(workspace_bytes));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected `workspace_bytes` >= " + Str(need) + ", got " + Str(workspace_bytes));
   }
   if (ws == nullptr && need > 0) {
     const cudaError_t err = cudaMallocAsync(&ws, need, s);
@@ -922,8 +923,7 @@ int binmx_cuda_fully_connected_packed(const uint64_t* x_packed, int64_t batch, i
   return Run(p, kModeGemm, 1, algo, stream);
 }
 
-int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,
-                                int64_t* out_w) {
+int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h, int64_t* out_w) {
   ConvGeom g;
   const int rc = CheckConv(p, &g);
   if (rc != BINMX_CUDA_OK) return rc;
@@ -944,8 +944,7 @@ int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* params,
                                     const uint64_t* x_packed, const uint64_t* w_packed,
                                     const float* alpha, const float* bias, float* out, int algo,
                                     void* stream) {
-  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, nullptr, 0, algo,
-                  stream);
+  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, nullptr, 0, algo, stream);
 }
 
 int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* params,
@@ -953,8 +952,8 @@ int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* params,
                                        const float* alpha, const float* bias, float* out,
                                        void* workspace, size_t workspace_bytes, int algo,
                                        void* stream) {
-  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, workspace,
-                  workspace_bytes, algo, stream);
+  return ConvCall(params, nullptr, x_packed, w_packed, alpha, bias, out, workspace, workspace_bytes,
+                  algo, stream);
 }
 
 int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* params, const float* x,
@@ -968,8 +967,8 @@ int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* params, const float
     if (rc != BINMX_CUDA_OK || g.batch == 0) return rc;
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x`, `w_packed` and `out` must be non-null");
   }
-  return ConvCall(params, x, nullptr, w_packed, alpha, bias, out, workspace, workspace_bytes,
-                  algo, stream);
+  return ConvCall(params, x, nullptr, w_packed, alpha, bias, out, workspace, workspace_bytes, algo,
+                  stream);
 }
 
 }  // extern "C"

@@ -39,10 +39,10 @@ extern "C" {
 
 enum {
   BINMX_CUDA_OK = 0,
-  BINMX_CUDA_ERR_ARGUMENT = 1,     /* bad sizes / null pointers; message names the argument */
-  BINMX_CUDA_ERR_CUDA = 2,         /* a CUDA runtime error (launch, memory, driver) */
-  BINMX_CUDA_ERR_NO_DEVICE = 3,    /* no usable CUDA device or driver */
-  BINMX_CUDA_ERR_UNSUPPORTED = 4,  /* e.g. tensor algo on a device below sm_80 */
+  BINMX_CUDA_ERR_ARGUMENT = 1,    /* bad sizes / null pointers; message names the argument */
+  BINMX_CUDA_ERR_CUDA = 2,        /* a CUDA runtime error (launch, memory, driver) */
+  BINMX_CUDA_ERR_NO_DEVICE = 3,   /* no usable CUDA device or driver */
+  BINMX_CUDA_ERR_UNSUPPORTED = 4, /* e.g. tensor algo on a device below sm_80 */
 };
 
 enum { BINMX_CUDA_ALGO_AUTO = 0, BINMX_CUDA_ALGO_SIMT = 1, BINMX_CUDA_ALGO_TENSOR = 2 };
@@ -71,18 +71,17 @@ int binmx_cuda_pack_rows(const float* x, int64_t rows, int64_t k, int64_t ld, ui
                          void* stream);
 
 /* Per-pixel channel packing of an NCHW float tensor, per group:
- * out[((n * h + y) * w + x) * groups * cw + g * cw + c / 64] bit c % 64 = (x[n, g*cg + c, y, x] < 0)
- * with cg = channels / groups and cw = ceil(cg / 64); tail bits 0. With n = num_filter,
- * channels = C / num_group, h = kh, w = kw, groups = 1 this packs a float conv weight
- * (F, C/g, kh, kw) into the packed weight format (F, kh, kw, ceil(C/g/64)). */
+ * out[((n * h + y) * w + x) * groups * cw + g * cw + c / 64] bit c % 64 = (x[n, g*cg + c, y, x] <
+ * 0) with cg = channels / groups and cw = ceil(cg / 64); tail bits 0. With n = num_filter, channels
+ * = C / num_group, h = kh, w = kw, groups = 1 this packs a float conv weight (F, C/g, kh, kw) into
+ * the packed weight format (F, kh, kw, ceil(C/g/64)). */
 int binmx_cuda_pack_nchw(const float* x, int64_t n, int64_t channels, int64_t h, int64_t w,
                          int64_t groups, uint64_t* out, void* stream);
 
 /* C[i * ldc + j] = k - 2 * popcount(A[i] XOR B[j]); A: m x words, B: n x words (row-major
  * packed rows), 0 <= k <= 64 * words, tail bits beyond k zero in both operands. */
-int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
-                         int64_t words, int64_t k, int32_t* c, int64_t ldc, int algo,
-                         void* stream);
+int binmx_cuda_xnor_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words,
+                         int64_t k, int32_t* c, int64_t ldc, int algo, void* stream);
 /* C[i * ldc + j] = float(dot) * (scale ? scale[i] : 1) + (bias ? bias[i] : 0). */
 int binmx_cuda_xnor_gemm_f32(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n,
                              int64_t words, int64_t k, const float* scale, const float* bias,
@@ -108,8 +107,7 @@ typedef struct binmx_cuda_conv2d_params {
 } binmx_cuda_conv2d_params;
 
 /* Output height/width for p (stored to *out_h, *out_w); checks p. */
-int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h,
-                                int64_t* out_w);
+int binmx_cuda_conv2d_out_shape(const binmx_cuda_conv2d_params* p, int64_t* out_h, int64_t* out_w);
 /* Bytes of scratch for binmx_cuda_binary_conv2d (the packed input, the border-correction and
  * tap tables, the bit im2col of a chunk of images: see below), 0 if p (or BINMX_CUDA_CONV /
  * BINMX_CUDA_IM2COL_MAX_BYTES) is invalid. Depends on those two environment variables, which
@@ -129,17 +127,16 @@ int binmx_cuda_binary_conv2d(const binmx_cuda_conv2d_params* p, const float* x,
 /* Same, from an input already packed by binmx_cuda_pack_nchw (its scratch, the tables and the
  * im2col, is allocated stream-ordered inside the call; _packed_ws takes it instead). */
 int binmx_cuda_binary_conv2d_packed(const binmx_cuda_conv2d_params* p, const uint64_t* x_packed,
-                                    const uint64_t* w_packed, const float* alpha,
-                                    const float* bias, float* out, int algo, void* stream);
+                                    const uint64_t* w_packed, const float* alpha, const float* bias,
+                                    float* out, int algo, void* stream);
 /* API version 3: binmx_cuda_binary_conv2d_packed with caller-provided scratch of
  * binmx_cuda_binary_conv2d_packed_workspace(p) bytes (NULL: allocated stream-ordered; the query
  * may return 0, e.g. BINMX_CUDA_CONV=legacy). */
 size_t binmx_cuda_binary_conv2d_packed_workspace(const binmx_cuda_conv2d_params* p);
-int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* p,
-                                       const uint64_t* x_packed, const uint64_t* w_packed,
-                                       const float* alpha, const float* bias, float* out,
-                                       void* workspace, size_t workspace_bytes, int algo,
-                                       void* stream);
+int binmx_cuda_binary_conv2d_packed_ws(const binmx_cuda_conv2d_params* p, const uint64_t* x_packed,
+                                       const uint64_t* w_packed, const float* alpha,
+                                       const float* bias, float* out, void* workspace,
+                                       size_t workspace_bytes, int algo, void* stream);
 /* Convolution kernels (environment, read at every call): BINMX_CUDA_CONV =
  *   auto / im2col (default): pack, per-filter border prefix table, explicit bit im2col of
  *     chunks of images into the scratch (at most BINMX_CUDA_IM2COL_MAX_BYTES bytes, default
@@ -188,9 +185,9 @@ int binmx_cuda_ste_mask(const float* x, const float* dy, int64_t n, float grad_c
 int binmx_cuda_pack_rows_affine(const float* x, int64_t rows, int64_t k, int64_t ld,
                                 const float* scale, const float* shift, uint64_t* out,
                                 void* stream);
-int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int64_t h,
-                                int64_t w, int64_t groups, const float* scale,
-                                const float* shift, uint64_t* out, void* stream);
+int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int64_t h, int64_t w,
+                                int64_t groups, const float* scale, const float* shift,
+                                uint64_t* out, void* stream);
 /* Packed conv weight (F, kh, kw, ceil(cg/64)) -> float +-1 (F, cg, kh, kw); a packed dense
  * weight (H, ceil(D/64)) is kh = kw = 1, cg = D. */
 int binmx_cuda_unpack_conv_weight(const uint64_t* w_packed, int64_t num_filter, int64_t cg,
@@ -204,8 +201,8 @@ int binmx_cuda_fully_connected_packed(const uint64_t* x_packed, int64_t batch, i
 int binmx_cuda_scale_rows(const float* w, const float* alpha, int64_t rows, int64_t size,
                           float* out, void* stream);
 /* db[f] = sum over n < batch, q < inner of dy[(n * channels + f) * inner + q] (in double). */
-int binmx_cuda_bias_grad(const float* dy, int64_t batch, int64_t channels, int64_t inner,
-                         float* db, void* stream);
+int binmx_cuda_bias_grad(const float* dy, int64_t batch, int64_t channels, int64_t inner, float* db,
+                         void* stream);
 /* Latent weight gradient from G = d loss / d Qw(W) (without alpha), rows x size:
  *   alpha NULL: dw = G;  else dalpha[r] = sum_i G[r,i] wq[r,i] (double) and
  *   dw[r,i] = alpha[r] * G[r,i] + sgn(w[r,i]) * float(dalpha_r / size) (each op rounded).
@@ -227,10 +224,10 @@ int binmx_cuda_float_conv2d_forward(const binmx_cuda_conv2d_params* p, const flo
 /* Gradients of out = conv(Q x, w) for dy (N, F, OH, OW), both overwritten, either may be NULL:
  *   dx = conv_transpose(dy, w), times 1[|x_mask| <= grad_cancel] when x_mask is not NULL;
  *   dw = sum over n, pixels of dy * Q(xpad) (a +-1 pad counts, a zero pad does not). */
-int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const float* x,
-                                     int quant, const float* w, const float* dy,
-                                     const float* x_mask, float grad_cancel, float* dx, float* dw,
-                                     void* workspace, size_t workspace_bytes, void* stream);
+int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const float* x, int quant,
+                                     const float* w, const float* dy, const float* x_mask,
+                                     float grad_cancel, float* dx, float* dw, void* workspace,
+                                     size_t workspace_bytes, void* stream);
 /* Dense: out (rows x hidden) = Q(x) (rows x depth) . w^T, then * alpha[h] + bias[h]. */
 int binmx_cuda_float_dense_forward(const float* x, int quant, const float* w, const float* alpha,
                                    const float* bias, float* out, int64_t rows, int64_t depth,
@@ -245,7 +242,7 @@ int binmx_cuda_float_dense_backward(const float* x, int quant, const float* w, c
 #endif
 
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
 #endif /* BINMX_CUDA_H_ */

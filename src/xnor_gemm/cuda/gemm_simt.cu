@@ -14,8 +14,7 @@ namespace cuda {
 namespace {
 
 template <int BM, int BN, int TM, int TN, int kMode>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN))
-    XnorSimtKernel(const Problem p) {
+__global__ void __launch_bounds__((BM / TM) * (BN / TN)) XnorSimtKernel(const Problem p) {
   constexpr int kTx = BN / TN;
   constexpr int kTy = BM / TM;
   constexpr int kThreads = kTx * kTy;

@@ -39,7 +39,7 @@ __device__ __forceinline__ void MmaAndPopc(int (&c)[4], uint32_t a0, uint32_t a1
 }
 
 template <int BM, int BN, int WGM, int WGN, int kMode>
-__global__ void __launch_bounds__(WGM * WGN * 32) XnorTensorKernel(const Problem p) {
+__global__ void __launch_bounds__(WGM* WGN * 32) XnorTensorKernel(const Problem p) {
   constexpr int kThreads = WGM * WGN * 32;
   constexpr int kWarpM = BM / WGM;
   constexpr int kWarpN = BN / WGN;
@@ -208,8 +208,7 @@ cudaError_t LaunchMode(const Problem& p, int mode, int groups, cudaStream_t stre
 
 }  // namespace
 
-cudaError_t LaunchTensor(const Problem& p, int mode, Tile tile, int groups,
-                         cudaStream_t stream) {
+cudaError_t LaunchTensor(const Problem& p, int mode, Tile tile, int groups, cudaStream_t stream) {
   if (tile == Tile::kLarge) return LaunchMode<64, 128, 2, 4>(p, mode, groups, stream);
   return LaunchMode<32, 64, 2, 2>(p, mode, groups, stream);
 }

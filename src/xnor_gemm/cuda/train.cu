@@ -56,8 +56,8 @@ int LaunchCheck(const char* what) {
 
 int CheckN(const char* name, int64_t n) {
   if (n < 0 || n > (int64_t{1} << 40)) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, std::string("Expected `") + name +
-                                             "` in [0, 2^40], got " + Str(n));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                std::string("Expected `") + name + "` in [0, 2^40], got " + Str(n));
   }
   return BINMX_CUDA_OK;
 }
@@ -70,10 +70,10 @@ int CheckBits(int bits) {
   return BINMX_CUDA_OK;
 }
 
-#define BINMX_TRY(expr)                        \
-  do {                                         \
-    const int rc_ = (expr);                    \
-    if (rc_ != BINMX_CUDA_OK) return rc_;      \
+#define BINMX_TRY(expr)                   \
+  do {                                    \
+    const int rc_ = (expr);               \
+    if (rc_ != BINMX_CUDA_OK) return rc_; \
   } while (0)
 
 __device__ __forceinline__ float Sgn(float v) { return v < 0.0f ? -1.0f : 1.0f; }  // NaN -> +1
@@ -153,8 +153,7 @@ __global__ void SteMaskKernel(const float* __restrict__ x, const float* dy, int6
 
 __global__ void PackRowsAffineKernel(const float* __restrict__ x, int64_t rows, int64_t k,
                                      int64_t ld, int64_t words, const float* __restrict__ scale,
-                                     const float* __restrict__ shift,
-                                     uint64_t* __restrict__ out) {
+                                     const float* __restrict__ shift, uint64_t* __restrict__ out) {
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   if (warp >= rows * words) return;  // whole warps exit together
@@ -174,8 +173,7 @@ __global__ void PackRowsAffineKernel(const float* __restrict__ x, int64_t rows, 
 __global__ void PackNchwAffineKernel(const float* __restrict__ x, int64_t n, int64_t channels,
                                      int64_t hw, int64_t groups, int64_t cg, int64_t cw,
                                      const float* __restrict__ scale,
-                                     const float* __restrict__ shift,
-                                     uint64_t* __restrict__ out) {
+                                     const float* __restrict__ shift, uint64_t* __restrict__ out) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * groups * cw * hw) return;
   const int64_t pix = idx % hw;
@@ -217,9 +215,8 @@ __global__ void ScaleRowsKernel(const float* __restrict__ w, const float* __rest
 }
 
 // out[i] = out[i] * alpha[c] + bias[c], c = (i / inner) % channels (both optional).
-__global__ void EpilogueKernel(float* __restrict__ out, int64_t n, int64_t channels,
-                               int64_t inner, const float* __restrict__ alpha,
-                               const float* __restrict__ bias) {
+__global__ void EpilogueKernel(float* __restrict__ out, int64_t n, int64_t channels, int64_t inner,
+                               const float* __restrict__ alpha, const float* __restrict__ bias) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int64_t c = (i / inner) % channels;
@@ -285,7 +282,8 @@ __global__ void FinishWeightGradKernel(const float* __restrict__ g, const float*
   }
   double da = 0.0;
   for (int64_t i = threadIdx.x; i < size; i += kThreads) {
-    da = __dadd_rn(da, __dmul_rn(static_cast<double>(gr[i]), static_cast<double>(wq[r * size + i])));
+    da =
+        __dadd_rn(da, __dmul_rn(static_cast<double>(gr[i]), static_cast<double>(wq[r * size + i])));
   }
   da = BlockSum(da, part);
   if (dalpha != nullptr && threadIdx.x == 0) dalpha[r] = static_cast<float>(da);
@@ -381,9 +379,8 @@ int Gemm(const GemmArgs& g, int64_t batch, cudaStream_t stream) {
   if (g.m == 0 || g.n == 0 || batch == 0) return BINMX_CUDA_OK;
   const int64_t gy = (g.m + kTile - 1) / kTile, gx = (g.n + kTile - 1) / kTile;
   if (gy > 65535 || batch > 65535 || gx > 0x7fffffff) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "float GEMM too large for one launch: m = " +
-                                             Str(g.m) + ", n = " + Str(g.n) + ", batch = " +
-                                             Str(batch));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "float GEMM too large for one launch: m = " + Str(g.m) +
+                                             ", n = " + Str(g.n) + ", batch = " + Str(batch));
   }
   GemmKernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy),
                     static_cast<unsigned>(batch)),
@@ -496,9 +493,9 @@ class Scratch {
   Scratch(void* given, size_t given_bytes, size_t need, cudaStream_t s)
       : ptr_(given), need_(need), stream_(s) {
     if (given != nullptr && given_bytes < need) {
-      rc_ = Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `workspace_bytes` >= " +
-                                              Str(static_cast<int64_t>(need)) + ", got " +
-                                              Str(static_cast<int64_t>(given_bytes)));
+      rc_ = Fail(BINMX_CUDA_ERR_ARGUMENT,
+                 "Expected `workspace_bytes` >= " + Str(static_cast<int64_t>(need)) + ", got " +
+                     Str(static_cast<int64_t>(given_bytes)));
     } else if (given == nullptr && need > 0) {
       const cudaError_t err = cudaMallocAsync(&ptr_, need, s);
       if (err != cudaSuccess) {
@@ -533,7 +530,8 @@ extern "C" {
 
 int binmx_cuda_fill_zero(void* ptr, size_t bytes, void* stream) {
   if (bytes == 0) return BINMX_CUDA_OK;
-  if (ptr == nullptr) return Fail(BINMX_CUDA_ERR_ARGUMENT, "`ptr` must be a non-null device pointer");
+  if (ptr == nullptr)
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "`ptr` must be a non-null device pointer");
   const cudaError_t err = cudaMemsetAsync(ptr, 0, bytes, static_cast<cudaStream_t>(stream));
   return err == cudaSuccess ? BINMX_CUDA_OK : FailCuda(err, "cudaMemsetAsync");
 }
@@ -546,8 +544,8 @@ int binmx_cuda_mean_abs_rows(const float* w, int64_t rows, int64_t size, float* 
   if (w == nullptr || alpha == nullptr) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`w` and `alpha` must be non-null device pointers");
   }
-  MeanAbsRowsKernel<<<Blocks(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      w, rows, size, alpha);
+  MeanAbsRowsKernel<<<Blocks(rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(w, rows, size,
+                                                                                      alpha);
   return LaunchCheck("mean_abs_rows launch");
 }
 
@@ -593,8 +591,8 @@ int binmx_cuda_affine_sign(const float* x, int64_t n, int64_t channels, int64_t 
                            const float* scale, const float* shift, float* out, void* stream) {
   BINMX_TRY(CheckN("n", n));
   if (channels < 1 || inner < 1) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected `channels`, `inner` >= 1, got " +
-                                             Str(channels) + ", " + Str(inner));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected `channels`, `inner` >= 1, got " + Str(channels) + ", " + Str(inner));
   }
   if (n == 0) return BINMX_CUDA_OK;
   if (!x || !scale || !shift || !out) {
@@ -613,7 +611,7 @@ int binmx_cuda_ste_mask(const float* x, const float* dy, int64_t n, float grad_c
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x`, `dy` and `dx` must be non-null device pointers");
   }
   SteMaskKernel<<<Blocks(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(x, dy, n,
-                                                                                grad_cancel, dx);
+                                                                               grad_cancel, dx);
   return LaunchCheck("ste_mask launch");
 }
 
@@ -630,18 +628,19 @@ int binmx_cuda_pack_rows_affine(const float* x, int64_t rows, int64_t k, int64_t
     return Fail(BINMX_CUDA_ERR_ARGUMENT, "`x`, `scale`, `shift` and `out` must be non-null");
   }
   PackRowsAffineKernel<<<Blocks(rows * words * 32), kThreads, 0,
-                         static_cast<cudaStream_t>(stream)>>>(x, rows, k, ld, words, scale,
-                                                              shift, out);
+                         static_cast<cudaStream_t>(stream)>>>(x, rows, k, ld, words, scale, shift,
+                                                              out);
   return LaunchCheck("pack_rows_affine launch");
 }
 
-int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int64_t h,
-                                int64_t w, int64_t groups, const float* scale,
-                                const float* shift, uint64_t* out, void* stream) {
+int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int64_t h, int64_t w,
+                                int64_t groups, const float* scale, const float* shift,
+                                uint64_t* out, void* stream) {
   if (n < 0 || channels < 1 || h < 1 || w < 1 || groups < 1 || channels % groups != 0) {
     return Fail(BINMX_CUDA_ERR_ARGUMENT,
                 "Expected n >= 0, channels, h, w, groups >= 1 and channels divisible by groups, "
-                "got n = " + Str(n) + ", channels = " + Str(channels) + ", h = " + Str(h) +
+                "got n = " +
+                    Str(n) + ", channels = " + Str(channels) + ", h = " + Str(h) +
                     ", w = " + Str(w) + ", groups = " + Str(groups));
   }
   if (n == 0) return BINMX_CUDA_OK;
@@ -650,8 +649,8 @@ int binmx_cuda_pack_nchw_affine(const float* x, int64_t n, int64_t channels, int
   }
   const int64_t cg = channels / groups, cw = (cg + 63) / 64;
   PackNchwAffineKernel<<<Blocks(n * groups * cw * h * w), kThreads, 0,
-                         static_cast<cudaStream_t>(stream)>>>(x, n, channels, h * w, groups, cg,
-                                                              cw, scale, shift, out);
+                         static_cast<cudaStream_t>(stream)>>>(x, n, channels, h * w, groups, cg, cw,
+                                                              scale, shift, out);
   return LaunchCheck("pack_nchw_affine launch");
 }
 
@@ -685,12 +684,11 @@ int binmx_cuda_scale_rows(const float* w, const float* alpha, int64_t rows, int6
   return LaunchCheck("scale_rows launch");
 }
 
-int binmx_cuda_bias_grad(const float* dy, int64_t batch, int64_t channels, int64_t inner,
-                         float* db, void* stream) {
+int binmx_cuda_bias_grad(const float* dy, int64_t batch, int64_t channels, int64_t inner, float* db,
+                         void* stream) {
   if (batch < 0 || channels < 0 || inner < 0 || channels > 0x7fffffff) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected batch, channels, inner >= 0, got " +
-                                             Str(batch) + ", " + Str(channels) + ", " +
-                                             Str(inner));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected batch, channels, inner >= 0, got " + Str(batch) +
+                                             ", " + Str(channels) + ", " + Str(inner));
   }
   if (channels == 0) return BINMX_CUDA_OK;
   if (!db || (batch * inner > 0 && !dy)) {
@@ -705,8 +703,8 @@ int binmx_cuda_finish_weight_grad(const float* g, const float* w, const float* w
                                   const float* alpha, int64_t rows, int64_t size, float* dw,
                                   float* dalpha, void* stream) {
   if (rows < 0 || rows > 0x7fffffff || size < 1) {
-    return Fail(BINMX_CUDA_ERR_ARGUMENT, "Expected rows in [0, 2^31) and size >= 1, got " +
-                                             Str(rows) + ", " + Str(size));
+    return Fail(BINMX_CUDA_ERR_ARGUMENT,
+                "Expected rows in [0, 2^31) and size >= 1, got " + Str(rows) + ", " + Str(size));
   }
   if (rows == 0 || (dw == nullptr && dalpha == nullptr)) return BINMX_CUDA_OK;
   if (g == nullptr || (alpha != nullptr && wq == nullptr) ||
@@ -743,8 +741,7 @@ int binmx_cuda_float_conv2d_forward(const binmx_cuda_conv2d_params* p, const flo
   for (int64_t n0 = 0; n0 < g.n; n0 += nb_max) {
     const int64_t nb = g.n - n0 < nb_max ? g.n - n0 : nb_max;
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      Im2colKernel<<<Blocks(nb * g.kdepth * ohw), kThreads, 0, s>>>(x, g, n0, nb, grp, quant,
-                                                                     col);
+      Im2colKernel<<<Blocks(nb * g.kdepth * ohw), kThreads, 0, s>>>(x, g, n0, nb, grp, quant, col);
       BINMX_TRY(LaunchCheck("im2col launch"));
       GemmArgs a;
       a.m = g.fg;
@@ -773,10 +770,10 @@ int binmx_cuda_float_conv2d_forward(const binmx_cuda_conv2d_params* p, const flo
   return BINMX_CUDA_OK;
 }
 
-int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const float* x,
-                                     int quant, const float* w, const float* dy,
-                                     const float* x_mask, float grad_cancel, float* dx, float* dw,
-                                     void* workspace, size_t workspace_bytes, void* stream) {
+int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const float* x, int quant,
+                                     const float* w, const float* dy, const float* x_mask,
+                                     float grad_cancel, float* dx, float* dw, void* workspace,
+                                     size_t workspace_bytes, void* stream) {
   Geom g;
   BINMX_TRY(MakeGeom(p, &g));
   BINMX_TRY(CheckQuant(quant));
@@ -803,7 +800,7 @@ int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const fl
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       if (dw != nullptr) {
         Im2colKernel<<<Blocks(nb * g.kdepth * ohw), kThreads, 0, s>>>(x, g, n0, nb, grp, quant,
-                                                                       col);
+                                                                      col);
         BINMX_TRY(LaunchCheck("im2col launch"));
         GemmArgs a;  // dW_g (Fg x K) (+)= sum over (image, pixel) of dy_g . col^T
         a.m = g.fg;
@@ -842,8 +839,8 @@ int binmx_cuda_float_conv2d_backward(const binmx_cuda_conv2d_params* p, const fl
         a.c_n = 1;
         a.c_z = g.kdepth * ohw;
         BINMX_TRY(Gemm(a, nb, s));
-        Col2imKernel<<<Blocks(nb * g.cg * g.h * g.w), kThreads, 0, s>>>(col, g, n0, nb, grp,
-                                                                         x_mask, grad_cancel, dx);
+        Col2imKernel<<<Blocks(nb * g.cg * g.h * g.w), kThreads, 0, s>>>(col, g, n0, nb, grp, x_mask,
+                                                                        grad_cancel, dx);
         BINMX_TRY(LaunchCheck("col2im launch"));
       }
     }
@@ -881,8 +878,8 @@ int binmx_cuda_float_dense_forward(const float* x, int quant, const float* w, co
   a.c_n = 1;
   BINMX_TRY(Gemm(a, 1, s));
   if (alpha != nullptr || bias != nullptr) {
-    EpilogueKernel<<<Blocks(rows * hidden), kThreads, 0, s>>>(out, rows * hidden, hidden, 1,
-                                                               alpha, bias);
+    EpilogueKernel<<<Blocks(rows * hidden), kThreads, 0, s>>>(out, rows * hidden, hidden, 1, alpha,
+                                                              bias);
     BINMX_TRY(LaunchCheck("epilogue launch"));
   }
   return BINMX_CUDA_OK;
@@ -915,8 +912,8 @@ int binmx_cuda_float_dense_backward(const float* x, int quant, const float* w, c
     a.c_n = 1;
     BINMX_TRY(Gemm(a, 1, s));
     if (x_mask != nullptr) {
-      SteMaskKernel<<<Blocks(rows * depth), kThreads, 0, s>>>(x_mask, dx, rows * depth,
-                                                               grad_cancel, dx);
+      SteMaskKernel<<<Blocks(rows * depth), kThreads, 0, s>>>(x_mask, dx, rows * depth, grad_cancel,
+                                                              dx);
       BINMX_TRY(LaunchCheck("ste_mask launch"));
     }
   }

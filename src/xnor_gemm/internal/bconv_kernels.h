@@ -39,10 +39,10 @@ struct BconvTile {
   const uint64_t* w;  // rows of kwords words; f indexes rows from here
   int64_t f0, f1, q0, q1;
   int32_t k_depth;
-  const int32_t* pid;  // or null; pid[q] = border pattern of pixel q
-  const int32_t* ct;   // ct[f * ct_stride + pattern]
-  int64_t ct_stride;   // >= 16
-  int64_t n_patterns;  // patterns in use (<= ct_stride)
+  const int32_t* pid;     // or null; pid[q] = border pattern of pixel q
+  const int32_t* ct;      // ct[f * ct_stride + pattern]
+  int64_t ct_stride;      // >= 16
+  int64_t n_patterns;     // patterns in use (<= ct_stride)
   const float* alpha;     // indexed by f, or null
   const float* bias;      // indexed by f, or null
   const float* residual;  // same layout as out, or null

@@ -106,7 +106,7 @@ std::vector<uint64_t> RefPackWeights(const std::vector<float>& w, const Conv2dPa
         for (int64_t j = 0; j < p.kernel_w; ++j) {
           if (w[((f * cg + c) * p.kernel_h + i) * p.kernel_w + j] < 0.0f) {
             out[((f * p.kernel_h + i) * p.kernel_w + j) * words + c / 64] |= uint64_t{1}
-                                                                              << (c % 64);
+                                                                             << (c % 64);
           }
         }
       }
@@ -236,11 +236,12 @@ void ConvCase(std::mt19937_64& gen, const Conv2dParams& p, const Options& o) {
       }
       for (int64_t i = 0; i < out_count; ++i) {
         if (out[i] == want[i]) continue;
-        CHECK(false, "isa=%s threads=%d C=%lld F=%lld %lldx%lld k%lldx%lld s%lld,%lld p%lld,%lld "
-              "d%lld,%lld g%lld pv%d: out[%lld]=%.9g want %.9g", binmx::IsaName(isa), threads,
-              (long long)c, (long long)f, (long long)p.in_h, (long long)p.in_w,
-              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
-              (long long)p.stride_w, (long long)p.pad_h, (long long)p.pad_w,
+        CHECK(false,
+              "isa=%s threads=%d C=%lld F=%lld %lldx%lld k%lldx%lld s%lld,%lld p%lld,%lld "
+              "d%lld,%lld g%lld pv%d: out[%lld]=%.9g want %.9g",
+              binmx::IsaName(isa), threads, (long long)c, (long long)f, (long long)p.in_h,
+              (long long)p.in_w, (long long)p.kernel_h, (long long)p.kernel_w,
+              (long long)p.stride_h, (long long)p.stride_w, (long long)p.pad_h, (long long)p.pad_w,
               (long long)p.dilate_h, (long long)p.dilate_w, (long long)p.groups, p.pad_value,
               (long long)i, out[i], want[i]);
         break;
@@ -250,8 +251,7 @@ void ConvCase(std::mt19937_64& gen, const Conv2dParams& p, const Options& o) {
 }
 
 Conv2dParams Geometry(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t k,
-                      int64_t stride, int64_t pad, int64_t dilate, int64_t groups,
-                      int pad_value) {
+                      int64_t stride, int64_t pad, int64_t dilate, int64_t groups, int pad_value) {
   Conv2dParams p;
   p.batch = n;
   p.channels = c;
@@ -372,8 +372,8 @@ int main() {
   std::printf("available:");
   for (binmx::Isa isa : binmx::AvailableIsas()) std::printf(" %s", binmx::IsaName(isa));
   std::printf("\n");
-  const int64_t channels[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 63, 64, 65, 127, 128, 129, 511, 512,
-                              513};
+  const int64_t channels[] = {1,  2,  3,  4,   5,   6,   7,   8,   9,  10,
+                              63, 64, 65, 127, 128, 129, 511, 512, 513};
   Options plain, ints;
   ints.epilogue = false;
   // Channel grid: 3x3 pad 1 (border correction) on a 5x6 image.
@@ -385,7 +385,7 @@ int main() {
   for (int pv : {0, 1, -1}) {
     ConvCase(gen, Geometry(2, 5, 9, 8, 6, 3, 2, 1, 1, 1, pv), plain);
     ConvCase(gen, Geometry(1, 9, 12, 11, 3, 3, 1, 2, 2, 1, pv), plain);
-    ConvCase(gen, Geometry(1, 6, 7, 7, 5, 7, 1, 3, 1, 1, pv), plain);  // 49 border patterns
+    ConvCase(gen, Geometry(1, 6, 7, 7, 5, 7, 1, 3, 1, 1, pv), plain);     // 49 border patterns
     ConvCase(gen, Geometry(2, 130, 6, 5, 66, 3, 1, 1, 1, 2, pv), plain);  // 65 channels a group
     ConvCase(gen, Geometry(1, 12, 6, 6, 12, 3, 1, 1, 1, 12, pv), plain);  // depthwise
     ConvCase(gen, Geometry(1, 4, 2, 3, 2, 3, 1, 1, 1, 1, pv), plain);     // all border

@@ -43,16 +43,16 @@ namespace {
 int g_failures = 0;
 int g_checks = 0;
 
-#define CHECK(cond, ...)                                                     \
-  do {                                                                       \
-    ++g_checks;                                                              \
-    if (!(cond)) {                                                           \
-      ++g_failures;                                                          \
-      std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);   \
-      std::fprintf(stderr, __VA_ARGS__);                                     \
-      std::fprintf(stderr, "\n");                                            \
-      if (g_failures > 20) std::exit(1);                                     \
-    }                                                                        \
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    ++g_checks;                                                            \
+    if (!(cond)) {                                                         \
+      ++g_failures;                                                        \
+      std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                                   \
+      std::fprintf(stderr, "\n");                                          \
+      if (g_failures > 20) std::exit(1);                                   \
+    }                                                                      \
   } while (0)
 
 // x * s + t with the product rounded to float before the sum (never fused).
@@ -82,8 +82,8 @@ std::string Describe(const Case& c) {
                 (long long)p.num_filter, (long long)p.kernel_h, (long long)p.kernel_w,
                 (long long)p.stride_h, (long long)p.stride_w, (long long)p.pad_h,
                 (long long)p.pad_w, (long long)p.dilate_h, (long long)p.dilate_w,
-                (long long)p.groups, p.pad_value, c.alpha, c.bias, c.affine, c.residual,
-                c.x_bits, c.out_bits);
+                (long long)p.groups, p.pad_value, c.alpha, c.bias, c.affine, c.residual, c.x_bits,
+                c.out_bits);
   return buf;
 }
 
@@ -214,8 +214,8 @@ void RunCase(std::mt19937_64& gen, const Case& cs) {
     for (int64_t n = 0; n < n_img; ++n) {
       for (int64_t f = 0; f < f_all; ++f) {
         for (int64_t q = 0; q < ohw; ++q) {
-          const float v = AffineRounded(want[(n * f_all + f) * ohw + q], out_scale[f],
-                                        out_shift[f]);
+          const float v =
+              AffineRounded(want[(n * f_all + f) * ohw + q], out_scale[f], out_shift[f]);
           if (v < 0.0f) want_bits[(n * ohw + q) * out_words + f / 64] |= uint64_t{1} << (f % 64);
         }
       }
@@ -285,14 +285,12 @@ void RunCase(std::mt19937_64& gen, const Case& cs) {
             CHECK(false,
                   "isa=%s threads=%d out[n=%lld][f=%lld][oy=%lld][ox=%lld] = %.9g want %.9g: %s",
                   name, threads, (long long)(nf / f_all), (long long)(nf % f_all),
-                  (long long)(q / ow), (long long)(q % ow), out[i], want[i],
-                  Describe(cs).c_str());
+                  (long long)(q / ow), (long long)(q % ow), out[i], want[i], Describe(cs).c_str());
             break;
           }
         }
       }
-      CHECK(SameBytes(x, x_copy) && SameBytes(residual, res_copy) && xb == xb_copy &&
-                wp == wp_copy,
+      CHECK(SameBytes(x, x_copy) && SameBytes(residual, res_copy) && xb == xb_copy && wp == wp_copy,
             "isa=%s mutated an input: %s", name, Describe(cs).c_str());
     }
   }
@@ -343,9 +341,11 @@ void RunDense(std::mt19937_64& gen, int64_t rows, int64_t depth, int64_t hidden,
       CHECK(out.back() == -7.0f, "dense isa=%s wrote past out", binmx::IsaName(isa));
       for (size_t i = 0; i < want.size(); ++i) {
         if (std::memcmp(&out[i], &want[i], sizeof(float)) != 0) {
-          CHECK(false, "dense isa=%s threads=%d rows=%lld depth=%lld hidden=%lld affine=%d "
-                "out[%zu]=%.9g want %.9g", binmx::IsaName(isa), threads, (long long)rows,
-                (long long)depth, (long long)hidden, affine, i, out[i], want[i]);
+          CHECK(false,
+                "dense isa=%s threads=%d rows=%lld depth=%lld hidden=%lld affine=%d "
+                "out[%zu]=%.9g want %.9g",
+                binmx::IsaName(isa), threads, (long long)rows, (long long)depth, (long long)hidden,
+                affine, i, out[i], want[i]);
           break;
         }
       }
@@ -372,8 +372,8 @@ binmx::Conv2dParams Geometry(int64_t n, int64_t c, int64_t h, int64_t w, int64_t
 
 // The boundary grid: channel counts around word / vector boundaries through every geometry.
 int BoundaryGrid(std::mt19937_64& gen) {
-  const int64_t ks[] = {1,   2,   3,   4,   5,   6,   7,   8,   9,   10,  63,
-                        64,  65,  127, 128, 129, 511, 512, 513, 576, 4608};
+  const int64_t ks[] = {1,  2,  3,   4,   5,   6,   7,   8,   9,   10,  63,
+                        64, 65, 127, 128, 129, 511, 512, 513, 576, 4608};
   int cases = 0;
   int turn = 0;
   for (int64_t k : ks) {
@@ -382,17 +382,20 @@ int BoundaryGrid(std::mt19937_64& gen) {
     };
     // Spatial sizes shrink as K grows (the reference is O(everything)).
     const bool big = k >= 500;
-    const Geo geos[] = {{3, 1, 1, 1, big ? 4 : 7, big ? 5 : 6}, {3, 2, 1, 1, big ? 5 : 8, 7},
-                        {1, 2, 0, 1, 5, 6},                     {3, 1, 2, 2, big ? 4 : 6, 5},
-                        {2, 1, 0, 1, 4, 5},                     {3, 1, 0, 1, 5, 4},
+    const Geo geos[] = {{3, 1, 1, 1, big ? 4 : 7, big ? 5 : 6},
+                        {3, 2, 1, 1, big ? 5 : 8, 7},
+                        {1, 2, 0, 1, 5, 6},
+                        {3, 1, 2, 2, big ? 4 : 6, 5},
+                        {2, 1, 0, 1, 4, 5},
+                        {3, 1, 0, 1, 5, 4},
                         {1, 1, 0, 1, 3, 3}};
     for (const Geo& geo : geos) {
       if (k == 4608 && geo.kern > 1 && geo.dil > 1) continue;
       for (int pad_value : {0, 1, -1}) {
         Case c;
         const int64_t f = big ? 5 : 7 + (turn % 3) * 2;  // odd filter counts
-        c.p = Geometry(1 + turn % 2, k, geo.h, geo.w, f, geo.kern, geo.stride, geo.pad,
-                       geo.dil, 1, pad_value);
+        c.p = Geometry(1 + turn % 2, k, geo.h, geo.w, f, geo.kern, geo.stride, geo.pad, geo.dil, 1,
+                       pad_value);
         c.alpha = turn % 2 == 0;
         c.bias = turn % 3 != 0;
         c.affine = turn % 4 == 1;
@@ -444,7 +447,7 @@ int BoundaryGrid(std::mt19937_64& gen) {
 int RandomConfigs(std::mt19937_64& gen, int count) {
   std::uniform_int_distribution<int> pick(0, 1 << 30);
   auto r = [&](int lo, int hi) { return lo + pick(gen) % (hi - lo + 1); };
-  const int64_t cgs[] = {1,  2,  3,  5,  7,  9,  10,  17,  31,  33,  63,  64,
+  const int64_t cgs[] = {1,  2,  3,   5,   7,   9,   10,  17,  31,  33,  63,  64,
                          65, 96, 100, 127, 128, 129, 200, 255, 257, 511, 513, 576};
   int done = 0;
   while (done < count) {
@@ -581,8 +584,9 @@ int main(int argc, char** argv) {
     }
   }
   const int random = RandomConfigs(gen, n_random);
-  std::printf("%d boundary-grid + %d random conv configurations, %d dense, %d checks, "
-              "%d failures\n",
-              grid, random, dense, g_checks, g_failures);
+  std::printf(
+      "%d boundary-grid + %d random conv configurations, %d dense, %d checks, "
+      "%d failures\n",
+      grid, random, dense, g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -29,15 +29,15 @@ namespace {
 
 int g_failures = 0;
 
-#define CHECK(cond, ...)                                           \
-  do {                                                             \
-    if (!(cond)) {                                                 \
-      ++g_failures;                                                \
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      ++g_failures;                                                        \
       std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                           \
-      std::fprintf(stderr, "\n");                                  \
-      if (g_failures > 20) std::exit(1);                           \
-    }                                                              \
+      std::fprintf(stderr, __VA_ARGS__);                                   \
+      std::fprintf(stderr, "\n");                                          \
+      if (g_failures > 20) std::exit(1);                                   \
+    }                                                                      \
   } while (0)
 
 // Reference packing: bit j of word j / 64 is (x < 0).
@@ -107,13 +107,14 @@ void TestCase(std::mt19937_64& gen, int64_t m, int64_t n, int64_t k, bool extrem
       std::vector<int32_t> c(m * ldc, 12345);
       binmx::XnorGemm(ra.data(), rb.data(), m, n, words, k, c.data(), ldc, config);
       std::vector<float> cf(m * ldc, 7.0f);
-      binmx::XnorGemmF32(ra.data(), rb.data(), m, n, words, k, scale.data(), bias.data(),
-                         cf.data(), ldc, config);
+      binmx::XnorGemmF32(ra.data(), rb.data(), m, n, words, k, scale.data(), bias.data(), cf.data(),
+                         ldc, config);
       for (int64_t i = 0; i < m; ++i) {
         CHECK(c[i * ldc + n] == 12345 && cf[i * ldc + n] == 7.0f, "guard overwritten");
         for (int64_t j = 0; j < n; ++j) {
           const int32_t e = expect[i * n + j];
-          CHECK(c[i * ldc + j] == e, "isa=%s threads=%d m=%lld n=%lld k=%lld C[%lld,%lld]=%d want %d",
+          CHECK(c[i * ldc + j] == e,
+                "isa=%s threads=%d m=%lld n=%lld k=%lld C[%lld,%lld]=%d want %d",
                 binmx::IsaName(isa), threads, (long long)m, (long long)n, (long long)k,
                 (long long)i, (long long)j, c[i * ldc + j], e);
           volatile float prod = static_cast<float>(e) * scale[i];
@@ -168,8 +169,8 @@ void TestParallelFor() {
       binmx::ParallelFor(n, threads, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) hits[i]++;
       });
-      for (int64_t i = 0; i < n; ++i) CHECK(hits[i] == 1, "threads=%d n=%lld i=%lld", threads,
-                                            (long long)n, (long long)i);
+      for (int64_t i = 0; i < n; ++i)
+        CHECK(hits[i] == 1, "threads=%d n=%lld i=%lld", threads, (long long)n, (long long)i);
     }
   }
   // Nested calls run inline and still cover everything.
@@ -268,11 +269,18 @@ void TestGeometry() {
     const char* needle;
   };
   const Bad bad[] = {
-      {[](Conv2dParams* p) { p->kernel_h = (int64_t{1} << 58) + 1; p->dilate_h = 64; },
+      {[](Conv2dParams* p) {
+         p->kernel_h = (int64_t{1} << 58) + 1;
+         p->dilate_h = 64;
+       },
        "kernel_h"},
       {[](Conv2dParams* p) { p->dilate_h = int64_t{1} << 62; }, "dilated kernel"},
       {[](Conv2dParams* p) { p->dilate_w = INT64_MAX; }, "dilated kernel"},
-      {[](Conv2dParams* p) { p->kernel_h = 1; p->dilate_h = INT64_MAX; p->kernel_w = 0; },
+      {[](Conv2dParams* p) {
+         p->kernel_h = 1;
+         p->dilate_h = INT64_MAX;
+         p->kernel_w = 0;
+       },
        "kernel_w"},
       {[](Conv2dParams* p) { p->pad_h = int64_t{1} << 31; }, "pad_h"},
       {[](Conv2dParams* p) { p->pad_w = -1; }, "pad_w"},
@@ -400,8 +408,8 @@ int main() {
   std::printf("available:");
   for (binmx::Isa isa : binmx::AvailableIsas()) std::printf(" %s", binmx::IsaName(isa));
   std::printf("\n");
-  const int64_t ks[] = {0,  1,   2,   3,   4,   5,   6,   7,   8,   9,   10,  31,  63, 64,
-                        65, 127, 128, 129, 200, 511, 512, 513, 576, 2000};
+  const int64_t ks[] = {0,  1,  2,  3,   4,   5,   6,   7,   8,   9,   10,  31,
+                        63, 64, 65, 127, 128, 129, 200, 511, 512, 513, 576, 2000};
   const int64_t sizes[] = {1, 2, 3, 5, 7, 8, 9, 13, 17, 33};
   int cases = 0;
   for (int64_t k : ks) {
