@@ -192,7 +192,7 @@ def test_fc_depth_never_truncates(np_mode: bool) -> None:
 
 @pytest.mark.parametrize("np_mode", MODES)
 def test_wrappers_under_numpy_shape_mode(np_mode: bool) -> None:
-    """The issue's case: under set_np_shape(True) the wrappers' partial parameter shapes must
+    """The reported case: under set_np_shape(True) the wrappers' partial parameter shapes must
     read as unknown, not as a zero size."""
     data = mx.sym.var("data")
     net = mx.sym.QConvolution(data, kernel=(3, 3), num_filter=4, name="c1")

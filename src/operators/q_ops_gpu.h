@@ -10,7 +10,7 @@
  * become MX_ERROR_MSG + MX_FAIL.
  *
  * COMPILE-CHECKED ONLY: no MXNet 1.9.1 build runs on the GPUs this was written for (the
- * mxnet-cu1xx wheels carry no sm_90 code) and the sessions that wrote it had no GPU. The C API
+ * mxnet-cu1xx wheels carry no sm_90 code) and it has not run on a GPU. The C API
  * underneath is tested on a GPU by tests/test_cuda.py (tools/gpu_check.sh).
  */
 #ifndef BINMX_OPERATORS_Q_OPS_GPU_H_
