@@ -31,6 +31,7 @@
 #include "float_ops.h"
 #include "kbit.h"
 #include "parallel.h"
+#include "quantize.h"
 #include "rt_common.h"
 
 namespace binmx {
@@ -51,32 +52,16 @@ void Finish(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<int> 
   pl.AddStep(std::move(step));
 }
 
-// DoReFa weight quantiser over all n weights (src/float/quantize.h's QuantizeWeight).
+// The quantisers are the operators' own (src/float/quantize.h, header-only).
 std::vector<float> QuantizeWeights(const std::vector<float>& w, int bits) {
   std::vector<float> out(w.size());
-  if (bits == 1) {
-    for (size_t i = 0; i < w.size(); ++i) out[i] = w[i] < 0.0f ? -1.0f : 1.0f;
-  } else if (bits >= 32) {
-    out = w;
-  } else {
-    double max_t = 0.0;
-    for (float v : w) max_t = std::max(max_t, std::fabs(std::tanh(double{v})));
-    const double levels = static_cast<double>((int64_t{1} << bits) - 1);
-    for (size_t i = 0; i < w.size(); ++i) {
-      const double t = max_t > 0.0 ? std::tanh(double{w[i]}) / (2.0 * max_t) : 0.0;
-      out[i] = static_cast<float>(2.0 * (std::nearbyint(levels * (t + 0.5)) / levels) - 1.0);
-    }
-  }
+  QuantizeWeight(w.data(), static_cast<int64_t>(w.size()), bits, out.data());
   return out;
 }
 
 std::vector<float> MeanAbsRows(const std::vector<float>& w, int64_t rows, int64_t size) {
   std::vector<float> alpha(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    double s = 0.0;
-    for (int64_t i = 0; i < size; ++i) s += std::fabs(double{w[r * size + i]});
-    alpha[r] = static_cast<float>(s / static_cast<double>(size));
-  }
+  binmx::MeanAbsRows(w.data(), rows, size, alpha.data());
   return alpha;
 }
 
@@ -94,11 +79,11 @@ std::vector<float> AlphaQuantizedWeights(const std::vector<float>& w, int64_t ro
   return wq;
 }
 
-// Activation quantiser of one value (src/float/quantize.h's QuantizeAct), act_bit < 32.
-inline float QuantAct(float x, int bits, double levels) {
-  if (bits == 1) return x < 0.0f ? -1.0f : 1.0f;
-  const double a = std::min(1.0, std::max(0.0, static_cast<double>(x)));
-  return static_cast<float>(std::nearbyint(levels * a) / levels);
+// Activation quantiser of one value (QuantizeAct of one element), act_bit < 32.
+inline float QuantAct(float x, int bits) {
+  float out;
+  QuantizeAct(&x, 1, bits, &out);
+  return out;
 }
 
 // Packed weights as stored (int64 words), bits past `valid_bits` in each row's last word cleared.
@@ -439,7 +424,6 @@ class KbitConvStep : public Step {
     const int64_t c = src.channels, h = src.in_h, w = src.in_w;
     const int64_t ph = pad_outside ? src.pad_h : 0, pw = pad_outside ? src.pad_w : 0;
     const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
-    const double levels = static_cast<double>((int64_t{1} << std::min(act_bit, 30)) - 1);
     const float pad = static_cast<float>(pad_value);
     const int64_t planes = src.batch * c;
     ParallelFor(planes, ctx.threads, [&](int64_t b, int64_t e) {
@@ -459,7 +443,7 @@ class KbitConvStep : public Step {
                 const float prod = v * in_scale[ch];
                 v = prod + in_shift[ch] < 0.0f ? -1.0f : 1.0f;
               } else if (act_bit < 32) {
-                v = QuantAct(v, act_bit, levels);
+                v = QuantAct(v, act_bit);
               }
             }
             ap[yy * wp + xx] = v;
@@ -819,14 +803,13 @@ class KbitDenseStep : public Step {
     const float* x = ctx.F(inputs[0]);
     float* a = reinterpret_cast<float*>(ctx.scratch);
     const int64_t n = rows * depth;
-    const double levels = static_cast<double>((int64_t{1} << std::min(act_bit, 30)) - 1);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t d = i % depth;
       if (!in_scale.empty()) {
         const float prod = x[i] * in_scale[d];
         a[i] = prod + in_shift[d] < 0.0f ? -1.0f : 1.0f;
       } else {
-        a[i] = act_bit < 32 ? QuantAct(x[i], act_bit, levels) : x[i];
+        a[i] = act_bit < 32 ? QuantAct(x[i], act_bit) : x[i];
       }
     }
     dense->Run(a, rows, ctx.MutF(output), ctx.scratch + quant_bytes, ctx.threads);
