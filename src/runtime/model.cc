@@ -119,20 +119,7 @@ struct Model::Impl {
 
 void Model::Impl::Build(const Graph& g, std::map<std::string, Tensor>& params,
                         const std::string& what) {
-  // Non-finite parameters are an error, not a silently wrong output.
-  for (auto& kv : params) {
-    const Tensor& t = kv.second;
-    weight_bytes += t.nbytes();
-    if (t.dtype == DType::kFloat32 || t.dtype == DType::kFloat64 || t.dtype == DType::kFloat16) {
-      const std::vector<float> f = ToFloat32(t);
-      for (size_t i = 0; i < f.size(); ++i) {
-        if (!std::isfinite(f[i])) {
-          Fail(what + ": parameter '" + t.name + "' holds a non-finite value (" +
-               std::to_string(f[i]) + ") at flat index " + std::to_string(i));
-        }
-      }
-    }
-  }
+  for (const auto& kv : params) weight_bytes += kv.second.nbytes();
   Planner pl(g, params, isa, threads);
   // The data input: the one variable without a parameter that is not only a label.
   std::vector<int> candidates;

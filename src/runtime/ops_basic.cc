@@ -149,7 +149,7 @@ void BuildLeakyRelu(Planner& pl, int node) {
       r.FailNode("prelu gamma ('" + g.name + "') has shape " + ShapeText(g.shape) + ", expected (" +
                  std::to_string(c) + ",) or (1,)");
     }
-    std::vector<float> gamma = ToFloat32(g);
+    std::vector<float> gamma = pl.ParamFloat(node, 1, "gamma", g.shape);
     if (gc == 1) gamma.assign(c, gamma[0]);
     const int64_t outer = shape[0];
     const int64_t inner = pl.value(in).Count() / std::max<int64_t>(1, outer * c);

@@ -1,4 +1,5 @@
 // binmx runtime: the Planner (see engine.h).
+#include <cmath>
 #include <limits>
 
 #include "engine.h"
@@ -127,11 +128,22 @@ std::vector<float> Planner::ParamFloat(int node, int k, const char* what,
     Fail(NodeLabel(n) + ": parameter `" + what + "` ('" + t.name + "') has shape " +
          ShapeText(t.shape) + ", expected " + ShapeText(shape));
   }
+  std::vector<float> f;
   try {
-    return ToFloat32(t);
+    f = ToFloat32(t);
   } catch (const Error& e) {
     Fail(NodeLabel(n) + ": parameter `" + what + "` ('" + t.name + "'): " + e.what());
   }
+  // A non-finite parameter is an error, not a silently wrong output (checked where it is read,
+  // once per parameter and load).
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (!std::isfinite(f[i])) {
+      Fail(NodeLabel(n) + ": parameter `" + what + "` ('" + t.name +
+           "') holds a non-finite value (" + std::to_string(f[i]) + ") at flat index " +
+           std::to_string(i));
+    }
+  }
+  return f;
 }
 
 int Planner::NewValue(const std::vector<int64_t>& shape, ValueKind kind, int64_t bit_channels) {
