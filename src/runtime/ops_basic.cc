@@ -992,17 +992,20 @@ void BuildPooling(Planner& pl, int node) {
         const float* xp = x + pidx * h * w;
         float* yp = y + pidx * oh * ow;
         if (interior && type == 0) {  // every window inside the image: no bounds per output
+          // Tap by tap over a whole output row (the loop over ox vectorises), taps in the
+          // same (ky, kx) order as below, so NaN propagates the same way.
           for (int64_t oy = 0; oy < oh; ++oy) {
-            for (int64_t ox = 0; ox < ow; ++ox) {
-              const float* win = xp + oy * sh * w + ox * sw;
-              float m = -INFINITY;
-              for (int64_t ky = 0; ky < kh; ++ky) {
-                for (int64_t kx = 0; kx < kw; ++kx) {
-                  const float v = win[ky * w + kx];
-                  m = (v > m || v != v) ? v : m;
+            const float* base = xp + oy * sh * w;
+            float* yr = yp + oy * ow;
+            for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = base[ox * sw];
+            for (int64_t ky = 0; ky < kh; ++ky) {
+              for (int64_t kx = ky == 0 ? 1 : 0; kx < kw; ++kx) {
+                const float* r = base + ky * w + kx;
+                for (int64_t ox = 0; ox < ow; ++ox) {
+                  const float v = r[ox * sw], m = yr[ox];
+                  yr[ox] = ((v > m) | (v != v)) ? v : m;
                 }
               }
-              yp[oy * ow + ox] = m;
             }
           }
           continue;

@@ -391,6 +391,7 @@ class BinaryConvStep : public Step {
       args.x = ctx.F(inputs[0]);
     }
     args.w_packed = weights.data();
+    args.tables = &tables;
     args.alpha = alpha.empty() ? nullptr : alpha.data();
     args.bias = bias.empty() ? nullptr : bias.data();
     if (!in_scale.empty()) {
@@ -413,6 +414,7 @@ class BinaryConvStep : public Step {
   bool in_packed = false, out_packed = false, residual = false;
   std::vector<uint64_t> weights;
   std::vector<float> alpha, bias, in_scale, in_shift, out_scale, out_shift;
+  BinaryConvTables tables;  // PrepareBinaryConv(weights, params) at load
 };
 
 // k-bit convolution / dense: the activation quantised (and padded) into scratch, then float.
@@ -672,6 +674,9 @@ void BuildQConvolution(Planner& pl, int node) {
     step->out_scale = out_scale;
     step->out_shift = out_shift;
     step->binary_macs = p.batch * oh * ow * f * fsize;
+    // Once: the weights' popcounts, the border correction and the tap offsets (the weights
+    // vector is final here; the tables point into it).
+    PrepareBinaryConv(step->weights.data(), p, step->isa, &step->tables);
     std::vector<int> ins = {d.value};
     if (residual >= 0) ins.push_back(residual);
     const int out = q.out_packed ? pl.NewValue({p.batch, oh, ow, WordsFor(f)}, ValueKind::kBits, f)
