@@ -254,9 +254,37 @@ void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
   Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
-void PoolRow(const PoolRowArgs& a) {
+// A padded row of at most 32 cells read by at most 16 outputs (LeNet's 24 -> 12): the row stays
+// in two registers and the windows are permutes of them. Storing it to tmp and loading the
+// shifted windows back would stall every call on store-to-load forwarding. Same operations in
+// the same order as the general path below (so the same NaN behaviour).
+void PoolRowShort(const PoolRowArgs& a) {
+  const __m512 lowest = _mm512_set1_ps(std::numeric_limits<float>::lowest());
+  // Lane l of (v0, v1) is padded cell l: input x = l - pad_w.
+  const __mmask16 m0 = Lanes(a.pad_w, a.pad_w + a.width);
+  const __mmask16 m1 = Lanes(a.pad_w - 16, a.pad_w + a.width - 16);
+  __m512 v0 = lowest, v1 = lowest;
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    // Lane l reads row[l - pad_w] only where m0 / m1 holds (masked lanes are not accessed).
+    const float* row = a.rows + r * a.row_stride;
+    const __m512 l0 = _mm512_mask_loadu_ps(lowest, m0, row - a.pad_w);
+    const __m512 l1 = _mm512_mask_loadu_ps(lowest, m1, row + (16 - a.pad_w));
+    v0 = r == 0 ? l0 : _mm512_max_ps(l0, v0);
+    v1 = r == 0 ? l1 : _mm512_max_ps(l1, v1);
+  }
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i step = a.stride_w == 1 ? iota : _mm512_add_epi32(iota, iota);
+  __m512 v = _mm512_permutex2var_ps(v0, step, v1);
+  for (int64_t j = 1; j < a.kernel_w; ++j) {
+    const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int>(j)));
+    v = _mm512_max_ps(_mm512_permutex2var_ps(v0, idx, v1), v);
+  }
+  _mm512_mask_storeu_ps(a.out, Lanes(0, a.out_w), v);
+}
+
+void PoolRowOne(const PoolRowArgs& a) {
   if (a.stride_w > 2) {
-    PoolRowScalar(a);
+    PoolRowScalarOne(a);
     return;
   }
   float* mid = a.tmp + a.pad_w;
@@ -288,6 +316,48 @@ void PoolRow(const PoolRowArgs& a) {
       }
     }
     _mm512_mask_storeu_ps(a.out + px, Lanes(0, a.out_w - px), v);
+  }
+}
+
+void PoolRow(const PoolRowArgs& a) {
+  if (a.stride_w <= 2 && a.out_w <= 16 && (a.out_w - 1) * a.stride_w + a.kernel_w <= 32 &&
+      a.pad_w + a.width <= 32) {
+    ForEachPoolPlane(a, PoolRowShort);
+    return;
+  }
+  ForEachPoolPlane(a, PoolRowOne);
+}
+
+// MaxPoolInterior for short rows: a window row is two registers, each tap a permute of them,
+// the max NaN-propagating exactly as the Pooling layer's loop ((v > m) | (v != v) picks v).
+void MaxPoolShort(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                  int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y) {
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i step = sw == 1 ? iota : _mm512_add_epi32(iota, iota);
+  const int64_t span = (ow - 1) * sw + kw;  // cells a window row reads, <= min(32, w)
+  const __mmask16 m0 = Lanes(0, span), m1 = Lanes(0, span - 16), mo = Lanes(0, ow);
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* xp = x + p * h * w;
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      __m512 v = _mm512_setzero_ps();
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const float* row = xp + (oy * sh + ky) * w;
+        const __m512 r0 = _mm512_maskz_loadu_ps(m0, row);
+        const __m512 r1 = _mm512_maskz_loadu_ps(m1, row + 16);
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int>(kx)));
+          const __m512 t = _mm512_permutex2var_ps(r0, idx, r1);
+          if (ky == 0 && kx == 0) {
+            v = t;
+          } else {
+            const __mmask16 take =
+                _mm512_cmp_ps_mask(t, v, _CMP_GT_OQ) | _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+            v = _mm512_mask_mov_ps(v, take, t);
+          }
+        }
+      }
+      _mm512_mask_storeu_ps(y + (p * oh + oy) * ow, mo, v);
+    }
   }
 }
 
@@ -431,7 +501,7 @@ void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, f
 }
 
 const FloatKernels kAvx512 = {"avx512",  kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
-                              kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw};
+                              kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw, &MaxPoolShort};
 
 }  // namespace
 

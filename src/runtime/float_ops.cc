@@ -139,7 +139,7 @@ void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
 
 const FloatKernels kPortable = {"portable",      kPortableNr,    kPortableMr, &PortablePanel,
                                 &PortableIm2col, &PoolRowScalar, 0,           nullptr,
-                                nullptr,         nullptr,        nullptr};
+                                nullptr,         nullptr,        nullptr,     nullptr};
 
 // ---- helpers ----
 
@@ -284,6 +284,17 @@ void CheckThreads(int threads) {
 const FloatKernels* PortableFloatKernels() { return &kPortable; }
 
 const char* FloatPathName(Isa isa) { return Resolve(isa)->name; }
+
+bool MaxPoolInterior(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y, Isa isa) {
+  const FloatKernels* k = Resolve(isa);
+  if (k->max_pool_short == nullptr || (sw != 1 && sw != 2) || ow > 16 || (ow - 1) * sw + kw > 32 ||
+      (ow - 1) * sw + kw > w || (oh - 1) * sh + kh > h) {
+    return false;
+  }
+  k->max_pool_short(x, planes, h, w, kh, kw, sh, sw, oh, ow, y);
+  return true;
+}
 
 // ---- FloatConvGeometry ----
 
@@ -566,11 +577,12 @@ void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) co
         }
         pa.n_rows = hi - lo;
       }
-      for (int64_t f = 0; f < g_.filters; ++f) {
-        pa.rows = buf + f * buf_ld;
-        pa.out = y + (n * g_.filters + f) * pooled + py * pool_w_;
-        kern_->pool_row(pa);
-      }
+      pa.rows = buf;
+      pa.out = y + n * g_.filters * pooled + py * pool_w_;
+      pa.planes = g_.filters;
+      pa.plane_stride = buf_ld;
+      pa.out_plane_stride = pooled;
+      kern_->pool_row(pa);
     }
   });
 }

@@ -109,6 +109,14 @@ class FloatConv {
   int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0, out_floats_ = 0;
 };
 
+// MXNet's max-pool of `planes` NCHW planes (h, w) whose windows all lie inside the input (no
+// padding; oh, ow the output size): y[p][oy][ox] = the window's cells in (ky, kx) order folded
+// by m = (v > m || v != v) ? v : m from the first cell (NaN propagates). Returns false, writing
+// nothing, when the path of isa has no kernel for this shape (rows of at most 16 outputs
+// reading at most 32 cells, stride_w 1 or 2, on AVX-512).
+bool MaxPoolInterior(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y, binmx::Isa isa);
+
 class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)
  public:
   FloatDense(int64_t depth, int64_t hidden, const float* weight /* (hidden, depth) */,

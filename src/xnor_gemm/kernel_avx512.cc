@@ -157,55 +157,74 @@ uint64_t SumLanes(__m512i v) {  // (GCC 12's extract / reduce intrinsics warn un
   return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
-// Four rows at a time: 8 words per vpopcntq, a masked load for the tail, one horizontal sum
-// per row at the end.
+// Eight rows at a time: 8 words per vpopcntq (a masked load for the tail), then the eight
+// accumulators' lane sums by an add tree of unpacks and 128-bit shuffles (lane r = row r), and
+// a vector epilogue. Leftover rows go one by one.
 void Gemv(const uint64_t* a, int64_t words, const uint64_t* b, int64_t m0, int64_t m1,
           const GemmOut& out) {
   const int64_t full = words / 8 * 8;
   const __mmask8 tail = static_cast<__mmask8>((1u << (words - full)) - 1u);
-  const auto store = [&](int64_t m, uint64_t pop) {
-    const int32_t dot = static_cast<int32_t>(out.k - 2 * static_cast<int64_t>(pop));
-    if (out.ci != nullptr) {
-      out.ci[m * out.ldc] = dot;
-    } else {
-      const float s = out.scale != nullptr ? out.scale[m] : 1.0f;
-      const float o = out.bias != nullptr ? out.bias[m] : 0.0f;
-      const float prod = static_cast<float>(dot) * s;
-      out.cf[m * out.ldc] = prod + o;
-    }
-  };
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) {
+  for (; m + 8 <= m1; m += 8) {
     const uint64_t* r0 = a + m * words;
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __m512i acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) acc[r] = _mm512_setzero_si512();
     for (int64_t w = 0; w < full; w += 8) {
       const __m512i bv = _mm512_loadu_si512(b + w);
-      acc0 = _mm512_add_epi64(
-          acc0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r0 + w), bv)));
-      acc1 = _mm512_add_epi64(
-          acc1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r0 + words + w), bv)));
-      acc2 = _mm512_add_epi64(
-          acc2, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r0 + 2 * words + w), bv)));
-      acc3 = _mm512_add_epi64(
-          acc3, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r0 + 3 * words + w), bv)));
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        const __m512i x = _mm512_xor_si512(_mm512_loadu_si512(r0 + r * words + w), bv);
+        acc[r] = _mm512_add_epi64(acc[r], _mm512_popcnt_epi64(x));
+      }
     }
     if (tail != 0) {
       const __m512i bv = _mm512_maskz_loadu_epi64(tail, b + full);
-      acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(
-                                        _mm512_maskz_loadu_epi64(tail, r0 + full), bv)));
-      acc1 = _mm512_add_epi64(acc1, _mm512_popcnt_epi64(_mm512_xor_si512(
-                                        _mm512_maskz_loadu_epi64(tail, r0 + words + full), bv)));
-      acc2 =
-          _mm512_add_epi64(acc2, _mm512_popcnt_epi64(_mm512_xor_si512(
-                                     _mm512_maskz_loadu_epi64(tail, r0 + 2 * words + full), bv)));
-      acc3 =
-          _mm512_add_epi64(acc3, _mm512_popcnt_epi64(_mm512_xor_si512(
-                                     _mm512_maskz_loadu_epi64(tail, r0 + 3 * words + full), bv)));
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        const __m512i x =
+            _mm512_xor_si512(_mm512_maskz_loadu_epi64(tail, r0 + r * words + full), bv);
+        acc[r] = _mm512_add_epi64(acc[r], _mm512_popcnt_epi64(x));
+      }
     }
-    store(m, SumLanes(acc0));
-    store(m + 1, SumLanes(acc1));
-    store(m + 2, SumLanes(acc2));
-    store(m + 3, SumLanes(acc3));
+    // (The maskz forms with all lanes set: GCC 12's plain forms warn under -Wall.)
+    // Pairs: lane 2c + e of p[i] = half-sum of row 2i + e over 128-bit chunk c.
+    __m512i pr[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      pr[i] = _mm512_add_epi64(_mm512_maskz_unpacklo_epi64(0xff, acc[2 * i], acc[2 * i + 1]),
+                               _mm512_maskz_unpackhi_epi64(0xff, acc[2 * i], acc[2 * i + 1]));
+    }
+    // Chunks: fold chunks (0, 1) and (2, 3) of two pair vectors into one.
+    const auto fold = [](__m512i x, __m512i y) {
+      return _mm512_add_epi64(_mm512_maskz_shuffle_i64x2(0xff, x, y, 0x88),
+                              _mm512_maskz_shuffle_i64x2(0xff, x, y, 0xdd));
+    };
+    const __m512i q0 = fold(pr[0], pr[1]), q1 = fold(pr[2], pr[3]);
+    const __m512i pop = fold(q0, q1);  // lane r: row m + r
+    const __m256i pop32 = _mm512_maskz_cvtepi64_epi32(0xff, pop);
+    const __m256i dot = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(out.k)),
+                                         _mm256_add_epi32(pop32, pop32));
+    if (out.ci != nullptr) {
+      if (out.ldc == 1) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.ci + m), dot);
+      } else {
+        alignas(32) int32_t d[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d), dot);
+        for (int r = 0; r < 8; ++r) out.ci[(m + r) * out.ldc] = d[r];
+      }
+    } else {
+      const __m256 s = out.scale != nullptr ? _mm256_loadu_ps(out.scale + m) : _mm256_set1_ps(1.0f);
+      const __m256 o = out.bias != nullptr ? _mm256_loadu_ps(out.bias + m) : _mm256_set1_ps(0.0f);
+      const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), s), o);
+      if (out.ldc == 1) {
+        _mm256_storeu_ps(out.cf + m, v);
+      } else {
+        alignas(32) float d[8];
+        _mm256_store_ps(d, v);
+        for (int r = 0; r < 8; ++r) out.cf[(m + r) * out.ldc] = d[r];
+      }
+    }
   }
   for (; m < m1; ++m) {
     const uint64_t* r0 = a + m * words;
@@ -219,7 +238,15 @@ void Gemv(const uint64_t* a, int64_t words, const uint64_t* b, int64_t m0, int64
           acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_maskz_loadu_epi64(tail, r0 + full),
                                                     _mm512_maskz_loadu_epi64(tail, b + full))));
     }
-    store(m, SumLanes(acc));
+    const int32_t dot = static_cast<int32_t>(out.k - 2 * static_cast<int64_t>(SumLanes(acc)));
+    if (out.ci != nullptr) {
+      out.ci[m * out.ldc] = dot;
+    } else {
+      const float sc = out.scale != nullptr ? out.scale[m] : 1.0f;
+      const float o = out.bias != nullptr ? out.bias[m] : 0.0f;
+      const float prod = static_cast<float>(dot) * sc;
+      out.cf[m * out.ldc] = prod + o;
+    }
   }
 }
 
