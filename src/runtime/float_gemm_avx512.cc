@@ -12,7 +12,8 @@
  * are never read (AVX-512 masked loads suppress them).
  * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
  * or 2 (even lanes of shifted loads); other strides scalar.
- * Direct path (few input channels, see float_kernels.h): 14 output pixels x 32 (or 16) filters
+ * Direct path (few input channels, see float_kernels.h): 14 output pixels (one even remainder
+ * tile of 2..12 for the rest of a row) x 32 (or 16) filters
  * FMA tiles broadcasting the padded input, channels-last max-pool, 16 x 16 transposes into
  * NCHW.
  */
@@ -363,17 +364,19 @@ void MaxPoolShort(const float* x, int64_t planes, int64_t h, int64_t w, int64_t 
 
 // ---- direct (channels-last) path ----
 
-constexpr int kDirectPx = 14;
+constexpr int kDirectPx = 14;      // pixels of a full tile
+constexpr int kDirectGranule = 2;  // out_w is a multiple of this: 14-pixel tiles, one shorter
 
-// One tile: kDirectPx output pixels x 16 * NV filters, NV * 14 zmm accumulators. Per tap k:
+// One tile: PX output pixels (14, or an even remainder) x 16 * NV filters, NV * PX zmm
+// accumulators. Per tap k:
 // NV weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding NV
 // FMAs. SW (the stride along the row) is a template argument so that the 14 broadcasts are
 // fixed displacements off one pointer.
-template <int NV, int SW>
+template <int NV, int SW, int PX>
 void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
-  __m512 acc[kDirectPx][NV];
+  __m512 acc[PX][NV];
 #pragma GCC unroll 14
-  for (int t = 0; t < kDirectPx; ++t) {
+  for (int t = 0; t < PX; ++t) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
   }
@@ -388,7 +391,7 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
 #pragma GCC unroll 14
-        for (int t = 0; t < kDirectPx; ++t) {
+        for (int t = 0; t < PX; ++t) {
           const __m512 b = _mm512_set1_ps(xp[t * SW]);
 #pragma GCC unroll 4
           for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_fmadd_ps(b, wv[v], acc[t][v]);
@@ -403,7 +406,7 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
   }
   const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 14
-  for (int t = 0; t < kDirectPx; ++t) {
+  for (int t = 0; t < PX; ++t) {
     float* o = a.out + (ox0 + t) * a.ld_pix + f0;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -417,8 +420,31 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
 
 template <int NV, int SW>
 void DirectRowT(const DirectRowArgs& a) {
+  const int64_t full = a.out_w / kDirectPx * kDirectPx;
   for (int64_t f0 = 0; f0 < a.filters; f0 += 16 * NV) {
-    for (int64_t ox0 = 0; ox0 < a.out_w; ox0 += kDirectPx) DirectTile<NV, SW>(a, ox0, f0);
+    for (int64_t ox0 = 0; ox0 < full; ox0 += kDirectPx) DirectTile<NV, SW, kDirectPx>(a, ox0, f0);
+    switch (a.out_w - full) {  // even (out_w is a multiple of kDirectGranule)
+      case 12:
+        DirectTile<NV, SW, 12>(a, full, f0);
+        break;
+      case 10:
+        DirectTile<NV, SW, 10>(a, full, f0);
+        break;
+      case 8:
+        DirectTile<NV, SW, 8>(a, full, f0);
+        break;
+      case 6:
+        DirectTile<NV, SW, 6>(a, full, f0);
+        break;
+      case 4:
+        DirectTile<NV, SW, 4>(a, full, f0);
+        break;
+      case 2:
+        DirectTile<NV, SW, 2>(a, full, f0);
+        break;
+      default:
+        break;
+    }
   }
 }
 
@@ -500,8 +526,8 @@ void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, f
   }
 }
 
-const FloatKernels kAvx512 = {"avx512",  kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
-                              kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw, &MaxPoolShort};
+const FloatKernels kAvx512 = {"avx512",       kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
+                              kDirectGranule, &DirectRow, &HPoolCl, &VMax,  &ToNchw, &MaxPoolShort};
 
 }  // namespace
 

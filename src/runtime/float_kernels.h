@@ -88,7 +88,7 @@ struct FloatKernels {
   void (*im2col)(const Im2colArgs& args, int64_t q0, int n, float* col);
   void (*pool_row)(const PoolRowArgs& args);
   // The direct path (null where a kernel path has none; then every conv uses the panels).
-  int direct_px;  // pixels per direct tile
+  int direct_px;  // direct_row's out_w must be a multiple of this
   void (*direct_row)(const DirectRowArgs& args);
   // Channels-last max-pool, separable: hpool_cl pools one conv row along x,
   //   out[px * channels + c] = max_{j < kernel_w} tmp[(px * stride_w + j) * channels + c],

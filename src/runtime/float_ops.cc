@@ -390,11 +390,12 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
                   "the pool row buffer");
   }
   // The direct path: for few input channels (the stem's 3), where an im2col panel would be
-  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken only where
-  // a tile's work covers its epilogue and transposes (K >= 64: the stem's 147, not LeNet's 25,
-  // measured) and rounding out_w up to whole tiles wastes at most 1/16 (the stem's 112).
+  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken where a
+  // tile's work covers its epilogue and transposes (K >= 16: LeNet's 25 with its fused 2x2
+  // pool ran in 24 us against the panels' 29, AVX-512, one run) and rounding out_w up to the
+  // kernel's granule wastes at most 1/16 (AVX-512: 14-pixel tiles and one even remainder).
   const int64_t px_tile = kern_->direct_px;
-  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 64 &&
+  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 16 &&
                  (g.stride_w == 1 || g.stride_w == 2) &&
                  16 * ((out_w_ + px_tile - 1) / px_tile * px_tile - out_w_) <= out_w_;
   if (direct_path_) {

@@ -20,7 +20,8 @@
  *   pixels is im2col'ed into per-thread scratch (a 1x1 stride-1 unpadded conv reads the input
  *   itself) and multiplied by every filter tile while in cache, bias and relu in the epilogue.
  * - Direct (AVX-512, <= 8 input channels a group, filters a group a multiple of 16, stride 1 or
- *   2 along x: the ResNet stem): no im2col; 14 output pixels x 32 filters FMA tiles broadcast
+ *   2 along x: the ResNet stem, LeNet's conv): no im2col; 14 output pixels (and one even
+ *   remainder tile) x 32 filters FMA tiles broadcast
  *   the zero-padded input and produce channels-last rows, transposed into NCHW by 16 x 16
  *   blocks.
  * With a pool, the conv rows a pooled row needs are computed into a small per-thread buffer and

@@ -476,7 +476,7 @@ int main(int argc, char** argv) {
       for (int64_t s : {1, 2}) {
         const int64_t k = c >= 3 ? 3 + 2 * ((c + f / 16 + s) % 3) : 7;  // 3, 5, 7; 7 for c < 3
         const int64_t p = (c + s) % 4 < k ? (c + s) % 4 : 0;
-        for (int64_t ow : {12, 14, 27, 28, 42}) {
+        for (int64_t ow : {4, 8, 12, 14, 18, 24, 27, 28, 42}) {
           const int64_t d = (f == 48 && ow == 14) ? 2 : 1;
           const int64_t span = d * (k - 1) + 1;
           FloatConvGeometry g =
