@@ -1,11 +1,12 @@
 """Write the runtime's stored fixtures: converted models, inputs and MXNet + binmx's outputs.
 
-    .venv/bin/python tools/make_runtime_fixtures.py [--out runtime/tests/fixtures]
+    .venv/bin/python tools/make_runtime_fixtures.py [--out runtime/tests/fixtures] [--cases NAME...]
 
 For every case of tests/runtime_cases.py but the 4.5 MB unconverted LeNet (and a single binary
 convolution whose output is an integer, for the exact check) it writes ``CASE/model-symbol.json``,
 ``CASE/model-0001.params``, ``CASE/input.npy`` and ``CASE/output.npy`` (MXNet's forward of the
-same files, inference mode).
+same files, inference mode). ``--cases`` rewrites only the named cases and keeps the other
+entries of ``index.json`` (so a fixture made with ``--trained`` survives).
 The runtime's tests (runtime/tests, with no MXNet; the aarch64 check under qemu) compare
 against them. Needs MXNet and binmx (the main venv).
 """
@@ -57,9 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         "runs/mnist/binarized_lenet-0005.params) as lenet_trained, with the first 100 MNIST test "
         "images as its input",
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        metavar="NAME",
+        help="only these cases (the other fixtures and their index entries are kept)",
+    )
     ns = parser.parse_args(argv)
     os.makedirs(ns.out, exist_ok=True)
     index = {}
+    index_path = os.path.join(ns.out, "index.json")
+    if ns.cases and os.path.exists(index_path):
+        with open(index_path) as f:
+            index = json.load(f)
     with tempfile.TemporaryDirectory() as tmp:
         # lenet_float_weights (4.5 MB of float weights) stays out; the unconverted float path
         # is in qops_none and bmxnet_ops.
@@ -71,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         cases["binary_layer_exact"] = binary_layer_case
         if ns.trained:
             cases["lenet_trained"] = lambda: trained_case(ns.trained)
+        if ns.cases:
+            unknown = sorted(set(ns.cases) - set(cases))
+            if unknown:
+                parser.error(f"unknown case(s) {unknown}; known: {sorted(cases)}")
+            cases = {name: cases[name] for name in ns.cases}
         for name, make in cases.items():
             sym, args, aux, shape = make()
             d = os.path.join(ns.out, name)
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ops": rc.ops_of(sym),
             }
             print(f"{name}: input {shape} output {y.shape}")
-    with open(os.path.join(ns.out, "index.json"), "w") as f:
+    with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
         f.write("\n")
     return 0
