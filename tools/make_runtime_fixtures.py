@@ -2,11 +2,13 @@
 
     .venv/bin/python tools/make_runtime_fixtures.py [--out runtime/tests/fixtures] [--cases NAME...]
 
-For every case of tests/runtime_cases.py but the 4.5 MB unconverted LeNet (and a single binary
-convolution whose output is an integer, for the exact check) it writes ``CASE/model-symbol.json``,
-``CASE/model-0001.params``, ``CASE/input.npy`` and ``CASE/output.npy`` (MXNet's forward of the
-same files, inference mode). ``--cases`` rewrites only the named cases and keeps the other
-entries of ``index.json`` (so a fixture made with ``--trained`` survives).
+For every case of tests/runtime_cases.py but the 4.5 MB unconverted LeNet (and two exact cases:
+a single binary convolution whose output is an integer, and converted k-bit layers on the
+integer kernels, which the runtime runs bit for bit as MXNet does) it writes
+``CASE/model-symbol.json``, ``CASE/model-0001.params``, ``CASE/input.npy`` and
+``CASE/output.npy`` (MXNet's forward of the same files, inference mode). ``--cases`` rewrites
+only the named cases and keeps the other entries of ``index.json`` (so a fixture made with
+``--trained`` survives).
 The runtime's tests (runtime/tests, with no MXNet; the aarch64 check under qemu) compare
 against them. Needs MXNet and binmx (the main venv).
 """
@@ -36,6 +38,38 @@ def binary_layer_case():
     )
     shape = (2, 130, 9, 7)
     args, aux = rc.random_params(sym, shape, seed=3)
+    sym, args, aux = convert(sym, args, aux)
+    return sym, args, aux, shape
+
+
+def kbit_layers_case():
+    """Converted k-bit layers on the integer kernels only (packed levels, no float layer): the
+    runtime runs the operators' kernels, so its outputs are MXNet's bits."""
+    x = mx.sym.QConvolution(
+        mx.sym.var("data"),
+        kernel=(3, 3),
+        pad=(1, 1),
+        stride=(2, 1),
+        num_filter=12,
+        num_group=3,
+        act_bit=3,
+        weight_bit=3,
+        pad_value=-1,
+        scaling_factor=True,
+        name="k33",
+    )
+    x = mx.sym.QConvolution(
+        x, kernel=(3, 3), pad=(1, 1), num_filter=70, act_bit=2, weight_bit=1, name="k21"
+    )
+    x = mx.sym.QConvolution(
+        x, kernel=(1, 1), num_filter=9, act_bit=4, weight_bit=2, pad_value=1, name="k42"
+    )
+    x = mx.sym.QFullyConnected(
+        mx.sym.Flatten(x), num_hidden=13, act_bit=8, weight_bit=8, scaling_factor=True, name="d88"
+    )
+    sym = mx.sym.QFullyConnected(x, num_hidden=6, act_bit=2, weight_bit=2, name="d22")
+    shape = (2, 9, 10, 7)
+    args, aux = rc.random_params(sym, shape, seed=5)
     sym, args, aux = convert(sym, args, aux)
     return sym, args, aux, shape
 
@@ -80,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             if name != "lenet_float_weights"
         }
         cases["binary_layer_exact"] = binary_layer_case
+        cases["kbit_layers_exact"] = kbit_layers_case
         if ns.trained:
             cases["lenet_trained"] = lambda: trained_case(ns.trained)
         if ns.cases:
@@ -104,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             index[name] = {
                 "input_shape": list(shape),
                 "output_shape": list(y.shape),
-                "exact": name == "binary_layer_exact",
+                "exact": name.endswith("_exact"),
                 "ops": rc.ops_of(sym),
             }
             print(f"{name}: input {shape} output {y.shape}")
