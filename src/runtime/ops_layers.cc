@@ -16,6 +16,9 @@
  *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
  *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
  *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
+ *   Converted k-bit layers (binarized_weights_only=True, weight_bit 1..8, not act_bit =
+ *   weight_bit = 1) store the levels packed (kbit_pack.h) and alpha_f: the levels go to the
+ *   kernels as stored, or, on the float path below, become Qw = 2 lw / (2^weight_bit - 1) - 1.
  *   Other bit widths (the "correct if slower" path): a = Qa(x) (sgn, or DoReFa
  *   round((2^k-1) clip(x, 0, 1)) / (2^k-1), or x for 32), Wq = DoReFa weight quantiser over the
  *   whole weight tensor, then a float convolution / dense layer with alpha_f * Wq_f and the
@@ -24,12 +27,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "bconv.h"
 #include "conv.h"
 #include "engine.h"
 #include "float_ops.h"
 #include "kbit.h"
+#include "kbit_pack.h"
 #include "parallel.h"
 #include "quantize.h"
 #include "rt_common.h"
@@ -98,6 +103,42 @@ std::vector<uint64_t> PackedWords(const Tensor& t, int64_t rows, int64_t words,
     for (int64_t r = 0; r < rows; ++r) out[r * words + words - 1] &= mask;
   }
   return out;
+}
+
+// The weight levels lw of a packed k-bit weight (kbit_pack.h): `n` levels at weight_bit bits in
+// one int64 stream of KbitPackedWords(n, weight_bit) words; a load error naming the node and
+// the parameter for another dtype or shape, or a set bit past the last level.
+std::vector<uint8_t> PackedLevels(Planner& pl, int node, AttrReader& r, int64_t n, int weight_bit) {
+  const Tensor& wt = pl.Param(node, 1, "weight");
+  const std::vector<int64_t> ws = {KbitPackedWords(n, weight_bit)};
+  if (wt.shape != ws || wt.dtype != DType::kInt64) {
+    r.FailNode("parameter `weight` ('" + wt.name + "') is " + DTypeName(wt.dtype) + " " +
+               ShapeText(wt.shape) + ", expected packed int64 words " + ShapeText(ws) + " of " +
+               std::to_string(n) + " weight levels at weight_bit=" + std::to_string(weight_bit) +
+               " (binarized_weights_only=True)");
+  }
+  std::vector<uint8_t> levels(static_cast<size_t>(n));
+  try {
+    UnpackKbitLevels(reinterpret_cast<const uint64_t*>(Int64Data(wt)), ws[0], n, weight_bit,
+                     levels.data());
+  } catch (const std::invalid_argument& e) {
+    r.FailNode("parameter `weight` ('" + wt.name + "'): " + e.what());
+  }
+  return levels;
+}
+
+// The float path's weights from packed levels: Qw = LevelsToWeights (QuantizeWeight's values
+// of the float weights they came from), row r times the stored alpha_r when there is one.
+std::vector<float> AlphaLevelWeights(const std::vector<uint8_t>& levels, int64_t rows, int64_t size,
+                                     int bits, const std::vector<float>& alpha) {
+  std::vector<float> wq(levels.size());
+  LevelsToWeights(levels.data(), static_cast<int64_t>(levels.size()), bits, wq.data());
+  if (!alpha.empty()) {
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < size; ++j) wq[i * size + j] *= alpha[i];
+    }
+  }
+  return wq;
 }
 
 // ---- float Convolution (+ BatchNorm + relu + max-pool) ------------------------------------
@@ -351,6 +392,8 @@ struct QAttrs {
   bool in_packed = false, out_packed = false;
   int64_t in_channels = 0;
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  // binarized_weights_only on any other layer: the weight is packed k-bit levels (kbit_pack.h).
+  bool packed_levels() const { return packed && !binary(); }
 };
 
 QAttrs ReadQAttrs(AttrReader& r, bool conv) {
@@ -368,11 +411,15 @@ QAttrs ReadQAttrs(AttrReader& r, bool conv) {
     q.out_packed = r.Bool("out_packed", false);
     q.in_channels = r.Int("in_channels", 0, 1, kMaxDim, q.in_packed);
   }
-  if (q.packed && !q.binary()) {
-    r.Fail("binarized_weights_only", "True needs act_bit=1 and weight_bit=1");
+  if (q.packed && q.weight_bit > 8) {
+    r.Fail("binarized_weights_only",
+           "True needs weight_bit <= 8 (1-bit sign words, or k-bit weight levels; wider weights "
+           "stay float), got weight_bit=" +
+               std::to_string(q.weight_bit));
   }
-  if ((q.in_packed || q.out_packed) && !q.packed) {
-    r.FailNode("in_packed / out_packed need binarized_weights_only=True");
+  if ((q.in_packed || q.out_packed) && (!q.packed || !q.binary())) {
+    r.FailNode(
+        "in_packed / out_packed need binarized_weights_only=True, act_bit=1 and weight_bit=1");
   }
   if (q.in_packed && q.input_affine) r.FailNode("in_packed=True takes no input_affine");
   if (q.out_packed && q.residual) r.FailNode("out_packed=True cannot add a residual");
@@ -685,15 +732,26 @@ void BuildQConvolution(Planner& pl, int node) {
            pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
-  // k-bit path.
-  const std::vector<float> w =
-      pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  // k-bit path: packed levels (kbit_pack.h) go to the kernels as they are; float weights are
+  // quantised here once.
+  std::vector<uint8_t> levels;
+  std::vector<float> w;
+  if (q.packed_levels()) {
+    levels = PackedLevels(pl, node, r, f * fsize, q.weight_bit);
+  } else {
+    w = pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  }
   if (q.act_bit >= 2 && in_scale.empty() &&
       KbitPathFor(q.act_bit, q.weight_bit, fsize) != KbitPath::kNone) {
     auto step = std::make_unique<KbitIntConvStep>();
     step->params = p;
-    PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
-    if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    if (q.packed_levels()) {
+      PrepareKbitConvLevels(levels.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      step->alpha = stored_alpha;
+    } else {
+      PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    }
     step->bias = bias;
     step->float_macs = p.batch * oh * ow * f * fsize;
     // A BatchNorm, a relu and a max-pool right behind (an 8-bit stem) are fused as for a float
@@ -755,7 +813,9 @@ void BuildQConvolution(Planner& pl, int node) {
     pl.SetOutput(last, out);
     return;
   }
-  const std::vector<float> wq = AlphaQuantizedWeights(w, f, fsize, q.weight_bit, q.scaling);
+  const std::vector<float> wq =
+      q.packed_levels() ? AlphaLevelWeights(levels, f, fsize, q.weight_bit, stored_alpha)
+                        : AlphaQuantizedWeights(w, f, fsize, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitConvStep>();
   step->src = p;
   step->act_bit = q.act_bit;
@@ -892,19 +952,33 @@ void BuildQFullyConnected(Planner& pl, int node) {
            pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
-  const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  std::vector<uint8_t> levels;
+  std::vector<float> w;
+  if (q.packed_levels()) {
+    levels = PackedLevels(pl, node, r, hidden * depth, q.weight_bit);
+  } else {
+    w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  }
   if (q.act_bit >= 2 && in_scale.empty() &&
       KbitPathFor(q.act_bit, q.weight_bit, depth) != KbitPath::kNone) {
     auto step = std::make_unique<KbitIntDenseStep>();
     step->rows = rows;
-    PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
-    if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    if (q.packed_levels()) {
+      PrepareKbitDenseLevels(levels.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(),
+                             &step->weights);
+      step->alpha = stored_alpha;
+    } else {
+      PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    }
     step->bias = bias;
     step->float_macs = rows * depth * hidden;
     Finish(pl, node, std::move(step), {in}, out, "");
     return;
   }
-  const std::vector<float> wq = AlphaQuantizedWeights(w, hidden, depth, q.weight_bit, q.scaling);
+  const std::vector<float> wq =
+      q.packed_levels() ? AlphaLevelWeights(levels, hidden, depth, q.weight_bit, stored_alpha)
+                        : AlphaQuantizedWeights(w, hidden, depth, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitDenseStep>();
   step->rows = rows;
   step->depth = depth;
