@@ -1,0 +1,270 @@
+/*
+ * binmx core: AVX-512 kernels of the direct int8 convolution (compiled with -mavx512f
+ * -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni; contract in kbit_direct_kernels.h).
+ * The row kernel runs only where the CPU has AVX512_VNNI (kbit_direct.cc checks).
+ *
+ * Row: per chunk of kDirectChunk output pixels, the im2col rows are built with one unaligned
+ *   16 / 32 / 64-byte load and store per segment, in increasing address order, so that each
+ *   store's tail past its segment is overwritten by the next segment; the bytes past the depth
+ *   meet zero weights. L = vpsadbw over the depth. Then 6 pixels x 4 zmm of filters (64, 32-bit
+ *   lanes):  acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of p), 4 s8 weights of 16
+ *   filters);  D = 2 acc + coff L[p], then (D ^ neg) - neg.
+ * HMax / VMax: vpmaxsd, 16 filters a vector.
+ * Epilogue: 8 filters of a pixel a step, int32 -> double, times ds, to float, + bias, relu;
+ *   8 x 8 transposes write 8 pixels of 8 filter rows.
+ */
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kbit_direct_kernels.h"
+
+namespace binmx {
+namespace internal {
+namespace {
+
+constexpr int kMr = 6;
+
+// acc + vpdpbusd(b, w). As inline assembly: GCC 12 keeps the intrinsic's accumulators of an
+// unrolled tile in registers only with a copy per instruction (and spills from 5 pixels up).
+inline __m512i Dp(__m512i acc, __m512i b, __m512i w) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(b), "v"(w));
+  return acc;
+}
+
+template <int MR, int NV>
+void Micro(const uint32_t* x, int64_t kq, const uint32_t* w, int64_t fs, const int32_t* cl,
+           const int32_t* neg, int32_t* d) {
+  __m512i acc[MR][NV];
+#pragma GCC unroll 8
+  for (int p = 0; p < MR; ++p) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_si512();
+  }
+  for (int64_t k = 0; k < kq; ++k) {
+    __m512i wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_si512(w + k * fs + 16 * v);
+#pragma GCC unroll 8
+    for (int p = 0; p < MR; ++p) {
+      const __m512i b = _mm512_set1_epi32(static_cast<int>(x[p * kq + k]));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[p][v] = Dp(acc[p][v], b, wv[v]);
+    }
+  }
+  __m512i nv[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    nv[v] = neg != nullptr ? _mm512_loadu_si512(neg + 16 * v) : _mm512_setzero_si512();
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < MR; ++p) {
+    const __m512i base = _mm512_set1_epi32(cl[p]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512i dv = _mm512_add_epi32(_mm512_slli_epi32(acc[p][v], 1), base);
+      dv = _mm512_sub_epi32(_mm512_xor_si512(dv, nv[v]), nv[v]);
+      _mm512_storeu_si512(d + p * fs + 16 * v, dv);
+    }
+  }
+}
+
+template <int NV>
+void Cols(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t fs,
+          const int32_t* cl, const int32_t* neg, int32_t* d) {
+  int64_t p = 0;
+  for (; p + kMr <= np; p += kMr) Micro<kMr, NV>(x + p * kq, kq, w, fs, cl + p, neg, d + p * fs);
+  x += p * kq;
+  cl += p;
+  d += p * fs;
+  switch (np - p) {
+    case 5:
+      return Micro<5, NV>(x, kq, w, fs, cl, neg, d);
+    case 4:
+      return Micro<4, NV>(x, kq, w, fs, cl, neg, d);
+    case 3:
+      return Micro<3, NV>(x, kq, w, fs, cl, neg, d);
+    case 2:
+      return Micro<2, NV>(x, kq, w, fs, cl, neg, d);
+    case 1:
+      return Micro<1, NV>(x, kq, w, fs, cl, neg, d);
+    default:
+      return;
+  }
+}
+
+// im2col rows of np pixels: segment i of pixel p (seg bytes, seg <= W) from src0 + p * xstep +
+// i * rstep to row p at i * seg, with W-byte moves.
+template <int W>
+void BuildRows(const uint8_t* src0, int64_t np, int64_t xstep, int64_t rstep, int64_t kh,
+               int64_t seg, uint8_t* rows, int64_t rb) {
+  for (int64_t p = 0; p < np; ++p) {
+    const uint8_t* src = src0 + p * xstep;
+    uint8_t* dst = rows + p * rb;
+    for (int64_t i = 0; i < kh; ++i) {
+      if constexpr (W == 16) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i * seg),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * rstep)));
+      } else if constexpr (W == 32) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i * seg),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * rstep)));
+      } else {
+        _mm512_storeu_si512(dst + i * seg, _mm512_loadu_si512(src + i * rstep));
+      }
+    }
+  }
+}
+
+int32_t RowSum(const uint8_t* row, int64_t n) {
+  __m512i acc = _mm512_setzero_si512();
+  for (int64_t i = 0; i < n; i += 64) {
+    const int64_t left = n - i;
+    const __mmask64 m = left >= 64 ? ~uint64_t{0} : (~uint64_t{0}) >> (64 - left);
+    acc = _mm512_add_epi64(
+        acc, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, row + i), _mm512_setzero_si512()));
+  }
+  return static_cast<int32_t>(_mm512_reduce_add_epi64(acc));
+}
+
+void Row(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d) {
+  const int64_t seg = a.kw * a.c, depth = a.kh * seg, rb = a.kq * 4;
+  const int64_t rstep = a.dh * a.wp * a.c, xstep = a.sw * a.c;
+  const uint8_t* base = a.img + oy * a.sh * a.wp * a.c;
+  const int32_t coff = static_cast<int32_t>(a.coff);
+  int32_t cl[kDirectChunk];
+  for (int64_t ox0 = 0; ox0 < a.ow; ox0 += kDirectChunk) {
+    const int64_t np = std::min(kDirectChunk, a.ow - ox0);
+    const uint8_t* src0 = base + ox0 * xstep;
+    if (seg <= 16) {
+      BuildRows<16>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+    } else if (seg <= 32) {
+      BuildRows<32>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+    } else {
+      BuildRows<64>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+    }
+    for (int64_t p = 0; p < np; ++p) cl[p] = coff * RowSum(rows + p * rb, depth);
+    const uint32_t* x = reinterpret_cast<const uint32_t*>(rows);
+    int32_t* dp = d + ox0 * a.fs;
+    int64_t f = 0;
+    for (; f + 64 <= a.fs; f += 64) {
+      Cols<4>(x, np, a.kq, a.w + f, a.fs, cl, a.neg ? a.neg + f : nullptr, dp + f);
+    }
+    switch ((a.fs - f) / 16) {
+      case 3:
+        Cols<3>(x, np, a.kq, a.w + f, a.fs, cl, a.neg ? a.neg + f : nullptr, dp + f);
+        break;
+      case 2:
+        Cols<2>(x, np, a.kq, a.w + f, a.fs, cl, a.neg ? a.neg + f : nullptr, dp + f);
+        break;
+      case 1:
+        Cols<1>(x, np, a.kq, a.w + f, a.fs, cl, a.neg ? a.neg + f : nullptr, dp + f);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t pw,
+          int32_t* hp) {
+  for (int64_t px = 0; px < pw; ++px) {
+    const int64_t x0 = std::max<int64_t>(px * s - pad, 0);
+    const int64_t x1 = std::min(px * s - pad + k, ow);
+    if (x0 >= x1) continue;
+    for (int64_t f = 0; f < fs; f += 16) {  // fs is a multiple of 16
+      __m512i m = _mm512_loadu_si512(d + x0 * fs + f);
+      for (int64_t x = x0 + 1; x < x1; ++x) {
+        m = _mm512_max_epi32(m, _mm512_loadu_si512(d + x * fs + f));
+      }
+      _mm512_storeu_si512(hp + px * fs + f, m);
+    }
+  }
+}
+
+void VMax(int32_t* acc, const int32_t* v, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m =
+        left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + i);
+    _mm512_mask_storeu_epi32(acc + i, m, _mm512_max_epi32(a, _mm512_maskz_loadu_epi32(m, v + i)));
+  }
+}
+
+// One output (the scalar form of Vec8).
+float One(int32_t dv, int32_t neg, double ds, const float* bias, int64_t f, bool relu) {
+  if (neg != 0) dv = -dv;
+  float v = static_cast<float>(static_cast<double>(dv) * ds);
+  if (bias != nullptr) v += bias[f];
+  if (relu) v = v > 0.0f ? v : (v == v ? 0.0f : v);
+  return v;
+}
+
+// Filters [f, f + 8) of one pixel.
+__m256 Vec8(const int32_t* dp, __m256i nv, __m512d dsv, const float* bias, int64_t f, bool relu) {
+  __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp));
+  x = _mm256_sub_epi32(_mm256_xor_si256(x, nv), nv);
+  __m256 v = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(x), dsv));
+  if (bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + f));
+  if (relu) {
+    const __mmask8 keep = _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_GT_OQ) |
+                          _mm256_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    v = _mm256_maskz_mov_ps(keep, v);
+  }
+  return v;
+}
+
+// 8 x 8 float transpose: v[r][j] -> v[j][r].
+void Transpose8(__m256 v[8]) {
+  __m256 t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int o = 4 * h;
+    u[o] = _mm256_shuffle_ps(t[o], t[o + 2], 0x44);
+    u[o + 1] = _mm256_shuffle_ps(t[o], t[o + 2], 0xEE);
+    u[o + 2] = _mm256_shuffle_ps(t[o + 1], t[o + 3], 0x44);
+    u[o + 3] = _mm256_shuffle_ps(t[o + 1], t[o + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    v[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+
+void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_t* neg,
+              const double* ds, const float* bias, bool relu, float* out, int64_t os) {
+  const int64_t nf8 = nf / 8 * 8, np8 = np / 8 * 8;
+  for (int64_t f = 0; f < nf8; f += 8) {
+    const __m256i nv = neg != nullptr
+                           ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(neg + f))
+                           : _mm256_setzero_si256();
+    const __m512d dsv = _mm512_loadu_pd(ds + f);
+    for (int64_t p0 = 0; p0 < np8; p0 += 8) {
+      __m256 v[8];
+      for (int k = 0; k < 8; ++k) v[k] = Vec8(d + (p0 + k) * fs + f, nv, dsv, bias, f, relu);
+      Transpose8(v);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + (f + k) * os + p0, v[k]);
+    }
+    for (int64_t k = 0; k < 8; ++k) {
+      for (int64_t p = np8; p < np; ++p) {
+        out[(f + k) * os + p] =
+            One(d[p * fs + f + k], neg ? neg[f + k] : 0, ds[f + k], bias, f + k, relu);
+      }
+    }
+  }
+  for (int64_t f = nf8; f < nf; ++f) {
+    for (int64_t p = 0; p < np; ++p) {
+      out[f * os + p] = One(d[p * fs + f], neg ? neg[f] : 0, ds[f], bias, f, relu);
+    }
+  }
+}
+
+}  // namespace
+
+KbitDirectSpec Avx512KbitDirect() { return KbitDirectSpec{Row, HMax, VMax, Epilogue}; }
+
+}  // namespace internal
+}  // namespace binmx
