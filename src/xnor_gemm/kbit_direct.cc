@@ -212,6 +212,8 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
   thread_local Buffer<uint8_t> img_s;
   uint8_t* imgs = img_s.Get(static_cast<size_t>(n_img * img_bytes));
   const int pad_level = p.pad_value == 1 ? static_cast<int>(a_max) : 0;
+  const DirectLevelsFn levels =
+      c <= 4 && path.direct.levels != nullptr ? path.direct.levels : path.kbit.levels_nhwc;
   ParallelFor(n_img * hp, threads, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / hp, y = t % hp;
@@ -221,8 +223,7 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
         std::memset(row, pad_level, static_cast<size_t>(wp * c));
       } else {
         std::memset(row, pad_level, static_cast<size_t>(p.pad_w * c));
-        path.kbit.levels_nhwc(args.x + (n * c * h + (y - p.pad_h)) * wd, c, h * wd, wd, ka,
-                              row + p.pad_w * c);
+        levels(args.x + (n * c * h + (y - p.pad_h)) * wd, c, h * wd, wd, ka, row + p.pad_w * c);
         std::memset(row + (p.pad_w + wd) * c, pad_level, static_cast<size_t>(p.pad_w * c));
       }
       if (y == hp - 1) std::memset(img + img_used, 0, static_cast<size_t>(img_bytes - img_used));
@@ -310,6 +311,7 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
       int32_t* ring = ring_s.Get(static_cast<size_t>(ps.kernel_h * hrow));
       int32_t* acc = acc_s.Get(static_cast<size_t>(hrow));
       std::vector<int64_t> tag(static_cast<size_t>(ps.kernel_h), -1);
+      std::vector<const int32_t*> win(static_cast<size_t>(ps.kernel_h));
       const int64_t os = pool_h * pool_w;
       for (int64_t py = u0; py < u1; ++py) {
         float* orow = args.out + n * f_all * os + py * pool_w;
@@ -329,10 +331,8 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
           path.direct.hmax(dbuf, ow, fs, ps.kernel_w, ps.stride_w, ps.pad_w, pool_w, hp_row);
           tag[slot] = y;
         }
-        std::copy(ring + (y0 % ps.kernel_h) * hrow, ring + (y0 % ps.kernel_h + 1) * hrow, acc);
-        for (int64_t y = y0 + 1; y < y1; ++y) {
-          path.direct.vmax(acc, ring + (y % ps.kernel_h) * hrow, hrow);
-        }
+        for (int64_t y = y0; y < y1; ++y) win[y - y0] = ring + (y % ps.kernel_h) * hrow;
+        path.direct.vmax(win.data(), y1 - y0, hrow, acc);
         path.direct.epilogue(acc, pool_w, f_all, fs, neg.data(), ds.data(), bias_p, relu, orow, os);
         if (x_empty) {
           for (int64_t px = 0; px < pool_w; ++px) {

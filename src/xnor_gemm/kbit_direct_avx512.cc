@@ -10,6 +10,9 @@
  *   lanes):  acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of p), 4 s8 weights of 16
  *   filters);  D = 2 acc + coff L[p], then (D ^ neg) - neg.
  * HMax / VMax: vpmaxsd, 16 filters a vector.
+ * Levels (c <= 4): 16 pixels a step, per channel 16 floats -> double, clip, times A, round to
+ *   nearest even, to int32 (as kbit_kernel_avx512.cc's), the channels or-ed into the bytes of
+ *   each pixel's int32, packed to c bytes a pixel.
  * Epilogue: 8 filters of a pixel a step, int32 -> double, times ds, to float, + bias, relu;
  *   8 x 8 transposes write 8 pixels of 8 filter rows.
  */
@@ -181,13 +184,65 @@ void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_
   }
 }
 
-void VMax(int32_t* acc, const int32_t* v, int64_t n) {
+void VMax(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out) {
   for (int64_t i = 0; i < n; i += 16) {
     const int64_t left = n - i;
     const __mmask16 m =
         left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-    const __m512i a = _mm512_maskz_loadu_epi32(m, acc + i);
-    _mm512_mask_storeu_epi32(acc + i, m, _mm512_max_epi32(a, _mm512_maskz_loadu_epi32(m, v + i)));
+    __m512i a = _mm512_maskz_loadu_epi32(m, rows[0] + i);
+    for (int64_t r = 1; r < nrows; ++r) {
+      a = _mm512_max_epi32(a, _mm512_maskz_loadu_epi32(m, rows[r] + i));
+    }
+    _mm512_mask_storeu_epi32(out + i, m, a);
+  }
+}
+
+// Levels of 16 floats (mask: the valid ones; the others read as 0) as 16 int32.
+__m512i Level16(const float* x, __mmask16 m, __m512d a_levels) {
+  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512 xf = _mm512_maskz_loadu_ps(m, x);
+  __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(xf));
+  __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1)));
+  lo = _mm512_min_pd(_mm512_max_pd(lo, zero), one);  // max: NaN -> 0
+  hi = _mm512_min_pd(_mm512_max_pd(hi, zero), one);
+  lo = _mm512_roundscale_pd(_mm512_mul_pd(lo, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  hi = _mm512_roundscale_pd(_mm512_mul_pd(hi, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(lo)), _mm512_cvtpd_epi32(hi),
+                            1);
+}
+
+// c <= 4 channels: pixel q's levels as the bytes of one int32 (c0 | c1 << 8 | ...), then the
+// c bytes of each packed together: c = 3 by a byte shuffle within each 128-bit lane (12 bytes
+// a lane) and a dword permutation of the four lanes' 3 dwords.
+void Levels(const float* x, int64_t c, int64_t stride, int64_t n, int ka, uint8_t* out) {
+  const __m512d a_levels = _mm512_set1_pd(static_cast<double>((1 << ka) - 1));
+  const __m512i shuf3 =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+  const __m512i perm3 = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 0, 0, 0, 0);
+  for (int64_t q0 = 0; q0 < n; q0 += 16) {
+    const int64_t nq = n - q0 < 16 ? n - q0 : 16;
+    const __mmask16 m =
+        nq == 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nq) - 1u);
+    __m512i v = Level16(x + q0, m, a_levels);
+    for (int64_t ch = 1; ch < c; ++ch) {
+      v = _mm512_or_si512(v, _mm512_slli_epi32(Level16(x + ch * stride + q0, m, a_levels),
+                                               static_cast<int>(8 * ch)));
+    }
+    const int64_t bytes = nq * c;
+    const __mmask64 bm = bytes >= 64 ? ~uint64_t{0} : (~uint64_t{0}) >> (64 - bytes);
+    uint8_t* dst = out + q0 * c;
+    if (c == 1) {
+      _mm_mask_storeu_epi8(dst, static_cast<__mmask16>(bm), _mm512_cvtepi32_epi8(v));
+    } else if (c == 2) {
+      _mm256_mask_storeu_epi8(dst, static_cast<__mmask32>(bm), _mm512_cvtepi32_epi16(v));
+    } else if (c == 3) {
+      v = _mm512_permutexvar_epi32(perm3, _mm512_shuffle_epi8(v, shuf3));
+      _mm512_mask_storeu_epi8(dst, bm, v);
+    } else {
+      _mm512_mask_storeu_epi8(dst, bm, v);
+    }
   }
 }
 
@@ -264,7 +319,7 @@ void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_
 
 }  // namespace
 
-KbitDirectSpec Avx512KbitDirect() { return KbitDirectSpec{Row, HMax, VMax, Epilogue}; }
+KbitDirectSpec Avx512KbitDirect() { return KbitDirectSpec{Row, HMax, VMax, Epilogue, Levels}; }
 
 }  // namespace internal
 }  // namespace binmx

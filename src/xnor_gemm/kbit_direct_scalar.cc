@@ -26,8 +26,11 @@ void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_
   }
 }
 
-void VMax(int32_t* acc, const int32_t* v, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], v[i]);
+void VMax(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out) {
+  std::copy(rows[0], rows[0] + n, out);
+  for (int64_t r = 1; r < nrows; ++r) {
+    for (int64_t i = 0; i < n; ++i) out[i] = std::max(out[i], rows[r][i]);
+  }
 }
 
 void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_t* neg,
@@ -46,7 +49,7 @@ void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_
 
 }  // namespace
 
-KbitDirectSpec ScalarKbitDirect() { return KbitDirectSpec{nullptr, HMax, VMax, Epilogue}; }
+KbitDirectSpec ScalarKbitDirect() { return KbitDirectSpec{nullptr, HMax, VMax, Epilogue, nullptr}; }
 
 }  // namespace internal
 }  // namespace binmx

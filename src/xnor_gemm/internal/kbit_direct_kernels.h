@@ -15,7 +15,10 @@
  *   for f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
  * HMax: hp[px * fs + f] = max_{ox in [x0, x1)} d[ox * fs + f], x0 = max(px * s - pad, 0),
  *   x1 = min(px * s - pad + k, ow), px < pw; a px with an empty window is not written.
- * VMax: acc[i] = max(acc[i], v[i]), i < n.
+ * VMax: out[i] = max_{r < nrows} rows[r][i], i < n (nrows >= 1).
+ * Levels (c <= 4): the levels of n pixels of c channels (channel planes `stride` floats apart),
+ *   channels-last: out[q * c + ch] = rint(A * clip(double x[ch * stride + q], 0, 1)) (NaN -> 0),
+ *   as kbit_kernels.h's LevelsNhwc.
  * Epilogue: for p < np, f < nf, with D = d[p * fs + f] negated where neg[f] = -1 (neg null:
  *   as it is): v = float(double(D) * ds[f]) then + bias[f] (bias null: no add), then with relu
  *   v > 0 ? v : (v == v ? 0 : v); written to out[f * os + p] (an NCHW row).
@@ -52,7 +55,9 @@ struct DirectRowArgs {
 using DirectRowFn = void (*)(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d);
 using HMaxFn = void (*)(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad,
                         int64_t pw, int32_t* hp);
-using VMaxFn = void (*)(int32_t* acc, const int32_t* v, int64_t n);
+using VMaxFn = void (*)(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out);
+using DirectLevelsFn = void (*)(const float* x, int64_t c, int64_t stride, int64_t n, int ka,
+                                uint8_t* out);
 using DirectEpilogueFn = void (*)(const int32_t* d, int64_t np, int64_t nf, int64_t fs,
                                   const int32_t* neg, const double* ds, const float* bias,
                                   bool relu, float* out, int64_t os);
@@ -62,6 +67,7 @@ struct KbitDirectSpec {
   HMaxFn hmax;
   VMaxFn vmax;
   DirectEpilogueFn epilogue;
+  DirectLevelsFn levels;  // c <= 4; null: the path's LevelsNhwc
 };
 
 KbitDirectSpec ScalarKbitDirect();
