@@ -33,7 +33,8 @@
  * Layout inside (kbit.cc): activations quantised once into channels-last u8 levels, im2col rows
  * of u8 levels per output pixel (depth index (i * kw + j) * Cg + c'), weights stored with filters
  * innermost so one vector holds 8 (64-bit lanes) or 16 (32-bit lanes) filters and a pixel's
- * words are broadcast. Results are identical for every ISA and thread count.
+ * words are broadcast. Few input channels (KbitDirectApplies, int8 path): kbit_direct.cc, the
+ * same D from padded channels-last levels. Results are identical for every ISA and thread count.
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_KBIT_H_
