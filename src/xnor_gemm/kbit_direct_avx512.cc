@@ -255,22 +255,20 @@ float One(int32_t dv, int32_t neg, double ds, const float* bias, int64_t f, bool
   return v;
 }
 
-// Filters [f, f + 8) of one pixel.
-__m256 Vec8(const int32_t* dp, __m256i nv, __m512d dsv, const float* bias, int64_t f, bool relu) {
+// Filters [f, f + 8) of one pixel. relu: keep v where v > 0 or v is NaN (not <=, unordered),
+// else +0.
+template <bool kBias, bool kRelu>
+__m256 Vec8(const int32_t* dp, __m256i nv, __m512d dsv, __m256 bv) {
   __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp));
   x = _mm256_sub_epi32(_mm256_xor_si256(x, nv), nv);
   __m256 v = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(x), dsv));
-  if (bias != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + f));
-  if (relu) {
-    const __mmask8 keep = _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_GT_OQ) |
-                          _mm256_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    v = _mm256_maskz_mov_ps(keep, v);
-  }
+  if (kBias) v = _mm256_add_ps(v, bv);
+  if (kRelu) v = _mm256_maskz_mov_ps(_mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_NLE_UQ), v);
   return v;
 }
 
 // 8 x 8 float transpose: v[r][j] -> v[j][r].
-void Transpose8(__m256 v[8]) {
+__attribute__((always_inline)) inline void Transpose8(__m256 v[8]) {
   __m256 t[8], u[8];
   for (int k = 0; k < 4; ++k) {
     t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
@@ -289,32 +287,49 @@ void Transpose8(__m256 v[8]) {
   }
 }
 
-void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_t* neg,
-              const double* ds, const float* bias, bool relu, float* out, int64_t os) {
+template <bool kBias, bool kRelu>
+void EpilogueT(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_t* neg,
+               const double* ds, const float* bias, float* out, int64_t os) {
   const int64_t nf8 = nf / 8 * 8, np8 = np / 8 * 8;
   for (int64_t f = 0; f < nf8; f += 8) {
     const __m256i nv = neg != nullptr
                            ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(neg + f))
                            : _mm256_setzero_si256();
     const __m512d dsv = _mm512_loadu_pd(ds + f);
+    const __m256 bv = kBias ? _mm256_loadu_ps(bias + f) : _mm256_setzero_ps();
+    float* o = out + f * os;
+    const int32_t* dp = d + f;
     for (int64_t p0 = 0; p0 < np8; p0 += 8) {
       __m256 v[8];
-      for (int k = 0; k < 8; ++k) v[k] = Vec8(d + (p0 + k) * fs + f, nv, dsv, bias, f, relu);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) v[k] = Vec8<kBias, kRelu>(dp + (p0 + k) * fs, nv, dsv, bv);
       Transpose8(v);
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + (f + k) * os + p0, v[k]);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + k * os + p0, v[k]);
     }
     for (int64_t k = 0; k < 8; ++k) {
       for (int64_t p = np8; p < np; ++p) {
-        out[(f + k) * os + p] =
-            One(d[p * fs + f + k], neg ? neg[f + k] : 0, ds[f + k], bias, f + k, relu);
+        o[k * os + p] = One(d[p * fs + f + k], neg ? neg[f + k] : 0, ds[f + k],
+                            kBias ? bias : nullptr, f + k, kRelu);
       }
     }
   }
   for (int64_t f = nf8; f < nf; ++f) {
     for (int64_t p = 0; p < np; ++p) {
-      out[f * os + p] = One(d[p * fs + f], neg ? neg[f] : 0, ds[f], bias, f, relu);
+      out[f * os + p] =
+          One(d[p * fs + f], neg ? neg[f] : 0, ds[f], kBias ? bias : nullptr, f, kRelu);
     }
   }
+}
+
+void Epilogue(const int32_t* d, int64_t np, int64_t nf, int64_t fs, const int32_t* neg,
+              const double* ds, const float* bias, bool relu, float* out, int64_t os) {
+  if (bias != nullptr) {
+    if (relu) return EpilogueT<true, true>(d, np, nf, fs, neg, ds, bias, out, os);
+    return EpilogueT<true, false>(d, np, nf, fs, neg, ds, bias, out, os);
+  }
+  if (relu) return EpilogueT<false, true>(d, np, nf, fs, neg, ds, bias, out, os);
+  return EpilogueT<false, false>(d, np, nf, fs, neg, ds, bias, out, os);
 }
 
 }  // namespace
