@@ -368,16 +368,14 @@ void KbitConv2dReluPool(const KbitArgs& args, const KbitWeights& w, const Conv2d
   int64_t ph = 0, pw = 0;
   if (pool != nullptr) {
     const KbitMaxPool& q = *pool;
-    Require(q.kernel_h >= 1 && q.kernel_w >= 1 && q.stride_h >= 1 && q.stride_w >= 1 &&
-                q.pad_h >= 0 && q.pad_w >= 0 && q.pad_h < q.kernel_h && q.pad_w < q.kernel_w &&
-                q.kernel_h <= oh + 2 * q.pad_h && q.kernel_w <= ow + 2 * q.pad_w,
-            "KbitConv2dReluPool: bad max pool (kernel " + std::to_string(q.kernel_h) + "x" +
-                std::to_string(q.kernel_w) + ", stride " + std::to_string(q.stride_h) + "x" +
-                std::to_string(q.stride_w) + ", pad " + std::to_string(q.pad_h) + "x" +
-                std::to_string(q.pad_w) + ") for a " + std::to_string(oh) + "x" +
-                std::to_string(ow) +
-                " convolution output: kernel and stride >= 1, 0 <= pad < "
-                "kernel, kernel <= size + 2 pad");
+    Require(
+        q.kernel_h >= 1 && q.kernel_w >= 1 && q.stride_h >= 1 && q.stride_w >= 1 && q.pad_h >= 0 &&
+            q.pad_w >= 0 && q.kernel_h <= oh + 2 * q.pad_h && q.kernel_w <= ow + 2 * q.pad_w,
+        "KbitConv2dReluPool: bad max pool (kernel " + std::to_string(q.kernel_h) + "x" +
+            std::to_string(q.kernel_w) + ", stride " + std::to_string(q.stride_h) + "x" +
+            std::to_string(q.stride_w) + ", pad " + std::to_string(q.pad_h) + "x" +
+            std::to_string(q.pad_w) + ") for a " + std::to_string(oh) + "x" + std::to_string(ow) +
+            " convolution output: kernel and stride >= 1, pad >= 0, kernel <= size + 2 pad");
     ph = internal::PoolOutSize(oh, q.kernel_h, q.stride_h, q.pad_h, q.full_convention);
     pw = internal::PoolOutSize(ow, q.kernel_w, q.stride_w, q.pad_w, q.full_convention);
   }

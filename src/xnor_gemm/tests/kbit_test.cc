@@ -413,6 +413,35 @@ void CheckErrors() {
   CHECK(binmx::KbitPathFor(1, 2, 10) == binmx::KbitPath::kNone, "no kernel for act_bit 1");
   CHECK(binmx::KbitPathFor(16, 16, 10) == binmx::KbitPath::kNone, "no kernel for 16 bits");
   CHECK(binmx::KbitPathFor(8, 8, binmx::kKbitMaxDepth + 1) == binmx::KbitPath::kNone, "depth");
+  // KbitConv2dReluPool: a pool larger than the padded output, a zero stride, out_dot.
+  binmx::PrepareKbitConv(wf.data(), p, 8, 8, Isa::kScalar, &w);
+  std::vector<float> x(4 * 5 * 5, 0.5f), y(4 * 5 * 5);
+  binmx::KbitArgs args;
+  args.x = x.data();
+  args.out = y.data();
+  binmx::KbitMaxPool bad_pools[2];
+  bad_pools[0].kernel_h = bad_pools[0].kernel_w = 8;
+  bad_pools[1].kernel_h = bad_pools[1].kernel_w = 2;
+  bad_pools[1].stride_w = 0;
+  for (const binmx::KbitMaxPool& q : bad_pools) {
+    threw = false;
+    try {
+      binmx::KbitConv2dReluPool(args, w, p, true, &q, {Isa::kScalar, 1});
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    CHECK(threw, "a bad max pool must be rejected");
+  }
+  std::vector<int32_t> dot(y.size());
+  args.out = nullptr;
+  args.out_dot = dot.data();
+  threw = false;
+  try {
+    binmx::KbitConv2dReluPool(args, w, p, true, nullptr, {Isa::kScalar, 1});
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw, "out_dot with relu must be rejected");
 }
 
 }  // namespace
@@ -498,8 +527,9 @@ int main(int argc, char** argv) {
   }
   // Fused relu + max pool: integer pooling under the direct kernel (alpha of both signs and
   // zeros), the float pool otherwise (non-finite alpha; bit-serial; pad_value -1; 65 channels).
-  const PoolGeo pools[] = {{3, 2, 1, false}, {3, 2, 1, true},  {2, 2, 0, false}, {3, 1, 1, false},
-                           {2, 3, 0, true},  {1, 1, 0, false}, {4, 3, 2, true}};
+  const PoolGeo pools[] = {{3, 2, 1, false}, {3, 2, 1, true}, {2, 2, 0, false},
+                           {3, 1, 1, false}, {2, 3, 0, true}, {1, 1, 0, false},
+                           {4, 3, 2, true},  {2, 2, 2, false}};  // the last: pad >= kernel
   for (const PoolGeo& q : pools) {
     for (int alpha_kind : {0, 1, 2}) {
       for (bool relu : {true, false}) {
