@@ -3,18 +3,17 @@
  * -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni; contract in kbit_direct_kernels.h).
  * The row kernel runs only where the CPU has AVX512_VNNI (kbit_direct.cc checks).
  *
- * Row: per chunk of kDirectChunk output pixels, the im2col rows are built with one unaligned
- *   16 / 32 / 64-byte load and store per segment, in increasing address order, so that each
- *   store's tail past its segment is overwritten by the next segment; the bytes past the depth
- *   meet zero weights. L = vpsadbw over the depth. Then 6 pixels x 4 zmm of filters (64, 32-bit
- *   lanes):  acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of p), 4 s8 weights of 16
- *   filters);  D = 2 acc + coff L[p], then (D ^ neg) - neg.
- * HMax / VMax: vpmaxsd, 16 filters a vector.
- * Levels (c <= 4): 16 pixels a step, per channel 16 floats -> double, clip, times A, round to
- *   nearest even, to int32 (as kbit_kernel_avx512.cc's), the channels or-ed into the bytes of
- *   each pixel's int32, packed to c bytes a pixel.
- * Epilogue: 8 filters of a pixel a step, int32 -> double, times ds, to float, + bias, relu;
- *   8 x 8 transposes write 8 pixels of 8 filter rows.
+ * Row: per chunk of kDirectChunk output pixels, the im2col rows are built with one masked
+ *   16 / 32 / 64-byte load (zeros past the segment) and one store per segment, in increasing
+ *   address order, so that each store's tail is overwritten by the next segment (the bytes past
+ *   the depth are zeros and meet zero weights); L = vpsadbw of the loaded segments. Then 6 pixels x
+ * 4 zmm of filters (64, 32-bit lanes):  acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of
+ * p), 4 s8 weights of 16 filters);  D = 2 acc + coff L[p], then (D ^ neg) - neg. HMax / VMax:
+ * vpmaxsd, 16 filters a vector. Levels (c <= 4): 16 pixels a step, per channel 16 floats -> double,
+ * clip, times A, round to nearest even, to int32 (as kbit_kernel_avx512.cc's), the channels or-ed
+ * into the bytes of each pixel's int32, packed to c bytes a pixel. Epilogue: 8 filters of a pixel a
+ * step, int32 -> double, times ds, to float, + bias, relu; 8 x 8 transposes write 8 pixels of 8
+ * filter rows.
  */
 #include <immintrin.h>
 
@@ -96,41 +95,50 @@ void Cols(const uint32_t* x, int64_t np, int64_t kq, const uint32_t* w, int64_t 
   }
 }
 
-// im2col rows of np pixels: segment i of pixel p (seg bytes, seg <= W) from src0 + p * xstep +
-// i * rstep to row p at i * seg, with W-byte moves.
+// im2col rows of np pixels and their sums: segment i of pixel p (seg <= W bytes) from
+// src0 + p * xstep + i * rstep to row p at i * seg, one masked W-byte load (zeros past seg)
+// and store each; cl[p] = coff * (sum of the row's bytes), by vpsadbw on the loaded segments.
 template <int W>
 void BuildRows(const uint8_t* src0, int64_t np, int64_t xstep, int64_t rstep, int64_t kh,
-               int64_t seg, uint8_t* rows, int64_t rb) {
+               int64_t seg, uint8_t* rows, int64_t rb, int32_t coff, int32_t* cl) {
+  const uint64_t m = seg >= 64 ? ~uint64_t{0} : (uint64_t{1} << seg) - 1;
   for (int64_t p = 0; p < np; ++p) {
     const uint8_t* src = src0 + p * xstep;
     uint8_t* dst = rows + p * rb;
-    for (int64_t i = 0; i < kh; ++i) {
-      if constexpr (W == 16) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i * seg),
-                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * rstep)));
-      } else if constexpr (W == 32) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i * seg),
-                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * rstep)));
-      } else {
-        _mm512_storeu_si512(dst + i * seg, _mm512_loadu_si512(src + i * rstep));
+    int64_t sum;
+    if constexpr (W == 16) {
+      __m128i acc = _mm_setzero_si128();
+      for (int64_t i = 0; i < kh; ++i) {
+        const __m128i v = _mm_maskz_loadu_epi8(static_cast<__mmask16>(m), src + i * rstep);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i * seg), v);
+        acc = _mm_add_epi64(acc, _mm_sad_epu8(v, _mm_setzero_si128()));
       }
+      sum = _mm_cvtsi128_si64(acc) + _mm_extract_epi64(acc, 1);
+    } else if constexpr (W == 32) {
+      __m256i acc = _mm256_setzero_si256();
+      for (int64_t i = 0; i < kh; ++i) {
+        const __m256i v = _mm256_maskz_loadu_epi8(static_cast<__mmask32>(m), src + i * rstep);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i * seg), v);
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+      }
+      const __m128i h =
+          _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+      sum = _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+    } else {
+      __m512i acc = _mm512_setzero_si512();
+      for (int64_t i = 0; i < kh; ++i) {
+        const __m512i v = _mm512_maskz_loadu_epi8(m, src + i * rstep);
+        _mm512_storeu_si512(dst + i * seg, v);
+        acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+      }
+      sum = _mm512_reduce_add_epi64(acc);
     }
+    cl[p] = coff * static_cast<int32_t>(sum);
   }
-}
-
-int32_t RowSum(const uint8_t* row, int64_t n) {
-  __m512i acc = _mm512_setzero_si512();
-  for (int64_t i = 0; i < n; i += 64) {
-    const int64_t left = n - i;
-    const __mmask64 m = left >= 64 ? ~uint64_t{0} : (~uint64_t{0}) >> (64 - left);
-    acc = _mm512_add_epi64(
-        acc, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, row + i), _mm512_setzero_si512()));
-  }
-  return static_cast<int32_t>(_mm512_reduce_add_epi64(acc));
 }
 
 void Row(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d) {
-  const int64_t seg = a.kw * a.c, depth = a.kh * seg, rb = a.kq * 4;
+  const int64_t seg = a.kw * a.c, rb = a.kq * 4;
   const int64_t rstep = a.dh * a.wp * a.c, xstep = a.sw * a.c;
   const uint8_t* base = a.img + oy * a.sh * a.wp * a.c;
   const int32_t coff = static_cast<int32_t>(a.coff);
@@ -139,13 +147,12 @@ void Row(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d) {
     const int64_t np = std::min(kDirectChunk, a.ow - ox0);
     const uint8_t* src0 = base + ox0 * xstep;
     if (seg <= 16) {
-      BuildRows<16>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+      BuildRows<16>(src0, np, xstep, rstep, a.kh, seg, rows, rb, coff, cl);
     } else if (seg <= 32) {
-      BuildRows<32>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+      BuildRows<32>(src0, np, xstep, rstep, a.kh, seg, rows, rb, coff, cl);
     } else {
-      BuildRows<64>(src0, np, xstep, rstep, a.kh, seg, rows, rb);
+      BuildRows<64>(src0, np, xstep, rstep, a.kh, seg, rows, rb, coff, cl);
     }
-    for (int64_t p = 0; p < np; ++p) cl[p] = coff * RowSum(rows + p * rb, depth);
     const uint32_t* x = reinterpret_cast<const uint32_t*>(rows);
     int32_t* dp = d + ox0 * a.fs;
     int64_t f = 0;
