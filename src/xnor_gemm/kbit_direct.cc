@@ -96,14 +96,14 @@ DirectPath DirectPathFor(Isa isa, bool quad_weights) {
 
 // The row of kbit_direct_kernels.h on any int8 tile (kQuad or kPair weights): rows built with
 // memcpy, L by the path's RowSum, R by its tile, in chunks of kDirectChunk pixels.
-void GenericRow(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d,
-                const KbitSpec& spec) {
+void GenericRow(const DirectRowArgs& a, int64_t oy, int64_t ox_begin, int64_t ox_end, uint8_t* rows,
+                int32_t* d, const KbitSpec& spec) {
   thread_local Buffer<int32_t> r_s;
   int32_t* r = r_s.Get(static_cast<size_t>(kDirectChunk * a.fs));
   const int64_t seg = a.kw * a.c, depth = a.kh * seg, rb = a.kq * 4;
   int64_t l[kDirectChunk];
-  for (int64_t ox0 = 0; ox0 < a.ow; ox0 += kDirectChunk) {
-    const int64_t np = std::min(kDirectChunk, a.ow - ox0);
+  for (int64_t ox0 = ox_begin; ox0 < ox_end; ox0 += kDirectChunk) {
+    const int64_t np = std::min(kDirectChunk, ox_end - ox0);
     for (int64_t pi = 0; pi < np; ++pi) {
       uint8_t* row = rows + pi * rb;
       for (int64_t i = 0; i < a.kh; ++i) {
@@ -266,7 +266,7 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
   ra.sh = p.stride_h;
   ra.sw = p.stride_w;
   ra.dh = p.dilate_h;
-  ra.ow = ow;
+
   ra.w = w.packed.data();
   ra.kq = w.units;
   ra.fs = fs;
@@ -284,16 +284,16 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
       const int64_t u0 = units * band / bands, u1 = units * (band + 1) / bands;
       DirectRowArgs a = ra;
       a.img = imgs + n * img_bytes;
-      auto conv_row = [&](int64_t oy) {
+      auto conv_part = [&](int64_t oy, int64_t ox0, int64_t ox1) {
         if (path.direct.row != nullptr) {
-          path.direct.row(a, oy, rows, dbuf);
+          path.direct.row(a, oy, ox0, ox1, rows, dbuf);
         } else {
-          GenericRow(a, oy, rows, dbuf, path.kbit);
+          GenericRow(a, oy, ox0, ox1, rows, dbuf, path.kbit);
         }
       };
       if (pool == nullptr) {
         for (int64_t oy = u0; oy < u1; ++oy) {
-          conv_row(oy);
+          conv_part(oy, 0, ow);
           if (args.out_dot != nullptr) {
             int32_t* dst = args.out_dot + n * f_all * oh * ow + oy * ow;
             for (int64_t f = 0; f < f_all; ++f) {
@@ -325,10 +325,22 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
         for (int64_t y = y0; y < y1; ++y) {
           const int64_t slot = y % ps.kernel_h;
           if (tag[slot] == y) continue;
-          conv_row(y);
           int32_t* hp_row = ring + slot * hrow;
           if (x_empty) std::fill(hp_row, hp_row + hrow, 0);
-          path.direct.hmax(dbuf, ow, fs, ps.kernel_w, ps.stride_w, ps.pad_w, pool_w, hp_row);
+          // The conv row in chunks, each followed by the x-maxima of the windows it completes
+          // (the chunk's D still in L1).
+          int64_t px0 = 0;
+          for (int64_t ox0 = 0; ox0 < ow; ox0 += kDirectChunk) {
+            const int64_t ox1 = std::min(ow, ox0 + kDirectChunk);
+            conv_part(y, ox0, ox1);
+            int64_t px1 = px0;
+            while (px1 < pool_w &&
+                   (ox1 == ow || px1 * ps.stride_w - ps.pad_w + ps.kernel_w <= ox1)) {
+              ++px1;
+            }
+            path.direct.hmax(dbuf, ow, fs, ps.kernel_w, ps.stride_w, ps.pad_w, px0, px1, hp_row);
+            px0 = px1;
+          }
           tag[slot] = y;
         }
         for (int64_t y = y0; y < y1; ++y) win[y - y0] = ring + (y % ps.kernel_h) * hrow;

@@ -137,14 +137,15 @@ void BuildRows(const uint8_t* src0, int64_t np, int64_t xstep, int64_t rstep, in
   }
 }
 
-void Row(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d) {
+void Row(const DirectRowArgs& a, int64_t oy, int64_t ox_begin, int64_t ox_end, uint8_t* rows,
+         int32_t* d) {
   const int64_t seg = a.kw * a.c, rb = a.kq * 4;
   const int64_t rstep = a.dh * a.wp * a.c, xstep = a.sw * a.c;
   const uint8_t* base = a.img + oy * a.sh * a.wp * a.c;
   const int32_t coff = static_cast<int32_t>(a.coff);
   int32_t cl[kDirectChunk];
-  for (int64_t ox0 = 0; ox0 < a.ow; ox0 += kDirectChunk) {
-    const int64_t np = std::min(kDirectChunk, a.ow - ox0);
+  for (int64_t ox0 = ox_begin; ox0 < ox_end; ox0 += kDirectChunk) {
+    const int64_t np = std::min(kDirectChunk, ox_end - ox0);
     const uint8_t* src0 = base + ox0 * xstep;
     if (seg <= 16) {
       BuildRows<16>(src0, np, xstep, rstep, a.kh, seg, rows, rb, coff, cl);
@@ -175,9 +176,9 @@ void Row(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d) {
   }
 }
 
-void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t pw,
-          int32_t* hp) {
-  for (int64_t px = 0; px < pw; ++px) {
+void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t px0,
+          int64_t px1, int32_t* hp) {
+  for (int64_t px = px0; px < px1; ++px) {
     const int64_t x0 = std::max<int64_t>(px * s - pad, 0);
     const int64_t x1 = std::min(px * s - pad + k, ow);
     if (x0 >= x1) continue;

@@ -11,9 +11,9 @@ namespace binmx {
 namespace internal {
 namespace {
 
-void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t pw,
-          int32_t* hp) {
-  for (int64_t px = 0; px < pw; ++px) {
+void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t px0,
+          int64_t px1, int32_t* hp) {
+  for (int64_t px = px0; px < px1; ++px) {
     const int64_t x0 = std::max<int64_t>(px * s - pad, 0);
     const int64_t x1 = std::min(px * s - pad + k, ow);
     if (x0 >= x1) continue;

@@ -6,7 +6,8 @@
  * Image: one image's activation levels, channels-last and padded: pixel (y, x) of the padded
  *   image (hp x wp, the convolution's padding stored as the level pad_value * A) at
  *   img[(y * wp + x) * c], followed by at least kDirectSlack readable bytes.
- * Row (output row oy, groups 1, dilate_w 1): the im2col row of output pixel ox is the kh
+ * Row (output row oy, pixels ox0 <= ox < ox1; groups 1, dilate_w 1): the im2col row of output
+ *   pixel ox is the kh
  *   segments of seg = kw * c bytes at img + ((oy * sh + i * dh) * wp + ox * sw) * c, i < kh,
  *   one after the other (depth = kh * seg, the order of the packed weights), padded to kq
  *   quads; with kQuad weights w[k * fs + f] (4 s8 lw - 128, zero past the depth):
@@ -14,7 +15,7 @@
  *     d[ox * fs + f] = neg == null ? D : (D ^ neg[f]) - neg[f]   (neg[f] 0 or -1: D or -D)
  *   for f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
  * HMax: hp[px * fs + f] = max_{ox in [x0, x1)} d[ox * fs + f], x0 = max(px * s - pad, 0),
- *   x1 = min(px * s - pad + k, ow), px < pw; a px with an empty window is not written.
+ *   x1 = min(px * s - pad + k, ow), px0 <= px < px1; a px with an empty window is not written.
  * VMax: out[i] = max_{r < nrows} rows[r][i], i < n (nrows >= 1).
  * Levels (c <= 4): the levels of n pixels of c channels (channel planes `stride` floats apart),
  *   channels-last: out[q * c + ch] = rint(A * clip(double x[ch * stride + q], 0, 1)) (NaN -> 0),
@@ -44,17 +45,18 @@ constexpr int64_t kDirectChunk = 48;
 
 struct DirectRowArgs {
   const uint8_t* img = nullptr;
-  int64_t wp = 0, c = 0, kh = 0, kw = 0, sh = 1, sw = 1, dh = 1, ow = 0;
+  int64_t wp = 0, c = 0, kh = 0, kw = 0, sh = 1, sw = 1, dh = 1;
   const uint32_t* w = nullptr;  // kQuad weights [kq][fs]
   int64_t kq = 0, fs = 0, coff = 0;
   const int32_t* neg = nullptr;  // [fs] or null
 };
 
-// D of output row oy into d (ow x fs); rows: scratch of kDirectChunk * kq * 4 + kDirectSlack
-// bytes.
-using DirectRowFn = void (*)(const DirectRowArgs& a, int64_t oy, uint8_t* rows, int32_t* d);
+// D of pixels [ox0, ox1) of output row oy into d[ox * fs + f]; rows: scratch of
+// kDirectChunk * kq * 4 + kDirectSlack bytes.
+using DirectRowFn = void (*)(const DirectRowArgs& a, int64_t oy, int64_t ox0, int64_t ox1,
+                             uint8_t* rows, int32_t* d);
 using HMaxFn = void (*)(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad,
-                        int64_t pw, int32_t* hp);
+                        int64_t px0, int64_t px1, int32_t* hp);
 using VMaxFn = void (*)(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out);
 using DirectLevelsFn = void (*)(const float* x, int64_t c, int64_t stride, int64_t n, int ka,
                                 uint8_t* out);
