@@ -176,18 +176,46 @@ void Row(const DirectRowArgs& a, int64_t oy, int64_t ox_begin, int64_t ox_end, u
   }
 }
 
+// dst[f] = max_{j < N} src[j * fs + f], f < fs (a multiple of 16).
+template <int N>
+void MaxOf(const int32_t* src, int64_t fs, int32_t* dst) {
+  for (int64_t f = 0; f < fs; f += 16) {
+    __m512i m = _mm512_loadu_si512(src + f);
+#pragma GCC unroll 4
+    for (int j = 1; j < N; ++j) m = _mm512_max_epi32(m, _mm512_loadu_si512(src + j * fs + f));
+    _mm512_storeu_si512(dst + f, m);
+  }
+}
+
 void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_t pad, int64_t px0,
           int64_t px1, int32_t* hp) {
   for (int64_t px = px0; px < px1; ++px) {
     const int64_t x0 = std::max<int64_t>(px * s - pad, 0);
     const int64_t x1 = std::min(px * s - pad + k, ow);
-    if (x0 >= x1) continue;
-    for (int64_t f = 0; f < fs; f += 16) {  // fs is a multiple of 16
-      __m512i m = _mm512_loadu_si512(d + x0 * fs + f);
-      for (int64_t x = x0 + 1; x < x1; ++x) {
-        m = _mm512_max_epi32(m, _mm512_loadu_si512(d + x * fs + f));
-      }
-      _mm512_storeu_si512(hp + px * fs + f, m);
+    const int32_t* src = d + x0 * fs;
+    int32_t* dst = hp + px * fs;
+    switch (x1 - x0) {
+      case 1:
+        MaxOf<1>(src, fs, dst);
+        break;
+      case 2:
+        MaxOf<2>(src, fs, dst);
+        break;
+      case 3:
+        MaxOf<3>(src, fs, dst);
+        break;
+      case 4:
+        MaxOf<4>(src, fs, dst);
+        break;
+      default:
+        if (x1 <= x0) break;  // an empty window: not written
+        for (int64_t f = 0; f < fs; f += 16) {
+          __m512i m = _mm512_loadu_si512(src + f);
+          for (int64_t x = 1; x < x1 - x0; ++x) {
+            m = _mm512_max_epi32(m, _mm512_loadu_si512(src + x * fs + f));
+          }
+          _mm512_storeu_si512(dst + f, m);
+        }
     }
   }
 }
