@@ -15,7 +15,9 @@
  *   epilogue. All as the MXNet operators compute them.
  *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
  *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
- *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
+ *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels); a
+ *   BatchNorm (or QChannelAffine) behind goes into alpha and bias, a relu and a max Pooling
+ *   behind into the core's KbitConv2dReluPool (the 8-bit stem is one step).
  *   Other bit widths (the "correct if slower" path): a = Qa(x) (sgn, or DoReFa
  *   round((2^k-1) clip(x, 0, 1)) / (2^k-1), or x for 32), Wq = DoReFa weight quantiser over the
  *   whole weight tensor, then a float convolution / dense layer with alpha_f * Wq_f and the
