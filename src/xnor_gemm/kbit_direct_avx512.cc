@@ -220,16 +220,40 @@ void HMax(const int32_t* d, int64_t ow, int64_t fs, int64_t k, int64_t s, int64_
   }
 }
 
-void VMax(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out) {
-  for (int64_t i = 0; i < n; i += 16) {
-    const int64_t left = n - i;
-    const __mmask16 m =
-        left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-    __m512i a = _mm512_maskz_loadu_epi32(m, rows[0] + i);
-    for (int64_t r = 1; r < nrows; ++r) {
-      a = _mm512_max_epi32(a, _mm512_maskz_loadu_epi32(m, rows[r] + i));
-    }
+// out[i] = max_{r < N} rows[r][i] over whole vectors, then the n % 16 tail masked.
+template <int N>
+void VMaxN(const int32_t* const* rows, int64_t n, int32_t* out) {
+  const int32_t* r[N];
+  for (int j = 0; j < N; ++j) r[j] = rows[j];
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i a = _mm512_loadu_si512(r[0] + i);
+#pragma GCC unroll 4
+    for (int j = 1; j < N; ++j) a = _mm512_max_epi32(a, _mm512_loadu_si512(r[j] + i));
+    _mm512_storeu_si512(out + i, a);
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    __m512i a = _mm512_maskz_loadu_epi32(m, r[0] + i);
+    for (int j = 1; j < N; ++j) a = _mm512_max_epi32(a, _mm512_maskz_loadu_epi32(m, r[j] + i));
     _mm512_mask_storeu_epi32(out + i, m, a);
+  }
+}
+
+void VMax(const int32_t* const* rows, int64_t nrows, int64_t n, int32_t* out) {
+  switch (nrows) {
+    case 1:
+      return VMaxN<1>(rows, n, out);
+    case 2:
+      return VMaxN<2>(rows, n, out);
+    case 3:
+      return VMaxN<3>(rows, n, out);
+    default:
+      VMaxN<4>(rows, n, out);
+      for (int64_t r = 4; r < nrows; ++r) {
+        const int32_t* more[2] = {out, rows[r]};
+        VMaxN<2>(more, n, out);
+      }
   }
 }
 
