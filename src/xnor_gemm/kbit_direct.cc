@@ -230,17 +230,15 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
     }
   });
 
-  // Per filter: ds = alpha / (A * B) in double, the bias, and the sign mask for pooling.
+  // Per filter: ds = alpha / (A * B) in double and the sign mask for pooling.
   std::vector<double> ds(static_cast<size_t>(fs), 0.0);
-  std::vector<float> bias;
-  if (args.bias != nullptr) bias.assign(args.bias, args.bias + f_all);
   std::vector<int32_t> neg(static_cast<size_t>(fs), 0);
   const double denom = static_cast<double>(a_max * b_max);
   for (int64_t f = 0; f < f_all; ++f) {
     ds[f] = (args.alpha ? static_cast<double>(args.alpha[f]) : 1.0) / denom;
     neg[f] = ds[f] < 0.0 ? -1 : 0;
   }
-  const float* bias_p = args.bias != nullptr ? bias.data() : nullptr;
+  const float* bias_p = args.bias;
 
   // 2-3. Tasks: (image, band of output rows: conv rows, or pooled rows).
   int64_t pool_h = 0, pool_w = 0;
@@ -266,7 +264,6 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
   ra.sh = p.stride_h;
   ra.sw = p.stride_w;
   ra.dh = p.dilate_h;
-
   ra.w = w.packed.data();
   ra.kq = w.units;
   ra.fs = fs;
