@@ -15,10 +15,10 @@
  *    ds[f] >= 0 and non-increasing where ds[f] < 0 (a product with a constant, two roundings
  *    and the add of a constant are monotone; with finite ds and bias no NaN), so the maximum of
  *    e over a window is e(max D) or e(min D). The maxima are taken on the integers s_f D
- *    (s_f = -1 where ds[f] < 0, else 1): along x for each conv row (kept in a ring of kernel_h
- *    rows), then across the window's rows; the epilogue runs once per pooled output (a quarter
- *    of the conv outputs for a 3x3/2 pool). relu(max) = max(relu), as for the float layers.
- *    The result equals the unfused layers' as values (==; without relu a zero's sign may
+ *    (s_f = -1 where ds[f] < 0, else 1): along x after each chunk of a conv row (the row kept
+ *    in a ring of kernel_h rows), then across the window's rows; the epilogue runs once per pooled
+ * output (a quarter of the conv outputs for a 3x3/2 pool). relu(max) = max(relu), as for the float
+ * layers. The result equals the unfused layers' as values (==; without relu a zero's sign may
  *    differ). Non-finite alpha or bias: the convolution, then the float pool (a NaN wins).
  * Results depend neither on the ISA nor on the thread count: integers until the epilogue,
  * which is the same per value everywhere.

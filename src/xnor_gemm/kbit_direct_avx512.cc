@@ -4,16 +4,22 @@
  * The row kernel runs only where the CPU has AVX512_VNNI (kbit_direct.cc checks).
  *
  * Row: per chunk of kDirectChunk output pixels, the im2col rows are built with one masked
- *   16 / 32 / 64-byte load (zeros past the segment) and one store per segment, in increasing
- *   address order, so that each store's tail is overwritten by the next segment (the bytes past
- *   the depth are zeros and meet zero weights); L = vpsadbw of the loaded segments. Then 6 pixels x
- * 4 zmm of filters (64, 32-bit lanes):  acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of
- * p), 4 s8 weights of 16 filters);  D = 2 acc + coff L[p], then (D ^ neg) - neg. HMax / VMax:
- * vpmaxsd, 16 filters a vector. Levels (c <= 4): 16 pixels a step, per channel 16 floats -> double,
- * clip, times A, round to nearest even, to int32 (as kbit_kernel_avx512.cc's), the channels or-ed
- * into the bytes of each pixel's int32, packed to c bytes a pixel. Epilogue: 8 filters of a pixel a
- * step, int32 -> double, times ds, to float, + bias, relu; 8 x 8 transposes write 8 pixels of 8
- * filter rows.
+ * 16 / 32 / 64-byte load (zeros past the segment) and one store per segment, in increasing
+ * address order, so that each store's tail is overwritten by the next segment (the bytes past
+ * the depth are zeros and meet zero weights); L = vpsadbw of the loaded segments.
+ *
+ * Tile: 6 pixels x 4 zmm of filters (64, 32-bit lanes),
+ *     acc[p][v] = vpdpbusd(acc[p][v], broadcast(4 u8 levels of p), 4 s8 weights of 16 filters),
+ * then D = 2 acc + coff L[p] and (D ^ neg) - neg.
+ *
+ * HMax / VMax: vpmaxsd, 16 filters a vector.
+ *
+ * Levels (c <= 4): 16 pixels a step; per channel 16 floats -> double, clip, times A, round to
+ * nearest even, to int32 (as kbit_kernel_avx512.cc's); the channels or-ed into the bytes of
+ * each pixel's int32, then packed to c bytes a pixel.
+ *
+ * Epilogue: 8 filters of a pixel a step, int32 -> double, times ds, to float, + bias, relu;
+ * 8 x 8 transposes write 8 pixels of 8 filter rows.
  */
 #include <immintrin.h>
 

@@ -6,14 +6,13 @@
  * Image: one image's activation levels, channels-last and padded: pixel (y, x) of the padded
  *   image (hp x wp, the convolution's padding stored as the level pad_value * A) at
  *   img[(y * wp + x) * c], followed by at least kDirectSlack readable bytes.
- * Row (output row oy, pixels ox0 <= ox < ox1; groups 1, dilate_w 1): the im2col row of output
- *   pixel ox is the kh
- *   segments of seg = kw * c bytes at img + ((oy * sh + i * dh) * wp + ox * sw) * c, i < kh,
- *   one after the other (depth = kh * seg, the order of the packed weights), padded to kq
- *   quads; with kQuad weights w[k * fs + f] (4 s8 lw - 128, zero past the depth):
- *     R = sum_depth la * (lw - 128),  L = sum_depth la,  D = 2 R + coff L   (coff = 256 - B)
- *     d[ox * fs + f] = neg == null ? D : (D ^ neg[f]) - neg[f]   (neg[f] 0 or -1: D or -D)
- *   for f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
+ * Row (output row oy, pixels ox0 <= ox < ox1; groups 1, dilate_w 1): the im2col row of
+ *   output pixel ox is the kh segments of seg = kw * c bytes at
+ *   img + ((oy * sh + i * dh) * wp + ox * sw) * c, i < kh, one after the other (depth = kh * seg,
+ * the order of the packed weights), padded to kq quads; with kQuad weights w[k * fs + f] (4 s8 lw -
+ * 128, zero past the depth): R = sum_depth la * (lw - 128),  L = sum_depth la,  D = 2 R + coff L
+ * (coff = 256 - B) d[ox * fs + f] = neg == null ? D : (D ^ neg[f]) - neg[f]   (neg[f] 0 or -1: D or
+ * -D) for f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
  * HMax: hp[px * fs + f] = max_{ox in [x0, x1)} d[ox * fs + f], x0 = max(px * s - pad, 0),
  *   x1 = min(px * s - pad + k, ow), px0 <= px < px1; a px with an empty window is not written.
  * VMax: out[i] = max_{r < nrows} rows[r][i], i < n (nrows >= 1).
