@@ -8,20 +8,21 @@
  *   img[(y * wp + x) * c], followed by at least kDirectSlack readable bytes.
  * Row (output row oy, pixels ox0 <= ox < ox1; groups 1, dilate_w 1): the im2col row of
  *   output pixel ox is the kh segments of seg = kw * c bytes at
- *   img + ((oy * sh + i * dh) * wp + ox * sw) * c, i < kh, one after the other (depth = kh * seg,
- * the order of the packed weights), padded to kq quads; with kQuad weights w[k * fs + f] (4 s8 lw -
- * 128, zero past the depth): R = sum_depth la * (lw - 128),  L = sum_depth la,  D = 2 R + coff L
- * (coff = 256 - B) d[ox * fs + f] = neg == null ? D : (D ^ neg[f]) - neg[f]   (neg[f] 0 or -1: D or
- * -D) for f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
+ *     img + ((oy * sh + i * dh) * wp + ox * sw) * c,  i < kh,
+ *   one after the other (depth = kh * seg, the order of the packed weights), padded to kq
+ *   quads. With kQuad weights w[k * fs + f] (4 s8 lw - 128, zero past the depth):
+ *     R = sum_depth la * (lw - 128),  L = sum_depth la,  D = 2 R + coff L  (coff = 256 - B),
+ *     d[ox * fs + f] = neg == null ? D : (D ^ neg[f]) - neg[f]  (neg[f] 0 or -1: D or -D),
+ *   f < fs. |D| <= depth * 255 * 255 < 2^31 (the driver takes depth <= kDirectMaxDepth).
  * HMax: hp[px * fs + f] = max_{ox in [x0, x1)} d[ox * fs + f], x0 = max(px * s - pad, 0),
  *   x1 = min(px * s - pad + k, ow), px0 <= px < px1; a px with an empty window is not written.
  * VMax: out[i] = max_{r < nrows} rows[r][i], i < n (nrows >= 1).
- * Levels (c <= 4): the levels of n pixels of c channels (channel planes `stride` floats apart),
- *   channels-last: out[q * c + ch] = rint(A * clip(double x[ch * stride + q], 0, 1)) (NaN -> 0),
- *   as kbit_kernels.h's LevelsNhwc.
+ * Levels (c <= 4): the levels of n pixels of c channels (channel planes `stride` floats
+ *   apart), channels-last: out[q * c + ch] = rint(A * clip(double x[ch * stride + q], 0, 1))
+ *   (NaN -> 0), as kbit_kernels.h's LevelsNhwc.
  * Epilogue: for p < np, f < nf, with D = d[p * fs + f] negated where neg[f] = -1 (neg null:
- *   as it is): v = float(double(D) * ds[f]) then + bias[f] (bias null: no add), then with relu
- *   v > 0 ? v : (v == v ? 0 : v); written to out[f * os + p] (an NCHW row).
+ *   as it is): v = float(double(D) * ds[f]) then + bias[f] (bias null: no add), then with
+ *   relu v > 0 ? v : (v == v ? 0 : v); written to out[f * os + p] (an NCHW row).
  * Like kernels.h: kernel files must not define inline functions with external linkage.
  */
 #ifndef BINMX_KBIT_DIRECT_KERNELS_H_
