@@ -15,7 +15,9 @@
  *   epilogue. All as the MXNet operators compute them.
  *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
  *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
- *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
+ *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels); a
+ *   BatchNorm (or QChannelAffine) behind goes into alpha and bias, a relu and a max Pooling
+ *   behind into the core's KbitConv2dReluPool (the 8-bit stem is one step).
  *   Converted k-bit layers (binarized_weights_only=True, weight_bit 1..8, not act_bit =
  *   weight_bit = 1) store the levels packed (kbit_pack.h) and alpha_f: the levels go to the
  *   kernels as stored, or, on the float path below, become Qw = 2 lw / (2^weight_bit - 1) - 1.
@@ -515,59 +517,9 @@ class KbitConvStep : public Step {
 
 size_t Align64(size_t n) { return (n + 63) / 64 * 64; }
 
-// relu as the Activation node computes it: max(x, 0), NaN kept.
-inline float Relu(float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }
-// The max of a Pooling window as that node takes it: a NaN wins.
-inline float MaxNan(float m, float v) { return (v > m || v != v) ? v : m; }
-
-// relu (when asked) then MXNet max Pooling of (planes, h, w) into (planes, oh, ow) (a window
-// clipped to the image, cells in the padding never win, an empty window gives -inf): per
-// output row the column maxima over the window's rows, then the maxima along the row; the
-// relu is applied to the maximum (the same value, NaN included).
-void ReluMaxPool(const float* x, int64_t planes, int64_t h, int64_t w, const MaxPoolSpec& ps,
-                 int64_t oh, int64_t ow, bool relu, float* y, int threads) {
-  ParallelFor(planes, threads, [&](int64_t b, int64_t e) {
-    std::vector<float> colmax(static_cast<size_t>(w));
-    for (int64_t pl = b; pl < e; ++pl) {
-      const float* xp = x + pl * h * w;
-      float* yp = y + pl * oh * ow;
-      // Without a NaN in the plane, max(m, v) = v > m ? v : m (vectorised); with one, the
-      // NaN-aware form.
-      unsigned nan_seen = 0;
-      for (int64_t i = 0; i < h * w; ++i) nan_seen |= static_cast<unsigned>(xp[i] != xp[i]);
-      const bool nan = nan_seen != 0;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        const int64_t y0 = std::max<int64_t>(oy * ps.stride_h - ps.pad_h, 0);
-        const int64_t y1 = std::min(oy * ps.stride_h - ps.pad_h + ps.kernel_h, h);
-        std::fill(colmax.begin(), colmax.end(), -INFINITY);
-        float* cm = colmax.data();
-        for (int64_t yy = y0; yy < y1; ++yy) {
-          const float* row = xp + yy * w;
-          if (nan) {
-            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = MaxNan(cm[xx], row[xx]);
-          } else {
-            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = row[xx] > cm[xx] ? row[xx] : cm[xx];
-          }
-        }
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          const int64_t x0 = std::max<int64_t>(ox * ps.stride_w - ps.pad_w, 0);
-          const int64_t x1 = std::min(ox * ps.stride_w - ps.pad_w + ps.kernel_w, w);
-          float m = -INFINITY;
-          if (nan) {
-            for (int64_t xx = x0; xx < x1; ++xx) m = MaxNan(m, cm[xx]);
-          } else {
-            for (int64_t xx = x0; xx < x1; ++xx) m = cm[xx] > m ? cm[xx] : m;
-          }
-          // relu(max) = max(relu): both orders give NaN for a NaN; an empty window stays -inf.
-          yp[oy * ow + ox] = relu && y0 < y1 && x0 < x1 ? Relu(m) : m;
-        }
-      }
-    }
-  });
-}
-
 // k-bit convolution / dense on the integer kernels of kbit.h (bit-serial or int8): the weights
-// quantised and laid out once at load, the activation levels made inside the call.
+// quantised and laid out once at load, the activation levels made inside the call; an absorbed
+// relu and max-pool run inside the core's call (on the integers, for the direct int8 kernel).
 class KbitIntConvStep : public Step {
  public:
   void Run(const RunCtx& ctx) const override {
@@ -575,31 +527,15 @@ class KbitIntConvStep : public Step {
     args.x = ctx.F(inputs[0]);
     args.alpha = alpha.empty() ? nullptr : alpha.data();
     args.bias = bias.empty() ? nullptr : bias.data();
-    float* y = ctx.MutF(output);
-    args.out = has_pool ? reinterpret_cast<float*>(ctx.scratch) : y;
-    KbitConv2d(args, weights, params, GemmConfig{weights.isa, ctx.threads});
-    const int64_t planes = params.batch * params.num_filter;
-    const int64_t h = params.OutH(), w = params.OutW();
-    if (has_pool) {
-      ReluMaxPool(args.out, planes, h, w, pool, pool_h, pool_w, relu, y, ctx.threads);
-    } else if (relu) {
-      ParallelFor(planes, ctx.threads, [&](int64_t b, int64_t e) {
-        for (int64_t i = b * h * w; i < e * h * w; ++i) y[i] = Relu(y[i]);
-      });
-    }
-  }
-  size_t ScratchBytes() const override {
-    return has_pool ? Align64(static_cast<size_t>(params.batch * params.num_filter * params.OutH() *
-                                                  params.OutW()) *
-                              sizeof(float))
-                    : 0;
+    args.out = ctx.MutF(output);
+    KbitConv2dReluPool(args, weights, params, relu, has_pool ? &pool : nullptr,
+                       GemmConfig{weights.isa, ctx.threads});
   }
   Conv2dParams params;
   KbitWeights weights;
   std::vector<float> alpha, bias;
   bool relu = false, has_pool = false;  // absorbed relu Activation / max Pooling
-  MaxPoolSpec pool{};
-  int64_t pool_h = 0, pool_w = 0;
+  KbitMaxPool pool;
 };
 
 class KbitIntDenseStep : public Step {
@@ -798,15 +734,21 @@ void BuildQConvolution(Planner& pl, int node) {
       last = reader;
       reader = pl.SoleReader(last);
     }
-    AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
+    MaxPoolSpec ps{};
+    AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &ps, &step->has_pool);
     step->relu = step->relu || affine_relu;
     std::vector<int64_t> oshape = {p.batch, f, oh, ow};
     if (step->has_pool) {
-      step->pool_h = PoolOut(oh, step->pool.kernel_h, step->pool.stride_h, step->pool.pad_h,
-                             step->pool.full_convention);
-      step->pool_w = PoolOut(ow, step->pool.kernel_w, step->pool.stride_w, step->pool.pad_w,
-                             step->pool.full_convention);
-      oshape = {p.batch, f, step->pool_h, step->pool_w};
+      KbitMaxPool& kp = step->pool;
+      kp.kernel_h = ps.kernel_h;
+      kp.kernel_w = ps.kernel_w;
+      kp.stride_h = ps.stride_h;
+      kp.stride_w = ps.stride_w;
+      kp.pad_h = ps.pad_h;
+      kp.pad_w = ps.pad_w;
+      kp.full_convention = ps.full_convention;
+      oshape = {p.batch, f, PoolOut(oh, ps.kernel_h, ps.stride_h, ps.pad_h, ps.full_convention),
+                PoolOut(ow, ps.kernel_w, ps.stride_w, ps.pad_w, ps.full_convention)};
     }
     const int out = pl.NewValue(oshape);
     Finish(pl, node, std::move(step), {d.value}, out, name);

@@ -26,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kbit_direct_kernels.h"
 #include "kbit_kernels.h"
 #include "parallel.h"
 
@@ -498,6 +499,10 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
   Require(args.x != nullptr && ((args.out != nullptr) != (args.out_dot != nullptr)),
           "KbitConv2d: x and exactly one of out / out_dot are required");
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
+  if (internal::DirectApplies(w, p)) {  // few input channels: kbit_direct.cc
+    internal::DirectConv2d(args, w, p, false, nullptr, threads);
+    return;
+  }
   const KbitSpec spec = internal::KbitFor(config.isa);
   const int64_t n_img = p.batch, c_all = p.channels, hw = p.in_h * p.in_w;
   thread_local Scratch<uint8_t> lv_s;
