@@ -73,9 +73,12 @@ struct KbitWeights {
   int act_bit = 0, weight_bit = 0;
   int64_t groups = 1, filters_per_group = 0, f_pad = 0;  // f_pad: filters_per_group rounded to 16
   int64_t taps = 1, group_channels = 0, depth = 0;       // depth = taps * group_channels
-  int64_t units = 0;              // bit-serial: words of 64 depth elements; int8: quads of 4
-  bool pairs = false;             // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
-  std::vector<uint64_t> planes;   // bit-serial: [g][word][j][f_pad]
+  int64_t units = 0;             // bit-serial: words of 64 depth elements; int8: quads of 4
+  bool pairs = false;            // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
+  bool direct = false;           // bit-serial convolution on the direct path (bsconv.cc)
+  std::vector<uint64_t> planes;  // bit-serial im2col / dense: [g][word][j][f_pad]
+  // bit-serial direct: [g][f, padded to 8][j][tap t][word of C/g], bit c % 64 = bit j of lw
+  std::vector<uint64_t> direct_planes;
   std::vector<uint32_t> packed;   // int8: [g][quad (x2 with pairs)][f_pad] of lw - 128
   std::vector<int32_t> tap_sums;  // [g][tap][f_pad]: sum over c' of mw
 };

@@ -52,7 +52,7 @@ using binmx::Conv2dParams;
 using binmx::Isa;
 
 // Activations: mostly in [-0.2, 1.2] (both clip sides), with exact level ties k / (2A) where
-// representable, 0, -0, 1, NaN and infinities mixed in.
+// representable and the floats next to them, 0, -0, 1, NaN and infinities mixed in.
 std::vector<float> RandomActs(std::mt19937_64& gen, int64_t count, int ka) {
   std::uniform_real_distribution<float> dist(-0.2f, 1.2f);
   const int a_max = (1 << ka) - 1;
@@ -71,6 +71,10 @@ std::vector<float> RandomActs(std::mt19937_64& gen, int64_t count, int ka) {
       x = (gen() % 2) ? INFINITY : -INFINITY;
     else if (r < 9)
       x = static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max));
+    else if (r < 11)  // the float next to a tie, either side
+      x = std::nextafter(
+          static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max)),
+          (gen() % 2) ? INFINITY : -INFINITY);
     else
       x = dist(gen);
   }

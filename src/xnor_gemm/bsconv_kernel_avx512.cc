@@ -1,0 +1,329 @@
+/*
+ * binmx core: AVX-512 VPOPCNTDQ direct bit-serial convolution kernel (compiled with -mavx512f
+ * -mavx512bw -mavx512vl -mavx512vpopcntdq only). Contract in bsconv_kernels.h.
+ *
+ * Tile: FB filters x PV zmm vectors of 8 output pixels (uint64 lanes). Per tap-word k: the
+ * ka x PV plane vectors of the pixels loaded once, then per filter and weight plane b one
+ * broadcast and acc[s][r][v] += vpopcntq(X_a[v] & broadcast(W_b[f + r][k])) (<< the part of
+ * a + b past NS - 1): NS accumulator sets by shift s = a + b, so the narrow widths need no
+ * shift in the loop (a2/w1: 2 sets, a2/w2: 3), the wide ones one set and a shift.
+ * Epilogue per vector of 8 pixels: R = sum_s acc[s] << s, vpmovqd, D = 2 R - B l (+ the
+ * border table permuted by pid), then D, or float(double(D) * ds) + bias, masked store straight
+ * into NCHW (8 consecutive pixels of one filter are 8 consecutive outputs).
+ * Pack: 16 pixels a vector, levels as kbit_kernel_avx512.cc computes them (in double, exact),
+ * vptestmd per plane, ORed as bit c into dword lanes (channels 0-31 and 32-63 in two passes),
+ * interleaved at the end into the pixels' plane words.
+ */
+#include <immintrin.h>
+
+#include "bsconv_kernels.h"
+
+// GCC 12's headers implement several unmasked intrinsics (vpermd, vpmovqd, ...) with a
+// self-initialised "undefined" vector, which -Wall reports as (maybe-)uninitialized once
+// inlined (GCC bug 105593, fixed in later releases).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace binmx {
+namespace internal {
+namespace {
+
+// Register blocking per (ka, kw): filters FB (dividing kBsconvFilterAlign), pixel vectors
+// PV, accumulator sets NS. Live zmm: ka * PV planes + FB * PV * NS accumulators (<= 30).
+template <int KA, int KW>
+struct Blocking {
+  static constexpr int kNs = (KA == 2 && KW <= 2) ? KA + KW - 1 : 1;
+  static constexpr int kPv = 2;
+  static constexpr int kFb = kNs == 1 ? 8 : 4;
+};
+
+template <int KA, int KW, int FB, int PV, int NS>
+void Micro(const BsconvTile& t, int64_t f, int64_t q) {
+  __m512i acc[NS][FB][PV];
+#pragma GCC unroll 4
+  for (int s = 0; s < NS; ++s) {
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < PV; ++v) acc[s][r][v] = _mm512_setzero_si512();
+    }
+  }
+  const int64_t kwords = t.kwords, ps = t.pstride;
+  const uint64_t* wr = t.w + f * kwords * KW;
+  const uint64_t* xq = t.planes + q;
+  for (int64_t k = 0; k < kwords; ++k) {
+    const uint64_t* xp = xq + t.koff[k];
+    const uint64_t* wk = wr + k;
+    __m512i xv[KA][PV];
+#pragma GCC unroll 4
+    for (int a = 0; a < KA; ++a) {
+#pragma GCC unroll 4
+      for (int v = 0; v < PV; ++v) xv[a][v] = _mm512_loadu_si512(xp + a * ps + 8 * v);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+#pragma GCC unroll 4
+      for (int b = 0; b < KW; ++b) {
+        const __m512i wv = _mm512_set1_epi64(static_cast<long long>(wk[(r * KW + b) * kwords]));
+#pragma GCC unroll 4
+        for (int a = 0; a < KA; ++a) {
+#pragma GCC unroll 4
+          for (int v = 0; v < PV; ++v) {
+            __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(xv[a][v], wv));
+            const int sh = a + b;
+            if (sh < NS - 1) {
+              acc[sh][r][v] = _mm512_add_epi64(acc[sh][r][v], c);
+            } else {
+              if (sh > NS - 1) c = _mm512_slli_epi64(c, static_cast<unsigned>(sh - (NS - 1)));
+              acc[NS - 1][r][v] = _mm512_add_epi64(acc[NS - 1][r][v], c);
+            }
+          }
+        }
+      }
+    }
+  }
+  const __m256i bv = _mm256_set1_epi32(t.b_max);
+#pragma GCC unroll 4
+  for (int v = 0; v < PV; ++v) {
+    const int64_t qv = q + 8 * v;
+    const int64_t left = t.q1 - qv;
+    if (left <= 0) break;
+    const __mmask8 mask =
+        left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
+    const __m256i bl =
+        _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.l + qv)), bv);
+    __m256i pidv = _mm256_setzero_si256();
+    __mmask8 border = 0;
+    if (t.pid != nullptr) {
+      pidv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.pid + qv));
+      border = _mm256_mask_test_epi32_mask(mask, pidv, pidv);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < FB; ++r) {
+      const int64_t fr = f + r;
+      if (fr >= t.f1) break;
+      __m512i sum = acc[0][r][v];
+#pragma GCC unroll 4
+      for (int s = 1; s < NS; ++s) {
+        sum = _mm512_add_epi64(sum, _mm512_slli_epi64(acc[s][r][v], static_cast<unsigned>(s)));
+      }
+      const __m256i rv = _mm512_cvtepi64_epi32(sum);
+      __m256i d = _mm256_sub_epi32(_mm256_add_epi32(rv, rv), bl);
+      if (border != 0) {
+        const int32_t* row = t.ct + fr * t.ct_stride;
+        __m256i corr;
+        if (t.n_patterns <= 16) {
+          corr = _mm512_castsi512_si256(
+              _mm512_permutexvar_epi32(_mm512_castsi256_si512(pidv), _mm512_loadu_si512(row)));
+        } else {
+          corr = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), border, pidv, row, 4);
+        }
+        d = _mm256_add_epi32(d, corr);
+      }
+      const int64_t o = fr * t.out_fstride + qv;
+      if (t.out_dot != nullptr) {
+        _mm256_mask_storeu_epi32(t.out_dot + o, mask, d);
+      } else {
+        __m256 y = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(d), _mm512_set1_pd(t.ds[fr])));
+        if (t.bias != nullptr) y = _mm256_add_ps(y, _mm256_set1_ps(t.bias[fr]));
+        _mm256_mask_storeu_ps(t.out + o, mask, y);
+      }
+    }
+  }
+}
+
+template <int KA, int KW>
+void TileKK(const BsconvTile& t) {
+  using B = Blocking<KA, KW>;
+  constexpr int kFb = B::kFb, kPv = B::kPv, kNs = B::kNs;
+  for (int64_t f = t.f0; f < t.f1; f += kFb) {
+    int64_t q = t.q0;
+    for (; q + 8 * kPv <= t.q1; q += 8 * kPv) Micro<KA, KW, kFb, kPv, kNs>(t, f, q);
+    const int64_t vecs = (t.q1 - q + 7) / 8;  // <= kPv <= 3
+    if (kPv > 2 && vecs == 3) {
+      Micro<KA, KW, kFb, (kPv > 2 ? 3 : 1), kNs>(t, f, q);
+    } else if (vecs == 2) {
+      Micro<KA, KW, kFb, 2, kNs>(t, f, q);
+    } else if (vecs == 1) {
+      Micro<KA, KW, kFb, 1, kNs>(t, f, q);
+    }
+  }
+}
+
+template <int KA>
+void TileKa(const BsconvTile& t) {
+  switch (t.kwb) {
+    case 1:
+      return TileKK<KA, 1>(t);
+    case 2:
+      return TileKK<KA, 2>(t);
+    case 3:
+      return TileKK<KA, 3>(t);
+    default:
+      return TileKK<KA, 4>(t);
+  }
+}
+
+void Tile(const BsconvTile& t) {
+  switch (t.ka) {
+    case 2:
+      return TileKa<2>(t);
+    case 3:
+      return TileKa<3>(t);
+    default:
+      return TileKa<4>(t);
+  }
+}
+
+// Levels of 16 floats (mask: the valid ones; the others read as 0) in dword lanes:
+// rint(A * min(1, max(0, double(x)))), NaN -> 0 (max returns its second operand on NaN).
+__m512i Level16(const float* x, __mmask16 m, __m512d a_levels) {
+  const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0);
+  const __m512 xf = _mm512_maskz_loadu_ps(m, x);
+  __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(xf));
+  __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1)));
+  lo = _mm512_min_pd(_mm512_max_pd(lo, zero), one);
+  hi = _mm512_min_pd(_mm512_max_pd(hi, zero), one);
+  lo = _mm512_roundscale_pd(_mm512_mul_pd(lo, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  hi = _mm512_roundscale_pd(_mm512_mul_pd(hi, a_levels),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(lo)), _mm512_cvtpd_epi32(hi),
+                            1);
+}
+
+// Up to 64 pixels (NV vectors of 16) x n_ch <= 64 channels. Levels by counting thresholds
+// for ka <= 3 (bit a of the count is the XOR of the compare masks of the thresholds k with
+// (k + 1) % 2^a == 0, the masks being nested), in double for ka = 4. Sums from the plane
+// words at the end: sum_a popcount(plane a) << a.
+template <int KA, int NV>
+void PackChunk(const float* xp, int64_t ch_stride, int n_ch, int64_t n, const float* thr,
+               uint64_t* out, int64_t out_stride, int32_t* sums) {
+  constexpr int kA = (1 << KA) - 1;
+  constexpr bool kCount = KA <= 3;
+  __m512 tv[kCount ? kA : 1];
+#pragma GCC unroll 8
+  for (int k = 0; k < (kCount ? kA : 1); ++k) tv[k] = _mm512_set1_ps(thr[k]);
+  const __m512d a_levels = _mm512_set1_pd(static_cast<double>(kA));
+  __mmask16 lm[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int64_t left = n - 16 * v;
+    lm[v] = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+  }
+  __m512i acc[2][KA][NV];
+  for (int half = 0; half < 2; ++half) {
+    __m512i ac[KA][NV];
+#pragma GCC unroll 4
+    for (int a = 0; a < KA; ++a) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) ac[a][v] = _mm512_setzero_si512();
+    }
+    const int c1 = n_ch < 32 * (half + 1) ? n_ch : 32 * (half + 1);
+    for (int c = 32 * half; c < c1; ++c) {
+      const __m512i bit = _mm512_set1_epi32(static_cast<int>(1u << (c & 31)));
+      const float* xc = xp + c * ch_stride;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        __mmask16 bits[KA];
+        if constexpr (kCount) {
+          const __m512 x = _mm512_maskz_loadu_ps(lm[v], xc + 16 * v);
+          __mmask16 m[kA];
+#pragma GCC unroll 8
+          for (int k = 0; k < kA; ++k) m[k] = _mm512_cmp_ps_mask(x, tv[k], _CMP_GT_OQ);
+#pragma GCC unroll 4
+          for (int a = 0; a < KA; ++a) {
+            const int step = 1 << a;
+            __mmask16 b = m[step - 1];
+#pragma GCC unroll 8
+            for (int k = 2 * step - 1; k < kA; k += step) b = static_cast<__mmask16>(b ^ m[k]);
+            bits[a] = b;
+          }
+        } else {
+          const __m512i la = Level16(xc + 16 * v, lm[v], a_levels);
+#pragma GCC unroll 4
+          for (int a = 0; a < KA; ++a)
+            bits[a] = _mm512_test_epi32_mask(la, _mm512_set1_epi32(1 << a));
+        }
+#pragma GCC unroll 4
+        for (int a = 0; a < KA; ++a)
+          ac[a][v] = _mm512_mask_or_epi32(ac[a][v], bits[a], ac[a][v], bit);
+      }
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < KA; ++a) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[half][a][v] = ac[a][v];
+    }
+  }
+  const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+  const __m512i idx1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int a = 0; a < KA; ++a) {
+      const __m512i ulo = _mm512_unpacklo_epi32(acc[0][a][v], acc[1][a][v]);
+      const __m512i uhi = _mm512_unpackhi_epi32(acc[0][a][v], acc[1][a][v]);
+      const __m512i w0 = _mm512_permutex2var_epi64(ulo, idx0, uhi);
+      const __m512i w1 = _mm512_permutex2var_epi64(ulo, idx1, uhi);
+      uint64_t* o = out + a * out_stride + 16 * v;
+      _mm512_mask_storeu_epi64(o, static_cast<__mmask8>(lm[v]), w0);
+      _mm512_mask_storeu_epi64(o + 8, static_cast<__mmask8>(lm[v] >> 8), w1);
+      s0 = _mm512_add_epi64(s0,
+                            _mm512_slli_epi64(_mm512_popcnt_epi64(w0), static_cast<unsigned>(a)));
+      s1 = _mm512_add_epi64(s1,
+                            _mm512_slli_epi64(_mm512_popcnt_epi64(w1), static_cast<unsigned>(a)));
+    }
+    const __m512i s = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(s0)),
+                                         _mm512_cvtepi64_epi32(s1), 1);
+    int32_t* sp = sums + 16 * v;
+    _mm512_mask_storeu_epi32(sp, lm[v], _mm512_add_epi32(_mm512_maskz_loadu_epi32(lm[v], sp), s));
+  }
+}
+
+template <int KA>
+void PackKa(const float* x, int64_t ch_stride, int n_ch, int64_t width, const float* thr,
+            uint64_t* out, int64_t out_stride, int32_t* sums) {
+  for (int64_t p0 = 0; p0 < width; p0 += 64) {
+    const int64_t n = width - p0 < 64 ? width - p0 : 64;
+    const float* xp = x + p0;
+    uint64_t* op = out + p0;
+    int32_t* sp = sums + p0;
+    switch ((n + 15) / 16) {
+      case 4:
+        PackChunk<KA, 4>(xp, ch_stride, n_ch, n, thr, op, out_stride, sp);
+        break;
+      case 3:
+        PackChunk<KA, 3>(xp, ch_stride, n_ch, n, thr, op, out_stride, sp);
+        break;
+      case 2:
+        PackChunk<KA, 2>(xp, ch_stride, n_ch, n, thr, op, out_stride, sp);
+        break;
+      default:
+        PackChunk<KA, 1>(xp, ch_stride, n_ch, n, thr, op, out_stride, sp);
+        break;
+    }
+  }
+}
+
+void Pack(const float* x, int64_t ch_stride, int n_ch, int64_t width, int ka, const float* thr,
+          uint64_t* out, int64_t out_stride, int32_t* sums) {
+  switch (ka) {
+    case 2:
+      return PackKa<2>(x, ch_stride, n_ch, width, thr, out, out_stride, sums);
+    case 3:
+      return PackKa<3>(x, ch_stride, n_ch, width, thr, out, out_stride, sums);
+    default:
+      return PackKa<4>(x, ch_stride, n_ch, width, thr, out, out_stride, sums);
+  }
+}
+
+}  // namespace
+
+BsconvSpec Avx512Bsconv() { return BsconvSpec{&Tile, &Pack}; }
+
+}  // namespace internal
+}  // namespace binmx
