@@ -9,7 +9,9 @@
  * shift in the loop (a2/w1: 2 sets, a2/w2: 3), the wide ones one set and a shift.
  * Epilogue per vector of 8 pixels: R = sum_s acc[s] << s, vpmovqd, D = 2 R - B l (+ the
  * border table permuted by pid), then D, or float(double(D) * ds) + bias, masked store straight
- * into NCHW (8 consecutive pixels of one filter are 8 consecutive outputs).
+ * into NCHW (8 consecutive pixels of one filter are 8 consecutive outputs). The n < 8 pixels
+ * past a tile's last whole vector go, where cheaper, to MicroK: lanes over 8 tap-words of one
+ * pixel, 8 filters, the lanes summed at the end (as the binary kernel's tail).
  * Pack: 16 pixels a vector, levels as kbit_kernel_avx512.cc computes them (in double, exact),
  * vptestmd per plane, ORed as bit c into dword lanes (channels 0-31 and 32-63 in two passes),
  * interleaved at the end into the pixels' plane words.
@@ -31,7 +33,8 @@ namespace internal {
 namespace {
 
 // Register blocking per (ka, kw): filters FB (dividing kBsconvFilterAlign), pixel vectors
-// PV, accumulator sets NS. Live zmm: ka * PV planes + FB * PV * NS accumulators (<= 30).
+// PV, accumulator sets NS. Live zmm: ka * PV planes + FB * PV * NS accumulators + the
+// broadcast and a temporary (<= 26: three sets of 4 x 3 spilled).
 template <int KA, int KW>
 struct Blocking {
   static constexpr int kNs = (KA == 2 && KW <= 2) ? KA + KW - 1 : 1;
@@ -134,21 +137,137 @@ void Micro(const BsconvTile& t, int64_t f, int64_t q) {
   }
 }
 
+// Sum of the 8 qword lanes of each of v[0..7], as lane r of the result.
+__m512i SumLanes8(const __m512i* v) {
+  __m512i a[4];
+  for (int i = 0; i < 4; ++i) {  // lanes (2i, 2i+1) of v[2i], v[2i+1] per 128 bits
+    a[i] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                            _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+  }
+  __m512i b[2];
+  for (int i = 0; i < 2; ++i) {
+    b[i] = _mm512_add_epi64(_mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0x88),
+                            _mm512_shuffle_i64x2(a[2 * i], a[2 * i + 1], 0xdd));
+  }
+  return _mm512_add_epi64(_mm512_shuffle_i64x2(b[0], b[1], 0x88),
+                          _mm512_shuffle_i64x2(b[0], b[1], 0xdd));
+}
+
+constexpr int64_t kMaxTailWords = 144;  // tap-words per plane (32 KB of stack at ka = 4)
+
+// Tail pixels: the n < 8 pixels past a tile's last whole pixel vector, vectorised over the
+// tap-words instead (a pixel vector would spend 8 lanes on n pixels at every k). xb holds
+// plane a of pixel p's tap-words at xb + (p * KA + a) * xstride, zero-padded to xstride
+// (a multiple of 8); 8 filters' lanes are summed and the epilogue runs per pixel on a vector
+// of the 8 filters.
+template <int KA, int KW, int NP>
+void MicroK(const BsconvTile& t, int64_t f, int64_t q, const uint64_t* xb, int64_t xstride) {
+  constexpr int kFb = 8;
+  __m512i acc[kFb][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < kFb; ++r) {
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_si512();
+  }
+  const int64_t kwords = t.kwords;
+  const uint64_t* wr = t.w + f * KW * kwords;
+  for (int64_t j = 0; j < xstride; j += 8) {
+    const int64_t left = kwords - j;
+    const __mmask8 m =
+        left >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << left) - 1u);
+    __m512i xv[NP][KA];
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) {
+#pragma GCC unroll 4
+      for (int a = 0; a < KA; ++a) xv[p][a] = _mm512_load_si512(xb + (p * KA + a) * xstride + j);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < kFb; ++r) {
+#pragma GCC unroll 4
+      for (int b = 0; b < KW; ++b) {
+        const __m512i wv = _mm512_maskz_loadu_epi64(m, wr + (r * KW + b) * kwords + j);
+#pragma GCC unroll 2
+        for (int p = 0; p < NP; ++p) {
+#pragma GCC unroll 4
+          for (int a = 0; a < KA; ++a) {
+            __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(xv[p][a], wv));
+            if (a + b > 0) c = _mm512_slli_epi64(c, static_cast<unsigned>(a + b));
+            acc[r][p] = _mm512_add_epi64(acc[r][p], c);
+          }
+        }
+      }
+    }
+  }
+  const int64_t nf = t.f1 - f < kFb ? t.f1 - f : kFb;
+  const int64_t fs = t.out_fstride;
+#pragma GCC unroll 2
+  for (int p = 0; p < NP; ++p) {
+    __m512i v[kFb];
+#pragma GCC unroll 8
+    for (int r = 0; r < kFb; ++r) v[r] = acc[r][p];
+    const __m256i rv = _mm512_cvtepi64_epi32(SumLanes8(v));
+    const int64_t qp = q + p;
+    __m256i d = _mm256_sub_epi32(_mm256_add_epi32(rv, rv), _mm256_set1_epi32(t.b_max * t.l[qp]));
+    if (t.pid != nullptr && t.pid[qp] != 0) {
+      alignas(32) int32_t c[kFb] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t r = 0; r < nf; ++r) c[r] = t.ct[(f + r) * t.ct_stride + t.pid[qp]];
+      d = _mm256_add_epi32(d, _mm256_load_si256(reinterpret_cast<const __m256i*>(c)));
+    }
+    if (t.out_dot != nullptr) {
+      alignas(32) int32_t y[kFb];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(y), d);
+      for (int64_t r = 0; r < nf; ++r) t.out_dot[(f + r) * fs + qp] = y[r];
+    } else {
+      __m256 yv = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtepi32_pd(d), _mm512_loadu_pd(t.ds + f)));
+      if (t.bias != nullptr) yv = _mm256_add_ps(yv, _mm256_loadu_ps(t.bias + f));
+      alignas(32) float y[kFb];
+      _mm256_store_ps(y, yv);
+      for (int64_t r = 0; r < nf; ++r) t.out[(f + r) * fs + qp] = y[r];
+    }
+  }
+}
+
+// Whether the n < 8 tail pixels of a tile go to MicroK (n * ceil(kwords / 8) vector steps per
+// filter) rather than to one pixel vector (kwords steps per filter).
+bool UseTailK(int64_t n, int64_t kwords) {
+  return n > 0 && kwords <= kMaxTailWords && 4 * n * ((kwords + 7) / 8) <= 3 * kwords;
+}
+
 template <int KA, int KW>
 void TileKK(const BsconvTile& t) {
   using B = Blocking<KA, KW>;
   constexpr int kFb = B::kFb, kPv = B::kPv, kNs = B::kNs;
+  static_assert(kPv == 2, "the remainder below is at most two vectors");
+  const int64_t n_tail = (t.q1 - t.q0) % 8;
+  const bool tail_k = UseTailK(n_tail, t.kwords);
+  const int64_t q_end = tail_k ? t.q1 - n_tail : t.q1;  // whole vectors (or all) up to here
   for (int64_t f = t.f0; f < t.f1; f += kFb) {
     int64_t q = t.q0;
-    for (; q + 8 * kPv <= t.q1; q += 8 * kPv) Micro<KA, KW, kFb, kPv, kNs>(t, f, q);
-    const int64_t vecs = (t.q1 - q + 7) / 8;  // <= kPv <= 3
-    if (kPv > 2 && vecs == 3) {
-      Micro<KA, KW, kFb, (kPv > 2 ? 3 : 1), kNs>(t, f, q);
-    } else if (vecs == 2) {
+    for (; q + 8 * kPv <= q_end; q += 8 * kPv) Micro<KA, KW, kFb, kPv, kNs>(t, f, q);
+    if (q + 8 < q_end) {  // 9 .. 15 pixels (no MicroK tail)
       Micro<KA, KW, kFb, 2, kNs>(t, f, q);
-    } else if (vecs == 1) {
+    } else if (q < q_end) {
       Micro<KA, KW, kFb, 1, kNs>(t, f, q);
     }
+  }
+  if (!tail_k) return;
+  // Each tail pixel's plane words, gathered once for all the tile's filters.
+  const int64_t xstride = (t.kwords + 7) / 8 * 8;
+  alignas(64) uint64_t xb[7 * KA * kMaxTailWords];
+  for (int64_t p = 0; p < n_tail; ++p) {
+    for (int a = 0; a < KA; ++a) {
+      uint64_t* dst = xb + (p * KA + a) * xstride;
+      const uint64_t* src = t.planes + a * t.pstride + q_end + p;
+      for (int64_t k = 0; k < t.kwords; ++k) dst[k] = src[t.koff[k]];
+      for (int64_t k = t.kwords; k < xstride; ++k) dst[k] = 0;
+    }
+  }
+  for (int64_t f = t.f0; f < t.f1; f += 8) {
+    int64_t p = 0;
+    for (; p + 2 <= n_tail; p += 2) {
+      MicroK<KA, KW, 2>(t, f, q_end + p, xb + p * KA * xstride, xstride);
+    }
+    if (p < n_tail) MicroK<KA, KW, 1>(t, f, q_end + p, xb + p * KA * xstride, xstride);
   }
 }
 

@@ -1,6 +1,8 @@
 /*
  * binmx core: driver of the integer k-bit convolution and dense layer (formulas in kbit.h,
- * kernel contract in kbit_kernels.h). ISA-neutral, base flags.
+ * kernel contract in kbit_kernels.h). ISA-neutral, base flags. A bit-serial convolution whose
+ * weights were prepared for the direct path (internal::UseBitSerialDirect) goes to bsconv.cc
+ * instead; everything below is the im2col path of the others.
  *
  * 1. Levels: the NCHW input is quantised into channels-last u8 levels lv[n][y][x][c] in one
  *    vectorised pass (16 x 16 byte transposes). (Dense: the (rows, depth) input already is

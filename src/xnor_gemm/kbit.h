@@ -24,8 +24,9 @@
  *
  * Paths (KbitPathFor):
  *   bit-serial, ka in {2,3,4}, kw in {1,2,3,4}: la = sum_i 2^i a_i and lw = sum_j 2^j b_j as bit
- *     planes along the depth, R = sum_{i,j} 2^(i+j) popcount(a_i AND b_j) = sum la * lw, and
- *     D = 2 R - B * L (L = sum la over the receptive field);
+ *     planes, R = sum_{i,j} 2^(i+j) popcount(a_i AND b_j) = sum la * lw, and D = 2 R - B * L
+ *     (L = sum la over the receptive field); a convolution as a direct convolution over
+ *     channels-last plane images (bsconv_kernels.h) unless C/g is small for its kernel;
  *   int8, ka, kw in 2..8 otherwise (kw 1 too): u8 activations times s8 weights lw - 128
  *     (AVX-512 VNNI vpdpbusd; AVX2 pmaddwd on 16-bit pairs; portable loops), R = sum la (lw - 128),
  *     D = 2 R + (256 - B) L.
@@ -33,7 +34,9 @@
  * Layout inside (kbit.cc): activations quantised once into channels-last u8 levels, im2col rows
  * of u8 levels per output pixel (depth index (i * kw + j) * Cg + c'), weights stored with filters
  * innermost so one vector holds 8 (64-bit lanes) or 16 (32-bit lanes) filters and a pixel's
- * words are broadcast. Results are identical for every ISA and thread count.
+ * words are broadcast; the direct bit-serial convolution (bsconv.cc) instead packs the input
+ * once into plane words and keeps output pixels in the vector lanes. Results are identical for
+ * every ISA, path and thread count.
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_KBIT_H_
