@@ -4,6 +4,9 @@
  * quick kernel comparisons; benchmarks/bench_kbit.py is the benchmark of record.
  *
  *   bench_kbit_core SIZE CHANNELS_IN FILTERS KERNEL STRIDE ACT_BIT WEIGHT_BIT [REPEATS] [ISA]
+ *
+ * With BINMX_BENCH_COLD=1 every timed call starts with cold caches (64 MB written between
+ * calls), as the calls of bench_kbit.py do, which alternate with MXNet's.
  */
 #include <algorithm>
 #include <chrono>
@@ -46,8 +49,14 @@ int main(int argc, char** argv) {
   args.x = x.data();
   args.out = out.data();
   const binmx::GemmConfig cfg{isa, 1};
+  const char* cold_env = std::getenv("BINMX_BENCH_COLD");
+  const bool cold = cold_env != nullptr && std::string(cold_env) == "1";
+  std::vector<char> flush(cold ? size_t{64} << 20 : 0);
   std::vector<double> t;
   for (int r = 0; r < repeats + 3; ++r) {
+    if (cold) {
+      for (size_t i = 0; i < flush.size(); i += 64) flush[i] = static_cast<char>(flush[i] + r);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     binmx::KbitConv2d(args, kw_prep, p, cfg);
     const auto t1 = std::chrono::steady_clock::now();

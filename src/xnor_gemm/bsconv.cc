@@ -59,6 +59,7 @@ BsconvSpec BsconvFor(Isa isa) {
 }
 
 constexpr int64_t kPlaneBudget = int64_t{32} << 20;
+constexpr int64_t kPrefetchRows = 4;  // into L2 (locality 2), 4 rows ahead: best when cold
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -286,6 +287,17 @@ void BitSerialConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dPar
           std::fill(rb, rb + words * ka * wp, uint64_t{0});
         } else {
           const float* xr = args.x + ((n0 + nl) * c_all + g * cg) * hw + (r - ph) * wi;
+          if (r + kPrefetchRows < ph + h) {
+            // The row kPrefetchRows below, one channel plane per stream: more streams than
+            // the hardware prefetchers follow once the input is not in cache.
+            const char* next = reinterpret_cast<const char*>(xr + kPrefetchRows * wi);
+            for (int64_t c = 0; c < cg; ++c) {
+              const char* rowc = next + c * hw * static_cast<int64_t>(sizeof(float));
+              for (int64_t b = 0; b < wi * static_cast<int64_t>(sizeof(float)); b += 64) {
+                __builtin_prefetch(rowc + b, 0, 2);
+              }
+            }
+          }
           for (int64_t wd = 0; wd < words; ++wd) {
             uint64_t* row = rb + wd * ka * wp;
             for (int a = 0; a < ka; ++a) {
