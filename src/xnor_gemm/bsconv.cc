@@ -141,7 +141,8 @@ void BitSerialThresholds(int ka, float* thr) {
 bool UseBitSerialDirect(const Conv2dParams& p) {
   // The direct layout spends whole words on each tap: taps * words popcount steps per pixel
   // against ceil(depth / 64) for im2col rows, which it still beats when it is at most twice
-  // as many (every C/g >= 32 of a 3x3 kernel, every multiple of 64, every 1x1 kernel).
+  // as many (every C/g >= 32 of a 3x3 kernel, every multiple of 64, every 1x1 kernel; at
+  // 28x28, 3x3, a2/w2 the two paths break even near C/g = 32, a2/w1 near 16).
   const int64_t cg = p.GroupChannels(), taps = p.kernel_h * p.kernel_w;
   return taps * WordsFor(cg) <= 2 * WordsFor(taps * cg);
 }
