@@ -17,7 +17,7 @@
  *    ct[f][pattern] = pad_value * A * sum over the pattern's padded taps of tap_sums[f][t].
  * 4. Kernel tasks (image, group, pixel chunk, filter chunk): R by popcounts in registers,
  *    D = 2 R - B l + ct, the float epilogue written straight into NCHW.
- * Images are processed in blocks whose planes take at most kPlaneBudget bytes.
+ * Images are processed in blocks of at most 8 whose planes take at most kPlaneBudget bytes.
  */
 #include <algorithm>
 #include <cmath>
@@ -58,7 +58,11 @@ BsconvSpec BsconvFor(Isa isa) {
   return ScalarBsconv();
 }
 
+// Images per block: planes of at most kPlaneBudget bytes, and at most kMaxImageBlock images
+// (enough tasks for any thread count, and the planes of a block stay in cache between the
+// packing and the kernel).
 constexpr int64_t kPlaneBudget = int64_t{32} << 20;
+constexpr int64_t kMaxImageBlock = 8;
 constexpr int64_t kPrefetchRows = 4;  // into L2 (locality 2), 4 rows ahead: best when cold
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -186,8 +190,8 @@ void BitSerialConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dPar
   const int64_t ig_words = kw * phases * words * ka * plane;  // per (image, group)
   const int64_t ig_sums = kw * phases * plane;
   const int64_t l_stride = ohw + kBsconvSlack;
-  const int64_t img_block =
-      std::max<int64_t>(1, std::min<int64_t>(n_all, kPlaneBudget / (8 * g_count * ig_words)));
+  const int64_t img_block = std::max<int64_t>(
+      1, std::min({n_all, kMaxImageBlock, kPlaneBudget / (8 * g_count * ig_words)}));
 
   // ds = alpha / (A B) and the bias, per group, filter rows padded with zeros.
   s.ds.assign(static_cast<size_t>(g_count * fgp), 0.0);

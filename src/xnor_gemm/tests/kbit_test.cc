@@ -356,6 +356,7 @@ int main(int argc, char** argv) {
     RunConvCase(gen, Geo(2, 12, 6, 5, 9, 3, 2, 1, 1, 3, -1), ka, kw, true);
     RunConvCase(gen, Geo(1, 130, 4, 4, 40, 3, 1, 1, 1, 2, 1), ka, kw, true);
     RunConvCase(gen, Geo(1, 128, 5, 6, 32, 3, 1, 1, 1, 2, -1), ka, kw, true);  // C/g = 64
+    RunConvCase(gen, Geo(9, 64, 4, 5, 9, 3, 1, 1, 1, 1, 1), ka, kw, true);     // 2 image blocks
     if (!quick) RunConvCase(gen, Geo(1, 3, 20, 20, 64, 7, 2, 3, 1, 1, 0), ka, kw, true);  // stem
   }
   std::printf("kbit cases: %lld, %d failures\n", static_cast<long long>(g_cases), g_failures);
