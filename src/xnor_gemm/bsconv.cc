@@ -52,8 +52,12 @@ BsconvSpec BsconvFor(Isa isa) {
 #else
       break;
 #endif
-    case Isa::kNeon:  // no NEON kernel yet: the portable one
+    case Isa::kNeon:
+#ifdef BINMX_BUILT_NEON
+      return NeonBsconv();
+#else
       break;
+#endif
   }
   return ScalarBsconv();
 }

@@ -178,7 +178,7 @@ void RunKbit(const uint8_t* lv, const KbitArgs& args, const KbitWeights& w, cons
       char* padded = padded_s.Get(static_cast<size_t>(np * taps));
       bool any_padded = false;
       int32_t* r = r_s.Get(static_cast<size_t>(np * nf));
-      {
+      {  // im2col rows of levels, then the tile
         uint8_t* rows = rows_s.Get(static_cast<size_t>(np * row_bytes));
         const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
         for (int64_t pi = 0; pi < np; ++pi) {

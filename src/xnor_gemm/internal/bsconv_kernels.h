@@ -1,7 +1,7 @@
 /*
  * binmx core (internal): the direct bit-serial k-bit convolution (docs/design.md §3, "Integer
  * k-bit forward"): the driver bsconv.cc, called by KbitConv2d (kbit.cc), and its per-ISA kernel
- * files bsconv_kernel_{scalar,avx2,avx512}.cc. Quantisers and the result: kbit.h.
+ * files bsconv_kernel_{scalar,avx2,avx512,neon}.cc. Quantisers and the result: kbit.h.
  *
  * Activation planes. For one (image, group), ka bit-plane images of the quantised input,
  * channels last, 64 channels a word: bit c % 64 of word c / 64 of plane a of a pixel is bit a
@@ -88,6 +88,9 @@ BsconvSpec Avx2Bsconv();
 #endif
 #ifdef BINMX_BUILT_AVX512
 BsconvSpec Avx512Bsconv();
+#endif
+#ifdef BINMX_BUILT_NEON
+BsconvSpec NeonBsconv();
 #endif
 
 // thr[0 .. 2^ka - 1) of the Pack contract.
