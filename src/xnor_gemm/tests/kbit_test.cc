@@ -14,7 +14,9 @@
  *   - the float output with == against float(double(D_ref) * ds) + bias (the documented
  *     epilogue), and, with no bias, within 1 ulp of the exact alpha * D / (A * B) (long double).
  * Sizes: depths and channel counts at word / vector boundaries (1..10, 63-65, 127-129,
- * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups.
+ * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups,
+ * batches over one image block; both bit-serial convolution paths (direct for C/g >= 32 at 3x3,
+ * im2col below).
  */
 #include "kbit.h"
 
@@ -336,10 +338,10 @@ int main(int argc, char** argv) {
     // for the others (same code paths, different unrolled micro-kernels).
     const bool full = (ka == 2 && kw == 1) || (ka == 4 && kw == 4) || (ka == 8 && kw == 8) ||
                       (ka == 5 && kw == 5);
-    const int64_t all_chans[] = {1, 3, 8, 17, 64, 65};
+    const int64_t all_chans[] = {1, 3, 8, 17, 32, 63, 64, 65, 127, 129};
     const int64_t some_chans[] = {3, 64};
     const int64_t* chans = full ? all_chans : some_chans;
-    const int n_chans = full ? 6 : 2;
+    const int n_chans = full ? 10 : 2;
     for (int ci = 0; ci < n_chans; ++ci) {
       const int64_t c = chans[ci];
       for (int pad_value : {0, 1, -1}) {
