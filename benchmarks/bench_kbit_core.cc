@@ -8,6 +8,9 @@
  *
  * "pool": KbitConv2dReluPool with a relu and a 3x3/2 max pool (pad 1) behind the convolution
  * (the stem of a ResNet: 224 3 64 7 2 8 8 100 avx512 pool).
+ *
+ * With BINMX_BENCH_COLD=1 every timed call starts with cold caches (64 MB written between
+ * calls), as the calls of bench_kbit.py do, which alternate with MXNet's.
  */
 #include <algorithm>
 #include <chrono>
@@ -55,8 +58,14 @@ int main(int argc, char** argv) {
   args.x = x.data();
   args.out = out.data();
   const binmx::GemmConfig cfg{isa, 1};
+  const char* cold_env = std::getenv("BINMX_BENCH_COLD");
+  const bool cold = cold_env != nullptr && std::string(cold_env) == "1";
+  std::vector<char> flush(cold ? size_t{64} << 20 : 0);
   std::vector<double> t;
   for (int r = 0; r < repeats + 3; ++r) {
+    if (cold) {
+      for (size_t i = 0; i < flush.size(); i += 64) flush[i] = static_cast<char>(flush[i] + r);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     if (pooled) {
       binmx::KbitConv2dReluPool(args, kw_prep, p, true, &pool, cfg);

@@ -11,11 +11,15 @@
 #                      63-65, 127-129, 511-513, 576, 4608; every pad value, strides, dilations,
 #                      groups; packed in/out; residual) + 600 random configurations, threads 1, 2
 #   bconv_test env  -- BINMX_ISA: neon / scalar accepted, avx2 / unknown names are errors
+#   kbit_test --quick -- integer k-bit convolution + dense layer (the NEON direct bit-serial
+#                      convolution, the portable int8 / im2col paths) against a plain
+#                      reference: every pad value, strides, dilations, groups, C at word
+#                      boundaries, threads 1, 2
 #   bench_arm64 --quick (float and packed in/out) -- ResNet-18's binary layers, NEON output
 #                      compared bit for bit with the scalar path's (its times mean nothing here:
 #                      qemu gives no timing; the benchmark is for a real board)
 #
-#   bash tools/arm64_check.sh                 # from anywhere; ~3 minutes on 2 cores
+#   bash tools/arm64_check.sh                 # from anywhere; ~5 minutes on 2 cores
 #   BINMX_ARM64_BUILD=/tmp/b bash tools/arm64_check.sh
 #   BINMX_ARM64_CPUS="max" bash tools/arm64_check.sh
 #
@@ -71,8 +75,9 @@ say "cross-build into $BUILD"
   || die "cmake build (run it again to see the error)"
 GEMM_TEST=$BUILD/src/xnor_gemm/xnor_gemm_test
 BCONV_TEST=$BUILD/src/xnor_gemm/bconv_test
+KBIT_TEST=$BUILD/src/xnor_gemm/kbit_test
 BENCH=$BUILD/src/xnor_gemm/bench_arm64
-for exe in "$GEMM_TEST" "$BCONV_TEST" "$BENCH"; do
+for exe in "$GEMM_TEST" "$BCONV_TEST" "$KBIT_TEST" "$BENCH"; do
   [[ -x "$exe" ]] || die "$exe was not built"
   file -b "$exe" 2>/dev/null | grep -q "aarch64" || [[ ! -x "$(command -v file)" ]] \
     || die "$exe is not an aarch64 executable"
@@ -82,6 +87,7 @@ objs=$(find "$BUILD/src/xnor_gemm" -name '*.o' -printf '%f\n')
 grep -q 'avx' <<<"$objs" && die "x86 kernel objects in the aarch64 build: $(grep avx <<<"$objs")"
 grep -q 'kernel_neon' <<<"$objs" || die "kernel_neon.cc was not compiled"
 grep -q 'bconv_kernel_neon' <<<"$objs" || die "bconv_kernel_neon.cc was not compiled"
+grep -q 'bsconv_kernel_neon' <<<"$objs" || die "bsconv_kernel_neon.cc was not compiled"
 echo "built: $(cd "$BUILD" && find . -maxdepth 4 -type f \( -perm -u+x -o -name "libbinmx*" \) \
   ! -path '*/CMakeFiles/*' | sort | tr '\n' ' ')"
 
@@ -101,6 +107,12 @@ for cpu in $CPUS; do
   out=$(run "$cpu" "$BCONV_TEST" 2>&1) || { echo "$out" | tail -30; die "bconv_test on $cpu"; }
   echo "$out" | tail -2
   grep -q 'available: scalar neon$' <<<"$out" || die "neon was not available on -cpu $cpu"
+
+  say "qemu-aarch64 -cpu $cpu: kbit_test --quick"
+  out=$(run "$cpu" "$KBIT_TEST" --quick 2>&1) || { echo "$out" | tail -30; die "kbit_test on $cpu"; }
+  echo "$out" | tail -1
+  grep -q 'available: scalar neon$' <<<"$out" || die "neon was not available on -cpu $cpu"
+  grep -q ' 0 failures$' <<<"$out" || die "kbit_test on $cpu"
 
   say "qemu-aarch64 -cpu $cpu: BINMX_ISA"
   for isa in "" neon scalar avx2 avx512 bogus; do

@@ -1,6 +1,8 @@
 /*
  * binmx core: driver of the integer k-bit convolution and dense layer (formulas in kbit.h,
- * kernel contract in kbit_kernels.h). ISA-neutral, base flags.
+ * kernel contract in kbit_kernels.h). ISA-neutral, base flags. A bit-serial convolution whose
+ * weights were prepared for the direct path (internal::UseBitSerialDirect) goes to bsconv.cc
+ * instead; everything below is the im2col path of the others.
  *
  * 1. Levels: the NCHW input is quantised into channels-last u8 levels lv[n][y][x][c] in one
  *    vectorised pass (16 x 16 byte transposes). (Dense: the (rows, depth) input already is
@@ -27,6 +29,7 @@
 #include <string>
 
 #include "kbit_direct_kernels.h"
+#include "bsconv_kernels.h"
 #include "kbit_kernels.h"
 #include "parallel.h"
 
@@ -118,13 +121,10 @@ inline void CopyBytes(uint8_t* dst, const uint8_t* src, int64_t n) {
   if (i < n) std::memcpy(dst + n - 8, src + n - 8, 8);
 }
 
-// The shared body of KbitConv2d / KbitDense on channels-last levels lv (N, H, W, C).
-// rows_out: out is (OH * OW, F) per image (dense). pimg / psum (bit-serial with C/g a multiple
-// of 64, else null): every input pixel's plane words [n][g][y][x][C/g / 64][ka] and level sums
-// [n][g][y][x], so that a pixel's row is a copy of whole words per tap.
-void RunKbit(const uint8_t* lv, const uint64_t* pimg, const int64_t* psum, const KbitArgs& args,
-             const KbitWeights& w, const Conv2dParams& p, const KbitSpec& spec, int threads,
-             bool rows_out) {
+// The shared body of KbitConv2d (int8, and bit-serial off the direct path) and KbitDense on
+// channels-last levels lv (N, H, W, C). rows_out: out is (OH * OW, F) per image (dense).
+void RunKbit(const uint8_t* lv, const KbitArgs& args, const KbitWeights& w, const Conv2dParams& p,
+             const KbitSpec& spec, int threads, bool rows_out) {
   const int64_t n_img = p.batch, c_all = p.channels, h = p.in_h, wd_in = p.in_w;
   const int64_t g_count = p.groups, cg = p.GroupChannels(), fg = p.GroupFilters();
   const int64_t f_all = p.num_filter, f_pad = w.f_pad;
@@ -179,38 +179,7 @@ void RunKbit(const uint8_t* lv, const uint64_t* pimg, const int64_t* psum, const
       char* padded = padded_s.Get(static_cast<size_t>(np * taps));
       bool any_padded = false;
       int32_t* r = r_s.Get(static_cast<size_t>(np * nf));
-      if (pimg != nullptr) {
-        // Rows of whole plane words: tap t of pixel q is the tw words of its input pixel.
-        const int64_t tw = cg / 64 * ka;
-        uint64_t* xb = planes_s.Get(static_cast<size_t>(np * units * ka));
-        const int64_t img = (n * g_count + g) * h * wd_in;
-        for (int64_t pi = 0; pi < np; ++pi) {
-          const int64_t q = q0 + pi, oy = q / ow, ox = q % ow;
-          uint64_t* dst = xb + pi * units * ka;
-          int64_t sum = 0;
-          for (int64_t i = 0; i < kh; ++i) {
-            const int64_t iy = oy * p.stride_h - p.pad_h + i * p.dilate_h;
-            for (int64_t j = 0; j < kw; ++j) {
-              const int64_t ix = ox * p.stride_w - p.pad_w + j * p.dilate_w;
-              const int64_t t = i * kw + j;
-              if (iy < 0 || iy >= h || ix < 0 || ix >= wd_in) {
-                for (int64_t k = 0; k < tw; ++k) dst[t * tw + k] = 0;
-                padded[pi * taps + t] = 1;
-                any_padded = true;
-              } else {
-                const int64_t px = img + iy * wd_in + ix;
-                const uint64_t* src = pimg + px * tw;
-                for (int64_t k = 0; k < tw; ++k) dst[t * tw + k] = src[k];  // no library call
-                sum += psum[px];
-                padded[pi * taps + t] = 0;
-              }
-            }
-          }
-          l[pi] = sum;
-        }
-        spec.bitserial(xb, np, units, ka, w.planes.data() + g * w_rows * f_pad + f0, kwb, nf, f_pad,
-                       r, nf);
-      } else {
+      {  // im2col rows of levels, then the tile
         uint8_t* rows = rows_s.Get(static_cast<size_t>(np * row_bytes));
         const uint8_t* lv_img = lv + n * h * wd_in * c_all + g * cg;
         for (int64_t pi = 0; pi < np; ++pi) {
@@ -362,8 +331,11 @@ void KbitActLevels(const float* x, int64_t n, int act_bit, uint8_t* out, Isa isa
   if (n > 0) internal::KbitFor(isa).levels(x, n, act_bit, out);
 }
 
-void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act_bit,
-                           int weight_bit, Isa isa, KbitWeights* out) {
+namespace {
+
+// PrepareKbitConvLevels; dense: a dense layer's weights (never the direct layout).
+void PrepareLevels(const uint8_t* levels, const Conv2dParams& p, int act_bit, int weight_bit,
+                   Isa isa, bool dense, KbitWeights* out) {
   ValidateConv2dParams(p);
   Require(levels != nullptr && out != nullptr, "PrepareKbitConv: null pointer");
   const int64_t cg = p.GroupChannels(), fg = p.GroupFilters(), g_count = p.groups;
@@ -395,14 +367,25 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
   const bool pairs = path == KbitPath::kInt8 && spec.int8_format == Int8Format::kPair;
   w.pairs = pairs;
   const int32_t b_max = (1 << weight_bit) - 1;
-  if (path == KbitPath::kBitSerial) {
+  const bool direct = path == KbitPath::kBitSerial && !dense && internal::UseBitSerialDirect(p);
+  w.direct = direct;
+  const int64_t direct_rows = RoundUp(fg, internal::kBsconvFilterAlign);
+  const int64_t direct_row = taps * WordsFor(cg) * weight_bit;
+  if (direct) {
+    w.units = (depth + 63) / 64;
+    w.direct_planes.resize(static_cast<size_t>(g_count * direct_rows * direct_row));
+    w.planes.clear();
+    w.packed.clear();
+  } else if (path == KbitPath::kBitSerial) {
     w.units = (depth + 63) / 64;
     w.planes.assign(static_cast<size_t>(g_count * w.units * weight_bit * f_pad), 0);
     w.packed.clear();
+    w.direct_planes.clear();
   } else {
     w.units = (depth + 3) / 4;
     w.packed.assign(static_cast<size_t>(g_count * w.units * (pairs ? 2 : 1) * f_pad), 0);
     w.planes.clear();
+    w.direct_planes.clear();
   }
   w.tap_sums.assign(static_cast<size_t>(g_count * taps * f_pad), 0);
   // Per group: lt[d][f] = level of filter f at depth d = t * cg + c' (blocks of 64 filters,
@@ -422,10 +405,15 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
       }
     }
     int32_t* ts = w.tap_sums.data() + g * taps * f_pad;
+    if (direct) {
+      internal::PackBitSerialDirect(lt.data(), f_pad, fg, cg, taps, weight_bit,
+                                    w.direct_planes.data() + g * direct_rows * direct_row);
+    }
     for (int64_t d = 0; d < depth; ++d) {
       const uint8_t* row = lt.data() + d * f_pad;
       int32_t* tsr = ts + (d / cg) * f_pad;
       for (int64_t f = 0; f < fg; ++f) tsr[f] += 2 * static_cast<int32_t>(row[f]) - b_max;
+      if (direct) continue;
       if (path == KbitPath::kBitSerial) {
         const int sh = static_cast<int>(d % 64);
         for (int j = 0; j < weight_bit; ++j) {
@@ -449,6 +437,13 @@ void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act
       }
     }
   }
+}
+
+}  // namespace
+
+void PrepareKbitConvLevels(const uint8_t* levels, const Conv2dParams& p, int act_bit,
+                           int weight_bit, Isa isa, KbitWeights* out) {
+  PrepareLevels(levels, p, act_bit, weight_bit, isa, /*dense=*/false, out);
 }
 
 void PrepareKbitConv(const float* wf, const Conv2dParams& p, int act_bit, int weight_bit, Isa isa,
@@ -479,13 +474,19 @@ Conv2dParams DenseParams(int64_t rows, int64_t depth, int64_t hidden) {
 void PrepareKbitDenseLevels(const uint8_t* levels, int64_t depth, int64_t hidden, int act_bit,
                             int weight_bit, Isa isa, KbitWeights* out) {
   Require(depth > 0 && hidden > 0, "PrepareKbitDense: bad sizes");
-  PrepareKbitConvLevels(levels, DenseParams(1, depth, hidden), act_bit, weight_bit, isa, out);
+  PrepareLevels(levels, DenseParams(1, depth, hidden), act_bit, weight_bit, isa, /*dense=*/true,
+                out);
 }
 
 void PrepareKbitDense(const float* wf, int64_t depth, int64_t hidden, int act_bit, int weight_bit,
                       Isa isa, KbitWeights* out) {
   Require(depth > 0 && hidden > 0, "PrepareKbitDense: bad sizes");
-  PrepareKbitConv(wf, DenseParams(1, depth, hidden), act_bit, weight_bit, isa, out);
+  ValidateConv2dParams(DenseParams(1, depth, hidden));
+  Require(wf != nullptr, "PrepareKbitDense: null pointer");
+  thread_local std::vector<uint8_t> levels;
+  levels.resize(static_cast<size_t>(depth * hidden));
+  KbitWeightLevels(wf, depth * hidden, weight_bit, levels.data());
+  PrepareKbitDenseLevels(levels.data(), depth, hidden, act_bit, weight_bit, isa, out);
 }
 
 void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& p,
@@ -501,6 +502,10 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
   if (internal::DirectApplies(w, p)) {  // few input channels: kbit_direct.cc
     internal::DirectConv2d(args, w, p, false, nullptr, threads);
+    return;
+  }
+  if (w.direct) {  // bit-serial, direct: bsconv.cc
+    internal::BitSerialConv2d(args, w, p, threads);
     return;
   }
   const KbitSpec spec = internal::KbitFor(config.isa);
@@ -519,40 +524,14 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
       spec.levels_nhwc(x + n * c_all * hw + q0, c_all, hw, nq, ka, lv + (n * hw + q0) * c_all);
     }
   });
-  const uint64_t* pimg = nullptr;
-  const int64_t* psum = nullptr;
-  if (w.path == KbitPath::kBitSerial && p.GroupChannels() % 64 == 0) {
-    // Plane words and level sums of every input pixel and group, made once (a row then
-    // copies whole words per tap instead of re-extracting planes for every output pixel).
-    const int64_t g_count = p.groups, cg = p.GroupChannels(), tw = cg / 64 * ka;
-    thread_local Scratch<uint64_t> pimg_s;
-    thread_local Scratch<int64_t> psum_s;
-    uint64_t* pi_w = pimg_s.Get(static_cast<size_t>(n_img * g_count * hw * tw));
-    int64_t* ps_w = psum_s.Get(static_cast<size_t>(n_img * g_count * hw));
-    ParallelFor(n_img * blocks, threads, [&](int64_t b, int64_t e) {
-      for (int64_t task = b; task < e; ++task) {
-        const int64_t n = task / blocks, q0 = (task % blocks) * kPixBlock;
-        const int64_t q1 = std::min(hw, q0 + kPixBlock);
-        for (int64_t g = 0; g < g_count; ++g) {
-          for (int64_t q = q0; q < q1; ++q) {
-            const uint8_t* src = lv + (n * hw + q) * c_all + g * cg;
-            const int64_t px = (n * g_count + g) * hw + q;
-            spec.planes(src, cg, ka, pi_w + px * tw);
-            ps_w[px] = spec.row_sum(src, cg);
-          }
-        }
-      }
-    });
-    pimg = pi_w;
-    psum = ps_w;
-  }
-  RunKbit(lv, pimg, psum, args, w, p, spec, threads, /*rows_out=*/false);
+  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/false);
 }
 
 void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows, const GemmConfig& config) {
   CheckWeights(w, config, "KbitDense");
   Require(rows >= 0, "KbitDense: rows must be >= 0");
-  Require(w.groups == 1 && w.taps == 1, "KbitDense: weights were not prepared for a dense layer");
+  Require(w.groups == 1 && w.taps == 1 && !w.direct,
+          "KbitDense: weights were not prepared for a dense layer");
   if (rows == 0) return;
   Require(args.x != nullptr && ((args.out != nullptr) != (args.out_dot != nullptr)),
           "KbitDense: x and exactly one of out / out_dot are required");
@@ -568,7 +547,7 @@ void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows, const G
       spec.levels(args.x + m * depth, depth, ka, lv + m * depth);
     }
   });
-  RunKbit(lv, nullptr, nullptr, args, w, p, spec, threads, /*rows_out=*/true);
+  RunKbit(lv, args, w, p, spec, threads, /*rows_out=*/true);
 }
 
 }  // namespace binmx

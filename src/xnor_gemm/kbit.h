@@ -24,8 +24,9 @@
  *
  * Paths (KbitPathFor):
  *   bit-serial, ka in {2,3,4}, kw in {1,2,3,4}: la = sum_i 2^i a_i and lw = sum_j 2^j b_j as bit
- *     planes along the depth, R = sum_{i,j} 2^(i+j) popcount(a_i AND b_j) = sum la * lw, and
- *     D = 2 R - B * L (L = sum la over the receptive field);
+ *     planes, R = sum_{i,j} 2^(i+j) popcount(a_i AND b_j) = sum la * lw, and D = 2 R - B * L
+ *     (L = sum la over the receptive field); a convolution as a direct convolution over
+ *     channels-last plane images (bsconv_kernels.h) unless C/g is small for its kernel;
  *   int8, ka, kw in 2..8 otherwise (kw 1 too): u8 activations times s8 weights lw - 128
  *     (AVX-512 VNNI vpdpbusd; AVX2 pmaddwd on 16-bit pairs; portable loops), R = sum la (lw - 128),
  *     D = 2 R + (256 - B) L.
@@ -34,7 +35,9 @@
  * of u8 levels per output pixel (depth index (i * kw + j) * Cg + c'), weights stored with filters
  * innermost so one vector holds 8 (64-bit lanes) or 16 (32-bit lanes) filters and a pixel's
  * words are broadcast. Few input channels (KbitDirectApplies, int8 path): kbit_direct.cc, the
- * same D from padded channels-last levels. Results are identical for every ISA and thread count.
+ * same D from padded channels-last levels; the direct bit-serial convolution (bsconv.cc) packs
+ * the input once into plane words and keeps output pixels in the vector lanes. Results are
+ * identical for every ISA, path and thread count.
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_KBIT_H_
@@ -74,9 +77,12 @@ struct KbitWeights {
   int act_bit = 0, weight_bit = 0;
   int64_t groups = 1, filters_per_group = 0, f_pad = 0;  // f_pad: filters_per_group rounded to 16
   int64_t taps = 1, group_channels = 0, depth = 0;       // depth = taps * group_channels
-  int64_t units = 0;              // bit-serial: words of 64 depth elements; int8: quads of 4
-  bool pairs = false;             // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
-  std::vector<uint64_t> planes;   // bit-serial: [g][word][j][f_pad]
+  int64_t units = 0;             // bit-serial: words of 64 depth elements; int8: quads of 4
+  bool pairs = false;            // int8 weights as 2 x s16 per lane (the AVX2 tile), else 4 x s8
+  bool direct = false;           // bit-serial convolution on the direct path (bsconv.cc)
+  std::vector<uint64_t> planes;  // bit-serial im2col / dense: [g][word][j][f_pad]
+  // bit-serial direct: [g][f, padded to 8][j][tap t][word of C/g], bit c % 64 = bit j of lw
+  std::vector<uint64_t> direct_planes;
   std::vector<uint32_t> packed;   // int8: [g][quad (x2 with pairs)][f_pad] of lw - 128
   std::vector<int32_t> tap_sums;  // [g][tap][f_pad]: sum over c' of mw
 };

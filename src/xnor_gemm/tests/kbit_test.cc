@@ -17,7 +17,8 @@
  * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups;
  * the direct int8 kernel over C 1..5 and kernels 1..7 (kbit_direct.cc). KbitConv2dReluPool:
  * the reference outputs, then relu and MXNet's max pool (window clipped, NaN wins, empty window
- * -inf), compared with ==, for alpha of both signs, zeros and non-finite values.
+ * -inf), compared with ==, for alpha of both signs, zeros and non-finite values; batches over
+ * one image block; both bit-serial convolution paths (direct for C/g >= 32 at 3x3, im2col below).
  */
 #include "kbit.h"
 
@@ -55,7 +56,7 @@ using binmx::Conv2dParams;
 using binmx::Isa;
 
 // Activations: mostly in [-0.2, 1.2] (both clip sides), with exact level ties k / (2A) where
-// representable, 0, -0, 1, NaN and infinities mixed in.
+// representable and the floats next to them, 0, -0, 1, NaN and infinities mixed in.
 std::vector<float> RandomActs(std::mt19937_64& gen, int64_t count, int ka) {
   std::uniform_real_distribution<float> dist(-0.2f, 1.2f);
   const int a_max = (1 << ka) - 1;
@@ -74,6 +75,10 @@ std::vector<float> RandomActs(std::mt19937_64& gen, int64_t count, int ka) {
       x = (gen() % 2) ? INFINITY : -INFINITY;
     else if (r < 9)
       x = static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max));
+    else if (r < 11)  // the float next to a tie, either side
+      x = std::nextafter(
+          static_cast<float>(static_cast<double>(gen() % (2 * a_max + 1)) / (2.0 * a_max)),
+          (gen() % 2) ? INFINITY : -INFINITY);
     else
       x = dist(gen);
   }
@@ -472,10 +477,10 @@ int main(int argc, char** argv) {
     // for the others (same code paths, different unrolled micro-kernels).
     const bool full = (ka == 2 && kw == 1) || (ka == 4 && kw == 4) || (ka == 8 && kw == 8) ||
                       (ka == 5 && kw == 5);
-    const int64_t all_chans[] = {1, 3, 8, 17, 64, 65};
+    const int64_t all_chans[] = {1, 3, 8, 17, 32, 63, 64, 65, 127, 129};
     const int64_t some_chans[] = {3, 64};
     const int64_t* chans = full ? all_chans : some_chans;
-    const int n_chans = full ? 6 : 2;
+    const int n_chans = full ? 10 : 2;
     for (int ci = 0; ci < n_chans; ++ci) {
       const int64_t c = chans[ci];
       for (int pad_value : {0, 1, -1}) {
@@ -492,6 +497,7 @@ int main(int argc, char** argv) {
     RunConvCase(gen, Geo(2, 12, 6, 5, 9, 3, 2, 1, 1, 3, -1), ka, kw, true);
     RunConvCase(gen, Geo(1, 130, 4, 4, 40, 3, 1, 1, 1, 2, 1), ka, kw, true);
     RunConvCase(gen, Geo(1, 128, 5, 6, 32, 3, 1, 1, 1, 2, -1), ka, kw, true);  // C/g = 64
+    RunConvCase(gen, Geo(9, 64, 4, 5, 9, 3, 1, 1, 1, 1, 1), ka, kw, true);     // 2 image blocks
     if (!quick) RunConvCase(gen, Geo(1, 3, 20, 20, 64, 7, 2, 3, 1, 1, 0), ka, kw, true);  // stem
   }
   // The direct int8 kernel (few channels): C 1..5 (and C * kw up to 64), kernels 1..7 with
