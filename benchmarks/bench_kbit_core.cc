@@ -4,6 +4,10 @@
  * quick kernel comparisons; benchmarks/bench_kbit.py is the benchmark of record.
  *
  *   bench_kbit_core SIZE CHANNELS_IN FILTERS KERNEL STRIDE ACT_BIT WEIGHT_BIT [REPEATS] [ISA]
+ * [pool]
+ *
+ * "pool": KbitConv2dReluPool with a relu and a 3x3/2 max pool (pad 1) behind the convolution
+ * (the stem of a ResNet: 224 3 64 7 2 8 8 100 avx512 pool).
  *
  * With BINMX_BENCH_COLD=1 every timed call starts with cold caches (64 MB written between
  * calls), as the calls of bench_kbit.py do, which alternate with MXNet's.
@@ -36,6 +40,11 @@ int main(int argc, char** argv) {
   const int repeats = argc > 8 ? std::atoi(argv[8]) : 100;
   binmx::Isa isa = binmx::DefaultIsa();
   if (argc > 9 && !binmx::ParseIsa(argv[9], &isa)) return 2;
+  const bool pooled = argc > 10 && std::string(argv[10]) == "pool";
+  binmx::KbitMaxPool pool;
+  pool.kernel_h = pool.kernel_w = 3;
+  pool.stride_h = pool.stride_w = 2;
+  pool.pad_h = pool.pad_w = 1;
   std::mt19937 gen(1);
   std::uniform_real_distribution<float> u(-0.1f, 1.1f);
   std::vector<float> x(static_cast<size_t>(p.channels * p.in_h * p.in_w));
@@ -58,12 +67,17 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < flush.size(); i += 64) flush[i] = static_cast<char>(flush[i] + r);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    binmx::KbitConv2d(args, kw_prep, p, cfg);
+    if (pooled) {
+      binmx::KbitConv2dReluPool(args, kw_prep, p, true, &pool, cfg);
+    } else {
+      binmx::KbitConv2d(args, kw_prep, p, cfg);
+    }
     const auto t1 = std::chrono::steady_clock::now();
     if (r >= 3) t.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
   std::sort(t.begin(), t.end());
-  std::printf("%s a%d/w%d %s: median %.3f ms, min %.3f ms\n", binmx::KbitPathName(kw_prep.path), ka,
-              kw, binmx::IsaName(isa), t[t.size() / 2], t[0]);
+  std::printf("%s%s%s a%d/w%d %s: median %.3f ms, min %.3f ms\n", binmx::KbitPathName(kw_prep.path),
+              binmx::KbitDirectApplies(kw_prep, p) ? " direct" : "", pooled ? " +relu+pool" : "",
+              ka, kw, binmx::IsaName(isa), t[t.size() / 2], t[0]);
   return 0;
 }

@@ -459,7 +459,8 @@ def evaluate_checkpoint(
 
 
 def convert(params_file: str, data_shape: tuple[int, ...] | None = None) -> tuple[str, str]:
-    """Convert a checkpoint to 1-bit weights with BatchNorm folded (fast inference).
+    """Convert a checkpoint to packed weights (1-bit sign bits; k-bit levels for a k-bit layer
+    such as the int8 stem) with BatchNorm folded (fast inference).
 
     ``data_shape`` is the input shape the converter verifies with (it cannot always infer it,
     e.g. behind a global pooling)."""

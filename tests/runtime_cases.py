@@ -135,7 +135,7 @@ def more_ops_net() -> mx.sym.Symbol:
 
 
 def qops_net() -> mx.sym.Symbol:
-    """binmx's operators with the attributes the converter leaves alone: k-bit layers, pad_value,
+    """binmx's operators with every attribute: k-bit layers (packed when converted), pad_value,
     scaling_factor, groups, dilation and stride on 1-bit layers, QActivation forms."""
     data = mx.sym.var("data")  # (N, 6, 11, 11)
     x = mx.sym.BatchNorm(data, fix_gamma=False, name="bn0")
@@ -193,6 +193,86 @@ def qops_net() -> mx.sym.Symbol:
     return mx.sym.SoftmaxOutput(f3, name="softmax")
 
 
+def kbit_net() -> mx.sym.Symbol:
+    """k-bit layers the converter packs (docs/design.md §2), one per (act_bit, weight_bit) pair
+    of the integer kernels -- (2, 1), (2, 2), (3, 3), (4, 2), (8, 8) -- with groups, stride,
+    dilation, pad_value +-1 and scaling_factor, dense layers, and two float-path layers
+    (act_bit 1 with 3-bit weights, act_bit 32 with 1-bit weights)."""
+    data = mx.sym.var("data")  # (N, 8, 12, 12)
+    x = mx.sym.BatchNorm(data, fix_gamma=False, name="bn0")
+    x = mx.sym.QConvolution(
+        x,
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=16,
+        num_group=2,
+        act_bit=2,
+        weight_bit=1,
+        pad_value=-1,
+        scaling_factor=True,
+        name="q21",
+    )
+    x = mx.sym.QConvolution(
+        x,
+        kernel=(3, 3),
+        pad=(1, 1),
+        stride=(2, 2),
+        num_filter=24,
+        act_bit=2,
+        weight_bit=2,
+        pad_value=1,
+        no_bias=True,
+        name="q22",
+    )
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn1")
+    x = mx.sym.QConvolution(
+        x,
+        kernel=(3, 3),
+        pad=(2, 2),
+        dilate=(2, 2),
+        num_filter=20,
+        act_bit=3,
+        weight_bit=3,
+        scaling_factor=True,
+        name="q33",
+    )
+    x = mx.sym.QConvolution(
+        x,
+        kernel=(1, 3),
+        pad=(0, 1),
+        num_filter=12,
+        num_group=4,
+        act_bit=4,
+        weight_bit=2,
+        name="q42",
+    )
+    x = mx.sym.BatchNorm(x, fix_gamma=False, name="bn2")
+    x = mx.sym.QConvolution(
+        x,
+        kernel=(3, 3),
+        pad=(1, 1),
+        num_filter=10,
+        act_bit=8,
+        weight_bit=8,
+        scaling_factor=True,
+        pad_value=1,
+        name="q88",
+    )
+    x = mx.sym.QConvolution(
+        x, kernel=(3, 3), pad=(1, 1), num_filter=9, act_bit=1, weight_bit=3, name="q13"
+    )
+    x = mx.sym.QConvolution(x, kernel=(1, 1), num_filter=7, act_bit=32, weight_bit=1, name="qf1")
+    x = mx.sym.Flatten(x)
+    x = mx.sym.QFullyConnected(
+        x, num_hidden=33, act_bit=8, weight_bit=8, scaling_factor=True, name="d88"
+    )
+    x = mx.sym.QFullyConnected(x, num_hidden=19, act_bit=2, weight_bit=2, name="d22")
+    x = mx.sym.QFullyConnected(
+        x, num_hidden=5, act_bit=4, weight_bit=1, no_bias=True, scaling_factor=True, name="d41"
+    )
+    return mx.sym.SoftmaxOutput(x, name="softmax")
+
+
 def gluon_net(tmpdir: str) -> mx.sym.Symbol:
     """A hybridized binmx.gluon network, exported and read back as a symbol."""
     from binmx.gluon import QActivation, QConv2D, QDense
@@ -244,6 +324,7 @@ CASES = {
     "qops_fold": (lambda d: qops_net(), (2, 6, 11, 11), "fold"),
     "qops_none": (lambda d: qops_net(), (2, 6, 11, 11), "none"),
     "gluon_fold": (gluon_net, (2, 3, 16, 16), "fold"),
+    "kbit_convert": (lambda d: kbit_net(), (2, 8, 12, 12), "convert"),
 }
 
 

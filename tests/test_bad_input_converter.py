@@ -316,10 +316,11 @@ def _cases() -> list[Case]:
         lambda d, o: _edit_json(symbol(d), _set_attr("qconv1", "binarized_weights_only", "True"))
     )
 
-    @case("no binary layer", "no QConvolution/QFullyConnected layer")
+    @case("no layer to pack", "no QConvolution/QFullyConnected layer with weight_bit <= 8")
     def _(d: Path, o: Path) -> None:
         _edit_json(symbol(d), _set_attr("qconv1", "act_bit", "2"))
-        _edit_json(symbol(d), _set_attr("qfc2", "act_bit", "2"))
+        _edit_json(symbol(d), _set_attr("qconv1", "weight_bit", "12"))
+        _edit_json(symbol(d), _set_attr("qfc2", "act_bit", "32"))
 
     @case("binary layer without its weight input", "qfc2")
     def _(d: Path, o: Path) -> None:

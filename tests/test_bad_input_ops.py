@@ -235,9 +235,31 @@ def _cases() -> list[Case]:
         for v in values:
             bad(f"qconv nd {key}={v!r}", lambda k=key, v=v: _qconv(**{k: v}), key)
     bad(
-        "qconv packed with act_bit 2",
-        lambda: _qconv(binarized_weights_only=True, act_bit=2),
+        "qconv packed with act_bit 9",
+        lambda: _qconv(binarized_weights_only=True, act_bit=9),
         "binarized_weights_only",
+    )
+    # Packed k-bit weights: 4 * 8 * 9 levels at 3 bits are 14 words, 32 bits in the last.
+    k3 = dict(binarized_weights_only=True, act_bit=3)
+    bad(
+        "qconv packed k-bit float weight",
+        lambda: _qconv(None, mx.nd.ones((14,)), **k3),
+        "int64",
+    )
+    bad(
+        "qconv packed k-bit word count",
+        lambda: _qconv(None, mx.nd.ones((13,), dtype=np.int64), **k3),
+        "(14,)",
+    )
+    bad(
+        "qconv packed k-bit bits past the last level",
+        lambda: _qconv(None, mx.nd.array(np.full(14, -1), dtype=np.int64), **k3),
+        "bits past the last level",
+    )
+    bad(
+        "qfc packed k-bit bits past the last level",  # 5 * 12 levels at 3 bits: 3 words
+        lambda: _qfc(None, mx.nd.array(np.full(3, -1), dtype=np.int64), **k3),
+        "bits past the last level",
     )
     bad(
         "qconv in_packed without in_channels",

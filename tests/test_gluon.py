@@ -174,7 +174,7 @@ def test_gluon_argument_errors():
     with pytest.raises(ValueError, match="pad_value"):
         QConv2D(4, 3, pad_value=2)
     with pytest.raises(ValueError, match="binarized_weights_only"):
-        QDense(4, act_bit=2, binarized_weights_only=True)
+        QDense(4, act_bit=12, binarized_weights_only=True)
     with pytest.raises(ValueError, match="kernel_size"):
         QConv2D(4, (3, 3, 3))
 

@@ -133,6 +133,51 @@ def test_qconv_integer_path_is_exact(rng, monkeypatch, act_bit, weight_bit, geo)
     np.testing.assert_allclose(want, conv, rtol=0, atol=bound)
 
 
+@pytest.mark.parametrize("act_bit,weight_bit", [(8, 8), (5, 3), (8, 1), (7, 8)])
+@pytest.mark.parametrize(
+    "geo",
+    [
+        dict(chans=3, kernel=(7, 7), stride=(2, 2), pad=(3, 3), pad_value=0),  # the 8-bit stem
+        dict(chans=1, kernel=(5, 3), stride=(1, 2), pad=(2, 0), pad_value=1),
+        dict(chans=2, kernel=(1, 1), stride=(1, 1), pad=(0, 0), pad_value=0),
+        dict(chans=4, kernel=(3, 4), stride=(2, 1), pad=(1, 3), pad_value=1),
+        dict(chans=5, kernel=(6, 6), stride=(3, 2), pad=(2, 5), pad_value=0),
+    ],
+)
+def test_qconv_few_channels_direct_kernel_is_exact(rng, monkeypatch, act_bit, weight_bit, geo):
+    """Few input channels (C * kw <= 64, groups 1, pad_value 0 / +1) run the direct int8
+    kernel (kbit_direct.cc): the same integers D and outputs as the fake-quant reference."""
+    chans, filters = geo["chans"], 67
+    x = _acts(rng, (2, chans, 15, 13))
+    w = rng.standard_normal((filters, chans, *geo["kernel"])).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    a_max, b_max = 2**act_bit - 1, 2**weight_bit - 1
+    la = _ints(ref.quantize_act(x, act_bit), a_max)
+    mw = _ints(ref.quantize_weight(w, weight_bit), b_max)
+    d = ref.conv2d(
+        la, mw, stride=geo["stride"], pad=geo["pad"], pad_value=float(geo["pad_value"] * a_max)
+    )
+    alpha = ref.scaling_alpha(w)
+    want = _want(d, alpha, b, a_max, b_max, axis=1)
+    attrs = dict(
+        kernel=geo["kernel"],
+        num_filter=filters,
+        stride=geo["stride"],
+        pad=geo["pad"],
+        pad_value=geo["pad_value"],
+        scaling_factor=True,
+        act_bit=act_bit,
+        weight_bit=weight_bit,
+    )
+    assert xnor.kbit_path(act_bit, weight_bit, chans * int(np.prod(geo["kernel"]))) == "int8"
+    for isa in xnor.available_isas():
+        for threads in ("1", "2"):
+            monkeypatch.setenv("BINMX_ISA", isa)
+            monkeypatch.setenv("OMP_NUM_THREADS", threads)
+            y = mx.nd.QConvolution(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), **attrs)
+            _assert_equal(y.asnumpy(), want, f"isa={isa} threads={threads}")
+
+
 @pytest.mark.parametrize("act_bit,weight_bit", PAIRS)
 @pytest.mark.parametrize("depth", [1, 7, 63, 64, 65, 129, 513])
 def test_qfc_integer_path_is_exact(rng, monkeypatch, act_bit, weight_bit, depth):
@@ -220,6 +265,9 @@ def _mxnet_forward(sym: mx.sym.Symbol, args: dict, x: np.ndarray) -> np.ndarray:
         dict(bits=(2, 1), chans=17, kernel=3, stride=1, pad=1, relu=True, pool="full"),
         dict(bits=(4, 3), chans=64, kernel=3, stride=1, pad=1, relu=True, pool=None),
         dict(bits=(5, 2), chans=9, kernel=3, stride=2, pad=0, relu=False, pool="valid"),
+        dict(bits=(8, 8), chans=1, kernel=5, stride=1, pad=2, relu=False, pool="full"),
+        dict(bits=(6, 8), chans=4, kernel=3, stride=2, pad=1, relu=True, pool="full"),
+        dict(bits=(8, 8), chans=3, kernel=7, stride=2, pad=3, relu=True, pool=None),
     ],
 )
 def test_runtime_kbit_conv_with_relu_and_pool_equals_mxnet(rng, tmp_path, case):

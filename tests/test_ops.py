@@ -468,8 +468,15 @@ def test_errors():
     _err(lambda: qc(x, w, **{**conv, "kernel": (9, 9)}), "kernel")
     _err(
         lambda: qc(x, w, **{**conv, "act_bit": 2, "binarized_weights_only": True}),
+        "weight",
+        "packed k-bit weight levels",
+        "(7,)",  # 4 * 6 * 9 levels at 2 bits
+    )
+    _err(
+        lambda: qc(x, w, **{**conv, "act_bit": 9, "binarized_weights_only": True}),
         "binarized_weights_only",
-        "act_bit=2",
+        "weight_bit <= 8",
+        "weight_bit=9",
     )
     _err(lambda: qc(x, **conv), "weight", "missing")
     fc = mx.nd.QFullyConnected

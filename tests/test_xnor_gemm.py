@@ -105,6 +105,25 @@ def test_gemm_random_sizes(isa: str, rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_gemm_single_column(isa: str, rng: np.random.Generator) -> None:
+    """N = 1 (a dense layer at batch 1) takes the kernels' panel-free GEMV: rows in blocks of
+    four and one, depths across the 8-word vectors and their tails, int32 and float output."""
+    for k in (1, 63, 64, 65, 511, 512, 513, 575, 1024, 1089):
+        for m in (1, 3, 4, 5, 63, 64, 65, 131):
+            a = xnor.pack_bits(_signs(rng, m, k))
+            b = xnor.pack_bits(_signs(rng, 1, k))
+            want = reference.xnor_gemm(a, b, k)
+            for threads in (1, 2):
+                got = xnor.xnor_gemm(a, b, k, isa=isa, threads=threads)
+                _assert_equal(got, want, f"gemv isa={isa} m={m} k={k} threads={threads}")
+            scale = rng.uniform(-2, 2, m).astype(np.float32)
+            bias = rng.uniform(-5, 5, m).astype(np.float32)
+            f32 = xnor.xnor_gemm_f32(a, b, k, scale=scale, bias=bias, isa=isa, threads=2)
+            ref = (want.astype(np.float32) * scale[:, None]) + bias[:, None]
+            _assert_equal(f32, ref.astype(np.float32), f"gemv f32 isa={isa} m={m} k={k}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_gemm_k_smaller_than_words(isa: str, rng: np.random.Generator) -> None:
     """k may be less than 64 * words as long as the unused bits are zero."""
     x, y = _signs(rng, 5, 70), _signs(rng, 6, 70)

@@ -1,20 +1,28 @@
-"""Model converter: pack the binary weights of a trained model into 1-bit uint64 words.
+"""Model converter: pack the quantised weights of a trained model into uint64 words.
 
-Every ``QConvolution`` / ``QFullyConnected`` node with ``act_bit = weight_bit = 1`` (and not
-yet converted) gets ``binarized_weights_only=True``; its weight input is replaced by the
-packed int64 array of docs/design.md §2 (uint64 bit patterns, bit 1 = -1, channel ``c`` of a tap in
-word ``c // 64``, bit ``c % 64``):
+Every ``QConvolution`` / ``QFullyConnected`` node with ``weight_bit`` in 1..8 (and not yet
+converted) gets ``binarized_weights_only=True``; its weight input is replaced by the packed
+int64 array of docs/design.md §2 (uint64 bit patterns):
 
-- QConvolution: float ``W[F, C/g, kh, kw]`` -> ``int64[F, kh, kw, ceil(C/g/64)]``;
-- QFullyConnected: float ``W[H, D]`` -> ``int64[H, ceil(D/64)]``;
-- with ``scaling_factor=True`` a float32 input ``alpha[F] = mean |W_f|`` is added after the
-  weight (and bias), as the operator expects in its packed form.
+- ``act_bit = weight_bit = 1``: sign words, bit 1 = -1, channel ``c`` of a tap in word
+  ``c // 64``, bit ``c % 64``: QConvolution ``W[F, C/g, kh, kw]`` ->
+  ``int64[F, kh, kw, ceil(C/g/64)]``, QFullyConnected ``W[H, D]`` -> ``int64[H, ceil(D/64)]``;
+- any other layer with ``weight_bit = k`` in 1..8: the weight levels
+  ``lw = rint(B (tanh W / (2 max|tanh W|) + 1/2))`` (``B = 2^k - 1``; ``W >= 0`` for k = 1) of
+  the whole tensor, in the float weight's order, ``k`` bits each in one LSB-first stream
+  ``int64[ceil(n k / 64)]`` (:func:`binmx.pack_weight`): ``2 lw / B - 1`` is the layer's
+  fake-quantised weight, so the converted layer computes exactly what it did;
+- with ``scaling_factor=True`` a float32 input ``alpha[F] = mean |W_f|`` (of the float weights,
+  summed in order in float64 as the operators do) is added after the weight (and bias), as the
+  operator expects in its packed form.
 
+Weights wider than 8 bits (``weight_bit`` 9..32) stay float: no integer kernel takes them, and
+at 9..31 bits the levels would still take 28%..97% of the float bytes.
 Layers are found through the graph's own nodes and input edges (never by name substrings).
-Everything else -- float layers, BatchNorm, biases, aux states, k-bit Q layers -- is carried
-over unchanged. Only the command-line front end (``binmx.converter_cli``) writes files,
-through :func:`convert_checkpoint`: every output to a temporary file in the target directory,
-fsynced and read back, then all renamed into place; any failure leaves no new file behind.
+Everything else -- float layers, BatchNorm, biases, aux states -- is carried over unchanged.
+Only the command-line front end (``binmx.converter_cli``) writes files, through
+:func:`convert_checkpoint`: every output to a temporary file in the target directory, fsynced
+and read back, then all renamed into place; any failure leaves no new file behind.
 """
 
 from __future__ import annotations
@@ -63,9 +71,11 @@ __all__ = [
 
 @dataclass
 class ConversionReport:
-    """What a conversion did (printed by the command-line tool)."""
+    """What a conversion did (printed by the command-line tool): the converted layers in
+    symbol order, and the bits each weight is packed at."""
 
     converted: list[str] = field(default_factory=list)
+    weight_bits: dict[str, int] = field(default_factory=dict)
     bytes_before: int = 0
     bytes_after: int = 0
     max_abs_diff: float | None = None
@@ -150,7 +160,9 @@ def _check_matches(
         raise ConversionError(f"params do not match the symbol: missing aux states {missing[:5]}")
 
 
-def _pack(weight: np.ndarray, op: str, node_name: str, weight_name: str) -> np.ndarray:
+def _pack(
+    weight: np.ndarray, op: str, node_name: str, weight_name: str, act_bit: int, weight_bit: int
+) -> np.ndarray:
     from binmx import pack_weight  # the operators' own packer (the format is theirs)
 
     rank = 4 if op == "QConvolution" else 2
@@ -159,13 +171,18 @@ def _pack(weight: np.ndarray, op: str, node_name: str, weight_name: str) -> np.n
             f"layer {node_name!r}: {op} weight {weight_name!r} must have rank {rank}, "
             f"got shape {weight.shape}"
         )
-    return np.asarray(pack_weight(weight))
+    return np.asarray(pack_weight(weight, act_bit=act_bit, weight_bit=weight_bit))
 
 
 def _alpha(weight: np.ndarray) -> np.ndarray:
-    """alpha_f = mean |W_f| over everything but the output axis (XNOR-Net), as float32."""
+    """alpha_f = mean |W_f| over everything but the output axis (XNOR-Net), as float32: the
+    operators' own sum (float64, in order, then one division and one rounding), so a packed
+    layer's stored alpha is the one its float weights gave."""
     flat = np.abs(weight.reshape(weight.shape[0], -1).astype(np.float64))
-    return (flat.sum(axis=1) / flat.shape[1]).astype(np.float32)
+    if flat.shape[1] == 0:
+        return np.full(flat.shape[0], np.nan, np.float32)
+    total = np.cumsum(flat, axis=1)[:, -1]  # cumsum adds in order (sum() adds pairwise)
+    return (total / flat.shape[1]).astype(np.float32)
 
 
 def convert(
@@ -175,7 +192,7 @@ def convert(
     *,
     fold: bool = False,
 ) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
-    """Return ``(sym, arg_params, aux_params)`` with every 1-bit Q layer's weight packed.
+    """Return ``(sym, arg_params, aux_params)`` with every Q layer's weight of 1..8 bits packed.
 
     With ``fold=True`` the BatchNorm layers around the binary layers are then folded into
     them for fast inference (:func:`binmx.fold.fold`); by default every other layer is carried
@@ -210,11 +227,11 @@ def _convert(
                     f"model is already converted: layer {node['name']!r} has "
                     "binarized_weights_only=True"
                 )
-            binary = bits(attrs) == (1, 1)
+            act_bit, weight_bit = bits(attrs)
         except ValueError as exc:
             raise ConversionError(str(exc)) from exc
-        if binary:
-            _convert_node(graph, nid, new_args, report)
+        if 1 <= act_bit <= 32 and 1 <= weight_bit <= 8:
+            _convert_node(graph, nid, new_args, report, act_bit, weight_bit)
     new_sym = graph.to_symbol()
     new_aux = dict(aux_params)
     report.bytes_after = _nbytes(new_args) + _nbytes(new_aux)
@@ -222,7 +239,12 @@ def _convert(
 
 
 def _convert_node(
-    graph: Graph, nid: int, new_args: dict[str, mx.nd.NDArray], report: ConversionReport
+    graph: Graph,
+    nid: int,
+    new_args: dict[str, mx.nd.NDArray],
+    report: ConversionReport,
+    act_bit: int,
+    weight_bit: int,
 ) -> None:
     node = graph.nodes[nid]
     name = node["name"]
@@ -251,7 +273,7 @@ def _convert_node(
         raise ConversionError(
             f"layer {name!r}: weight {weight_name!r} holds {bad} NaN/Inf value(s)"
         )
-    packed = _pack(weight, node["op"], name, weight_name)
+    packed = _pack(weight, node["op"], name, weight_name, act_bit, weight_bit)
     new_args[weight_name] = mx.nd.array(packed, dtype=np.int64)
     wattrs = weight_node.setdefault("attrs", {})
     wattrs["__dtype__"] = INT64_DTYPE_CODE
@@ -266,6 +288,7 @@ def _convert_node(
         new_args[graph.nodes[alpha_id]["name"]] = mx.nd.array(alpha, dtype=np.float32)
     graph.set_named_inputs(nid, inputs)
     report.converted.append(name)
+    report.weight_bits[name] = weight_bit
 
 
 def _umask() -> int:
@@ -400,13 +423,14 @@ def verify(
     *,
     data_shape: tuple[int, ...] | None = None,
     seed: int = 0,
-    rtol: float = 1e-5,
+    rtol: float = 0.0,
 ) -> float:
-    """Run both models on one random batch; ConversionError if the outputs differ.
+    """Run both models on one random batch; ConversionError if the outputs differ by more than
+    ``rtol * (1 + max|output|)``.
 
-    The 1-bit forward is integer-exact, so the outputs must be equal; a difference of float
-    rounding size is allowed only for the per-filter scale ``alpha`` (summed by NumPy here and
-    by the operator on the float path). Returns the largest absolute difference.
+    Packing changes no value a layer computes with: the sign words and the k-bit levels give
+    the very quantised weights the float ones did, and ``alpha`` is the operators' own sum, so
+    by default (``rtol=0``) the outputs must be equal. Returns the largest absolute difference.
     """
     inputs = random_inputs(input_shapes(sym, arg_params, data_shape), seed=seed)
     try:
@@ -420,7 +444,6 @@ def verify(
             raise ConversionError(f"verification failed: output {i} shape {a.shape} != {b.shape}")
         diff = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
         worst = max(worst, diff)
-        # alpha may differ from the operator's own mean |W_f| in the last float bit.
         tol = rtol * (1.0 + float(np.max(np.abs(a)))) if a.size else 0.0
         if not np.isfinite(diff) or diff > tol:
             raise ConversionError(
@@ -450,7 +473,7 @@ def convert_checkpoint(
     sym, arg_params, aux_params = load_checkpoint(path)
     new_sym, new_args, new_aux, rep = _convert(sym, arg_params, aux_params)
     if not rep.converted:
-        raise ConversionError("no QConvolution/QFullyConnected layer with act_bit=weight_bit=1")
+        raise ConversionError("no QConvolution/QFullyConnected layer with weight_bit <= 8 to pack")
     if fold:
         try:
             new_sym, new_args, new_aux = fold_bn(new_sym, new_args, new_aux, data_shape=data_shape)
@@ -468,7 +491,7 @@ def convert_checkpoint(
             new_args,
             new_aux,
             data_shape=data_shape,
-            rtol=1e-4 if fold else 1e-5,
+            rtol=1e-4 if fold else 0.0,
         )
     out_dir = output_dir if output_dir is not None else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(out_dir):

@@ -1,4 +1,4 @@
-"""``model_converter``: pack a trained model's binary weights (command-line front end).
+"""``model_converter``: pack a trained model's 1..8-bit weights (command-line front end).
 
     model_converter PREFIX-EPOCH.params [--output-dir DIR] [--no-verify] [--fold]
                     [--data-shape N,C,H,W]
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="model_converter",
-        description="Pack the 1-bit weights of a binmx model into uint64 words.",
+        description="Pack the 1..8-bit weights of a binmx model's Q layers into uint64 words.",
     )
     p.add_argument("params", help="checkpoint PREFIX-EPOCH.params (PREFIX-symbol.json beside it)")
     p.add_argument("--output-dir", default=None, help="where to write (default: beside input)")
@@ -133,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     before = os.path.getsize(args.params)
     after = os.path.getsize(params_path)
     print(f"converted {len(report.converted)} layer(s): {', '.join(report.converted)}")
+    by_bits: dict[int, list[str]] = {}
+    for name in report.converted:
+        by_bits.setdefault(report.weight_bits[name], []).append(name)
+    print(
+        "weights packed at "
+        + "; ".join(
+            f"{b} bit{'s' if b > 1 else ''}: {', '.join(names)}"
+            for b, names in sorted(by_bits.items())
+        )
+    )
     print(
         f"parameters: {report.bytes_before:,} -> {report.bytes_after:,} bytes "
         f"({report.ratio:.1f}x); file {before:,} -> {after:,} bytes ({before / after:.1f}x)"

@@ -10,8 +10,10 @@ Semantics (docs/design.md §3, :mod:`binmx.reference`): with ``act_bit = weight_
 computes ``Convolution(sgn x, sgn W)`` (``sgn(0) = +1``) exactly with xnor kernels, times
 ``alpha_f = mean|W_f|`` when ``scaling_factor``, plus bias; gradients use the straight-through
 estimator masked by ``1[|x| <= grad_cancel]``. ``binarized_weights_only=True`` makes the weight
-a packed int64 parameter ``(channels, kh, kw, ceil(in_channels/groups/64))`` (inference only,
-``grad_req='null'``) and, with ``scaling_factor``, adds an ``alpha`` parameter.
+a packed int64 parameter (inference only, ``grad_req='null'``): the sign words
+``(channels, kh, kw, ceil(in_channels/groups/64))`` for ``act_bit = weight_bit = 1``, else the
+k-bit weight levels ``(ceil(n * weight_bit / 64),)`` of the ``n`` weights (weight_bit 1..8;
+:func:`binmx.pack_weight`), and, with ``scaling_factor``, adds an ``alpha`` parameter.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ def _check_bits(name: str, value: int) -> int:
     return value
 
 
+def _check_packed(packed: bool, weight_bit: int) -> None:
+    if packed and weight_bit > 8:
+        raise ValueError(
+            "binarized_weights_only=True needs weight_bit <= 8 (wider weights stay float), got "
+            f"weight_bit={weight_bit}"
+        )
+
+
+def _level_words(n: int, weight_bit: int) -> int:
+    """int64 words of the k-bit level stream of n weights (0: unknown, deferred)."""
+    return (n * weight_bit + 63) // 64 if n else 0
+
+
 class QConv2D(HybridBlock):
     r"""Binary / k-bit 2-D convolution (NCHW), the Gluon form of ``QConvolution``.
 
@@ -73,10 +88,12 @@ class QConv2D(HybridBlock):
             (``layout`` must be ``"NCHW"``).
         act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float).
         weight_bit: weight precision, the same choices; defaults to ``act_bit``.
-        binarized_weights_only: the weight is the packed int64 parameter
-            ``(channels, kh, kw, ceil(in_channels/groups/64))`` the converter writes
-            (inference only, ``grad_req='null'``); with ``scaling_factor`` an ``alpha``
-            parameter ``(channels,)`` is added. Needs ``act_bit = weight_bit = 1``.
+        binarized_weights_only: the weight is the packed int64 parameter the converter
+            writes (inference only, ``grad_req='null'``): ``(channels, kh, kw,
+            ceil(in_channels/groups/64))`` sign words for ``act_bit = weight_bit = 1``, else
+            ``(ceil(channels * in_channels/groups * kh * kw * weight_bit / 64),)`` k-bit weight
+            levels; with ``scaling_factor`` an ``alpha`` parameter ``(channels,)`` is added.
+            Needs ``weight_bit <= 8``.
         scaling_factor: multiply output channel ``f`` by ``alpha_f = mean |W_f|``.
         pad_value: 0 (zero padding, as ``Conv2D``), +1 or -1 (a constant border).
         grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
@@ -126,11 +143,7 @@ class QConv2D(HybridBlock):
             raise ValueError(f"Expected `pad_value` to be 0, 1 or -1, got {pad_value!r}")
         act_bit = _check_bits("act_bit", act_bit)
         weight_bit = _check_bits("weight_bit", act_bit if weight_bit is None else weight_bit)
-        if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
-            raise ValueError(
-                "binarized_weights_only=True needs act_bit=1 and weight_bit=1, got "
-                f"act_bit={act_bit}, weight_bit={weight_bit}"
-            )
+        _check_packed(binarized_weights_only, weight_bit)
         kernel = _pair("kernel_size", kernel_size)
         if groups < 1 or channels % groups != 0 or in_channels % groups != 0:
             raise ValueError(
@@ -157,7 +170,17 @@ class QConv2D(HybridBlock):
         }
         with self.name_scope():
             cg = in_channels // groups
-            if binarized_weights_only:
+            if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
+                n = channels * cg * kernel[0] * kernel[1]
+                self.weight = self.params.get(
+                    "weight",
+                    shape=(_level_words(n, weight_bit),),
+                    dtype="int64",
+                    init="zeros",
+                    grad_req="null",
+                    allow_deferred_init=True,
+                )
+            elif binarized_weights_only:
                 words = (cg + 63) // 64 if in_channels else 0
                 self.weight = self.params.get(
                     "weight",
@@ -233,10 +256,11 @@ class QDense(HybridBlock):
         in_units: as ``nn.Dense`` (``dtype`` must be ``"float32"``).
         act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float).
         weight_bit: weight precision, the same choices; defaults to ``act_bit``.
-        binarized_weights_only: the weight is the packed int64 parameter
-            ``(units, ceil(in_units/64))`` the converter writes (inference only); with
-            ``scaling_factor`` an ``alpha`` parameter ``(units,)`` is added. Needs
-            ``act_bit = weight_bit = 1``.
+        binarized_weights_only: the weight is the packed int64 parameter the converter
+            writes (inference only): ``(units, ceil(in_units/64))`` sign words for
+            ``act_bit = weight_bit = 1``, else ``(ceil(units * in_units * weight_bit / 64),)``
+            k-bit weight levels; with ``scaling_factor`` an ``alpha`` parameter ``(units,)`` is
+            added. Needs ``weight_bit <= 8``.
         scaling_factor: multiply output unit ``h`` by ``alpha_h = mean |W_h|``.
         grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
         prefix, params: as every ``HybridBlock``.
@@ -276,11 +300,7 @@ class QDense(HybridBlock):
             raise ValueError(f"Expected `dtype` to be 'float32', got {dtype!r}")
         act_bit = _check_bits("act_bit", act_bit)
         weight_bit = _check_bits("weight_bit", act_bit if weight_bit is None else weight_bit)
-        if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
-            raise ValueError(
-                "binarized_weights_only=True needs act_bit=1 and weight_bit=1, got "
-                f"act_bit={act_bit}, weight_bit={weight_bit}"
-            )
+        _check_packed(binarized_weights_only, weight_bit)
         self._units = units
         self._in_units = in_units
         self._kwargs: dict[str, Any] = {
@@ -294,7 +314,16 @@ class QDense(HybridBlock):
             "grad_cancel": float(grad_cancel),
         }
         with self.name_scope():
-            if binarized_weights_only:
+            if binarized_weights_only and (act_bit, weight_bit) != (1, 1):
+                self.weight = self.params.get(
+                    "weight",
+                    shape=(_level_words(units * in_units, weight_bit),),
+                    dtype="int64",
+                    init="zeros",
+                    grad_req="null",
+                    allow_deferred_init=True,
+                )
+            elif binarized_weights_only:
                 words = (in_units + 63) // 64 if in_units else 0
                 self.weight = self.params.get(
                     "weight",

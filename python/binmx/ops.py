@@ -50,7 +50,7 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 
-from binmx._graph import Q_OPS, bool_attr, op_inputs, parse_ints
+from binmx._graph import Q_OPS, bits, bool_attr, op_inputs, parse_ints
 
 __all__ = [
     "QActivation",
@@ -171,6 +171,14 @@ def _make_sym(op: str) -> Callable[..., mx.sym.Symbol]:
     return wrapper
 
 
+def _packs_levels(attrs: dict[str, Any]) -> bool:
+    """A packed weight of a layer that is not act_bit = weight_bit = 1 is a k-bit level stream."""
+    try:
+        return bits(attrs) != (1, 1)
+    except ValueError:
+        return False  # the operator names the bad attribute
+
+
 def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Partial shapes (-1 = unknown) of the parameter inputs of ``op``, as far as attrs tell.
 
@@ -182,7 +190,9 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         out = parse_ints(attrs.get("num_filter"))
         if kernel is None or len(kernel) != 2 or out is None:
             return {}
-        if bool_attr(attrs, "binarized_weights_only"):
+        if bool_attr(attrs, "binarized_weights_only") and _packs_levels(attrs):
+            wshape = (-1,)
+        elif bool_attr(attrs, "binarized_weights_only"):
             wshape = (out[0], kernel[0], kernel[1], -1)
         else:
             wshape = (out[0], -1, kernel[0], kernel[1])
@@ -190,7 +200,8 @@ def _param_shapes(op: str, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         out = parse_ints(attrs.get("num_hidden"))
         if out is None:
             return {}
-        wshape = (out[0], -1)
+        packs_levels = bool_attr(attrs, "binarized_weights_only") and _packs_levels(attrs)
+        wshape = (-1,) if packs_levels else (out[0], -1)
     else:
         return {}
     # in_scale / in_shift: (C,) or (D,), known only from the data shape.
@@ -379,8 +390,11 @@ def QConvolution(*args: Any, **kwargs: Any) -> Any:
         data, weight, bias, alpha, in_scale, in_shift, out_scale, out_shift, residual: the
             inputs, positionally in this order (each present only under its attribute, the
             table in docs/design.md §3) or as keywords; ``mx.sym`` creates a missing one as the
-            variable ``<name>_<input>``. ``weight`` is float ``(F, C/G, kh, kw)``, or the packed
-            int64 ``(F, kh, kw, ceil(C/G/64))`` with ``binarized_weights_only``.
+            variable ``<name>_<input>``. ``weight`` is float ``(F, C/G, kh, kw)``, or with
+            ``binarized_weights_only`` the packed int64 sign words ``(F, kh, kw, ceil(C/G/64))``
+            (``act_bit = weight_bit = 1``) or k-bit weight levels
+            ``(ceil(F * C/G * kh * kw * weight_bit / 64),)`` (weight_bit 1..8 otherwise;
+            :func:`pack_weight`).
         kernel, stride, dilate, pad, num_filter, num_group, no_bias, layout: as
             ``Convolution`` (2-D, NCHW).
         act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float). Default 1.
@@ -388,8 +402,8 @@ def QConvolution(*args: Any, **kwargs: Any) -> Any:
         scaling_factor: multiply output channel ``f`` by ``alpha_f = mean |W_f|``.
         pad_value: 0 (zero padding, as ``Convolution``), +1 or -1 (a constant border).
         grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
-        binarized_weights_only: ``weight`` is packed (what the converter writes); inference
-            only, its gradient is 0; with ``scaling_factor`` the input ``alpha`` follows.
+        binarized_weights_only: ``weight`` is packed (what the converter writes, weight_bit
+            1..8); its gradient is 0; with ``scaling_factor`` the input ``alpha`` follows.
         input_affine, residual, out_packed, in_packed, in_channels: inference-only forms that
             :func:`binmx.fold` makes (this module's docstring); their backward raises.
         name, attr: as for MXNet's own operators.
@@ -435,13 +449,15 @@ def QFullyConnected(*args: Any, **kwargs: Any) -> Any:
         data, weight, bias, alpha, in_scale, in_shift: the inputs, positionally in this order
             (each present only under its attribute, docs/design.md §3) or as keywords;
             ``mx.sym`` creates a missing one as ``<name>_<input>``. ``weight`` is float
-            ``(H, D)``, or the packed int64 ``(H, ceil(D/64))`` with ``binarized_weights_only``.
+            ``(H, D)``, or with ``binarized_weights_only`` the packed int64 sign words
+            ``(H, ceil(D/64))`` (``act_bit = weight_bit = 1``) or k-bit weight levels
+            ``(ceil(H * D * weight_bit / 64),)`` (weight_bit 1..8 otherwise; :func:`pack_weight`).
         num_hidden, no_bias, flatten: as ``FullyConnected``.
         act_bit: activation precision: 1 (sign), 2..31 (DoReFa k-bit) or 32 (float). Default 1.
         weight_bit: weight precision, the same choices; defaults to ``act_bit``.
         scaling_factor: multiply output unit ``h`` by ``alpha_h = mean |W_h|``.
         grad_cancel: the straight-through estimator's threshold (inclusive), default 1.0.
-        binarized_weights_only: ``weight`` is packed (inference only; zero gradient); with
+        binarized_weights_only: ``weight`` is packed (weight_bit 1..8; zero gradient); with
             ``scaling_factor`` the input ``alpha`` follows.
         input_affine: inference-only form :func:`binmx.fold` makes (a folded BatchNorm).
         name, attr: as for MXNet's own operators.
@@ -512,14 +528,29 @@ def _dispatch(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _WRAPPERS[kind][op](*args, **kwargs)
 
 
-def pack_weight(weight: Any) -> Any:
-    """Pack a float weight into the uint64 words ``binarized_weights_only=True`` reads.
+def pack_weight(weight: Any, *, act_bit: int = 1, weight_bit: int | None = None) -> Any:
+    """Pack a float weight into the uint64 words ``binarized_weights_only=True`` reads for a
+    layer with these ``act_bit`` / ``weight_bit`` (docs/design.md §2; ``weight_bit`` defaults
+    to ``act_bit``).
+
+    ``act_bit = weight_bit = 1`` (the default), sign words:
 
     * rank 4 (QConvolution, ``(F, C/g, kh, kw)``) -> int64 ``(F, kh, kw, ceil(C/g / 64))``:
       channel ``c`` of tap ``(i, j)`` is bit ``c % 64`` of word ``c // 64``;
     * rank 2 (QFullyConnected, ``(H, D)``) -> int64 ``(H, ceil(D / 64))``.
 
     Bit 1 means ``w < 0`` (sgn(w) = -1), ``w >= 0`` (also -0.0) gives bit 0; tail bits are 0.
+
+    Any other layer with ``weight_bit = k`` in 1..8 (a k-bit layer, or 1-bit weights under
+    k-bit or float activations), k-bit weight levels: ``lw = rint(B (tanh W / (2 max|tanh W|)
+    + 1/2))``, ``B = 2^k - 1``, over the whole tensor (``W >= 0`` for k = 1;
+    :func:`binmx.xnor.kbit_weight_levels`), the ``n`` levels in the weight's own order (OIHW,
+    or ``[H][D]``) ``k`` bits each, least significant first, in one stream: level ``i`` is
+    bits ``i k .. i k + k - 1`` counted from bit 0 of word 0, bit ``b`` being bit ``b % 64``
+    of word ``b // 64`` -> int64 ``(ceil(n k / 64),)``, the bits past ``n k`` 0.
+    ``Qw(W) = 2 lw / B - 1`` exactly. Wider weights (``weight_bit`` 9..32) are not packed
+    (ValueError).
+
     Words are uint64 bit patterns stored as int64 (MXNet has no uint64). Returns an NDArray for
     an NDArray input, else a NumPy array. The input is not modified.
     """
@@ -529,17 +560,30 @@ def pack_weight(weight: Any) -> Any:
     w = weight.asnumpy() if is_nd else np.asarray(weight)
     if w.dtype.kind != "f":
         raise TypeError(f"Expected `weight` to be a float array, got dtype {w.dtype}")
-    if w.ndim == 4:
+    for name, value in (("act_bit", act_bit), ("weight_bit", weight_bit)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
+    wbit = act_bit if weight_bit is None else int(weight_bit)
+    if wbit > 8:
+        raise ValueError(
+            f"weight_bit={wbit} weights are not packed (1..8 bits are); they stay float"
+        )
+    if w.ndim not in (2, 4):
+        raise ValueError(
+            f"Expected `weight` of rank 4 (QConvolution) or 2 (QFullyConnected), got shape "
+            f"{w.shape}"
+        )
+    if (act_bit, wbit) != (1, 1):
+        levels = xnor.kbit_weight_levels(np.ascontiguousarray(w, dtype=np.float32), wbit)
+        packed = xnor.pack_kbit_levels(levels.reshape(-1), wbit)
+    elif w.ndim == 4:
         f, c, kh, kw = w.shape
         rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(f * kh * kw, c), np.float32)
         packed = xnor.pack_bits(rows).reshape(f, kh, kw, -1)
     elif w.ndim == 2:
         packed = xnor.pack_bits(np.ascontiguousarray(w, dtype=np.float32))
-    else:
-        raise ValueError(
-            f"Expected `weight` of rank 4 (QConvolution) or 2 (QFullyConnected), got shape "
-            f"{w.shape}"
-        )
     if is_nd:
         return mx.nd.array(packed, dtype=np.int64, ctx=weight.context)
     return packed

@@ -390,3 +390,44 @@ def pack_weight(w: np.ndarray) -> np.ndarray:
         return pack_bits(w)
     f, c, kh, kw = w.shape
     return pack_bits(w.transpose(0, 2, 3, 1).reshape(f * kh * kw, c)).reshape(f, kh, kw, -1)
+
+
+# ---- packed k-bit weights (docs/design.md §2) ------------------------------------------------
+
+
+def weight_levels(w: np.ndarray, bits: int) -> np.ndarray:
+    """The integer weight levels ``lw`` (uint8) with ``quantize_weight(w, bits) = 2 lw / B - 1``,
+    ``B = 2^bits - 1``, bits in 1..8: ``w >= 0`` for 1 bit, else
+    ``rint(B (tanh(w) / (2 max|tanh w|) + 1/2))`` over the whole tensor, in float64."""
+    w = np.asarray(w, dtype=np.float32)
+    if bits == 1:
+        return (w >= 0).astype(np.uint8)
+    levels = float(2**bits - 1)
+    t = np.tanh(w.astype(np.float64))
+    m = np.abs(t).max() if t.size else 0.0
+    u = t / (2.0 * m) if m > 0 else np.zeros_like(t)
+    return np.rint(levels * (u + 0.5)).astype(np.uint8)
+
+
+def pack_levels(levels: np.ndarray, bits: int) -> np.ndarray:
+    """The k-bit weight stream of ``levels`` (flattened in C order): level ``i`` is bits
+    ``i * bits .. i * bits + bits - 1`` of the stream, least significant first, stream bit ``b``
+    is bit ``b % 64`` of word ``b // 64``; ``int64[ceil(n * bits / 64)]``, tail bits 0."""
+    lv = np.asarray(levels, dtype=np.uint8).reshape(-1)
+    if lv.size and int(lv.max()) >> bits:
+        raise ValueError(f"a level does not fit {bits} bits")
+    stream = ((lv[:, None] >> np.arange(bits, dtype=np.uint8)) & 1).reshape(-1)  # LSB first
+    words = (stream.size + 63) // 64
+    padded = np.zeros(words * 64, dtype=np.uint8)
+    padded[: stream.size] = stream
+    as_bytes = np.packbits(padded, bitorder="little")  # bit b of the stream -> byte b // 8
+    return as_bytes.view("<u8").astype(np.uint64).view(np.int64)
+
+
+def unpack_levels(words: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_levels`: the first ``n`` levels of the stream, uint8."""
+    raw = np.ascontiguousarray(np.asarray(words, dtype=np.int64)).astype("<i8").view(np.uint8)
+    stream = np.unpackbits(raw, bitorder="little")[: n * bits].reshape(n, bits)
+    return (
+        (stream.astype(np.uint16) << np.arange(bits, dtype=np.uint16)).sum(axis=1).astype(np.uint8)
+    )

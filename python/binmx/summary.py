@@ -1,13 +1,15 @@
-"""Per-layer model summary: precision, shapes, 1-bit and 32-bit parameters, memory and MACs.
+"""Per-layer model summary: precision, shapes, 1-bit, k-bit and 32-bit parameters, memory, MACs.
 
 For each operator node of a symbol: the input precision (1 for a QConvolution /
-QFullyConnected / QActivation with act_bit 1, k for k-bit, 32 for float), the kernel a Q layer's
-forward runs (``xnor``; ``bitserial`` or ``int8``, the integer k-bit kernels; ``float``, the
-fake-quant floats, for bit widths without an integer kernel), the output shape,
-the number of 1-bit and 32-bit parameters (a Q layer with weight_bit 1 stores its weight at
-one bit per element; biases, scales, BatchNorm parameters and statistics and every float
-layer are 32-bit), the memory they take, and the multiply-accumulates: 1-bit MACs for Q layers
-with act_bit = weight_bit = 1, 32-bit MACs for float and k-bit layers. Counts are per batch
+QFullyConnected / QActivation with act_bit 1, k for k-bit, 32 for float), the bits each weight
+takes once converted (``w bits``: a Q layer's weight_bit when it is 1..8, which the converter
+packs at that many bits, docs/design.md §2; 32 for wider and float weights), the kernel a Q
+layer's forward runs (``xnor``; ``bitserial`` or ``int8``, the integer k-bit kernels;
+``float``, the fake-quant floats, for bit widths without an integer kernel), the output shape,
+the number of 1-bit, k-bit (2..8 bits) and 32-bit parameters (biases, scales, alpha,
+BatchNorm parameters and statistics and every float layer are 32-bit), the memory they take
+converted, and the multiply-accumulates: 1-bit MACs for Q layers with act_bit = weight_bit = 1,
+32-bit MACs for float and k-bit layers. Counts are per batch
 of the given ``data_shape``. Totals give the model size, its float-32 equivalent, the
 compression ratio and the share of binary MACs (as Larq's model summary does).
 
@@ -44,7 +46,9 @@ class LayerSummary:
     # The forward kernel of a Q layer: "xnor" (binary), "bitserial" / "int8" (integer k-bit,
     # binmx.xnor.kbit_path), "float" (fake-quant floats or act_bit 32); "" for other ops.
     kernel: str = ""
+    weight_bits: int = 0  # bits a converted weight takes per element (0: no weight)
     params_1bit: int = 0
+    params_kbit: int = 0  # weights stored at weight_bits = 2..8 bits
     params_32bit: int = 0
     macs_1bit: int = 0
     macs_32bit: int = 0
@@ -53,7 +57,11 @@ class LayerSummary:
 
     @property
     def memory_bytes(self) -> int:
-        return math.ceil(self.params_1bit / 8) + 4 * self.params_32bit
+        return (
+            math.ceil(self.params_1bit / 8)
+            + math.ceil(self.params_kbit * self.weight_bits / 8)
+            + 4 * self.params_32bit
+        )
 
 
 @dataclass
@@ -67,6 +75,10 @@ class ModelSummary:
         return sum(layer.params_1bit for layer in self.layers)
 
     @property
+    def params_kbit(self) -> int:
+        return sum(layer.params_kbit for layer in self.layers)
+
+    @property
     def params_32bit(self) -> int:
         return sum(layer.params_32bit for layer in self.layers)
 
@@ -76,7 +88,7 @@ class ModelSummary:
 
     @property
     def float32_bytes(self) -> int:
-        return 4 * (self.params_1bit + self.params_32bit)
+        return 4 * (self.params_1bit + self.params_kbit + self.params_32bit)
 
     @property
     def compression(self) -> float:
@@ -92,9 +104,11 @@ class ModelSummary:
             "layer",
             "op",
             "in bits",
+            "w bits",
             "kernel",
             "output shape",
             "1-bit par",
+            "k-bit par",
             "32-bit par",
             "memory",
             "1-bit MACs",
@@ -109,9 +123,11 @@ class ModelSummary:
                 layer.name,
                 layer.op,
                 layer.precision,
+                str(layer.weight_bits) if layer.weight_bits else "-",
                 layer.kernel or "-",
                 str(layer.output_shape),
                 f"{layer.params_1bit:,}",
+                f"{layer.params_kbit:,}",
                 f"{layer.params_32bit:,}",
                 _human(layer.memory_bytes),
                 f"{layer.macs_1bit:,}",
@@ -129,7 +145,7 @@ class ModelSummary:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
             "  ".join(
-                c.ljust(w) if i < 5 else c.rjust(w)
+                c.ljust(w) if i < 6 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
             for r in rows
@@ -137,7 +153,8 @@ class ModelSummary:
         lines.insert(1, "-" * len(lines[0]))
         lines += [
             "-" * len(lines[0]),
-            f"total params: {self.params_1bit:,} 1-bit, {self.params_32bit:,} 32-bit",
+            f"total params: {self.params_1bit:,} 1-bit, {self.params_kbit:,} k-bit (2..8), "
+            f"{self.params_32bit:,} 32-bit",
             f"model size: {_human(self.model_bytes)} "
             f"(float-32 equivalent {_human(self.float32_bytes)}, "
             f"compression {self.compression:.2f}x)",
@@ -239,8 +256,11 @@ def summary(
             else:
                 layer.kernel = xnor.kbit_path(act, wbit, depth)
         if weight:
-            if op in _Q_OPS and wbit == 1:
+            layer.weight_bits = wbit if op in _Q_OPS and wbit <= 8 else 32
+            if layer.weight_bits == 1:
                 layer.params_1bit = weight
+            elif layer.weight_bits <= 8:
+                layer.params_kbit = weight
             else:
                 layer.params_32bit = weight
             for p in param_inputs[1:]:  # bias, alpha

@@ -27,8 +27,11 @@ __all__ = [
     "current_isa",
     "default_threads",
     "kbit_path",
+    "kbit_weight_levels",
     "pack_bits",
     "pack_conv_weights",
+    "pack_kbit_levels",
+    "unpack_kbit_levels",
     "xnor_gemm",
     "xnor_gemm_f32",
 ]
@@ -120,6 +123,46 @@ def kbit_path(act_bit: int, weight_bit: int, depth: int) -> str:
     ``depth`` is kh * kw * C / groups (or the dense depth); above 65536 the path is float.
     """
     return str(_xnor.kbit_path(int(act_bit), int(weight_bit), int(depth)))
+
+
+def _check_bits(name: str, bits: int) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise ValueError(f"Expected `{name}` to be an int in 1..8, got {bits!r}")
+    return int(bits)
+
+
+def kbit_weight_levels(w: np.ndarray, weight_bit: int) -> np.ndarray:
+    """The weight levels ``lw`` of float32 ``w`` (any shape, quantised as one tensor), uint8.
+
+    ``lw = rint(B * (tanh(W) / (2 max|tanh W|) + 1/2))``, ``B = 2^weight_bit - 1``, in double
+    (``W >= 0`` for 1 bit): the core's ``KbitWeightLevels``, the integers the operators' k-bit
+    kernels run on (``Qw(W) = 2 lw / B - 1``). ``weight_bit`` in 1..8; NaN is a ValueError.
+    """
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"Expected `w` to be a numpy.ndarray, got {type(w).__name__}")
+    if w.dtype != np.float32:
+        raise TypeError(f"Expected `w` to have dtype float32, got {w.dtype}")
+    return _xnor.kbit_weight_levels(np.ascontiguousarray(w), _check_bits("weight_bit", weight_bit))
+
+
+def pack_kbit_levels(levels: np.ndarray, bits: int) -> np.ndarray:
+    """Pack uint8 ``levels[n]`` (each below ``2^bits``) into the k-bit weight stream.
+
+    Level ``i`` is bits ``[i * bits, (i + 1) * bits)`` of the stream, least significant first;
+    stream bit ``b`` is bit ``b % 64`` of word ``b // 64`` (docs/design.md §2). Returns
+    ``int64[ceil(n * bits / 64)]`` (uint64 patterns), the bits past ``n * bits`` 0.
+    """
+    _check_array("levels", levels, np.uint8, 1)
+    return _xnor.pack_kbit_levels(levels, _check_bits("bits", bits))
+
+
+def unpack_kbit_levels(words: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """The ``n`` uint8 levels of a k-bit weight stream (:func:`pack_kbit_levels`); ValueError
+    when ``words`` is not ``ceil(n * bits / 64)`` long or a bit past the last level is set."""
+    _check_array("words", words, np.int64, 1)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"Expected `n` to be a non-negative int, got {n!r}")
+    return _xnor.unpack_kbit_levels(words, int(n), _check_bits("bits", bits))
 
 
 def pack_bits(x: np.ndarray, *, isa: str | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ import binmx_runtime
 import numpy as np
 import pytest
 from binmx_runtime import RuntimeLoadError
-from rt_helpers import FIXTURES, dense_model
+from rt_helpers import FIXTURES, dense_model, write_params
 
 LENET = FIXTURES / "lenet_fold"
 
@@ -188,3 +188,81 @@ def test_bad_run_input() -> None:
     # A non-contiguous input is accepted (copied) and gives the contiguous result.
     x = np.asfortranarray(np.random.default_rng(0).standard_normal((2, 1, 28, 28), np.float32))
     np.testing.assert_array_equal(model.run(x), model.run(np.ascontiguousarray(x)))
+
+
+# ---- packed k-bit weights (binarized_weights_only with weight_bit 1..8, docs/design.md §2) ----
+
+
+def _pack_levels(levels, bits: int):
+    """The k-bit level stream, written here from the documented layout: level i is bits
+    i*bits .. i*bits+bits-1 of the stream (LSB first), stream bit b is bit b % 64 of word b / 64."""
+    words = [0] * ((len(levels) * bits + 63) // 64)
+    for i, v in enumerate(levels):
+        for j in range(bits):
+            if (int(v) >> j) & 1:
+                b = i * bits + j
+                words[b // 64] |= 1 << (b % 64)
+    return np.array([w - (1 << 64) if w >= 1 << 63 else w for w in words], np.int64)
+
+
+def _kbit_dense(prefix, weight, alpha, bias, attrs=None) -> None:
+    """data -> QFullyConnected(act_bit=2, weight_bit=3, packed, scaling_factor)."""
+    a = {
+        "num_hidden": str(len(bias)),
+        "act_bit": "2",
+        "weight_bit": "3",
+        "binarized_weights_only": "True",
+        "scaling_factor": "True",
+        **(attrs or {}),
+    }
+    names = ["data", "q_weight", "q_bias", "q_alpha"]
+    graph = {
+        "nodes": [{"op": "null", "name": n, "inputs": []} for n in names]
+        + [
+            {
+                "op": "QFullyConnected",
+                "name": "q",
+                "attrs": a,
+                "inputs": [[i, 0, 0] for i in range(4)],
+            }
+        ],
+        "arg_nodes": [0, 1, 2, 3],
+        "heads": [[4, 0, 0]],
+    }
+    with open(f"{prefix}-symbol.json", "w") as f:
+        json.dump(graph, f)
+    params = {"arg:q_weight": weight, "arg:q_bias": bias, "arg:q_alpha": alpha}
+    write_params(f"{prefix}-0001.params", params)
+
+
+def test_packed_kbit_weights_and_malformed_ones(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    hidden, depth = 5, 23  # 115 levels at 3 bits: 345 bits, 6 words, 25 bits in the last
+    lw = rng.integers(0, 8, hidden * depth)
+    words = _pack_levels(lw, 3)
+    alpha = rng.uniform(0.5, 2.0, hidden).astype(np.float32)
+    bias = rng.standard_normal(hidden).astype(np.float32)
+    x = rng.uniform(-0.2, 1.2, (4, depth)).astype(np.float32)
+    _kbit_dense(tmp_path / "ok", words, alpha, bias)
+    y = binmx_runtime.load(tmp_path / "ok", 1, input_shape=x.shape, threads=1).run(x)
+    # docs/design.md §3, integer k-bit forward: D = sum la * mw, la = rint(3 clip(x, 0, 1)),
+    # mw = 2 lw - 7; out = float32(D * alpha / (3 * 7)) + bias.
+    la = np.rint(3.0 * np.clip(x.astype(np.float64), 0.0, 1.0))
+    d = la @ (2.0 * lw.reshape(hidden, depth) - 7.0).T
+    want = (d * (alpha.astype(np.float64) / 21.0)).astype(np.float32) + bias
+    np.testing.assert_array_equal(y, want)
+
+    cases = [
+        (words[:-1], {}, r"q_weight.*\(5,\), expected packed int64 words \(6,\).*weight_bit=3"),
+        (words.astype(np.float32), {}, "q_weight.*float32.*expected packed int64"),
+        (words.reshape(2, 3), {}, r"q_weight.*\(2, 3\)"),
+        (words, {"weight_bit": "4"}, r"q_weight.*\(6,\), expected packed int64 words \(8,\)"),
+        (words, {"weight_bit": "12", "act_bit": "12"}, "weight_bit <= 8"),
+    ]
+    tail = words.copy()
+    tail[-1] |= np.int64(1) << np.int64(30)  # bit 30 of the last word: past the 25 level bits
+    cases.append((tail, {}, "q_weight.*bits past the last level are set"))
+    for k, (w, attrs, match) in enumerate(cases):
+        _kbit_dense(tmp_path / f"bad{k}", w, alpha, bias, attrs)
+        with pytest.raises(RuntimeLoadError, match=match):
+            binmx_runtime.load(tmp_path / f"bad{k}", 1, input_shape=x.shape)

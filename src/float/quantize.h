@@ -58,6 +58,17 @@ inline void QuantizeWeight(const float* w, int64_t n, int bits, float* out) {
   }
 }
 
+// Qw(W) from stored weight levels lw (kbit.h; the packed k-bit weights of kbit_pack.h), bits in
+// 1..8: out = float(2 (lw / (2^bits - 1)) - 1) in double, the very operations QuantizeWeight
+// applies to lw = rint((2^bits - 1)(tanh W / (2 max) + 1/2)) (bits 1: lw = W >= 0, out = sgn W),
+// so the result is QuantizeWeight's, bit for bit.
+inline void LevelsToWeights(const uint8_t* lw, int64_t n, int bits, float* out) {
+  const double levels = static_cast<double>((int64_t{1} << bits) - 1);
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = static_cast<float>(2.0 * (static_cast<double>(lw[i]) / levels) - 1.0);
+  }
+}
+
 // alpha[f] = mean |w[f][:]| over `size` weights per filter.
 inline void MeanAbsRows(const float* w, int64_t rows, int64_t size, float* alpha) {
   for (int64_t r = 0; r < rows; ++r) {

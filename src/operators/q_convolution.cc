@@ -2,7 +2,9 @@
  * binmx operator QConvolution (CPU): a drop-in replacement for Convolution (2-D, NCHW).
  *
  * Inputs, in order: data (N, C, H, W) float32; weight: OIHW float32 (F, C/g, kh, kw), or with
- * binarized_weights_only=True int64 words (F, kh, kw, ceil(C/g/64)); bias (F,) unless no_bias;
+ * binarized_weights_only=True int64 words: 1-bit signs (F, kh, kw, ceil(C/g/64)) when
+ * act_bit = weight_bit = 1, else (weight_bit 1..8) the weight levels lw of kbit.h in one stream
+ * of ceil(F * C/g * kh * kw * weight_bit / 64) words (kbit_pack.h); bias (F,) unless no_bias;
  * alpha (F,) float32 when binarized_weights_only and scaling_factor; with input_affine=True
  * (act_bit = 1 only) in_scale (C,) and in_shift (C,) float32; with residual=True
  * (act_bit = weight_bit = 1 only) residual (N, F, OH, OW) float32 last. Output (N, F, OH, OW).
@@ -33,7 +35,9 @@
  *   dx = conv_transpose(alpha * dy, Qw(W)) * 1[|x| <= grad_cancel]   (mask only if act_bit < 32)
  *   G  = d loss / d Qw without alpha = sum dy * Qa(x)pad;  dW = G, or with scaling_factor
  *        dW = alpha * G + sgn(W) / n * dalpha, dalpha_f = sum_i G_fi Qw(W)_fi  (op_common.h)
- *   dbias = sum dy. Packed weights get a zero gradient; the alpha input gets dalpha.
+ *   dbias = sum dy. Packed weights (1-bit or k-bit) get a zero gradient; the alpha input gets
+ *   dalpha. Qw(W) of packed k-bit levels is 2 lw / (2^weight_bit - 1) - 1, the value the float
+ *   weights they were made from quantise to, so a converted layer computes what it did before.
  */
 #include <cstring>
 #include <exception>
@@ -44,6 +48,7 @@
 #include "conv.h"
 #include "float_conv.h"
 #include "kbit.h"
+#include "kbit_pack.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "weight_grad.h"
@@ -71,6 +76,8 @@ struct QConvAttrs {
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  // binarized_weights_only on any other layer: the weight is packed k-bit levels (kbit_pack.h).
+  bool packed_levels() const { return packed && !binary(); }
   int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
   int num_inputs() const {
     return num_params() + (input_affine ? 2 : 0) + (out_packed ? 2 : 0) + (residual ? 1 : 0);
@@ -165,9 +172,11 @@ bool ParseQConv(const Attrs& attrs, QConvAttrs* a, std::string* error, bool chec
     r.Fail("expected `num_filter` (" + std::to_string(a->num_filter) +
            ") to be divisible by `num_group` (" + std::to_string(a->num_group) + ")");
   }
-  if (r.ok() && a->packed && !a->binary()) {
-    r.Fail("binarized_weights_only=True needs act_bit=1 and weight_bit=1, got act_bit=" +
-           std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
+  if (r.ok() && a->packed && a->weight_bit > 8) {
+    r.Fail(
+        "binarized_weights_only=True needs weight_bit <= 8 (1-bit sign words, or k-bit weight "
+        "levels; wider weights stay float), got weight_bit=" +
+        std::to_string(a->weight_bit));
   }
   if (!r.ok()) *error = r.error();
   return r.ok();
@@ -331,7 +340,28 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     const unsigned words = c_known ? static_cast<unsigned>(p.TapWords()) : kUnknownDim;
     std::vector<unsigned int> wshape;
     const char* hint = "";
-    if (a.packed) {
+    if (a.packed_levels()) {
+      // One stream of F * C/g * kh * kw levels at weight_bit bits (kbit_pack.h).
+      unsigned level_words = kUnknownDim;
+      if (c_known) {
+        int64_t n = p.num_filter;
+        const bool overflow = __builtin_mul_overflow(n, p.GroupChannels(), &n) ||
+                              __builtin_mul_overflow(n, p.kernel_h, &n) ||
+                              __builtin_mul_overflow(n, p.kernel_w, &n) || n > kMaxConvElements;
+        const int64_t lw = overflow ? 0 : KbitPackedWords(n, a.weight_bit);
+        if (overflow || lw > 0x7FFFFFFF) {
+          MX_ERROR_MSG << kOp << ": the packed weight of num_filter * C/num_group * kh * kw "
+                       << "levels at weight_bit=" << a.weight_bit
+                       << " takes more than the 2^31-1 words an MXNet dimension holds";
+          return MX_FAIL;
+        }
+        level_words = static_cast<unsigned>(lw);
+      }
+      wshape = {level_words};
+      hint =
+          " (ceil(num_filter * C/num_group * kh * kw * weight_bit / 64),) of packed k-bit "
+          "weight levels";
+    } else if (a.packed) {
       wshape = {f, kh, kw, words};
       hint = " (num_filter, kh, kw, ceil(C/num_group/64)) of packed words";
     } else {
@@ -453,23 +483,30 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       BinaryConv2d(args, p, DefaultGemmConfig());
     } else if (a.input_affine) {
       // act_bit = 1 with a k-bit / float weight: sgn(x * s + t) materialised, then float conv.
-      const int64_t xn = xt.size(), wn = wt.size(), hw = p.in_h * p.in_w;
+      const int64_t xn = xt.size(), wn = p.num_filter * p.FilterSize(), hw = p.in_h * p.in_w;
       std::vector<float> xa(xn), wq(wn);
       for (int64_t i = 0; i < xn; ++i) {
         const int64_t c = (i / hw) % p.channels;
         const float prod = x[i] * in_scale[c];
         xa[i] = prod + in_shift[c] < 0.0f ? -1.0f : 1.0f;
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
+      QuantizedWeight(wt, a.packed, a.act_bit, a.weight_bit, p, wq.data());
       FloatConv2dForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, p,
                          DefaultThreads());
     } else if (KbitPathFor(a.act_bit, a.weight_bit, p.FilterSize()) != KbitPath::kNone) {
       // k-bit with an integer kernel (kbit.h: bit-serial or int8): the fake-quant result from
-      // exact integer levels. Weights are re-quantised on every call, as on the float path.
+      // exact integer levels. Float weights are re-quantised on every call, as on the float
+      // path; packed ones (kbit_pack.h) are the levels themselves.
       const GemmConfig config = DefaultGemmConfig();
       thread_local KbitWeights kbit_w;
-      PrepareKbitConv(static_cast<const float*>(wt.data_ptr), p, a.act_bit, a.weight_bit,
-                      config.isa, &kbit_w);
+      if (a.packed_levels()) {
+        thread_local std::vector<uint8_t> levels;
+        PackedWeightLevels(wt, p.num_filter * p.FilterSize(), a.weight_bit, &levels);
+        PrepareKbitConvLevels(levels.data(), p, a.act_bit, a.weight_bit, config.isa, &kbit_w);
+      } else {
+        PrepareKbitConv(static_cast<const float*>(wt.data_ptr), p, a.act_bit, a.weight_bit,
+                        config.isa, &kbit_w);
+      }
       KbitArgs args;
       args.x = x;
       args.alpha = alpha;
@@ -478,7 +515,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       KbitConv2d(args, kbit_w, p, config);
     } else {
       // k-bit / float: im2col + OpenBLAS GEMM; a 1-bit input is read through sgn directly.
-      const int64_t xn = xt.size(), wn = wt.size();
+      const int64_t xn = xt.size(), wn = p.num_filter * p.FilterSize();
       std::vector<float> xq, wq(wn);
       const float* xin = x;
       if (a.act_bit != 1 && a.act_bit < 32) {
@@ -486,7 +523,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         QuantizeAct(x, xn, a.act_bit, xq.data());
         xin = xq.data();
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), wn, a.weight_bit, wq.data());
+      QuantizedWeight(wt, a.packed, a.act_bit, a.weight_bit, p, wq.data());
       FloatConv2dForward(xin, a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone, wq.data(),
                          alpha, bias, out, p, DefaultThreads());
     }
@@ -535,7 +572,7 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
       xin = xq.data();
     }
     std::vector<float> wq(f_all * fsize);
-    QuantizedWeight(fwd_in[1], a.packed, a.weight_bit, p, wq.data());
+    QuantizedWeight(fwd_in[1], a.packed, a.act_bit, a.weight_bit, p, wq.data());
     const int alpha_at = a.alpha_index();
     WeightGradChain chain(
         a.packed, a.scaling, a.packed ? nullptr : static_cast<const float*>(fwd_in[1].data_ptr),
@@ -573,6 +610,12 @@ namespace {
 bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data, GpuConvSpec* s) {
   QConvAttrs a;
   if (!Parse(attrs, &a)) return false;
+  if (a.packed_levels()) {  // the CUDA kernels take float or 1-bit packed weights only
+    MX_ERROR_MSG << kOp << " (gpu): packed k-bit weights (binarized_weights_only=True with "
+                 << "act_bit=" << a.act_bit << ", weight_bit=" << a.weight_bit
+                 << ") run on cpu only; run the layer on cpu, or keep its float weights";
+    return false;
+  }
   if (a.residual || a.in_packed || a.out_packed) {  // CPU-only inference features
     MX_ERROR_MSG
         << kOp << " (gpu): residual / in_packed / out_packed are not supported on gpu; "

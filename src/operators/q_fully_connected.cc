@@ -3,7 +3,9 @@
  *
  * Inputs, in order: data (flatten=True: (N, ...) seen as rows N x depth D = prod(rest);
  * flatten=False: (..., D) seen as rows prod(...) x D); weight: float32 (H, D), or with
- * binarized_weights_only=True int64 words (H, ceil(D/64)); bias (H,) unless no_bias; alpha (H,)
+ * binarized_weights_only=True int64 words: 1-bit signs (H, ceil(D/64)) when act_bit =
+ * weight_bit = 1, else (weight_bit 1..8) the weight levels lw of kbit.h, [H][D] order, in one
+ * stream of ceil(H * D * weight_bit / 64) words (kbit_pack.h); bias (H,) unless no_bias; alpha (H,)
  * float32 when binarized_weights_only and scaling_factor; with input_affine=True (act_bit = 1
  * only) in_scale (D,) and in_shift (D,) float32 last. Output (N, H) or (..., H).
  *
@@ -17,7 +19,8 @@
  *   act_bit 2..8 with weight_bit 1..8 the integer k-bit kernels of kbit.h.
  * Backward (STE): dx = (alpha * dy) Qw(W) * 1[|x| <= grad_cancel] (mask only if act_bit < 32);
  *   G = dy^T Qa(x); dW = G, or with scaling_factor alpha * G + sgn(W) / D * dalpha,
- *   dalpha_h = sum_d G_hd Qw(W)_hd; dbias = sum dy. Packed weights get a zero gradient.
+ *   dalpha_h = sum_d G_hd Qw(W)_hd; dbias = sum dy. Packed weights (1-bit or k-bit) get a zero
+ *   gradient; packed k-bit levels lw stand for Qw = 2 lw / (2^weight_bit - 1) - 1.
  */
 #include <cstring>
 #include <exception>
@@ -29,6 +32,7 @@
 #include "conv.h"
 #include "float_conv.h"
 #include "kbit.h"
+#include "kbit_pack.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 #include "weight_grad.h"
@@ -53,6 +57,8 @@ struct QFcAttrs {
   float grad_cancel = 1.0f;
 
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  // binarized_weights_only on any other layer: the weight is packed k-bit levels (kbit_pack.h).
+  bool packed_levels() const { return packed && !binary(); }
   int num_params() const { return 2 + (no_bias ? 0 : 1) + (packed && scaling ? 1 : 0); }
   int num_inputs() const { return num_params() + (input_affine ? 2 : 0); }
   int bias_index() const { return no_bias ? -1 : 2; }
@@ -79,9 +85,11 @@ bool Parse(const Attrs& attrs, QFcAttrs* a) {
     r.Fail("input_affine=True needs act_bit=1 (an affine map before the sign), got act_bit=" +
            std::to_string(a->act_bit));
   }
-  if (r.ok() && a->packed && !a->binary()) {
-    r.Fail("binarized_weights_only=True needs act_bit=1 and weight_bit=1, got act_bit=" +
-           std::to_string(a->act_bit) + ", weight_bit=" + std::to_string(a->weight_bit));
+  if (r.ok() && a->packed && a->weight_bit > 8) {
+    r.Fail(
+        "binarized_weights_only=True needs weight_bit <= 8 (1-bit sign words, or k-bit weight "
+        "levels; wider weights stay float), got weight_bit=" +
+        std::to_string(a->weight_bit));
   }
   if (!r.ok()) MX_ERROR_MSG << r.error();
   return r.ok();
@@ -109,6 +117,14 @@ void CheckDenseSizes(int64_t rows, int64_t depth, int64_t hidden) {
   check("input rows*features", rows, depth);
   check("weight num_hidden*features", hidden, depth);
   check("output rows*num_hidden", rows, hidden);
+}
+
+// A dense layer as a 1x1 convolution over a 1x1 image (what QuantizedWeight takes).
+Conv2dParams DenseAsConv(int64_t depth, int64_t hidden) {
+  Conv2dParams p;
+  p.channels = depth;
+  p.num_filter = hidden;
+  return p;
 }
 
 // rows x depth view of the data shape.
@@ -211,7 +227,22 @@ MXReturnValue InferShapeFn(const Attrs& attrs, std::vector<std::vector<unsigned 
     std::vector<unsigned int> wshape;
     const char* hint;
     const bool d_known = depth > 0;
-    if (a.packed) {
+    if (a.packed_levels()) {
+      // One stream of H * D levels at weight_bit bits (kbit_pack.h); H * D <= 2^40 (checked).
+      unsigned level_words = kUnknownDim;
+      if (d_known) {
+        const int64_t lw = KbitPackedWords(a.num_hidden * depth, a.weight_bit);
+        if (lw > 0x7FFFFFFF) {
+          MX_ERROR_MSG << kOp << ": the packed weight of num_hidden * D levels at weight_bit="
+                       << a.weight_bit << " takes more than the 2^31-1 words an MXNet "
+                       << "dimension holds";
+          return MX_FAIL;
+        }
+        level_words = static_cast<unsigned>(lw);
+      }
+      wshape = {level_words};
+      hint = " (ceil(num_hidden * D * weight_bit / 64),) of packed k-bit weight levels";
+    } else if (a.packed) {
       wshape = {h, d_known ? static_cast<unsigned>(WordsFor(depth)) : kUnknownDim};
       hint = " (num_hidden, ceil(D/64)) of packed words";
     } else {
@@ -317,15 +348,22 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
           xa[m * depth + d] = prod + in_shift[d] < 0.0f ? -1.0f : 1.0f;
         }
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit, wq.data());
+      QuantizedWeight(wt, a.packed, a.act_bit, a.weight_bit, DenseAsConv(depth, hid), wq.data());
       FloatDenseForward(xa.data(), InputQuant::kNone, wq.data(), alpha, bias, out, rows, depth, hid,
                         DefaultThreads());
     } else if (KbitPathFor(a.act_bit, a.weight_bit, depth) != KbitPath::kNone) {
       // k-bit with an integer kernel (kbit.h): exact integer levels, one final rounding.
       const GemmConfig config = DefaultGemmConfig();
       thread_local KbitWeights kbit_w;
-      PrepareKbitDense(static_cast<const float*>(wt.data_ptr), depth, hid, a.act_bit, a.weight_bit,
-                       config.isa, &kbit_w);
+      if (a.packed_levels()) {
+        thread_local std::vector<uint8_t> levels;
+        PackedWeightLevels(wt, hid * depth, a.weight_bit, &levels);
+        PrepareKbitDenseLevels(levels.data(), depth, hid, a.act_bit, a.weight_bit, config.isa,
+                               &kbit_w);
+      } else {
+        PrepareKbitDense(static_cast<const float*>(wt.data_ptr), depth, hid, a.act_bit,
+                         a.weight_bit, config.isa, &kbit_w);
+      }
       KbitArgs args;
       args.x = x;
       args.alpha = alpha;
@@ -341,7 +379,7 @@ MXReturnValue ForwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
         QuantizeAct(x, rows * depth, a.act_bit, xq.data());
         xin = xq.data();
       }
-      QuantizeWeight(static_cast<const float*>(wt.data_ptr), hid * depth, a.weight_bit, wq.data());
+      QuantizedWeight(wt, a.packed, a.act_bit, a.weight_bit, DenseAsConv(depth, hid), wq.data());
       FloatDenseForward(xin, a.act_bit == 1 ? InputQuant::kSign : InputQuant::kNone, wq.data(),
                         alpha, bias, out, rows, depth, hid, DefaultThreads());
     }
@@ -387,10 +425,8 @@ MXReturnValue BackwardFn(const Attrs& attrs, std::vector<MXTensor>* inputs,
     thread_local std::vector<float> wq;
     if (!sign_in_gemm) {
       wq.resize(static_cast<size_t>(hid * depth));
-      Conv2dParams p;  // a dense layer is a 1x1 convolution over a 1x1 image
-      p.channels = depth;
-      p.num_filter = hid;
-      QuantizedWeight(fwd_in[1], a.packed, a.weight_bit, p, wq.data());
+      QuantizedWeight(fwd_in[1], a.packed, a.act_bit, a.weight_bit, DenseAsConv(depth, hid),
+                      wq.data());
     }
     const int alpha_at = a.alpha_index();
     WeightGradChain chain(
@@ -427,6 +463,12 @@ namespace {
 bool ToGpuSpec(const Attrs& attrs, const std::vector<MXTensor>& in, size_t data, GpuFcSpec* s) {
   QFcAttrs a;
   if (!Parse(attrs, &a)) return false;
+  if (a.packed_levels()) {  // the CUDA kernels take float or 1-bit packed weights only
+    MX_ERROR_MSG << kOp << " (gpu): packed k-bit weights (binarized_weights_only=True with "
+                 << "act_bit=" << a.act_bit << ", weight_bit=" << a.weight_bit
+                 << ") run on cpu only; run the layer on cpu, or keep its float weights";
+    return false;
+  }
   if (in.size() <= data || in[data].shape.size() < (a.flatten ? 2u : 1u)) {
     MX_ERROR_MSG << kOp << " (gpu): expected `data` of rank >= " << (a.flatten ? 2 : 1);
     return false;

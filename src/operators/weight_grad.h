@@ -3,8 +3,8 @@
  * (docs/design.md §3, "Backward"). The weight W is `rows x size`: F x (C/g * kh * kw) for a
  * convolution, H x D for a dense layer (a 1x1 convolution over a 1x1 image).
  *
- *   Qw(W)      the packed words unpacked to +-1, or the float weights quantised to weight_bit
- *              (QuantizedWeight)
+ *   Qw(W)      packed 1-bit words unpacked to +-1, packed k-bit levels mapped to their
+ *              fake-quant values, or the float weights quantised to weight_bit (QuantizedWeight)
  *   alpha_r    with scaling_factor: the input alpha (packed weights) or mean |W_r| (float
  *              weights); none otherwise
  *   dx         uses alpha_r * Qw(W)_r,i (ScaledWeights), or Qw(W) without alpha
@@ -12,7 +12,8 @@
  *              itself when dW = G; a buffer when alpha follows; nullptr when not needed)
  *   dW         = G                                            float weights, no scaling
  *              = alpha_r G_r,i + sgn(W_r,i) / size * dalpha_r  float weights, scaling
- *              = 0                                            packed weights (int64 words)
+ *              = 0                                            packed weights (int64 words,
+ *                                                             1-bit or k-bit)
  *   dalpha_r   = sum_i G_r,i Qw(W)_r,i                        packed weights with scaling
  *              (the alpha input's gradient)
  *
@@ -24,24 +25,50 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "conv.h"
+#include "kbit_pack.h"
 #include "mxnet/lib_api.h"
 #include "op_common.h"
 
 namespace binmx {
 namespace ops {
 
-// Qw(W) of a layer's weight input into wq (p.num_filter x p.FilterSize() floats): packed
-// words unpacked to +-1 (p: the layer as a convolution), else the float weights quantised.
-inline void QuantizedWeight(const mxnet::ext::MXTensor& weight, bool packed, int weight_bit,
-                            const Conv2dParams& p, float* wq) {
-  if (packed) {
+// The weight levels lw of a packed k-bit weight input (binarized_weights_only=True on a layer
+// that is not act_bit = weight_bit = 1: kbit_pack.h's stream of n levels at weight_bit bits),
+// unpacked into *buf; std::invalid_argument naming the input when the words do not hold
+// exactly n levels (a size mismatch or a set bit past the last level).
+inline const uint8_t* PackedWeightLevels(const mxnet::ext::MXTensor& weight, int64_t n,
+                                         int weight_bit, std::vector<uint8_t>* buf) {
+  buf->resize(static_cast<size_t>(n));
+  try {
+    UnpackKbitLevels(static_cast<const uint64_t*>(weight.data_ptr), weight.size(), n, weight_bit,
+                     buf->data());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("input `weight` (binarized_weights_only=True, ") +
+                                "weight_bit=" + std::to_string(weight_bit) + "): " + e.what());
+  }
+  return buf->data();
+}
+
+// Qw(W) of a layer's weight input into wq (p.num_filter x p.FilterSize() floats; p: the layer
+// as a convolution). Packed (binarized_weights_only): the 1-bit sign words unpacked to +-1
+// when act_bit = weight_bit = 1, else the k-bit levels lw as 2 lw / (2^weight_bit - 1) - 1
+// (LevelsToWeights: QuantizeWeight's value of the float weights they came from); float
+// weights are quantised.
+inline void QuantizedWeight(const mxnet::ext::MXTensor& weight, bool packed, int act_bit,
+                            int weight_bit, const Conv2dParams& p, float* wq) {
+  const int64_t n = p.num_filter * p.FilterSize();
+  if (packed && act_bit == 1 && weight_bit == 1) {
     UnpackConvWeights(static_cast<const uint64_t*>(weight.data_ptr), p, wq);
+  } else if (packed) {
+    std::vector<uint8_t> levels;
+    LevelsToWeights(PackedWeightLevels(weight, n, weight_bit, &levels), n, weight_bit, wq);
   } else {
-    QuantizeWeight(static_cast<const float*>(weight.data_ptr), p.num_filter * p.FilterSize(),
-                   weight_bit, wq);
+    QuantizeWeight(static_cast<const float*>(weight.data_ptr), n, weight_bit, wq);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "bconv.h"
 #include "conv.h"
 #include "kbit.h"
+#include "kbit_pack.h"
 #include "xnor_gemm.h"
 
 namespace py = pybind11;
@@ -300,6 +301,37 @@ std::vector<std::string> AvailableIsas() {
   return out;
 }
 
+using U8Array = py::array_t<uint8_t, py::array::c_style>;
+
+// The weight levels lw of kbit.h of a float32 weight (any shape, quantised as one tensor).
+U8Array KbitWeightLevels(const F32Array& w, int weight_bit) {
+  std::vector<py::ssize_t> shape(w.shape(), w.shape() + w.ndim());
+  U8Array out(shape);
+  {
+    py::gil_scoped_release release;
+    binmx::KbitWeightLevels(w.data(), w.size(), weight_bit, out.mutable_data());
+  }
+  return out;
+}
+
+// kbit_pack.h: rank-1 levels -> the int64 stream, and back.
+I64Array PackKbitLevels(const U8Array& levels, int bits) {
+  if (levels.ndim() != 1) throw py::value_error("levels must have rank 1");
+  const int64_t n = levels.shape(0);
+  I64Array out({binmx::KbitPackedWords(n, bits)});
+  binmx::PackKbitLevels(levels.data(), n, bits, reinterpret_cast<uint64_t*>(out.mutable_data()));
+  return out;
+}
+
+U8Array UnpackKbitLevels(const I64Array& words, int64_t n, int bits) {
+  if (words.ndim() != 1) throw py::value_error("words must have rank 1");
+  binmx::KbitPackedWords(n, bits);  // validates n and bits before the allocation
+  U8Array out({n});
+  binmx::UnpackKbitLevels(reinterpret_cast<const uint64_t*>(words.data()), words.shape(0), n, bits,
+                          out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_xnor, m) {
@@ -330,6 +362,10 @@ PYBIND11_MODULE(_xnor, m) {
   m.def("available_isas", &AvailableIsas);
   m.def("current_isa", [] { return std::string(binmx::IsaName(DefaultIsaOrValueError())); });
   m.def("default_threads", &binmx::DefaultThreads);
+  m.def("kbit_weight_levels", &KbitWeightLevels, py::arg("w").noconvert(), py::arg("weight_bit"));
+  m.def("pack_kbit_levels", &PackKbitLevels, py::arg("levels").noconvert(), py::arg("bits"));
+  m.def("unpack_kbit_levels", &UnpackKbitLevels, py::arg("words").noconvert(), py::arg("n"),
+        py::arg("bits"));
   m.def("kbit_path", [](int act_bit, int weight_bit, int64_t depth) {
     return std::string(binmx::KbitPathName(binmx::KbitPathFor(act_bit, weight_bit, depth)));
   });

@@ -185,9 +185,9 @@ void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
   Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
-void PoolRow(const PoolRowArgs& a) {
+void PoolRowOne(const PoolRowArgs& a) {
   if (a.stride_w > 2) {
-    PoolRowScalar(a);
+    PoolRowScalarOne(a);
     return;
   }
   float* mid = a.tmp + a.pad_w;
@@ -218,6 +218,8 @@ void PoolRow(const PoolRowArgs& a) {
     _mm256_maskstore_ps(a.out + px, Lanes(0, a.out_w - px), v);
   }
 }
+
+void PoolRow(const PoolRowArgs& a) { ForEachPoolPlane(a, PoolRowOne); }
 
 // ---- direct (channels-last) path ----
 
@@ -344,7 +346,7 @@ void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, f
 }
 
 const FloatKernels kAvx2 = {"avx2",    kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
-                            kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw};
+                            kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw, nullptr};
 
 }  // namespace
 

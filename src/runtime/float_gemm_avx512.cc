@@ -12,7 +12,8 @@
  * are never read (AVX-512 masked loads suppress them).
  * Pool row: vertical vmaxps over the window rows, horizontal max for stride 1 (shifted loads)
  * or 2 (even lanes of shifted loads); other strides scalar.
- * Direct path (few input channels, see float_kernels.h): 14 output pixels x 32 (or 16) filters
+ * Direct path (few input channels, see float_kernels.h): 14 output pixels (one even remainder
+ * tile of 2..12 for the rest of a row) x 32 (or 16) filters
  * FMA tiles broadcasting the padded input, channels-last max-pool, 16 x 16 transposes into
  * NCHW.
  */
@@ -254,9 +255,37 @@ void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
   Im2colPanel<Ops>(a, q0, n, kNr, col);
 }
 
-void PoolRow(const PoolRowArgs& a) {
+// A padded row of at most 32 cells read by at most 16 outputs (LeNet's 24 -> 12): the row stays
+// in two registers and the windows are permutes of them. Storing it to tmp and loading the
+// shifted windows back would stall every call on store-to-load forwarding. Same operations in
+// the same order as the general path below (so the same NaN behaviour).
+void PoolRowShort(const PoolRowArgs& a) {
+  const __m512 lowest = _mm512_set1_ps(std::numeric_limits<float>::lowest());
+  // Lane l of (v0, v1) is padded cell l: input x = l - pad_w.
+  const __mmask16 m0 = Lanes(a.pad_w, a.pad_w + a.width);
+  const __mmask16 m1 = Lanes(a.pad_w - 16, a.pad_w + a.width - 16);
+  __m512 v0 = lowest, v1 = lowest;
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    // Lane l reads row[l - pad_w] only where m0 / m1 holds (masked lanes are not accessed).
+    const float* row = a.rows + r * a.row_stride;
+    const __m512 l0 = _mm512_mask_loadu_ps(lowest, m0, row - a.pad_w);
+    const __m512 l1 = _mm512_mask_loadu_ps(lowest, m1, row + (16 - a.pad_w));
+    v0 = r == 0 ? l0 : _mm512_max_ps(l0, v0);
+    v1 = r == 0 ? l1 : _mm512_max_ps(l1, v1);
+  }
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i step = a.stride_w == 1 ? iota : _mm512_add_epi32(iota, iota);
+  __m512 v = _mm512_permutex2var_ps(v0, step, v1);
+  for (int64_t j = 1; j < a.kernel_w; ++j) {
+    const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int>(j)));
+    v = _mm512_max_ps(_mm512_permutex2var_ps(v0, idx, v1), v);
+  }
+  _mm512_mask_storeu_ps(a.out, Lanes(0, a.out_w), v);
+}
+
+void PoolRowOne(const PoolRowArgs& a) {
   if (a.stride_w > 2) {
-    PoolRowScalar(a);
+    PoolRowScalarOne(a);
     return;
   }
   float* mid = a.tmp + a.pad_w;
@@ -291,19 +320,63 @@ void PoolRow(const PoolRowArgs& a) {
   }
 }
 
+void PoolRow(const PoolRowArgs& a) {
+  if (a.stride_w <= 2 && a.out_w <= 16 && (a.out_w - 1) * a.stride_w + a.kernel_w <= 32 &&
+      a.pad_w + a.width <= 32) {
+    ForEachPoolPlane(a, PoolRowShort);
+    return;
+  }
+  ForEachPoolPlane(a, PoolRowOne);
+}
+
+// MaxPoolInterior for short rows: a window row is two registers, each tap a permute of them,
+// the max NaN-propagating exactly as the Pooling layer's loop ((v > m) | (v != v) picks v).
+void MaxPoolShort(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                  int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y) {
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i step = sw == 1 ? iota : _mm512_add_epi32(iota, iota);
+  const int64_t span = (ow - 1) * sw + kw;  // cells a window row reads, <= min(32, w)
+  const __mmask16 m0 = Lanes(0, span), m1 = Lanes(0, span - 16), mo = Lanes(0, ow);
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* xp = x + p * h * w;
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      __m512 v = _mm512_setzero_ps();
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const float* row = xp + (oy * sh + ky) * w;
+        const __m512 r0 = _mm512_maskz_loadu_ps(m0, row);
+        const __m512 r1 = _mm512_maskz_loadu_ps(m1, row + 16);
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const __m512i idx = _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int>(kx)));
+          const __m512 t = _mm512_permutex2var_ps(r0, idx, r1);
+          if (ky == 0 && kx == 0) {
+            v = t;
+          } else {
+            const __mmask16 take =
+                _mm512_cmp_ps_mask(t, v, _CMP_GT_OQ) | _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+            v = _mm512_mask_mov_ps(v, take, t);
+          }
+        }
+      }
+      _mm512_mask_storeu_ps(y + (p * oh + oy) * ow, mo, v);
+    }
+  }
+}
+
 // ---- direct (channels-last) path ----
 
-constexpr int kDirectPx = 14;
+constexpr int kDirectPx = 14;      // pixels of a full tile
+constexpr int kDirectGranule = 2;  // out_w is a multiple of this: 14-pixel tiles, one shorter
 
-// One tile: kDirectPx output pixels x 16 * NV filters, NV * 14 zmm accumulators. Per tap k:
+// One tile: PX output pixels (14, or an even remainder) x 16 * NV filters, NV * PX zmm
+// accumulators. Per tap k:
 // NV weight vectors w[k][f0 ..], then per pixel t one broadcast of its input value feeding NV
 // FMAs. SW (the stride along the row) is a template argument so that the 14 broadcasts are
 // fixed displacements off one pointer.
-template <int NV, int SW>
+template <int NV, int SW, int PX>
 void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
-  __m512 acc[kDirectPx][NV];
+  __m512 acc[PX][NV];
 #pragma GCC unroll 14
-  for (int t = 0; t < kDirectPx; ++t) {
+  for (int t = 0; t < PX; ++t) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
   }
@@ -318,7 +391,7 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + 16 * v);
 #pragma GCC unroll 14
-        for (int t = 0; t < kDirectPx; ++t) {
+        for (int t = 0; t < PX; ++t) {
           const __m512 b = _mm512_set1_ps(xp[t * SW]);
 #pragma GCC unroll 4
           for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_fmadd_ps(b, wv[v], acc[t][v]);
@@ -333,7 +406,7 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
   }
   const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 14
-  for (int t = 0; t < kDirectPx; ++t) {
+  for (int t = 0; t < PX; ++t) {
     float* o = a.out + (ox0 + t) * a.ld_pix + f0;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
@@ -347,8 +420,31 @@ void DirectTile(const DirectRowArgs& a, int64_t ox0, int64_t f0) {
 
 template <int NV, int SW>
 void DirectRowT(const DirectRowArgs& a) {
+  const int64_t full = a.out_w / kDirectPx * kDirectPx;
   for (int64_t f0 = 0; f0 < a.filters; f0 += 16 * NV) {
-    for (int64_t ox0 = 0; ox0 < a.out_w; ox0 += kDirectPx) DirectTile<NV, SW>(a, ox0, f0);
+    for (int64_t ox0 = 0; ox0 < full; ox0 += kDirectPx) DirectTile<NV, SW, kDirectPx>(a, ox0, f0);
+    switch (a.out_w - full) {  // even (out_w is a multiple of kDirectGranule)
+      case 12:
+        DirectTile<NV, SW, 12>(a, full, f0);
+        break;
+      case 10:
+        DirectTile<NV, SW, 10>(a, full, f0);
+        break;
+      case 8:
+        DirectTile<NV, SW, 8>(a, full, f0);
+        break;
+      case 6:
+        DirectTile<NV, SW, 6>(a, full, f0);
+        break;
+      case 4:
+        DirectTile<NV, SW, 4>(a, full, f0);
+        break;
+      case 2:
+        DirectTile<NV, SW, 2>(a, full, f0);
+        break;
+      default:
+        break;
+    }
   }
 }
 
@@ -430,8 +526,8 @@ void ToNchw(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, f
   }
 }
 
-const FloatKernels kAvx512 = {"avx512",  kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
-                              kDirectPx, &DirectRow, &HPoolCl, &VMax,  &ToNchw};
+const FloatKernels kAvx512 = {"avx512",       kNr,        kMaxMr,   &Panel, &Im2col, &PoolRow,
+                              kDirectGranule, &DirectRow, &HPoolCl, &VMax,  &ToNchw, &MaxPoolShort};
 
 }  // namespace
 

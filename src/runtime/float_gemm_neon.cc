@@ -136,7 +136,7 @@ void Im2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
 }
 
 const FloatKernels kNeon = {"neon", kNr,     kMaxMr,  &Panel,  &Im2col, &PoolRowScalar,
-                            0,      nullptr, nullptr, nullptr, nullptr};
+                            0,      nullptr, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 

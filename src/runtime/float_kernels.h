@@ -57,6 +57,9 @@ struct PoolRowArgs {
   int64_t n_rows, row_stride, width, kernel_w, stride_w, pad_w, out_w;
   float* tmp;
   float* out;
+  // The same pooled row of `planes` planes (filters): plane i reads rows + i * plane_stride and
+  // writes out + i * out_plane_stride (one call per pooled row, not one per filter).
+  int64_t planes = 1, plane_stride = 0, out_plane_stride = 0;
 };
 
 // Direct (channels-last) conv row, for few input channels: no im2col. x points at the
@@ -85,7 +88,7 @@ struct FloatKernels {
   void (*im2col)(const Im2colArgs& args, int64_t q0, int n, float* col);
   void (*pool_row)(const PoolRowArgs& args);
   // The direct path (null where a kernel path has none; then every conv uses the panels).
-  int direct_px;  // pixels per direct tile
+  int direct_px;  // direct_row's out_w must be a multiple of this
   void (*direct_row)(const DirectRowArgs& args);
   // Channels-last max-pool, separable: hpool_cl pools one conv row along x,
   //   out[px * channels + c] = max_{j < kernel_w} tmp[(px * stride_w + j) * channels + c],
@@ -98,6 +101,10 @@ struct FloatKernels {
   // out[c * ld_chan + p] = cl[p * ld_pix + c] for p < pixels, c < channels (a multiple of 16).
   void (*to_nchw)(const float* cl, int64_t pixels, int64_t ld_pix, int64_t channels, float* out,
                   int64_t ld_chan);
+  // MaxPoolInterior (float_ops.h) for rows of at most 16 outputs reading at most 32 cells,
+  // stride_w 1 or 2; null where a path has none (the Pooling layer's loops run instead).
+  void (*max_pool_short)(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y);
 };
 
 const FloatKernels* PortableFloatKernels();
@@ -216,8 +223,8 @@ inline void ExtractScalar(float* ph, int64_t ld, const float* row, int64_t width
   }
 }
 
-// Scalar pool row (the reference behaviour of every pool_row).
-inline void PoolRowScalar(const PoolRowArgs& a) {
+// Scalar pool row of one plane (the reference behaviour of every pool_row).
+inline void PoolRowScalarOne(const PoolRowArgs& a) {
   float* mid = a.tmp + a.pad_w;
   if (a.n_rows <= 0) {
     for (int64_t x = 0; x < a.width; ++x) mid[x] = std::numeric_limits<float>::lowest();
@@ -235,6 +242,20 @@ inline void PoolRowScalar(const PoolRowArgs& a) {
     a.out[px] = m;
   }
 }
+
+// Calls one(args) for each plane of args (planes = 1 in what it receives).
+template <typename One>
+inline void ForEachPoolPlane(const PoolRowArgs& a, One one) {
+  PoolRowArgs b = a;
+  b.planes = 1;
+  for (int64_t i = 0; i < a.planes; ++i) {
+    b.rows = a.rows + i * a.plane_stride;
+    b.out = a.out + i * a.out_plane_stride;
+    one(b);
+  }
+}
+
+inline void PoolRowScalar(const PoolRowArgs& a) { ForEachPoolPlane(a, PoolRowScalarOne); }
 
 }  // namespace
 }  // namespace rt

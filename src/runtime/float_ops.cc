@@ -139,7 +139,7 @@ void PortableIm2col(const Im2colArgs& a, int64_t q0, int n, float* col) {
 
 const FloatKernels kPortable = {"portable",      kPortableNr,    kPortableMr, &PortablePanel,
                                 &PortableIm2col, &PoolRowScalar, 0,           nullptr,
-                                nullptr,         nullptr,        nullptr};
+                                nullptr,         nullptr,        nullptr,     nullptr};
 
 // ---- helpers ----
 
@@ -285,6 +285,17 @@ const FloatKernels* PortableFloatKernels() { return &kPortable; }
 
 const char* FloatPathName(Isa isa) { return Resolve(isa)->name; }
 
+bool MaxPoolInterior(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y, Isa isa) {
+  const FloatKernels* k = Resolve(isa);
+  if (k->max_pool_short == nullptr || (sw != 1 && sw != 2) || ow > 16 || (ow - 1) * sw + kw > 32 ||
+      (ow - 1) * sw + kw > w || (oh - 1) * sh + kh > h) {
+    return false;
+  }
+  k->max_pool_short(x, planes, h, w, kh, kw, sh, sw, oh, ow, y);
+  return true;
+}
+
 // ---- FloatConvGeometry ----
 
 int64_t FloatConvGeometry::OutH() const {
@@ -379,11 +390,12 @@ FloatConv::FloatConv(const FloatConvGeometry& g, const float* weight, const floa
                   "the pool row buffer");
   }
   // The direct path: for few input channels (the stem's 3), where an im2col panel would be
-  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken only where
-  // a tile's work covers its epilogue and transposes (K >= 64: the stem's 147, not LeNet's 25,
-  // measured) and rounding out_w up to whole tiles wastes at most 1/16 (the stem's 112).
+  // mostly copying, and filters in whole vectors; stride along a row 1 or 2. Taken where a
+  // tile's work covers its epilogue and transposes (K >= 16: LeNet's 25 with its fused 2x2
+  // pool ran in 24 us against the panels' 29, AVX-512, one run) and rounding out_w up to the
+  // kernel's granule wastes at most 1/16 (AVX-512: 14-pixel tiles and one even remainder).
   const int64_t px_tile = kern_->direct_px;
-  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 64 &&
+  direct_path_ = kern_->direct_row != nullptr && fg_ % 16 == 0 && cg_ <= 8 && kg_ >= 16 &&
                  (g.stride_w == 1 || g.stride_w == 2) &&
                  16 * ((out_w_ + px_tile - 1) / px_tile * px_tile - out_w_) <= out_w_;
   if (direct_path_) {
@@ -566,11 +578,12 @@ void FloatConv::RunPanels(const float* x, float* y, float* base, int threads) co
         }
         pa.n_rows = hi - lo;
       }
-      for (int64_t f = 0; f < g_.filters; ++f) {
-        pa.rows = buf + f * buf_ld;
-        pa.out = y + (n * g_.filters + f) * pooled + py * pool_w_;
-        kern_->pool_row(pa);
-      }
+      pa.rows = buf;
+      pa.out = y + n * g_.filters * pooled + py * pool_w_;
+      pa.planes = g_.filters;
+      pa.plane_stride = buf_ld;
+      pa.out_plane_stride = pooled;
+      kern_->pool_row(pa);
     }
   });
 }

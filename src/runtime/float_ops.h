@@ -20,7 +20,8 @@
  *   pixels is im2col'ed into per-thread scratch (a 1x1 stride-1 unpadded conv reads the input
  *   itself) and multiplied by every filter tile while in cache, bias and relu in the epilogue.
  * - Direct (AVX-512, <= 8 input channels a group, filters a group a multiple of 16, stride 1 or
- *   2 along x: the ResNet stem): no im2col; 14 output pixels x 32 filters FMA tiles broadcast
+ *   2 along x: the ResNet stem, LeNet's conv): no im2col; 14 output pixels (and one even
+ *   remainder tile) x 32 filters FMA tiles broadcast
  *   the zero-padded input and produce channels-last rows, transposed into NCHW by 16 x 16
  *   blocks.
  * With a pool, the conv rows a pooled row needs are computed into a small per-thread buffer and
@@ -108,6 +109,14 @@ class FloatConv {
   // (each a multiple of 16 floats).
   int64_t shared_floats_ = 0, col_floats_ = 0, buf_floats_ = 0, tmp_floats_ = 0, out_floats_ = 0;
 };
+
+// MXNet's max-pool of `planes` NCHW planes (h, w) whose windows all lie inside the input (no
+// padding; oh, ow the output size): y[p][oy][ox] = the window's cells in (ky, kx) order folded
+// by m = (v > m || v != v) ? v : m from the first cell (NaN propagates). Returns false, writing
+// nothing, when the path of isa has no kernel for this shape (rows of at most 16 outputs
+// reading at most 32 cells, stride_w 1 or 2, on AVX-512).
+bool MaxPoolInterior(const float* x, int64_t planes, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, int64_t oh, int64_t ow, float* y, binmx::Isa isa);
 
 class FloatDense {  // y[r][h] = sum_d x[r][d] * W[h][d] + bias[h] (MXNet FullyConnected)
  public:

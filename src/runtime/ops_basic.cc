@@ -26,6 +26,7 @@
 #include <set>
 
 #include "engine.h"
+#include "float_ops.h"
 #include "parallel.h"
 #include "rt_common.h"
 
@@ -108,6 +109,17 @@ inline float FastTanh(float x) {
   const float t = a < 0.0625f ? small : big;
   return x != x ? x : std::copysign(t, x);
 }
+// tanh over an array. One clone per x86 vector width, picked by the CPU at load time (GCC
+// target_clones): FastTanh is a fixed sequence of IEEE operations (no contraction: the runtime
+// builds with -ffp-contract=off), so every clone gives the same bits as the scalar loop.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void TanhArray(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = FastTanh(x[i]);
+}
+
 float SoftRelu(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
 void BuildActivation(Planner& pl, int node) {
@@ -121,7 +133,14 @@ void BuildActivation(Planner& pl, int node) {
   } else if (act == "sigmoid") {
     AddElementwise(pl, node, in, [](float x) { return Sigmoid(x); });
   } else if (act == "tanh") {
-    AddElementwise(pl, node, in, [](float x) { return FastTanh(x); });
+    const int out = pl.NewValue(pl.value(in).shape);
+    const int64_t n = pl.value(in).Count();
+    auto step = std::make_unique<FnStep>([in, out, n](const RunCtx& ctx) {
+      const float* x = ctx.F(in);
+      float* y = ctx.MutF(out);
+      ForRange(n, ctx.threads, [&](int64_t b, int64_t e) { TanhArray(x + b, y + b, e - b); });
+    });
+    FinishStep(pl, node, std::move(step), {in}, out);
   } else if (act == "softrelu") {
     AddElementwise(pl, node, in, [](float x) { return SoftRelu(x); });
   } else if (act == "softsign") {
@@ -983,26 +1002,35 @@ void BuildPooling(Planner& pl, int node) {
   const int type = p.type == "max" ? 0 : (p.type == "avg" ? 1 : 2);
   const bool include_pad = p.count_include_pad;
   const bool interior = ph == 0 && pw == 0 && (oh - 1) * sh + kh <= h && (ow - 1) * sw + kw <= w;
+  const Isa isa = pl.isa();
   auto step = std::make_unique<FnStep>([=](const RunCtx& ctx) {
     const float* x = ctx.F(in);
     float* y = ctx.MutF(out);
     const int64_t planes = s[0] * s[1];
     ParallelFor(planes, ctx.threads, [&](int64_t b, int64_t e) {
+      if (interior && type == 0 &&
+          MaxPoolInterior(x + b * h * w, e - b, h, w, kh, kw, sh, sw, oh, ow, y + b * oh * ow,
+                          isa)) {
+        return;
+      }
       for (int64_t pidx = b; pidx < e; ++pidx) {
         const float* xp = x + pidx * h * w;
         float* yp = y + pidx * oh * ow;
         if (interior && type == 0) {  // every window inside the image: no bounds per output
+          // Tap by tap over a whole output row (the loop over ox vectorises), taps in the
+          // same (ky, kx) order as below, so NaN propagates the same way.
           for (int64_t oy = 0; oy < oh; ++oy) {
-            for (int64_t ox = 0; ox < ow; ++ox) {
-              const float* win = xp + oy * sh * w + ox * sw;
-              float m = -INFINITY;
-              for (int64_t ky = 0; ky < kh; ++ky) {
-                for (int64_t kx = 0; kx < kw; ++kx) {
-                  const float v = win[ky * w + kx];
-                  m = (v > m || v != v) ? v : m;
+            const float* base = xp + oy * sh * w;
+            float* yr = yp + oy * ow;
+            for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = base[ox * sw];
+            for (int64_t ky = 0; ky < kh; ++ky) {
+              for (int64_t kx = ky == 0 ? 1 : 0; kx < kw; ++kx) {
+                const float* r = base + ky * w + kx;
+                for (int64_t ox = 0; ox < ow; ++ox) {
+                  const float v = r[ox * sw], m = yr[ox];
+                  yr[ox] = ((v > m) | (v != v)) ? v : m;
                 }
               }
-              yp[oy * ow + ox] = m;
             }
           }
           continue;

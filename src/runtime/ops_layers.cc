@@ -15,7 +15,12 @@
  *   epilogue. All as the MXNet operators compute them.
  *   act_bit 2..8 with weight_bit 1..8 (depth <= 65536): the core's integer k-bit kernels
  *   (kbit.h: bit-serial or int8), weights quantised and laid out once here; exact integer
- *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels).
+ *   levels, out = float(D * alpha_f / (A * B)) + bias_f (the operators run the same kernels); a
+ *   BatchNorm (or QChannelAffine) behind goes into alpha and bias, a relu and a max Pooling
+ *   behind into the core's KbitConv2dReluPool (the 8-bit stem is one step).
+ *   Converted k-bit layers (binarized_weights_only=True, weight_bit 1..8, not act_bit =
+ *   weight_bit = 1) store the levels packed (kbit_pack.h) and alpha_f: the levels go to the
+ *   kernels as stored, or, on the float path below, become Qw = 2 lw / (2^weight_bit - 1) - 1.
  *   Other bit widths (the "correct if slower" path): a = Qa(x) (sgn, or DoReFa
  *   round((2^k-1) clip(x, 0, 1)) / (2^k-1), or x for 32), Wq = DoReFa weight quantiser over the
  *   whole weight tensor, then a float convolution / dense layer with alpha_f * Wq_f and the
@@ -24,12 +29,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "bconv.h"
 #include "conv.h"
 #include "engine.h"
 #include "float_ops.h"
 #include "kbit.h"
+#include "kbit_pack.h"
 #include "parallel.h"
 #include "quantize.h"
 #include "rt_common.h"
@@ -98,6 +105,42 @@ std::vector<uint64_t> PackedWords(const Tensor& t, int64_t rows, int64_t words,
     for (int64_t r = 0; r < rows; ++r) out[r * words + words - 1] &= mask;
   }
   return out;
+}
+
+// The weight levels lw of a packed k-bit weight (kbit_pack.h): `n` levels at weight_bit bits in
+// one int64 stream of KbitPackedWords(n, weight_bit) words; a load error naming the node and
+// the parameter for another dtype or shape, or a set bit past the last level.
+std::vector<uint8_t> PackedLevels(Planner& pl, int node, AttrReader& r, int64_t n, int weight_bit) {
+  const Tensor& wt = pl.Param(node, 1, "weight");
+  const std::vector<int64_t> ws = {KbitPackedWords(n, weight_bit)};
+  if (wt.shape != ws || wt.dtype != DType::kInt64) {
+    r.FailNode("parameter `weight` ('" + wt.name + "') is " + DTypeName(wt.dtype) + " " +
+               ShapeText(wt.shape) + ", expected packed int64 words " + ShapeText(ws) + " of " +
+               std::to_string(n) + " weight levels at weight_bit=" + std::to_string(weight_bit) +
+               " (binarized_weights_only=True)");
+  }
+  std::vector<uint8_t> levels(static_cast<size_t>(n));
+  try {
+    UnpackKbitLevels(reinterpret_cast<const uint64_t*>(Int64Data(wt)), ws[0], n, weight_bit,
+                     levels.data());
+  } catch (const std::invalid_argument& e) {
+    r.FailNode("parameter `weight` ('" + wt.name + "'): " + e.what());
+  }
+  return levels;
+}
+
+// The float path's weights from packed levels: Qw = LevelsToWeights (QuantizeWeight's values
+// of the float weights they came from), row r times the stored alpha_r when there is one.
+std::vector<float> AlphaLevelWeights(const std::vector<uint8_t>& levels, int64_t rows, int64_t size,
+                                     int bits, const std::vector<float>& alpha) {
+  std::vector<float> wq(levels.size());
+  LevelsToWeights(levels.data(), static_cast<int64_t>(levels.size()), bits, wq.data());
+  if (!alpha.empty()) {
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < size; ++j) wq[i * size + j] *= alpha[i];
+    }
+  }
+  return wq;
 }
 
 // ---- float Convolution (+ BatchNorm + relu + max-pool) ------------------------------------
@@ -351,6 +394,8 @@ struct QAttrs {
   bool in_packed = false, out_packed = false;
   int64_t in_channels = 0;
   bool binary() const { return act_bit == 1 && weight_bit == 1; }
+  // binarized_weights_only on any other layer: the weight is packed k-bit levels (kbit_pack.h).
+  bool packed_levels() const { return packed && !binary(); }
 };
 
 QAttrs ReadQAttrs(AttrReader& r, bool conv) {
@@ -368,11 +413,15 @@ QAttrs ReadQAttrs(AttrReader& r, bool conv) {
     q.out_packed = r.Bool("out_packed", false);
     q.in_channels = r.Int("in_channels", 0, 1, kMaxDim, q.in_packed);
   }
-  if (q.packed && !q.binary()) {
-    r.Fail("binarized_weights_only", "True needs act_bit=1 and weight_bit=1");
+  if (q.packed && q.weight_bit > 8) {
+    r.Fail("binarized_weights_only",
+           "True needs weight_bit <= 8 (1-bit sign words, or k-bit weight levels; wider weights "
+           "stay float), got weight_bit=" +
+               std::to_string(q.weight_bit));
   }
-  if ((q.in_packed || q.out_packed) && !q.packed) {
-    r.FailNode("in_packed / out_packed need binarized_weights_only=True");
+  if ((q.in_packed || q.out_packed) && (!q.packed || !q.binary())) {
+    r.FailNode(
+        "in_packed / out_packed need binarized_weights_only=True, act_bit=1 and weight_bit=1");
   }
   if (q.in_packed && q.input_affine) r.FailNode("in_packed=True takes no input_affine");
   if (q.out_packed && q.residual) r.FailNode("out_packed=True cannot add a residual");
@@ -391,6 +440,7 @@ class BinaryConvStep : public Step {
       args.x = ctx.F(inputs[0]);
     }
     args.w_packed = weights.data();
+    args.tables = &tables;
     args.alpha = alpha.empty() ? nullptr : alpha.data();
     args.bias = bias.empty() ? nullptr : bias.data();
     if (!in_scale.empty()) {
@@ -413,6 +463,7 @@ class BinaryConvStep : public Step {
   bool in_packed = false, out_packed = false, residual = false;
   std::vector<uint64_t> weights;
   std::vector<float> alpha, bias, in_scale, in_shift, out_scale, out_shift;
+  BinaryConvTables tables;  // PrepareBinaryConv(weights, params) at load
 };
 
 // k-bit convolution / dense: the activation quantised (and padded) into scratch, then float.
@@ -466,59 +517,9 @@ class KbitConvStep : public Step {
 
 size_t Align64(size_t n) { return (n + 63) / 64 * 64; }
 
-// relu as the Activation node computes it: max(x, 0), NaN kept.
-inline float Relu(float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }
-// The max of a Pooling window as that node takes it: a NaN wins.
-inline float MaxNan(float m, float v) { return (v > m || v != v) ? v : m; }
-
-// relu (when asked) then MXNet max Pooling of (planes, h, w) into (planes, oh, ow) (a window
-// clipped to the image, cells in the padding never win, an empty window gives -inf): per
-// output row the column maxima over the window's rows, then the maxima along the row; the
-// relu is applied to the maximum (the same value, NaN included).
-void ReluMaxPool(const float* x, int64_t planes, int64_t h, int64_t w, const MaxPoolSpec& ps,
-                 int64_t oh, int64_t ow, bool relu, float* y, int threads) {
-  ParallelFor(planes, threads, [&](int64_t b, int64_t e) {
-    std::vector<float> colmax(static_cast<size_t>(w));
-    for (int64_t pl = b; pl < e; ++pl) {
-      const float* xp = x + pl * h * w;
-      float* yp = y + pl * oh * ow;
-      // Without a NaN in the plane, max(m, v) = v > m ? v : m (vectorised); with one, the
-      // NaN-aware form.
-      unsigned nan_seen = 0;
-      for (int64_t i = 0; i < h * w; ++i) nan_seen |= static_cast<unsigned>(xp[i] != xp[i]);
-      const bool nan = nan_seen != 0;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        const int64_t y0 = std::max<int64_t>(oy * ps.stride_h - ps.pad_h, 0);
-        const int64_t y1 = std::min(oy * ps.stride_h - ps.pad_h + ps.kernel_h, h);
-        std::fill(colmax.begin(), colmax.end(), -INFINITY);
-        float* cm = colmax.data();
-        for (int64_t yy = y0; yy < y1; ++yy) {
-          const float* row = xp + yy * w;
-          if (nan) {
-            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = MaxNan(cm[xx], row[xx]);
-          } else {
-            for (int64_t xx = 0; xx < w; ++xx) cm[xx] = row[xx] > cm[xx] ? row[xx] : cm[xx];
-          }
-        }
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          const int64_t x0 = std::max<int64_t>(ox * ps.stride_w - ps.pad_w, 0);
-          const int64_t x1 = std::min(ox * ps.stride_w - ps.pad_w + ps.kernel_w, w);
-          float m = -INFINITY;
-          if (nan) {
-            for (int64_t xx = x0; xx < x1; ++xx) m = MaxNan(m, cm[xx]);
-          } else {
-            for (int64_t xx = x0; xx < x1; ++xx) m = cm[xx] > m ? cm[xx] : m;
-          }
-          // relu(max) = max(relu): both orders give NaN for a NaN; an empty window stays -inf.
-          yp[oy * ow + ox] = relu && y0 < y1 && x0 < x1 ? Relu(m) : m;
-        }
-      }
-    }
-  });
-}
-
 // k-bit convolution / dense on the integer kernels of kbit.h (bit-serial or int8): the weights
-// quantised and laid out once at load, the activation levels made inside the call.
+// quantised and laid out once at load, the activation levels made inside the call; an absorbed
+// relu and max-pool run inside the core's call (on the integers, for the direct int8 kernel).
 class KbitIntConvStep : public Step {
  public:
   void Run(const RunCtx& ctx) const override {
@@ -526,31 +527,15 @@ class KbitIntConvStep : public Step {
     args.x = ctx.F(inputs[0]);
     args.alpha = alpha.empty() ? nullptr : alpha.data();
     args.bias = bias.empty() ? nullptr : bias.data();
-    float* y = ctx.MutF(output);
-    args.out = has_pool ? reinterpret_cast<float*>(ctx.scratch) : y;
-    KbitConv2d(args, weights, params, GemmConfig{weights.isa, ctx.threads});
-    const int64_t planes = params.batch * params.num_filter;
-    const int64_t h = params.OutH(), w = params.OutW();
-    if (has_pool) {
-      ReluMaxPool(args.out, planes, h, w, pool, pool_h, pool_w, relu, y, ctx.threads);
-    } else if (relu) {
-      ParallelFor(planes, ctx.threads, [&](int64_t b, int64_t e) {
-        for (int64_t i = b * h * w; i < e * h * w; ++i) y[i] = Relu(y[i]);
-      });
-    }
-  }
-  size_t ScratchBytes() const override {
-    return has_pool ? Align64(static_cast<size_t>(params.batch * params.num_filter * params.OutH() *
-                                                  params.OutW()) *
-                              sizeof(float))
-                    : 0;
+    args.out = ctx.MutF(output);
+    KbitConv2dReluPool(args, weights, params, relu, has_pool ? &pool : nullptr,
+                       GemmConfig{weights.isa, ctx.threads});
   }
   Conv2dParams params;
   KbitWeights weights;
   std::vector<float> alpha, bias;
   bool relu = false, has_pool = false;  // absorbed relu Activation / max Pooling
-  MaxPoolSpec pool{};
-  int64_t pool_h = 0, pool_w = 0;
+  KbitMaxPool pool;
 };
 
 class KbitIntDenseStep : public Step {
@@ -672,6 +657,9 @@ void BuildQConvolution(Planner& pl, int node) {
     step->out_scale = out_scale;
     step->out_shift = out_shift;
     step->binary_macs = p.batch * oh * ow * f * fsize;
+    // Once: the weights' popcounts, the border correction and the tap offsets (the weights
+    // vector is final here; the tables point into it).
+    PrepareBinaryConv(step->weights.data(), p, step->isa, &step->tables);
     std::vector<int> ins = {d.value};
     if (residual >= 0) ins.push_back(residual);
     const int out = q.out_packed ? pl.NewValue({p.batch, oh, ow, WordsFor(f)}, ValueKind::kBits, f)
@@ -680,15 +668,26 @@ void BuildQConvolution(Planner& pl, int node) {
            pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
-  // k-bit path.
-  const std::vector<float> w =
-      pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  // k-bit path: packed levels (kbit_pack.h) go to the kernels as they are; float weights are
+  // quantised here once.
+  std::vector<uint8_t> levels;
+  std::vector<float> w;
+  if (q.packed_levels()) {
+    levels = PackedLevels(pl, node, r, f * fsize, q.weight_bit);
+  } else {
+    w = pl.ParamFloat(node, 1, "weight", {f, p.GroupChannels(), p.kernel_h, p.kernel_w});
+  }
   if (q.act_bit >= 2 && in_scale.empty() &&
       KbitPathFor(q.act_bit, q.weight_bit, fsize) != KbitPath::kNone) {
     auto step = std::make_unique<KbitIntConvStep>();
     step->params = p;
-    PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
-    if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    if (q.packed_levels()) {
+      PrepareKbitConvLevels(levels.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      step->alpha = stored_alpha;
+    } else {
+      PrepareKbitConv(w.data(), p, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      if (q.scaling) step->alpha = MeanAbsRows(w, f, fsize);
+    }
     step->bias = bias;
     step->float_macs = p.batch * oh * ow * f * fsize;
     // A BatchNorm, a relu and a max-pool right behind (an 8-bit stem) are fused as for a float
@@ -735,22 +734,30 @@ void BuildQConvolution(Planner& pl, int node) {
       last = reader;
       reader = pl.SoleReader(last);
     }
-    AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &step->pool, &step->has_pool);
+    MaxPoolSpec ps{};
+    AbsorbReluMaxPool(pl, p, &last, &reader, &name, &step->relu, &ps, &step->has_pool);
     step->relu = step->relu || affine_relu;
     std::vector<int64_t> oshape = {p.batch, f, oh, ow};
     if (step->has_pool) {
-      step->pool_h = PoolOut(oh, step->pool.kernel_h, step->pool.stride_h, step->pool.pad_h,
-                             step->pool.full_convention);
-      step->pool_w = PoolOut(ow, step->pool.kernel_w, step->pool.stride_w, step->pool.pad_w,
-                             step->pool.full_convention);
-      oshape = {p.batch, f, step->pool_h, step->pool_w};
+      KbitMaxPool& kp = step->pool;
+      kp.kernel_h = ps.kernel_h;
+      kp.kernel_w = ps.kernel_w;
+      kp.stride_h = ps.stride_h;
+      kp.stride_w = ps.stride_w;
+      kp.pad_h = ps.pad_h;
+      kp.pad_w = ps.pad_w;
+      kp.full_convention = ps.full_convention;
+      oshape = {p.batch, f, PoolOut(oh, ps.kernel_h, ps.stride_h, ps.pad_h, ps.full_convention),
+                PoolOut(ow, ps.kernel_w, ps.stride_w, ps.pad_w, ps.full_convention)};
     }
     const int out = pl.NewValue(oshape);
     Finish(pl, node, std::move(step), {d.value}, out, name);
     pl.SetOutput(last, out);
     return;
   }
-  const std::vector<float> wq = AlphaQuantizedWeights(w, f, fsize, q.weight_bit, q.scaling);
+  const std::vector<float> wq =
+      q.packed_levels() ? AlphaLevelWeights(levels, f, fsize, q.weight_bit, stored_alpha)
+                        : AlphaQuantizedWeights(w, f, fsize, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitConvStep>();
   step->src = p;
   step->act_bit = q.act_bit;
@@ -887,19 +894,33 @@ void BuildQFullyConnected(Planner& pl, int node) {
            pending != nullptr ? n.name + "+" + pending->names : "");
     return;
   }
-  const std::vector<float> w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  std::vector<uint8_t> levels;
+  std::vector<float> w;
+  if (q.packed_levels()) {
+    levels = PackedLevels(pl, node, r, hidden * depth, q.weight_bit);
+  } else {
+    w = pl.ParamFloat(node, 1, "weight", {hidden, depth});
+  }
   if (q.act_bit >= 2 && in_scale.empty() &&
       KbitPathFor(q.act_bit, q.weight_bit, depth) != KbitPath::kNone) {
     auto step = std::make_unique<KbitIntDenseStep>();
     step->rows = rows;
-    PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
-    if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    if (q.packed_levels()) {
+      PrepareKbitDenseLevels(levels.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(),
+                             &step->weights);
+      step->alpha = stored_alpha;
+    } else {
+      PrepareKbitDense(w.data(), depth, hidden, q.act_bit, q.weight_bit, pl.isa(), &step->weights);
+      if (q.scaling) step->alpha = MeanAbsRows(w, hidden, depth);
+    }
     step->bias = bias;
     step->float_macs = rows * depth * hidden;
     Finish(pl, node, std::move(step), {in}, out, "");
     return;
   }
-  const std::vector<float> wq = AlphaQuantizedWeights(w, hidden, depth, q.weight_bit, q.scaling);
+  const std::vector<float> wq =
+      q.packed_levels() ? AlphaLevelWeights(levels, hidden, depth, q.weight_bit, stored_alpha)
+                        : AlphaQuantizedWeights(w, hidden, depth, q.weight_bit, q.scaling);
   auto step = std::make_unique<KbitDenseStep>();
   step->rows = rows;
   step->depth = depth;

@@ -94,6 +94,7 @@ struct CallScratch {
   std::vector<int64_t> koff, y_class, x_class;
   std::vector<uint64_t> channel_bits, pad_word, w_masked;
   std::vector<char> row_used;
+  BinaryConvTables tables;  // built per call when the caller gives none
 };
 
 CallScratch& ThreadScratch() {
@@ -144,12 +145,125 @@ const uint64_t* MaskedWeights(const uint64_t* w, int64_t rows, int64_t words, in
   return copy->data();
 }
 
+// The weight- and geometry-only part of BinaryConv2d (BinaryConvTables); s holds temporaries.
+void BuildTables(const uint64_t* w_in, const Conv2dParams& p, const BconvSpec& spec, CallScratch* s,
+                 BinaryConvTables* t) {
+  const int64_t h = p.in_h, w = p.in_w, f_all = p.num_filter;
+  const int64_t cg = p.GroupChannels(), words = p.TapWords();
+  const int64_t kh = p.kernel_h, kw = p.kernel_w, taps = kh * kw, kwords = taps * words;
+  const int64_t sh = p.stride_h, sw = p.stride_w, ph = p.pad_h, pw = p.pad_w;
+  const int64_t dh = p.dilate_h, dw = p.dilate_w;
+  const int64_t oh = p.OutH(), ow = p.OutW(), ohw = oh * ow;
+  const int64_t hp = h + 2 * ph, phases = p.Phases();
+  const int64_t rows_p = (hp + phases - 1) / phases;
+  const int64_t plane = rows_p * ow + kVecSlack;
+  t->p = p;
+  t->w = MaskedWeights(w_in, f_all * taps, words, cg, &t->w_copy);
+  const uint64_t* w_packed = t->w;
+  // Tap-word offsets into the planes of one (image, group).
+  t->koff.resize(static_cast<size_t>(kwords));
+  for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t j = 0; j < kw; ++j) {
+      for (int64_t wd = 0; wd < words; ++wd) {
+        const int64_t k = (i * kw + j) * words + wd;
+        t->koff[k] = ((j * phases + (i * dh) % sh) * words + wd) * plane + ((i * dh) / sh) * ow;
+      }
+    }
+  }
+
+  // Zero-padding correction table: ct[f][pattern] = sum of S[f][t] over the pattern's
+  // padded taps (pattern 0, all taps valid, is 0), ct_stride >= 16 entries per filter.
+  t->corrected = false;
+  t->ct_stride = 16;
+  t->n_patterns = 1;
+  t->pid.clear();
+  t->ct.clear();
+  if (p.pad_value == 0 && (ph > 0 || pw > 0)) {
+    std::vector<std::pair<int64_t, int64_t>> y_ranges, x_ranges;
+    AxisClasses(oh, h, sh, ph, dh, kh, &s->y_class, &y_ranges);
+    AxisClasses(ow, w, sw, pw, dw, kw, &s->x_class, &x_ranges);
+    const int64_t n_yc = static_cast<int64_t>(y_ranges.size());
+    const int64_t n_xc = static_cast<int64_t>(x_ranges.size());
+    if (n_yc > 1 || n_xc > 1) {
+      const int64_t n_pat = n_yc * n_xc;
+      const int64_t ct_stride = (n_pat + 15) / 16 * 16;
+      t->n_patterns = n_pat;
+      t->ct_stride = ct_stride;
+      t->pid.assign(static_cast<size_t>(ohw + kVecSlack), 0);
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          t->pid[oy * ow + ox] = static_cast<int32_t>(s->y_class[oy] * n_xc + s->x_class[ox]);
+        }
+      }
+      // 2-D prefix sums P[i][j] of S[f][t] over the kh x kw taps, for all filters at once
+      // (filter innermost: vector loops); a pattern's padded sum is the total minus the sum
+      // over its valid rectangle of rows x cols.
+      s->pop.resize(static_cast<size_t>(f_all * taps));
+      spec.pop_rows(w_packed, f_all * taps, words, s->pop.data());
+      const int32_t cg32 = static_cast<int32_t>(cg);
+      const int64_t pw1 = kw + 1;
+      s->prefix.assign(static_cast<size_t>((kh + 1) * pw1 * f_all), 0);
+      int32_t* pre = s->prefix.data();
+      const int32_t* pop = s->pop.data();
+      for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t j = 0; j < kw; ++j) {
+          int32_t* dst = pre + ((i + 1) * pw1 + j + 1) * f_all;
+          const int32_t* up = pre + (i * pw1 + j + 1) * f_all;
+          const int32_t* left = pre + ((i + 1) * pw1 + j) * f_all;
+          const int32_t* diag = pre + (i * pw1 + j) * f_all;
+          const int32_t* pt = pop + i * kw + j;  // pop[f * taps + t]
+          for (int64_t f = 0; f < f_all; ++f) {
+            dst[f] = up[f] + left[f] - diag[f] + (cg32 - 2 * pt[f * taps]);
+          }
+        }
+      }
+      t->ct.assign(static_cast<size_t>(f_all * ct_stride), 0);
+      int32_t* ct_rows = t->ct.data();
+      const int32_t* total = pre + (kh * pw1 + kw) * f_all;
+      for (int64_t yc = 0; yc < n_yc; ++yc) {
+        const int64_t i0 = y_ranges[yc].first, i1 = y_ranges[yc].second;
+        for (int64_t xc = 0; xc < n_xc; ++xc) {
+          const int64_t j0 = x_ranges[xc].first, j1 = x_ranges[xc].second;
+          const int32_t* a = pre + (i1 * pw1 + j1) * f_all;
+          const int32_t* b = pre + (i0 * pw1 + j1) * f_all;
+          const int32_t* c = pre + (i1 * pw1 + j0) * f_all;
+          const int32_t* d = pre + (i0 * pw1 + j0) * f_all;
+          int32_t* col = ct_rows + yc * n_xc + xc;
+          for (int64_t f = 0; f < f_all; ++f) {
+            col[f * ct_stride] = total[f] - (a[f] - b[f] - c[f] + d[f]);
+          }
+        }
+      }
+      t->corrected = true;
+    }
+  }
+}
+
+bool SameGeometry(const Conv2dParams& a, const Conv2dParams& b) {
+  return a.channels == b.channels && a.in_h == b.in_h && a.in_w == b.in_w &&
+         a.num_filter == b.num_filter && a.kernel_h == b.kernel_h && a.kernel_w == b.kernel_w &&
+         a.stride_h == b.stride_h && a.stride_w == b.stride_w && a.pad_h == b.pad_h &&
+         a.pad_w == b.pad_w && a.dilate_h == b.dilate_h && a.dilate_w == b.dilate_w &&
+         a.groups == b.groups && a.pad_value == b.pad_value;
+}
+
 }  // namespace
+
+void PrepareBinaryConv(const uint64_t* w_packed, const Conv2dParams& p, Isa isa,
+                       BinaryConvTables* out) {
+  ValidateConv2dParams(p);
+  Require(w_packed != nullptr && out != nullptr, "PrepareBinaryConv: null pointer");
+  RequireIsa(isa);
+  Require(p.kernel_h * p.kernel_w * p.GroupChannels() < (int64_t{1} << 24),
+          "PrepareBinaryConv: depth kh*kw*C/groups must be < 2^24 (exact in float)");
+  BuildTables(w_packed, p, internal::BconvFor(isa), &ThreadScratch(), out);
+}
 
 void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmConfig& config) {
   ValidateConv2dParams(p);
   if (p.batch == 0) return;
-  Require(args.w_packed != nullptr, "BinaryConv2d: null pointer (w_packed is required)");
+  Require(args.w_packed != nullptr || args.tables != nullptr,
+          "BinaryConv2d: null pointer (w_packed or prepared tables are required)");
   Require((args.x != nullptr) != (args.x_bits != nullptr),
           "BinaryConv2d: exactly one of x and x_bits is required");
   Require((args.out != nullptr) != (args.out_bits != nullptr),
@@ -184,7 +298,6 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
           "BinaryConv2d: depth kh*kw*C/groups must be < 2^24 (exact in float)");
 
   CallScratch& s = ThreadScratch();
-  const uint64_t* w_packed = MaskedWeights(args.w_packed, f_all * taps, words, cg, &s.w_masked);
   uint64_t* planes = s.planes.Get(static_cast<size_t>(BconvPlaneWords(p)));
 
   // channel_bits[wd]: the true channel bits of word wd. Pad words: +1 (bit 0) for pad_value
@@ -253,86 +366,26 @@ void BinaryConv2d(const BinaryConvArgs& args, const Conv2dParams& p, const GemmC
     }
   });
 
-  // 2. Tap-word offsets into the planes of one (image, group).
-  s.koff.resize(static_cast<size_t>(kwords));
-  for (int64_t i = 0; i < kh; ++i) {
-    for (int64_t j = 0; j < kw; ++j) {
-      for (int64_t wd = 0; wd < words; ++wd) {
-        const int64_t k = (i * kw + j) * words + wd;
-        s.koff[k] = ((j * phases + (i * dh) % sh) * words + wd) * plane + ((i * dh) / sh) * ow;
-      }
-    }
+  // 2-3. Tap offsets and the zero-padding correction table (prepared or built now).
+  const BinaryConvTables* tb = args.tables;
+  if (tb == nullptr) {
+    BuildTables(args.w_packed, p, spec, &s, &s.tables);
+    tb = &s.tables;
+  } else {
+    Require(SameGeometry(tb->p, p),
+            "BinaryConv2d: the prepared tables were built for another geometry");
   }
-
-  // 3. Zero-padding correction table: ct[f][pattern] = sum of S[f][t] over the pattern's
-  // padded taps (pattern 0, all taps valid, is 0), ct_stride >= 16 entries per filter.
-  const int32_t* pid = nullptr;
-  int64_t ct_stride = 16, n_pat = 1;
-  if (p.pad_value == 0 && (ph > 0 || pw > 0)) {
-    std::vector<std::pair<int64_t, int64_t>> y_ranges, x_ranges;
-    AxisClasses(oh, h, sh, ph, dh, kh, &s.y_class, &y_ranges);
-    AxisClasses(ow, w, sw, pw, dw, kw, &s.x_class, &x_ranges);
-    const int64_t n_yc = static_cast<int64_t>(y_ranges.size());
-    const int64_t n_xc = static_cast<int64_t>(x_ranges.size());
-    if (n_yc > 1 || n_xc > 1) {
-      n_pat = n_yc * n_xc;
-      ct_stride = (n_pat + 15) / 16 * 16;
-      s.pid.assign(static_cast<size_t>(ohw + kVecSlack), 0);
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          s.pid[oy * ow + ox] = static_cast<int32_t>(s.y_class[oy] * n_xc + s.x_class[ox]);
-        }
-      }
-      // 2-D prefix sums P[i][j] of S[f][t] over the kh x kw taps, for all filters at once
-      // (filter innermost: vector loops); a pattern's padded sum is the total minus the sum
-      // over its valid rectangle of rows x cols.
-      s.pop.resize(static_cast<size_t>(f_all * taps));
-      spec.pop_rows(w_packed, f_all * taps, words, s.pop.data());
-      const int32_t cg32 = static_cast<int32_t>(cg);
-      const int64_t pw1 = kw + 1;
-      s.prefix.assign(static_cast<size_t>((kh + 1) * pw1 * f_all), 0);
-      int32_t* pre = s.prefix.data();
-      const int32_t* pop = s.pop.data();
-      for (int64_t i = 0; i < kh; ++i) {
-        for (int64_t j = 0; j < kw; ++j) {
-          int32_t* dst = pre + ((i + 1) * pw1 + j + 1) * f_all;
-          const int32_t* up = pre + (i * pw1 + j + 1) * f_all;
-          const int32_t* left = pre + ((i + 1) * pw1 + j) * f_all;
-          const int32_t* diag = pre + (i * pw1 + j) * f_all;
-          const int32_t* pt = pop + i * kw + j;  // pop[f * taps + t]
-          for (int64_t f = 0; f < f_all; ++f) {
-            dst[f] = up[f] + left[f] - diag[f] + (cg32 - 2 * pt[f * taps]);
-          }
-        }
-      }
-      s.ct.assign(static_cast<size_t>(f_all * ct_stride), 0);
-      int32_t* ct_rows = s.ct.data();
-      const int32_t* total = pre + (kh * pw1 + kw) * f_all;
-      for (int64_t yc = 0; yc < n_yc; ++yc) {
-        const int64_t i0 = y_ranges[yc].first, i1 = y_ranges[yc].second;
-        for (int64_t xc = 0; xc < n_xc; ++xc) {
-          const int64_t j0 = x_ranges[xc].first, j1 = x_ranges[xc].second;
-          const int32_t* a = pre + (i1 * pw1 + j1) * f_all;
-          const int32_t* b = pre + (i0 * pw1 + j1) * f_all;
-          const int32_t* c = pre + (i1 * pw1 + j0) * f_all;
-          const int32_t* d = pre + (i0 * pw1 + j0) * f_all;
-          int32_t* col = ct_rows + yc * n_xc + xc;
-          for (int64_t f = 0; f < f_all; ++f) {
-            col[f * ct_stride] = total[f] - (a[f] - b[f] - c[f] + d[f]);
-          }
-        }
-      }
-      pid = s.pid.data();
-    }
-  }
+  const uint64_t* w_packed = tb->w;
+  const int32_t* pid = tb->corrected ? tb->pid.data() : nullptr;
+  const int64_t ct_stride = tb->ct_stride, n_pat = tb->n_patterns;
 
   // 4. Kernel tasks: (image, group, pixel chunk, filter chunk).
   constexpr int64_t kPixChunk = 240, kFilterChunk = 64;  // a filter chunk = one output word
   static_assert(kFilterChunk == 64, "packed output writes word fc of a filter chunk fc");
   const int64_t q_chunks = (ohw + kPixChunk - 1) / kPixChunk;
   const int64_t f_chunks = (fg + kFilterChunk - 1) / kFilterChunk;
-  const int64_t* koff = s.koff.data();
-  const int32_t* ct = s.ct.data();
+  const int64_t* koff = tb->koff.data();
+  const int32_t* ct = tb->ct.data();
   const int64_t out_words = WordsFor(f_all);
   ParallelFor(n_img * g_count * q_chunks * f_chunks, threads, [&](int64_t begin, int64_t end) {
     thread_local Scratch<float> tile_out;

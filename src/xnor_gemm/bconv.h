@@ -38,11 +38,32 @@
 #define BINMX_BCONV_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "conv.h"
 #include "xnor_gemm.h"
 
 namespace binmx {
+
+// What BinaryConv2d derives from the weights and the geometry alone: the weights with their
+// tail bits masked (or a pointer to them), the taps' word offsets and the zero-padding
+// correction table. Built by every call unless the caller prepared it once
+// (PrepareBinaryConv) and passes it in BinaryConvArgs::tables: an inference engine runs a
+// layer many times with the same weights and shape.
+struct BinaryConvTables {
+  Conv2dParams p{};              // the geometry it was built for (batch not compared)
+  const uint64_t* w = nullptr;   // masked weights: w_packed itself or w_copy's data
+  std::vector<uint64_t> w_copy;  // the masked copy, when w_packed had tail bits set
+  std::vector<int64_t> koff;     // per tap word: its offset in the planes
+  std::vector<int32_t> pid, ct;  // pattern per output pixel (+ slack), ct[f][pattern]
+  int64_t ct_stride = 16, n_patterns = 1;
+  bool corrected = false;  // pid / ct in use (zero padding with border pixels)
+};
+
+// Builds the tables for weights w_packed (kept alive and unchanged by the caller while the
+// tables are used) and geometry p; isa picks the popcount kernel (results do not depend on it).
+void PrepareBinaryConv(const uint64_t* w_packed, const Conv2dParams& p, Isa isa,
+                       BinaryConvTables* out);
 
 struct BinaryConvArgs {
   const float* x = nullptr;            // (N, C, H, W)
@@ -58,6 +79,9 @@ struct BinaryConvArgs {
   uint64_t* out_bits = nullptr;      // instead of out: (N, OH, OW, WordsFor(F)) sign words
   const float* out_scale = nullptr;  // (F,), with out_bits
   const float* out_shift = nullptr;  // (F,), with out_bits
+  // Prepared tables for this geometry (PrepareBinaryConv); w_packed is then not read. Null:
+  // built per call.
+  const BinaryConvTables* tables = nullptr;
 };
 
 // The direct binary convolution above.

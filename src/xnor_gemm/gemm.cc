@@ -85,6 +85,13 @@ void RunGemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t
   if (m == 0 || n == 0) return;
   const KernelSpec spec = internal::KernelFor(config.isa);
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
+  if (n == 1) {  // one column: no panel (it would pad b to nc columns), row blocks of 64
+    const int64_t blocks = (m + 63) / 64;
+    ParallelFor(blocks, threads, [&](int64_t begin, int64_t end) {
+      spec.gemv(a, words, b, begin * 64, end * 64 < m ? end * 64 : m, out);
+    });
+    return;
+  }
   const int64_t nc = spec.nc;
   const int64_t panels = (n + nc - 1) / nc;
   const int64_t panel_words = nc * words;

@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kbit_direct_kernels.h"
 #include "bsconv_kernels.h"
 #include "kbit_kernels.h"
 #include "parallel.h"
@@ -499,7 +500,11 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
   Require(args.x != nullptr && ((args.out != nullptr) != (args.out_dot != nullptr)),
           "KbitConv2d: x and exactly one of out / out_dot are required");
   const int threads = config.threads > 0 ? config.threads : DefaultThreads();
-  if (w.direct) {
+  if (internal::DirectApplies(w, p)) {  // few input channels: kbit_direct.cc
+    internal::DirectConv2d(args, w, p, false, nullptr, threads);
+    return;
+  }
+  if (w.direct) {  // bit-serial, direct: bsconv.cc
     internal::BitSerialConv2d(args, w, p, threads);
     return;
   }

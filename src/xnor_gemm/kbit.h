@@ -34,9 +34,10 @@
  * Layout inside (kbit.cc): activations quantised once into channels-last u8 levels, im2col rows
  * of u8 levels per output pixel (depth index (i * kw + j) * Cg + c'), weights stored with filters
  * innermost so one vector holds 8 (64-bit lanes) or 16 (32-bit lanes) filters and a pixel's
- * words are broadcast; the direct bit-serial convolution (bsconv.cc) instead packs the input
- * once into plane words and keeps output pixels in the vector lanes. Results are identical for
- * every ISA, path and thread count.
+ * words are broadcast. Few input channels (KbitDirectApplies, int8 path): kbit_direct.cc, the
+ * same D from padded channels-last levels; the direct bit-serial convolution (bsconv.cc) packs
+ * the input once into plane words and keeps output pixels in the vector lanes. Results are
+ * identical for every ISA, path and thread count.
  * Functions check their arguments and throw std::invalid_argument.
  */
 #ifndef BINMX_KBIT_H_
@@ -112,6 +113,27 @@ void KbitConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& 
                 const GemmConfig& config);
 // The k-bit dense layer above.
 void KbitDense(const KbitArgs& args, const KbitWeights& w, int64_t rows, const GemmConfig& config);
+
+// Direct int8 convolution (kbit_direct.cc, docs/design.md §3): KbitConv2d runs it for the int8
+// path with groups 1, dilate_w 1, pad_value 0 or +1, C * kw <= 64 and depth <= 4096 (an 8-bit
+// stem); the same results as the general kernel. Whether it takes (w, p):
+bool KbitDirectApplies(const KbitWeights& w, const Conv2dParams& p);
+
+// MXNet's max Pooling (pool_type "max", not global) behind a convolution: output size
+// 1 + floor((H + 2 pad - kernel) / stride), or ceil with full_convention; a window is clipped
+// to the input (padding never wins); an empty window gives -inf.
+struct KbitMaxPool {
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  bool full_convention = false;
+};
+
+// out = maxpool(relu(conv)) (relu when `relu`, the pool when pool is not null) of the k-bit
+// convolution above, as the separate layers compute it: equal as values (==). Under the direct
+// kernel with finite alpha and bias the pool is taken on the integers D before the epilogue
+// (kbit_direct.cc); otherwise the convolution goes to a per-thread buffer first. out is
+// (N, F, PH, PW); out_dot is not supported.
+void KbitConv2dReluPool(const KbitArgs& args, const KbitWeights& w, const Conv2dParams& p,
+                        bool relu, const KbitMaxPool* pool, const GemmConfig& config);
 
 }  // namespace binmx
 

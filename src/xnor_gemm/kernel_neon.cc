@@ -178,9 +178,27 @@ void Pack(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out) {
   }
 }
 
+// vcntq_u8 counts per byte; vpaddlq folds 16 byte counts into two 64-bit lane sums each step
+// (at most 16 per byte lane, so the u8 -> u16 -> u32 -> u64 widening never overflows).
+void Gemv(const uint64_t* a, int64_t words, const uint64_t* b, int64_t m0, int64_t m1,
+          const GemmOut& out) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const uint64_t* row = a + m * words;
+    uint64x2_t acc = vdupq_n_u64(0);
+    int64_t w = 0;
+    for (; w + 2 <= words; w += 2) {
+      const uint8x16_t x = vreinterpretq_u8_u64(veorq_u64(vld1q_u64(row + w), vld1q_u64(b + w)));
+      acc = vaddq_u64(acc, vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(vcntq_u8(x)))));
+    }
+    uint64_t pop = vgetq_lane_u64(acc, 0) + vgetq_lane_u64(acc, 1);
+    for (; w < words; ++w) pop += __builtin_popcountll(row[w] ^ b[w]);
+    Store(out, m, 0, pop);
+  }
+}
+
 }  // namespace
 
-KernelSpec NeonKernel() { return KernelSpec{kNc, kMr, &Tile, &Pack}; }
+KernelSpec NeonKernel() { return KernelSpec{kNc, kMr, &Tile, &Pack, &Gemv}; }
 
 }  // namespace internal
 }  // namespace binmx

@@ -76,9 +76,19 @@ void Pack(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out) {
   }
 }
 
+void Gemv(const uint64_t* a, int64_t words, const uint64_t* b, int64_t m0, int64_t m1,
+          const GemmOut& out) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const uint64_t* row = a + m * words;
+    uint64_t pop = 0;
+    for (int64_t w = 0; w < words; ++w) pop += __builtin_popcountll(row[w] ^ b[w]);
+    Store(out, m, 0, pop);
+  }
+}
+
 }  // namespace
 
-KernelSpec ScalarKernel() { return KernelSpec{kNc, kMr, &Tile, &Pack}; }
+KernelSpec ScalarKernel() { return KernelSpec{kNc, kMr, &Tile, &Pack, &Gemv}; }
 
 }  // namespace internal
 }  // namespace binmx

@@ -305,6 +305,52 @@ void ExpectError(const char* what, Fn fn) {
   }
 }
 
+// MaxPoolInterior against the Pooling layer's rule, bit for bit, NaNs included: every window
+// folds m = (v > m || v != v) ? v : m from its first cell in (ky, kx) order.
+void CheckMaxPoolInterior(std::mt19937* rng) {
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  int taken = 0;
+  for (int t = 0; t < 400; ++t) {
+    const int64_t kh = 1 + (*rng)() % 3, kw = 1 + (*rng)() % 3, sh = 1 + (*rng)() % 3,
+                  sw = 1 + (*rng)() % 3, oh = 1 + (*rng)() % 6, ow = 1 + (*rng)() % 20;
+    const int64_t h = (oh - 1) * sh + kh + (*rng)() % 2, w = (ow - 1) * sw + kw + (*rng)() % 3;
+    const int64_t planes = 1 + (*rng)() % 5;
+    std::vector<float> x(static_cast<size_t>(planes * h * w));
+    for (float& v : x) v = ((*rng)() % 17 == 0) ? std::nanf("") : u(*rng);
+    std::vector<float> want(static_cast<size_t>(planes * oh * ow));
+    for (int64_t p = 0; p < planes; ++p) {
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          float m = 0.0f;
+          for (int64_t ky = 0; ky < kh; ++ky) {
+            for (int64_t kx = 0; kx < kw; ++kx) {
+              const float v = x[(p * h + oy * sh + ky) * w + ox * sw + kx];
+              m = (ky == 0 && kx == 0) || v > m || v != v ? v : m;
+            }
+          }
+          want[(p * oh + oy) * ow + ox] = m;
+        }
+      }
+    }
+    for (Isa isa : Isas()) {
+      std::vector<float> got(want.size() + 1, 77.0f);
+      if (!binmx::rt::MaxPoolInterior(x.data(), planes, h, w, kh, kw, sh, sw, oh, ow, got.data(),
+                                      isa)) {
+        continue;
+      }
+      ++taken;
+      ++g_checks;
+      if (got.back() != 77.0f || std::memcmp(got.data(), want.data(), 4 * want.size()) != 0) {
+        Failure("MaxPoolInterior differs from the Pooling rule on " +
+                std::string(binmx::IsaName(isa)) + " (k " + std::to_string(kh) + "x" +
+                std::to_string(kw) + ", s " + std::to_string(sh) + "x" + std::to_string(sw) +
+                ", out " + std::to_string(oh) + "x" + std::to_string(ow) + ")");
+      }
+    }
+  }
+  std::printf("MaxPoolInterior: %d shapes took a kernel\n", taken);
+}
+
 void CheckErrors() {
   std::vector<float> w(1 << 12, 0.5f);
   const Isa isa = binmx::AvailableIsas().back();
@@ -404,6 +450,7 @@ int main(int argc, char** argv) {
   std::printf("\n");
 
   CheckErrors();
+  CheckMaxPoolInterior(&rng);
   CheckConcurrentRuns(Geo(2, 3, 23, 19, 17, 5, 5, 2, 2), &rng);
   CheckConcurrentRuns(Geo(2, 3, 21, 55, 32, 7, 7, 2, 3), &rng);
 
@@ -429,7 +476,7 @@ int main(int argc, char** argv) {
       for (int64_t s : {1, 2}) {
         const int64_t k = c >= 3 ? 3 + 2 * ((c + f / 16 + s) % 3) : 7;  // 3, 5, 7; 7 for c < 3
         const int64_t p = (c + s) % 4 < k ? (c + s) % 4 : 0;
-        for (int64_t ow : {12, 14, 27, 28, 42}) {
+        for (int64_t ow : {4, 8, 12, 14, 18, 24, 27, 28, 42}) {
           const int64_t d = (f == 48 && ow == 14) ? 2 : 1;
           const int64_t span = d * (k - 1) + 1;
           FloatConvGeometry g =
@@ -479,6 +526,15 @@ int main(int argc, char** argv) {
           }
         }
       }
+    }
+  }
+  // Pooled rows around the two-register path's limits (padded width 32, 16 outputs).
+  for (int64_t w : {14, 15, 16, 17, 23, 24, 25, 29, 30, 31, 32, 33}) {
+    for (const MaxPoolSpec& pool :
+         {MaxPoolSpec{2, 2, 2, 2, 0, 0, false}, MaxPoolSpec{3, 3, 2, 2, 1, 1, false},
+          MaxPoolSpec{3, 3, 2, 2, 1, 1, true}, MaxPoolSpec{2, 2, 1, 1, 1, 1, true},
+          MaxPoolSpec{3, 3, 1, 1, 2, 2, false}}) {
+      CheckConv(Geo(1, 1, 6, w, 16, 1, 1), true, w % 2 == 0, &pool, &rng);
     }
   }
   // Random geometries drawn from the grid.

@@ -34,6 +34,11 @@ struct GemmOut {
 
 using TileFn = void (*)(const uint64_t* a, int64_t words, const uint64_t* panel, int64_t m0,
                         int64_t m1, int64_t n0, int64_t ncols, const GemmOut& out);
+// One column of C (n = 1, no panel): rows [m0, m1) of C[m][0] for the single row b of B,
+//     pop = sum_w popcount(A[m][w] XOR b[w]), then the tile's epilogue.
+// A dense layer at batch 1 is this product; a panel would pad b to nc columns.
+using GemvFn = void (*)(const uint64_t* a, int64_t words, const uint64_t* b, int64_t m0, int64_t m1,
+                        const GemmOut& out);
 // Same contract as binmx::PackRows (arguments already checked).
 using PackFn = void (*)(const float* x, int64_t rows, int64_t k, int64_t ld, uint64_t* out);
 
@@ -42,6 +47,7 @@ struct KernelSpec {
   int mr;  // rows per micro-kernel step
   TileFn tile;
   PackFn pack;
+  GemvFn gemv;
 };
 
 KernelSpec ScalarKernel();

@@ -32,6 +32,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bconv.h"
@@ -234,9 +235,13 @@ void RunCase(std::mt19937_64& gen, const Case& cs) {
   const std::vector<uint64_t> xb_copy = xb, wp_copy = wp;
 
   for (binmx::Isa isa : binmx::AvailableIsas()) {
-    for (int threads : {1, 2}) {
+    // Per-call tables at 1 thread, tables prepared once (PrepareBinaryConv) at 1 and 2.
+    binmx::BinaryConvTables tables;
+    binmx::PrepareBinaryConv(wp.data(), p, isa, &tables);
+    for (const auto& [threads, prepared] : {std::pair{1, false}, {1, true}, {2, true}}) {
       binmx::BinaryConvArgs args;
-      args.w_packed = wp.data();
+      args.w_packed = prepared ? nullptr : wp.data();
+      args.tables = prepared ? &tables : nullptr;
       if (cs.x_bits) {
         args.x_bits = xb.data();
       } else {
@@ -269,10 +274,10 @@ void RunCase(std::mt19937_64& gen, const Case& cs) {
         for (size_t i = 0; i < want_bits.size(); ++i) {
           if (bits[i] != want_bits[i]) {
             CHECK(bits[i] == want_bits[i],
-                  "isa=%s threads=%d out_bits word %zu (pixel %zu, word %zu) = %016" PRIx64
-                  " want %016" PRIx64 ": %s",
-                  name, threads, i, i / out_words, i % out_words, bits[i], want_bits[i],
-                  Describe(cs).c_str());
+                  "isa=%s threads=%d prepared=%d out_bits word %zu (pixel %zu, word %zu) = "
+                  "%016" PRIx64 " want %016" PRIx64 ": %s",
+                  name, threads, int{prepared}, i, i / out_words, i % out_words, bits[i],
+                  want_bits[i], Describe(cs).c_str());
             break;
           }
         }
@@ -283,8 +288,9 @@ void RunCase(std::mt19937_64& gen, const Case& cs) {
             const int64_t q = static_cast<int64_t>(i) % ohw;
             const int64_t nf = static_cast<int64_t>(i) / ohw;
             CHECK(false,
-                  "isa=%s threads=%d out[n=%lld][f=%lld][oy=%lld][ox=%lld] = %.9g want %.9g: %s",
-                  name, threads, (long long)(nf / f_all), (long long)(nf % f_all),
+                  "isa=%s threads=%d prepared=%d out[n=%lld][f=%lld][oy=%lld][ox=%lld] = %.9g "
+                  "want %.9g: %s",
+                  name, threads, int{prepared}, (long long)(nf / f_all), (long long)(nf % f_all),
                   (long long)(q / ow), (long long)(q % ow), out[i], want[i], Describe(cs).c_str());
             break;
           }
@@ -534,6 +540,19 @@ void TestIsaErrors() {
   args.w_packed = wp;
   args.out = out;
   binmx::Conv2dParams p;
+  {  // Tables prepared for one geometry must not be used for another.
+    binmx::BinaryConvTables tables;
+    binmx::PrepareBinaryConv(wp, p, binmx::Isa::kScalar, &tables);
+    binmx::BinaryConvArgs with = args;
+    with.tables = &tables;
+    binmx::Conv2dParams other = p;
+    other.pad_h = 1;
+    CHECK(Throws(
+              [&] { binmx::BinaryConv2d(with, other, binmx::GemmConfig{binmx::Isa::kScalar, 1}); }),
+          "BinaryConv2d with tables of another geometry must throw");
+    binmx::BinaryConv2d(with, p, binmx::GemmConfig{binmx::Isa::kScalar, 1});
+    CHECK(out[0] == 1.0f, "prepared 1x1 conv: got %g, want 1", out[0]);
+  }
   for (binmx::Isa isa : {binmx::Isa::kAvx2, binmx::Isa::kAvx512, binmx::Isa::kNeon}) {
     if (binmx::IsaBuilt(isa) && binmx::IsaSupportedByCpu(isa)) continue;
     CHECK(Throws([&] { binmx::BinaryConv2d(args, p, binmx::GemmConfig{isa, 1}); }),

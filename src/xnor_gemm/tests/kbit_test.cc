@@ -14,9 +14,11 @@
  *   - the float output with == against float(double(D_ref) * ds) + bias (the documented
  *     epilogue), and, with no bias, within 1 ulp of the exact alpha * D / (A * B) (long double).
  * Sizes: depths and channel counts at word / vector boundaries (1..10, 63-65, 127-129,
- * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups,
- * batches over one image block; both bit-serial convolution paths (direct for C/g >= 32 at 3x3,
- * im2col below).
+ * 511-513), filter counts around 16, strides, pads (0 and +-1 pad values), dilations, groups;
+ * the direct int8 kernel over C 1..5 and kernels 1..7 (kbit_direct.cc). KbitConv2dReluPool:
+ * the reference outputs, then relu and MXNet's max pool (window clipped, NaN wins, empty window
+ * -inf), compared with ==, for alpha of both signs, zeros and non-finite values; batches over
+ * one image block; both bit-serial convolution paths (direct for C/g >= 32 at 3x3, im2col below).
  */
 #include "kbit.h"
 
@@ -267,6 +269,114 @@ void RunDenseCase(std::mt19937_64& gen, int64_t rows, int64_t depth, int64_t hid
   }
 }
 
+struct PoolGeo {
+  int64_t k, s, pad;
+  bool full;
+};
+
+// MXNet's max Pooling of the reference outputs: window clipped to the input, a NaN wins, an
+// empty window -inf (relu is applied before, to every conv output, as the separate layers do).
+std::vector<float> RefReluPool(const std::vector<float>& conv, int64_t planes, int64_t h, int64_t w,
+                               bool relu, const PoolGeo& q, int64_t* ph, int64_t* pw) {
+  const int64_t span_h = h + 2 * q.pad - q.k, span_w = w + 2 * q.pad - q.k;
+  *ph = q.full ? 1 + (span_h + q.s - 1) / q.s : 1 + span_h / q.s;
+  *pw = q.full ? 1 + (span_w + q.s - 1) / q.s : 1 + span_w / q.s;
+  std::vector<float> out(static_cast<size_t>(planes * *ph * *pw));
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    for (int64_t oy = 0; oy < *ph; ++oy) {
+      for (int64_t ox = 0; ox < *pw; ++ox) {
+        float m = -INFINITY;
+        for (int64_t y = oy * q.s - q.pad; y < oy * q.s - q.pad + q.k; ++y) {
+          for (int64_t x = ox * q.s - q.pad; x < ox * q.s - q.pad + q.k; ++x) {
+            if (y < 0 || y >= h || x < 0 || x >= w) continue;
+            float v = conv[(pl * h + y) * w + x];
+            if (relu) v = v > 0.0f ? v : (v == v ? 0.0f : v);
+            if (v > m || v != v) m = v;
+          }
+        }
+        out[(pl * *ph + oy) * *pw + ox] = m;
+      }
+    }
+  }
+  return out;
+}
+
+// KbitConv2dReluPool against the reference convolution (the documented epilogue per value),
+// then relu and the pool above, with ==. alpha_kind: 0 positive, 1 mixed signs and zeros,
+// 2 a NaN and an infinity among them (the float pool path).
+void RunPoolCase(std::mt19937_64& gen, const Conv2dParams& p, int ka, int kw, bool relu,
+                 const PoolGeo* q, int alpha_kind, bool use_bias, bool want_direct) {
+  const int64_t n_x = p.batch * p.channels * p.in_h * p.in_w;
+  const int64_t n_w = p.num_filter * p.FilterSize();
+  const std::vector<float> x = RandomActs(gen, n_x, ka);
+  const std::vector<float> wf = RandomWeights(gen, n_w);
+  const std::vector<int> mw = RefWeightInts(wf, kw);
+  const std::vector<int64_t> ref = RefConv(x, mw, p, ka);
+  const int64_t f_all = p.num_filter, oh = p.OutH(), ow = p.OutW();
+  std::vector<float> alpha(static_cast<size_t>(f_all)), bias(alpha.size());
+  for (size_t f = 0; f < alpha.size(); ++f) {
+    alpha[f] = std::uniform_real_distribution<float>(0.1f, 2.0f)(gen);
+    if (alpha_kind >= 1 && gen() % 2) alpha[f] = -alpha[f];
+    if (alpha_kind >= 1 && gen() % 7 == 0) alpha[f] = (gen() % 2) ? 0.0f : -0.0f;
+    bias[f] = (gen() % 5 == 0) ? 0.0f : std::normal_distribution<float>()(gen);
+  }
+  if (alpha_kind == 2) {
+    alpha[0] = std::numeric_limits<float>::quiet_NaN();
+    if (f_all > 1) alpha[1] = -INFINITY;
+  }
+  const double denom = static_cast<double>(((1 << ka) - 1) * ((1 << kw) - 1));
+  std::vector<float> conv(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const int64_t f = (static_cast<int64_t>(i) / (oh * ow)) % f_all;
+    float v = static_cast<float>(static_cast<double>(ref[i]) * (double{alpha[f]} / denom));
+    if (use_bias) v += bias[f];
+    conv[i] = v;
+  }
+  int64_t ph = oh, pw = ow;
+  std::vector<float> want;
+  if (q != nullptr) {
+    want = RefReluPool(conv, p.batch * f_all, oh, ow, relu, *q, &ph, &pw);
+  } else {
+    want = conv;
+    for (auto& v : want) v = relu ? (v > 0.0f ? v : (v == v ? 0.0f : v)) : v;
+  }
+  binmx::KbitMaxPool kp;
+  if (q != nullptr) {
+    kp.kernel_h = kp.kernel_w = q->k;
+    kp.stride_h = kp.stride_w = q->s;
+    kp.pad_h = kp.pad_w = q->pad;
+    kp.full_convention = q->full;
+  }
+  for (Isa isa : binmx::AvailableIsas()) {
+    binmx::KbitWeights w;
+    binmx::PrepareKbitConv(wf.data(), p, ka, kw, isa, &w);
+    CHECK(binmx::KbitDirectApplies(w, p) == want_direct, "direct kernel taken: %d, expected %d",
+          static_cast<int>(binmx::KbitDirectApplies(w, p)), static_cast<int>(want_direct));
+    for (int threads : {1, 2}) {
+      ++g_cases;
+      std::vector<float> out(want.size(), -7.0f);
+      binmx::KbitArgs args;
+      args.x = x.data();
+      args.out = out.data();
+      args.alpha = alpha.data();
+      args.bias = use_bias ? bias.data() : nullptr;
+      binmx::KbitConv2dReluPool(args, w, p, relu, q ? &kp : nullptr, {isa, threads});
+      for (size_t i = 0; i < want.size(); ++i) {
+        if (!(out[i] == want[i] || (std::isnan(out[i]) && std::isnan(want[i])))) {
+          CHECK(false,
+                "pool isa=%s threads=%d ka=%d kw=%d relu=%d pool=%lld/%lld/%lld%s alpha=%d: "
+                "out[%zu] = %.9g, expected %.9g (pooled %lldx%lld)",
+                binmx::IsaName(isa), threads, ka, kw, static_cast<int>(relu),
+                static_cast<long long>(q ? q->k : 0), static_cast<long long>(q ? q->s : 0),
+                static_cast<long long>(q ? q->pad : 0), q && q->full ? " full" : "", alpha_kind, i,
+                out[i], want[i], static_cast<long long>(ph), static_cast<long long>(pw));
+          break;
+        }
+      }
+    }
+  }
+}
+
 Conv2dParams Geo(int64_t n, int64_t c, int64_t h, int64_t w, int64_t f, int64_t k, int64_t s,
                  int64_t pad, int64_t dil, int64_t groups, int pad_value) {
   Conv2dParams p;
@@ -308,6 +418,35 @@ void CheckErrors() {
   CHECK(binmx::KbitPathFor(1, 2, 10) == binmx::KbitPath::kNone, "no kernel for act_bit 1");
   CHECK(binmx::KbitPathFor(16, 16, 10) == binmx::KbitPath::kNone, "no kernel for 16 bits");
   CHECK(binmx::KbitPathFor(8, 8, binmx::kKbitMaxDepth + 1) == binmx::KbitPath::kNone, "depth");
+  // KbitConv2dReluPool: a pool larger than the padded output, a zero stride, out_dot.
+  binmx::PrepareKbitConv(wf.data(), p, 8, 8, Isa::kScalar, &w);
+  std::vector<float> x(4 * 5 * 5, 0.5f), y(4 * 5 * 5);
+  binmx::KbitArgs args;
+  args.x = x.data();
+  args.out = y.data();
+  binmx::KbitMaxPool bad_pools[2];
+  bad_pools[0].kernel_h = bad_pools[0].kernel_w = 8;
+  bad_pools[1].kernel_h = bad_pools[1].kernel_w = 2;
+  bad_pools[1].stride_w = 0;
+  for (const binmx::KbitMaxPool& q : bad_pools) {
+    threw = false;
+    try {
+      binmx::KbitConv2dReluPool(args, w, p, true, &q, {Isa::kScalar, 1});
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    CHECK(threw, "a bad max pool must be rejected");
+  }
+  std::vector<int32_t> dot(y.size());
+  args.out = nullptr;
+  args.out_dot = dot.data();
+  threw = false;
+  try {
+    binmx::KbitConv2dReluPool(args, w, p, true, nullptr, {Isa::kScalar, 1});
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw, "out_dot with relu must be rejected");
 }
 
 }  // namespace
@@ -360,6 +499,62 @@ int main(int argc, char** argv) {
     RunConvCase(gen, Geo(1, 128, 5, 6, 32, 3, 1, 1, 1, 2, -1), ka, kw, true);  // C/g = 64
     RunConvCase(gen, Geo(9, 64, 4, 5, 9, 3, 1, 1, 1, 1, 1), ka, kw, true);     // 2 image blocks
     if (!quick) RunConvCase(gen, Geo(1, 3, 20, 20, 64, 7, 2, 3, 1, 1, 0), ka, kw, true);  // stem
+  }
+  // The direct int8 kernel (few channels): C 1..5 (and C * kw up to 64), kernels 1..7 with
+  // kh != kw, strides 1..3, pads, odd sizes, pad_value 0 / +1, dilate_h, filter counts around
+  // the 16-filter vectors and the 64-filter tile, every int8 bit pair.
+  const int direct_pairs[][2] = {{8, 8}, {5, 5}, {8, 1}, {2, 8}, {6, 3}, {7, 8}, {8, 5}};
+  for (const auto& kk : direct_pairs) {
+    const int ka = kk[0], kw = kk[1];
+    const bool full = ka == 8 && kw == 8;
+    for (int64_t c = 1; c <= 5; ++c) {
+      for (int64_t k = 1; k <= 7; ++k) {
+        if (!full && (k % 2 == 0 || c % 2 == 0)) continue;
+        const int64_t s = 1 + static_cast<int64_t>(gen() % 2);
+        const int64_t pad = std::min<int64_t>(k / 2 + static_cast<int64_t>(gen() % 2), k - 1);
+        const int64_t f_counts[] = {1, 15, 16, 17, 33, 48, 63, 64, 65, 80};
+        const int64_t f = f_counts[gen() % 10];
+        Conv2dParams p = Geo(1 + static_cast<int64_t>(gen() % 2), c, 7 + 2 * k, 6 + k, f, k, s, pad,
+                             1, 1, static_cast<int>(gen() % 2));
+        p.kernel_w = std::max<int64_t>(1, k - static_cast<int64_t>(gen() % 2));
+        p.pad_w = std::min(p.pad_w, p.kernel_w - 1);
+        if (gen() % 4 == 0) p.dilate_h = 2;
+        if (gen() % 4 == 0) p.stride_w = 3;
+        RunConvCase(gen, p, ka, kw, gen() % 2 == 0);
+        if (quick && !full) continue;
+        RunPoolCase(gen, p, ka, kw, true, nullptr, 1, true, true);
+      }
+    }
+    // C * kw at the 16 / 32 / 64-byte moves of the row builder.
+    for (int64_t c : {16, 21, 32, 64}) {
+      RunConvCase(gen, Geo(1, c, 5, 6, 20, 1, 1, 0, 1, 1, 0), ka, kw, true);
+      RunConvCase(gen, Geo(1, c / 2 + 1, 6, 5, 20, 2, 1, 1, 1, 1, 1), ka, kw, true);
+    }
+  }
+  // Fused relu + max pool: integer pooling under the direct kernel (alpha of both signs and
+  // zeros), the float pool otherwise (non-finite alpha; bit-serial; pad_value -1; 65 channels).
+  const PoolGeo pools[] = {{3, 2, 1, false}, {3, 2, 1, true}, {2, 2, 0, false},
+                           {3, 1, 1, false}, {2, 3, 0, true}, {1, 1, 0, false},
+                           {4, 3, 2, true},  {2, 2, 2, false}};  // the last: pad >= kernel
+  for (const PoolGeo& q : pools) {
+    for (int alpha_kind : {0, 1, 2}) {
+      for (bool relu : {true, false}) {
+        const Conv2dParams stem = Geo(2, 3, 23, 21, 24, 7, 2, 3, 1, 1, 0);
+        RunPoolCase(gen, stem, 8, 8, relu, &q, alpha_kind, alpha_kind != 0 || relu, true);
+        if (quick && alpha_kind == 2) continue;
+        RunPoolCase(gen, Geo(1, 2, 12, 13, 70, 3, 1, 1, 1, 1, 1), 5, 3, relu, &q, alpha_kind, true,
+                    true);
+        RunPoolCase(gen, Geo(1, 5, 11, 9, 17, 3, 1, 1, 1, 1, -1), 8, 8, relu, &q, alpha_kind, true,
+                    false);
+        RunPoolCase(gen, Geo(1, 17, 9, 10, 16, 3, 1, 1, 1, 1, 0), 2, 1, relu, &q, alpha_kind, true,
+                    false);
+      }
+    }
+  }
+  if (!quick) {
+    // The 8-bit ResNet stem at full size (224 x 224 -> 112 x 112 -> 56 x 56).
+    const PoolGeo q{3, 2, 1, false};
+    RunPoolCase(gen, Geo(1, 3, 224, 224, 64, 7, 2, 3, 1, 1, 0), 8, 8, true, &q, 1, true, true);
   }
   std::printf("kbit cases: %lld, %d failures\n", static_cast<long long>(g_cases), g_failures);
   return g_failures == 0 ? 0 : 1;
