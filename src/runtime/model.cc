@@ -248,8 +248,23 @@ void Model::Impl::Execute(const float* x, float* y, Fn per_step) const {
     std::unique_ptr<Context>* ctx;
     ~Release() { impl->ReleaseContext(std::move(*ctx)); }
   } release{this, &ctx};
+  // The output's storage is the caller's y itself when that is possible (an arena value of
+  // the output's own size, y not overlapping x): the last step writes the result in place
+  // instead of into the arena and a copy (one pass over the output less, whose cold stores
+  // cost as much as a fast layer's kernel). Set on every run: contexts are reused.
+  const int out_root = values[output_value].storage;
+  const size_t out_bytes = values[output_value].bytes;
+  const size_t in_bytes = static_cast<size_t>(CheckedCount(input_shape, "input")) * sizeof(float);
+  const auto xa = reinterpret_cast<uintptr_t>(x), ya = reinterpret_cast<uintptr_t>(y);
+  const bool direct_out = !values[out_root].external && values[out_root].bytes == out_bytes &&
+                          (ya + out_bytes <= xa || xa + in_bytes <= ya);
   for (size_t v = 0; v < values.size(); ++v) {
-    if (values[values[v].storage].external) ctx->ptrs[v] = const_cast<float*>(x);
+    const Value& root = values[values[v].storage];
+    if (root.external) {
+      ctx->ptrs[v] = const_cast<float*>(x);
+    } else if (values[v].storage == out_root) {
+      ctx->ptrs[v] = direct_out ? static_cast<void*>(y) : ctx->arena.data + root.offset;
+    }
   }
   InlineRunner inline_runner;
   const bool own_pool = pool && pool->TryAcquire();
@@ -266,7 +281,7 @@ void Model::Impl::Execute(const float* x, float* y, Fn per_step) const {
   rc.scratch = ctx->scratch.data;
   rc.threads = own_pool ? threads : 1;
   for (size_t i = 0; i < steps.size(); ++i) per_step(i, *steps[i], rc);
-  std::memcpy(y, ctx->ptrs[output_value], values[output_value].bytes);
+  if (!direct_out) std::memcpy(y, ctx->ptrs[output_value], out_bytes);
 }
 
 Model::Model() : impl_(std::make_unique<Impl>()) {}

@@ -288,6 +288,7 @@ void BitSerialConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dPar
       thread_local Scratch<int32_t> rs_s;
       uint64_t* rb = rb_s.Get(static_cast<size_t>(words * ka * wp));
       int32_t* rs = rs_s.Get(static_cast<size_t>(wp));
+      bool primed = false;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t r = task % hp, ng = task / hp, g = ng % g_count, nl = ng / g_count;
         if (!s.row_used[r]) continue;
@@ -296,10 +297,14 @@ void BitSerialConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dPar
           std::fill(rb, rb + words * ka * wp, uint64_t{0});
         } else {
           const float* xr = args.x + ((n0 + nl) * c_all + g * cg) * hw + (r - ph) * wi;
-          if (r + kPrefetchRows < ph + h) {
-            // The row kPrefetchRows below, one channel plane per stream: more streams than
-            // the hardware prefetchers follow once the input is not in cache.
-            const char* next = reinterpret_cast<const char*>(xr + kPrefetchRows * wi);
+          // Rows kPrefetchRows below (before a thread's first image row also rows 1 .. below),
+          // one channel plane per stream: more streams than the hardware prefetchers follow
+          // once the input is not in cache.
+          const int64_t ahead0 = primed ? kPrefetchRows : 1;
+          primed = true;
+          const int64_t ahead1 = std::min(kPrefetchRows, ph + h - 1 - r);
+          for (int64_t ahead = ahead0; ahead <= ahead1; ++ahead) {
+            const char* next = reinterpret_cast<const char*>(xr + ahead * wi);
             for (int64_t c = 0; c < cg; ++c) {
               const char* rowc = next + c * hw * static_cast<int64_t>(sizeof(float));
               for (int64_t b = 0; b < wi * static_cast<int64_t>(sizeof(float)); b += 64) {

@@ -346,29 +346,30 @@ void PackChunk(const float* xp, int64_t ch_stride, int n_ch, int64_t n, const fl
       const float* xc = xp + c * ch_stride;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        __mmask16 bits[KA];
         if constexpr (kCount) {
           const __m512 x = _mm512_maskz_loadu_ps(lm[v], xc + 16 * v);
           __mmask16 m[kA];
 #pragma GCC unroll 8
           for (int k = 0; k < kA; ++k) m[k] = _mm512_cmp_ps_mask(x, tv[k], _CMP_GT_OQ);
+          // Plane a's bit is the XOR of the masks m[k], (k + 1) % 2^a == 0: the first ORed
+          // in, the others XORed (vector ops under the masks, no mask-register logic).
 #pragma GCC unroll 4
           for (int a = 0; a < KA; ++a) {
             const int step = 1 << a;
-            __mmask16 b = m[step - 1];
+            ac[a][v] = _mm512_mask_or_epi32(ac[a][v], m[step - 1], ac[a][v], bit);
 #pragma GCC unroll 8
-            for (int k = 2 * step - 1; k < kA; k += step) b = static_cast<__mmask16>(b ^ m[k]);
-            bits[a] = b;
+            for (int k = 2 * step - 1; k < kA; k += step) {
+              ac[a][v] = _mm512_mask_xor_epi32(ac[a][v], m[k], ac[a][v], bit);
+            }
           }
         } else {
           const __m512i la = Level16(xc + 16 * v, lm[v], a_levels);
 #pragma GCC unroll 4
-          for (int a = 0; a < KA; ++a)
-            bits[a] = _mm512_test_epi32_mask(la, _mm512_set1_epi32(1 << a));
+          for (int a = 0; a < KA; ++a) {
+            const __mmask16 b = _mm512_test_epi32_mask(la, _mm512_set1_epi32(1 << a));
+            ac[a][v] = _mm512_mask_or_epi32(ac[a][v], b, ac[a][v], bit);
+          }
         }
-#pragma GCC unroll 4
-        for (int a = 0; a < KA; ++a)
-          ac[a][v] = _mm512_mask_or_epi32(ac[a][v], bits[a], ac[a][v], bit);
       }
     }
 #pragma GCC unroll 4
