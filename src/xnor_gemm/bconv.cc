@@ -30,6 +30,7 @@
 
 #include "bconv_kernels.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace binmx {
 
@@ -69,23 +70,7 @@ using internal::BconvSpec;
 using internal::BconvTile;
 using internal::kVecSlack;
 
-// Grow-only scratch, 64-byte aligned, no zero fill.
-template <typename T>
-class Scratch {
- public:
-  T* Get(size_t n) {
-    if (n > cap_) {
-      buf_.reset(new T[n + 64 / sizeof(T)]);
-      cap_ = n;
-    }
-    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
-    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-
- private:
-  std::unique_ptr<T[]> buf_;
-  size_t cap_ = 0;
-};
+using internal::Scratch;
 
 struct CallScratch {
   Scratch<uint64_t> planes, dense_x;

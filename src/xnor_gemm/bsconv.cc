@@ -30,6 +30,7 @@
 #include "bsconv_kernels.h"
 #include "kbit.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace binmx {
 namespace internal {
@@ -70,24 +71,6 @@ constexpr int64_t kMaxImageBlock = 8;
 constexpr int64_t kPrefetchRows = 4;  // into L2 (locality 2), 4 rows ahead: best when cold
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// Grow-only scratch, 64-byte aligned, no zero fill.
-template <typename T>
-class Scratch {
- public:
-  T* Get(size_t n) {
-    if (n > cap_) {
-      buf_.reset(new T[n + 64 / sizeof(T)]);
-      cap_ = n;
-    }
-    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
-    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-
- private:
-  std::unique_ptr<T[]> buf_;
-  size_t cap_ = 0;
-};
 
 struct CallScratch {
   Scratch<uint64_t> planes;

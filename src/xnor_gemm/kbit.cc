@@ -32,6 +32,7 @@
 #include "bsconv_kernels.h"
 #include "kbit_kernels.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace binmx {
 
@@ -86,22 +87,7 @@ void Require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
-template <typename T>
-class Scratch {
- public:
-  T* Get(size_t n) {
-    if (n > cap_) {
-      buf_.reset(new T[n + 64 / sizeof(T)]);
-      cap_ = n;
-    }
-    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
-    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-
- private:
-  std::unique_ptr<T[]> buf_;
-  size_t cap_ = 0;
-};
+using internal::Scratch;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 

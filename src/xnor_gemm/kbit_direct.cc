@@ -35,6 +35,7 @@
 #include "kbit.h"
 #include "kbit_direct_kernels.h"
 #include "parallel.h"
+#include "scratch.h"
 
 namespace binmx {
 
@@ -48,24 +49,6 @@ void Require(bool ok, const std::string& what) {
 }
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// A growing 64-byte-aligned buffer, kept per thread between calls.
-template <typename T>
-class Buffer {
- public:
-  T* Get(size_t n) {
-    if (n > cap_) {
-      buf_.reset(new T[n + 64 / sizeof(T)]);
-      cap_ = n;
-    }
-    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
-    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-
- private:
-  std::unique_ptr<T[]> buf_;
-  size_t cap_ = 0;
-};
 
 bool CpuHasVnni() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -98,7 +81,7 @@ DirectPath DirectPathFor(Isa isa, bool quad_weights) {
 // memcpy, L by the path's RowSum, R by its tile, in chunks of kDirectChunk pixels.
 void GenericRow(const DirectRowArgs& a, int64_t oy, int64_t ox_begin, int64_t ox_end, uint8_t* rows,
                 int32_t* d, const KbitSpec& spec) {
-  thread_local Buffer<int32_t> r_s;
+  thread_local Scratch<int32_t> r_s;
   int32_t* r = r_s.Get(static_cast<size_t>(kDirectChunk * a.fs));
   const int64_t seg = a.kw * a.c, depth = a.kh * seg, rb = a.kq * 4;
   int64_t l[kDirectChunk];
@@ -141,7 +124,7 @@ inline float MaxNan(float m, float v) { return (v > m || v != v) ? v : m; }
 void FloatReluMaxPool(const float* x, int64_t planes, int64_t h, int64_t w, const KbitMaxPool& ps,
                       int64_t ph, int64_t pw, bool relu, float* y, int threads) {
   ParallelFor(planes, threads, [&](int64_t b, int64_t e) {
-    thread_local Buffer<float> colmax_s;
+    thread_local Scratch<float> colmax_s;
     float* cm = colmax_s.Get(static_cast<size_t>(w));
     for (int64_t pl = b; pl < e; ++pl) {
       const float* xp = x + pl * h * w;
@@ -209,7 +192,7 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
   const int64_t img_bytes = RoundUp(img_used + kDirectSlack, 64);
 
   // 1. Levels into padded channels-last images, one task per (image, padded row).
-  thread_local Buffer<uint8_t> img_s;
+  thread_local Scratch<uint8_t> img_s;
   uint8_t* imgs = img_s.Get(static_cast<size_t>(n_img * img_bytes));
   const int pad_level = p.pad_value == 1 ? static_cast<int>(a_max) : 0;
   const DirectLevelsFn levels =
@@ -272,8 +255,8 @@ void DirectConv2d(const KbitArgs& args, const KbitWeights& w, const Conv2dParams
   const size_t rows_bytes = static_cast<size_t>(kDirectChunk * w.units * 4 + kDirectSlack);
 
   ParallelFor(n_img * bands, threads, [&](int64_t b, int64_t e) {
-    thread_local Buffer<uint8_t> rows_s;
-    thread_local Buffer<int32_t> d_s, ring_s, acc_s;
+    thread_local Scratch<uint8_t> rows_s;
+    thread_local Scratch<int32_t> d_s, ring_s, acc_s;
     uint8_t* rows = rows_s.Get(rows_bytes);
     int32_t* dbuf = d_s.Get(static_cast<size_t>(ow * fs));
     for (int64_t task = b; task < e; ++task) {
@@ -408,7 +391,7 @@ void KbitConv2dReluPool(const KbitArgs& args, const KbitWeights& w, const Conv2d
     });
     return;
   }
-  thread_local internal::Buffer<float> conv_s;
+  thread_local internal::Scratch<float> conv_s;
   KbitArgs a = args;
   a.out = conv_s.Get(static_cast<size_t>(planes * oh * ow));
   KbitConv2d(a, w, p, config);
