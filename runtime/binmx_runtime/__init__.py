@@ -86,7 +86,13 @@ def _lib() -> ctypes.CDLL:
                 # pointer object per call costs microseconds, a LeNet run about 30.
                 "binmx_model_run": (
                     ctypes.c_int,
-                    [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64],
+                    [
+                        ctypes.c_void_p,
+                        ctypes.c_void_p,
+                        ctypes.c_int64,
+                        ctypes.c_void_p,
+                        ctypes.c_int64,
+                    ],
                 ),
                 "binmx_model_num_layers": (ctypes.c_int, [ctypes.c_void_p]),
                 "binmx_model_layer": (

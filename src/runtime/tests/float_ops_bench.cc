@@ -144,8 +144,11 @@ int main(int argc, char** argv) {
             isa, reps, &rng);
   BenchConv("1x1 128->128 28x28 (no im2col)", Geo(1, 128, 28, 28, 128, 1, 1, 0), false, nullptr,
             isa, reps, &rng);
-  { MaxPoolSpec lp{2, 2, 2, 2, 0, 0, false};
-  BenchConv("lenet conv0+pool 5x5 1->64 28x28 batch 1", Geo(1, 1, 28, 28, 64, 5, 1, 0), true, &lp, isa, reps * 10, &rng); }
+  {
+    MaxPoolSpec lp{2, 2, 2, 2, 0, 0, false};
+    BenchConv("lenet conv0+pool 5x5 1->64 28x28 batch 1", Geo(1, 1, 28, 28, 64, 5, 1, 0), true, &lp,
+              isa, reps * 10, &rng);
+  }
   BenchConv("lenet conv0 5x5 1->64 28x28 batch 1", Geo(1, 1, 28, 28, 64, 5, 1, 0), false, nullptr,
             isa, reps, &rng);
   BenchConv("lenet conv0 5x5 1->64 28x28 batch 64", Geo(64, 1, 28, 28, 64, 5, 1, 0), false, nullptr,
