@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "axis_classes.h"
 #include "bconv_kernels.h"
 #include "parallel.h"
 #include "scratch.h"
@@ -62,6 +63,26 @@ BconvSpec BconvFor(Isa isa) {
   return ScalarBconv();
 }
 
+void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil, int64_t k,
+                 std::vector<int64_t>* cls, std::vector<std::pair<int64_t, int64_t>>* ranges) {
+  cls->assign(static_cast<size_t>(out), 0);
+  ranges->assign(1, {0, k});
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t lo = 0, hi = k;
+    while (lo < k && o * stride - pad + lo * dil < 0) ++lo;
+    while (hi > lo && o * stride - pad + (hi - 1) * dil >= in) --hi;
+    int64_t id = -1;
+    for (size_t r = 0; r < ranges->size(); ++r) {
+      if ((*ranges)[r].first == lo && (*ranges)[r].second == hi) id = static_cast<int64_t>(r);
+    }
+    if (id < 0) {
+      id = static_cast<int64_t>(ranges->size());
+      ranges->push_back({lo, hi});
+    }
+    (*cls)[o] = id;
+  }
+}
+
 }  // namespace internal
 
 namespace {
@@ -89,28 +110,6 @@ CallScratch& ThreadScratch() {
 
 void Require(bool ok, const char* what) {
   if (!ok) throw std::invalid_argument(what);
-}
-
-// Valid-tap range [lo, hi) of every output position along one axis, as class ids (0 = all
-// taps valid); ranges[id] = (lo, hi).
-void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil, int64_t k,
-                 std::vector<int64_t>* cls, std::vector<std::pair<int64_t, int64_t>>* ranges) {
-  cls->assign(static_cast<size_t>(out), 0);
-  ranges->assign(1, {0, k});
-  for (int64_t o = 0; o < out; ++o) {
-    int64_t lo = 0, hi = k;
-    while (lo < k && o * stride - pad + lo * dil < 0) ++lo;
-    while (hi > lo && o * stride - pad + (hi - 1) * dil >= in) --hi;
-    int64_t id = -1;
-    for (size_t r = 0; r < ranges->size(); ++r) {
-      if ((*ranges)[r].first == lo && (*ranges)[r].second == hi) id = static_cast<int64_t>(r);
-    }
-    if (id < 0) {
-      id = static_cast<int64_t>(ranges->size());
-      ranges->push_back({lo, hi});
-    }
-    (*cls)[o] = id;
-  }
 }
 
 // Packed weights (rows of `words` words, `bits` valid bits a row) with the bits past `bits`
@@ -165,8 +164,8 @@ void BuildTables(const uint64_t* w_in, const Conv2dParams& p, const BconvSpec& s
   t->ct.clear();
   if (p.pad_value == 0 && (ph > 0 || pw > 0)) {
     std::vector<std::pair<int64_t, int64_t>> y_ranges, x_ranges;
-    AxisClasses(oh, h, sh, ph, dh, kh, &s->y_class, &y_ranges);
-    AxisClasses(ow, w, sw, pw, dw, kw, &s->x_class, &x_ranges);
+    internal::AxisClasses(oh, h, sh, ph, dh, kh, &s->y_class, &y_ranges);
+    internal::AxisClasses(ow, w, sw, pw, dw, kw, &s->x_class, &x_ranges);
     const int64_t n_yc = static_cast<int64_t>(y_ranges.size());
     const int64_t n_xc = static_cast<int64_t>(x_ranges.size());
     if (n_yc > 1 || n_xc > 1) {

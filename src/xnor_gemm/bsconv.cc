@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "axis_classes.h"
 #include "bsconv_kernels.h"
 #include "kbit.h"
 #include "parallel.h"
@@ -85,28 +86,6 @@ struct CallScratch {
 CallScratch& ThreadScratch() {
   thread_local CallScratch s;
   return s;
-}
-
-// Valid-tap range [lo, hi) of every output position along one axis, as class ids (0 = all
-// taps valid); ranges[id] = (lo, hi).
-void AxisClasses(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t dil, int64_t k,
-                 std::vector<int64_t>* cls, std::vector<std::pair<int64_t, int64_t>>* ranges) {
-  cls->assign(static_cast<size_t>(out), 0);
-  ranges->assign(1, {0, k});
-  for (int64_t o = 0; o < out; ++o) {
-    int64_t lo = 0, hi = k;
-    while (lo < k && o * stride - pad + lo * dil < 0) ++lo;
-    while (hi > lo && o * stride - pad + (hi - 1) * dil >= in) --hi;
-    int64_t id = -1;
-    for (size_t r = 0; r < ranges->size(); ++r) {
-      if ((*ranges)[r].first == lo && (*ranges)[r].second == hi) id = static_cast<int64_t>(r);
-    }
-    if (id < 0) {
-      id = static_cast<int64_t>(ranges->size());
-      ranges->push_back({lo, hi});
-    }
-    (*cls)[o] = id;
-  }
 }
 
 }  // namespace
