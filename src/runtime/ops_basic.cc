@@ -59,18 +59,25 @@ void FinishStep(Planner& pl, int node, std::unique_ptr<Step> step, std::vector<i
   pl.AddStep(std::move(step));
 }
 
+// A step y = f(x) over the whole value, f applied to ranges: f(x + b, y + b, count).
 template <typename F>
-void AddElementwise(Planner& pl, int node, int in, F f) {
+void AddRangeStep(Planner& pl, int node, int in, F f) {
   const int out = pl.NewValue(pl.value(in).shape);
   const int64_t n = pl.value(in).Count();
   auto step = std::make_unique<FnStep>([in, out, n, f](const RunCtx& ctx) {
     const float* x = ctx.F(in);
     float* y = ctx.MutF(out);
-    ForRange(n, ctx.threads, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = f(x[i]);
-    });
+    ForRange(n, ctx.threads, [&](int64_t b, int64_t e) { f(x + b, y + b, e - b); });
   });
   FinishStep(pl, node, std::move(step), {in}, out);
+}
+
+// The same with a per-element function, y[i] = f(x[i]).
+template <typename F>
+void AddElementwise(Planner& pl, int node, int in, F f) {
+  AddRangeStep(pl, node, in, [f](const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  });
 }
 
 float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
@@ -133,14 +140,7 @@ void BuildActivation(Planner& pl, int node) {
   } else if (act == "sigmoid") {
     AddElementwise(pl, node, in, [](float x) { return Sigmoid(x); });
   } else if (act == "tanh") {
-    const int out = pl.NewValue(pl.value(in).shape);
-    const int64_t n = pl.value(in).Count();
-    auto step = std::make_unique<FnStep>([in, out, n](const RunCtx& ctx) {
-      const float* x = ctx.F(in);
-      float* y = ctx.MutF(out);
-      ForRange(n, ctx.threads, [&](int64_t b, int64_t e) { TanhArray(x + b, y + b, e - b); });
-    });
-    FinishStep(pl, node, std::move(step), {in}, out);
+    AddRangeStep(pl, node, in, TanhArray);
   } else if (act == "softrelu") {
     AddElementwise(pl, node, in, [](float x) { return SoftRelu(x); });
   } else if (act == "softsign") {
