@@ -225,30 +225,21 @@ def worker(threads: int, quick: bool, prefixes: dict) -> dict:
     return res
 
 
+def bench_output(binmx_run: str, prefix: str, path: str, threads: int, n: int) -> list[str]:
+    """The lines `binmx-run --bench n` prints for the model at prefix and the input at path."""
+    args = ["--model", prefix, "--epoch", "1", "--input", path]
+    args += ["--threads", str(threads), "--bench", str(n)]
+    out = subprocess.run([binmx_run, *args], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
 def engine_overhead(binmx_run: str, prefix: str, tmp: str, n: int) -> float:
     import numpy as np
 
     path = os.path.join(tmp, "one.npy")
     np.save(path, np.ones((1, 1), np.float32))
-    out = subprocess.run(
-        [
-            binmx_run,
-            "--model",
-            prefix,
-            "--epoch",
-            "1",
-            "--input",
-            path,
-            "--threads",
-            "1",
-            "--bench",
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(s for s in out.splitlines() if s.startswith("bench:"))
+    lines = bench_output(binmx_run, prefix, path, 1, n)
+    line = next(s for s in lines if s.startswith("bench:"))
     return float(line.split("median")[1].split("ms")[0]) * 1e3  # microseconds
 
 
@@ -259,25 +250,8 @@ def peak_memory(binmx_run: str, prefix: str, tmp: str) -> int:
 
     path = os.path.join(tmp, "x.npy")
     np.save(path, np.zeros((1, 3, 224, 224), np.float32))
-    out = subprocess.run(
-        [
-            binmx_run,
-            "--model",
-            prefix,
-            "--epoch",
-            "1",
-            "--input",
-            path,
-            "--threads",
-            "2",
-            "--bench",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(s for s in out.splitlines() if s.startswith("peak resident memory:"))
+    lines = bench_output(binmx_run, prefix, path, 2, 20)
+    line = next(s for s in lines if s.startswith("peak resident memory:"))
     return int(float(line.split(":")[1].split("MiB")[0]) * 2**20)
 
 
